@@ -1,0 +1,85 @@
+"""Backends, picked by name from a small registry. Heavy imports happen inside each factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.backends.base import Backend, GradeRequest
+from grader.config import openai_configured
+from grader.errors import BackendNotConfiguredError, GraderError
+from grader.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Everything a user can set about a backend; each factory takes what applies to it."""
+
+    model: str | None = None
+    base_url: str | None = None
+    temperature: float = 0.0
+    seed: int | None = 42
+    timeout: float = 120.0
+    max_tokens: int | None = None
+    prompts_dir: Path | None = None
+    model_path: Path | None = None
+    policy: RetryPolicy = RetryPolicy()
+
+
+def _prompts(options: BackendOptions):  # noqa: ANN202
+    from grader.prompts import Prompts
+
+    return Prompts(options.prompts_dir)
+
+
+def _openai(options: BackendOptions) -> Backend:
+    from grader.backends.openai import OpenAIBackend
+
+    return OpenAIBackend(
+        model=options.model,
+        base_url=options.base_url,
+        temperature=options.temperature,
+        seed=options.seed,
+        timeout=options.timeout,
+        max_tokens=options.max_tokens,
+        prompts=_prompts(options),
+        policy=options.policy,
+    )
+
+
+def _fake(options: BackendOptions) -> Backend:
+    from grader.backends.fake import FakeBackend
+
+    return FakeBackend.from_env(prompts=_prompts(options), policy=options.policy)
+
+
+REGISTRY: dict[str, Callable[[BackendOptions], Backend]] = {
+    "openai": _openai,
+    "fake": _fake,
+}
+
+
+def resolve_name(name: str) -> str:
+    """`auto` means the OpenAI-compatible backend when OPENAI_API_KEY or OPENAI_BASE_URL is set."""
+    if name != "auto":
+        return name
+    if openai_configured():
+        return "openai"
+    if "local" in REGISTRY:
+        return "local"
+    raise BackendNotConfiguredError(
+        "no backend configured", hint="set OPENAI_API_KEY / OPENAI_BASE_URL for an OpenAI-compatible server"
+    )
+
+
+def get_backend(name: str = "auto", options: BackendOptions | None = None) -> Backend:
+    resolved = resolve_name(name)
+    try:
+        factory = REGISTRY[resolved]
+    except KeyError:
+        raise GraderError(f"unknown backend {name!r}", hint="choose one of: auto, " + ", ".join(REGISTRY)) from None
+    return factory(options or BackendOptions())
+
+
+__all__ = ["REGISTRY", "Backend", "BackendOptions", "GradeRequest", "get_backend", "resolve_name"]

@@ -1,0 +1,52 @@
+"""The backend interface: one async method that turns a request into a validated Grade."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from grader.grade import Grade
+from grader.rubric import Question
+
+
+@dataclass(frozen=True)
+class GradeRequest:
+    """One answer to grade against one rubric question.
+
+    `exemplars` defaults to the question's three references; evals pass fewer to hide the reference
+    being graded (leave-one-out). `sample` numbers repeated grades of the same answer (`--samples k`).
+    """
+
+    question: Question
+    answer: str
+    exemplars: tuple[tuple[str, str], ...] | None = None
+    sample: int = 0
+    options: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def reference_answers(self) -> tuple[tuple[str, str], ...]:
+        if self.exemplars is not None:
+            return self.exemplars
+        return tuple(self.question.references.items())
+
+
+class Backend(ABC):
+    """Grades answers. Implementations: `openai` (any OpenAI-compatible server), `local` (offline
+    embeddings), `fake` (scripted replies, for tests)."""
+
+    name: ClassVar[str]
+    #: Whether repeated grades of one answer can differ (so `--samples k` measures agreement).
+    stochastic: ClassVar[bool] = True
+
+    @property
+    @abstractmethod
+    def model(self) -> str:
+        """The model that grades, as printed in every Grade."""
+
+    @abstractmethod
+    async def grade(self, request: GradeRequest) -> Grade:
+        """Grade one answer; raise a GraderError subclass when no valid grade can be had."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release connections or models."""

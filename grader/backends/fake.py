@@ -1,0 +1,82 @@
+"""A scripted chat model for tests and dry runs: it replays queued replies and records what it was sent.
+
+From the CLI, `--backend fake` reads its replies from the JSON-lines file named by $GRADER_FAKE_REPLIES
+(one reply per line: a JSON object, or a JSON string holding raw text).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from grader.backends.base import GradeRequest
+from grader.backends.chat import ChatBackend, Completion, Conversation
+from grader.confidence import TokenLogprob
+from grader.errors import BackendError, BackendNotConfiguredError
+from grader.grade import Usage
+from grader.prompts import Prompts
+from grader.retry import RetryPolicy
+
+Reply = str | dict[str, Any] | Exception | Completion
+Responder = Callable[[Conversation, GradeRequest], Reply]
+
+
+class FakeBackend(ChatBackend):
+    name = "fake"
+
+    def __init__(
+        self,
+        replies: Iterable[Reply] = (),
+        *,
+        responder: Responder | None = None,
+        model: str = "scripted",
+        prompts: Prompts | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(prompts=prompts, policy=policy)
+        self.replies: deque[Reply] = deque(replies)
+        self.responder = responder
+        self._model = model
+        self.sent: list[Conversation] = []
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> FakeBackend:
+        path = os.environ.get("GRADER_FAKE_REPLIES")
+        if not path:
+            raise BackendNotConfiguredError(
+                "the fake backend needs scripted replies", hint="set GRADER_FAKE_REPLIES to a JSON-lines file"
+            )
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return cls([json.loads(line) for line in lines if line.strip()], **kwargs)
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def complete(self, conversation: Conversation, request: GradeRequest) -> Completion:
+        self.sent.append(Conversation(messages=list(conversation.messages), schema=conversation.schema))
+        if self.responder is not None:
+            reply: Reply = self.responder(conversation, request)
+        elif self.replies:
+            reply = self.replies.popleft()
+        else:
+            raise BackendError("the fake backend has no scripted reply left")
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, Completion):
+            return reply
+        text = reply if isinstance(reply, str) else json.dumps(reply)
+        return Completion(
+            text=text, usage=Usage(prompt_tokens=len(_words(conversation)), completion_tokens=len(text.split()))
+        )
+
+
+def _words(conversation: Conversation) -> list[str]:
+    return " ".join(m["content"] for m in conversation.messages).split()
+
+
+__all__ = ["FakeBackend", "TokenLogprob"]

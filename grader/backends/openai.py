@@ -1,0 +1,221 @@
+"""Any OpenAI-compatible chat server (OpenAI, Azure-style base URLs, vLLM, Ollama, llama.cpp).
+
+Asks for strict JSON-schema structured output. Servers that reject `json_schema` (llama.cpp answers
+HTTP 500 "Input should be 'text' or 'json_object'") get JSON mode with the schema attached and spelled
+out in the prompt; the choice is remembered per server in the cache folder. The SDK's own retries are
+off (`max_retries=0`): `grader.retry` is the one retry layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from grader.backends.base import GradeRequest
+from grader.backends.chat import ChatBackend, Completion, Conversation
+from grader.confidence import TokenLogprob
+from grader.config import DEFAULT_OPENAI_MODEL, cache_dir
+from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
+from grader.grade import Usage
+from grader.prompts import Prompts
+from grader.retry import RetryPolicy, TransientError, parse_retry_after, transport
+
+MODES = ("json_schema", "json_object_schema", "json_object")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class _Rejected(Exception):
+    """The server refused a request feature (a response_format mode, or logprobs)."""
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(feature)
+        self.feature = feature
+
+
+class ServerMemory:
+    """What each server accepts, kept in a small JSON file so the next run asks right the first time."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_dir() / "servers.json"
+
+    def load(self, server: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.path.read_text()).get(server, {}))
+        except (OSError, ValueError):
+            return {}
+
+    def save(self, server: str, facts: dict[str, Any]) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data[server] = facts
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+
+class OpenAIBackend(ChatBackend):
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        temperature: float = 0.0,
+        seed: int | None = 42,
+        timeout: float = 120.0,
+        max_tokens: int | None = None,
+        logprobs: bool = True,
+        http_client: Any = None,
+        prompts: Prompts | None = None,
+        policy: RetryPolicy | None = None,
+        memory: ServerMemory | None = None,
+    ) -> None:
+        super().__init__(prompts=prompts, policy=policy)
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not api_key and not base_url:
+            raise BackendNotConfiguredError(
+                "the openai backend is not configured",
+                hint="set OPENAI_API_KEY (and OPENAI_BASE_URL for a self-hosted server), or use --backend local",
+            )
+        self._model = model or os.environ.get("GRADER_MODEL") or DEFAULT_OPENAI_MODEL
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.temperature = temperature
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.client = openai.AsyncOpenAI(
+            # Local servers ignore the key, but the SDK insists on one.
+            api_key=api_key or "not-needed",
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=http_client,
+        )
+        self.memory = memory or ServerMemory()
+        self.facts = {"mode": MODES[0], "logprobs": logprobs, **self.memory.load(self.base_url)}
+        if not logprobs:
+            self.facts["logprobs"] = False
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    async def complete(self, conversation: Conversation, request: GradeRequest) -> Completion:
+        requests = 0
+        while True:
+            mode = self.facts["mode"]
+            messages = conversation.messages
+            if mode != "json_schema":  # no structured output: the schema goes into the instructions
+                messages = [self.system_message(conversation.schema), *messages[1:]]
+            try:
+                async for attempt in transport(self.policy):
+                    with attempt:
+                        requests += 1
+                        response = await self._send(messages, conversation, mode, request)
+            except _Rejected as rejected:
+                self._learn(rejected.feature, mode)
+                continue
+            except TransientError as exc:
+                raise GradingFailedError(
+                    f"{self.base_url} kept failing ({exc}); gave up after {requests} requests",
+                    attempts=requests,
+                    kind="transport",
+                    hint="check the server, or raise --max-attempts",
+                ) from None
+            return self._completion(response, requests)
+
+    def _learn(self, feature: str, mode: str) -> None:
+        if feature == "logprobs":
+            self.facts["logprobs"] = False
+        else:
+            index = MODES.index(mode)
+            if index + 1 >= len(MODES):
+                raise BackendError(f"{self.base_url} accepts no JSON output mode grader can use")
+            self.facts["mode"] = MODES[index + 1]
+        self.memory.save(self.base_url, self.facts)
+
+    def _response_format(self, conversation: Conversation, mode: str) -> dict[str, Any]:
+        if mode == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": conversation.name, "schema": conversation.schema, "strict": True},
+            }
+        if mode == "json_object_schema":  # llama.cpp and others constrain decoding to this schema
+            return {"type": "json_object", "schema": conversation.schema}
+        return {"type": "json_object"}
+
+    async def _send(
+        self, messages: list[dict[str, str]], conversation: Conversation, mode: str, request: GradeRequest
+    ) -> Any:
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "messages": messages,
+            "response_format": self._response_format(conversation, mode),
+            "temperature": float(request.options.get("temperature", self.temperature)),  # type: ignore[arg-type]
+        }
+        if self.seed is not None:
+            kwargs["seed"] = self.seed + request.sample
+        if self.max_tokens:
+            kwargs["max_tokens"] = self.max_tokens
+        if self.facts["logprobs"]:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = 5
+        try:
+            return await self.client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:
+            raise self._classify(exc) from exc
+        except openai.APITimeoutError as exc:
+            raise TransientError("request timed out") from exc
+        except openai.APIConnectionError as exc:
+            raise TransientError(f"cannot connect to {self.base_url}") from exc
+
+    def _classify(self, exc: openai.APIStatusError) -> Exception:
+        status = exc.status_code
+        body = f"{exc.message} {exc.response.text if exc.response is not None else ''}".lower()
+        if status in (400, 422, 500, 501) and any(s in body for s in ("json_schema", "response_format", "json_object")):
+            return _Rejected("response_format")
+        if status in (400, 422) and "logprobs" in body:
+            return _Rejected("logprobs")
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response is not None else None
+        if status in (408, 409, 429) or status >= 500:
+            return TransientError(f"HTTP {status}: {_short(exc.message)}", retry_after=retry_after, status=status)
+        if status in (401, 403):
+            return BackendError(f"{self.base_url} refused the API key (HTTP {status})", hint="check OPENAI_API_KEY")
+        if status == 404:
+            return BackendError(
+                f"{self.base_url}: model {self._model!r} or endpoint not found (HTTP 404)",
+                hint="check --model / GRADER_MODEL and OPENAI_BASE_URL",
+            )
+        return BackendError(f"{self.base_url} rejected the request (HTTP {status}): {_short(exc.message)}")
+
+    def _completion(self, response: Any, requests: int) -> Completion:
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice is not None else ""
+        usage = Usage()
+        if response.usage is not None:
+            usage = Usage(
+                prompt_tokens=response.usage.prompt_tokens or 0,
+                completion_tokens=response.usage.completion_tokens or 0,
+            )
+        tokens: list[TokenLogprob] = []
+        content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+        for item in content:
+            top = tuple((alt.token, alt.logprob) for alt in (item.top_logprobs or []))
+            tokens.append(TokenLogprob(item.token, item.logprob, top))
+        return Completion(text=text, usage=usage, logprobs=tokens, requests=requests)
+
+
+def _short(message: str, limit: int = 160) -> str:
+    line = " ".join(str(message).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,62 @@
+"""The `grader` command line: one module per command group."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from grader.cli._common import err_console
+from grader.errors import GraderError
+
+
+class _Group(TyperGroup):
+    """Turns every GraderError into one line on stderr and its exit code: never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GraderError as exc:
+            err_console.print(f"grader: error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("grader: interrupted", markup=False)
+            raise typer.Exit(130) from None
+        except (click.exceptions.Exit, click.ClickException, typer.Exit):
+            raise
+        except Exception as exc:
+            if os.environ.get("GRADER_DEBUG"):
+                raise
+            err_console.print(
+                f"grader: internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 for the traceback)",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(70) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Grade written interview answers against a rubric with a language model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from grader.cli import grade, rubric
+
+    app.command("grade")(grade.grade)
+    app.add_typer(rubric.app, name="rubric")
+
+
+_register()
+
+
+def main() -> None:
+    sys.exit(app())

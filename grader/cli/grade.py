@@ -1,0 +1,141 @@
+"""`grader grade`: grade one answer."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+
+from grader.backends import get_backend
+from grader.cli._common import (
+    AttemptsOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ModelOpt,
+    ModelPathOpt,
+    PromptsOpt,
+    ReasksOpt,
+    RubricOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    backend_options,
+    console,
+    read_input,
+)
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import GraderError
+from grader.grade import Grade
+from grader.grading import check_answer, grade_answer
+from grader.rubric import Question, load_rubric
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
+TIER_STYLE = {"great": "bold green", "mediocre": "bold yellow", "poor": "bold red"}
+
+
+def grade(
+    question: Annotated[
+        str, typer.Option("--question", "-q", help="Question id or number (see `grader rubric list`).")
+    ],
+    answer: Annotated[str | None, typer.Option("--answer", "-a", help="The answer text.")] = None,
+    answer_file: Annotated[
+        Path | None, typer.Option("--answer-file", "-f", help="File holding the answer; - reads standard input.")
+    ] = None,
+    output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
+    backend: BackendOpt = "auto",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    rubric: RubricOpt = None,
+    prompts: PromptsOpt = None,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, max=20, help="Grade k times; confidence = share that agrees.")
+    ] = 1,
+    temperature: TemperatureOpt = 0.0,
+    seed: SeedOpt = 42,
+    review_threshold: Annotated[
+        float,
+        typer.Option(
+            "--review-threshold",
+            envvar="GRADER_REVIEW_THRESHOLD",
+            min=0.0,
+            max=1.0,
+            help="Flag grades whose confidence is below this for human review.",
+        ),
+    ] = DEFAULT_REVIEW_THRESHOLD,
+    max_answer_chars: Annotated[
+        int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1)
+    ] = DEFAULT_MAX_ANSWER_CHARS,
+    timeout: TimeoutOpt = 120.0,
+    max_attempts: AttemptsOpt = 5,
+    reasks: ReasksOpt = 2,
+    model_path: ModelPathOpt = None,
+) -> None:
+    """Grade one answer against a rubric question and print the grade."""
+    if (answer is None) == (answer_file is None):
+        raise GraderError("give the answer with exactly one of --answer or --answer-file")
+    text = answer if answer is not None else read_input(answer_file)  # type: ignore[arg-type]
+    where = "the answer" if answer is not None else f"{answer_file if str(answer_file) != '-' else 'standard input'}"
+    check_answer(text, max_chars=max_answer_chars, where=where)
+    the_question = load_rubric(rubric).find(question)
+    options = backend_options(
+        model=model,
+        base_url=base_url,
+        temperature=temperature,
+        seed=seed,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        reasks=reasks,
+        prompts=prompts,
+        model_path=model_path,
+    )
+    result = asyncio.run(_grade(backend, options, the_question, text, samples, temperature, review_threshold))
+    if output_format is Format.json:
+        console.print_json(result.model_dump_json())
+    else:
+        print_grade(result, the_question)
+
+
+async def _grade(backend_name, options, question, text, samples, temperature, threshold) -> Grade:  # noqa: ANN001
+    backend = get_backend(backend_name, options)
+    try:
+        return await grade_answer(
+            backend, question, text, samples=samples, temperature=temperature, review_threshold=threshold
+        )
+    finally:
+        await backend.aclose()
+
+
+def print_grade(grade: Grade, question: Question) -> None:
+    """A readable grade for the terminal."""
+    texts = {p.id: p.text for p in [*question.key_points, *question.red_flags]}
+    tier = grade.tier.value
+    conf = f"{grade.confidence:.2f} ({grade.confidence_source})" if grade.confidence is not None else "n/a"
+    head = f"[{TIER_STYLE[tier]}]{tier.upper()}[/]  {escape(question.id)}  confidence {conf}"
+    lines = [escape(grade.justification), ""]
+    for p in grade.covered_points:
+        quote = f'"{escape(p.evidence)}"' if p.evidence else "[dim](quote dropped)[/]"
+        lines.append(f"[green]✓[/] {escape(p.id)}: {escape(texts.get(p.id, ''))}\n    {quote}")
+    for pid in grade.missed_points:
+        lines.append(f"[red]✗[/] {escape(pid)}: {escape(texts.get(pid, ''))}")
+    for fid in grade.red_flags:
+        lines.append(f"[bold red]! red flag[/] {escape(fid)}: {escape(texts.get(fid, ''))}")
+    if grade.needs_review:
+        lines += ["", "[bold magenta]needs review:[/] " + escape("; ".join(grade.review_reasons))]
+    for note in grade.notes:
+        lines.append(f"[dim]note: {escape(note)}[/]")
+    usage = grade.usage
+    footer = (
+        f"{grade.backend} · {grade.model} · {grade.attempts} call(s) · "
+        f"{usage.prompt_tokens}+{usage.completion_tokens} tokens"
+    )
+    console.print(Panel("\n".join(lines), title=head, subtitle=escape(footer), title_align="left"))

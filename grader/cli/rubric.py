@@ -1,0 +1,132 @@
+"""`grader rubric ...`: list, check, import and draft rubrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from grader.backends import get_backend
+from grader.cli._common import (
+    BackendOpt,
+    BaseUrlOpt,
+    ModelOpt,
+    PromptsOpt,
+    RubricOpt,
+    backend_options,
+    console,
+    err_console,
+)
+from grader.draft import draft_rubric
+from grader.errors import GraderError, RubricError
+from grader.importer import import_bank
+from grader.rubric import default_rubric_path, load_rubric, save_rubric
+
+app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_questions(rubric: RubricOpt = None) -> None:
+    """List the questions of a rubric with their ids."""
+    loaded = load_rubric(rubric)
+    table = Table(title=f"{loaded.name} ({len(loaded.questions)} questions)", title_justify="left")
+    for col in ("#", "id", "question", "points", "flags"):
+        table.add_column(col, no_wrap=col != "question")
+    for q in loaded:
+        drafts = f" ({len(q.draft_ids)} draft)" if q.draft_ids else ""
+        table.add_row(str(q.number), q.id, q.text, f"{len(q.key_points)}{drafts}", str(len(q.red_flags)))
+    console.print(table)
+
+
+@app.command("check")
+def check(
+    files: Annotated[list[Path] | None, typer.Argument(help="Rubric files (default: the packaged rubric).")] = None,
+) -> None:
+    """Validate rubric files: unknown fields, duplicate ids, empty references. Exits non-zero on error."""
+    failed = 0
+    for path in files or [default_rubric_path()]:
+        try:
+            rubric = load_rubric(path)
+        except RubricError as exc:
+            err_console.print(f"grader: error: {exc}", markup=False, highlight=False)
+            failed += 1
+            continue
+        points = sum(len(q.key_points) for q in rubric)
+        flags = sum(len(q.red_flags) for q in rubric)
+        console.print(f"{path}: ok, {len(rubric.questions)} questions, {points} key points, {flags} red flags")
+        bare = [q.id for q in rubric if not q.key_points]
+        if bare:
+            console.print(f"  warning: {len(bare)} questions have no key points yet (run `grader rubric draft {path}`)")
+        drafts = sum(len(q.draft_ids) for q in rubric)
+        if drafts:
+            console.print(
+                f"  warning: {drafts} drafted points are not reviewed yet (remove `draft: true` once checked)"
+            )
+    if failed:
+        raise typer.Exit(RubricError.exit_code)
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="Question bank in the recruiters' text format.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Rubric YAML file to write.")],
+    name: Annotated[str | None, typer.Option(help="Rubric name (default: the file name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Import a question bank into a rubric file (key points come next, with `grader rubric draft`)."""
+    if out.exists() and not force:
+        raise GraderError(f"{out} exists", hint="pass --force to overwrite it")
+    result = import_bank(source, name=name)
+    for lineno, text in result.ignored_lines:
+        err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
+    save_rubric(result.rubric, out)
+    console.print(f"wrote {out}: {len(result.rubric.questions)} questions; next: grader rubric draft {out}")
+
+
+@app.command("draft")
+def draft(
+    rubric: Annotated[Path, typer.Argument(help="Rubric file to fill in (written back in place).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")] = None,
+    backend: BackendOpt = "auto",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    prompts: PromptsOpt = None,
+) -> None:
+    """Propose key points and red flags for questions that lack them, marked as drafts to review."""
+    loaded = load_rubric(rubric)
+    options = backend_options(
+        model=model,
+        base_url=base_url,
+        temperature=0.0,
+        seed=42,
+        timeout=120.0,
+        max_attempts=5,
+        reasks=2,
+        prompts=prompts,
+    )
+    drafted, report = asyncio.run(_draft(loaded, backend, options))
+    if not report:
+        console.print(f"{rubric}: every question already has key points; nothing to draft")
+        return
+    for line in report:
+        console.print(line, markup=False)
+    target = out or rubric
+    save_rubric(drafted, target)
+    console.print(f"wrote {target}: review the drafted points, then remove their `draft: true`")
+
+
+async def _draft(rubric, backend_name, options):  # noqa: ANN001, ANN202
+    from grader.backends import resolve_name
+
+    needs = any(not q.key_points for q in rubric)
+    if not needs:
+        return rubric, []
+    backend = get_backend(backend_name, options) if resolve_name(backend_name) != "local" else None
+    try:
+        return await draft_rubric(rubric, backend)
+    finally:
+        if backend is not None:
+            await backend.aclose()

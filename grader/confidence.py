@@ -1,0 +1,69 @@
+"""Confidence from token log-probabilities: the probability mass of the chosen tier at the point where
+the model wrote the tier's value.
+
+Servers return the sampled tokens with their top alternatives. We find the token that starts the tier
+value in the JSON reply (with llama.cpp this is often `"g`, the quote fused with the first letter), read
+which tier each alternative would have started, and normalise over the three tiers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from grader.grade import TIERS
+
+_TIER_VALUE = re.compile(r'"tier"\s*:\s*"')
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: Sequence[tuple[str, float]] = ()
+
+
+def tier_distribution(tokens: Sequence[TokenLogprob]) -> dict[str, float] | None:
+    """Probability of each tier at the tier value's first character, or None if it cannot be read."""
+    if not tokens:
+        return None
+    joined = "".join(t.token for t in tokens)
+    matches = list(_TIER_VALUE.finditer(joined))
+    if not matches:
+        return None
+    target = matches[-1].end()  # index of the value's first letter in the token stream
+    start = 0
+    for tok in tokens:
+        end = start + len(tok.token)
+        if start <= target < end:
+            return _mass_at(tok, target - start)
+        start = end
+    return None
+
+
+def _mass_at(tok: TokenLogprob, offset: int) -> dict[str, float] | None:
+    prefix = tok.token[:offset]
+    alternatives = list(tok.top) or [(tok.token, tok.logprob)]
+    if all(alt != tok.token for alt, _ in alternatives):
+        alternatives.append((tok.token, tok.logprob))
+    mass = dict.fromkeys(TIERS, 0.0)
+    for alt, logprob in alternatives:
+        if not alt.startswith(prefix):
+            continue
+        fragment = alt[offset:].strip().lower()
+        hits = [t for t in TIERS if fragment and (t.startswith(fragment) or fragment.startswith(t))]
+        if len(hits) == 1:
+            mass[hits[0]] += math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {tier: m / total for tier, m in mass.items()}
+
+
+def tier_confidence(tokens: Sequence[TokenLogprob], chosen: str) -> float | None:
+    dist = tier_distribution(tokens)
+    if dist is None or dist.get(chosen, 0.0) <= 0:
+        return None
+    return round(dist[chosen], 4)

@@ -1,0 +1,183 @@
+"""The one Grade contract, and the reply schema a language model fills in to produce it.
+
+`GradeReply` is what the prompt asks the model for (per-point verdicts first, the tier last, so the
+model reasons over the rubric before it commits). `Grade` is what every backend returns, what the CLI
+prints and what the evals score. Field descriptions are part of the JSON schema the model sees.
+"""
+
+from __future__ import annotations
+
+import copy
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Tier(StrEnum):
+    great = "great"
+    mediocre = "mediocre"
+    poor = "poor"
+
+    @property
+    def rank(self) -> int:
+        """Ordinal position: poor=0, mediocre=1, great=2 (for kappa and leniency)."""
+        return {"poor": 0, "mediocre": 1, "great": 2}[self.value]
+
+
+TIERS: tuple[str, ...] = tuple(t.value for t in Tier)
+
+
+class Usage(BaseModel):
+    """Tokens used, summed over every attempt (failed ones included)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class CoveredPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Key-point id from the rubric.")
+    evidence: str | None = Field(
+        description="Verbatim quote from the candidate's answer that shows the point; null only when a "
+        "quote the model gave could not be found in the answer and was dropped."
+    )
+
+
+class Grade(BaseModel):
+    """A validated grade of one answer against one rubric question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question_id: str = Field(description="Id of the rubric question that was graded.")
+    tier: Tier = Field(description="great, mediocre or poor.")
+    justification: str = Field(min_length=1, description="Why this tier, in terms of the rubric.")
+    covered_points: list[CoveredPoint] = Field(
+        default_factory=list, description="Key points the answer makes, each with a verbatim quote."
+    )
+    missed_points: list[str] = Field(default_factory=list, description="Ids of key points the answer misses.")
+    red_flags: list[str] = Field(default_factory=list, description="Ids of the rubric's red flags the answer shows.")
+    confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Probability of the chosen tier from token log-probabilities, or the share of agreeing "
+        "samples, or the local backend's decision margin; null when none is available. Never self-reported.",
+    )
+    confidence_source: str | None = Field(
+        default=None, description="Where confidence comes from: logprobs, samples, margin, or null."
+    )
+    needs_review: bool = Field(default=False, description="True when a human should look at this grade.")
+    review_reasons: list[str] = Field(default_factory=list, description="Why needs_review is set.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Metadata about how the grade was obtained (dropped quotes, unreviewed draft points...).",
+    )
+    backend: str = Field(description="Backend that graded, e.g. openai or local.")
+    model: str = Field(description="Model that graded.")
+    usage: Usage = Field(default_factory=Usage)
+    attempts: int = Field(default=1, ge=1, description="Model calls made, re-asks included.")
+    rubric_version: str | None = Field(default=None, description="Fingerprint of the rubric question used.")
+
+    @field_validator("justification")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("justification must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _lists_are_disjoint(self) -> Grade:
+        covered = [p.id for p in self.covered_points]
+        if len(set(covered)) != len(covered):
+            raise ValueError("covered_points lists a point twice")
+        if len(set(self.missed_points)) != len(self.missed_points):
+            raise ValueError("missed_points lists a point twice")
+        overlap = set(covered) & set(self.missed_points)
+        if overlap:
+            raise ValueError(f"points both covered and missed: {sorted(overlap)}")
+        return self
+
+
+# --- what the model is asked to write --------------------------------------------------------------
+
+
+class PointVerdict(BaseModel):
+    """The model's verdict on one key point: the quote first, then the decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: str = Field(
+        description="The shortest verbatim quote from the candidate answer that shows this point, "
+        'copied exactly; "" if the answer does not make the point.'
+    )
+    covered: bool = Field(description="True only if the answer clearly makes this point.")
+
+
+class GradeReply(BaseModel):
+    """What the language model writes. Property order is the order a constrained decoder follows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: dict[str, PointVerdict] = Field(
+        description="One verdict for every key point of the rubric, keyed by key-point id."
+    )
+    red_flags: list[str] = Field(description="Ids of the rubric's red flags the answer shows; [] if none.")
+    justification: str = Field(
+        min_length=1, description="Two to four sentences: why this tier, citing covered and missed points."
+    )
+    tier: Tier = Field(description="great, mediocre or poor, decided from the verdicts above.")
+
+
+def reply_schema(point_ids: list[str], flag_ids: list[str]) -> dict[str, Any]:
+    """The JSON schema for one question's reply.
+
+    Every key point is a required property of `points`, so a constrained decoder cannot skip a verdict
+    (an open `dict` would happily be emitted empty), and red flags are limited to the rubric's ids.
+    """
+    schema = copy.deepcopy(GradeReply.model_json_schema())
+    points = schema["properties"]["points"]
+    verdict_ref = points["additionalProperties"]
+    points.update(
+        {
+            "type": "object",
+            "properties": {pid: verdict_ref for pid in point_ids},
+            "required": list(point_ids),
+            "additionalProperties": False,
+        }
+    )
+    flags = schema["properties"]["red_flags"]
+    flags["items"] = {"type": "string", "enum": list(flag_ids)} if flag_ids else {"type": "string"}
+    if not flag_ids:
+        flags["maxItems"] = 0
+    schema["properties"]["justification"].pop("minLength", None)
+    return _strictify(schema)
+
+
+def _strictify(node: Any) -> Any:
+    """Make a schema acceptable to OpenAI strict mode: every object closed, every property required."""
+    if isinstance(node, dict):
+        if isinstance(node.get("title"), str):
+            del node["title"]
+        if node.get("type") == "object" and "properties" in node:
+            node["additionalProperties"] = False
+            node["required"] = list(node["properties"])
+        for value in node.values():
+            _strictify(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strictify(value)
+    return node

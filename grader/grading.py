@@ -1,0 +1,96 @@
+"""Grading one answer: input checks, repeated samples, and the review policy every backend shares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from grader.backends.base import Backend, GradeRequest
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError, GradingFailedError
+from grader.grade import Grade, Tier, Usage
+from grader.rubric import Question
+
+SAMPLE_TEMPERATURE = 0.7
+
+
+def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, where: str = "answer") -> str:
+    """Reject what cannot be graded: an empty answer, or one over the size limit."""
+    if not answer.strip():
+        raise EmptyAnswerError(f"{where} is empty")
+    if len(answer) > max_chars:
+        raise AnswerTooLongError(
+            f"{where} is {len(answer):,} characters; the limit is {max_chars:,}",
+            hint="raise it with --max-answer-chars or GRADER_MAX_ANSWER_CHARS",
+        )
+    return answer
+
+
+async def grade_answer(
+    backend: Backend,
+    question: Question,
+    answer: str,
+    *,
+    samples: int = 1,
+    temperature: float | None = None,
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
+    exemplars: tuple[tuple[str, str], ...] | None = None,
+) -> Grade:
+    """Grade one answer; with `samples > 1`, grade it k times and report the share that agrees."""
+    if samples < 1:
+        raise GraderError("--samples must be at least 1")
+    if samples == 1:
+        grade = await backend.grade(GradeRequest(question, answer, exemplars))
+    else:
+        if not backend.stochastic:
+            raise GraderError(f"--samples needs a sampling model; the {backend.name} backend is deterministic")
+        options: dict[str, object] = {"temperature": temperature if temperature else SAMPLE_TEMPERATURE}
+        requests = [GradeRequest(question, answer, exemplars, sample=i, options=options) for i in range(samples)]
+        results = await asyncio.gather(*(backend.grade(r) for r in requests), return_exceptions=True)
+        grade = combine_samples(results)
+    return apply_review_policy(grade, question, review_threshold)
+
+
+def combine_samples(results: list[Grade | BaseException]) -> Grade:
+    """The majority grade, with confidence = share of samples agreeing (failed samples disagree)."""
+    grades = [r for r in results if isinstance(r, Grade)]
+    failures = [r for r in results if not isinstance(r, Grade)]
+    for failure in failures:
+        if not isinstance(failure, GraderError):
+            raise failure
+    if not grades:
+        raise failures[0]
+    counts = Counter(g.tier for g in grades)
+    # Ties go to the lower tier: a grader that cannot decide should not inflate.
+    majority = max(counts, key=lambda t: (counts[t], -t.rank))
+    chosen = next(g for g in grades if g.tier == majority)
+    usage = sum((g.usage for g in grades), Usage())
+    attempts = sum(g.attempts for g in grades) + sum(f.attempts for f in failures if isinstance(f, GradingFailedError))
+    tally = ", ".join(f"{t.value} {counts[t]}" for t in Tier if counts[t])
+    notes = [*chosen.notes, f"{len(results)} samples: {tally}" + (f", failed {len(failures)}" if failures else "")]
+    return chosen.model_copy(
+        update={
+            "confidence": round(counts[majority] / len(results), 4),
+            "confidence_source": "samples",
+            "usage": usage,
+            "attempts": attempts,
+            "notes": notes,
+        }
+    )
+
+
+def apply_review_policy(grade: Grade, question: Question, threshold: float) -> Grade:
+    """Flag grades a human should read: low confidence, a tier the points contradict, unreviewed drafts."""
+    reasons = list(grade.review_reasons)
+    notes = list(grade.notes)
+    if grade.confidence is not None and grade.confidence < threshold:
+        reasons.append(f"confidence {grade.confidence:.2f} is below the review threshold {threshold:.2f}")
+    n_points = len(question.key_points)
+    if grade.tier is Tier.great and n_points and len(grade.missed_points) > n_points / 2:
+        reasons.append(f"graded great but {len(grade.missed_points)} of {n_points} key points are missed")
+    if grade.tier is Tier.poor and n_points and not grade.missed_points and not grade.red_flags:
+        reasons.append("graded poor although every key point is covered and no red flag was found")
+    if question.draft_ids:
+        reasons.append("the rubric question has unreviewed draft points")
+        notes.append("unreviewed draft points used: " + ", ".join(question.draft_ids))
+    return grade.model_copy(update={"needs_review": bool(reasons), "review_reasons": reasons, "notes": notes})

@@ -1,0 +1,166 @@
+"""Import a question bank in the recruiters' plain-text format into a rubric.
+
+The format: an optional title, then numbered questions (`1. How do you ...?`), each followed by
+`Great Response: "..."`, `Mediocre Response: "..."` and `Poor Response: "..."` lines. Quotes may be
+straight or curly; a quoted response may run over several lines. Lines after a complete question that
+are not part of the format (such as "Last updated") are reported back as ignored, never silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.errors import EncodingError, InputFileError, RubricError
+from grader.rubric import Question, References, Rubric
+
+_QUESTION = re.compile(r"^\s*(\d+)\s*[.)]\s+(\S.*?)\s*$")
+_RESPONSE = re.compile(r"^\s*(great|mediocre|poor)\s+(?:response|answer)\s*:\s*(.*?)\s*$", re.IGNORECASE)
+_OPEN_QUOTES = {'"': '"', "“": "”", "„": "“"}
+_LEAD_INS = re.compile(
+    r"^(how do you (approach|handle|ensure|balance|decide|design|manage|go about)?|"
+    r"describe (your experience with|how you)?|"
+    r"tell me about (a time (when )?you|your)|what is your (approach to)?|what are|can you|walk me through|"
+    r"explain)\s+",
+    re.IGNORECASE,
+)
+_FILLER = {"the", "your", "you", "of", "for", "to", "and", "with", "on", "in", "do", "how", "had", "a", "an", "between"}
+
+
+@dataclass
+class ImportResult:
+    rubric: Rubric
+    ignored_lines: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Draft:
+    number: int
+    text: str
+    line: int
+    responses: dict[str, str] = field(default_factory=dict)
+
+
+def slugify(question: str, max_words: int = 5) -> str:
+    """A short, readable id from a question: `How do you approach debugging a production issue?` ->
+    `debugging-a-production-issue`."""
+    text = _LEAD_INS.sub("", question.strip()).lower()
+    words = re.findall(r"[a-z0-9]+", text)
+    while words and words[0] in _FILLER:
+        words.pop(0)
+    words = words[:max_words]
+    while words and words[-1] in _FILLER:
+        words.pop()
+    return "-".join(words) or "question"
+
+
+def read_text_file(path: Path) -> str:
+    """Read a UTF-8 file, turning OS and decoding failures into one-line errors naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise InputFileError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise EncodingError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+
+
+def import_bank(path: str | Path, *, name: str | None = None) -> ImportResult:
+    path = Path(path)
+    result = parse_bank(read_text_file(path), label=str(path), name=name or path.stem)
+    result.rubric.source = path.name
+    return result
+
+
+def parse_bank(text: str, *, label: str = "<bank>", name: str = "imported") -> ImportResult:
+    drafts: list[_Draft] = []
+    ignored: list[tuple[int, str]] = []
+    current: _Draft | None = None
+    open_tier: str | None = None  # a quoted response still waiting for its closing quote
+    open_close = ""
+    lines = text.lstrip("\ufeff").splitlines()
+
+    def fail(lineno: int, message: str) -> RubricError:
+        return RubricError(f"{label}:{lineno}: {message}")
+
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if open_tier is not None and current is not None:
+            current.responses[open_tier] += "\n" + raw
+            if line.endswith(open_close):
+                current.responses[open_tier] = current.responses[open_tier].rstrip()[: -len(open_close)]
+                open_tier = None
+            continue
+        if not line:
+            continue
+        if m := _RESPONSE.match(line):
+            tier, body = m.group(1).lower(), m.group(2)
+            if current is None:
+                raise fail(lineno, f"'{m.group(1)} Response' before any numbered question")
+            if tier in current.responses:
+                raise fail(lineno, f"question {current.number} has a second {tier} response")
+            body, still_open, close = _unquote(body)
+            if not body.strip() and not still_open:
+                raise fail(lineno, f"question {current.number}: the {tier} response is empty")
+            current.responses[tier] = body
+            if still_open:
+                open_tier, open_close = tier, close
+            continue
+        if m := _QUESTION.match(line):
+            if current is not None:
+                _check_complete(current, label)
+            number = int(m.group(1))
+            if any(d.number == number for d in drafts):
+                first = next(d.line for d in drafts if d.number == number)
+                raise fail(lineno, f"duplicate question number {number} (first at line {first})")
+            current = _Draft(number=number, text=m.group(2), line=lineno)
+            drafts.append(current)
+            continue
+        if current is not None and 0 < len(current.responses) < 3:
+            raise fail(lineno, f"unexpected text inside question {current.number}: {line[:60]!r}")
+        if current is not None and not current.responses:
+            raise fail(lineno, f"question {current.number} has text before its responses: {line[:60]!r}")
+        ignored.append((lineno, line))
+
+    if open_tier is not None and current is not None:
+        raise fail(len(lines), f"question {current.number}: the {open_tier} response's quote is never closed")
+    if current is not None:
+        _check_complete(current, label)
+    if not drafts:
+        raise RubricError(f"{label}: no questions found (expected lines like '1. How do you ...?')")
+
+    questions: list[Question] = []
+    used: set[str] = set()
+    for d in drafts:
+        slug = slugify(d.text)
+        base, n = slug, 2
+        while slug in used:
+            slug, n = f"{base}-{n}", n + 1
+        used.add(slug)
+        questions.append(Question(id=slug, number=d.number, text=d.text, references=References(**d.responses)))
+    return ImportResult(rubric=Rubric(name=name, questions=questions), ignored_lines=ignored)
+
+
+def _unquote(body: str) -> tuple[str, bool, str]:
+    """Strip the enclosing quotes of a response. Returns (text, quote still open, closing quote)."""
+    if body and body[0] in _OPEN_QUOTES:
+        close = _OPEN_QUOTES[body[0]]
+        inner = body[1:]
+        if len(inner) >= 1 and inner.endswith(close):
+            return inner[: -len(close)], False, close
+        if body[0] == "“" and inner.endswith('"'):
+            return inner[:-1], False, '"'
+        return inner, True, close
+    return body, False, ""
+
+
+def _check_complete(draft: _Draft, label: str) -> None:
+    missing = [t for t in ("great", "mediocre", "poor") if t not in draft.responses]
+    if missing:
+        raise RubricError(f"{label}:{draft.line}: question {draft.number} has no {' or '.join(missing)} response")

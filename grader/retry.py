@@ -1,0 +1,102 @@
+"""The one retry layer, built on tenacity.
+
+Two loops, both here: `transport()` retries a single request on transient failures (429 honouring
+Retry-After, 5xx, timeouts, lost connections) with exponential backoff and jitter; `reasks()` re-asks the
+model when its reply fails validation. Backends translate their SDK's exceptions into `TransientError`
+so this module knows nothing about any one SDK. Tests replace `sleep` to run with zero waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+MAX_RETRY_AFTER = 120.0
+
+
+class TransientError(Exception):
+    """A failure worth retrying after a pause: rate limit, server error, timeout, connection loss."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class InvalidReply(Exception):
+    """The model answered, but the reply failed validation; carries the feedback for the re-ask."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5  # requests per model call, transport failures included
+    reasks: int = 2  # extra model calls when a reply fails validation
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+
+
+# Replaced in tests (zero waits, recorded); the real thing everywhere else.
+sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+def _sleep(seconds: float) -> Awaitable[None]:
+    return sleep(seconds)
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential_jitter(multiplier=policy.initial_wait, max=policy.max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), MAX_RETRY_AFTER)
+        return backoff(state)
+
+    return wait
+
+
+def transport(policy: RetryPolicy) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TransientError),
+        wait=_wait(policy),
+        stop=stop_after_attempt(policy.attempts),
+        sleep=_sleep,
+        reraise=True,
+    )
+
+
+def reasks(policy: RetryPolicy) -> AsyncRetrying:
+    return AsyncRetrying(
+        retry=retry_if_exception_type(InvalidReply),
+        stop=stop_after_attempt(1 + policy.reasks),
+        sleep=_sleep,
+        reraise=True,
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    from datetime import datetime
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,251 @@
+"""Rubrics: validated YAML files holding questions, reference answers, key points and red flags."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from grader.errors import RubricError, UnknownQuestionError
+from grader.resources import data_dir
+
+DEFAULT_RUBRIC_NAME = "backend-engineering.yaml"
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=80)]
+PointId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$", max_length=80)]
+Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyPoint(_Strict):
+    """Something a great answer makes that a mediocre one does not: short and checkable."""
+
+    id: PointId
+    text: Annotated[Text, StringConstraints(max_length=200)]
+    draft: bool = Field(default=False, description="Proposed by `grader rubric draft`, not reviewed yet.")
+
+
+class RedFlag(KeyPoint):
+    """Something that makes an answer poor."""
+
+
+class References(_Strict):
+    """The three reference answers, verbatim."""
+
+    great: Text
+    mediocre: Text
+    poor: Text
+
+    def items(self) -> list[tuple[str, str]]:
+        return [("great", self.great), ("mediocre", self.mediocre), ("poor", self.poor)]
+
+
+class Question(_Strict):
+    id: Slug
+    number: int = Field(ge=1)
+    text: Text
+    references: References
+    key_points: list[KeyPoint] = Field(default_factory=list, max_length=12)
+    red_flags: list[RedFlag] = Field(default_factory=list, max_length=6)
+
+    @property
+    def point_ids(self) -> list[str]:
+        return [p.id for p in self.key_points]
+
+    @property
+    def flag_ids(self) -> list[str]:
+        return [f.id for f in self.red_flags]
+
+    @property
+    def draft_ids(self) -> list[str]:
+        return [p.id for p in [*self.key_points, *self.red_flags] if p.draft]
+
+    def fingerprint(self) -> str:
+        """Content hash of the question: part of every cache key, so an edited rubric is re-graded."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Rubric(_Strict):
+    name: Text
+    description: str | None = None
+    source: str | None = None
+    questions: list[Question] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Rubric:
+        _no_duplicates("question id", [q.id for q in self.questions])
+        _no_duplicates("question number", [str(q.number) for q in self.questions])
+        _no_duplicates("point id", [p.id for q in self.questions for p in [*q.key_points, *q.red_flags]])
+        return self
+
+    def __iter__(self) -> Iterator[Question]:  # type: ignore[override]
+        return iter(self.questions)
+
+    def find(self, ref: str | int) -> Question:
+        """A question by slug id or number (`3`, `03`, `q3`, `q03`)."""
+        key = str(ref).strip()
+        for q in self.questions:
+            if q.id == key:
+                return q
+        match = re.fullmatch(r"[qQ]?0*(\d+)", key)
+        if match:
+            for q in self.questions:
+                if q.number == int(match.group(1)):
+                    return q
+        raise UnknownQuestionError(key, self._closest(key.lower()))
+
+    def _closest(self, key: str, n: int = 3) -> list[str]:
+        """Ids that look like `key`: whole-id similarity, or a close match to one word of the id."""
+
+        def score(qid: str) -> float:
+            whole = difflib.SequenceMatcher(None, key, qid).ratio()
+            words = [
+                difflib.SequenceMatcher(None, w, part).ratio()
+                for w in re.findall(r"[a-z0-9]+", key)
+                if len(w) > 3
+                for part in qid.split("-")
+            ]
+            return max([whole, *words])
+
+        scored = sorted(((score(q.id), q.id) for q in self.questions), reverse=True)
+        return [qid for s, qid in scored[:n] if s >= 0.75]
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _no_duplicates(what: str, values: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def default_rubric_path() -> Path:
+    return data_dir("rubric") / DEFAULT_RUBRIC_NAME
+
+
+def load_rubric(path: str | Path | None = None) -> Rubric:
+    """Load and validate a rubric file; errors name the file, line, question and field."""
+    path = Path(path) if path is not None else default_rubric_path()
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RubricError(f"{label}: no such rubric file") from None
+    except IsADirectoryError:
+        raise RubricError(f"{label}: is a directory, not a rubric file") from None
+    except UnicodeDecodeError as exc:
+        raise RubricError(f"{label}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise RubricError(f"{label}: cannot read: {exc.strerror}") from None
+    return parse_rubric(text, label)
+
+
+def parse_rubric(text: str, label: str = "<rubric>") -> Rubric:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RubricError(f"{label}{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise RubricError(f"{label}: a rubric is a mapping with `name` and `questions`")
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as exc:
+        raise RubricError(_describe(exc, data, node, label)) from None
+
+
+def _describe(exc: ValidationError, data: Any, node: Any, label: str) -> str:
+    """One line: file:line: question <id>: field.path: message."""
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    line = _line_of(node, loc)
+    where = f"{label}:{line}" if line else label
+    parts: list[str] = []
+    if len(loc) >= 2 and loc[0] == "questions" and isinstance(loc[1], int):
+        qs = data.get("questions") or []
+        qid = qs[loc[1]].get("id") if loc[1] < len(qs) and isinstance(qs[loc[1]], dict) else None
+        parts.append(f"question {qid or '#' + str(loc[1] + 1)}")
+        loc = loc[2:]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":
+        message = f"invalid id {err.get('input')!r} (lowercase letters, digits, '-', '.')"
+    elif err["type"] == "string_pattern_mismatch":
+        message = "must not be empty"
+    if field:
+        parts.append(field)
+    return f"{where}: {': '.join(parts + [message])}"
+
+
+def _line_of(node: Any, loc: list[Any]) -> int | None:
+    """The 1-based line of the YAML node at a pydantic error location (best effort)."""
+    line = None
+    for key in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            found = None
+            for k, v in node.value:
+                if k.value == key:
+                    found = v
+                    line = k.start_mark.line + 1
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            node = None
+    return line
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def dump_rubric(rubric: Rubric) -> str:
+    data = rubric.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+    # Empty lists stay visible: they show the user what `rubric draft` will fill in.
+    for q_in, q_out in zip(rubric.questions, data["questions"], strict=True):
+        q_out["key_points"] = [p.model_dump(exclude_defaults=True) for p in q_in.key_points]
+        q_out["red_flags"] = [p.model_dump(exclude_defaults=True) for p in q_in.red_flags]
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def save_rubric(rubric: Rubric, path: str | Path) -> None:
+    """Write a rubric atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_rubric(rubric), encoding="utf-8")
+    tmp.replace(path)

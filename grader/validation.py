@@ -1,0 +1,160 @@
+"""Check a model's reply against the rubric question and the answer, and turn it into a Grade.
+
+Problems come in two kinds: hard ones (unknown or missing point ids, unknown red flags, a covered point
+with no quote, unparseable JSON) are always re-asked; quotes that are not in the answer are re-asked
+too, but if they are the only problem left when the re-asks run out, the grade is kept with those quotes
+dropped and flagged for review.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from grader.grade import CoveredPoint, Grade, GradeReply, Tier, Usage
+from grader.rubric import Question
+
+_QUOTES = str.maketrans({"‘": "'", "’": "'", "‚": "'", "‛": "'", "`": "'", "“": '"', "”": '"', "„": '"', "‟": '"'})
+_ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…)\s*")
+_EDGE = " \t\n\"'.,;:!?-—–()[]"
+
+
+def normalise(text: str) -> str:
+    """Lower-case, straight quotes, single spaces: the form quotes and answers are compared in."""
+    return " ".join(text.translate(_QUOTES).lower().split())
+
+
+def quote_in_answer(quote: str, answer: str) -> bool:
+    """True if the quote (allowing `...` between verbatim pieces, in order) occurs in the answer."""
+    haystack = normalise(answer)
+    pos = 0
+    pieces = [normalise(p).strip(_EDGE) for p in _ELLIPSIS.split(quote)]
+    pieces = [p for p in pieces if p]
+    if not pieces:
+        return False
+    for piece in pieces:
+        found = haystack.find(piece, pos)
+        if found < 0:
+            return False
+        pos = found + len(piece)
+    return True
+
+
+@dataclass
+class ReplyCheck:
+    """The outcome of checking one reply."""
+
+    reply: GradeReply | None = None
+    errors: list[str] = field(default_factory=list)
+    bad_quotes: dict[str, str] = field(default_factory=dict)  # point id -> the quote not found
+
+    @property
+    def ok(self) -> bool:
+        return self.reply is not None and not self.errors and not self.bad_quotes
+
+    @property
+    def acceptable(self) -> bool:
+        """Only quotes are wrong: keep the grade with them dropped rather than fail it."""
+        return self.reply is not None and not self.errors and bool(self.bad_quotes)
+
+    def feedback(self) -> str:
+        """The message sent back to the model when re-asking."""
+        lines = list(self.errors)
+        lines += [
+            f"points.{pid}.evidence {q!r} is not a verbatim quote from the candidate answer: copy the exact words, "
+            'or set "covered" to false and "evidence" to ""'
+            for pid, q in self.bad_quotes.items()
+        ]
+        return (
+            "Your reply was not valid:\n- " + "\n- ".join(lines) + "\nReply again with the corrected JSON object only."
+        )
+
+
+def extract_json(text: str) -> str:
+    """The JSON object in a reply, tolerating code fences and prose around it."""
+    stripped = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(\{.*\})\s*```", stripped, re.DOTALL)
+    if fenced:
+        return fenced.group(1)
+    start, end = stripped.find("{"), stripped.rfind("}")
+    return stripped[start : end + 1] if 0 <= start < end else stripped
+
+
+def check_reply(raw: str, question: Question, answer: str) -> ReplyCheck:
+    check = ReplyCheck()
+    try:
+        data = json.loads(extract_json(raw))
+    except json.JSONDecodeError as exc:
+        check.errors.append(f"the reply is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        return check
+    try:
+        reply = GradeReply.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors()[:6]:
+            where = ".".join(str(p) for p in err["loc"]) or "reply"
+            check.errors.append(f"{where}: {err['msg']}")
+        return check
+    check.reply = reply
+    known = set(question.point_ids)
+    unknown = [pid for pid in reply.points if pid not in known]
+    missing = [pid for pid in question.point_ids if pid not in reply.points]
+    if unknown:
+        check.errors.append(f"points has ids that are not in the rubric: {unknown}; use only {sorted(known)}")
+    if missing:
+        check.errors.append(f"points is missing a verdict for: {missing}")
+    bad_flags = [f for f in reply.red_flags if f not in question.flag_ids]
+    if bad_flags:
+        check.errors.append(f"red_flags has ids that are not in the rubric: {bad_flags}; use only {question.flag_ids}")
+    if len(set(reply.red_flags)) != len(reply.red_flags):
+        check.errors.append("red_flags lists an id twice")
+    for pid, verdict in reply.points.items():
+        if pid not in known or not verdict.covered:
+            continue
+        if not verdict.evidence.strip():
+            check.errors.append(f"points.{pid} is covered but its evidence is empty: quote the answer")
+        elif not quote_in_answer(verdict.evidence, answer):
+            check.bad_quotes[pid] = verdict.evidence
+    return check
+
+
+def grade_from_reply(
+    check: ReplyCheck,
+    question: Question,
+    *,
+    backend: str,
+    model: str,
+    usage: Usage,
+    attempts: int,
+    confidence: float | None,
+    confidence_source: str | None,
+) -> Grade:
+    """Build the Grade from a reply whose only remaining problems (if any) are bad quotes."""
+    assert check.reply is not None and not check.errors
+    reply = check.reply
+    covered = [
+        CoveredPoint(id=pid, evidence=None if pid in check.bad_quotes else reply.points[pid].evidence.strip())
+        for pid in question.point_ids
+        if reply.points[pid].covered
+    ]
+    notes = [f"evidence dropped for {pid}: quote not found in the answer" for pid in check.bad_quotes]
+    return Grade(
+        question_id=question.id,
+        tier=Tier(reply.tier),
+        justification=reply.justification.strip() or "(no justification given)",
+        covered_points=covered,
+        missed_points=[pid for pid in question.point_ids if not reply.points[pid].covered],
+        red_flags=list(reply.red_flags),
+        confidence=confidence,
+        confidence_source=confidence_source if confidence is not None else None,
+        needs_review=bool(check.bad_quotes),
+        review_reasons=["evidence quotes not found in the answer were dropped"] if check.bad_quotes else [],
+        notes=notes,
+        backend=backend,
+        model=model,
+        usage=usage,
+        attempts=attempts,
+        rubric_version=question.fingerprint(),
+    )

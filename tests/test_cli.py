@@ -1,0 +1,221 @@
+"""The command line, through typer's runner and through the installed `grader` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from grader.cli import app
+from grader.resources import data_dir
+from grader.rubric import load_rubric
+from tests.conftest import reply_for
+from tests.support.loopback import LoopbackLLM
+
+runner = CliRunner()
+ANSWER = "I gather logs and recent deployments, then reproduce the issue in staging."
+
+
+@pytest.fixture
+def scripted(tmp_path, monkeypatch, q1):
+    """Point the fake backend at a file of scripted replies."""
+
+    def script(*replies: dict | str) -> Path:
+        path = tmp_path / "replies.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in replies) + "\n")
+        monkeypatch.setenv("GRADER_FAKE_REPLIES", str(path))
+        return path
+
+    return script
+
+
+def invoke(*args: str, input: str | bytes | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+def test_grade_json(scripted, q1):
+    scripted(reply_for(q1, covered={"q01.reproduce": "reproduce the issue in staging"}, tier="mediocre"))
+    result = invoke("grade", "-q", "debugging-a-production-issue", "-a", ANSWER, "--format", "json", "-b", "fake")
+    assert result.exit_code == 0, result.output
+    grade = json.loads(result.stdout)
+    assert grade["question_id"] == "debugging-a-production-issue"
+    assert grade["tier"] == "mediocre"
+    assert grade["covered_points"] == [{"id": "q01.reproduce", "evidence": "reproduce the issue in staging"}]
+    assert grade["backend"] == "fake" and grade["model"] == "scripted"
+    assert grade["usage"]["prompt_tokens"] > 0 and grade["attempts"] == 1
+    assert grade["confidence"] is None
+
+
+def test_grade_text_from_stdin(scripted, q1):
+    scripted(reply_for(q1, covered={"q01.reproduce": "reproduce the issue"}, tier="great"))
+    result = invoke("grade", "-q", "1", "--answer-file", "-", "-b", "fake", input=ANSWER)
+    assert result.exit_code == 0, result.output
+    assert "GREAT" in result.stdout and "q01.reproduce" in result.stdout
+    assert '"reproduce the issue"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        pytest.param(
+            ["-q", "debuging", "-a", "x"], 3, "did you mean debugging-a-production-issue", id="unknown-question"
+        ),
+        pytest.param(["-q", "1", "-a", "   "], 4, "the answer is empty", id="empty"),
+        pytest.param(["-q", "1", "-a", "x" * 50, "--max-answer-chars", "10"], 5, "the limit is 10", id="too-long"),
+        pytest.param(
+            ["-q", "1", "-f", "/nonexistent/answer.txt"], 6, "/nonexistent/answer.txt: no such file", id="missing-file"
+        ),
+        pytest.param(["-q", "1", "-a", "x", "-b", "openai"], 8, "openai backend is not configured", id="no-backend"),
+        pytest.param(["-q", "1"], 1, "exactly one of --answer or --answer-file", id="no-answer"),
+        pytest.param(
+            ["-q", "1", "-a", "x", "--rubric", "/nonexistent.yaml"], 9, "no such rubric file", id="bad-rubric"
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, message):
+    result = invoke("grade", *args)
+    assert result.exit_code == code
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "answer.txt"
+    path.write_bytes(b"caf\xe9 latin-1")
+    result = invoke("grade", "-q", "1", "-f", str(path))
+    assert result.exit_code == 7
+    assert f"{path}: not UTF-8 text (invalid byte at offset 3)" in result.stderr
+
+
+def test_directory_as_answer_file(tmp_path):
+    result = invoke("grade", "-q", "1", "-f", str(tmp_path))
+    assert result.exit_code == 6 and "is a directory" in result.stderr
+
+
+def test_grading_failure_exit(scripted):
+    scripted({"tier": "great"}, {"tier": "great"}, {"tier": "great"})
+    result = invoke("grade", "-q", "1", "-a", ANSWER, "-b", "fake")
+    assert result.exit_code == 10
+    assert "no valid reply after 3 model calls" in result.stderr
+
+
+def test_rubric_list_and_check():
+    listed = invoke("rubric", "list")
+    assert listed.exit_code == 0 and "debugging-a-production-issue" in listed.stdout
+    checked = invoke("rubric", "check")
+    assert checked.exit_code == 0 and "ok, 20 questions" in checked.stdout
+
+
+def test_rubric_check_bad_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nquestions:\n- id: a\n  number: 1\n  text: q\n  references: {great: a, mediocre: b, poor: ''}\n"
+    )
+    result = invoke("rubric", "check", str(bad))
+    assert result.exit_code == 9
+    assert f"{bad}:6: question a: references.poor" in result.stderr
+
+
+def test_import_then_draft_without_a_model(tmp_path):
+    out = tmp_path / "mine.yaml"
+    imported = invoke("rubric", "import", str(data_dir("rubric") / "recruiters-questions.txt"), "--out", str(out))
+    assert imported.exit_code == 0, imported.output
+    assert "ignored: Last updated" in imported.stderr
+    assert all(not q.key_points for q in load_rubric(out))
+    again = invoke("rubric", "import", str(data_dir("rubric") / "recruiters-questions.txt"), "--out", str(out))
+    assert again.exit_code == 1 and "exists" in again.stderr
+
+    drafted = invoke("rubric", "draft", str(out), "--backend", "local")
+    assert drafted.exit_code == 0, drafted.output
+    rubric = load_rubric(out)
+    for q in rubric:
+        assert 1 <= len(q.key_points) <= 8 and all(p.draft for p in q.key_points)
+    assert "q01." in rubric.find(1).key_points[0].id
+    checked = invoke("rubric", "check", str(out))
+    assert "not reviewed yet" in checked.stdout
+
+
+def test_draft_through_a_chat_model(tmp_path, monkeypatch, q1):
+    bank = tmp_path / "bank.txt"
+    bank.write_text(
+        f'1. {q1.text}\nGreat Response: "{q1.references.great}"\n'
+        f'Mediocre Response: "{q1.references.mediocre}"\nPoor Response: "{q1.references.poor}"\n'
+    )
+    out = tmp_path / "mine.yaml"
+    assert invoke("rubric", "import", str(bank), "-o", str(out)).exit_code == 0
+    bad = {"key_points": [{"quote": "invented words", "name": "x", "text": "Something"}], "red_flags": []}
+    good = {
+        "key_points": [
+            {
+                "quote": "reproduce the issue in a controlled environment",
+                "name": "reproduce",
+                "text": "Reproduces the issue first",
+            },
+            {"quote": "blameless post-mortems", "name": "post-mortem", "text": "Runs blameless post-mortems"},
+            {"quote": "recent deployments", "name": "recent deploys", "text": "Checks recent deployments"},
+        ],
+        "red_flags": [
+            {"quote": "rather than investigating deeper causes", "name": "no-root-cause", "text": "Skips root causes"}
+        ],
+    }
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+    monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    result = invoke("rubric", "draft", str(out), "-b", "fake")
+    assert result.exit_code == 0, result.output
+    q = load_rubric(out).find(1)
+    assert [p.id for p in q.key_points] == ["q01.reproduce", "q01.post-mortem", "q01.recent-deploys"]
+    assert [f.id for f in q.red_flags] == ["q01.no-root-cause"] and q.red_flags[0].draft
+
+
+# --- the installed entry point and a real server on loopback ----------------------------------------
+
+
+def _entry_point() -> list[str]:
+    exe = shutil.which("grader", path=os.path.dirname(sys.executable)) or shutil.which("grader")
+    if exe is None:
+        pytest.fail("the `grader` entry point is not installed: pip install '.[test]'")
+    return [exe]
+
+
+def test_installed_entry_point_grades_against_a_loopback_server(tmp_path):
+    with LoopbackLLM(reject_json_schema=True) as server:
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": "sk-loopback-secret",
+            "GRADER_MODEL": "qwen-test",
+        }
+        proc = subprocess.run(
+            [*_entry_point(), "grade", "-q", "3", "--answer-file", "-", "--format", "json"],
+            input="I validate every input on the server and use parameterized queries.",
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    assert proc.returncode == 0, proc.stderr
+    grade = json.loads(proc.stdout)
+    assert grade["backend"] == "openai" and grade["model"] == "qwen-test"
+    assert grade["question_id"] == load_rubric().find(3).id
+    assert grade["covered_points"][0]["evidence"] == "I validate every input on"
+    assert grade["attempts"] == 2  # json_schema refused with HTTP 500, then JSON mode
+    assert [r["response_format"]["type"] for r in server.requests] == ["json_schema", "json_object"]
+    assert server.headers[0]["authorization"] == "Bearer sk-loopback-secret"
+    assert "sk-loopback-secret" not in proc.stdout + proc.stderr
+
+
+def test_installed_entry_point_bad_input_exit_code(tmp_path):
+    proc = subprocess.run(
+        [*_entry_point(), "grade", "-q", "99", "-a", "x"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert proc.returncode == 3
+    assert proc.stderr.strip() == "grader: error: unknown question '99' (see `grader rubric list`)"

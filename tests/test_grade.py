@@ -1,0 +1,150 @@
+"""The Grade contract, the review policy, samples and log-probability confidence."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from grader.backends.fake import FakeBackend
+from grader.confidence import TokenLogprob, tier_distribution
+from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError
+from grader.grade import CoveredPoint, Grade, reply_schema
+from grader.grading import apply_review_policy, check_answer, grade_answer
+from tests.conftest import reply_for
+
+
+def make_grade(**kw) -> Grade:
+    base = dict(question_id="q", tier="great", justification="j", backend="fake", model="m")
+    return Grade(**{**base, **kw})
+
+
+def test_covered_and_missed_must_not_overlap():
+    with pytest.raises(ValidationError, match="both covered and missed"):
+        make_grade(covered_points=[CoveredPoint(id="a", evidence="x")], missed_points=["a"])
+
+
+def test_blank_justification_is_invalid():
+    with pytest.raises(ValidationError):
+        make_grade(justification="   ")
+
+
+def test_json_has_the_documented_fields():
+    data = make_grade().model_dump(mode="json")
+    for field in (
+        "question_id",
+        "tier",
+        "justification",
+        "missed_points",
+        "covered_points",
+        "red_flags",
+        "confidence",
+        "needs_review",
+        "backend",
+        "model",
+        "usage",
+        "attempts",
+    ):
+        assert field in data
+
+
+def test_reply_schema_requires_a_verdict_for_every_point(q1):
+    schema = reply_schema(q1.point_ids, q1.flag_ids)
+    points = schema["properties"]["points"]
+    assert points["required"] == q1.point_ids and points["additionalProperties"] is False
+    assert schema["properties"]["red_flags"]["items"]["enum"] == q1.flag_ids
+    assert schema["required"] == ["points", "red_flags", "justification", "tier"]
+
+
+def test_review_policy(q1):
+    n = len(q1.point_ids)
+    great_missing = make_grade(tier="great", missed_points=q1.point_ids[: n // 2 + 1])
+    assert apply_review_policy(great_missing, q1, 0.6).needs_review
+    great_ok = make_grade(
+        tier="great",
+        missed_points=q1.point_ids[:1],
+        covered_points=[CoveredPoint(id=p, evidence="x") for p in q1.point_ids[1:]],
+    )
+    assert not apply_review_policy(great_ok, q1, 0.6).needs_review
+    poor_all = make_grade(tier="poor", covered_points=[CoveredPoint(id=p, evidence="x") for p in q1.point_ids])
+    assert apply_review_policy(poor_all, q1, 0.6).needs_review
+    unsure = make_grade(
+        tier="great", confidence=0.55, covered_points=great_ok.covered_points, missed_points=great_ok.missed_points
+    )
+    flagged = apply_review_policy(unsure, q1, 0.6)
+    assert flagged.needs_review and "0.55" in flagged.review_reasons[0]
+    assert not apply_review_policy(unsure, q1, 0.5).needs_review
+
+
+def test_unreviewed_draft_points_are_flagged(q1):
+    drafted = q1.model_copy(update={"key_points": [q1.key_points[0].model_copy(update={"draft": True})]})
+    result = apply_review_policy(make_grade(tier="mediocre"), drafted, 0.6)
+    assert result.needs_review and any("draft" in n for n in result.notes)
+
+
+def test_samples_confidence_is_the_share_that_agrees(q1):
+    quote = {"q01.reproduce": "reproduce it"}
+    replies = [reply_for(q1, covered=quote, tier=t) for t in ("great", "mediocre", "great", "great", "poor")]
+    backend = FakeBackend(replies)
+    grade = asyncio.run(grade_answer(backend, q1, "I reproduce it.", samples=5))
+    assert grade.tier.value == "great"
+    assert grade.confidence == 0.6 and grade.confidence_source == "samples"
+    assert grade.attempts == 5
+    assert [c.messages for c in backend.sent][0] == [c.messages for c in backend.sent][1]
+
+
+def test_answer_checks():
+    with pytest.raises(EmptyAnswerError):
+        check_answer(" \n\t")
+    with pytest.raises(AnswerTooLongError, match="30 characters; the limit is 10"):
+        check_answer("x" * 30, max_chars=10)
+
+
+def test_samples_must_be_positive(q1):
+    with pytest.raises(GraderError):
+        asyncio.run(grade_answer(FakeBackend(), q1, "x", samples=0))
+
+
+def _tok(token: str, lp: float = 0.0, top=()):
+    return TokenLogprob(token, lp, tuple(top))
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        pytest.param(
+            [
+                _tok('{"tier": '),
+                _tok('"g', math.log(0.8), [('"g', math.log(0.8)), ('"m', math.log(0.2))]),
+                _tok('reat"}'),
+            ],
+            id="quote-fused",
+        ),
+        pytest.param(
+            [
+                _tok('{"tier": "'),
+                _tok("great", math.log(0.8), [("great", math.log(0.8)), ("med", math.log(0.2))]),
+                _tok('"}'),
+            ],
+            id="separate-quote",
+        ),
+        pytest.param(
+            [
+                _tok('{"tier":'),
+                _tok(' "g', math.log(0.8), [(' "g', math.log(0.8)), (' "m', math.log(0.2))]),
+                _tok('reat"}'),
+            ],
+            id="space-before-value",
+        ),
+    ],
+)
+def test_tier_distribution_from_logprobs(tokens):
+    dist = tier_distribution(tokens)
+    assert dist is not None
+    assert dist["great"] == pytest.approx(0.8) and dist["mediocre"] == pytest.approx(0.2)
+
+
+def test_no_tier_token_means_no_confidence():
+    assert tier_distribution([_tok("{}")]) is None

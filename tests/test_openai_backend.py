@@ -1,0 +1,223 @@
+"""The OpenAI-compatible adapter, tested at the HTTP layer with realistic response bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from grader.backends.base import GradeRequest
+from grader.backends.openai import OpenAIBackend, ServerMemory
+from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
+from grader.retry import RetryPolicy
+from tests.conftest import chat_body, ok, reply_for
+
+ANSWER = (
+    "I start by gathering logs, error messages and recent deployments. "
+    "Then I reproduce the issue in a staging environment before I change any code."
+)
+GOOD = {
+    "q01.gather-evidence": "gathering logs, error messages and recent deployments",
+    "q01.reproduce": "I reproduce the issue in a staging environment",
+}
+
+
+def run(backend: OpenAIBackend, question, answer: str = ANSWER):
+    return asyncio.run(backend.grade(GradeRequest(question, answer)))
+
+
+def sent(route, i: int = -1) -> dict:
+    return json.loads(route.calls[i].request.content)
+
+
+def test_success_asks_for_strict_schema_and_builds_the_grade(api, make_backend, q1):
+    route = api.post("/chat/completions").mock(return_value=ok(reply_for(q1, covered=GOOD, tier="mediocre")))
+    grade = run(make_backend(), q1)
+
+    body = sent(route)
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["strict"] is True
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["points"]["required"] == q1.point_ids
+    assert list(schema["properties"]) == ["points", "red_flags", "justification", "tier"]
+    assert body["temperature"] == 0 and body["seed"] == 42 and body["model"] == "test-model"
+    assert body["logprobs"] is True
+    assert route.calls[0].request.headers["authorization"] == "Bearer sk-test-secret"
+
+    assert grade.tier.value == "mediocre"
+    assert [p.id for p in grade.covered_points] == ["q01.gather-evidence", "q01.reproduce"]
+    assert set(grade.missed_points) == set(q1.point_ids) - set(GOOD)
+    assert grade.backend == "openai" and grade.model == "test-model"
+    assert grade.usage.prompt_tokens == 900 and grade.usage.completion_tokens == 120
+    assert grade.attempts == 1
+    assert grade.confidence is None  # no logprobs in this reply, and never self-reported
+
+
+def test_429_honours_retry_after_then_succeeds(api, make_backend, q1, waits):
+    route = api.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(429, headers={"retry-after": "7"}, json={"error": {"message": "Rate limit reached"}}),
+            ok(reply_for(q1, covered=GOOD)),
+        ]
+    )
+    grade = run(make_backend(), q1)
+    assert route.call_count == 2
+    assert waits == [7.0]
+    assert grade.attempts == 2
+
+
+def test_500_until_attempts_run_out_raises_a_typed_error(api, make_backend, q1, waits):
+    route = api.post("/chat/completions").mock(
+        return_value=httpx.Response(500, json={"error": {"message": "upstream overloaded"}})
+    )
+    with pytest.raises(GradingFailedError) as info:
+        run(make_backend(policy=RetryPolicy(attempts=4)), q1)
+    assert route.call_count == 4
+    assert info.value.attempts == 4
+    assert info.value.kind == "transport"
+    assert len(waits) == 3 and all(w > 0 for w in waits)  # exponential backoff with jitter between tries
+
+
+def test_timeouts_and_connection_errors_are_retried(api, make_backend, q1):
+    route = api.post("/chat/completions").mock(
+        side_effect=[httpx.ReadTimeout("timed out"), httpx.ConnectError("refused"), ok(reply_for(q1, covered=GOOD))]
+    )
+    grade = run(make_backend(), q1)
+    assert route.call_count == 3 and grade.attempts == 3
+
+
+def test_invalid_json_is_reasked_with_the_error_and_usage_is_summed(api, make_backend, q1):
+    route = api.post("/chat/completions").mock(
+        side_effect=[ok('{"points": {"q01.reproduce": '), ok(reply_for(q1, covered=GOOD))]
+    )
+    grade = run(make_backend(), q1)
+    assert route.call_count == 2
+    reask = sent(route, 1)["messages"]
+    assert reask[-2] == {"role": "assistant", "content": '{"points": {"q01.reproduce": '}
+    assert "not valid JSON" in reask[-1]["content"]
+    assert grade.attempts == 2
+    assert grade.usage.prompt_tokens == 1800 and grade.usage.completion_tokens == 240
+
+
+def test_unknown_point_id_is_reasked(api, make_backend, q1):
+    bad = reply_for(q1, covered=GOOD)
+    bad["points"]["q01.invented"] = {"evidence": "", "covered": False}
+    route = api.post("/chat/completions").mock(side_effect=[ok(bad), ok(reply_for(q1, covered=GOOD))])
+    grade = run(make_backend(), q1)
+    assert route.call_count == 2
+    assert "q01.invented" in sent(route, 1)["messages"][-1]["content"]
+    assert "q01.invented" not in grade.missed_points
+
+
+def test_missing_verdicts_are_reasked(api, make_backend, q1):
+    empty = {"points": {}, "red_flags": [], "justification": "ok", "tier": "great"}
+    route = api.post("/chat/completions").mock(side_effect=[ok(empty), ok(reply_for(q1, covered=GOOD))])
+    run(make_backend(), q1)
+    assert "missing a verdict" in sent(route, 1)["messages"][-1]["content"]
+
+
+def test_fabricated_evidence_is_reasked_then_accepted(api, make_backend, q1):
+    fake = reply_for(q1, covered={"q01.blameless-postmortem": "I always run blameless post-mortems"})
+    route = api.post("/chat/completions").mock(side_effect=[ok(fake), ok(reply_for(q1, covered=GOOD))])
+    grade = run(make_backend(), q1)
+    assert route.call_count == 2
+    assert "not a verbatim quote" in sent(route, 1)["messages"][-1]["content"]
+    assert not grade.needs_review
+
+
+def test_quote_matching_ignores_case_whitespace_and_quote_characters(api, make_backend, q1):
+    answer = "I check the logs, then I \u201creproduce\u201d  the   issue\nlocally."
+    quote = {"q01.reproduce": 'i "reproduce" the issue locally'}
+    api.post("/chat/completions").mock(return_value=ok(reply_for(q1, covered=quote)))
+    grade = run(make_backend(), q1, answer)
+    assert grade.covered_points[0].evidence == 'i "reproduce" the issue locally'
+    assert not grade.notes
+
+
+def test_evidence_still_wrong_after_reasks_is_dropped_and_flagged(api, make_backend, q1):
+    fake = reply_for(q1, covered={**GOOD, "q01.blameless-postmortem": "blameless post-mortems every time"})
+    route = api.post("/chat/completions").mock(return_value=ok(fake))
+    grade = run(make_backend(policy=RetryPolicy(reasks=2)), q1)
+    assert route.call_count == 3
+    dropped = {p.id: p.evidence for p in grade.covered_points}
+    assert dropped["q01.blameless-postmortem"] is None
+    assert dropped["q01.reproduce"] == GOOD["q01.reproduce"]
+    assert grade.needs_review is True
+    assert any("q01.blameless-postmortem" in n for n in grade.notes)
+
+
+def test_other_errors_still_fail_after_reasks(api, make_backend, q1):
+    api.post("/chat/completions").mock(return_value=ok('{"tier": "excellent"}'))
+    with pytest.raises(GradingFailedError) as info:
+        run(make_backend(policy=RetryPolicy(reasks=1)), q1)
+    assert info.value.attempts == 2
+    assert info.value.last_output == '{"tier": "excellent"}'
+    assert info.value.usage.completion_tokens == 240
+
+
+LLAMA_CPP_REJECTION = {
+    "error": {
+        "code": 500,
+        "message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+        "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}]",
+        "type": "server_error",
+    }
+}
+
+
+def test_server_rejecting_json_schema_gets_json_mode_and_it_is_remembered(api, make_backend, q1, tmp_path):
+    memory = ServerMemory(tmp_path / "servers.json")
+    route = api.post("/chat/completions").mock(
+        side_effect=[httpx.Response(500, json=LLAMA_CPP_REJECTION), ok(reply_for(q1, covered=GOOD))]
+    )
+    grade = run(make_backend(memory=memory), q1)
+    assert route.call_count == 2 and grade.attempts == 2
+    second = sent(route, 1)
+    assert second["response_format"]["type"] == "json_object"
+    assert second["response_format"]["schema"]["properties"]["points"]["required"] == q1.point_ids
+    assert '"q01.reproduce"' in second["messages"][0]["content"]  # the schema is spelled out in the prompt
+
+    route.reset()
+    route.side_effect = [ok(reply_for(q1, covered=GOOD))]
+    run(make_backend(memory=memory), q1)  # a new process: it asks in JSON mode straight away
+    assert route.call_count == 1 and sent(route)["response_format"]["type"] == "json_object"
+
+
+def test_auth_failure_is_not_retried(api, make_backend, q1):
+    route = api.post("/chat/completions").mock(
+        return_value=httpx.Response(401, json={"error": {"message": "Incorrect API key provided"}})
+    )
+    with pytest.raises(BackendError) as info:
+        run(make_backend(), q1)
+    assert route.call_count == 1
+    assert "sk-test-secret" not in str(info.value)
+
+
+def test_logprobs_give_the_confidence_of_the_chosen_tier(api, make_backend, q1):
+    reply = json.dumps(reply_for(q1, covered=GOOD, tier="great"))
+    head, tail = reply.split('"tier": "', 1)
+    # llama.cpp style: the quote is fused with the first letter of the value.
+    tokens = [
+        {"token": head + '"tier": ', "logprob": -0.01, "top_logprobs": []},
+        {
+            "token": '"g',
+            "logprob": -0.3567,
+            "top_logprobs": [
+                {"token": '"g', "logprob": -0.3567},
+                {"token": '"m', "logprob": -1.204},
+                {"token": '"p', "logprob": -3.0},
+            ],
+        },
+        {"token": tail[1:], "logprob": 0.0, "top_logprobs": []},
+    ]
+    api.post("/chat/completions").mock(return_value=httpx.Response(200, json=chat_body(reply, logprobs=tokens)))
+    grade = run(make_backend(), q1)
+    assert grade.confidence_source == "logprobs"
+    assert grade.confidence == pytest.approx(0.7 / (0.7 + 0.3 + 0.0498), abs=1e-3)
+
+
+def test_not_configured_is_a_clear_error():
+    with pytest.raises(BackendNotConfiguredError):
+        OpenAIBackend()
