@@ -6,7 +6,6 @@ import os
 import sys
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -17,7 +16,7 @@ from grader.errors import GraderError
 class _Group(TyperGroup):
     """Turns every GraderError into one line on stderr and its exit code: never a traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GraderError as exc:
@@ -26,7 +25,7 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("grader: interrupted", markup=False)
             raise typer.Exit(130) from None
-        except (click.exceptions.Exit, click.ClickException, typer.Exit):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except Exception as exc:
             if os.environ.get("GRADER_DEBUG"):
