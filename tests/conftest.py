@@ -50,10 +50,13 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to open a socket fails the test."""
 
     def guard(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a test tried to open a network socket")
+        raise AssertionError("a test tried to reach the network")
 
-    monkeypatch.setattr(socket, "socket", guard)
+    # The event loop's own self-pipe is a local socketpair; connecting anywhere is what is refused.
+    monkeypatch.setattr(socket.socket, "connect", guard)
+    monkeypatch.setattr(socket.socket, "connect_ex", guard)
     monkeypatch.setattr(socket, "create_connection", guard)
+    monkeypatch.setattr(socket, "getaddrinfo", guard)
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,19 @@ def _openai(options: BackendOptions) -> Backend:
     )
 
 
+def _local(options: BackendOptions) -> Backend:
+    try:
+        from grader.backends.local.backend import LocalBackend
+    except ImportError as exc:  # pragma: no cover - the dependencies are required, but say so kindly
+        raise GraderError(
+            f"the local backend cannot load ({exc.name} is missing)", hint="reinstall grader: pip install ."
+        ) from None
+    try:
+        return LocalBackend(model_path=options.model_path)
+    except FileNotFoundError as exc:
+        raise BackendNotConfiguredError(str(exc)) from None
+
+
 def _fake(options: BackendOptions) -> Backend:
     from grader.backends.fake import FakeBackend
 
@@ -56,6 +69,7 @@ def _fake(options: BackendOptions) -> Backend:
 
 REGISTRY: dict[str, Callable[[BackendOptions], Backend]] = {
     "openai": _openai,
+    "local": _local,
     "fake": _fake,
 }
 
@@ -64,13 +78,7 @@ def resolve_name(name: str) -> str:
     """`auto` means the OpenAI-compatible backend when OPENAI_API_KEY or OPENAI_BASE_URL is set."""
     if name != "auto":
         return name
-    if openai_configured():
-        return "openai"
-    if "local" in REGISTRY:
-        return "local"
-    raise BackendNotConfiguredError(
-        "no backend configured", hint="set OPENAI_API_KEY / OPENAI_BASE_URL for an OpenAI-compatible server"
-    )
+    return "openai" if openai_configured() else "local"
 
 
 def get_backend(name: str = "auto", options: BackendOptions | None = None) -> Backend:

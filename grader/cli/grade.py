@@ -138,4 +138,5 @@ def print_grade(grade: Grade, question: Question) -> None:
         f"{grade.backend} · {grade.model} · {grade.attempts} call(s) · "
         f"{usage.prompt_tokens}+{usage.completion_tokens} tokens"
     )
-    console.print(Panel("\n".join(lines), title=head, subtitle=escape(footer), title_align="left"))
+    panel = Panel("\n".join(lines), title=head, subtitle=escape(footer), title_align="left")
+    console.print(panel, soft_wrap=False)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from grader.backends import get_backend
+from grader.backends import get_backend, resolve_name
 from grader.cli._common import (
     BackendOpt,
     BaseUrlOpt,
@@ -119,12 +119,10 @@ def draft(
 
 
 async def _draft(rubric, backend_name, options):  # noqa: ANN001, ANN202
-    from grader.backends import resolve_name
-
-    needs = any(not q.key_points for q in rubric)
-    if not needs:
+    if all(q.key_points for q in rubric):
         return rubric, []
-    backend = get_backend(backend_name, options) if resolve_name(backend_name) != "local" else None
+    # Only a chat model can propose points; the local backend means "split the great reference".
+    backend = None if resolve_name(backend_name) == "local" else get_backend(backend_name, options)
     try:
         return await draft_rubric(rubric, backend)
     finally:

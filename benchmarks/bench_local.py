@@ -1,0 +1,97 @@
+"""Benchmark the local backend: cold start, and batch throughput against the embedding model's own.
+
+    python benchmarks/bench_local.py [--answers 500] [--cold-runs 3]
+
+Prints, measured in the same run:
+- cold start: wall time of `grader grade` from process start to the printed grade (median of runs);
+- answers/s grading a batch of N answers through `LocalBackend.grade` (asyncio.gather, as a batch
+  run does), with the rubric anchors already embedded;
+- the embedding-bound limit: the model alone embedding exactly the texts that batch needs (every
+  answer's spans and the whole answers), in answers/s; and the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from grader.backends.base import GradeRequest
+from grader.backends.local.backend import LocalBackend
+from grader.backends.local.text import spans
+from grader.rubric import load_rubric
+
+COLD_ANSWER = "I check the logs and recent deploys, reproduce the bug in staging, and fix the root cause."
+
+
+def make_answers(n: int, seed: int = 7) -> list[GradeRequest]:
+    """N realistic answers: sentence subsets of the seed references, shuffled across questions."""
+    rng = random.Random(seed)
+    rubric = load_rubric()
+    out = []
+    for _ in range(n):
+        q = rng.choice(rubric.questions)
+        text = rng.choice([t for _, t in q.references.items()])
+        sentences = [s for s in text.split(". ") if s]
+        keep = rng.randint(max(1, len(sentences) // 2), len(sentences))
+        out.append(GradeRequest(q, ". ".join(sentences[:keep])))
+    return out
+
+
+def cold_start(runs: int) -> list[float]:
+    exe = shutil.which("grader") or sys.exit("install grader first: pip install .")
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(
+            [exe, "grade", "-q", "1", "-a", COLD_ANSWER, "--format", "json"], check=True, capture_output=True
+        )
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--answers", type=int, default=500)
+    parser.add_argument("--cold-runs", type=int, default=3)
+    args = parser.parse_args()
+
+    colds = cold_start(args.cold_runs)
+    requests = make_answers(args.answers)
+    backend = LocalBackend()
+    backend.grade_many(requests[:1])  # load the session
+    for r in requests:  # the rubric is embedded once per question, before timing
+        backend._anchors_for(r)
+
+    async def grade_all() -> list:
+        return await asyncio.gather(*(backend.grade(r) for r in requests))
+
+    start = time.perf_counter()
+    grades = asyncio.run(grade_all())
+    graded = time.perf_counter() - start
+    assert len(grades) == len(requests)
+
+    texts = [s.text for r in requests for s in spans(r.answer)] + [r.answer for r in requests]
+    start = time.perf_counter()
+    backend.embedder.embed(texts)
+    embedded = time.perf_counter() - start
+
+    rate, limit = len(requests) / graded, len(requests) / embedded
+    w = sys.stdout.write
+    w(
+        f"cold start (process start to first grade), median of {len(colds)}: {statistics.median(colds):.2f} s "
+        f"(runs: {', '.join(f'{c:.2f}' for c in colds)})\n"
+    )
+    w(f"batch of {len(requests)} answers ({len(texts)} texts to embed, {len(texts) / len(requests):.1f} per answer)\n")
+    w(f"  graded:                 {graded:6.2f} s  {rate:7.1f} answers/s\n")
+    w(f"  embedding alone:        {embedded:6.2f} s  {limit:7.1f} answers/s  ({len(texts) / embedded:.0f} texts/s)\n")
+    w(f"  graded / embedding-bound: {rate / limit:.0%}\n")
+
+
+if __name__ == "__main__":
+    main()

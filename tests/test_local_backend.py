@@ -1,0 +1,128 @@
+"""The embedded offline backend: loads from package data with no network, covers points with
+verbatim evidence, keeps non-answers poor, and batches many answers into one model call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from grader.backends import get_backend, resolve_name
+from grader.backends.base import GradeRequest
+from grader.backends.local.backend import LocalBackend
+from grader.errors import GraderError
+from grader.grading import grade_answer
+
+
+@pytest.fixture(scope="module")
+def local() -> LocalBackend:
+    return LocalBackend()
+
+
+def grade(backend: LocalBackend, question, answer: str):
+    return asyncio.run(backend.grade(GradeRequest(question, answer)))
+
+
+def test_loads_from_package_data_without_network(monkeypatch, no_network, rubric):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    backend = LocalBackend()
+    result = grade(backend, rubric.find(4), "I add indexes to columns that are queried a lot and use the explain plan.")
+    assert result.backend == "local" and result.model == "all-MiniLM-L6-v2-int8"
+
+
+def test_auto_picks_local_without_openai_settings(monkeypatch):
+    assert resolve_name("auto") == "local"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert resolve_name("auto") == "openai"
+
+
+def test_great_reference_of_another_phrasing_covers_points_with_verbatim_evidence(local, q1):
+    answer = (
+        "First I gather the logs, the error messages and any recent deployments. "
+        "I try to reproduce the issue in a controlled environment before touching code. "
+        "For a critical outage I put in a temporary fix to restore service, then keep digging for the root cause. "
+        "Afterwards I document the incident and we hold a blameless post-mortem."
+    )
+    result = grade(local, q1, answer)
+    covered = {p.id for p in result.covered_points}
+    assert {"q01.reproduce", "q01.restore-service", "q01.blameless-postmortem"} <= covered
+    assert "q01.debt-tickets" not in covered  # never said
+    for p in result.covered_points:
+        assert p.evidence and p.evidence in answer
+    assert result.tier.value == "great"
+    assert set(result.missed_points).isdisjoint(covered)
+    assert set(result.missed_points) | covered == set(q1.point_ids)
+
+
+def test_red_flags_are_detected(local, rubric):
+    q4 = rubric.find(4)
+    answer = (
+        "When the database is slow I usually upgrade to more powerful hardware. Most performance issues are "
+        "solved by adding more CPU and memory, so I avoid changing the code or the database design."
+    )
+    result = grade(local, q4, answer)
+    assert set(result.red_flags) == {"q04.vertical-scaling", "q04.no-design-changes"}
+    assert result.tier.value == "poor"
+    assert "Red flags: q04.vertical-scaling" in result.justification
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param("I don't know.", id="dont-know"),
+        pytest.param(
+            "I really enjoy cooking pasta with fresh basil and tomatoes on the weekend with friends.", id="off-topic"
+        ),
+        pytest.param(
+            "logs, metrics, tracing, rollback, post-mortem, root cause, reproduce, staging, deployments, alerts",
+            id="keywords",
+        ),
+    ],
+)
+def test_guard_rails_keep_non_answers_poor(local, q1, answer):
+    result = grade(local, q1, answer)
+    assert result.tier.value == "poor"
+    assert result.justification.startswith("Graded poor because")
+    assert 0.5 <= result.confidence <= 0.99
+
+
+def test_confidence_reflects_the_margin(local, q1):
+    great = grade(local, q1, q1.references.great)
+    middling = grade(local, q1, q1.references.mediocre + " " + q1.references.great.split(". ")[2] + ".")
+    assert great.confidence_source == "margin"
+    assert great.confidence != middling.confidence
+
+
+def test_many_answers_share_one_model_call(monkeypatch, rubric):
+    backend = LocalBackend()
+    calls: list[int] = []
+    embed = backend.embedder.embed
+
+    def counting(texts, batch_size=64):
+        calls.append(len(texts))
+        return embed(texts, batch_size)
+
+    monkeypatch.setattr(backend.embedder, "embed", counting)
+    answers = [(q, text) for q in list(rubric)[:5] for _, text in q.references.items()]
+
+    async def run_all():
+        return await asyncio.gather(*(backend.grade(GradeRequest(q, a)) for q, a in answers))
+
+    grades = asyncio.run(run_all())
+    assert len(grades) == 15
+    answer_calls = [n for n in calls if n > 20]  # rubric anchors are embedded once per question, separately
+    assert len(answer_calls) == 1
+
+
+def test_samples_are_refused_for_a_deterministic_backend(local, q1):
+    with pytest.raises(GraderError, match="deterministic"):
+        asyncio.run(grade_answer(local, q1, "I check the logs first.", samples=3))
+
+
+def test_registry_builds_it_and_a_bad_model_path_is_a_clear_error(tmp_path):
+    from grader.backends import BackendOptions
+    from grader.errors import BackendNotConfiguredError
+
+    assert get_backend("local").name == "local"
+    with pytest.raises(BackendNotConfiguredError, match="does not exist"):
+        get_backend("local", BackendOptions(model_path=tmp_path / "missing"))
