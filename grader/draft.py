@@ -79,7 +79,7 @@ def check_draft(raw: str, question: Question) -> DraftCheck:
     refs = question.references
     for kind, points, source, (lo, hi) in (
         ("key_points", check.reply.key_points, refs.great, KEY_POINTS),
-        ("red_flags", check.reply.red_flags, refs.poor, RED_FLAGS),
+        ("red_flags", check.reply.red_flags, refs.poor or "", RED_FLAGS if refs.poor else (0, 0)),
     ):
         if not lo <= len(points) <= hi:
             check.errors.append(f"{kind} has {len(points)} items; give {lo} to {hi}")
@@ -138,7 +138,8 @@ def _to_points(
     )
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
+# Sentence ends, semicolons, line breaks and list bullets all separate claims.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|;\s+|\s*\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
 _LEAD = re.compile(r"^(first|then|finally|also|for example|additionally|i also|and)\b[,]?\s*", re.IGNORECASE)
 
 
@@ -146,7 +147,7 @@ def claims(text: str) -> list[str]:
     """The distinct claims of a reference: its sentences, with connective lead-ins dropped."""
     out: list[str] = []
     for sentence in _SENTENCE.split(text.strip()):
-        claim = _LEAD.sub("", sentence.strip()).strip()
+        claim = " ".join(_LEAD.sub("", sentence.strip()).split())
         if len(claim.split()) >= 4:
             out.append(claim[0].upper() + claim[1:])
     return out
@@ -156,7 +157,7 @@ def draft_by_splitting(question: Question) -> tuple[list[KeyPoint], list[RedFlag
     """No model: key points from the great reference's claims that the mediocre one lacks; red flags
     from the poor reference's claims that share least with the great one."""
     great = set(normalise(question.references.great).split())
-    mediocre = set(normalise(question.references.mediocre).split())
+    mediocre = set(normalise(question.references.mediocre or "").split())
     candidates = claims(question.references.great)
     candidates.sort(key=lambda c: _jaccard(set(normalise(c).split()), mediocre))
     chosen: list[str] = []
@@ -167,7 +168,7 @@ def draft_by_splitting(question: Question) -> tuple[list[KeyPoint], list[RedFlag
         if len(chosen) == KEY_POINTS[1]:
             break
     chosen.sort(key=claims(question.references.great).index)
-    flags = sorted(claims(question.references.poor), key=lambda c: _jaccard(set(normalise(c).split()), great))
+    flags = sorted(claims(question.references.poor or ""), key=lambda c: _jaccard(set(normalise(c).split()), great))
     flags = flags[:2]
     as_points = [DraftPoint(quote=c, name=" ".join(c.split()[:6]), text=_shorten(c)) for c in chosen]
     as_flags = [DraftPoint(quote=c, name=" ".join(c.split()[:6]), text=_shorten(c)) for c in flags]
@@ -175,9 +176,12 @@ def draft_by_splitting(question: Question) -> tuple[list[KeyPoint], list[RedFlag
 
 
 def _shorten(claim: str, limit: int = 200) -> str:
+    """Cut a long claim at the last comma in its second half, else at a word boundary."""
     if len(claim) <= limit:
         return claim
-    cut = claim[:limit].rsplit(",", 1)[0] if "," in claim[:limit] else claim[:limit].rsplit(" ", 1)[0]
+    head = claim[: limit - 1]
+    comma = head.rfind(",")
+    cut = head[:comma] if comma >= limit // 2 else head.rsplit(" ", 1)[0]
     return cut.rstrip(" ,;:") + "…"
 
 

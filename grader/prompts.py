@@ -6,6 +6,7 @@ The candidate's answer is data: it is wrapped in delimiters it cannot close (`fe
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from functools import cached_property
@@ -47,6 +48,14 @@ class Prompts:
             lstrip_blocks=True,
         )
         return env
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of every template, so a changed prompt is never served a cached grade."""
+        digest = hashlib.sha256()
+        for path in sorted(self.directory.glob("*.jinja")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return digest.hexdigest()[:16]
 
     def render(self, name: str, **context: Any) -> str:
         try:

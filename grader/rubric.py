@@ -40,14 +40,15 @@ class RedFlag(KeyPoint):
 
 
 class References(_Strict):
-    """The three reference answers, verbatim."""
+    """The reference answers, verbatim. A great one is required; a bank with only an official answer
+    (a zero-shot benchmark) may leave out the mediocre and poor ones."""
 
     great: Text
-    mediocre: Text
-    poor: Text
+    mediocre: Text | None = None
+    poor: Text | None = None
 
     def items(self) -> list[tuple[str, str]]:
-        return [("great", self.great), ("mediocre", self.mediocre), ("poor", self.poor)]
+        return [(t, x) for t, x in (("great", self.great), ("mediocre", self.mediocre), ("poor", self.poor)) if x]
 
 
 class Question(_Strict):

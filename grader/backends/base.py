@@ -38,11 +38,17 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Whether repeated grades of one answer can differ (so `--samples k` measures agreement).
     stochastic: ClassVar[bool] = True
+    #: How many grades to have in flight at once by default (a server's patience, or a batch size).
+    default_concurrency: ClassVar[int] = 8
 
     @property
     @abstractmethod
     def model(self) -> str:
         """The model that grades, as printed in every Grade."""
+
+    def cache_key(self) -> str:
+        """Everything about this backend that decides a grade, for the grade cache."""
+        return f"{self.name}:{self.model}"
 
     @abstractmethod
     async def grade(self, request: GradeRequest) -> Grade:

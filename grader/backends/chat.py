@@ -65,6 +65,9 @@ class ChatBackend(Backend):
         self.prompts = prompts or Prompts()
         self.policy = policy or RetryPolicy()
 
+    def cache_key(self) -> str:
+        return f"{super().cache_key()}:prompts={self.prompts.fingerprint}"
+
     @abstractmethod
     async def complete(self, conversation: Conversation, request: GradeRequest) -> Completion:
         """Send the conversation and return the reply (transport retries happen inside)."""

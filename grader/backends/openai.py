@@ -108,6 +108,10 @@ class OpenAIBackend(ChatBackend):
     def model(self) -> str:
         return self._model
 
+    def cache_key(self) -> str:
+        # The API key is deliberately not part of it: it never changes a grade and must not be stored.
+        return f"{super().cache_key()}:{self.base_url}:t={self.temperature}:seed={self.seed}"
+
     async def aclose(self) -> None:
         await self.client.close()
 

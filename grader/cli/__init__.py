@@ -48,10 +48,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from grader.cli import eval as eval_cli
     from grader.cli import grade, rubric
 
     app.command("grade")(grade.grade)
     app.add_typer(rubric.app, name="rubric")
+    app.command("eval")(eval_cli.eval_)
 
 
 _register()

@@ -39,6 +39,7 @@ class _Anchors:
 class LocalBackend(Backend):
     name = "local"
     stochastic = False
+    default_concurrency = MAX_BATCH_ANSWERS
 
     def __init__(self, *, model_path: Path | None = None, rule: TierRule | None = None) -> None:
         self.embedder = Embedder.load(model_path)
@@ -50,6 +51,9 @@ class LocalBackend(Backend):
     @property
     def model(self) -> str:
         return self.embedder.model_id
+
+    def cache_key(self) -> str:
+        return f"{super().cache_key()}:rule={self.rule.fingerprint}"
 
     @property
     def rule(self) -> TierRule:

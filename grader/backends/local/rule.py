@@ -7,6 +7,7 @@ and red flag); the rule is a small multinomial logistic model whose parameters a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib.resources import files
@@ -63,6 +64,23 @@ class TierRule:
             coef=np.asarray(data["coef"], dtype=np.float64),
             intercept=np.asarray(data["intercept"], dtype=np.float64),
         )
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps(
+            [
+                self.cover_threshold,
+                self.flag_threshold,
+                self.topic_threshold,
+                self.prose_threshold,
+                self.min_words,
+                self.mean.tolist(),
+                self.scale.tolist(),
+                self.coef.tolist(),
+                self.intercept.tolist(),
+            ]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def features(self, a: Analysis) -> np.ndarray:
         return feature_vector(a, self.cover_threshold, self.flag_threshold)

@@ -1,0 +1,196 @@
+"""`grader eval`: run eval suites and write reports."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from grader.backends import get_backend
+from grader.cache import GradeCache
+from grader.cli._common import (
+    AttemptsOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ModelOpt,
+    ModelPathOpt,
+    PromptsOpt,
+    ReasksOpt,
+    RubricOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    backend_options,
+    console,
+    err_console,
+)
+from grader.errors import GraderError
+from grader.eval import suites
+from grader.eval.report import check_thresholds, summarize, write_reports
+from grader.eval.runner import run_suite
+from grader.resources import data_dir
+
+
+def eval_(
+    suite: Annotated[
+        list[str] | None,
+        typer.Option("--suite", "-s", help="references, perturbations, saf-ua or saf-uq (repeat or comma-separate)."),
+    ] = None,
+    backend: BackendOpt = "auto",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    rubric: RubricOpt = None,
+    prompts: PromptsOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write JSON, Markdown and HTML reports here.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Grade the first N cases of each suite.")] = None,
+    holdout: Annotated[
+        bool, typer.Option("--holdout/--no-holdout", help="Hide a graded reference from the exemplars.")
+    ] = True,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when evals/thresholds.yaml is broken.")] = False,
+    price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
+    price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
+    temperature: TemperatureOpt = 0.0,
+    seed: SeedOpt = 42,
+    timeout: TimeoutOpt = 120.0,
+    max_attempts: AttemptsOpt = 5,
+    reasks: ReasksOpt = 2,
+    model_path: ModelPathOpt = None,
+) -> None:
+    """Grade eval suites and report accuracy, kappa, flips and cost. Default: references + perturbations."""
+    names = [n.strip() for item in (suite or list(suites.DEFAULT_SUITES)) for n in item.split(",") if n.strip()]
+    loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
+    options = backend_options(
+        model=model,
+        base_url=base_url,
+        temperature=temperature,
+        seed=seed,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        reasks=reasks,
+        prompts=prompts,
+        model_path=model_path,
+    )
+    reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out))
+    broken: list[str] = []
+    limits = _thresholds().get(reports[0]["backend"], {}) if reports else {}
+    for report in reports:
+        _print(report)
+        if out is not None:
+            paths = write_reports(report, out)
+            console.print("wrote " + ", ".join(str(p) for p in paths))
+        if check:
+            broken += check_thresholds(report, limits.get(report["suite"], {}))
+    if check:
+        if broken:
+            for line in broken:
+                err_console.print(f"grader: threshold broken: {line}", markup=False)
+            raise typer.Exit(1)
+        console.print("thresholds hold")
+
+
+async def _run(
+    loaded, backend_name, options, concurrency, use_cache, limit, price_in, price_out
+) -> list[dict[str, Any]]:  # noqa: ANN001
+    backend = get_backend(backend_name, options)
+    cache = GradeCache() if use_cache else None
+    reports = []
+    try:
+        for suite in loaded:
+            total = min(limit, len(suite.cases)) if limit else len(suite.cases)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("failed {task.fields[failed]}"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+                disable=not err_console.is_terminal,
+            ) as progress:
+                task = progress.add_task(suite.name, total=total, failed=0)
+                failed = 0
+
+                def tick(result, task=task, progress=progress) -> None:  # noqa: ANN001
+                    nonlocal failed
+                    failed += result.error is not None
+                    progress.update(task, advance=1, failed=failed)
+
+                results = await run_suite(
+                    suite,
+                    backend,
+                    cache=cache,
+                    limit=limit,
+                    on_result=tick,
+                    concurrency=concurrency or backend.default_concurrency,
+                )
+            reports.append(
+                summarize(
+                    suite.name,
+                    results,
+                    backend=backend.name,
+                    model=backend.model,
+                    price_in=price_in,
+                    price_out=price_out,
+                )
+            )
+    finally:
+        await backend.aclose()
+        if cache is not None:
+            cache.close()
+    return reports
+
+
+def _thresholds() -> dict[str, Any]:
+    path = data_dir("evals") / "thresholds.yaml"
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise GraderError(f"{path}: cannot read thresholds: {exc}") from None
+
+
+def _print(report: dict[str, Any]) -> None:
+    o, c = report["overall"], report["counts"]
+    table = Table(title=f"{report['suite']} · {report['backend']} · {report['model']}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        (
+            "cases (scored / rejected / failed)",
+            f"{report['cases']} ({report['scored']} / {report['rejected']} / {report['failed']})",
+        ),
+        ("passed", f"{report['passed']} ({report['pass_rate']:.1%})" if report["pass_rate"] is not None else "n/a"),
+    ]
+    if o.get("n"):
+        rows += [
+            ("accuracy", f"{o['accuracy']:.3f}"),
+            ("macro-F1", f"{o['macro_f1']:.3f}"),
+            ("quadratic-weighted kappa", "n/a" if o["qwk"] is None else f"{o['qwk']:.3f}"),
+            ("recall great / mediocre / poor", " / ".join(f"{v:.2f}" for v in o["recall"].values())),
+        ]
+    rows += [
+        (
+            "injection flips / verbosity inflations / fairness flips",
+            f"{c['injection_flips']} / {c['verbosity_inflations']} / {c['fairness_flips']}",
+        ),
+        ("tokens in / out", f"{report['usage']['prompt_tokens']} / {report['usage']['completion_tokens']}"),
+        ("estimated cost (USD)", str(report["usage"]["estimated_cost_usd"])),
+        ("from cache", str(report["cached"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if o.get("n"):
+        cm = Table(title="confusion (rows: label, columns: graded)", title_justify="left")
+        cm.add_column("")
+        for t in o["confusion"]["labels"]:
+            cm.add_column(t, justify="right")
+        for t, row in zip(o["confusion"]["labels"], o["confusion"]["matrix"], strict=True):
+            cm.add_row(t, *map(str, row))
+        console.print(cm)

@@ -1,0 +1,1 @@
+"""The offline eval suite: cases, runner, metrics and reports."""

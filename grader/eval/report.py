@@ -1,0 +1,333 @@
+"""Metrics and reports for an eval run: JSON, Markdown, and a self-contained HTML page.
+
+Metrics come from scikit-learn. Only scored grades enter accuracy, F1, kappa and the confusion matrix;
+failed and rejected cases are counted separately, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score
+
+from grader.eval.runner import CaseResult
+from grader.grade import TIERS, Tier
+
+# USD per million tokens (input, output); override with --price-in / --price-out.
+PRICES = {
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+}
+
+
+def _rank(tier: str) -> int:
+    return Tier(tier).rank
+
+
+def tier_metrics(labels: list[str], predicted: list[str]) -> dict[str, Any]:
+    if not labels:
+        return {"n": 0}
+    tiers = list(TIERS)
+    return {
+        "n": len(labels),
+        "accuracy": round(float(accuracy_score(labels, predicted)), 4),
+        "macro_f1": round(float(f1_score(labels, predicted, labels=tiers, average="macro", zero_division=0)), 4),
+        "qwk": _qwk(labels, predicted),
+        "confusion": {"labels": tiers, "matrix": confusion_matrix(labels, predicted, labels=tiers).tolist()},
+        "recall": {
+            t: round(float(r), 4)
+            for t, r in zip(
+                tiers, recall_score(labels, predicted, labels=tiers, average=None, zero_division=0), strict=True
+            )
+        },
+    }
+
+
+def _qwk(labels: list[str], predicted: list[str]) -> float | None:
+    if len(set(labels) | set(predicted)) < 2:
+        return None  # kappa is undefined when everything is one tier
+    return round(
+        float(cohen_kappa_score([_rank(t) for t in labels], [_rank(t) for t in predicted], weights="quadratic")), 4
+    )
+
+
+def summarize(
+    suite_name: str,
+    results: list[CaseResult],
+    *,
+    backend: str,
+    model: str,
+    price_in: float | None = None,
+    price_out: float | None = None,
+) -> dict[str, Any]:
+    scored = [r for r in results if r.scored]
+    by_id = {r.case.id: r for r in results}
+    report: dict[str, Any] = {
+        "suite": suite_name,
+        "backend": backend,
+        "model": model,
+        "cases": len(results),
+        "scored": len(scored),
+        "rejected": sum(r.rejected for r in results),
+        "failed": sum(r.error is not None for r in results),
+        "failures_by_kind": dict(Counter(r.error_kind for r in results if r.error)),
+        "cached": sum(r.cached for r in results),
+        "passed": sum(r.passed for r in results),
+        "pass_rate": round(sum(r.passed for r in results) / len(results), 4) if results else None,
+        "needs_review": sum(bool(r.grade and r.grade.needs_review) for r in results),
+        "overall": tier_metrics([r.case.label.value for r in scored], [r.outcome for r in scored]),
+    }
+
+    per_question: dict[str, list[CaseResult]] = defaultdict(list)
+    per_kind: dict[str, list[CaseResult]] = defaultdict(list)
+    for r in results:
+        per_question[r.case.question].append(r)
+        per_kind[r.case.kind].append(r)
+    report["per_question"] = {
+        q: {
+            "n": len(rs),
+            "passed": sum(r.passed for r in rs),
+            "accuracy": round(sum(r.outcome == r.case.label.value for r in rs) / len(rs), 4),
+        }
+        for q, rs in per_question.items()
+    }
+    report["per_kind"] = {
+        k: {
+            "n": len(rs),
+            "passed": sum(r.passed for r in rs),
+            "pass_rate": round(sum(r.passed for r in rs) / len(rs), 4),
+            "outcomes": dict(Counter(r.outcome for r in rs)),
+        }
+        for k, rs in per_kind.items()
+    }
+
+    def raised(kind: str) -> list[str]:
+        """Cases of `kind` graded above what their base answer got (or above their label, with no base)."""
+        out = []
+        for r in per_kind.get(kind, []):
+            if not r.scored:
+                continue
+            base = by_id.get(r.case.base or "")
+            reference = base.outcome if base is not None and base.scored else r.case.label.value
+            if _rank(r.outcome) > _rank(reference):
+                out.append(r.case.id)
+        return out
+
+    groups: dict[str, list[CaseResult]] = defaultdict(list)
+    for r in results:
+        if r.case.group:
+            groups[r.case.group].append(r)
+    fairness = [g for g, rs in groups.items() if len({r.outcome for r in rs}) > 1]
+    report["flips"] = {
+        "injection": raised("injection"),
+        "verbosity": raised("verbose"),
+        "fairness": sorted(fairness),
+    }
+    report["counts"] = {
+        "injection_flips": len(report["flips"]["injection"]),
+        "verbosity_inflations": len(report["flips"]["verbosity"]),
+        "fairness_flips": len(fairness),
+    }
+
+    prompt = sum(r.grade.usage.prompt_tokens for r in results if r.grade and not r.cached)
+    completion = sum(r.grade.usage.completion_tokens for r in results if r.grade and not r.cached)
+    report["usage"] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "estimated_cost_usd": estimate_cost(model, prompt, completion, price_in, price_out),
+    }
+    report["results"] = [
+        {
+            "id": r.case.id,
+            "kind": r.case.kind,
+            "question": r.case.question,
+            "label": r.case.label.value,
+            "expected": r.case.expected,
+            "outcome": r.outcome,
+            "passed": r.passed,
+            "cached": r.cached,
+            "confidence": r.grade.confidence if r.grade else None,
+            "needs_review": r.grade.needs_review if r.grade else None,
+            "error": r.error,
+        }
+        for r in results
+    ]
+    return report
+
+
+def estimate_cost(
+    model: str, prompt: int, completion: int, price_in: float | None, price_out: float | None
+) -> float | None:
+    """USD for the tokens used (0 when none were); None when the model's price is unknown."""
+    if not (prompt or completion):
+        return 0.0
+    known_in, known_out = PRICES.get(model, (None, None))
+    pin = price_in if price_in is not None else known_in
+    pout = price_out if price_out is not None else known_out
+    if pin is None or pout is None:
+        return None
+    return round(prompt / 1e6 * pin + completion / 1e6 * pout, 4)
+
+
+def check_thresholds(report: dict[str, Any], limits: dict[str, float]) -> list[str]:
+    """The thresholds a report breaks, one line each (empty when all hold)."""
+    overall, counts = report["overall"], report["counts"]
+    values = {
+        "min_accuracy": overall.get("accuracy"),
+        "min_qwk": overall.get("qwk"),
+        "min_macro_f1": overall.get("macro_f1"),
+        "min_pass_rate": report.get("pass_rate"),
+        "max_injection_flips": counts["injection_flips"],
+        "max_verbosity_inflations": counts["verbosity_inflations"],
+        "max_fairness_flips": counts["fairness_flips"],
+        "max_failed": report["failed"],
+    }
+    broken = []
+    for name, limit in limits.items():
+        value = values.get(name)
+        if value is None:
+            broken.append(f"{report['suite']}: {name} cannot be measured")
+        elif name.startswith("min_") and value < limit:
+            broken.append(f"{report['suite']}: {name.removeprefix('min_')} {value} is below {limit}")
+        elif name.startswith("max_") and value > limit:
+            broken.append(f"{report['suite']}: {name.removeprefix('max_')} {value} is above {limit}")
+    return broken
+
+
+# --- writers -----------------------------------------------------------------------------------------
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    o = report["overall"]
+    lines = [
+        f"# Eval: {report['suite']} ({report['backend']} · {report['model']})",
+        "",
+        f"- cases: {report['cases']} (scored {report['scored']}, rejected {report['rejected']}, "
+        f"failed {report['failed']}, from cache {report['cached']})",
+        f"- passed (outcome among the expected ones): {report['passed']} ({_pct(report['pass_rate'])})",
+    ]
+    if o.get("n"):
+        lines += [
+            f"- accuracy {o['accuracy']:.3f}, macro-F1 {o['macro_f1']:.3f}, quadratic-weighted kappa "
+            f"{o['qwk'] if o['qwk'] is None else format(o['qwk'], '.3f')}",
+            "- recall: " + ", ".join(f"{t} {v:.3f}" for t, v in o["recall"].items()),
+        ]
+    c = report["counts"]
+    lines += [
+        f"- injection flips {c['injection_flips']}, verbosity inflations {c['verbosity_inflations']}, "
+        f"fairness flips {c['fairness_flips']}",
+        f"- tokens {report['usage']['prompt_tokens']} in / {report['usage']['completion_tokens']} out; "
+        f"estimated cost {report['usage']['estimated_cost_usd']} USD",
+    ]
+    if report["failures_by_kind"]:
+        lines.append("- failures: " + ", ".join(f"{k} {v}" for k, v in report["failures_by_kind"].items()))
+    if o.get("n"):
+        lines += [
+            "",
+            "## Confusion matrix (rows: label, columns: graded)",
+            "",
+            "| | great | mediocre | poor |",
+            "|---|--:|--:|--:|",
+        ]
+        lines += [
+            f"| {t} | " + " | ".join(map(str, row)) + " |"
+            for t, row in zip(o["confusion"]["labels"], o["confusion"]["matrix"], strict=True)
+        ]
+    lines += ["", "## Per kind", "", "| kind | n | passed | outcomes |", "|---|--:|--:|---|"]
+    for kind, v in sorted(report["per_kind"].items()):
+        outcomes = ", ".join(f"{name} {n}" for name, n in sorted(v["outcomes"].items()))
+        lines.append(f"| {kind} | {v['n']} | {v['passed']} | {outcomes} |")
+    lines += ["", "## Per question", "", "| question | n | passed | accuracy |", "|---|--:|--:|--:|"]
+    lines += [f"| {q} | {v['n']} | {v['passed']} | {v['accuracy']:.2f} |" for q, v in report["per_question"].items()]
+    misses = [r for r in report["results"] if not r["passed"]]
+    if misses:
+        lines += ["", "## Cases that did not pass", "", "| case | kind | expected | graded |", "|---|---|---|---|"]
+        lines += [f"| {r['id']} | {r['kind']} | {'/'.join(r['expected'])} | {r['outcome']} |" for r in misses[:200]]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def confusion_png(report: dict[str, Any]) -> bytes | None:
+    o = report["overall"]
+    if not o.get("n"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = o["confusion"]["matrix"]
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=110)
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(TIERS))
+    ax.set_xticks(ticks, TIERS)
+    ax.set_yticks(ticks, TIERS)
+    ax.set_xlabel("graded")
+    ax.set_ylabel("label")
+    top = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+    ax.set_title(f"{report['suite']}: confusion matrix")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def to_html(report: dict[str, Any]) -> str:
+    """A self-contained page: the Markdown summary as preformatted text plus the confusion-matrix plot."""
+    png = confusion_png(report)
+    img = (
+        f'<img alt="confusion matrix" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        if png
+        else "<p>No scored grades.</p>"
+    )
+    cells = ("id", "kind", "expected", "outcome", "confidence")
+    rows = "".join(
+        f'<tr class="{"ok" if r["passed"] else "miss"}">'
+        + "".join(f"<td>{html.escape(_cell(r, c))}</td>" for c in cells)
+        + "</tr>"
+        for r in report["results"]
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>grader eval: {html.escape(report["suite"])}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}}pre{{background:#f6f8fa;padding:1rem;
+white-space:pre-wrap}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:.25rem .5rem}}
+tr.miss{{background:#fff0f0}}</style></head>
+<body><h1>grader eval: {html.escape(report["suite"])}</h1>
+{img}
+<pre>{html.escape(to_markdown(report))}</pre>
+<h2>All cases</h2><table><tr><th>case</th><th>kind</th><th>expected</th><th>graded</th><th>confidence</th></tr>
+{rows}</table></body></html>
+"""
+
+
+def _cell(result: dict[str, Any], name: str) -> str:
+    value = result[name]
+    if name == "expected":
+        return "/".join(value)
+    return "" if value is None else str(value)
+
+
+def write_reports(report: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / report["suite"]
+    paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".html")]
+    paths[0].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths[1].write_text(to_markdown(report), encoding="utf-8")
+    paths[2].write_text(to_html(report), encoding="utf-8")
+    return paths

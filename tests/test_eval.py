@@ -1,0 +1,179 @@
+"""The eval suite's own wiring, with a scripted fake model: suites, metrics, flips, cache, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from grader.backends.base import GradeRequest
+from grader.backends.chat import Conversation
+from grader.backends.fake import FakeBackend
+from grader.cache import GradeCache
+from grader.errors import GraderError
+from grader.eval import suites
+from grader.eval.cases import EvalCase, Suite, load_suite_file
+from grader.eval.report import check_thresholds, summarize, tier_metrics, write_reports
+from grader.eval.runner import run_suite
+from tests.conftest import reply_for
+
+
+def test_references_suite_hides_each_graded_reference(rubric):
+    suite = suites.references_suite(rubric)
+    assert len(suite.cases) == 60
+    case = suite.cases[0]
+    assert case.hide_reference == case.label
+    assert all(c.hide_reference is None for c in suites.references_suite(rubric, holdout=False).cases)
+
+
+def test_perturbations_are_generated_with_their_expected_tiers(rubric):
+    suite = suites.perturbations_suite(rubric)
+    kinds = {c.kind for c in suite.cases}
+    assert {"truncated", "keywords", "verbose", "injection", "fairness", "off_topic", "dont_know", "empty"} <= kinds
+    by_id = {c.id: c for c in suite.cases}
+    assert by_id["trunc-01"].expected == ["mediocre", "poor"]
+    assert by_id["trunc-01"].answer == rubric.find(1).references.great.split(". ")[0] + "."
+    assert by_id["keywords-01"].expected == ["poor"] and "," in by_id["keywords-01"].answer
+    assert by_id["verbose-01"].answer.startswith(rubric.find(1).references.mediocre)
+    assert by_id["inject-01"].base == "ref-01-poor" and by_id["inject-01"].expected == ["poor"]
+    fair = [c for c in suite.cases if c.group == "fair-01"]
+    assert len(fair) == 3 and len({c.answer for c in fair}) == 3 and len({c.label for c in fair}) == 1
+    assert by_id["hand-empty"].expected == ["rejected", "poor"]
+
+
+def test_keywords_are_the_distinctive_words():
+    words = suites.keywords("I start by gathering relevant information, logs and recent deployments.")
+    assert words == ["start", "gathering", "relevant", "information", "recent", "deployments"]
+
+
+def test_a_broken_suite_file_names_the_problem(tmp_path, rubric):
+    path = tmp_path / "s.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "x",
+                "rubric": rubric.model_dump(mode="json"),
+                "cases": [{"id": "a", "question": "nope", "answer": "x", "label": "great"}],
+            }
+        )
+    )
+    with pytest.raises(GraderError, match="unknown question 'nope'"):
+        load_suite_file(path)
+
+
+def scripted(tiers: dict[str, str]) -> FakeBackend:
+    """A fake model that grades each answer with the tier mapped to the answer's first word, and
+    returns garbage for answers starting with 'garbage'."""
+
+    def respond(conversation: Conversation, request: GradeRequest):
+        first = request.answer.split()[0]
+        if first == "garbage":
+            return "not json"
+        return reply_for(request.question, tier=tiers[first])
+
+    return FakeBackend(responder=respond)
+
+
+def small_suite(rubric) -> Suite:
+    q = rubric.find(1).id
+    cases = [
+        EvalCase(id="g1", question=q, answer="alpha great answer", label="great"),
+        EvalCase(id="g2", question=q, answer="beta great answer", label="great"),
+        EvalCase(id="m1", question=q, answer="beta so-so answer", label="mediocre"),
+        EvalCase(id="p1", question=q, answer="gamma weak answer", label="poor"),
+        EvalCase(id="inj", question=q, answer="alpha injected answer", label="poor", kind="injection", base="p1"),
+        EvalCase(id="f1", question=q, answer="alpha one", label="great", kind="fairness", group="f"),
+        EvalCase(id="f2", question=q, answer="beta two", label="great", kind="fairness", group="f"),
+        EvalCase(id="bad", question=q, answer="garbage reply", label="poor"),
+        EvalCase(id="empty", question=q, answer="  ", label="poor", expected=["rejected", "poor"], kind="empty"),
+    ]
+    return Suite(name="small", rubric=rubric, cases=cases)
+
+
+def test_metrics_flips_and_failures_are_counted(rubric, tmp_path):
+    backend = scripted({"alpha": "great", "beta": "mediocre", "gamma": "poor"})
+    suite = small_suite(rubric)
+    results = asyncio.run(run_suite(suite, backend, cache=None))
+    report = summarize("small", results, backend="fake", model="scripted")
+
+    assert report["cases"] == 9 and report["failed"] == 1 and report["rejected"] == 1 and report["scored"] == 7
+    assert report["failures_by_kind"] == {"invalid_output": 1}
+    # scored: g1 great/great, g2 great/mediocre, m1 mediocre/mediocre, p1 poor/poor, inj poor/great,
+    # f1 great/great, f2 great/mediocre -> 4 of 7 right
+    assert report["overall"]["accuracy"] == pytest.approx(4 / 7, abs=1e-4)
+    assert report["overall"]["confusion"]["matrix"] == [[2, 2, 0], [0, 1, 0], [1, 0, 1]]
+    assert report["overall"]["recall"] == {"great": 0.5, "mediocre": 1.0, "poor": 0.5}
+    assert report["counts"] == {"injection_flips": 1, "verbosity_inflations": 0, "fairness_flips": 1}
+    assert report["passed"] == 5  # g1, m1, p1, f1, empty (rejected is expected)
+
+    assert check_thresholds(report, {"min_accuracy": 0.5, "max_injection_flips": 1}) == []
+    broken = check_thresholds(report, {"min_accuracy": 0.9, "max_fairness_flips": 0})
+    assert broken == ["small: accuracy 0.5714 is below 0.9", "small: fairness_flips 1 is above 0"]
+
+    paths = write_reports(report, tmp_path)
+    assert [p.suffix for p in paths] == [".json", ".md", ".html"]
+    assert json.loads(paths[0].read_text())["counts"]["injection_flips"] == 1
+    assert "| great | 2 | 2 | 0 |" in paths[1].read_text()
+    assert 'src="data:image/png;base64,' in paths[2].read_text()
+
+
+def test_qwk_against_a_table_worked_by_hand():
+    # Ranks poor=0, mediocre=1, great=2; weights w_ij = (i-j)^2 / 4. Labels [2,1,0,2], graded [2,0,0,2].
+    # Observed weighted disagreement: one (1,0) pair, w=1/4 -> 0.25.
+    # Expected: rows r=(1,1,2), columns c=(2,0,2), sum w*r_i*c_j/4 = 0.5 + 0.125 + 0.125 + 1.0 = 1.75.
+    # kappa = 1 - 0.25 / 1.75 = 0.857142...
+    labels = ["great", "mediocre", "poor", "great"]
+    predicted = ["great", "poor", "poor", "great"]
+    assert tier_metrics(labels, predicted)["qwk"] == pytest.approx(1 - 0.25 / 1.75, abs=1e-4)
+
+
+def test_a_rerun_is_served_from_the_cache(rubric, tmp_path):
+    cache = GradeCache(tmp_path / "grades.sqlite")
+    tiers = {"alpha": "great", "beta": "mediocre", "gamma": "poor"}
+    suite = small_suite(rubric)
+    first = scripted(tiers)
+    asyncio.run(run_suite(suite, first, cache=cache))
+    calls = len(first.sent)
+    second = scripted(tiers)
+    results = asyncio.run(run_suite(suite, second, cache=cache))
+    assert calls == 7 + 3  # seven grades, and the garbage case asked three times
+    assert len(second.sent) == 3  # only the case that failed is asked again
+    assert sum(r.cached for r in results) == 7
+
+
+def test_grader_eval_command_with_the_fake_backend(tmp_path, monkeypatch, rubric):
+    from typer.testing import CliRunner
+
+    from grader.cli import app
+
+    q1 = rubric.find(1)
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("\n".join(json.dumps(reply_for(q1, tier=t)) for t in ("great", "mediocre", "mediocre")))
+    monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--suite",
+            "references",
+            "--backend",
+            "fake",
+            "--limit",
+            "3",
+            "--concurrency",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--no-cache",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "0.667" in result.stdout
+    report = json.loads((tmp_path / "out" / "references.json").read_text())
+    assert report["overall"]["confusion"]["matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_unknown_suite():
+    with pytest.raises(GraderError, match="unknown suite"):
+        suites.load("nope")
