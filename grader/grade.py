@@ -8,6 +8,7 @@ prints and what the evals score. Field descriptions are part of the JSON schema 
 from __future__ import annotations
 
 import copy
+import functools
 from enum import StrEnum
 from typing import Any
 
@@ -143,12 +144,17 @@ class GradeReply(BaseModel):
 
 
 def reply_schema(point_ids: list[str], flag_ids: list[str]) -> dict[str, Any]:
-    """The JSON schema for one question's reply.
+    """The JSON schema for one question's reply; cached and shared, so treat it as read-only.
 
     Every key point is a required property of `points`, so a constrained decoder cannot skip a verdict
     (an open `dict` would happily be emitted empty), and red flags are limited to the rubric's ids.
     """
-    schema = copy.deepcopy(GradeReply.model_json_schema())
+    return _reply_schema(tuple(point_ids), tuple(flag_ids))
+
+
+@functools.lru_cache(maxsize=256)
+def _reply_schema(point_ids: tuple[str, ...], flag_ids: tuple[str, ...]) -> dict[str, Any]:
+    schema = copy.deepcopy(_base_reply_schema())
     points = schema["properties"]["points"]
     verdict_ref = points["additionalProperties"]
     points.update(
@@ -165,6 +171,11 @@ def reply_schema(point_ids: list[str], flag_ids: list[str]) -> dict[str, Any]:
         flags["maxItems"] = 0
     schema["properties"]["justification"].pop("minLength", None)
     return _strictify(schema)
+
+
+@functools.cache
+def _base_reply_schema() -> dict[str, Any]:
+    return GradeReply.model_json_schema()
 
 
 def _strictify(node: Any) -> Any:

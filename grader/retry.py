@@ -43,13 +43,16 @@ class RetryPolicy:
     reasks: int = 2  # extra model calls when a reply fails validation
     initial_wait: float = 0.5
     max_wait: float = 30.0
+    #: Told about every transient failure before the pause (a batch run slows down on 429s).
+    on_transient: Callable[[TransientError], None] | None = None
 
 
 # Replaced in tests (zero waits, recorded); the real thing everywhere else.
 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
-def _sleep(seconds: float) -> Awaitable[None]:
+def sleep_for(seconds: float) -> Awaitable[None]:
+    """Pause between polls; the same seam as retry waits, so tests run with zero waits."""
     return sleep(seconds)
 
 
@@ -66,11 +69,17 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
 
 
 def transport(policy: RetryPolicy) -> AsyncRetrying:
+    def notify(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if policy.on_transient is not None and isinstance(exc, TransientError):
+            policy.on_transient(exc)
+
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientError),
         wait=_wait(policy),
         stop=stop_after_attempt(policy.attempts),
-        sleep=_sleep,
+        sleep=sleep_for,
+        before_sleep=notify,
         reraise=True,
     )
 
@@ -79,7 +88,7 @@ def reasks(policy: RetryPolicy) -> AsyncRetrying:
     return AsyncRetrying(
         retry=retry_if_exception_type(InvalidReply),
         stop=stop_after_attempt(1 + policy.reasks),
-        sleep=_sleep,
+        sleep=sleep_for,
         reraise=True,
     )
 

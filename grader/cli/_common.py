@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from grader.backends import BackendOptions
 from grader.errors import EncodingError, InputFileError
 from grader.importer import read_text_file
-from grader.retry import RetryPolicy
+from grader.retry import RetryPolicy, TransientError
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -33,7 +34,7 @@ PromptsOpt = Annotated[
 ]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", envvar="GRADER_TEMPERATURE", min=0.0, max=2.0)]
 SeedOpt = Annotated[int | None, typer.Option("--seed", envvar="GRADER_SEED", help="Sampling seed.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", envvar="GRADER_TIMEOUT", min=1.0, help="Seconds per request.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", envvar="GRADER_TIMEOUT", min=0.1, help="Seconds per request.")]
 AttemptsOpt = Annotated[
     int, typer.Option("--max-attempts", envvar="GRADER_MAX_ATTEMPTS", min=1, help="Requests per model call.")
 ]
@@ -59,6 +60,7 @@ def backend_options(
     reasks: int,
     prompts: Path | None,
     model_path: Path | None = None,
+    on_transient: Callable[[TransientError], None] | None = None,
 ) -> BackendOptions:
     return BackendOptions(
         model=model,
@@ -68,7 +70,7 @@ def backend_options(
         timeout=timeout,
         prompts_dir=prompts,
         model_path=model_path,
-        policy=RetryPolicy(attempts=max_attempts, reasks=reasks),
+        policy=RetryPolicy(attempts=max_attempts, reasks=reasks, on_transient=on_transient),
     )
 
 

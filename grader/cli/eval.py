@@ -30,9 +30,6 @@ from grader.cli._common import (
     err_console,
 )
 from grader.errors import GraderError
-from grader.eval import suites
-from grader.eval.report import check_thresholds, summarize, write_reports
-from grader.eval.runner import run_suite
 from grader.resources import data_dir
 
 
@@ -64,6 +61,9 @@ def eval_(
     model_path: ModelPathOpt = None,
 ) -> None:
     """Grade eval suites and report accuracy, kappa, flips and cost. Default: references + perturbations."""
+    from grader.eval import suites
+    from grader.eval.report import check_thresholds, write_reports
+
     names = [n.strip() for item in (suite or list(suites.DEFAULT_SUITES)) for n in item.split(",") if n.strip()]
     loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
     options = backend_options(
@@ -98,6 +98,9 @@ def eval_(
 async def _run(
     loaded, backend_name, options, concurrency, use_cache, limit, price_in, price_out
 ) -> list[dict[str, Any]]:  # noqa: ANN001
+    from grader.eval.report import summarize  # scikit-learn: only when evaluating
+    from grader.eval.runner import run_suite
+
     backend = get_backend(backend_name, options)
     cache = GradeCache() if use_cache else None
     reports = []

@@ -18,15 +18,7 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix,
 
 from grader.eval.runner import CaseResult
 from grader.grade import TIERS, Tier
-
-# USD per million tokens (input, output); override with --price-in / --price-out.
-PRICES = {
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-}
+from grader.pricing import estimate_cost
 
 
 def _rank(tier: str) -> int:
@@ -162,20 +154,6 @@ def summarize(
         for r in results
     ]
     return report
-
-
-def estimate_cost(
-    model: str, prompt: int, completion: int, price_in: float | None, price_out: float | None
-) -> float | None:
-    """USD for the tokens used (0 when none were); None when the model's price is unknown."""
-    if not (prompt or completion):
-        return 0.0
-    known_in, known_out = PRICES.get(model, (None, None))
-    pin = price_in if price_in is not None else known_in
-    pout = price_out if price_out is not None else known_out
-    if pin is None or pout is None:
-        return None
-    return round(prompt / 1e6 * pin + completion / 1e6 * pout, 4)
 
 
 def check_thresholds(report: dict[str, Any], limits: dict[str, float]) -> list[str]:

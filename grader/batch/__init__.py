@@ -1,0 +1,1 @@
+"""Batch grading: files in and out, streamed, concurrent, cached and resumable."""

@@ -1,0 +1,165 @@
+"""Grade a stream of rows concurrently: an adaptive concurrency limit, the grade cache, duplicate answers
+graded once, every row ending as a grade or a recorded error, each written the moment it is done."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from grader.backends.base import Backend
+from grader.batch.files import Row, Writer, output_record
+from grader.cache import GradeCache, grade_key
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import GraderError, GradingFailedError
+from grader.grade import Grade
+from grader.grading import check_answer, grade_answer
+from grader.retry import TransientError
+from grader.rubric import Rubric
+
+
+class AdaptiveLimit:
+    """How many grades may be in flight: halved on every 429, grown by one after a full window of
+    successes, never above the user's --concurrency (additive increase, multiplicative decrease)."""
+
+    def __init__(self, maximum: int) -> None:
+        self.in_flight = 0
+        self._wins = 0
+        self._changed = asyncio.Condition()
+        self.resize(maximum)
+
+    def resize(self, maximum: int) -> None:
+        self.maximum = self.limit = self.lowest = max(1, maximum)
+
+    def on_transient(self, exc: TransientError) -> None:
+        if exc.status == 429:
+            self.limit = max(1, self.limit // 2)
+            self.lowest = min(self.lowest, self.limit)
+            self._wins = 0
+
+    async def __aenter__(self) -> AdaptiveLimit:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            if exc_type is None:
+                self._wins += 1
+                if self._wins >= self.limit and self.limit < self.maximum:
+                    self.limit += 1
+                    self._wins = 0
+            self._changed.notify_all()
+
+
+@dataclass
+class BatchStats:
+    total: int = 0
+    skipped: int = 0  # already in the output (--resume)
+    graded: int = 0
+    failed: int = 0
+    cached: int = 0
+    duplicates: int = 0
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tiers: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def done(self) -> int:
+        return self.graded + self.failed
+
+
+async def run_batch(
+    rows: Iterable[Row],
+    *,
+    backend: Backend,
+    rubric: Rubric,
+    writer: Writer,
+    limit: AdaptiveLimit,
+    cache: GradeCache | None = None,
+    skip_ids: set[str] | None = None,
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
+    max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,
+    stats: BatchStats | None = None,
+    on_done: Callable[[BatchStats], None] | None = None,
+) -> BatchStats:
+    stats = stats or BatchStats()
+    skip_ids = skip_ids or set()
+    backend_key = backend.cache_key()
+    inflight: dict[str, asyncio.Future[Grade]] = {}
+    queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=limit.maximum * 2)
+
+    async def grade_row(row: Row) -> Grade:
+        question = rubric.find(row.question)
+        check_answer(row.answer, max_chars=max_answer_chars, where=f"the answer of row {row.id}")
+        key = grade_key(backend_key, question.fingerprint(), list(question.references.items()), row.answer)
+        if cache is not None and (hit := cache.get(key)) is not None:
+            stats.cached += 1
+            return hit
+        if key in inflight:  # the same answer to the same question, already being graded
+            stats.duplicates += 1
+            return await asyncio.shield(inflight[key])
+        future: asyncio.Future[Grade] = asyncio.get_running_loop().create_future()
+        inflight[key] = future
+        try:
+            async with limit:
+                grade = await grade_answer(backend, question, row.answer, review_threshold=review_threshold)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: waiters re-raise it, nobody logs it as lost
+            inflight.pop(key, None)
+            raise
+        stats.model_calls += grade.attempts
+        stats.prompt_tokens += grade.usage.prompt_tokens
+        stats.completion_tokens += grade.usage.completion_tokens
+        future.set_result(grade)
+        if cache is not None:  # later duplicates find it in the cache: keep memory flat
+            cache.put(key, grade)
+            del inflight[key]
+        return grade
+
+    async def worker() -> None:
+        while (row := await queue.get()) is not None:
+            grade, error = None, None
+            try:
+                grade = await grade_row(row)
+            except GradingFailedError as exc:
+                error = (str(exc), exc.kind)
+                stats.model_calls += exc.attempts
+            except GraderError as exc:
+                error = (str(exc), type(exc).__name__)
+            writer.write(output_record(row, grade, error))
+            if grade is not None:
+                stats.graded += 1
+                stats.tiers[grade.tier.value] += 1
+            else:
+                stats.failed += 1
+                stats.failures[error[1] if error else "unknown"] += 1
+            if on_done is not None:
+                on_done(stats)
+
+    workers = [asyncio.create_task(worker()) for _ in range(limit.maximum)]
+    try:
+        for row in rows:
+            if row.id in skip_ids:
+                stats.skipped += 1
+                continue
+            await queue.put(row)
+        for _ in workers:
+            await queue.put(None)
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+    return stats

@@ -1,0 +1,291 @@
+"""`grader batch`: grade a file of answers, streamed, concurrent, cached and resumable."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from grader.backends import get_backend
+from grader.batch.files import (
+    BatchInputError,
+    Columns,
+    Row,
+    Writer,
+    done_ids,
+    output_format,
+    output_header,
+    read_rows,
+    scan,
+)
+from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
+from grader.cache import GradeCache
+from grader.cli._common import (
+    AttemptsOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ModelOpt,
+    ModelPathOpt,
+    PromptsOpt,
+    ReasksOpt,
+    RubricOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    backend_options,
+    console,
+    err_console,
+)
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import GraderError
+from grader.pricing import BATCH_DISCOUNT, estimate_cost
+from grader.rubric import load_rubric
+
+MAX_PROBLEMS_SHOWN = 20
+
+
+class Via(StrEnum):
+    direct = "direct"
+    batch_api = "batch-api"
+
+
+def batch(
+    source: Annotated[Path, typer.Argument(help="Answers: .csv or .jsonl with id, question, answer columns.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Grades: .jsonl or .csv (by extension).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Grade only the ids not yet in --output.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Grade the valid rows of a bad file.")] = False,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Grades in flight.")] = None,
+    id_column: Annotated[str, typer.Option(help="Input column holding the row id.")] = "id",
+    question_column: Annotated[str, typer.Option(help="Input column holding the question id or number.")] = "question",
+    answer_column: Annotated[str, typer.Option(help="Input column holding the answer.")] = "answer",
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
+    via: Annotated[Via, typer.Option("--via", help="direct requests, or the provider's batch-api.")] = Via.direct,
+    export_requests_to: Annotated[
+        Path | None, typer.Option("--export-requests", help="Only write the Batch API request file here.")
+    ] = None,
+    import_results_from: Annotated[
+        Path | None, typer.Option("--import-results", help="Grade from a Batch API results file (no requests).")
+    ] = None,
+    backend: BackendOpt = "auto",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    rubric: RubricOpt = None,
+    prompts: PromptsOpt = None,
+    review_threshold: Annotated[
+        float, typer.Option("--review-threshold", envvar="GRADER_REVIEW_THRESHOLD", min=0.0, max=1.0)
+    ] = DEFAULT_REVIEW_THRESHOLD,
+    max_answer_chars: Annotated[
+        int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1)
+    ] = DEFAULT_MAX_ANSWER_CHARS,
+    price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
+    price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
+    temperature: TemperatureOpt = 0.0,
+    seed: SeedOpt = 42,
+    timeout: TimeoutOpt = 120.0,
+    max_attempts: AttemptsOpt = 5,
+    reasks: ReasksOpt = 2,
+    model_path: ModelPathOpt = None,
+) -> None:
+    """Grade every answer in a CSV or JSONL file; each grade is written the moment it is done."""
+    columns = Columns(id=id_column, question=question_column, answer=answer_column)
+    output_format(output)
+    if output.exists() and not (resume or force):
+        raise GraderError(f"{output} exists", hint="pass --resume to finish it, or --force to start over")
+    if resume and force:
+        raise GraderError("--resume and --force contradict each other")
+
+    found = scan(source, columns)
+    if found.problems:
+        for problem in found.problems[:MAX_PROBLEMS_SHOWN]:
+            err_console.print(f"{source}:{problem.line}: {problem.message}", markup=False, highlight=False)
+        more = len(found.problems) - MAX_PROBLEMS_SHOWN
+        if more > 0:
+            err_console.print(f"... and {more} more", markup=False)
+        if not skip_invalid:
+            raise BatchInputError(
+                f"{source}: {len(found.problems)} malformed row(s), nothing graded",
+                hint="fix them, or pass --skip-invalid to grade the rest",
+            )
+        err_console.print(f"skipping {len(found.problems)} malformed row(s)", markup=False)
+
+    the_rubric = load_rubric(rubric)
+    skip = done_ids(output, id_column) if resume else set()
+    limit = AdaptiveLimit(concurrency or 1)
+    options = backend_options(
+        model=model,
+        base_url=base_url,
+        temperature=temperature,
+        seed=seed,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        reasks=reasks,
+        prompts=prompts,
+        model_path=model_path,
+        on_transient=limit.on_transient,
+    )
+    the_backend = get_backend(backend, options)
+    if concurrency is None:
+        limit.resize(the_backend.default_concurrency)
+    bad_lines = found.bad_lines
+
+    def rows() -> iter:
+        for item in read_rows(source, columns):
+            if isinstance(item, Row) and item.line not in bad_lines:
+                yield item
+
+    grade_cache = GradeCache() if cache else None
+    if via is Via.batch_api or export_requests_to or import_results_from:
+        try:
+            _via_batch_api(
+                the_backend, the_rubric, rows, output, found, grade_cache, skip, resume, export_requests_to,
+                import_results_from, max_answer_chars, review_threshold, limit, price_in, price_out,
+            )
+        finally:
+            if grade_cache is not None:
+                grade_cache.close()
+        return
+
+    header = output_header(found.header)
+    writer = Writer(output, header, append=resume)
+    stats = BatchStats(total=found.rows)
+    try:
+        asyncio.run(
+            _run(
+                rows(),
+                the_backend,
+                the_rubric,
+                writer,
+                limit,
+                grade_cache,
+                skip,
+                review_threshold,
+                max_answer_chars,
+                stats,
+            )
+        )
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: {stats.done} row(s) written to {output}; finish with --resume", markup=False)
+        raise typer.Exit(130) from None
+    finally:
+        writer.close()
+        if grade_cache is not None:
+            grade_cache.close()
+    _summary(stats, the_backend.model, limit, output, price_in, price_out)
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+def _via_batch_api(
+    backend, rubric, rows, output, found, cache, skip, resume, export_to, import_from, max_chars, threshold,  # noqa: ANN001
+    limit, price_in, price_out,  # noqa: ANN001
+) -> None:
+    from grader.backends.openai import OpenAIBackend  # the SDK only when this path is taken
+    from grader.batch import batch_api
+
+    if not isinstance(backend, OpenAIBackend):
+        raise GraderError(f"--via batch-api needs the openai backend, not {backend.name}")
+    if export_to is not None:
+        count = batch_api.export_requests(rows(), backend, rubric, export_to, cache=cache, max_chars=max_chars)
+        console.print(f"wrote {count} request(s) to {export_to}; run them, then --import-results", markup=False)
+        return
+    stats = BatchStats(total=found.rows)
+    if import_from is not None:
+        results_path = import_from
+    else:
+        requests = output.with_name(output.name + ".requests.jsonl")
+        state = output.with_name(output.name + ".batch.json")
+        results_path = output.with_name(output.name + ".results.jsonl")
+        if not (resume and state.exists()):
+            count = batch_api.export_requests(rows(), backend, rubric, requests, cache=cache, max_chars=max_chars)
+        else:
+            count = 1  # a batch is already running: pick it up
+        if count:
+            def show(batch) -> None:  # noqa: ANN001
+                counts = batch.request_counts
+                done = f"{counts.completed}/{counts.total}" if counts is not None else "?"
+                err_console.print(f"batch {batch.id}: {batch.status} ({done})", markup=False)
+
+            async def submit() -> None:
+                try:
+                    await batch_api.submit_and_wait(backend, requests, results_path, state, on_status=show)
+                finally:
+                    await backend.aclose()
+
+            asyncio.run(submit())
+            state.unlink(missing_ok=True)
+        else:
+            results_path.write_text("")
+    results = batch_api.load_results(results_path)
+    writer = Writer(output, output_header(found.header), append=resume)
+    try:
+        batch_api.import_results(rows(), backend, rubric, results, writer, stats, cache=cache, skip_ids=skip,
+                                 max_chars=max_chars, review_threshold=threshold)
+    finally:
+        writer.close()
+    _summary(stats, backend.model, limit, output, price_in, price_out, discount=BATCH_DISCOUNT)
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+async def _run(rows, backend, rubric, writer, limit, cache, skip, threshold, max_chars, stats) -> None:  # noqa: ANN001
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f}/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("failed {task.fields[failed]}"),
+        TextColumn("{task.fields[tokens]} tokens"),
+    ]
+    with Progress(*columns, console=err_console, disable=not err_console.is_terminal, transient=True) as progress:
+        task = progress.add_task("grading", total=stats.total, rate=0.0, failed=0, tokens=0)
+
+        def tick(s: BatchStats) -> None:
+            progress.update(
+                task,
+                completed=s.done + s.skipped,
+                rate=s.done / max(s.elapsed, 1e-9),
+                failed=s.failed,
+                tokens=s.prompt_tokens + s.completion_tokens,
+            )
+
+        try:
+            await run_batch(
+                rows,
+                backend=backend,
+                rubric=rubric,
+                writer=writer,
+                limit=limit,
+                cache=cache,
+                skip_ids=skip,
+                review_threshold=threshold,
+                max_answer_chars=max_chars,
+                stats=stats,
+                on_done=tick,
+            )
+        finally:
+            await backend.aclose()
+
+
+def _summary(stats: BatchStats, model: str, limit: AdaptiveLimit, output: Path, price_in, price_out,  # noqa: ANN001
+             discount: float = 1.0) -> None:
+    cost = estimate_cost(model, stats.prompt_tokens, stats.completion_tokens, price_in, price_out, discount=discount)
+    tiers = ", ".join(f"{t} {stats.tiers[t]}" for t in ("great", "mediocre", "poor"))
+    lines = [
+        f"graded {stats.graded} ({tiers}); failed {stats.failed}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in stats.failures.items())})" if stats.failures else ""),
+        f"skipped {stats.skipped} already in {output}; {stats.cached} from cache; {stats.duplicates} duplicate "
+        f"answer(s) graded once; {stats.model_calls} model call(s)",
+        f"tokens {stats.prompt_tokens} in / {stats.completion_tokens} out; estimated cost "
+        + ("unknown (pass --price-in/--price-out)" if cost is None else f"{cost} USD"),
+        f"wall {stats.elapsed:.1f} s; {stats.done / max(stats.elapsed, 1e-9):.1f} grades/s; "
+        f"concurrency {limit.maximum} (lowest {limit.lowest} after rate limits)",
+    ]
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
