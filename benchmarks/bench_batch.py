@@ -62,7 +62,7 @@ def our_cpu_per_grade(n: int, tmp: Path) -> float:
     source = tmp / "inproc.jsonl"
     make_input(source, n)
 
-    def respond(conversation, request):  # noqa: ANN001, ANN202
+    def respond(_conversation, request):  # noqa: ANN001, ANN202
         ids = request.question.point_ids
         quote = " ".join(request.answer.split()[:5])
         return {"points": {p: {"evidence": quote if i == 0 else "", "covered": i == 0} for i, p in enumerate(ids)},

@@ -11,10 +11,10 @@ from __future__ import annotations
 import email.policy
 import json
 import re
-from email.parser import BytesParser
 import threading
 import time
 from collections.abc import Callable
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
