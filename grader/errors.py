@@ -97,3 +97,10 @@ class TemplateError(GraderError):
     """A prompt template is missing or uses an undefined variable."""
 
     exit_code = 12
+
+
+class CalibrationDataError(GraderError):
+    """Interviewer grades or model grades for `grader calibrate` are invalid; names the file and line."""
+
+    exit_code = 20
+

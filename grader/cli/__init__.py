@@ -48,12 +48,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from grader.cli import batch, grade, rubric
+    from grader.cli import batch, calibrate, grade, rubric
     from grader.cli import eval as eval_cli
 
     app.command("grade")(grade.grade)
     app.add_typer(rubric.app, name="rubric")
     app.command("eval")(eval_cli.eval_)
+    app.command("calibrate")(calibrate.calibrate)
     app.command("batch")(batch.batch)
 
 

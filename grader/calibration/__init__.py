@@ -1,0 +1,38 @@
+"""Calibrating interviewers against model grades: who grades like the rubric, who is lenient or harsh,
+and which answers they disagree on.
+
+`data` reads and checks the inputs, `runner` grades answers that have no model grade yet, `metrics`
+computes agreement with bootstrap intervals, and `report` writes JSON, Markdown and HTML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grader.calibration.data import Pair, join_model_grades, read_human_grades, read_model_grades
+from grader.errors import UnknownQuestionError
+from grader.rubric import Rubric, load_rubric
+
+
+def pair_with_model_grades(human_path: Path, grades_path: Path, rubric_path: Path | None = None) -> list[Pair]:
+    """Read human.csv and the model grades and join them on `id`.
+
+    The rubric is read only if a CSV question is not written as the grade's `question_id` (a number,
+    say), to resolve it.
+    """
+    rows = read_human_grades(human_path, join="id")
+    grades = read_model_grades(grades_path)
+    loaded: list[Rubric] = []
+
+    def resolve(ref: str) -> str | None:
+        if not loaded:
+            loaded.append(load_rubric(rubric_path))
+        try:
+            return loaded[0].find(ref).id
+        except UnknownQuestionError:
+            return None
+
+    return join_model_grades(human_path, rows, grades, grades_path, resolve)
+
+
+__all__ = ["Pair", "pair_with_model_grades"]

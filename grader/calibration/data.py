@@ -1,0 +1,361 @@
+"""Calibration inputs: interviewers' grades (CSV) and model grades (JSON lines), read and validated.
+
+`human.csv` has one row per grade an interviewer gave: `interviewer`, `question`, `tier`, and `id` (to
+join with model grades) or `answer` (to grade it here); `candidate` is optional and other columns are
+ignored. Header names are matched case-insensitively. Every error names the file and line.
+
+Model grades are JSON lines, one answer each, in any of three shapes:
+
+- a `Grade` object with an `id` field next to its fields: `{"id": "a1", "question_id": ..., "tier": ...}`;
+- a wrapped grade: `{"id": "a1", "grade": {...Grade...}}`;
+- a batch-grading row (`grader batch`): the input columns (`id`, `question`, `answer`, ...) with the
+  Grade fields flattened next to them (`grade_<field>` where a name collides with an input column) and
+  an `error` field, set when that answer could not be graded.
+
+A row whose `error` is set is a failed grade: counted, kept out of every metric. An `answer` field, when
+present, is shown next to disagreements.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from grader.errors import CalibrationDataError, EncodingError, InputFileError
+from grader.grade import Grade, Tier
+
+#: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.
+TIER_SYNONYMS: dict[str, Tier] = {
+    **dict.fromkeys(("great", "strong", "excellent", "3"), Tier.great),
+    **dict.fromkeys(("mediocre", "average", "fair", "ok", "okay", "medium", "2"), Tier.mediocre),
+    **dict.fromkeys(("poor", "weak", "bad", "1"), Tier.poor),
+}
+
+REQUIRED_COLUMNS = ("interviewer", "question", "tier")
+OPTIONAL_COLUMNS = ("id", "answer", "candidate")
+
+Join = Literal["id", "answer"]
+
+
+def parse_tier(value: str) -> Tier | None:
+    """The tier a cell names (`Strong`, `3`, `poor`...), or None when it names none."""
+    return TIER_SYNONYMS.get(value.strip().lower())
+
+
+@dataclass(frozen=True)
+class HumanGrade:
+    """One row of human.csv: a tier an interviewer gave one answer."""
+
+    line: int
+    interviewer: str
+    question: str
+    tier: Tier
+    id: str | None = None
+    answer: str | None = None
+    candidate: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelGrade:
+    """One line of the model-grades file: a grade, or the error that stopped it."""
+
+    line: int
+    id: str
+    grade: Grade | None
+    error: str | None = None
+    answer: str | None = None
+
+
+def _open_text(path: Path):  # noqa: ANN202 - a text stream
+    try:
+        return path.open(encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise InputFileError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
+    """Stream human.csv row by row, checking each row on its own (columns, blanks, tiers).
+
+    `join="id"` needs an `id` column (model grades are looked up by it); `join="answer"` needs `answer`.
+    """
+    path = Path(path)
+    with _open_text(path) as stream:
+        reader = csv.reader(stream)
+        line = 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise CalibrationDataError(
+                    f"{path}: empty file; expected a header row with interviewer, question, tier"
+                )
+            columns = _columns(path, header, join)
+            width = len(header)
+            line = reader.line_num + 1
+            for cells in reader:
+                start, line = line, reader.line_num + 1
+                if not cells or not any(c.strip() for c in cells):
+                    continue
+                yield _row(path, start, cells, columns, width)
+        except UnicodeDecodeError as exc:
+            raise EncodingError(f"{path}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})") from None
+        except csv.Error as exc:
+            raise CalibrationDataError(f"{path}:{line}: malformed CSV: {exc}") from None
+
+
+def _columns(path: Path, header: list[str], join: Join) -> dict[str, int]:
+    names = [h.strip().lower() for h in header]
+    columns: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+            if name in columns:
+                raise CalibrationDataError(f"{path}:1: column {name!r} appears twice")
+            columns[name] = i
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise CalibrationDataError(
+            f"{path}:1: missing column{'s' if len(missing) > 1 else ''} " + ", ".join(missing),
+            hint="the header needs interviewer, question, tier, and id or answer",
+        )
+    if join not in columns:
+        hint = (
+            "with --model-grades, grades are joined on `id`"
+            if join == "id"
+            else "without --model-grades the answers are graded here; add an `answer` column or pass --model-grades"
+        )
+        raise CalibrationDataError(f"{path}:1: missing column {join}", hint=hint)
+    return columns
+
+
+def _row(path: Path, line: int, cells: list[str], columns: dict[str, int], width: int) -> HumanGrade:
+    where = f"{path}:{line}"
+    if len(cells) > width:
+        raise CalibrationDataError(f"{where}: {len(cells)} cells but the header has {width} columns")
+
+    def cell(name: str) -> str | None:
+        i = columns.get(name)
+        if i is None or i >= len(cells):
+            return None
+        return cells[i]
+
+    values: dict[str, str] = {}
+    for name in REQUIRED_COLUMNS:
+        value = (cell(name) or "").strip()
+        if not value:
+            raise CalibrationDataError(f"{where}: empty {name}")
+        values[name] = value
+    tier = parse_tier(values["tier"])
+    if tier is None:
+        raise CalibrationDataError(
+            f"{where}: unknown tier {values['tier']!r}",
+            hint="use great/mediocre/poor, strong/average/weak or 3/2/1; see the README's synonym table",
+        )
+    row_id = cell("id")
+    if "id" in columns and not (row_id or "").strip():
+        raise CalibrationDataError(f"{where}: empty id")
+    answer = cell("answer")
+    if "answer" in columns and answer is None:
+        raise CalibrationDataError(f"{where}: the row ends before the answer column")
+    candidate = (cell("candidate") or "").strip() or None
+    return HumanGrade(
+        line=line,
+        interviewer=values["interviewer"],
+        question=values["question"],
+        tier=tier,
+        id=row_id.strip() if row_id is not None else None,
+        answer=answer,
+        candidate=candidate,
+    )
+
+
+def read_human_grades(path: str | Path, *, join: Join) -> list[HumanGrade]:
+    """All rows of human.csv; an error when it holds no grade at all."""
+    rows = list(iter_human_grades(path, join=join))
+    if not rows:
+        raise CalibrationDataError(f"{path}: no grades (only a header)")
+    return rows
+
+
+# --- model grades ----------------------------------------------------------------------------------
+
+_GRADE_FIELDS = frozenset(Grade.model_fields)
+
+
+def iter_model_grades(path: str | Path) -> Iterator[ModelGrade]:
+    """Stream the model-grades JSON lines, one ModelGrade a line (blank lines skipped)."""
+    path = Path(path)
+    with _open_text(path) as stream:
+        number = 0
+        try:
+            for number, text in enumerate(stream, start=1):  # noqa: B007 - `number` names the failing line
+                if text.strip():
+                    yield _model_line(f"{path}:{number}", number, text)
+        except UnicodeDecodeError as exc:
+            raise EncodingError(
+                f"{path}:{number + 1}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})"
+            ) from None
+
+
+def _model_line(where: str, number: int, text: str) -> ModelGrade:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CalibrationDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise CalibrationDataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    raw_id = obj.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or not str(raw_id).strip():
+        raise CalibrationDataError(f"{where}: no `id` (a string or number that human.csv's id column refers to)")
+    grade_id = str(raw_id).strip()
+    answer = obj.get("answer") if isinstance(obj.get("answer"), str) else None
+    error = obj.get("error")
+    if error not in (None, ""):
+        return ModelGrade(number, grade_id, None, error=str(error), answer=answer)
+    if "grade" in obj:
+        payload, prefix = obj["grade"], "grade."
+        if not isinstance(payload, dict):
+            raise CalibrationDataError(f"{where}: `grade` must be a Grade object")
+    else:
+        # A batch row: its Grade fields sit next to the input columns, prefixed `grade_` where a name
+        # collides with one; a null field is left to the Grade's default.
+        payload, prefix = {}, ""
+        for name in _GRADE_FIELDS:
+            value = obj.get(f"grade_{name}", obj.get(name))
+            if value is not None:
+                payload[name] = value
+    try:
+        grade = Grade.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        message = "missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+        raise CalibrationDataError(f"{where}: {prefix}{field}: {message}" if field else f"{where}: {message}") from None
+    return ModelGrade(number, grade_id, grade, answer=answer)
+
+
+def read_model_grades(path: str | Path) -> dict[str, ModelGrade]:
+    """Model grades by id; an id that appears twice is an error naming both lines."""
+    grades: dict[str, ModelGrade] = {}
+    for grade in iter_model_grades(path):
+        if grade.id in grades:
+            raise CalibrationDataError(f"{path}:{grade.line}: id {grade.id!r} already on line {grades[grade.id].line}")
+        grades[grade.id] = grade
+    if not grades:
+        raise CalibrationDataError(f"{path}: no model grades")
+    return grades
+
+
+# --- pairing ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A human grade next to the model's grade of the same answer (or why there is none).
+
+    `status` is `paired`, `failed` (the model grade has an error) or `unmatched` (no model grade for the
+    id). Only paired rows enter the metrics; the others are counted.
+    """
+
+    human: HumanGrade
+    question: str
+    answer_id: str
+    status: Literal["paired", "failed", "unmatched"]
+    model: Grade | None = None
+    error: str | None = None
+    answer: str | None = None
+
+
+def check_unique(path: str | Path, rows: list[HumanGrade], answer_ids: list[str]) -> None:
+    """One grade per interviewer per answer: a second one is an error naming both lines."""
+    seen: dict[tuple[str, str], int] = {}
+    for row, answer_id in zip(rows, answer_ids, strict=True):
+        key = (row.interviewer, answer_id)
+        if key in seen:
+            raise CalibrationDataError(
+                f"{path}:{row.line}: {row.interviewer!r} already graded answer {answer_id!r} on line {seen[key]}",
+                hint="keep one grade per interviewer and answer",
+            )
+        seen[key] = row.line
+
+
+def check_same_answer(path: str | Path, rows: list[HumanGrade]) -> None:
+    """Rows that share an id must be the same answer to the same question."""
+    first: dict[str, HumanGrade] = {}
+    for row in rows:
+        if row.id is None:
+            continue
+        other = first.setdefault(row.id, row)
+        if other is row:
+            continue
+        if other.question != row.question:
+            raise CalibrationDataError(
+                f"{path}:{row.line}: id {row.id!r} is question {row.question!r} here but "
+                f"{other.question!r} on line {other.line}"
+            )
+        if row.answer is not None and other.answer is not None and row.answer.strip() != other.answer.strip():
+            raise CalibrationDataError(f"{path}:{row.line}: id {row.id!r} has a different answer on line {other.line}")
+
+
+def join_model_grades(
+    path: str | Path,
+    rows: list[HumanGrade],
+    grades: dict[str, ModelGrade],
+    grades_path: str | Path,
+    resolve: Callable[[str], str | None],
+) -> list[Pair]:
+    """Pair each human grade with the model grade of its id.
+
+    `resolve` turns the CSV's question (a slug, `3`, `q03`) into a rubric question id, or None; the
+    question must match the model grade's `question_id`, so a wrong join is caught rather than scored.
+    """
+    check_same_answer(path, rows)
+    check_unique(path, rows, [r.id or "" for r in rows])
+    pairs = []
+    for row in rows:
+        assert row.id is not None  # the id column is required for this join
+        found = grades.get(row.id)
+        if found is None:
+            pairs.append(Pair(row, resolve(row.question) or row.question, row.id, "unmatched", error="no model grade"))
+            continue
+        if found.grade is None:
+            question = resolve(row.question) or row.question
+            pairs.append(Pair(row, question, row.id, "failed", error=found.error, answer=row.answer or found.answer))
+            continue
+        question = found.grade.question_id
+        if row.question != question and resolve(row.question) != question:
+            raise CalibrationDataError(
+                f"{path}:{row.line}: question {row.question!r} does not match the model grade of id {row.id!r} "
+                f"(question {question!r}, {grades_path}:{found.line})",
+                hint="check the ids, or pass the rubric the grades were made with (--rubric)",
+            )
+        pairs.append(Pair(row, question, row.id, "paired", model=found.grade, answer=row.answer or found.answer))
+    return pairs
+
+
+def answer_ids(rows: list[HumanGrade], questions: list[str]) -> list[str]:
+    """An id for each row's answer: its `id` when the CSV has one, else `<question>#<n>`, numbering the
+    distinct answers to each question in order of first appearance."""
+    numbers: dict[tuple[str, str], str] = {}
+    per_question: dict[str, int] = {}
+    out = []
+    for row, question in zip(rows, questions, strict=True):
+        if row.id is not None:
+            out.append(row.id)
+            continue
+        key = (question, (row.answer or "").strip())
+        if key not in numbers:
+            per_question[question] = per_question.get(question, 0) + 1
+            numbers[key] = f"{question}#{per_question[question]}"
+        out.append(numbers[key])
+    return out

@@ -1,0 +1,264 @@
+"""Agreement between interviewers and the model, and between interviewers, with bootstrap intervals.
+
+Point estimates come from well-kept libraries: scikit-learn for Cohen's kappa (plain and quadratic-
+weighted) and the confusion matrix, the `krippendorff` package for Krippendorff's alpha (ordinal).
+Tiers are ranks: poor 0, mediocre 1, great 2. Leniency is the mean of human rank minus model rank, so
+a positive value means the interviewer grades higher than the model.
+
+Intervals are percentile bootstraps: grades (or, for alpha, answers) are resampled with replacement by
+numpy's Generator under a fixed seed, so a report is reproducible; grades are resampled as multinomial
+draws of their 3x3 table, which every statistic here is a function of. A resample whose statistic is
+undefined (kappa when both sides gave one and the same tier; alpha with a single tier in play) is
+skipped and the number used is reported. For speed each resample's kappa is computed from its 3x3
+table with scikit-learn's formula vectorised over all resamples (2,000 scikit-learn calls per group
+take seconds); the tests check it against `cohen_kappa_score`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from itertools import combinations
+from typing import Any, Literal
+
+import numpy as np
+
+from grader.grade import TIERS, Tier
+
+#: Fewer grades than this in a group draw a "too few to conclude" warning.
+MIN_N = 10
+RESAMPLES = 2000
+LEVEL = 0.95
+SEED = 0
+
+RANKS = (0, 1, 2)
+Weights = Literal["quadratic"] | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the metrics are computed; part of every report."""
+
+    min_n: int = MIN_N
+    resamples: int = RESAMPLES
+    level: float = LEVEL
+    seed: int = SEED
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ranks(tiers: Sequence[Tier | str]) -> np.ndarray:
+    return np.array([Tier(t).rank for t in tiers], dtype=np.int64)
+
+
+# --- point estimates -----------------------------------------------------------------------------
+
+
+def confusion(human: Sequence[Tier | str], model: Sequence[Tier | str]) -> list[list[int]]:
+    """Counts with rows = human tier, columns = model tier, both in TIERS order (great, mediocre, poor)."""
+    h = [Tier(t).value for t in human]
+    m = [Tier(t).value for t in model]
+    from sklearn.metrics import confusion_matrix  # imported here: the CLI starts without scikit-learn
+
+    return confusion_matrix(h, m, labels=list(TIERS)).tolist()
+
+
+def exact_agreement(human: np.ndarray, model: np.ndarray) -> float:
+    return float(np.mean(human == model))
+
+
+def kappa(human: np.ndarray, model: np.ndarray, *, weights: Weights = None) -> float | None:
+    """Cohen's kappa (weights=None) or quadratic-weighted kappa; None when undefined (both sides gave
+    every answer one and the same tier, so chance agreement is already perfect)."""
+    if len(set(human.tolist()) | set(model.tolist())) < 2:
+        return None
+    from sklearn.metrics import cohen_kappa_score
+
+    return float(cohen_kappa_score(human, model, labels=list(RANKS), weights=weights))
+
+
+def leniency(human: np.ndarray, model: np.ndarray) -> float:
+    """Mean signed tier difference, human minus model (positive: the human is more generous)."""
+    return float(np.mean(human - model))
+
+
+# --- the bootstrap -------------------------------------------------------------------------------
+
+
+def rank_table(human: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """The 3x3 counts of (human rank, model rank) pairs: rows human, columns model, poor first."""
+    return np.bincount(human * 3 + model, minlength=9).reshape(3, 3)
+
+
+def resample_tables(table: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, 3, 3) tables of grades drawn with replacement from `table`'s grades.
+
+    Every statistic here is a function of the table, so drawing the nine cell counts from a multinomial
+    is the same bootstrap as resampling the grades, without a (resamples x n) index array.
+    """
+    n = int(table.sum())
+    return rng.multinomial(n, table.ravel() / n, size=resamples).reshape(resamples, 3, 3)
+
+
+def kappa_from_tables(counts: np.ndarray, *, weights: Weights = None) -> np.ndarray:
+    """scikit-learn's kappa for each table of a (k, 3, 3) stack; NaN where undefined."""
+    i, j = np.indices((3, 3))
+    w = (i - j) ** 2 if weights == "quadratic" else (i != j).astype(np.int64)
+    total = counts.sum(axis=(1, 2), keepdims=True)
+    expected = counts.sum(axis=2)[:, :, None] * counts.sum(axis=1)[:, None, :] / total
+    observed = (w * counts).sum(axis=(1, 2))
+    chance = (w * expected).sum(axis=(1, 2))
+    out = np.full(counts.shape[0], np.nan)
+    defined = chance > 1e-12
+    out[defined] = 1 - observed[defined] / chance[defined]
+    return out
+
+
+def interval(value: float | None, replicates: np.ndarray, settings: Settings) -> dict[str, Any]:
+    """A point estimate with its percentile interval over the defined replicates."""
+    valid = replicates[~np.isnan(replicates)]
+    ci = None
+    if value is not None and valid.size:
+        tail = (1 - settings.level) / 2 * 100
+        low, high = np.percentile(valid, [tail, 100 - tail])
+        ci = [_round(low), _round(high)]
+    return {"value": None if value is None else _round(value), "ci": ci, "resamples_used": int(valid.size)}
+
+
+def _round(x: float) -> float:
+    return round(float(x), 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def agreement(human: Sequence[Tier | str], model: Sequence[Tier | str], settings: Settings) -> dict[str, Any]:
+    """Every human-vs-model metric of one group of grades, each with its bootstrap interval."""
+    h, m = ranks(human), ranks(model)
+    n = int(h.size)
+    if n == 0:
+        return {"n": 0, "warnings": ["no grades"], "bias": "too few grades"}
+    counts = resample_tables(rank_table(h, m), settings.resamples, np.random.default_rng(settings.seed))
+    total = counts.sum(axis=(1, 2))
+    diagonal = np.trace(counts, axis1=1, axis2=2)
+    i, j = np.indices((3, 3))
+    shift = ((i - j) * counts).sum(axis=(1, 2))
+    result: dict[str, Any] = {
+        "n": n,
+        "exact_agreement": interval(exact_agreement(h, m), diagonal / total, settings),
+        "kappa": interval(kappa(h, m), kappa_from_tables(counts), settings),
+        "qwk": interval(kappa(h, m, weights="quadratic"), kappa_from_tables(counts, weights="quadratic"), settings),
+        "leniency": interval(leniency(h, m), shift / total, settings),
+        "confusion": {"labels": list(TIERS), "rows": "human", "columns": "model", "matrix": confusion(human, model)},
+    }
+    result["warnings"] = _warnings(result, settings)
+    result["bias"] = bias(result, settings)
+    return result
+
+
+def bias(result: dict[str, Any], settings: Settings) -> str:
+    """lenient or harsh when the leniency interval excludes zero; never concluded from a small group."""
+    if result["n"] < settings.min_n:
+        return "too few grades"
+    ci = result["leniency"]["ci"]
+    if ci and ci[0] > 0:
+        return "lenient"
+    if ci and ci[1] < 0:
+        return "harsh"
+    return "no clear bias"
+
+
+def _warnings(result: dict[str, Any], settings: Settings) -> list[str]:
+    out = []
+    n = result["n"]
+    if n < settings.min_n:
+        out.append(f"only {n} grade{'s' if n != 1 else ''}, fewer than {settings.min_n}: too few to conclude")
+    if result["kappa"]["value"] is None:
+        out.append("kappa undefined: the interviewer and the model gave every answer the same tier")
+    elif result["kappa"]["resamples_used"] < settings.resamples / 2:
+        out.append(
+            f"kappa's interval rests on {result['kappa']['resamples_used']} of {settings.resamples} resamples "
+            "(the others had a single tier)"
+        )
+    return out
+
+
+# --- between interviewers ------------------------------------------------------------------------
+
+
+def alpha(counts: np.ndarray) -> float | None:
+    """Krippendorff's alpha, ordinal, from an (answers, 3) array counting the grades of each rank (poor,
+    mediocre, great) every answer received; None when undefined (no answer graded twice, or a single
+    tier among the answers that were)."""
+    pairable = counts[counts.sum(axis=1) >= 2]
+    if pairable.size == 0 or np.count_nonzero(pairable.sum(axis=0)) < 2:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        import krippendorff
+
+        value = float(
+            krippendorff.alpha(value_counts=pairable, value_domain=list(RANKS), level_of_measurement="ordinal")
+        )
+    return None if np.isnan(value) else value
+
+
+def rank_counts(reliability: np.ndarray) -> np.ndarray:
+    """(answers, 3) rank counts from a (raters, answers) matrix of ranks with NaN for no grade."""
+    return np.stack([(reliability == r).sum(axis=0) for r in RANKS], axis=1)
+
+
+def human_agreement(
+    grades: Sequence[tuple[str, str, Tier | str]],
+    model: dict[str, Tier | str],
+    settings: Settings,
+) -> dict[str, Any]:
+    """Agreement among interviewers on the answers several of them graded, next to the model's on the same.
+
+    `grades` holds (interviewer, answer id, tier); `model` maps answer ids to the model's tier. Alpha is
+    computed over the interviewers alone and with the model added as one more rater: if adding the model
+    lowers alpha, it agrees with the interviewers less than they agree with each other.
+    """
+    by_answer: dict[str, dict[str, int]] = {}
+    for interviewer, answer, tier in grades:
+        by_answer.setdefault(answer, {})[interviewer] = Tier(tier).rank
+    shared = [a for a, g in by_answer.items() if len(g) >= 2]
+    if not shared:
+        return {"answers": 0, "warnings": ["no answer was graded by more than one interviewer"]}
+    raters = {r for a in shared for r in by_answer[a]}
+    humans = np.zeros((len(shared), 3), dtype=np.int64)
+    for row, answer in enumerate(shared):
+        for rank in by_answer[answer].values():
+            humans[row, rank] += 1
+    with_model = humans.copy()
+    for row, answer in enumerate(shared):
+        if answer in model:
+            with_model[row, Tier(model[answer]).rank] += 1
+
+    human_pairs = [x == y for a in shared for x, y in combinations(by_answer[a].values(), 2)]
+    model_pairs = [g == Tier(model[a]).rank for a in shared if a in model for g in by_answer[a].values()]
+
+    rng = np.random.default_rng(settings.seed)
+    alpha_h, alpha_m = np.full(settings.resamples, np.nan), np.full(settings.resamples, np.nan)
+    for b in range(settings.resamples):
+        ix = rng.integers(0, len(shared), size=len(shared))
+        alpha_h[b], alpha_m[b] = _nan(alpha(humans[ix])), _nan(alpha(with_model[ix]))
+    result: dict[str, Any] = {
+        "answers": len(shared),
+        "interviewers": len(raters),
+        "grades": int(humans.sum()),
+        "alpha": interval(alpha(humans), alpha_h, settings),
+        "alpha_with_model": interval(alpha(with_model), alpha_m, settings),
+        "human_pairs": len(human_pairs),
+        "human_pairwise_agreement": _round(np.mean(human_pairs)),
+        "model_pairs": len(model_pairs),
+        "model_pairwise_agreement": _round(np.mean(model_pairs)) if model_pairs else None,
+    }
+    warnings = []
+    if len(shared) < settings.min_n:
+        warnings.append(f"only {len(shared)} answers graded by several interviewers: too few to conclude")
+    if result["alpha"]["value"] is None:
+        warnings.append("alpha undefined: every interviewer gave these answers the same tier")
+    result["warnings"] = warnings
+    return result
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else value

@@ -1,0 +1,187 @@
+"""`grader calibrate`: interviewers' grades against the model's, with a report to read."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from grader.backends import BackendOptions, get_backend
+from grader.cache import GradeCache
+from grader.calibration import pair_with_model_grades
+from grader.calibration.data import Pair, read_human_grades
+from grader.calibration.metrics import MIN_N, RESAMPLES, SEED, Settings
+from grader.calibration.report import build_report, metric_cells, summary_lines, write_reports
+from grader.calibration.runner import AnswerResult, grade_plan, plan
+from grader.cli._common import (
+    AttemptsOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ModelOpt,
+    ModelPathOpt,
+    PromptsOpt,
+    ReasksOpt,
+    RubricOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    backend_options,
+    console,
+    err_console,
+)
+from grader.config import DEFAULT_MAX_ANSWER_CHARS
+from grader.rubric import load_rubric
+
+
+def calibrate(
+    human: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV of interviewer grades: interviewer, question, tier, and id (with --model-grades) or answer; "
+            "optional candidate.",
+            show_default=False,
+        ),
+    ],
+    model_grades: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-grades",
+            "-g",
+            help="JSON lines of model grades joined on id. Without it, the CSV's answers are graded first.",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write calibration.json, .md and .html here.")] = None,
+    min_n: Annotated[
+        int, typer.Option("--min-n", min=2, help="Groups with fewer grades are flagged as too few to conclude.")
+    ] = MIN_N,
+    resamples: Annotated[
+        int, typer.Option("--resamples", min=100, max=100_000, help="Bootstrap resamples per interval.")
+    ] = RESAMPLES,
+    bootstrap_seed: Annotated[int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap.")] = SEED,
+    backend: BackendOpt = "auto",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    rubric: RubricOpt = None,
+    prompts: PromptsOpt = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
+    max_answer_chars: Annotated[
+        int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1)
+    ] = DEFAULT_MAX_ANSWER_CHARS,
+    temperature: TemperatureOpt = 0.0,
+    seed: SeedOpt = 42,
+    timeout: TimeoutOpt = 120.0,
+    max_attempts: AttemptsOpt = 5,
+    reasks: ReasksOpt = 2,
+    model_path: ModelPathOpt = None,
+) -> None:
+    """Compare interviewers' grades with the model's: agreement, kappa, leniency and disagreements."""
+    settings = Settings(min_n=min_n, resamples=resamples, seed=bootstrap_seed)
+    if model_grades is not None:
+        pairs = pair_with_model_grades(human, model_grades, rubric)
+    else:
+        options = backend_options(
+            model=model,
+            base_url=base_url,
+            temperature=temperature,
+            seed=seed,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            reasks=reasks,
+            prompts=prompts,
+            model_path=model_path,
+        )
+        pairs = asyncio.run(_grade(human, rubric, backend, options, concurrency, cache, max_answer_chars))
+    report = build_report(
+        pairs,
+        settings=settings,
+        human_path=str(human),
+        model_grades_path=str(model_grades) if model_grades is not None else None,
+    )
+    _print(report)
+    if out is not None:
+        paths = write_reports(report, out)
+        console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+async def _grade(
+    human: Path,
+    rubric_path: Path | None,
+    backend_name: str,
+    options: BackendOptions,
+    concurrency: int | None,
+    use_cache: bool,
+    max_chars: int,
+) -> list[Pair]:
+    work = plan(human, read_human_grades(human, join="answer"), load_rubric(rubric_path))
+    backend = get_backend(backend_name, options)
+    grade_cache = GradeCache() if use_cache else None
+    try:
+        with Progress(
+            TextColumn("grading answers"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failed {task.fields[failed]}"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as progress:
+            task = progress.add_task("grading", total=len(work.answers), failed=0)
+            failed = 0
+
+            def tick(result: AnswerResult) -> None:
+                nonlocal failed
+                failed += result.grade is None
+                progress.update(task, advance=1, failed=failed)
+
+            pairs = await grade_plan(
+                work,
+                backend,
+                cache=grade_cache,
+                concurrency=concurrency,
+                max_chars=max_chars,
+                on_result=tick,
+            )
+    finally:
+        await backend.aclose()
+        if grade_cache is not None:
+            grade_cache.close()
+    cached = sum(r.cached for r in work.answers.values())
+    err_console.print(
+        f"graded {len(work.answers)} distinct answers ({cached} from cache, {failed} failed)",
+        markup=False,
+        highlight=False,
+    )
+    return pairs
+
+
+def _print(report: dict[str, Any]) -> None:
+    for line in summary_lines(report):
+        console.print(line, markup=False)
+    table = Table(title="interviewers against the model (95 % intervals)", title_justify="left")
+    for name in ("interviewer", "n", "exact agreement", "kappa", "QWK", "leniency", "bias"):
+        table.add_column(name, justify="left" if name in ("interviewer", "bias") else "right")
+    for name, m in report["interviewers"].items():
+        table.add_row(name, *metric_cells(m))
+    table.add_section()
+    table.add_row("all", *metric_cells(report["overall"]))
+    console.print(table)
+    h = report["human_agreement"]
+    if h.get("answers"):
+        alpha, with_model = h["alpha"]["value"], h["alpha_with_model"]["value"]
+        console.print(
+            f"between interviewers: {h['answers']} shared answers, Krippendorff's alpha "
+            f"{'n/a' if alpha is None else f'{alpha:.3f}'}, with the model "
+            f"{'n/a' if with_model is None else f'{with_model:.3f}'}",
+            markup=False,
+        )
+    warnings = [f"{name}: {w}" for name, m in report["interviewers"].items() for w in m.get("warnings", [])]
+    warnings += [f"overall: {w}" for w in report["overall"].get("warnings", [])]
+    for w in warnings:
+        err_console.print(f"grader: warning: {w}", markup=False, highlight=False)
+    console.print(f"disagreements: {len(report['disagreements'])}", markup=False)

@@ -1,0 +1,769 @@
+"""`grader calibrate`: interviewers against model grades, on hand-made data whose answers are known.
+
+The data set: 18 answers the model graded great (a01-a06), mediocre (a07-a12) and poor (a13-a18),
+graded by four interviewers:
+- alice agrees with the model on every answer;
+- bob is one tier lenient (mediocre -> great, poor -> mediocre; great stays great);
+- carol is "random": within each model tier she gives two greats, two mediocres and two poors, so her
+  grades carry no information about the model's;
+- dave graded only three answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import krippendorff
+import numpy as np
+import pytest
+from sklearn.metrics import cohen_kappa_score
+from typer.testing import CliRunner
+
+from grader.calibration import pair_with_model_grades
+from grader.calibration.data import TIER_SYNONYMS, parse_tier, read_human_grades, read_model_grades
+from grader.calibration.metrics import (
+    Settings,
+    agreement,
+    alpha,
+    human_agreement,
+    kappa,
+    kappa_from_tables,
+    rank_counts,
+    rank_table,
+    ranks,
+    resample_tables,
+)
+from grader.calibration.report import build_report, to_markdown, write_reports
+from grader.cli import app
+from grader.errors import CalibrationDataError, EncodingError, InputFileError
+from grader.grade import Grade, Tier
+from tests.conftest import reply_for
+
+Q1 = "debugging-a-production-issue"
+Q2 = "api-design"
+ANSWERS = [f"a{i:02d}" for i in range(1, 19)]
+MODEL = ["great"] * 6 + ["mediocre"] * 6 + ["poor"] * 6
+ALICE = list(MODEL)
+BOB = ["great"] * 12 + ["mediocre"] * 6
+CAROL = ["great", "great", "mediocre", "mediocre", "poor", "poor"] * 3
+DAVE = {"a01": "great", "a07": "poor", "a13": "poor"}
+
+runner = CliRunner()
+
+
+# --- metrics against tables worked by hand ---------------------------------------------------------
+
+
+def test_a_perfectly_agreeing_interviewer():
+    m = agreement(ALICE, MODEL, Settings())
+    assert m["n"] == 18
+    assert m["exact_agreement"] == {"value": 1.0, "ci": [1.0, 1.0], "resamples_used": 2000}
+    assert m["kappa"]["value"] == 1.0 and m["qwk"]["value"] == 1.0
+    assert m["leniency"]["value"] == 0.0 and m["leniency"]["ci"] == [0.0, 0.0]
+    assert m["confusion"]["matrix"] == [[6, 0, 0], [0, 6, 0], [0, 0, 6]]
+    assert m["bias"] == "no clear bias" and m["warnings"] == []
+
+
+def test_a_one_tier_lenient_interviewer():
+    # Table (rows bob, columns model; great, mediocre, poor):
+    #   great    6 6 0
+    #   mediocre 0 0 6
+    #   poor     0 0 0
+    # Agreement p_o = 6/18 = 1/3. Marginals: bob (2/3, 1/3, 0), model (1/3, 1/3, 1/3);
+    # chance p_e = 2/3*1/3 + 1/3*1/3 + 0 = 1/3, so kappa = (1/3 - 1/3) / (1 - 1/3) = 0: plain kappa does
+    # not see a systematic one-tier shift.
+    # QWK on ranks (great 2, mediocre 1, poor 0), weights (i-j)^2/4: observed = 12/18 * 1/4 = 1/6;
+    # expected = 2/3 * (4+1+0)/12 + 1/3 * (1+0+1)/12 = 10/36 + 2/36 = 1/3; QWK = 1 - (1/6)/(1/3) = 0.5.
+    # Leniency = (6*0 + 6*1 + 6*1) / 18 = 2/3.
+    m = agreement(BOB, MODEL, Settings())
+    assert m["confusion"]["matrix"] == [[6, 6, 0], [0, 0, 6], [0, 0, 0]]
+    assert m["exact_agreement"]["value"] == pytest.approx(1 / 3, abs=1e-4)
+    assert m["kappa"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert m["qwk"]["value"] == pytest.approx(0.5, abs=1e-4)
+    assert m["leniency"]["value"] == pytest.approx(2 / 3, abs=1e-4)
+    low, high = m["leniency"]["ci"]
+    assert 0 < low < 2 / 3 < high <= 1
+    assert m["bias"] == "lenient"
+
+
+def test_the_same_interviewer_the_other_way_round_is_harsh():
+    m = agreement(MODEL, BOB, Settings())
+    assert m["leniency"]["value"] == pytest.approx(-2 / 3, abs=1e-4)
+    assert m["bias"] == "harsh"
+
+
+def test_a_random_interviewer():
+    # Every cell of the table is 2: both marginals are (1/3, 1/3, 1/3), p_o = 6/18 = p_e = 1/3, so
+    # kappa = 0; the weighted observed and expected disagreements are equal too, so QWK = 0; and the
+    # signed differences cancel: leniency 0.
+    m = agreement(CAROL, MODEL, Settings())
+    assert m["confusion"]["matrix"] == [[2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert m["exact_agreement"]["value"] == pytest.approx(1 / 3, abs=1e-4)
+    assert m["kappa"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert m["qwk"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert m["leniency"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert m["kappa"]["ci"][0] < 0 < m["kappa"]["ci"][1]
+    assert m["bias"] == "no clear bias"
+
+
+def test_three_grades_give_a_wide_interval_and_a_warning():
+    # dave: great/great, poor/mediocre, poor/poor. p_o = 2/3; marginals dave (1/3, 0, 2/3), model
+    # (1/3, 1/3, 1/3); p_e = 1/9 + 2/9 = 1/3; kappa = (2/3 - 1/3) / (2/3) = 0.5.
+    # QWK: observed = 1/3 * 1/4 = 1/12; expected = 1/3 * (4+1+0)/12 + 2/3 * (0+1+4)/12 = 5/12;
+    # QWK = 1 - (1/12)/(5/12) = 0.8. Leniency = (0 - 1 + 0) / 3 = -1/3.
+    m = agreement(list(DAVE.values()), ["great", "mediocre", "poor"], Settings())
+    assert m["kappa"]["value"] == pytest.approx(0.5, abs=1e-4)
+    assert m["qwk"]["value"] == pytest.approx(0.8, abs=1e-4)
+    assert m["leniency"]["value"] == pytest.approx(-1 / 3, abs=1e-4)
+    assert m["exact_agreement"]["ci"] == [0.0, 1.0]
+    assert m["bias"] == "too few grades"
+    assert m["warnings"] == ["only 3 grades, fewer than 10: too few to conclude"]
+    # Resamples where both sides gave one and the same tier have no kappa: skipped and counted.
+    assert 1500 < m["kappa"]["resamples_used"] < 2000
+    assert m["leniency"]["resamples_used"] == 2000
+
+
+def test_kappa_is_undefined_when_everything_is_one_tier():
+    m = agreement(["great"] * 12, ["great"] * 12, Settings())
+    assert m["kappa"] == {"value": None, "ci": None, "resamples_used": 0}
+    assert m["exact_agreement"]["value"] == 1.0
+    assert any("kappa undefined" in w for w in m["warnings"])
+
+
+def test_the_bootstrap_is_reproducible_and_follows_the_seed():
+    a = agreement(CAROL, MODEL, Settings(seed=7))
+    b = agreement(CAROL, MODEL, Settings(seed=7))
+    c = agreement(CAROL, MODEL, Settings(seed=8))
+    assert a == b
+    assert a["kappa"]["ci"] != c["kappa"]["ci"]
+    assert a["kappa"]["value"] == c["kappa"]["value"]
+
+
+def test_resampled_tables_are_bootstrap_draws_of_the_grades():
+    # Bob's table in rank order (rows human poor, mediocre, great): six (great, great), six
+    # (great, mediocre), six (mediocre, poor).
+    table = rank_table(ranks(BOB), ranks(MODEL))
+    assert table.tolist() == [[0, 0, 0], [6, 0, 0], [0, 6, 6]]
+    draws = resample_tables(table, 4000, np.random.default_rng(0))
+    assert (draws.sum(axis=(1, 2)) == 18).all()
+    assert (draws[:, table == 0] == 0).all()  # never a pair of tiers nobody gave
+    assert np.abs(draws.mean(axis=0) - table).max() < 0.25
+    # A cell of a bootstrap resample of 18 grades is Binomial(18, 1/3): variance 18 * 1/3 * 2/3 = 4.
+    assert draws[:, 2, 2].var() == pytest.approx(4, rel=0.1)
+
+
+@pytest.mark.parametrize("seed", range(5), ids=lambda s: f"seed{s}")
+@pytest.mark.parametrize("weights", [None, "quadratic"], ids=["plain", "quadratic"])
+def test_vectorised_bootstrap_kappa_equals_scikit_learn(seed, weights):
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(1, 25))
+        h = rng.integers(0, 3, n)
+        m = h.copy() if rng.random() < 0.2 else rng.integers(0, 3, n)
+        fast = kappa_from_tables(rank_table(h, m)[None], weights=weights)[0]
+        if len(set(h) | set(m)) < 2:
+            assert np.isnan(fast) and kappa(h, m, weights=weights) is None
+        else:
+            assert fast == pytest.approx(cohen_kappa_score(h, m, labels=[0, 1, 2], weights=weights), abs=1e-12)
+
+
+def test_krippendorff_alpha_on_a_tiny_table_worked_by_hand():
+    # Two interviewers, three answers, ranks: u1 (2, 2), u2 (1, 0), u3 (0, 0).
+    # Value counts n_0 = 3, n_1 = 1, n_2 = 2, n = 6. Ordinal distances
+    # d(c, k) = (sum_{g=c..k} n_g - (n_c + n_k) / 2)^2: d(0,1) = (4 - 2)^2 = 4, d(0,2) = (6 - 2.5)^2 = 12.25,
+    # d(1,2) = (3 - 1.5)^2 = 2.25. Coincidences: o_01 = o_10 = 1 (unit 2), the rest on the diagonal.
+    # alpha = 1 - (n - 1) * sum o_ck d_ck / sum n_c n_k d_ck
+    #       = 1 - 5 * (4 + 4) / (2 * (3*1*4 + 3*2*12.25 + 1*2*2.25)) = 1 - 40 / 180 = 7/9.
+    table = np.array([[2, 1, 0], [2, 0, 0]], dtype=float)  # (interviewers, answers)
+    assert rank_counts(table).tolist() == [[0, 0, 2], [1, 1, 0], [2, 0, 0]]
+    assert alpha(rank_counts(table)) == pytest.approx(7 / 9, abs=1e-9)
+    # the package's other entry point, the raw (raters, answers) matrix, agrees
+    assert krippendorff.alpha(reliability_data=table, level_of_measurement="ordinal") == pytest.approx(7 / 9)
+    assert alpha(rank_counts(np.array([[2, 2], [2, 2]], dtype=float))) is None  # one tier in play
+    assert alpha(rank_counts(np.array([[2, np.nan], [np.nan, 1]]))) is None  # no answer graded twice
+
+
+def test_human_agreement_next_to_the_models():
+    grades = [("x", "u1", "great"), ("y", "u1", "great"), ("x", "u2", "mediocre"), ("y", "u2", "poor")]
+    grades += [("x", "u3", "poor"), ("y", "u3", "poor"), ("x", "u4", "great")]  # u4: one grade, not shared
+    model = {"u1": "great", "u2": "poor", "u3": "mediocre", "u4": "great"}
+    h = human_agreement(grades, model, Settings())
+    assert h["answers"] == 3 and h["interviewers"] == 2 and h["grades"] == 6
+    assert h["alpha"]["value"] == pytest.approx(7 / 9, abs=1e-4)  # the table above
+    # With the model as a third rater: u1 (2,2,2), u2 (1,0,0), u3 (0,0,1). n_0 = 4, n_1 = 2, n_2 = 3, n = 9.
+    # d(0,1) = (6 - 3)^2 = 9, d(0,2) = (9 - 3.5)^2 = 30.25, d(1,2) = (5 - 2.5)^2 = 6.25.
+    # Each unit of 3 values contributes its ordered pairs with weight 1/2: u2 and u3 each give
+    # o_01 = o_10 = 1, so sum o_ck d_ck = 4 * 9 = 36. Expected: 2 * (4*2*9 + 4*3*30.25 + 2*3*6.25) = 945.
+    # alpha = 1 - (9 - 1) * 36 / 945 = 1 - 288/945 = 0.6952: adding the model lowers alpha.
+    assert h["alpha_with_model"]["value"] == pytest.approx(1 - 288 / 945, abs=1e-4)
+    assert h["human_pairs"] == 3 and h["human_pairwise_agreement"] == pytest.approx(2 / 3, abs=1e-4)
+    assert h["model_pairs"] == 6 and h["model_pairwise_agreement"] == pytest.approx(3 / 6, abs=1e-4)
+    assert any("too few" in w for w in h["warnings"])
+    assert human_agreement([("x", "u1", "great")], model, Settings())["answers"] == 0
+
+
+# --- tiers and the CSV ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "tier"),
+    [
+        ("great", Tier.great),
+        ("Great", Tier.great),
+        (" STRONG ", Tier.great),
+        ("excellent", Tier.great),
+        ("3", Tier.great),
+        ("Mediocre", Tier.mediocre),
+        ("average", Tier.mediocre),
+        ("OK", Tier.mediocre),
+        ("2", Tier.mediocre),
+        ("poor", Tier.poor),
+        ("Weak", Tier.poor),
+        ("1", Tier.poor),
+        ("good", None),
+        ("4", None),
+        ("0", None),
+        ("great!", None),
+        ("", None),
+        ("3.0", None),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, str) else None,
+)
+def test_tier_synonyms(cell, tier):
+    assert parse_tier(cell) == tier
+
+
+def test_the_synonym_table_covers_every_tier_and_the_readme_lists_it():
+    assert set(TIER_SYNONYMS.values()) == set(Tier)
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Calibration", 1)[1].split("\n## ", 1)[0]
+    for word in TIER_SYNONYMS:
+        assert f"`{word}`" in section, word
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    return path
+
+
+GOOD = ["interviewer", "question", "tier", "id"]
+
+
+@pytest.mark.parametrize(
+    ("text", "join", "message"),
+    [
+        ("interviewer,question,id\nalice,1,a01\n", "id", r"human\.csv:1: missing column tier"),
+        ("interviewer,tier,id\nalice,great,a01\n", "id", r"human\.csv:1: missing column question"),
+        ("question,tier,id\n1,great,a01\n", "id", r"human\.csv:1: missing column interviewer"),
+        ("interviewer,question,tier\nalice,1,great\n", "id", r"human\.csv:1: missing column id .*--model-grades"),
+        ("interviewer,question,tier,id\nalice,1,great,a01\n", "answer", r"human\.csv:1: missing column answer"),
+        ("interviewer,question,tier,tier,id\n", "id", r"human\.csv:1: column 'tier' appears twice"),
+        ("", "id", r"human\.csv: empty file"),
+        ("interviewer,question,tier,id\n", "id", r"human\.csv: no grades"),
+        (
+            "interviewer,question,tier,id\nalice,1,great,a01\nbob,1,excelent,a01\n",
+            "id",
+            r"human\.csv:3: unknown tier 'excelent' \(use great/mediocre/poor",
+        ),
+        ("interviewer,question,tier,id\nalice,1,,a01\n", "id", r"human\.csv:2: empty tier"),
+        ("interviewer,question,tier,id\n ,1,great,a01\n", "id", r"human\.csv:2: empty interviewer"),
+        ("interviewer,question,tier,id\nalice,1,great,\n", "id", r"human\.csv:2: empty id"),
+        ("interviewer,question,tier,id\nalice,1,great\n", "id", r"human\.csv:2: empty id"),
+        ("interviewer,question,tier,id\nalice,1\n", "id", r"human\.csv:2: empty tier"),
+        (
+            "interviewer,question,tier,id\nalice,1,great,a01,extra\n",
+            "id",
+            r"human\.csv:2: 5 cells but the header has 4",
+        ),
+        (
+            "interviewer,question,tier,answer\nalice,1,great\n",
+            "answer",
+            r"human\.csv:2: the row ends before the answer",
+        ),
+        (
+            'interviewer,question,tier,answer\nalice,1,great,"a\nlong answer"\nbob,1,meh,x\n',
+            "answer",
+            r"human\.csv:4: unknown tier 'meh'",  # line 4: the quoted answer spans lines 2-3
+        ),
+    ],
+    ids=[
+        "no-tier-column",
+        "no-question-column",
+        "no-interviewer-column",
+        "no-id-column-with-model-grades",
+        "no-answer-column-without-model-grades",
+        "duplicate-column",
+        "empty-file",
+        "header-only",
+        "bad-tier-names-the-row",
+        "empty-tier",
+        "blank-interviewer",
+        "empty-id",
+        "short-row-without-id",
+        "short-row",
+        "long-row",
+        "short-row-without-answer",
+        "line-numbers-after-a-multiline-answer",
+    ],
+)
+def test_malformed_human_csv(tmp_path, text, join, message):
+    path = tmp_path / "human.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CalibrationDataError, match=message) as caught:
+        read_human_grades(path, join=join)
+    assert "\n" not in str(caught.value)
+    assert caught.value.exit_code == 20
+
+
+def test_the_csv_reader_tolerates_what_spreadsheets_write(tmp_path):
+    path = tmp_path / "human.csv"
+    text = "\ufeffInterviewer , QUESTION,Tier,ID,notes,Candidate\r\n alice ,1,Strong,a01,x,Sam\r\n\r\nbob,2,1,a02,,\r\n"
+    path.write_bytes(text.encode("utf-8"))
+    rows = read_human_grades(path, join="id")
+    assert [(r.line, r.interviewer, r.question, r.tier, r.id, r.candidate) for r in rows] == [
+        (2, "alice", "1", Tier.great, "a01", "Sam"),
+        (4, "bob", "2", Tier.poor, "a02", None),
+    ]
+
+
+def test_unreadable_human_csv(tmp_path):
+    with pytest.raises(InputFileError, match="no such file"):
+        read_human_grades(tmp_path / "missing.csv", join="id")
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("interviewer,question,tier,id\nJos\xe9,1,great,a01\n".encode("latin-1"))
+    with pytest.raises(EncodingError, match="latin1.csv:.*not UTF-8"):
+        read_human_grades(bad, join="id")
+
+
+# --- model grades --------------------------------------------------------------------------------
+
+
+def grade(question: str, tier: str, answer_id: str) -> Grade:
+    prefix = "q01" if question == Q1 else "q02"
+    return Grade(
+        question_id=question,
+        tier=tier,
+        justification=f"Model justification for {answer_id}.",
+        missed_points=[f"{prefix}.missed-in-{answer_id}"],
+        backend="fake",
+        model="scripted",
+    )
+
+
+GRADE_JSON = grade(Q1, "poor", "a01").model_dump_json()
+
+
+def question_of(answer_id: str) -> str:
+    return Q1 if int(answer_id[1:]) <= 9 else Q2
+
+
+def model_grade_lines() -> list[str]:
+    """The 18 model grades in the three accepted shapes, and a failed batch row (a19)."""
+    lines = []
+    for answer_id, tier in zip(ANSWERS, MODEL, strict=True):
+        g = grade(question_of(answer_id), tier, answer_id).model_dump(mode="json")
+        number = int(answer_id[1:])
+        if number <= 6:  # a Grade with an id next to its fields
+            lines.append(json.dumps({"id": answer_id, **g}))
+        elif number <= 12:  # wrapped
+            lines.append(json.dumps({"id": answer_id, "grade": g}))
+        else:  # a `grader batch` row: input columns, flattened grade (`grade_` where names collide), error
+            row = {"id": answer_id, "question": question_of(answer_id), "answer": f"Answer text of {answer_id}."}
+            row["tier"] = "great"  # an input column named like a Grade field: the grade's is `grade_tier`
+            row |= {("grade_tier" if k == "tier" else k): v for k, v in g.items() if k != "confidence_source"}
+            lines.append(json.dumps(row | {"error": None, "error_kind": None}))
+    failed = {"id": "a19", "question": Q1, "answer": "Answer text of a19."}
+    failed |= dict.fromkeys(("question_id", "grade_tier", "justification", "missed_points", "backend", "model"))
+    lines.append(json.dumps(failed | {"error": "no valid grade after 3 attempts", "error_kind": "invalid_output"}))
+    return lines
+
+
+def human_rows() -> list[list[str]]:
+    """interviewer, question, tier, id, candidate: the CSV's question as a number for Q1, a slug for Q2."""
+    rows = []
+    for name, tiers in (("alice", ALICE), ("bob", BOB), ("carol", CAROL)):
+        for answer_id, tier in zip(ANSWERS, tiers, strict=True):
+            rows.append([name, "1" if question_of(answer_id) == Q1 else Q2, tier, answer_id, f"cand-{answer_id}"])
+    for answer_id, tier in DAVE.items():
+        rows.append(["dave", "1" if question_of(answer_id) == Q1 else Q2, tier.upper(), answer_id, ""])
+    rows.append(["alice", "1", "great", "a19", ""])  # its model grade failed
+    rows.append(["alice", "1", "poor", "a20", ""])  # no model grade at all
+    return rows
+
+
+@pytest.fixture
+def calibration_files(tmp_path) -> tuple[Path, Path]:
+    human = write_csv(tmp_path / "human.csv", ["interviewer", "question", "tier", "id", "candidate"], human_rows())
+    grades = tmp_path / "grades.jsonl"
+    grades.write_text("\n".join(model_grade_lines()) + "\n\n", encoding="utf-8")
+    return human, grades
+
+
+def test_the_three_model_grade_shapes_are_read(calibration_files):
+    _, path = calibration_files
+    grades = read_model_grades(path)
+    assert len(grades) == 19
+    assert [grades[a].grade.tier.value for a in ANSWERS] == MODEL
+    assert grades["a13"].grade.tier is Tier.poor  # `grade_tier`, not the input column `tier`
+    assert grades["a13"].answer == "Answer text of a13."
+    assert grades["a19"].grade is None and grades["a19"].error == "no valid grade after 3 attempts"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"grades\.jsonl:2: invalid JSON"),
+        ("[1, 2]", r"grades\.jsonl:2: expected a JSON object, got list"),
+        ('{"tier": "great"}', r"grades\.jsonl:2: no `id`"),
+        ('{"id": "", "tier": "great"}', r"grades\.jsonl:2: no `id`"),
+        ('{"id": true, "tier": "great"}', r"grades\.jsonl:2: no `id`"),
+        ('{"id": "a01", "grade": ' + GRADE_JSON + "}", r"grades\.jsonl:2: id 'a01' already on line 1"),
+        ('{"id": "b", "grade": "great"}', r"grades\.jsonl:2: `grade` must be a Grade object"),
+        (
+            '{"id": "b", "grade": {"question_id": "x", "tier": "great"}}',
+            r"grades\.jsonl:2: grade\.justification: missing",
+        ),
+        (
+            '{"id": "b", "question_id": "x", "tier": "excellent", "justification": "j", "backend": "b", "model": "m"}',
+            r"grades\.jsonl:2: tier: Input should be 'great', 'mediocre' or 'poor'",
+        ),
+    ],
+    ids=[
+        "invalid-json",
+        "not-an-object",
+        "missing-id",
+        "empty-id",
+        "boolean-id",
+        "duplicate-id",
+        "grade-not-an-object",
+        "grade-missing-field",
+        "bad-tier",
+    ],
+)
+def test_malformed_model_grades(tmp_path, line, message):
+    path = tmp_path / "grades.jsonl"
+    first = {"id": "a01", **grade(Q1, "great", "a01").model_dump(mode="json")}
+    path.write_text(json.dumps(first) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(CalibrationDataError, match=message):
+        read_model_grades(path)
+
+
+def test_numeric_ids_join_with_the_csv(tmp_path):
+    human = write_csv(tmp_path / "h.csv", GOOD, [["alice", "1", "great", "7"]])
+    grades = tmp_path / "g.jsonl"
+    grades.write_text(json.dumps({"id": 7, "grade": grade(Q1, "poor", "7").model_dump(mode="json")}) + "\n")
+    (pair,) = pair_with_model_grades(human, grades)
+    assert pair.status == "paired" and pair.model.tier is Tier.poor
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [["alice", "1", "great", "a01"], ["bob", "1", "poor", "a01"], ["alice", "1", "poor", "a01"]],
+            r"h\.csv:4: 'alice' already graded answer 'a01' on line 2",
+        ),
+        ([["alice", "api-design", "great", "a01"]], r"h\.csv:2: question 'api-design' does not match .*g\.jsonl:1"),
+        ([["alice", "1", "great", "a01"], ["bob", "2", "great", "a01"]], r"h\.csv:3: id 'a01' is question '2' here"),
+        ([["alice", "nope", "great", "a01"]], r"h\.csv:2: question 'nope' does not match"),
+    ],
+    ids=["duplicate-row", "question-mismatch", "one-id-two-questions", "unknown-question"],
+)
+def test_joining_catches_what_cannot_be_paired(tmp_path, rows, message):
+    human = write_csv(tmp_path / "h.csv", GOOD, rows)
+    grades = tmp_path / "g.jsonl"
+    grades.write_text(json.dumps({"id": "a01", **grade(Q1, "great", "a01").model_dump(mode="json")}) + "\n")
+    with pytest.raises(CalibrationDataError, match=message):
+        pair_with_model_grades(human, grades)
+
+
+# --- the report from model grades ----------------------------------------------------------------
+
+
+def test_the_report_on_the_hand_made_data(calibration_files):
+    human, grades = calibration_files
+    pairs = pair_with_model_grades(human, grades)
+    report = build_report(pairs, settings=Settings(), human_path=str(human), model_grades_path=str(grades))
+
+    assert report["counts"] == {
+        "rows": 18 * 3 + 3 + 2,
+        "paired": 57,
+        "failed": 1,
+        "unmatched": 1,
+        "interviewers": 4,
+        "questions": 2,
+        "answers": 20,
+    }
+    assert report["failed"] == [
+        {
+            "line": 59,
+            "interviewer": "alice",
+            "question": Q1,
+            "id": "a19",
+            "candidate": None,
+            "error": "no valid grade after 3 attempts",
+        }
+    ]
+    assert [(r["line"], r["id"]) for r in report["unmatched"]] == [(60, "a20")]
+    people = report["interviewers"]
+    assert people["alice"]["n"] == 18  # the failed and unmatched rows stay out
+    assert {name: m["bias"] for name, m in people.items()} == {
+        "alice": "no clear bias",
+        "bob": "lenient",
+        "carol": "no clear bias",
+        "dave": "too few grades",
+    }
+    assert people["bob"]["qwk"]["value"] == 0.5 and people["bob"]["kappa"]["value"] == 0.0
+    assert people["dave"]["warnings"] == ["only 3 grades, fewer than 10: too few to conclude"]
+    # Overall: alice 18 + bob 6 + carol 6 + dave 2 agreements out of 57.
+    assert report["overall"]["n"] == 57
+    assert report["overall"]["exact_agreement"]["value"] == pytest.approx(32 / 57, abs=1e-4)
+    assert report["overall"]["leniency"]["value"] == pytest.approx((12 + 0 - 1) / 57, abs=1e-4)
+    assert report["questions"][Q1]["n"] == 9 * 3 + 2 and report["questions"][Q2]["n"] == 9 * 3 + 1
+
+    h = report["human_agreement"]
+    assert h["answers"] == 18 and h["interviewers"] == 4 and h["grades"] == 57
+    # Pairs of interviewers: 3 pairs on each of 15 answers, 6 on a01, a07, a13 -> 63. They agree on
+    # alice-bob 6, alice-carol 6, bob-carol 6 (the great blocks' first two, the poor block's mediocres),
+    # and with dave: a01 all three, a07 none, a13 alice only -> 22.
+    assert h["human_pairs"] == 63 and h["human_pairwise_agreement"] == pytest.approx(22 / 63, abs=1e-4)
+    assert h["model_pairs"] == 57 and h["model_pairwise_agreement"] == pytest.approx(32 / 57, abs=1e-4)
+    assert -1 <= h["alpha"]["value"] <= 1 and h["alpha"]["ci"][0] <= h["alpha"]["value"] <= h["alpha"]["ci"][1]
+
+    dis = report["disagreements"]
+    assert len(dis) == 57 - 32
+    assert [(d["interviewer"], d["id"], d["difference"]) for d in dis[:4]] == [
+        ("carol", "a05", -2),
+        ("carol", "a06", -2),
+        ("carol", "a13", 2),
+        ("carol", "a14", 2),
+    ]
+    assert all(abs(d["difference"]) == 1 for d in dis[4:])
+    first = dis[0]
+    assert first["human"] == "poor" and first["model"] == "great"
+    assert first["justification"] == "Model justification for a05."
+    assert first["missed_points"] == ["q01.missed-in-a05"] and first["candidate"] == "cand-a05"
+    assert dis[2]["answer"] == "Answer text of a13."  # from the batch row: the CSV has no answer column
+
+
+def test_markdown_report(calibration_files):
+    human, grades = calibration_files
+    report = build_report(
+        pair_with_model_grades(human, grades), settings=Settings(), human_path="human.csv", model_grades_path="g"
+    )
+    md = to_markdown(report)
+    assert "| bob | 18 | 0.333 [" in md and "| +0.667 [" in md and "| lenient |" in md
+    assert "- dave: only 3 grades, fewer than 10: too few to conclude" in md
+    assert "| great | 6 | 6 | 0 |" in md  # bob's confusion matrix
+    assert "### 1. a05 (debugging-a-production-issue): carol, candidate cand-a05 gave poor, the model great (-2)" in md
+    assert "- missed points: q01.missed-in-a05" in md
+    assert "Krippendorff's alpha (ordinal) among interviewers" in md
+    assert "## Model grades that failed (1)" in md and "## Rows with no model grade (1)" in md
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["calibrate", *args])
+
+
+def test_calibrate_command_with_model_grades(calibration_files, tmp_path):
+    human, grades = calibration_files
+    out = tmp_path / "report"
+    result = invoke(str(human), "--model-grades", str(grades), "-o", str(out), "--resamples", "500")
+    assert result.exit_code == 0, result.output
+    assert "bob" in result.stdout and "lenient" in result.stdout and "disagreements: 25" in result.stdout
+    assert "grader: warning: dave: only 3 grades" in result.stderr
+    report = json.loads((out / "calibration.json").read_text())
+    assert report["settings"] == {"min_n": 10, "resamples": 500, "level": 0.95, "seed": 0}
+    assert report["interviewers"]["bob"]["leniency"]["value"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["interviewers"]["bob"]["kappa"]["resamples_used"] == 500
+    assert report["inputs"]["graded_by"] == ["fake · scripted"]
+    page = (out / "calibration.html").read_text()
+    # overall and four interviewers' heatmaps, and the leniency chart
+    assert page.count('src="data:image/png;base64,') == 6
+    assert "<script" not in page and "http" not in page.split("<body>", 1)[1]
+    assert (out / "calibration.md").read_text().startswith("# Calibration")
+
+
+def test_a_stricter_small_n_rule_and_another_seed(calibration_files, tmp_path):
+    human, grades = calibration_files
+    result = invoke(str(human), "-g", str(grades), "--min-n", "20", "--bootstrap-seed", "3", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "calibration.json").read_text())
+    assert report["interviewers"]["bob"]["bias"] == "too few grades"  # 18 < 20
+    assert report["settings"]["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        ("interviewer,question,tier\nalice,1,great\n", "human.csv:1: missing column id"),
+        ("interviewer,question,tier,id\nalice,1,brilliant,a01\n", "human.csv:2: unknown tier 'brilliant'"),
+    ],
+    ids=["missing-column", "bad-tier"],
+)
+def test_bad_input_is_one_line_and_exit_20(tmp_path, calibration_files, csv_text, message):
+    _, grades = calibration_files
+    human = tmp_path / "human.csv"
+    human.write_text(csv_text, encoding="utf-8")
+    result = invoke(str(human), "--model-grades", str(grades))
+    assert result.exit_code == 20
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_an_output_folder_that_is_a_file(calibration_files, tmp_path):
+    human, grades = calibration_files
+    (tmp_path / "taken").write_text("x")
+    result = invoke(str(human), "-g", str(grades), "-o", str(tmp_path / "taken"), "--resamples", "100")
+    assert result.exit_code == 1
+    assert "taken: cannot write the report" in result.stderr
+
+
+def test_installed_entry_point_reports_a_bad_row(tmp_path):
+    write_csv(tmp_path / "human.csv", GOOD, [["alice", "1", "great", "a01"], ["bob", "1", "??", "a01"]])
+    grades = tmp_path / "grades.jsonl"
+    grades.write_text(json.dumps({"id": "a01", **grade(Q1, "great", "a01").model_dump(mode="json")}) + "\n")
+    exe = Path(sys.executable).with_name("grader")
+    if not exe.exists():
+        pytest.fail("the `grader` entry point is not installed: pip install '.[test]'")
+    proc = subprocess.run(
+        [str(exe), "calibrate", "human.csv", "--model-grades", "grades.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 20
+    assert proc.stderr.strip() == (
+        "grader: error: human.csv:3: unknown tier '??' (use great/mediocre/poor, strong/average/weak or 3/2/1; "
+        "see the README's synonym table)"
+    )
+
+
+# --- grading the answers first -------------------------------------------------------------------
+
+
+def test_calibrate_grades_each_distinct_answer_once_with_the_fake_backend(tmp_path, monkeypatch, rubric):
+    q1 = rubric.find(1)
+    answers = [
+        "I read the logs, reproduce it in staging, roll back and write a post-mortem.",
+        "I look at the logs and fix it.",
+        "I restart the server.",
+    ]
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("\n".join(json.dumps(reply_for(q1, tier=t)) for t in ("great", "mediocre", "poor")) + "\n")
+    monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    rows = [["alice", "1", t, a] for a, t in zip(answers, ("great", "mediocre", "poor"), strict=True)]
+    rows += [["bob", "q01", t, a] for a, t in zip(answers, ("great", "great", "mediocre"), strict=True)]
+    rows += [["carol", q1.id, "poor", "   "]]  # an empty answer cannot be graded: a failed row, not a grade
+    human = write_csv(tmp_path / "human.csv", ["interviewer", "question", "tier", "answer"], rows)
+
+    result = invoke(str(human), "--backend", "fake", "--concurrency", "1", "--no-cache", "-o", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert "graded 4 distinct answers (0 from cache, 1 failed)" in result.stderr
+    report = json.loads((tmp_path / "r" / "calibration.json").read_text())
+    # Three replies were scripted: had an answer been graded twice, a grade would have failed.
+    assert report["counts"] == {
+        "rows": 7,
+        "paired": 6,
+        "failed": 1,
+        "unmatched": 0,
+        "interviewers": 3,
+        "questions": 1,
+        "answers": 4,
+    }
+    assert report["failed"][0]["error"] == f"{human}:8: answer is empty"
+    assert report["interviewers"]["alice"]["exact_agreement"]["value"] == 1.0
+    assert report["interviewers"]["bob"]["leniency"]["value"] == pytest.approx(2 / 3, abs=1e-4)
+    assert [g["id"] for g in report["grades"]] == [f"{q1.id}#{i}" for i in (1, 2, 3, 1, 2, 3, 4)]
+    assert report["inputs"]["model_grades"] is None and report["inputs"]["graded_by"] == ["fake · scripted"]
+    h = report["human_agreement"]
+    assert h["answers"] == 3 and h["human_pairwise_agreement"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_an_unknown_question_in_the_csv_names_the_row(tmp_path):
+    human = write_csv(
+        tmp_path / "human.csv", ["interviewer", "question", "tier", "answer"], [["alice", "99", "great", "x y z"]]
+    )
+    result = invoke(str(human), "--backend", "fake")
+    assert result.exit_code == 20
+    assert "human.csv:2: unknown question '99'" in result.stderr
+
+
+def test_when_no_answer_can_be_graded_the_error_is_raised(tmp_path, monkeypatch):
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("")
+    monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    human = write_csv(
+        tmp_path / "human.csv", ["interviewer", "question", "tier", "answer"], [["alice", "1", "great", "an answer"]]
+    )
+    result = invoke(str(human), "--backend", "fake", "--no-cache")
+    assert result.exit_code == 11  # the fake backend's "no scripted reply left" is a BackendError
+    assert "no scripted reply left" in result.stderr
+
+
+def test_calibrate_with_the_local_backend_matches_grading_directly(tmp_path, rubric):
+    from grader.backends import get_backend
+    from grader.grading import grade_answer
+
+    q1 = rubric.find(1)
+    answers = [(q1, tier, text) for tier, text in q1.references.items()]
+    rows = [[name, q.id, tier, text] for name in ("alice", "bob") for q, tier, text in answers]
+    human = write_csv(tmp_path / "human.csv", ["interviewer", "question", "tier", "answer"], rows)
+
+    result = invoke(str(human), "--backend", "local", "-o", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert "graded 3 distinct answers (0 from cache, 0 failed)" in result.stderr
+    report = json.loads((tmp_path / "r" / "calibration.json").read_text())
+
+    async def direct() -> list[str]:
+        backend = get_backend("local")
+        try:
+            return [(await grade_answer(backend, q, text)).tier.value for q, _, text in answers]
+        finally:
+            await backend.aclose()
+
+    expected = asyncio.run(direct())
+    assert [g["model"] for g in report["grades"]] == expected * 2
+    assert report["inputs"]["graded_by"] == ["local · all-MiniLM-L6-v2-int8"]
+    agree = sum(e == tier for e, (_, tier, _) in zip(expected, answers, strict=True)) / 3
+    assert report["interviewers"]["alice"]["exact_agreement"]["value"] == pytest.approx(agree, abs=1e-4)
+
+    again = invoke(str(human), "--backend", "local")  # the second run is served from the cache
+    assert again.exit_code == 0 and "graded 3 distinct answers (3 from cache, 0 failed)" in again.stderr
+
+
+# --- the page in a real browser ------------------------------------------------------------------
+
+
+def test_the_html_report_in_a_headless_browser(calibration_files):
+    from tests.support.browser import ARTIFACTS, check_page, require_chromium
+
+    require_chromium()
+    human, grades = calibration_files
+    report = build_report(
+        pair_with_model_grades(human, grades), settings=Settings(resamples=300), human_path="human.csv"
+    )
+    out = ARTIFACTS / "calibration"
+    html_path = write_reports(report, out)[2]
+    page = check_page(html_path, out / "calibration.png")
+    assert page.errors == []
+    # the overall heatmap, one per interviewer, and the leniency chart, all decoded
+    assert page.images_total == 6 and page.images_loaded == 6
+    assert "Disagreements, largest first (25)" in page.text
+    assert "lenient" in page.text and "too few grades" in page.text
+    assert page.screenshot is not None and page.screenshot.stat().st_size > 0
+
+
+def test_ranks():
+    assert ranks(["poor", "mediocre", "great", Tier.great]).tolist() == [0, 1, 2, 2]
