@@ -104,3 +104,8 @@ class CalibrationDataError(GraderError):
 
     exit_code = 20
 
+
+class TranscriptError(GraderError):
+    """A transcript cannot be read as an interview: unknown format, no speakers, no interviewer or candidate."""
+
+    exit_code = 14

@@ -48,7 +48,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from grader.cli import batch, calibrate, grade, rubric
+    from grader.cli import batch, calibrate, grade, rubric, transcript
     from grader.cli import eval as eval_cli
 
     app.command("grade")(grade.grade)
@@ -56,6 +56,7 @@ def _register() -> None:
     app.command("eval")(eval_cli.eval_)
     app.command("calibrate")(calibrate.calibrate)
     app.command("batch")(batch.batch)
+    app.command("transcript")(transcript.transcript)
 
 
 _register()

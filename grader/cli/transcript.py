@@ -1,0 +1,240 @@
+"""`grader transcript`: grade an interview transcript's answers into a per-candidate scorecard."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+
+from grader.backends import get_backend
+from grader.cli._common import (
+    AttemptsOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ModelOpt,
+    ModelPathOpt,
+    PromptsOpt,
+    ReasksOpt,
+    RubricOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TimeoutOpt,
+    backend_options,
+    console,
+    err_console,
+)
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import InputFileError, TranscriptError
+from grader.rubric import load_rubric
+from grader.transcripts.match import DEFAULT_MATCH_THRESHOLD, QuestionMatcher
+from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, read_transcript
+from grader.transcripts.pipeline import Settings, score_transcript
+from grader.transcripts.scorecard import RENDERERS, Scorecard
+from grader.transcripts.segment import detect_roles
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
+
+
+TIER_STYLE = {"great": "bold green", "mediocre": "bold yellow", "poor": "bold red"}
+
+
+def transcript(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Transcript files (.txt, .vtt, .srt, .json) or folders of them.", show_default=False),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write one scorecard file per transcript into this folder.")
+    ] = None,
+    output_format: Annotated[
+        Format, typer.Option("--format", help="text (terminal; Markdown in files), json, markdown or html.")
+    ] = Format.text,
+    interviewer: Annotated[
+        list[str] | None,
+        typer.Option("--interviewer", "-i", help="Speaker who interviews (repeat for a panel). Default: detected."),
+    ] = None,
+    candidate: Annotated[
+        str | None, typer.Option("--candidate", "-c", help="Speaker who is the candidate. Default: detected.")
+    ] = None,
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact/--no-redact", help="Hide names, e-mails, phones and URLs from the backend; restored locally."
+        ),
+    ] = False,
+    match_threshold: Annotated[
+        float,
+        typer.Option(
+            "--match-threshold",
+            envvar="GRADER_MATCH_THRESHOLD",
+            min=0.0,
+            max=1.0,
+            help="Similarity a question needs to match a rubric question; below it, it is listed as unmatched.",
+        ),
+    ] = DEFAULT_MATCH_THRESHOLD,
+    backend: BackendOpt = "auto",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    rubric: RubricOpt = None,
+    prompts: PromptsOpt = None,
+    temperature: TemperatureOpt = 0.0,
+    seed: SeedOpt = 42,
+    review_threshold: Annotated[
+        float,
+        typer.Option(
+            "--review-threshold",
+            envvar="GRADER_REVIEW_THRESHOLD",
+            min=0.0,
+            max=1.0,
+            help="Flag grades whose confidence is below this for human review.",
+        ),
+    ] = DEFAULT_REVIEW_THRESHOLD,
+    max_answer_chars: Annotated[
+        int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1)
+    ] = DEFAULT_MAX_ANSWER_CHARS,
+    timeout: TimeoutOpt = 120.0,
+    max_attempts: AttemptsOpt = 5,
+    reasks: ReasksOpt = 2,
+    model_path: ModelPathOpt = None,
+) -> None:
+    """Grade the candidate's answers in interview transcripts and print or write a scorecard per transcript."""
+    files = _collect(paths)
+    transcripts = [read_transcript(f) for f in files]  # every file is checked before anything is graded
+    roles = [detect_roles(t, interviewers=interviewer or (), candidate=candidate) for t in transcripts]
+    if out is None and output_format is Format.html and len(transcripts) > 1:
+        raise TranscriptError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
+    the_rubric = load_rubric(rubric)
+    options = backend_options(
+        model=model,
+        base_url=base_url,
+        temperature=temperature,
+        seed=seed,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        reasks=reasks,
+        prompts=prompts,
+        model_path=model_path,
+    )
+    settings = Settings(redact=redact, review_threshold=review_threshold, max_answer_chars=max_answer_chars)
+    cards = asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings))
+
+    for card in cards:
+        if card.summary.failed:
+            err_console.print(
+                f"grader: warning: {card.source}: {card.summary.failed} answer(s) could not be graded "
+                "(see the scorecard)",
+                markup=False,
+            )
+        if not card.questions:
+            err_console.print(
+                f"grader: warning: {card.source}: no question matched the rubric ({len(card.unmatched)} unmatched)",
+                markup=False,
+            )
+    if out is not None:
+        _write(cards, files, out, output_format)
+    elif output_format is Format.text:
+        for card in cards:
+            print_scorecard(card)
+    elif output_format is Format.json and len(cards) > 1:
+        console.out("[\n" + ",\n".join(c.model_dump_json(indent=2) for c in cards) + "\n]", highlight=False)
+    else:
+        render, _ = RENDERERS[output_format.value]
+        for card in cards:
+            console.out(render(card), end="", highlight=False)
+
+
+def _collect(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES)
+            if not found:
+                raise InputFileError(f"{path}: no transcripts ({', '.join(TRANSCRIPT_SUFFIXES)}) in this folder")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+async def _score(transcripts, roles, rubric, backend_name, options, threshold, settings) -> list[Scorecard]:  # noqa: ANN001
+    from grader.backends.local.embedder import Embedder
+
+    the_backend = get_backend(backend_name, options)
+    try:
+        # Matching always uses the packaged MiniLM: the threshold was measured with it.
+        matcher = QuestionMatcher(rubric, Embedder.load(), threshold)
+        return [
+            await score_transcript(t, r, rubric=rubric, backend=the_backend, matcher=matcher, settings=settings)
+            for t, r in zip(transcripts, roles, strict=True)
+        ]
+    finally:
+        await the_backend.aclose()
+
+
+def _write(cards: list[Scorecard], files: list[Path], out: Path, output_format: Format) -> None:
+    kind = "markdown" if output_format is Format.text else output_format.value
+    render, suffix = RENDERERS[kind]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(f"{out}: cannot create the output folder: {exc.strerror}") from None
+    stems = [f.stem for f in files]
+    for card, file in zip(cards, files, strict=True):
+        # Two transcripts with one stem (call.vtt, call.txt) keep their suffix apart.
+        name = (file.stem if stems.count(file.stem) == 1 else file.name) + suffix
+        target = out / name
+        target.write_text(render(card), encoding="utf-8")
+        console.print(f"wrote {escape(str(target))}")
+
+
+def print_scorecard(card: Scorecard) -> None:
+    """A readable scorecard for the terminal."""
+    s = card.summary
+    counts = " · ".join(f"[{TIER_STYLE[t]}]{n} {t}[/]" for t, n in s.tier_counts.items())
+    extra = [f"{s.failed} not graded"] * bool(s.failed) + [f"{s.unmatched} unmatched"] * bool(s.unmatched)
+    head = [
+        f"[bold]{escape(card.candidate)}[/]  ·  {escape(card.source)}  ·  interviewer(s) "
+        f"{escape(', '.join(card.interviewers))}",
+        counts + ("  ·  " + escape(", ".join(extra)) if extra else ""),
+        "strongest: " + (escape(", ".join(a.question for a in s.strongest)) or "none"),
+        "weakest: " + (escape(", ".join(a.question for a in s.weakest)) or "none"),
+    ]
+    console.print(Panel("\n".join(head), title="scorecard", title_align="left"), soft_wrap=False)
+    for q in card.questions:
+        at = f" at {q.asked_at}" if q.asked_at else ""
+        if q.grade is None:
+            title = f"[bold magenta]NOT GRADED[/]  Q{q.number} {escape(q.question_id)}"
+            console.print(Panel(escape(q.failure or ""), title=title, title_align="left"), soft_wrap=False)
+            continue
+        tier = q.grade.tier.value
+        title = f"[{TIER_STYLE[tier]}]{tier.upper()}[/]  Q{q.number} {escape(q.question_id)}"
+        lines = [
+            f"[dim]asked{escape(at)}: “{escape(q.asked)}” (match {q.match_score:.2f})[/]",
+            "",
+            escape(q.grade.justification),
+        ]
+        for e in q.evidence:
+            quote = f'"{escape(e.quote)}"' if e.quote else "[dim](quote dropped)[/]"
+            stamp = f" [dim]@ {e.timestamp}[/]" if e.timestamp else ""
+            lines.append(f"[green]✓[/] {escape(e.point)}\n    {quote}{stamp}")
+        lines += [f"[red]✗[/] {escape(m.text)}" for m in q.missed]
+        lines += [f"[bold red]! red flag[/] {escape(f.text)}" for f in q.red_flags]
+        if q.grade.needs_review:
+            lines += ["", "[bold magenta]needs review:[/] " + escape("; ".join(q.grade.review_reasons))]
+        panel = Panel("\n".join(lines), title=title, title_align="left", subtitle=escape(q.question))
+        console.print(panel, soft_wrap=False)
+    for u in card.unmatched:
+        at = f" at {u.asked_at}" if u.asked_at else ""
+        console.print(
+            f"[yellow]unmatched[/]{escape(at)}: “{escape(u.asked)}” (closest {escape(u.closest or '-')} {u.score:.2f})"
+        )

@@ -1,0 +1,343 @@
+"""Read interview transcripts into turns: plain text with speaker labels, WebVTT, SRT, or JSON.
+
+Every format becomes the same list of `Turn(speaker, text, start, end)`, one per line, cue or JSON item
+(consecutive turns of one speaker are not merged here: a cue's own start time is what an evidence quote
+is stamped with). A file in none of the formats, or with fewer than two speakers, is a `TranscriptError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from grader.errors import TranscriptError
+from grader.importer import read_text_file
+
+#: What `grader transcript FOLDER` picks up.
+TRANSCRIPT_SUFFIXES = (".txt", ".vtt", ".srt", ".json")
+
+FORMATS = ("text", "vtt", "srt", "json")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One stretch of speech: who spoke, what they said, and when (seconds), where the transcript says."""
+
+    speaker: str
+    text: str
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class Transcript:
+    source: str
+    format: str
+    turns: list[Turn]
+
+    @property
+    def speakers(self) -> list[str]:
+        """Speakers in order of first appearance."""
+        return list(dict.fromkeys(t.speaker for t in self.turns))
+
+
+# --- timestamps ------------------------------------------------------------------------------------
+
+_TIME = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?"
+
+
+def parse_time(value: str) -> float:
+    """`01:02:03.5`, `1:02:03,500`, `02:03` -> seconds."""
+    parts = value.strip().replace(",", ".").split(":")
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + float(part)
+    return round(seconds, 3)
+
+
+def format_time(seconds: float | None) -> str | None:
+    """`MM:SS`, or `H:MM:SS` past the hour, as a transcript shows it."""
+    if seconds is None:
+        return None
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+# --- speaker labels --------------------------------------------------------------------------------
+
+# A label is one to four words, the first starting with a letter and the others capitalised ("Dana",
+# "Dana Lee", "Speaker 2", "Candidate (Sam)"), then a colon and a space. A timestamp may come before it,
+# in brackets or not, or after it in brackets: `[00:01:02] Dana:`, `00:01:02 Dana:`, `Dana (00:01:02):`, `Dana [1:02]:`.
+_LABEL = r"[A-Za-z][\w.'’-]*(?:[ \t]+[A-Z0-9(][\w.'’()-]*){0,3}"
+_LINE = re.compile(
+    rf"^\s*(?:[\[(]?(?P<t1>{_TIME})[\])]?\s*[-–—]?\s*)?"
+    rf"(?P<speaker>{_LABEL}?)"
+    rf"(?:\s*[\[(](?P<t2>{_TIME})[\])])?"
+    r"\s*:(?:\s+|$)(?P<text>.*)$"
+)
+_BRACKET_LABEL = re.compile(r"^\s*\[(?P<speaker>[A-Za-z][^\]:]{0,40})\]\s*(?P<text>.*)$")
+_TIME_ONLY = re.compile(rf"^\s*[\[(]?(?P<t>{_TIME})[\])]?\s*$")
+# Words that open a line like a label does but are not speakers.
+_NOT_SPEAKERS = frozenset(
+    "note notes step example edit update warning error re subject ps todo tip http https ftp mailto "
+    "summary agenda date time title transcript recording meeting attendees participants interview".split()
+)
+
+
+def _label(match: re.Match[str] | None) -> str | None:
+    if match is None:
+        return None
+    speaker = " ".join(match.group("speaker").split())
+    if not speaker or len(speaker) > 40 or speaker.lower() in _NOT_SPEAKERS:
+        return None
+    return speaker
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def read_transcript(path: str | Path) -> Transcript:
+    """Read and parse one transcript file; every failure names the file."""
+    path = Path(path)
+    return parse_transcript(read_text_file(path), label=str(path), suffix=path.suffix.lower())
+
+
+def parse_transcript(text: str, *, label: str = "<transcript>", suffix: str = "") -> Transcript:
+    """Parse transcript text: the format is sniffed from the content, the file suffix breaks ties."""
+    text = text.lstrip("\ufeff")
+    stripped = text.strip()
+    if not stripped:
+        raise TranscriptError(f"{label}: the transcript is empty")
+    kind = sniff(stripped, suffix)
+    turns = {"vtt": _parse_vtt, "srt": _parse_srt, "json": _parse_json, "text": _parse_text}[kind](text, label)
+    turns = [t for t in turns if t.text]
+    if not turns:
+        raise TranscriptError(f"{label}: no speech found in the {_NAMES[kind]} transcript")
+    speakers = list(dict.fromkeys(t.speaker for t in turns))
+    if len(speakers) < 2:
+        raise TranscriptError(
+            f"{label}: only one speaker ({speakers[0]}) found; an interview needs an interviewer and a candidate",
+            hint="label each turn with its speaker, e.g. 'Interviewer: ...' and 'Candidate: ...'",
+        )
+    return Transcript(source=label, format=kind, turns=turns)
+
+
+_NAMES = {"vtt": "WebVTT", "srt": "SRT", "json": "JSON", "text": "plain-text"}
+_SRT_HEAD = re.compile(rf"^\d+\s*\n\s*{_TIME}\s*-->\s*{_TIME}")
+
+
+def sniff(stripped: str, suffix: str = "") -> str:
+    """Which format a transcript is in: vtt, srt, json or text."""
+    if stripped.startswith("WEBVTT"):
+        return "vtt"
+    if _SRT_HEAD.match(stripped):
+        return "srt"
+    if suffix == ".json" or stripped.startswith("{") or stripped.startswith("[{") or re.match(r"\[\s*[{\]]", stripped):
+        return "json"
+    if suffix in (".vtt", ".srt"):  # named like captions but not shaped like them
+        return suffix[1:]
+    return "text"
+
+
+# --- plain text --------------------------------------------------------------------------------------
+
+
+def _parse_text(text: str, label: str) -> list[Turn]:
+    lines: list[tuple[str | None, str, float | None]] = []  # (speaker label or None, text, start)
+    pending_time: float | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        only_time = _TIME_ONLY.match(line)
+        if only_time:  # a timestamp on a line of its own stamps the next turn
+            pending_time = parse_time(only_time.group("t"))
+            continue
+        match = _LINE.match(line)
+        speaker = _label(match)
+        if speaker is None:
+            match = _BRACKET_LABEL.match(line)
+            speaker = _label(match)
+        if match is not None and speaker is not None:
+            stamp = match.groupdict().get("t1") or match.groupdict().get("t2")
+            lines.append((speaker, match.group("text"), parse_time(stamp) if stamp else pending_time))
+            pending_time = None
+        else:
+            lines.append((None, line, None))
+    speakers = _real_speakers(lines)
+    turns: list[list[Any]] = []
+    for speaker, body, start in lines:
+        if speaker in speakers:
+            turns.append([speaker, body.strip(), start])
+        elif turns:  # a wrapped line, or a 'Word:' that is not a speaker, continues the turn above
+            turns[-1][1] = f"{turns[-1][1]} {_unlabelled(speaker, body)}".strip()
+        # lines before the first label (a title, a date) are not speech
+    if not turns:
+        raise TranscriptError(
+            f"{label}: no recognisable speakers: not WebVTT, SRT or JSON, and no line starts with a speaker label",
+            hint="expected lines like 'Interviewer: ...', 'Candidate: ...' or '[00:01:02] Name: ...'",
+        )
+    return [Turn(speaker, _clean(body), start) for speaker, body, start in turns]
+
+
+def _real_speakers(lines: list[tuple[str | None, str, float | None]]) -> set[str]:
+    """Labels that name speakers. Every label counts, except one seen once, without a timestamp, in a
+    file where at least two other labels recur: that is a line of speech that happens to hold a colon."""
+    counts: dict[str, int] = {}
+    stamped: set[str] = set()
+    for speaker, _, start in lines:
+        if speaker is not None:
+            counts[speaker] = counts.get(speaker, 0) + 1
+            if start is not None:
+                stamped.add(speaker)
+    recurring = [s for s, n in counts.items() if n >= 2]
+    return {
+        s
+        for s, n in counts.items()
+        if n >= 2 or s in stamped or _ROLE_WORD.search(s) or len([r for r in recurring if r != s]) < 2
+    }
+
+
+_ROLE_WORD = re.compile(
+    r"^(?:interviewer|candidate|interviewee|recruiter|hiring manager|applicant|host|speaker)\b", re.IGNORECASE
+)
+
+
+def _unlabelled(speaker: str | None, body: str) -> str:
+    """The whole line again, for a label that turned out not to be a speaker."""
+    return body if speaker is None else f"{speaker}: {body}"
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- captions ----------------------------------------------------------------------------------------
+
+_VOICE = re.compile(r"<v(?:\.[\w.-]+)?(?:\s+(?P<name>[^>]*))?>", re.IGNORECASE)
+_TAG = re.compile(r"</?[a-zA-Z][^>]*>|<\d{1,2}:\d{2}[^>]*>")
+
+
+def _parse_vtt(text: str, label: str) -> list[Turn]:
+    import webvtt
+    from webvtt.errors import MalformedCaptionError, MalformedFileError
+
+    try:
+        captions = webvtt.from_buffer(io.StringIO(text), format="vtt").captions
+    except (MalformedFileError, MalformedCaptionError) as exc:
+        raise TranscriptError(f"{label}: not a valid WebVTT file ({exc})") from None
+    return _caption_turns(captions, label, "WebVTT")
+
+
+def _parse_srt(text: str, label: str) -> list[Turn]:
+    import webvtt
+    from webvtt.errors import MalformedCaptionError, MalformedFileError
+
+    try:
+        captions = webvtt.from_buffer(io.StringIO(text), format="srt").captions
+    except (MalformedFileError, MalformedCaptionError) as exc:
+        raise TranscriptError(f"{label}: not a valid SRT file ({exc})") from None
+    return _caption_turns(captions, label, "SRT")
+
+
+def _caption_turns(captions: list[Any], label: str, kind: str) -> list[Turn]:
+    """Speakers come from voice tags (`<v Dana>`) or a label in the cue text (`Dana: ...`, `[Dana] ...`);
+    a cue with neither continues the speaker before it."""
+    turns: list[Turn] = []
+    named = False
+    speaker = "Unknown"
+    for caption in captions:
+        start = caption.start_time.in_milliseconds() / 1000
+        end = caption.end_time.in_milliseconds() / 1000
+        for voice, raw in _voices(caption.raw_text):
+            body = _clean(html.unescape(_TAG.sub("", raw)))
+            if voice:
+                speaker, named = voice, True
+            else:
+                match = _LINE.match(body)
+                found = _label(match)
+                if found is None:
+                    bracket = _BRACKET_LABEL.match(body)
+                    found, match = (_label(bracket), bracket) if bracket else (None, None)
+                if found is not None and match is not None:
+                    speaker, named, body = found, True, match.group("text").strip()
+            if body:
+                turns.append(Turn(speaker, body, start, end))
+    if not captions:
+        raise TranscriptError(f"{label}: the {kind} file has no cues")
+    if not named:
+        raise TranscriptError(
+            f"{label}: no recognisable speakers in the {kind} cues",
+            hint="speakers are read from voice tags (<v Dana>) or a 'Name: ' label at the start of a cue",
+        )
+    return turns
+
+
+def _voices(raw: str) -> list[tuple[str | None, str]]:
+    """Split a cue's raw text at voice tags: [(speaker or None, text), ...]."""
+    raw = raw.replace("\n", " ")
+    found = list(_VOICE.finditer(raw))
+    if not found:
+        return [(None, raw)]
+    out: list[tuple[str | None, str]] = []
+    if raw[: found[0].start()].strip():
+        out.append((None, raw[: found[0].start()]))
+    for i, match in enumerate(found):
+        end = found[i + 1].start() if i + 1 < len(found) else len(raw)
+        name = " ".join((match.group("name") or "").split()) or None
+        out.append((name, raw[match.end() : end]))
+    return out
+
+
+# --- JSON ----------------------------------------------------------------------------------------------
+
+
+class _JsonTurn(BaseModel):
+    """One item of a JSON transcript: `{speaker, text, start?, end?}`; times in seconds or `HH:MM:SS.mmm`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    speaker: str = Field(min_length=1, pattern=r"\S")
+    text: str
+    start: float | None = None
+    end: float | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not re.fullmatch(_TIME, value.strip()):
+                raise ValueError(f"{value!r} is not seconds or a HH:MM:SS timestamp")
+            return parse_time(value)
+        return value
+
+
+def _parse_json(text: str, label: str) -> list[Turn]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TranscriptError(f"{label}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise TranscriptError(f"{label}: a JSON transcript is a list of {{speaker, text, start?, end?}} turns")
+    turns = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise TranscriptError(f"{label}: turn {i + 1}: expected an object with speaker and text")
+        try:
+            turn = _JsonTurn.model_validate(item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "turn"
+            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            raise TranscriptError(f"{label}: turn {i + 1}: {field}: {message}") from None
+        turns.append(Turn(" ".join(turn.speaker.split()), _clean(turn.text), turn.start, turn.end))
+    return turns

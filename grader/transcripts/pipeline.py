@@ -1,0 +1,252 @@
+"""From a parsed transcript to a scorecard: redact, segment, match, grade, stamp the evidence, restore.
+
+Segmentation and matching run locally. Only the candidate's answer text goes to the grading backend
+(with `redact`, after names, e-mails, phones and URLs are replaced), through `grade_answer`, one call
+per matched exchange, all of one transcript's exchanges at once (`asyncio.gather`, which the local
+backend turns into one batch). A grade that cannot be had is recorded on its question and kept out of the
+summary; a problem that would fail every grade (a refused key, a broken template) stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from grader.backends.base import Backend
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import AnswerTooLongError, EmptyAnswerError, GradingFailedError
+from grader.grade import CoveredPoint, Grade
+from grader.grading import check_answer, grade_answer
+from grader.rubric import Rubric
+from grader.transcripts.match import Match, QuestionMatcher
+from grader.transcripts.parse import Transcript, Turn, format_time
+from grader.transcripts.redact import Redactor
+from grader.transcripts.scorecard import (
+    Evidence,
+    PointRef,
+    Scorecard,
+    ScoredQuestion,
+    UnmatchedQuestion,
+    summarize,
+)
+from grader.transcripts.segment import Exchange, Piece, Roles, segment
+from grader.validation import normalise
+
+#: Failures of one answer, recorded on its question; anything else stops the run.
+PER_ANSWER_FAILURES = (GradingFailedError, EmptyAnswerError, AnswerTooLongError)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redact: bool = False
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD
+    max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
+
+
+@dataclass
+class Prepared:
+    """A transcript segmented and matched, ready to grade: what tests inspect."""
+
+    transcript: Transcript  # as sent (redacted when asked)
+    roles: Roles
+    redactor: Redactor | None
+    exchanges: list[Exchange]
+    matches: dict[str, Match]  # asked text -> its match
+    skipped: list[int]
+
+
+def prepare(transcript: Transcript, roles: Roles, matcher: QuestionMatcher, *, redact: bool = False) -> Prepared:
+    redactor = Redactor(transcript.speakers) if redact else None
+    turns = transcript.turns
+    if redactor is not None:
+        turns = [Turn(t.speaker, redactor.redact(t.text), t.start, t.end) for t in turns]
+    working = Transcript(transcript.source, transcript.format, turns)
+    matches: dict[str, Match] = {}
+
+    def ids(texts: Sequence[str]) -> list[str | None]:
+        found = matcher.match(texts)
+        matches.update(zip(texts, found, strict=True))
+        return [m.question.id if m.question is not None else None for m in found]
+
+    seg = segment(working, roles, match=ids)
+    return Prepared(working, roles, redactor, _merge_repeats(seg.exchanges), matches, sorted(set(seg.skipped)))
+
+
+def _merge_repeats(exchanges: list[Exchange]) -> list[Exchange]:
+    """A rubric question the interviewer comes back to later is one question: its later exchanges join the
+    first, so the whole answer is graded once."""
+    first: dict[str, Exchange] = {}
+    out: list[Exchange] = []
+    for ex in exchanges:
+        earlier = first.get(ex.question_id) if ex.question_id else None
+        if earlier is None:
+            if ex.question_id:
+                first[ex.question_id] = ex
+            out.append(ex)
+            continue
+        earlier.turns += ex.turns
+        earlier.answer += ex.answer
+        earlier.followups += ex.opening + ex.followups
+        earlier.clarifications += ex.clarifications
+    return out
+
+
+async def score_transcript(
+    transcript: Transcript,
+    roles: Roles,
+    *,
+    rubric: Rubric,
+    backend: Backend,
+    matcher: QuestionMatcher,
+    settings: Settings | None = None,
+) -> Scorecard:
+    settings = settings or Settings()
+    prepared = prepare(transcript, roles, matcher, redact=settings.redact)
+    turns = prepared.transcript.turns
+    restore = prepared.redactor.restore if prepared.redactor is not None else (lambda text: text)
+    matched = [ex for ex in prepared.exchanges if ex.question_id is not None]
+    answers = [ex.answer_text(turns) for ex in matched]
+
+    async def grade_one(ex: Exchange, answer: str) -> Grade:
+        question = rubric.find(ex.question_id or "")
+        where = f"{transcript.source}: the answer to {question.id}"
+        check_answer(answer, max_chars=settings.max_answer_chars, where=where)
+        return await grade_answer(backend, question, answer, review_threshold=settings.review_threshold)
+
+    results = await asyncio.gather(
+        *(grade_one(ex, text) for ex, (text, _) in zip(matched, answers, strict=True)), return_exceptions=True
+    )
+    for result in results:  # one refused key or broken template fails them all: say so once
+        if isinstance(result, BaseException) and not isinstance(result, PER_ANSWER_FAILURES):
+            raise result
+
+    questions = []
+    for ex, (answer, pieces), result in zip(matched, answers, results, strict=True):
+        question = rubric.find(ex.question_id or "")
+        match = prepared.matches[ex.asked]
+        texts = {p.id: p.text for p in [*question.key_points, *question.red_flags]}
+        grade = _restored(result, restore) if isinstance(result, Grade) else None
+        evidence = []
+        if isinstance(result, Grade):
+            for point in result.covered_points:
+                turn = _turn_of(point.evidence, answer, pieces, turns)
+                evidence.append(
+                    Evidence(
+                        point_id=point.id,
+                        point=texts.get(point.id, point.id),
+                        quote=restore(point.evidence) if point.evidence else None,
+                        speaker=turn.speaker if turn else None,
+                        start=turn.start if turn else None,
+                        timestamp=format_time(turn.start) if turn else None,
+                    )
+                )
+        questions.append(
+            ScoredQuestion(
+                question_id=question.id,
+                number=question.number,
+                question=question.text,
+                asked=restore(ex.question_text(turns)),
+                asked_at=format_time(ex.asked_at(turns)),
+                match_score=match.score,
+                also_close=match.runner_up.text if match.ambiguous and match.runner_up else None,
+                answer=restore(answer),
+                answer_turns=len(ex.answer),
+                followups=[restore(turns[i].text) for i in ex.followups],
+                grade=grade,
+                failure=None if grade is not None else str(result),
+                evidence=evidence,
+                missed=[PointRef(id=p, text=texts.get(p, p)) for p in (grade.missed_points if grade else [])],
+                red_flags=[PointRef(id=f, text=texts.get(f, f)) for f in (grade.red_flags if grade else [])],
+            )
+        )
+    questions.sort(key=lambda q: q.number)
+    unmatched = [
+        UnmatchedQuestion(
+            asked=restore(ex.question_text(turns)),
+            asked_at=format_time(ex.asked_at(turns)),
+            closest=prepared.matches[ex.asked].best.id,
+            score=prepared.matches[ex.asked].score,
+            answer_turns=len(ex.answer),
+        )
+        for ex in prepared.exchanges
+        if ex.question_id is None
+    ]
+    speakers = transcript.speakers
+    return Scorecard(
+        source=transcript.source,
+        format=transcript.format,
+        candidate=roles.candidate,
+        interviewers=[s for s in speakers if s in roles.interviewers],
+        rubric=rubric.name,
+        backend=backend.name,
+        model=backend.model,
+        redacted=settings.redact,
+        match_threshold=matcher.threshold,
+        questions=questions,
+        unmatched=unmatched,
+        skipped_turns=len(prepared.skipped),
+        summary=summarize(questions, len(unmatched)),
+    )
+
+
+def _restored(grade: Grade, restore) -> Grade:  # noqa: ANN001
+    """The grade with placeholders put back: the report is local."""
+    return grade.model_copy(
+        update={
+            "justification": restore(grade.justification),
+            "covered_points": [
+                CoveredPoint(id=p.id, evidence=restore(p.evidence) if p.evidence else p.evidence)
+                for p in grade.covered_points
+            ],
+            "notes": [restore(n) for n in grade.notes],
+            "review_reasons": [restore(r) for r in grade.review_reasons],
+        }
+    )
+
+
+# --- where a quote was said ----------------------------------------------------------------------------
+
+
+def _normalised_index(text: str) -> tuple[str, list[int]]:
+    """`normalise(text)`, and for each of its characters the index in `text` it came from."""
+    chars: list[str] = []
+    index: list[int] = []
+    space = True
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            if not space:
+                chars.append(" ")
+                index.append(i)
+            space = True
+            continue
+        for c in normalise(ch) or ch:
+            chars.append(c)
+            index.append(i)
+        space = False
+    return "".join(chars), index
+
+
+_EDGE = " \t\n\"'.,;:!?-—–()[]"
+
+
+def locate(quote: str, text: str) -> int | None:
+    """Where a quote (verbatim up to case, quotes and spacing; `...` between pieces) starts in `text`."""
+    haystack, index = _normalised_index(text)
+    first = normalise(quote.replace("…", "...").split("...")[0]).strip(_EDGE)
+    if not first:
+        return None
+    found = haystack.find(first)
+    return index[found] if found >= 0 else None
+
+
+def _turn_of(quote: str | None, answer: str, pieces: list[Piece], turns: Sequence[Turn]) -> Turn | None:
+    if not quote:
+        return None
+    offset = locate(quote, answer)
+    if offset is None:
+        return None
+    for piece in pieces:
+        if piece.start <= offset < piece.end:
+            return turns[piece.turn]
+    return None

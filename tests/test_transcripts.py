@@ -1,0 +1,704 @@
+"""Interview transcripts -> scorecards: parsing, roles, segmentation, matching, redaction, evidence
+timestamps, rendering, the CLI end to end (fake and local backends), and the HTML in a real browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import grader.backends
+from grader.backends.fake import FakeBackend
+from grader.backends.local.embedder import Embedder
+from grader.cli import app
+from grader.errors import EncodingError, InputFileError, TranscriptError
+from grader.grade import Grade
+from grader.rubric import load_rubric
+from grader.transcripts.match import DEFAULT_MATCH_THRESHOLD, QuestionMatcher
+from grader.transcripts.parse import format_time, parse_time, parse_transcript, read_transcript
+from grader.transcripts.pipeline import Settings, locate, prepare, score_transcript
+from grader.transcripts.redact import Redactor
+from grader.transcripts.scorecard import Scorecard, ScoredQuestion, summarize, to_html, to_markdown
+from grader.transcripts.segment import detect_roles, segment
+from tests.conftest import reply_for
+from tests.support.browser import ARTIFACTS, check_page, require_chromium
+
+DATA = Path(__file__).parent / "data" / "transcripts"
+CALL = DATA / "debugging_call.txt"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def matcher():
+    return QuestionMatcher(load_rubric(), Embedder.load())
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["transcript", *args])
+
+
+# --- parsing -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "speakers", "n_turns", "turn", "expected"),
+    [
+        pytest.param(
+            "debugging_call.txt",
+            "text",
+            ["Dana Lee", "Sam Carter"],
+            26,
+            6,
+            ("Dana Lee", "go about figuring out what's wrong?", 23.0),
+            id="text-bracketed-timestamps",
+        ),
+        pytest.param(
+            "panel.vtt",
+            "vtt",
+            ["Priya Shah", "Alex Kim", "Marco Rossi"],
+            18,
+            7,  # tags stripped, entities decoded
+            ("Alex Kim", "Usually it's a missing index or, uh, an N+1 pattern in the ORM & you fix that first.", 29.5),
+            id="vtt-voice-tags",
+        ),
+        pytest.param(
+            "call.srt",
+            "srt",
+            ["Jordan", "Riley"],
+            9,
+            4,  # a cue with no label continues the speaker before it; lines of a cue are joined
+            (
+                "Riley",
+                "on every pull request. We also use linters and static analysis so reviews can focus on design "
+                "instead of formatting.",
+                16.0,
+            ),
+            id="srt-labels-in-cue-text",
+        ),
+        pytest.param(
+            "interview.json",
+            "json",
+            ["Interviewer", "Candidate"],
+            10,
+            5,  # "00:00:22.5" as a string
+            (
+                "Candidate",
+                "When debt blocks a feature we fix it as part of that feature, and I explain the trade-off to the "
+                "product manager in terms of risk and delivery speed.",
+                22.5,
+            ),
+            id="json-turns",
+        ),
+    ],
+)
+def test_each_format_parses_into_turns(name, fmt, speakers, n_turns, turn, expected):
+    transcript = read_transcript(DATA / name)
+    assert transcript.format == fmt
+    assert transcript.speakers == speakers
+    assert len(transcript.turns) == n_turns
+    got = transcript.turns[turn]
+    assert (got.speaker, got.text, got.start) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "turns"),
+    [
+        pytest.param(
+            "Interviewer: How do you debug?\nCandidate: Logs first.\n",
+            [("Interviewer", "How do you debug?", None), ("Candidate", "Logs first.", None)],
+            id="role-labels",
+        ),
+        pytest.param(
+            "00:01:02 Dana: Why?\nSam (1:05): Because.\n[Dana] And then?\n[1:10:00] Sam: Done.\n",
+            [("Dana", "Why?", 62.0), ("Sam", "Because.", 65.0), ("Dana", "And then?", None), ("Sam", "Done.", 4200.0)],
+            id="timestamp-and-label-styles",
+        ),
+        pytest.param(
+            "Title line\nQ: Why?\n00:00:05\nA: Because: it is\nwrapped.\nQ: Ok.\nA: Note: fine.\n",
+            [
+                ("Q", "Why?", None),
+                ("A", "Because: it is wrapped.", 5.0),
+                ("Q", "Ok.", None),
+                ("A", "Note: fine.", None),
+            ],
+            id="continuations-and-colons-in-speech",
+        ),
+        pytest.param(
+            "WEBVTT\n\n00:00:01.000 --> 00:00:03.000\n<v Ann>Hi</v> <v.loud Bob>Hello &lt;there&gt;</v>\n\n"
+            "00:00:04.000 --> 00:00:05.000\nstill Bob\n",
+            [("Ann", "Hi", 1.0), ("Bob", "Hello <there>", 1.0), ("Bob", "still Bob", 4.0)],
+            id="vtt-two-voices-in-one-cue",
+        ),
+        pytest.param(
+            '[{"speaker": "A", "text": "Q?", "start": 1}, {"speaker": "B", "text": "Yes", "end": "00:00:03"}]',
+            [("A", "Q?", 1.0), ("B", "Yes", None)],
+            id="json-optional-times",
+        ),
+    ],
+)
+def test_parser_cases(text, turns):
+    parsed = parse_transcript(text)
+    assert [(t.speaker, t.text, t.start) for t in parsed.turns] == turns
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param(
+            "notes.txt", "Just some notes about the interview.\nIt went fine.\n", "no recognisable speakers", id="prose"
+        ),
+        pytest.param("empty.txt", "  \n\n", "the transcript is empty", id="empty"),
+        pytest.param("mono.txt", "Dana: Hello?\nDana: Anyone there?\n", "only one speaker (Dana)", id="one-speaker"),
+        pytest.param("bad.vtt", "this is not\na caption file\n", "not a valid WebVTT file", id="vtt-junk"),
+        pytest.param(
+            "nobody.vtt",
+            "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nhello there\n",
+            "no recognisable speakers in the WebVTT cues",
+            id="vtt-no-speakers",
+        ),
+        pytest.param("bad.srt", "1\nnot a time\nhello\n", "not a valid SRT file", id="srt-junk"),
+        pytest.param("bad.json", '[{"speaker": "A", "text": "x"},', "bad.json:1: invalid JSON", id="json-syntax"),
+        pytest.param("obj.json", '{"turns": []}', "a JSON transcript is a list", id="json-object"),
+        pytest.param("typo.json", '[{"speaker": "A", "txt": "hi"}]', "turn 1: text: Field required", id="json-field"),
+        pytest.param(
+            "extra.json",
+            '[{"speaker": "A", "text": "hi", "start_time": 1}]',
+            "turn 1: start_time: unknown",
+            id="json-unknown-field",
+        ),
+        pytest.param(
+            "time.json",
+            '[{"speaker": "A", "text": "hi", "start": "soon"}]',
+            "'soon' is not seconds",
+            id="json-bad-time",
+        ),
+        pytest.param("csv.txt", "speaker,text\nA,hi\nB,hello\n", "no recognisable speakers", id="csv"),
+    ],
+)
+def test_junk_is_a_clear_error_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TranscriptError) as caught:
+        read_transcript(path)
+    assert str(path) in str(caught.value)
+    assert message in str(caught.value)
+    assert caught.value.exit_code == 14
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(InputFileError, match="no such file"):
+        read_transcript(tmp_path / "missing.vtt")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"Dana: caf\xe9\nSam: ok\n")
+    with pytest.raises(EncodingError, match="latin.txt: not UTF-8"):
+        read_transcript(latin)
+
+
+def test_times():
+    assert parse_time("01:02:03.5") == 3723.5 and parse_time("1:05") == 65 and parse_time("00:00:16,250") == 16.25
+    assert format_time(65.9) == "01:05" and format_time(3723) == "1:02:03" and format_time(None) is None
+
+
+# --- roles ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "interviewers", "candidate"),
+    [
+        pytest.param("debugging_call.txt", {"Dana Lee"}, "Sam Carter", id="asks-most-questions"),
+        pytest.param("panel.vtt", {"Priya Shah", "Marco Rossi"}, "Alex Kim", id="panel-of-two"),
+        pytest.param("call.srt", {"Jordan"}, "Riley", id="srt"),
+        pytest.param("interview.json", {"Interviewer"}, "Candidate", id="role-labels"),
+    ],
+)
+def test_roles_are_detected(name, interviewers, candidate):
+    roles = detect_roles(read_transcript(DATA / name))
+    assert roles.interviewers == interviewers and roles.candidate == candidate
+
+
+def test_roles_from_the_command_line():
+    transcript = read_transcript(DATA / "panel.vtt")
+    roles = detect_roles(transcript, candidate="marco rossi")  # case-insensitive
+    assert roles.candidate == "Marco Rossi" and roles.interviewers == {"Priya Shah", "Alex Kim"}
+    roles = detect_roles(transcript, interviewers=["Alex Kim"])
+    # Of the others, who says the most is the candidate; everyone else interviews.
+    assert roles.candidate == "Priya Shah" and roles.interviewers == {"Alex Kim", "Marco Rossi"}
+    with pytest.raises(TranscriptError, match="no speaker called 'Bob' .*speakers: Priya Shah, Alex Kim, Marco Rossi"):
+        detect_roles(transcript, candidate="Bob")
+    with pytest.raises(TranscriptError, match="both the interviewer and the candidate"):
+        detect_roles(transcript, interviewers=["Alex Kim"], candidate="Alex Kim")
+
+
+# --- segmentation ------------------------------------------------------------------------------------------
+
+
+def test_segmentation_of_the_noisy_call(matcher):
+    transcript = read_transcript(CALL)
+    seg = segment(transcript, detect_roles(transcript), match=matcher.ids)
+    turns = transcript.turns
+    debugging, api, security, team = seg.exchanges
+    # The question split over two turns, with the candidate's "Mm-hmm." between them, is one question.
+    assert debugging.opening == [4, 6] and turns[5].text == "Mm-hmm."
+    assert debugging.question_id == "debugging-a-production-issue"
+    # The candidate's clarifying question is not graded; the interviewer's reply to it stays in the exchange.
+    assert debugging.clarifications == [7] and 8 in debugging.turns
+    # The answer runs over several turns, the interviewer's "Mm-hmm." is not in it, the follow-up's answer is.
+    assert debugging.answer == [9, 11, 12, 14] and debugging.followups == [13]
+    answer, pieces = debugging.answer_text(turns)
+    assert "restore service and then keep digging for the root cause" in answer
+    assert "Sorry, do you mean" not in answer and "Mm-hmm" not in answer
+    assert [answer[p.start : p.end] for p in pieces] == [turns[i].text for i in debugging.answer]
+    # "And how did you handle breaking changes?" is a follow-up; the short "How do you keep your services
+    # secure?" is a new rubric question, and so is the off-rubric question about the team (unmatched).
+    assert (api.question_id, api.followups, api.answer) == ("api-design", [17], [16, 18])
+    assert (security.question_id, security.opening, security.answer) == ("backend-security", [19], [20])
+    assert (team.question_id, team.answer) == (None, [22])
+    # Greetings, "how's your day", and everything from "Do you have any questions for me?" on are skipped.
+    assert seg.skipped == [0, 1, 2, 3, 23, 24, 25]
+
+
+def test_without_the_matcher_a_short_question_reads_as_a_follow_up():
+    transcript = read_transcript(CALL)
+    seg = segment(transcript, detect_roles(transcript))
+    assert len(seg.exchanges) == 3  # the security question is folded into the API exchange
+    assert 19 in seg.exchanges[1].followups and 20 in seg.exchanges[1].answer
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        pytest.param(
+            "panel.vtt",
+            [
+                ("database-performance", [3, 4], [5, 6, 7, 9, 11], [10]),
+                ("microservices-architecture", [12], [13, 14, 15], []),
+            ],
+            id="panel-vtt",
+        ),
+        pytest.param(
+            "call.srt",
+            [("code-quality", [2], [3, 4], []), ("mentoring-junior-developers", [5], [6, 7], [])],
+            id="srt",
+        ),
+        pytest.param(
+            "interview.json",
+            [("technical-debt-vs-features", [2, 3], [4, 5, 7], [6]), ("learning-new-technologies", [8], [9], [])],
+            id="json-question-split-over-two-turns",
+        ),
+    ],
+)
+def test_segmentation_of_each_format(matcher, name, expected):
+    transcript = read_transcript(DATA / name)
+    prepared = prepare(transcript, detect_roles(transcript), matcher)
+    got = [(ex.question_id, ex.opening, ex.answer, ex.followups) for ex in prepared.exchanges]
+    assert got == expected
+
+
+def test_a_question_the_interviewer_comes_back_to_is_graded_once(matcher):
+    text = (
+        "Interviewer: How do you approach debugging a production issue?\n"
+        "Candidate: I check the logs and recent deploys.\n"
+        "Interviewer: Have you designed APIs that other teams use? What did you have to think about?\n"
+        "Candidate: Versioning and pagination.\n"
+        "Interviewer: Going back to debugging a production issue, how do you find the root cause?\n"
+        "Candidate: I reproduce it in staging.\n"
+    )
+    transcript = parse_transcript(text)
+    prepared = prepare(transcript, detect_roles(transcript), matcher)
+    assert [ex.question_id for ex in prepared.exchanges] == ["debugging-a-production-issue", "api-design"]
+    assert prepared.exchanges[0].answer == [1, 5]
+
+
+# --- matching ------------------------------------------------------------------------------------------------
+
+
+def test_paraphrases_of_the_rubric_match_and_small_talk_does_not(matcher, rubric):
+    data = yaml.safe_load((DATA / "paraphrases.yaml").read_text())
+    items = [(rubric.find(n).id, text) for n, texts in data["questions"].items() for text in texts]
+    found = matcher.match([text for _, text in items])
+    right = sum(m.question is not None and m.question.id == qid for (qid, _), m in zip(items, found, strict=True))
+    unmatched = sum(m.question is None for m in found)
+    assert right >= 57 and unmatched == 0  # measured: 57/60, the 3 misses are the rubric's overlapping topics
+    negatives = matcher.match([*data["small_talk"], *data["followups"]])
+    assert [m.best.id for m in negatives if m.question is not None] == []
+    assert max(m.score for m in negatives) < DEFAULT_MATCH_THRESHOLD
+
+
+def test_match_reports_the_closest_question_when_unmatched(matcher):
+    strong, weak = matcher.match(
+        [
+            "So, um, how do you go about tracking down a bug that only shows up in prod?",
+            "What's your favourite pizza topping?",
+        ]
+    )
+    assert strong.question is not None and strong.question.id == "debugging-a-production-issue"
+    assert strong.score >= DEFAULT_MATCH_THRESHOLD and strong.runner_up is not None
+    assert weak.question is None and weak.best is not None and weak.score < DEFAULT_MATCH_THRESHOLD
+
+
+# --- redaction ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        pytest.param("mail sam.carter@example.com today", "mail [EMAIL_1] today", id="email"),
+        pytest.param("call +1 (415) 555-0134 or 020 7946 0958", "call [PHONE_1] or [PHONE_2]", id="phones"),
+        pytest.param("see https://github.com/sam/x. and samcarter.dev/notes", "see [URL_1]. and [URL_2]", id="urls"),
+        pytest.param("Dana Lee said Dana and Lee", "[NAME_1] said [NAME_2] and [NAME_3]", id="name-and-parts"),
+        pytest.param(
+            "in 2019-2020, on 2024-05-12 at 10.0.0.12, 10 000 rps",
+            "in 2019-2020, on 2024-05-12 at 10.0.0.12, 10 000 rps",
+            id="numbers-that-are-not-phones",
+        ),
+        pytest.param(
+            "ASP.NET and Node.js, the same danaish word",
+            "ASP.NET and Node.js, the same danaish word",
+            id="not-names-or-urls",
+        ),
+    ],
+)
+def test_redaction_round_trip(text, redacted):
+    redactor = Redactor(["Dana Lee", "Interviewer", "Candidate"])
+    assert redactor.redact(text) == redacted
+    assert redactor.restore(redactor.redact(text)) == text
+
+
+def test_a_placeholder_is_stable_across_texts():
+    redactor = Redactor(["Sam Carter"])
+    assert redactor.redact("Sam, sam@x.io") == "[NAME_1], [EMAIL_1]"
+    assert redactor.redact("again Sam at SAM@X.IO") == "again [NAME_1] at [EMAIL_1]"
+    assert redactor.mapping == {"[NAME_1]": "Sam", "[EMAIL_1]": "sam@x.io"}
+
+
+# --- the pipeline with the fake backend --------------------------------------------------------------------
+
+
+def _answer_in(conversation) -> str:
+    content = conversation.messages[-1]["content"]
+    return re.search(r"<candidate_answer>\n(.*)\n</candidate_answer>", content, re.S).group(1)
+
+
+def _quoting_responder(quotes: dict[str, tuple[str, str]], tier: str = "mediocre"):
+    """Replies for any question: for each question id, covers one point with a quote found in the answer."""
+
+    def respond(conversation, request):
+        q = request.question
+        covered = {}
+        if q.id in quotes:
+            point, pattern = quotes[q.id]
+            covered[point] = re.search(pattern, _answer_in(conversation)).group(0)
+        return reply_for(q, covered=covered, tier=tier, justification=f"Graded {q.id}: " + ", ".join(covered.values()))
+
+    return respond
+
+
+def test_redacted_originals_never_reach_the_backend_and_the_report_restores_them(matcher, rubric):
+    transcript = read_transcript(CALL)
+    backend = FakeBackend(
+        responder=_quoting_responder({"api-design": ("q02.openapi-docs", r"\[NAME_\d+\], email me at \[EMAIL_1\]")})
+    )
+    card = asyncio.run(
+        score_transcript(
+            transcript,
+            detect_roles(transcript),
+            rubric=rubric,
+            backend=backend,
+            matcher=matcher,
+            settings=Settings(redact=True),
+        )
+    )
+    sent = "\n".join(m["content"] for c in backend.sent for m in c.messages)
+    assert len(backend.sent) == 3
+    for original in ("sam.carter@example.com", "samcarter.dev/api-notes", "415-555-0134", "Dana", "Sam", "Carter"):
+        assert original not in sent
+    assert "[EMAIL_1]" in sent and "[URL_1]" in sent and "[PHONE_1]" in sent and "[NAME_" in sent
+    api = next(q for q in card.questions if q.question_id == "api-design")
+    assert api.evidence[0].quote == "Dana, email me at sam.carter@example.com"
+    assert api.evidence[0].timestamp == "01:31" and api.evidence[0].speaker == "Sam Carter"
+    assert "sam.carter@example.com" in api.grade.justification and "samcarter.dev/api-notes" in api.answer
+    assert card.redacted and "[EMAIL_" not in card.model_dump_json()
+
+
+def test_evidence_keeps_the_timestamp_of_the_turn_it_came_from(matcher, rubric):
+    transcript = read_transcript(CALL)
+    backend = FakeBackend(
+        responder=_quoting_responder(
+            {"debugging-a-production-issue": ("q01.root-cause", r"keep digging for the root cause")}
+        )
+    )
+    card = asyncio.run(
+        score_transcript(transcript, detect_roles(transcript), rubric=rubric, backend=backend, matcher=matcher)
+    )
+    debugging = card.questions[0]
+    assert debugging.asked_at == "00:15" and debugging.evidence[0].timestamp == "01:02"  # the second cue of the answer
+    assert debugging.evidence[0].start == 62.0
+    # What was graded: the whole exchange's candidate text, the follow-up's answer included.
+    assert "blameless post-mortem" in _answer_in(backend.sent[0])
+    assert debugging.followups == ["Can you say more about what happens after it's fixed?"]
+    assert card.unmatched[0].asked.startswith("Tell me a little about your current team")
+    assert card.unmatched[0].asked_at == "02:19"
+
+
+@pytest.mark.parametrize(
+    ("quote", "offset"),
+    [
+        pytest.param("keep  Digging", 22, id="case-and-spacing"),
+        pytest.param("“roll back” first", 4, id="curly-quotes"),
+        pytest.param("we... digging", 0, id="ellipsis"),
+        pytest.param("never said", None, id="absent"),
+    ],
+)
+def test_locate(quote, offset):
+    assert locate(quote, 'we "roll back" first, keep digging') == offset
+
+
+def test_a_failed_grade_is_recorded_and_kept_out_of_the_summary(matcher, rubric):
+    transcript = read_transcript(DATA / "call.srt")
+
+    def respond(conversation, request):
+        if request.question.id == "code-quality":
+            return {"tier": "great"}  # never valid
+        return reply_for(request.question, tier="great")
+
+    card = asyncio.run(
+        score_transcript(
+            transcript, detect_roles(transcript), rubric=rubric, backend=FakeBackend(responder=respond), matcher=matcher
+        )
+    )
+    failed = card.questions[0]
+    assert failed.grade is None and "no valid reply after 3 model calls" in failed.failure
+    assert card.summary.failed == 1 and card.summary.graded == 1
+    assert card.summary.tier_counts == {"great": 1, "mediocre": 0, "poor": 0}
+
+
+def _scored(number: int, tier: str, covered: int, missed: int) -> ScoredQuestion:
+    grade = Grade(
+        question_id=f"q{number}",
+        tier=tier,
+        justification="x",
+        backend="fake",
+        model="m",
+        covered_points=[{"id": f"p{i}", "evidence": "e"} for i in range(covered)],
+        missed_points=[f"m{i}" for i in range(missed)],
+    )
+    return ScoredQuestion(
+        question_id=f"q{number}",
+        number=number,
+        question=f"Question {number}",
+        asked="?",
+        match_score=0.9,
+        answer="a",
+        answer_turns=1,
+        grade=grade,
+    )
+
+
+def test_summary_strongest_and_weakest():
+    questions = [
+        _scored(1, "mediocre", 2, 2),
+        _scored(2, "great", 4, 0),
+        _scored(3, "poor", 0, 4),
+        _scored(4, "mediocre", 3, 1),
+        _scored(5, "great", 3, 1),
+    ]
+    summary = summarize(questions, unmatched=2)
+    assert summary.tier_counts == {"great": 2, "mediocre": 2, "poor": 1}
+    assert [a.question_id for a in summary.strongest] == ["q2", "q5"]
+    assert [a.question_id for a in summary.weakest] == ["q3", "q1"]
+    assert summarize([_scored(1, "poor", 0, 3)], 0).strongest == []
+
+
+# --- rendering -------------------------------------------------------------------------------------------------
+
+
+def _card(matcher, rubric, text: str) -> Scorecard:
+    transcript = parse_transcript(text, label="evil.txt")
+    backend = FakeBackend(
+        responder=_quoting_responder({"debugging-a-production-issue": ("q01.reproduce", r"<b>.*?</b>")})
+    )
+    return asyncio.run(
+        score_transcript(transcript, detect_roles(transcript), rubric=rubric, backend=backend, matcher=matcher)
+    )
+
+
+def test_html_and_markdown_escape_every_text(matcher, rubric):
+    card = _card(
+        matcher,
+        rubric,
+        "Interviewer: How do you approach debugging a production issue? <img src=x onerror=alert(1)>\n"
+        "Candidate: I <b>reproduce</b> it first, then <script>alert('x')</script> fix *it* [here](http://x).\n",
+    )
+    page = to_html(card)
+    assert "<script>alert" not in page and "<img src=x" not in page and "<b>reproduce" not in page
+    assert "&lt;script&gt;" in page and "&lt;b&gt;reproduce&lt;/b&gt;" in page
+    assert "http://" not in page.replace("http://x", "") and "<link" not in page
+    markdown = to_markdown(card)
+    assert "<img src=x" not in markdown and "<b>reproduce" not in markdown and "&lt;b&gt;reproduce" in markdown
+
+
+# --- the command, with the fake backend ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scripted(tmp_path, monkeypatch):
+    def script(*replies: dict) -> None:
+        path = tmp_path / "replies.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in replies) + "\n")
+        monkeypatch.setenv("GRADER_FAKE_REPLIES", str(path))
+
+    return script
+
+
+def test_cli_json_with_named_roles(scripted, rubric):
+    quality, mentoring = rubric.find("code-quality"), rubric.find("mentoring-junior-developers")
+    scripted(
+        reply_for(quality, covered={"q11.ci-hooks": "unit tests and integration tests running in CI"}, tier="great"),
+        reply_for(mentoring, tier="poor", justification="Only pairing; no growth plan."),
+    )
+    result = invoke(
+        str(DATA / "call.srt"), "--interviewer", "Jordan", "--candidate", "Riley", "--format", "json", "-b", "fake"
+    )
+    assert result.exit_code == 0, result.output
+    card = Scorecard.model_validate_json(result.stdout)
+    assert (card.candidate, card.interviewers, card.format, card.backend) == ("Riley", ["Jordan"], "srt", "fake")
+    assert [(q.question_id, q.grade.tier.value) for q in card.questions] == [
+        ("code-quality", "great"),
+        ("mentoring-junior-developers", "poor"),
+    ]
+    evidence = card.questions[0].evidence[0]
+    assert (evidence.quote, evidence.timestamp) == ("unit tests and integration tests running in CI", "00:10")
+    assert card.summary.tier_counts == {"great": 1, "mediocre": 0, "poor": 1}
+    assert [a.question_id for a in card.summary.strongest] == ["code-quality"]
+    assert [a.question_id for a in card.summary.weakest] == ["mentoring-junior-developers"]
+
+
+def test_cli_folder_to_html_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    out = tmp_path / "scorecards"
+    result = invoke(str(DATA), "-o", str(out), "--format", "html", "-b", "fake")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["call.html", "debugging_call.html", "interview.html", "panel.html"]
+    page = (out / "panel.html").read_text()
+    assert "Scorecard: Alex Kim" in page and "Describe how you handle database performance optimization." in page
+    md = invoke(str(CALL), "-o", str(out), "-b", "fake")  # text format writes Markdown files
+    assert md.exit_code == 0 and (out / "debugging_call.md").read_text().startswith("# Scorecard: Sam Carter")
+
+
+def _fake_for_all(options):
+    return FakeBackend(responder=lambda conversation, request: reply_for(request.question, tier="mediocre"))
+
+
+def test_cli_terminal_output(monkeypatch):
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    result = invoke(str(CALL), "-b", "fake")
+    assert result.exit_code == 0, result.output
+    assert "Sam Carter" in result.stdout and "MEDIOCRE" in result.stdout and "api-design" in result.stdout
+    assert "unmatched at 02:19" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("files", "args", "code", "message"),
+    [
+        pytest.param({"junk.txt": "no speakers here\n"}, [], 14, "junk.txt: no recognisable speakers", id="junk"),
+        pytest.param(
+            {"a.txt": "Dana: Hi?\nSam: Hi.\n"},
+            ["--candidate", "Bob"],
+            14,
+            "no speaker called 'Bob'",
+            id="unknown-candidate",
+        ),
+        pytest.param({}, [], 6, "no transcripts (.txt, .vtt, .srt, .json) in this folder", id="empty-folder"),
+        pytest.param(
+            {"a.txt": "Dana: Hi?\nSam: Hi.\n", "b.txt": "Dana: Hi?\nSam: Hi.\n"},
+            ["--format", "html"],
+            14,
+            "need a folder to write to",
+            id="html-needs-a-folder",
+        ),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, files, args, code, message):
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    result = invoke(str(tmp_path), *args, "-b", "fake")
+    assert result.exit_code == code, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_cli_grading_failure_is_a_warning_not_a_crash(scripted):
+    scripted(
+        {"tier": "great"}, {"tier": "great"}, {"tier": "great"}, {"tier": "great"}, {"tier": "great"}, {"tier": "great"}
+    )
+    result = invoke(str(DATA / "call.srt"), "--format", "json", "-b", "fake")
+    assert result.exit_code == 0, result.output
+    assert "2 answer(s) could not be graded" in result.stderr
+    card = json.loads(result.stdout)
+    assert card["summary"]["failed"] == 2 and card["summary"]["graded"] == 0
+
+
+# --- the command, with the local backend -----------------------------------------------------------------------
+
+
+def test_cli_with_the_local_backend(no_network):
+    result = invoke(str(CALL), "--format", "json", "-b", "local", "--redact")
+    assert result.exit_code == 0, result.output
+    card = Scorecard.model_validate_json(result.stdout)
+    assert card.backend == "local" and card.redacted
+    assert [q.question_id for q in card.questions] == ["debugging-a-production-issue", "api-design", "backend-security"]
+    assert all(q.grade is not None and q.grade.backend == "local" for q in card.questions)
+    security = card.questions[2]
+    assert security.grade.tier.value == "poor" and security.red_flags  # "we mostly rely on the framework"
+    quotes = [e for q in card.questions for e in q.evidence]
+    assert quotes and all(e.timestamp is not None for e in quotes)  # local evidence is an exact slice: always placed
+    assert len(card.unmatched) == 1
+
+
+# --- the HTML page in a real browser ---------------------------------------------------------------------------
+
+
+def test_scorecard_html_in_a_headless_browser(tmp_path, monkeypatch, rubric):
+    require_chromium()
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_with_quotes})
+    out = tmp_path / "out"
+    result = invoke(str(CALL), "-o", str(out), "--format", "html", "-b", "fake", "--redact")
+    assert result.exit_code == 0, result.output
+    path = out / "debugging_call.html"
+    page = path.read_text()
+    assert "<script" not in page and "<link" not in page and "src=" not in page
+    check = check_page(path, ARTIFACTS / "transcripts" / "scorecard.png")
+    assert check.errors == []
+    assert check.images_total == 0 and check.images_loaded == 0
+    for qid in ("debugging-a-production-issue", "api-design", "backend-security"):  # every matched question
+        assert rubric.find(qid).text in check.text
+    assert "Tell me a little about your current team" in check.text  # the unmatched question is shown
+    assert "Unmatched questions (1)" in check.text and "Scorecard: Sam Carter" in check.text
+    assert "“Dana, email me at sam.carter@example.com”" in check.text and "01:31" in check.text  # restored
+    assert check.screenshot.is_file() and check.screenshot.stat().st_size > 10_000
+
+
+def _fake_with_quotes(options):
+    return FakeBackend(
+        responder=_quoting_responder({"api-design": ("q02.openapi-docs", r"\[NAME_\d+\], email me at \[EMAIL_1\]")})
+    )
+
+
+def test_browser_check_catches_console_errors_and_external_requests(tmp_path):
+    """The check itself can fail: a page with a script error and a remote image is reported."""
+    require_chromium()
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        "<!DOCTYPE html><html><body><p>hello</p><img src='https://example.invalid/x.png'>"
+        "<script>console.error('boom'); undefinedFunction();</script></body></html>"
+    )
+    check = check_page(bad, tmp_path / "bad.png")
+    assert any("boom" in e for e in check.console_errors)
+    assert any("undefinedFunction" in e for e in check.console_errors)
+    assert check.external_requests == ["https://example.invalid/x.png"]
+    assert check.images_total == 1 and check.images_loaded == 0 and "hello" in check.text
