@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.errors import EncodingError, InputFileError, RubricError
+from grader.errors import RubricError
 from grader.rubric import Question, References, Rubric
+from grader.textfiles import read_text
 
 _QUESTION = re.compile(r"^\s*(\d+)\s*[.)]\s+(\S.*?)\s*$")
 _RESPONSE = re.compile(r"^\s*(great|mediocre|poor)\s+(?:response|answer)\s*:\s*(.*?)\s*$", re.IGNORECASE)
@@ -55,25 +56,9 @@ def slugify(question: str, max_words: int = 5) -> str:
     return "-".join(words) or "question"
 
 
-def read_text_file(path: Path) -> str:
-    """Read a UTF-8 file, turning OS and decoding failures into one-line errors naming the file."""
-    try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise InputFileError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise EncodingError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
-
-
 def import_bank(path: str | Path, *, name: str | None = None) -> ImportResult:
     path = Path(path)
-    result = parse_bank(read_text_file(path), label=str(path), name=name or path.stem)
+    result = parse_bank(read_text(path), label=str(path), name=name or path.stem)
     result.rubric.source = path.name
     return result
 

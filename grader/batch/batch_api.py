@@ -152,12 +152,7 @@ def import_results(
         except GraderError as exc:
             error = (str(exc), type(exc).__name__)
         writer.write(output_record(row, grade, error))
-        if grade is not None:
-            stats.graded += 1
-            stats.tiers[grade.tier.value] += 1
-        else:
-            stats.failed += 1
-            stats.failures[error[1] if error else "unknown"] += 1
+        stats.record(grade, error)
     return stats
 
 

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from grader.errors import EncodingError, GraderError, InputFileError
 from grader.grade import Grade
+from grader.textfiles import open_text
 
 csv.field_size_limit(16 * 1024 * 1024)
 
@@ -73,22 +74,11 @@ def output_format(path: Path) -> str:
     raise GraderError(f"{path}: unknown output format {suffix or '(none)'!r}; use .jsonl or .csv")
 
 
-def _open_text(path: Path) -> IO[str]:
-    try:
-        return path.open(encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise InputFileError(f"{path}: permission denied") from None
-
-
 def read_rows(path: Path, columns: Columns) -> Iterator[Row | Problem]:
     """Stream the rows of a CSV or JSONL file; structural problems come back as Problems, in order."""
     fmt = input_format(path)
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             if fmt == "csv":
                 yield from _csv_rows(handle, columns)
             else:

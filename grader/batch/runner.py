@@ -79,6 +79,15 @@ class BatchStats:
     def done(self) -> int:
         return self.graded + self.failed
 
+    def record(self, grade: Grade | None, error: tuple[str, str] | None) -> None:
+        """Count one finished row: a grade, or an error (message, kind)."""
+        if grade is not None:
+            self.graded += 1
+            self.tiers[grade.tier.value] += 1
+        else:
+            self.failed += 1
+            self.failures[error[1] if error else "unknown"] += 1
+
 
 async def run_batch(
     rows: Iterable[Row],
@@ -140,12 +149,7 @@ async def run_batch(
             except GraderError as exc:
                 error = (str(exc), type(exc).__name__)
             writer.write(output_record(row, grade, error))
-            if grade is not None:
-                stats.graded += 1
-                stats.tiers[grade.tier.value] += 1
-            else:
-                stats.failed += 1
-                stats.failures[error[1] if error else "unknown"] += 1
+            stats.record(grade, error)
             if on_done is not None:
                 on_done(stats)
 

@@ -27,8 +27,9 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from grader.errors import CalibrationDataError, EncodingError, InputFileError
+from grader.errors import CalibrationDataError, EncodingError
 from grader.grade import Grade, Tier
+from grader.textfiles import open_text
 
 #: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.
 TIER_SYNONYMS: dict[str, Tier] = {
@@ -72,26 +73,13 @@ class ModelGrade:
     answer: str | None = None
 
 
-def _open_text(path: Path):  # noqa: ANN202 - a text stream
-    try:
-        return path.open(encoding="utf-8-sig", newline="")
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise InputFileError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
-
-
 def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
     """Stream human.csv row by row, checking each row on its own (columns, blanks, tiers).
 
     `join="id"` needs an `id` column (model grades are looked up by it); `join="answer"` needs `answer`.
     """
     path = Path(path)
-    with _open_text(path) as stream:
+    with open_text(path, encoding="utf-8-sig") as stream:
         reader = csv.reader(stream)
         line = 1
         try:
@@ -195,7 +183,7 @@ _GRADE_FIELDS = frozenset(Grade.model_fields)
 def iter_model_grades(path: str | Path) -> Iterator[ModelGrade]:
     """Stream the model-grades JSON lines, one ModelGrade a line (blank lines skipped)."""
     path = Path(path)
-    with _open_text(path) as stream:
+    with open_text(path, encoding="utf-8-sig") as stream:
         number = 0
         try:
             for number, text in enumerate(stream, start=1):  # noqa: B007 - `number` names the failing line

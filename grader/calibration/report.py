@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from grader import plots
 from grader.calibration.data import Pair
 from grader.calibration.metrics import Settings, agreement, human_agreement
 from grader.errors import GraderError
@@ -263,41 +263,9 @@ def to_markdown(report: dict[str, Any]) -> str:
 # --- charts --------------------------------------------------------------------------------------
 
 
-def _pyplot():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:  # noqa: ANN001
-    plt = _pyplot()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def heatmap_png(matrix: list[list[int]], title: str) -> bytes:
     """A confusion-matrix heatmap: rows the interviewer's tier, columns the model's."""
-    plt = _pyplot()
-    with plt.rc_context({"text.parse_math": False}):
-        fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=100)
-        ax.imshow(matrix, cmap="Blues", vmin=0)
-        ticks = range(len(TIERS))
-        ax.set_xticks(ticks, TIERS)
-        ax.set_yticks(ticks, TIERS)
-        ax.set_xlabel("model")
-        ax.set_ylabel("interviewer")
-        top = max(max(row) for row in matrix) or 1
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
-        ax.set_title(title, fontsize=10)
-        fig.tight_layout()
-        return _png(fig)
+    return plots.heatmap_png(matrix, title, rows="interviewer", columns="model")
 
 
 BIAS_COLOURS = {"lenient": "#d95f02", "harsh": "#1b9e77", "no clear bias": "#555555", "too few grades": "#bbbbbb"}
@@ -308,7 +276,7 @@ def leniency_png(interviewers: dict[str, dict[str, Any]]) -> bytes | None:
     shown = [(name, m) for name, m in interviewers.items() if m.get("n")]
     if not shown:
         return None
-    plt = _pyplot()
+    plt = plots.pyplot()
     with plt.rc_context({"text.parse_math": False}):
         fig, ax = plt.subplots(figsize=(7.6, 1.4 + 0.38 * len(shown)), dpi=100)
         for y, (_name, m) in enumerate(reversed(shown)):
@@ -325,7 +293,7 @@ def leniency_png(interviewers: dict[str, dict[str, Any]]) -> bytes | None:
         unique = dict(zip(labels, handles, strict=True))
         ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
         fig.tight_layout()
-        return _png(fig)
+        return plots.to_png(fig)
 
 
 def _img(png: bytes | None, alt: str) -> str:

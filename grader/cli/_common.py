@@ -12,8 +12,8 @@ from rich.console import Console
 
 from grader.backends import BackendOptions
 from grader.errors import EncodingError, InputFileError
-from grader.importer import read_text_file
 from grader.retry import RetryPolicy, TransientError
+from grader.textfiles import read_text
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -40,6 +40,19 @@ AttemptsOpt = Annotated[
 ]
 ReasksOpt = Annotated[
     int, typer.Option("--reasks", envvar="GRADER_REASKS", min=0, max=5, help="Re-asks after an invalid reply.")
+]
+ReviewThresholdOpt = Annotated[
+    float,
+    typer.Option(
+        "--review-threshold",
+        envvar="GRADER_REVIEW_THRESHOLD",
+        min=0.0,
+        max=1.0,
+        help="Flag grades whose confidence is below this for human review.",
+    ),
+]
+MaxAnswerCharsOpt = Annotated[
+    int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1, help="Longest answer graded.")
 ]
 ModelPathOpt = Annotated[
     Path | None,
@@ -84,4 +97,4 @@ def read_input(path: Path) -> str:
             raise EncodingError(f"standard input: not UTF-8 text (invalid byte at offset {exc.start})") from None
     if path.is_dir():
         raise InputFileError(f"{path}: is a directory; grade a folder with `grader batch`")
-    return read_text_file(path)
+    return read_text(path)

@@ -28,10 +28,12 @@ from grader.cli._common import (
     AttemptsOpt,
     BackendOpt,
     BaseUrlOpt,
+    MaxAnswerCharsOpt,
     ModelOpt,
     ModelPathOpt,
     PromptsOpt,
     ReasksOpt,
+    ReviewThresholdOpt,
     RubricOpt,
     SeedOpt,
     TemperatureOpt,
@@ -76,12 +78,8 @@ def batch(
     base_url: BaseUrlOpt = None,
     rubric: RubricOpt = None,
     prompts: PromptsOpt = None,
-    review_threshold: Annotated[
-        float, typer.Option("--review-threshold", envvar="GRADER_REVIEW_THRESHOLD", min=0.0, max=1.0)
-    ] = DEFAULT_REVIEW_THRESHOLD,
-    max_answer_chars: Annotated[
-        int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1)
-    ] = DEFAULT_MAX_ANSWER_CHARS,
+    review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
+    max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
     price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
     temperature: TemperatureOpt = 0.0,
@@ -142,8 +140,21 @@ def batch(
     if via is Via.batch_api or export_requests_to or import_results_from:
         try:
             _via_batch_api(
-                the_backend, the_rubric, rows, output, found, grade_cache, skip, resume, export_requests_to,
-                import_results_from, max_answer_chars, review_threshold, limit, price_in, price_out,
+                the_backend,
+                the_rubric,
+                rows,
+                output,
+                found,
+                grade_cache,
+                skip,
+                resume,
+                export_requests_to,
+                import_results_from,
+                max_answer_chars,
+                review_threshold,
+                limit,
+                price_in,
+                price_out,
             )
         finally:
             if grade_cache is not None:
@@ -181,8 +192,21 @@ def batch(
 
 
 def _via_batch_api(
-    backend, rubric, rows, output, found, cache, skip, resume, export_to, import_from, max_chars, threshold,  # noqa: ANN001
-    limit, price_in, price_out,  # noqa: ANN001
+    backend,
+    rubric,
+    rows,
+    output,
+    found,
+    cache,
+    skip,
+    resume,
+    export_to,
+    import_from,
+    max_chars,
+    threshold,  # noqa: ANN001
+    limit,
+    price_in,
+    price_out,  # noqa: ANN001
 ) -> None:
     from grader.backends.openai import OpenAIBackend  # the SDK only when this path is taken
     from grader.batch import batch_api
@@ -205,6 +229,7 @@ def _via_batch_api(
         else:
             count = 1  # a batch is already running: pick it up
         if count:
+
             def show(batch) -> None:  # noqa: ANN001
                 counts = batch.request_counts
                 done = f"{counts.completed}/{counts.total}" if counts is not None else "?"
@@ -223,8 +248,18 @@ def _via_batch_api(
     results = batch_api.load_results(results_path)
     writer = Writer(output, output_header(found.header), append=resume)
     try:
-        batch_api.import_results(rows(), backend, rubric, results, writer, stats, cache=cache, skip_ids=skip,
-                                 max_chars=max_chars, review_threshold=threshold)
+        batch_api.import_results(
+            rows(),
+            backend,
+            rubric,
+            results,
+            writer,
+            stats,
+            cache=cache,
+            skip_ids=skip,
+            max_chars=max_chars,
+            review_threshold=threshold,
+        )
     finally:
         writer.close()
     _summary(stats, backend.model, limit, output, price_in, price_out, discount=BATCH_DISCOUNT)
@@ -273,8 +308,15 @@ async def _run(rows, backend, rubric, writer, limit, cache, skip, threshold, max
             await backend.aclose()
 
 
-def _summary(stats: BatchStats, model: str, limit: AdaptiveLimit, output: Path, price_in, price_out,  # noqa: ANN001
-             discount: float = 1.0) -> None:
+def _summary(
+    stats: BatchStats,
+    model: str,
+    limit: AdaptiveLimit,
+    output: Path,
+    price_in,
+    price_out,  # noqa: ANN001
+    discount: float = 1.0,
+) -> None:
     cost = estimate_cost(model, stats.prompt_tokens, stats.completion_tokens, price_in, price_out, discount=discount)
     tiers = ", ".join(f"{t} {stats.tiers[t]}" for t in ("great", "mediocre", "poor"))
     lines = [

@@ -21,6 +21,7 @@ from grader.cli._common import (
     AttemptsOpt,
     BackendOpt,
     BaseUrlOpt,
+    MaxAnswerCharsOpt,
     ModelOpt,
     ModelPathOpt,
     PromptsOpt,
@@ -69,9 +70,7 @@ def calibrate(
     prompts: PromptsOpt = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
-    max_answer_chars: Annotated[
-        int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1)
-    ] = DEFAULT_MAX_ANSWER_CHARS,
+    max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
     temperature: TemperatureOpt = 0.0,
     seed: SeedOpt = 42,
     timeout: TimeoutOpt = 120.0,

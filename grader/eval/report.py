@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score
 
+from grader import plots
 from grader.eval.runner import CaseResult
 from grader.grade import TIERS, Tier
 from grader.pricing import estimate_cost
@@ -241,29 +241,8 @@ def confusion_png(report: dict[str, Any]) -> bytes | None:
     o = report["overall"]
     if not o.get("n"):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matrix = o["confusion"]["matrix"]
-    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=110)
-    ax.imshow(matrix, cmap="Blues")
-    ticks = range(len(TIERS))
-    ax.set_xticks(ticks, TIERS)
-    ax.set_yticks(ticks, TIERS)
-    ax.set_xlabel("graded")
-    ax.set_ylabel("label")
-    top = max(max(row) for row in matrix) or 1
-    for i, row in enumerate(matrix):
-        for j, v in enumerate(row):
-            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
-    ax.set_title(f"{report['suite']}: confusion matrix")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    title = f"{report['suite']}: confusion matrix"
+    return plots.heatmap_png(o["confusion"]["matrix"], title, rows="label", columns="graded", size=(4.2, 3.6))
 
 
 def to_html(report: dict[str, Any]) -> str:

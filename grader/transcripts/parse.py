@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from grader.errors import TranscriptError
-from grader.importer import read_text_file
+from grader.textfiles import read_text
 
 #: What `grader transcript FOLDER` picks up.
 TRANSCRIPT_SUFFIXES = (".txt", ".vtt", ".srt", ".json")
@@ -109,7 +109,7 @@ def _label(match: re.Match[str] | None) -> str | None:
 def read_transcript(path: str | Path) -> Transcript:
     """Read and parse one transcript file; every failure names the file."""
     path = Path(path)
-    return parse_transcript(read_text_file(path), label=str(path), suffix=path.suffix.lower())
+    return parse_transcript(read_text(path), label=str(path), suffix=path.suffix.lower())
 
 
 def parse_transcript(text: str, *, label: str = "<transcript>", suffix: str = "") -> Transcript:

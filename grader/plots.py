@@ -1,0 +1,46 @@
+"""Figures for the HTML reports, rendered to PNG bytes with matplotlib (imported only when drawing)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from grader.grade import TIERS
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def heatmap_png(
+    matrix: list[list[int]], title: str, *, rows: str, columns: str, size: tuple[float, float] = (3.6, 3.2)
+) -> bytes:
+    """A 3x3 tier confusion matrix as a heatmap with its counts written in."""
+    plt = pyplot()
+    with plt.rc_context({"text.parse_math": False}):
+        fig, ax = plt.subplots(figsize=size, dpi=100)
+        ax.imshow(matrix, cmap="Blues", vmin=0)
+        ticks = range(len(TIERS))
+        ax.set_xticks(ticks, TIERS)
+        ax.set_yticks(ticks, TIERS)
+        ax.set_xlabel(columns)
+        ax.set_ylabel(rows)
+        top = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        return to_png(fig)
