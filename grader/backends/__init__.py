@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.backends.base import Backend, GradeRequest
 from grader.config import openai_configured
 from grader.errors import BackendNotConfiguredError, GraderError
 from grader.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from grader.prompts import Prompts
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class BackendOptions:
     policy: RetryPolicy = RetryPolicy()
 
 
-def _prompts(options: BackendOptions):  # noqa: ANN202
+def _prompts(options: BackendOptions) -> Prompts:
     from grader.prompts import Prompts
 
     return Prompts(options.prompts_dir)

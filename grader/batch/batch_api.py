@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import openai
 
@@ -31,7 +31,7 @@ from grader.retry import sleep_for
 from grader.rubric import Question, Rubric
 from grader.validation import check_reply, grade_from_reply
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 

@@ -247,9 +247,9 @@ def human_agreement(
         "alpha": interval(alpha(humans), alpha_h, settings),
         "alpha_with_model": interval(alpha(with_model), alpha_m, settings),
         "human_pairs": len(human_pairs),
-        "human_pairwise_agreement": _round(np.mean(human_pairs)),
+        "human_pairwise_agreement": _round(float(np.mean(human_pairs))),
         "model_pairs": len(model_pairs),
-        "model_pairwise_agreement": _round(np.mean(model_pairs)) if model_pairs else None,
+        "model_pairwise_agreement": _round(float(np.mean(model_pairs))) if model_pairs else None,
     }
     warnings = []
     if len(shared) < settings.min_n:

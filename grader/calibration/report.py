@@ -389,8 +389,8 @@ def to_html(report: dict[str, Any]) -> str:
     for key, title in (("failed", "Model grades that failed"), ("unmatched", "Rows with no model grade")):
         if report[key]:
             parts.append(f"<h2>{title} ({len(report[key])})</h2>")
-            head = ["line", "interviewer", "id", "question"] + (["error"] if key == "failed" else [])
-            parts.append(_html_table(head, [[r.get(h, "") for h in head] for r in report[key]]))
+            columns = ["line", "interviewer", "id", "question"] + (["error"] if key == "failed" else [])
+            parts.append(_html_table(columns, [[r.get(h, "") for h in columns] for r in report[key]]))
     body = "\n".join(p for p in parts if p)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>grader calibration</title>

@@ -16,7 +16,7 @@ from grader.errors import GraderError
 class _Group(TyperGroup):
     """Turns every GraderError into one line on stderr and its exit code: never a traceback."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # click's Context, vendored inside typer
         try:
             return super().invoke(ctx)
         except GraderError as exc:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from grader.backends import get_backend
+from grader.backends import Backend, get_backend
 from grader.batch.files import (
     BatchInputError,
     Columns,
     Row,
+    Scan,
     Writer,
     done_ids,
     output_format,
@@ -45,7 +48,7 @@ from grader.cli._common import (
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError
 from grader.pricing import BATCH_DISCOUNT, estimate_cost
-from grader.rubric import load_rubric
+from grader.rubric import Rubric, load_rubric
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -111,8 +114,6 @@ def batch(
             )
         err_console.print(f"skipping {len(found.problems)} malformed row(s)", markup=False)
 
-    the_rubric = load_rubric(rubric)
-    skip = done_ids(output, id_column) if resume else set()
     limit = AdaptiveLimit(concurrency or 1)
     options = backend_options(
         model=model,
@@ -126,111 +127,111 @@ def batch(
         model_path=model_path,
         on_transient=limit.on_transient,
     )
-    the_backend = get_backend(backend, options)
+    job = _Job(
+        source=source,
+        output=output,
+        columns=columns,
+        found=found,
+        rubric=load_rubric(rubric),
+        backend=get_backend(backend, options),
+        limit=limit,
+        skip=done_ids(output, id_column) if resume else set(),
+        resume=resume,
+        max_chars=max_answer_chars,
+        threshold=review_threshold,
+        price_in=price_in,
+        price_out=price_out,
+    )
     if concurrency is None:
-        limit.resize(the_backend.default_concurrency)
-    bad_lines = found.bad_lines
-
-    def rows() -> iter:
-        for item in read_rows(source, columns):
-            if isinstance(item, Row) and item.line not in bad_lines:
-                yield item
-
-    grade_cache = GradeCache() if cache else None
-    if via is Via.batch_api or export_requests_to or import_results_from:
-        try:
-            _via_batch_api(
-                the_backend,
-                the_rubric,
-                rows,
-                output,
-                found,
-                grade_cache,
-                skip,
-                resume,
-                export_requests_to,
-                import_results_from,
-                max_answer_chars,
-                review_threshold,
-                limit,
-                price_in,
-                price_out,
-            )
-        finally:
-            if grade_cache is not None:
-                grade_cache.close()
-        return
-
-    header = output_header(found.header)
-    writer = Writer(output, header, append=resume)
-    stats = BatchStats(total=found.rows)
+        limit.resize(job.backend.default_concurrency)
+    job.cache = GradeCache() if cache else None
     try:
-        asyncio.run(
-            _run(
-                rows(),
-                the_backend,
-                the_rubric,
-                writer,
-                limit,
-                grade_cache,
-                skip,
-                review_threshold,
-                max_answer_chars,
-                stats,
-            )
-        )
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted: {stats.done} row(s) written to {output}; finish with --resume", markup=False)
-        raise typer.Exit(130) from None
+        if via is Via.batch_api or export_requests_to or import_results_from:
+            stats = _via_batch_api(job, export_requests_to, import_results_from)
+        else:
+            stats = _direct(job)
     finally:
-        writer.close()
-        if grade_cache is not None:
-            grade_cache.close()
-    _summary(stats, the_backend.model, limit, output, price_in, price_out)
-    if stats.failed:
+        if job.cache is not None:
+            job.cache.close()
+    if stats is not None and stats.failed:
         raise typer.Exit(1)
 
 
-def _via_batch_api(
-    backend,
-    rubric,
-    rows,
-    output,
-    found,
-    cache,
-    skip,
-    resume,
-    export_to,
-    import_from,
-    max_chars,
-    threshold,  # noqa: ANN001
-    limit,
-    price_in,
-    price_out,  # noqa: ANN001
-) -> None:
+@dataclass
+class _Job:
+    """One `grader batch` run: where rows come from and go, and how they are graded."""
+
+    source: Path
+    output: Path
+    columns: Columns
+    found: Scan
+    rubric: Rubric
+    backend: Backend
+    limit: AdaptiveLimit
+    skip: set[str]
+    resume: bool
+    max_chars: int
+    threshold: float
+    price_in: float | None
+    price_out: float | None
+    cache: GradeCache | None = None
+
+    def rows(self) -> Iterator[Row]:
+        """The input's valid rows, streamed again (the scan kept only the bad line numbers)."""
+        bad = self.found.bad_lines
+        for item in read_rows(self.source, self.columns):
+            if isinstance(item, Row) and item.line not in bad:
+                yield item
+
+    def writer(self) -> Writer:
+        return Writer(self.output, output_header(self.found.header), append=self.resume)
+
+
+def _direct(job: _Job) -> BatchStats:
+    writer = job.writer()
+    stats = BatchStats(total=job.found.rows)
+    try:
+        asyncio.run(_run(job, writer, stats))
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: {stats.done} row(s) written to {job.output}; finish with --resume", markup=False
+        )
+        raise typer.Exit(130) from None
+    finally:
+        writer.close()
+    _summary(job, stats)
+    return stats
+
+
+def _via_batch_api(job: _Job, export_to: Path | None, import_from: Path | None) -> BatchStats | None:
     from grader.backends.openai import OpenAIBackend  # the SDK only when this path is taken
     from grader.batch import batch_api
 
+    backend = job.backend
     if not isinstance(backend, OpenAIBackend):
         raise GraderError(f"--via batch-api needs the openai backend, not {backend.name}")
     if export_to is not None:
-        count = batch_api.export_requests(rows(), backend, rubric, export_to, cache=cache, max_chars=max_chars)
+        count = batch_api.export_requests(
+            job.rows(), backend, job.rubric, export_to, cache=job.cache, max_chars=job.max_chars
+        )
         console.print(f"wrote {count} request(s) to {export_to}; run them, then --import-results", markup=False)
-        return
-    stats = BatchStats(total=found.rows)
+        return None
     if import_from is not None:
         results_path = import_from
     else:
+        output = job.output
         requests = output.with_name(output.name + ".requests.jsonl")
         state = output.with_name(output.name + ".batch.json")
         results_path = output.with_name(output.name + ".results.jsonl")
-        if not (resume and state.exists()):
-            count = batch_api.export_requests(rows(), backend, rubric, requests, cache=cache, max_chars=max_chars)
-        else:
+        if job.resume and state.exists():
             count = 1  # a batch is already running: pick it up
+        else:
+            count = batch_api.export_requests(
+                job.rows(), backend, job.rubric, requests, cache=job.cache, max_chars=job.max_chars
+            )
         if count:
 
-            def show(batch) -> None:  # noqa: ANN001
+            def show(batch: Any) -> None:
                 counts = batch.request_counts
                 done = f"{counts.completed}/{counts.total}" if counts is not None else "?"
                 err_console.print(f"batch {batch.id}: {batch.status} ({done})", markup=False)
@@ -246,28 +247,28 @@ def _via_batch_api(
         else:
             results_path.write_text("")
     results = batch_api.load_results(results_path)
-    writer = Writer(output, output_header(found.header), append=resume)
+    stats = BatchStats(total=job.found.rows)
+    writer = job.writer()
     try:
         batch_api.import_results(
-            rows(),
+            job.rows(),
             backend,
-            rubric,
+            job.rubric,
             results,
             writer,
             stats,
-            cache=cache,
-            skip_ids=skip,
-            max_chars=max_chars,
-            review_threshold=threshold,
+            cache=job.cache,
+            skip_ids=job.skip,
+            max_chars=job.max_chars,
+            review_threshold=job.threshold,
         )
     finally:
         writer.close()
-    _summary(stats, backend.model, limit, output, price_in, price_out, discount=BATCH_DISCOUNT)
-    if stats.failed:
-        raise typer.Exit(1)
+    _summary(job, stats, discount=BATCH_DISCOUNT)
+    return stats
 
 
-async def _run(rows, backend, rubric, writer, limit, cache, skip, threshold, max_chars, stats) -> None:  # noqa: ANN001
+async def _run(job: _Job, writer: Writer, stats: BatchStats) -> None:
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -292,42 +293,37 @@ async def _run(rows, backend, rubric, writer, limit, cache, skip, threshold, max
 
         try:
             await run_batch(
-                rows,
-                backend=backend,
-                rubric=rubric,
+                job.rows(),
+                backend=job.backend,
+                rubric=job.rubric,
                 writer=writer,
-                limit=limit,
-                cache=cache,
-                skip_ids=skip,
-                review_threshold=threshold,
-                max_answer_chars=max_chars,
+                limit=job.limit,
+                cache=job.cache,
+                skip_ids=job.skip,
+                review_threshold=job.threshold,
+                max_answer_chars=job.max_chars,
                 stats=stats,
                 on_done=tick,
             )
         finally:
-            await backend.aclose()
+            await job.backend.aclose()
 
 
-def _summary(
-    stats: BatchStats,
-    model: str,
-    limit: AdaptiveLimit,
-    output: Path,
-    price_in,
-    price_out,  # noqa: ANN001
-    discount: float = 1.0,
-) -> None:
-    cost = estimate_cost(model, stats.prompt_tokens, stats.completion_tokens, price_in, price_out, discount=discount)
+def _summary(job: _Job, stats: BatchStats, discount: float = 1.0) -> None:
+    model = job.backend.model
+    cost = estimate_cost(
+        model, stats.prompt_tokens, stats.completion_tokens, job.price_in, job.price_out, discount=discount
+    )
     tiers = ", ".join(f"{t} {stats.tiers[t]}" for t in ("great", "mediocre", "poor"))
+    failures = f" ({', '.join(f'{k} {v}' for k, v in stats.failures.items())})" if stats.failures else ""
     lines = [
-        f"graded {stats.graded} ({tiers}); failed {stats.failed}"
-        + (f" ({', '.join(f'{k} {v}' for k, v in stats.failures.items())})" if stats.failures else ""),
-        f"skipped {stats.skipped} already in {output}; {stats.cached} from cache; {stats.duplicates} duplicate "
+        f"graded {stats.graded} ({tiers}); failed {stats.failed}{failures}",
+        f"skipped {stats.skipped} already in {job.output}; {stats.cached} from cache; {stats.duplicates} duplicate "
         f"answer(s) graded once; {stats.model_calls} model call(s)",
         f"tokens {stats.prompt_tokens} in / {stats.completion_tokens} out; estimated cost "
         + ("unknown (pass --price-in/--price-out)" if cost is None else f"{cost} USD"),
         f"wall {stats.elapsed:.1f} s; {stats.done / max(stats.elapsed, 1e-9):.1f} grades/s; "
-        f"concurrency {limit.maximum} (lowest {limit.lowest} after rate limits)",
+        f"concurrency {job.limit.maximum} (lowest {job.limit.lowest} after rate limits)",
     ]
     for line in lines:
         console.print(line, markup=False, highlight=False)

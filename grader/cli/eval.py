@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from grader.backends import get_backend
+from grader.backends import BackendOptions, get_backend
 from grader.cache import GradeCache
 from grader.cli._common import (
     AttemptsOpt,
@@ -30,6 +30,10 @@ from grader.cli._common import (
     err_console,
 )
 from grader.errors import GraderError
+
+if TYPE_CHECKING:
+    from grader.eval.cases import Suite
+    from grader.eval.runner import CaseResult
 from grader.resources import data_dir
 
 
@@ -96,8 +100,15 @@ def eval_(
 
 
 async def _run(
-    loaded, backend_name, options, concurrency, use_cache, limit, price_in, price_out
-) -> list[dict[str, Any]]:  # noqa: ANN001
+    loaded: list[Suite],
+    backend_name: str,
+    options: BackendOptions,
+    concurrency: int | None,
+    use_cache: bool,
+    limit: int | None,
+    price_in: float | None,
+    price_out: float | None,
+) -> list[dict[str, Any]]:
     from grader.eval.report import summarize  # scikit-learn: only when evaluating
     from grader.eval.runner import run_suite
 
@@ -120,7 +131,7 @@ async def _run(
                 task = progress.add_task(suite.name, total=total, failed=0)
                 failed = 0
 
-                def tick(result, task=task, progress=progress) -> None:  # noqa: ANN001
+                def tick(result: CaseResult, task: TaskID = task, progress: Progress = progress) -> None:
                     nonlocal failed
                     failed += result.error is not None
                     progress.update(task, advance=1, failed=failed)

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
-from grader.backends import get_backend
+from grader.backends import BackendOptions, get_backend
 from grader.cli._common import (
     AttemptsOpt,
     BackendOpt,
@@ -96,7 +96,15 @@ def grade(
         print_grade(result, the_question)
 
 
-async def _grade(backend_name, options, question, text, samples, temperature, threshold) -> Grade:  # noqa: ANN001
+async def _grade(
+    backend_name: str,
+    options: BackendOptions,
+    question: Question,
+    text: str,
+    samples: int,
+    temperature: float,
+    threshold: float,
+) -> Grade:
     backend = get_backend(backend_name, options)
     try:
         return await grade_answer(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from grader.backends import get_backend, resolve_name
+from grader.backends import BackendOptions, get_backend, resolve_name
 from grader.cli._common import (
     BackendOpt,
     BaseUrlOpt,
@@ -23,7 +23,7 @@ from grader.cli._common import (
 from grader.draft import draft_rubric
 from grader.errors import GraderError, RubricError
 from grader.importer import import_bank
-from grader.rubric import default_rubric_path, load_rubric, save_rubric
+from grader.rubric import Rubric, default_rubric_path, load_rubric, save_rubric
 
 app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help=True)
 
@@ -118,7 +118,7 @@ def draft(
     console.print(f"wrote {target}: review the drafted points, then remove their `draft: true`")
 
 
-async def _draft(rubric, backend_name, options):  # noqa: ANN001, ANN202
+async def _draft(rubric: Rubric, backend_name: str, options: BackendOptions) -> tuple[Rubric, list[str]]:
     if all(q.key_points for q in rubric):
         return rubric, []
     # Only a chat model can propose points; the local backend means "split the great reference".

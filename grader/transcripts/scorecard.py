@@ -192,8 +192,8 @@ def to_markdown(card: Scorecard) -> str:
             lines.append(f"- ✗ missed: {_md(m.text)}")
         for f in q.red_flags:
             lines.append(f"- ⚠ red flag: {_md(f.text)}")
-        for f in q.followups:
-            lines.append(f"- follow-up: “{_md(f)}”")
+        for followup in q.followups:
+            lines.append(f"- follow-up: “{_md(followup)}”")
         if q.grade.needs_review:
             lines += ["", "Needs review: " + _md("; ".join(q.grade.review_reasons))]
     lines += ["", "## Unmatched questions", ""]
