@@ -132,8 +132,9 @@ def _jsonl_rows(handle: IO[str], columns: Columns) -> Iterator[Row | Problem]:
 
 
 def _row(line: int, record: dict[str, Any], columns: Columns) -> Row | Problem:
-    missing = [c for c in (columns.id, columns.question, columns.answer) if record.get(c) in (None, "")]
-    missing = [c for c in missing if c != columns.answer or c not in record]  # an empty answer is graded as an error
+    # An id and a question are structure; an empty answer is the row's own problem, graded as an error.
+    missing = [c for c in (columns.id, columns.question) if record.get(c) in (None, "")]
+    missing += [columns.answer] if columns.answer not in record else []
     if missing:
         return Problem(line, f"missing {', '.join(missing)}")
     values = {c: record[c] for c in (columns.id, columns.question, columns.answer)}
