@@ -163,11 +163,11 @@ def parse_rubric(text: str, label: str = "<rubric>") -> Rubric:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        where = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise RubricError(f"{label}{where}: invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RubricError(f"{label}{where}: invalid YAML: {problem}") from None
+        raise RubricError(f"{label}: invalid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise RubricError(f"{label}: a rubric is a mapping with `name` and `questions`")
     try:
