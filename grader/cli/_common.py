@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from grader.backends import BackendOptions
 from grader.errors import EncodingError, InputFileError
-from grader.retry import RetryPolicy, TransientError
+from grader.retry import RetryPolicy
 from grader.textfiles import read_text
 
 console = Console(highlight=False, soft_wrap=True)
@@ -62,18 +64,60 @@ ModelPathOpt = Annotated[
 ]
 
 
+#: What a `with_backend_options` command's `options` defaults to (the decorator always passes it).
+DEFAULT_OPTIONS = BackendOptions()
+
+# The backend flags every grading command takes, in the order `--help` lists them.
+_BACKEND_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("model", ModelOpt, None),
+    ("base_url", BaseUrlOpt, None),
+    ("prompts", PromptsOpt, None),
+    ("temperature", TemperatureOpt, 0.0),
+    ("seed", SeedOpt, 42),
+    ("timeout", TimeoutOpt, 120.0),
+    ("max_attempts", AttemptsOpt, 5),
+    ("reasks", ReasksOpt, 2),
+    ("model_path", ModelPathOpt, None),
+)
+
+
+def with_backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the shared backend flags; it receives them built into its `options` parameter.
+
+    typer has no option groups, so the flags are added to the command's signature here once instead of
+    being declared, and passed along, in every command.
+    """
+    own = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "options"
+    ]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, annotation, default in _BACKEND_FLAGS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name, _, _ in _BACKEND_FLAGS}
+        return command(**kwargs, options=backend_options(**flags))
+
+    wrapper.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return wrapper
+
+
 def backend_options(
     *,
-    model: str | None,
-    base_url: str | None,
-    temperature: float,
-    seed: int | None,
-    timeout: float,
-    max_attempts: int,
-    reasks: int,
-    prompts: Path | None,
+    model: str | None = None,
+    base_url: str | None = None,
+    temperature: float = 0.0,
+    seed: int | None = 42,
+    timeout: float = 120.0,
+    max_attempts: int = 5,
+    reasks: int = 2,
+    prompts: Path | None = None,
     model_path: Path | None = None,
-    on_transient: Callable[[TransientError], None] | None = None,
 ) -> BackendOptions:
     return BackendOptions(
         model=model,
@@ -83,7 +127,7 @@ def backend_options(
         timeout=timeout,
         prompts_dir=prompts,
         model_path=model_path,
-        policy=RetryPolicy(attempts=max_attempts, reasks=reasks, on_transient=on_transient),
+        policy=RetryPolicy(attempts=max_attempts, reasks=reasks),
     )
 
 

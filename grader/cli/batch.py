@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from grader.backends import Backend, get_backend
+from grader.backends import Backend, BackendOptions, get_backend
 from grader.batch.files import (
     BatchInputError,
     Columns,
@@ -28,22 +28,14 @@ from grader.batch.files import (
 from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
 from grader.cache import GradeCache
 from grader.cli._common import (
-    AttemptsOpt,
+    DEFAULT_OPTIONS,
     BackendOpt,
-    BaseUrlOpt,
     MaxAnswerCharsOpt,
-    ModelOpt,
-    ModelPathOpt,
-    PromptsOpt,
-    ReasksOpt,
     ReviewThresholdOpt,
     RubricOpt,
-    SeedOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    backend_options,
     console,
     err_console,
+    with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError
@@ -58,6 +50,7 @@ class Via(StrEnum):
     batch_api = "batch-api"
 
 
+@with_backend_options
 def batch(
     source: Annotated[Path, typer.Argument(help="Answers: .csv or .jsonl with id, question, answer columns.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Grades: .jsonl or .csv (by extension).")],
@@ -77,20 +70,12 @@ def batch(
         Path | None, typer.Option("--import-results", help="Grade from a Batch API results file (no requests).")
     ] = None,
     backend: BackendOpt = "auto",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
     rubric: RubricOpt = None,
-    prompts: PromptsOpt = None,
     review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
     price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
-    temperature: TemperatureOpt = 0.0,
-    seed: SeedOpt = 42,
-    timeout: TimeoutOpt = 120.0,
-    max_attempts: AttemptsOpt = 5,
-    reasks: ReasksOpt = 2,
-    model_path: ModelPathOpt = None,
+    options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade every answer in a CSV or JSONL file; each grade is written the moment it is done."""
     columns = Columns(id=id_column, question=question_column, answer=answer_column)
@@ -115,18 +100,8 @@ def batch(
         err_console.print(f"skipping {len(found.problems)} malformed row(s)", markup=False)
 
     limit = AdaptiveLimit(concurrency or 1)
-    options = backend_options(
-        model=model,
-        base_url=base_url,
-        temperature=temperature,
-        seed=seed,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        reasks=reasks,
-        prompts=prompts,
-        model_path=model_path,
-        on_transient=limit.on_transient,
-    )
+    # Rate limits seen by the retry layer slow the whole run down.
+    options = replace(options, policy=replace(options.policy, on_transient=limit.on_transient))
     job = _Job(
         source=source,
         output=output,

@@ -18,26 +18,19 @@ from grader.calibration.metrics import MIN_N, RESAMPLES, SEED, Settings
 from grader.calibration.report import build_report, metric_cells, summary_lines, write_reports
 from grader.calibration.runner import AnswerResult, grade_plan, plan
 from grader.cli._common import (
-    AttemptsOpt,
+    DEFAULT_OPTIONS,
     BackendOpt,
-    BaseUrlOpt,
     MaxAnswerCharsOpt,
-    ModelOpt,
-    ModelPathOpt,
-    PromptsOpt,
-    ReasksOpt,
     RubricOpt,
-    SeedOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    backend_options,
     console,
     err_console,
+    with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.rubric import load_rubric
 
 
+@with_backend_options
 def calibrate(
     human: Annotated[
         Path,
@@ -64,36 +57,17 @@ def calibrate(
     ] = RESAMPLES,
     bootstrap_seed: Annotated[int, typer.Option("--bootstrap-seed", help="Seed of the bootstrap.")] = SEED,
     backend: BackendOpt = "auto",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
     rubric: RubricOpt = None,
-    prompts: PromptsOpt = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
-    temperature: TemperatureOpt = 0.0,
-    seed: SeedOpt = 42,
-    timeout: TimeoutOpt = 120.0,
-    max_attempts: AttemptsOpt = 5,
-    reasks: ReasksOpt = 2,
-    model_path: ModelPathOpt = None,
+    options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Compare interviewers' grades with the model's: agreement, kappa, leniency and disagreements."""
     settings = Settings(min_n=min_n, resamples=resamples, seed=bootstrap_seed)
     if model_grades is not None:
         pairs = pair_with_model_grades(human, model_grades, rubric)
     else:
-        options = backend_options(
-            model=model,
-            base_url=base_url,
-            temperature=temperature,
-            seed=seed,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            reasks=reasks,
-            prompts=prompts,
-            model_path=model_path,
-        )
         pairs = asyncio.run(_grade(human, rubric, backend, options, concurrency, cache, max_answer_chars))
     report = build_report(
         pairs,

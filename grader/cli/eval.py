@@ -14,20 +14,12 @@ from rich.table import Table
 from grader.backends import BackendOptions, get_backend
 from grader.cache import GradeCache
 from grader.cli._common import (
-    AttemptsOpt,
+    DEFAULT_OPTIONS,
     BackendOpt,
-    BaseUrlOpt,
-    ModelOpt,
-    ModelPathOpt,
-    PromptsOpt,
-    ReasksOpt,
     RubricOpt,
-    SeedOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    backend_options,
     console,
     err_console,
+    with_backend_options,
 )
 from grader.errors import GraderError
 
@@ -37,16 +29,14 @@ if TYPE_CHECKING:
 from grader.resources import data_dir
 
 
+@with_backend_options
 def eval_(
     suite: Annotated[
         list[str] | None,
         typer.Option("--suite", "-s", help="references, perturbations, saf-ua or saf-uq (repeat or comma-separate)."),
     ] = None,
     backend: BackendOpt = "auto",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
     rubric: RubricOpt = None,
-    prompts: PromptsOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write JSON, Markdown and HTML reports here.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Grade the first N cases of each suite.")] = None,
     holdout: Annotated[
@@ -57,12 +47,7 @@ def eval_(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 when evals/thresholds.yaml is broken.")] = False,
     price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
-    temperature: TemperatureOpt = 0.0,
-    seed: SeedOpt = 42,
-    timeout: TimeoutOpt = 120.0,
-    max_attempts: AttemptsOpt = 5,
-    reasks: ReasksOpt = 2,
-    model_path: ModelPathOpt = None,
+    options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade eval suites and report accuracy, kappa, flips and cost. Default: references + perturbations."""
     from grader.eval import suites
@@ -70,17 +55,6 @@ def eval_(
 
     names = [n.strip() for item in (suite or list(suites.DEFAULT_SUITES)) for n in item.split(",") if n.strip()]
     loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
-    options = backend_options(
-        model=model,
-        base_url=base_url,
-        temperature=temperature,
-        seed=seed,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        reasks=reasks,
-        prompts=prompts,
-        model_path=model_path,
-    )
     reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out))
     broken: list[str] = []
     limits = _thresholds().get(reports[0]["backend"], {}) if reports else {}

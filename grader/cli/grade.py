@@ -13,22 +13,14 @@ from rich.panel import Panel
 
 from grader.backends import BackendOptions, get_backend
 from grader.cli._common import (
-    AttemptsOpt,
+    DEFAULT_OPTIONS,
     BackendOpt,
-    BaseUrlOpt,
     MaxAnswerCharsOpt,
-    ModelOpt,
-    ModelPathOpt,
-    PromptsOpt,
-    ReasksOpt,
     ReviewThresholdOpt,
     RubricOpt,
-    SeedOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    backend_options,
     console,
     read_input,
+    with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError
@@ -45,6 +37,7 @@ class Format(StrEnum):
 TIER_STYLE = {"great": "bold green", "mediocre": "bold yellow", "poor": "bold red"}
 
 
+@with_backend_options
 def grade(
     question: Annotated[
         str, typer.Option("--question", "-q", help="Question id or number (see `grader rubric list`).")
@@ -55,21 +48,13 @@ def grade(
     ] = None,
     output_format: Annotated[Format, typer.Option("--format", help="text or json.")] = Format.text,
     backend: BackendOpt = "auto",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
     rubric: RubricOpt = None,
-    prompts: PromptsOpt = None,
     samples: Annotated[
         int, typer.Option("--samples", min=1, max=20, help="Grade k times; confidence = share that agrees.")
     ] = 1,
-    temperature: TemperatureOpt = 0.0,
-    seed: SeedOpt = 42,
     review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
-    timeout: TimeoutOpt = 120.0,
-    max_attempts: AttemptsOpt = 5,
-    reasks: ReasksOpt = 2,
-    model_path: ModelPathOpt = None,
+    options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade one answer against a rubric question and print the grade."""
     if (answer is None) == (answer_file is None):
@@ -78,18 +63,7 @@ def grade(
     where = "the answer" if answer is not None else f"{answer_file if str(answer_file) != '-' else 'standard input'}"
     check_answer(text, max_chars=max_answer_chars, where=where)
     the_question = load_rubric(rubric).find(question)
-    options = backend_options(
-        model=model,
-        base_url=base_url,
-        temperature=temperature,
-        seed=seed,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        reasks=reasks,
-        prompts=prompts,
-        model_path=model_path,
-    )
-    result = asyncio.run(_grade(backend, options, the_question, text, samples, temperature, review_threshold))
+    result = asyncio.run(_grade(backend, options, the_question, text, samples, options.temperature, review_threshold))
     if output_format is Format.json:
         console.print_json(result.model_dump_json())
     else:

@@ -11,24 +11,16 @@ import typer
 from rich.markup import escape
 from rich.panel import Panel
 
-from grader.backends import get_backend
+from grader.backends import BackendOptions, get_backend
 from grader.cli._common import (
-    AttemptsOpt,
+    DEFAULT_OPTIONS,
     BackendOpt,
-    BaseUrlOpt,
     MaxAnswerCharsOpt,
-    ModelOpt,
-    ModelPathOpt,
-    PromptsOpt,
-    ReasksOpt,
     ReviewThresholdOpt,
     RubricOpt,
-    SeedOpt,
-    TemperatureOpt,
-    TimeoutOpt,
-    backend_options,
     console,
     err_console,
+    with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import InputFileError, TranscriptError
@@ -50,6 +42,7 @@ class Format(StrEnum):
 TIER_STYLE = {"great": "bold green", "mediocre": "bold yellow", "poor": "bold red"}
 
 
+@with_backend_options
 def transcript(
     paths: Annotated[
         list[Path],
@@ -85,18 +78,10 @@ def transcript(
         ),
     ] = DEFAULT_MATCH_THRESHOLD,
     backend: BackendOpt = "auto",
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
     rubric: RubricOpt = None,
-    prompts: PromptsOpt = None,
-    temperature: TemperatureOpt = 0.0,
-    seed: SeedOpt = 42,
     review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
-    timeout: TimeoutOpt = 120.0,
-    max_attempts: AttemptsOpt = 5,
-    reasks: ReasksOpt = 2,
-    model_path: ModelPathOpt = None,
+    options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade the candidate's answers in interview transcripts and print or write a scorecard per transcript."""
     files = _collect(paths)
@@ -105,17 +90,6 @@ def transcript(
     if out is None and output_format is Format.html and len(transcripts) > 1:
         raise TranscriptError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
     the_rubric = load_rubric(rubric)
-    options = backend_options(
-        model=model,
-        base_url=base_url,
-        temperature=temperature,
-        seed=seed,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        reasks=reasks,
-        prompts=prompts,
-        model_path=model_path,
-    )
     settings = Settings(redact=redact, review_threshold=review_threshold, max_answer_chars=max_answer_chars)
     cards = asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings))
 
