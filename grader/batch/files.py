@@ -56,22 +56,23 @@ class Problem:
         return f"line {self.line}: {self.message}"
 
 
+_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
 def input_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    raise InputFileError(f"{path}: unknown input format {suffix or '(none)'!r}; use .csv or .jsonl")
+    return _format(path, "input", InputFileError)
 
 
 def output_format(path: Path) -> str:
+    return _format(path, "output", GraderError)
+
+
+def _format(path: Path, role: str, error: type[GraderError]) -> str:
+    """csv or jsonl, by the file's extension."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    raise GraderError(f"{path}: unknown output format {suffix or '(none)'!r}; use .jsonl or .csv")
+    if suffix not in _FORMATS:
+        raise error(f"{path}: unknown {role} format {suffix or '(none)'!r}; use .csv or .jsonl")
+    return _FORMATS[suffix]
 
 
 def read_rows(path: Path, columns: Columns) -> Iterator[Row | Problem]:
