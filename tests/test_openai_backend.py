@@ -221,3 +221,27 @@ def test_logprobs_give_the_confidence_of_the_chosen_tier(api, make_backend, q1):
 def test_not_configured_is_a_clear_error():
     with pytest.raises(BackendNotConfiguredError):
         OpenAIBackend()
+
+
+@pytest.mark.parametrize(
+    ("response", "where"),
+    [
+        (httpx.Response(200, text="<html>login page</html>"), "the body"),
+        (httpx.Response(200, json={"object": "list", "data": []}), "choices"),
+        (httpx.Response(200, json={"choices": [{"message": {"content": 7}}]}), "choices.0.message.content"),
+    ],
+)
+def test_a_reply_that_is_not_a_chat_completion_is_a_clear_grading_failure(api, make_backend, q1, response, where):
+    api.post("/chat/completions").mock(return_value=response)
+    with pytest.raises(GradingFailedError) as info:
+        run(make_backend(), q1)
+    assert info.value.kind == "invalid_response"
+    assert "not a chat completion" in str(info.value) and where in str(info.value)
+
+
+def test_by_default_requests_go_through_the_sdks_aiohttp_transport():
+    import openai
+
+    backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1", api_key="sk-x")
+    assert isinstance(backend.client._client, openai.DefaultAioHttpClient)
+    asyncio.run(backend.aclose())
