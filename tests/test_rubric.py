@@ -184,3 +184,12 @@ def test_unknown_question_suggests_the_closest_ids(rubric):
     assert info.value.suggestions[0] == "debugging-a-production-issue"
     with pytest.raises(UnknownQuestionError):
         rubric.find("21")
+
+
+def test_fingerprint_is_stable_and_follows_edits(rubric):
+    q = rubric.find(1)
+    first = q.fingerprint()
+    assert q.fingerprint() == first == load_rubric().find(1).fingerprint()  # a fresh load agrees
+    edited = q.model_copy(update={"text": q.text + " Why?"})
+    assert edited.fingerprint() != first  # the copy does not inherit the cached value
+    assert q.model_copy().fingerprint() == first

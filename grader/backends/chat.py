@@ -64,6 +64,7 @@ class ChatBackend(Backend):
     def __init__(self, *, prompts: Prompts | None = None, policy: RetryPolicy | None = None) -> None:
         self.prompts = prompts or Prompts()
         self.policy = policy or RetryPolicy()
+        self._system_texts: dict[tuple[str, str | None], str] = {}
 
     def cache_key(self) -> str:
         return f"{super().cache_key()}:prompts={self.prompts.fingerprint}"
@@ -73,12 +74,12 @@ class ChatBackend(Backend):
         """Send the conversation and return the reply (transport retries happen inside)."""
 
     def system_message(self, schema: dict[str, object] | None, template: str = "grade_system.jinja") -> Message:
-        """The instructions; `schema` is spelled out for servers without structured output."""
-        text = self.prompts.render(
-            template,
-            answer_tag=ANSWER_TAG,
-            schema=json.dumps(schema, ensure_ascii=False) if schema is not None else None,
-        )
+        """The instructions; `schema` is spelled out for servers without structured output. Rendered
+        once per template and schema (the same for every answer to a question)."""
+        spelled = json.dumps(schema, ensure_ascii=False) if schema is not None else None
+        key = (template, spelled)
+        if (text := self._system_texts.get(key)) is None:
+            text = self._system_texts[key] = self.prompts.render(template, answer_tag=ANSWER_TAG, schema=spelled)
         return {"role": "system", "content": text}
 
     def build_conversation(self, request: GradeRequest) -> Conversation:
