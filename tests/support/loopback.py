@@ -13,6 +13,7 @@ import email.policy
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from email.parser import BytesParser
 from typing import Any
@@ -94,6 +95,7 @@ class LoopbackLLM:
             loop.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         path, raw = request.path, await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         if request.method == "GET":
@@ -110,13 +112,15 @@ class LoopbackLLM:
         self._bodies.append(raw)
         self.headers.append(headers)
         fault = self.fault(number) if self.fault else None
+        status, payload, extra = self.respond(body, number, fault)
+        data = json.dumps(payload).encode()
         if fault == "hang":
             await asyncio.sleep(self.hang_seconds)
         elif self.latency and fault not in ("429", "500"):
-            await asyncio.sleep(self.latency)
-        status, payload, extra = self.respond(body, number, fault)
-        return web.Response(status=status, body=json.dumps(payload).encode(), headers=extra,
-                            content_type="application/json")
+            # The latency counts from the request's arrival, as a client sees a real server's: the work
+            # above happens inside it, not on top of it.
+            await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
+        return web.Response(status=status, body=data, headers=extra, content_type="application/json")
 
     def respond(self, body: dict[str, Any], number: int, fault: str | None = None
                 ) -> tuple[int, dict[str, Any], dict[str, str]]:
