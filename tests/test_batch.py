@@ -7,6 +7,7 @@ import asyncio
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,7 +214,20 @@ def test_resume_repairs_a_torn_line_and_grades_only_what_is_missing(tmp_path, se
     assert sorted(ids) == sorted(r["id"] for r in rows)
 
 
-def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubric):
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"  # dead, not yet reaped
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubric, workers):
     rows = answers(40, rubric)
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
@@ -224,13 +238,20 @@ def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubr
             "OPENAI_API_KEY": SECRET,
             "GRADER_CACHE_DIR": str(tmp_path / "cache"),
         }
-        cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2"]
+        cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2",
+               "--workers", str(workers)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 8):
             time.sleep(0.02)  # polls the output file: waits on the process, not a timed assertion
+        children = _children(proc.pid)
+        assert len(children) == (workers if workers > 1 else 0)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(map(_gone, children)):
+            time.sleep(0.02)  # workers die with their parent; nothing keeps writing behind --resume
+        assert all(map(_gone, children))
         partial = out.read_text()
         assert 8 <= partial.count("\n") < 40
         resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=120)
@@ -240,6 +261,71 @@ def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubr
     ids = [r["id"] for r in records]
     assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids))
     assert all(r["tier"] for r in records)
+
+
+# --- worker processes -----------------------------------------------------------------------------------
+
+
+def _cli(args: list[str], server: LoopbackLLM, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": SECRET,
+           "GRADER_MODEL": "gpt-4.1-mini", "GRADER_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-m", "grader", "batch", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_workers_share_a_run_every_id_once_duplicates_graded_once(tmp_path, rubric, suffix):
+    rows = answers(30, rubric)
+    rows += [{**rows[0], "id": "dup-a"}, {**rows[7], "id": "dup-b", "question": rubric.find(rows[7]["question"]).id}]
+    rows.append({"id": "bad-q", "question": "no-such-question", "answer": "words"})
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / f"out.{suffix}"
+    with LoopbackLLM() as server:
+        first = _cli([str(source), "-o", str(out), "-c", "8", "--workers", "2"], server, tmp_path / "cache")
+        assert server.calls == 30  # duplicates (by number or by id) met in one worker and were asked once
+        rerun = _cli([str(source), "-o", str(tmp_path / "again.jsonl"), "-c", "8", "--workers", "2"], server,
+                     tmp_path / "cache")
+        assert server.calls == 30  # the workers' shared SQLite cache answered everything
+    assert first.returncode == 1, first.stderr  # the bad question is an error row
+    assert "graded 32" in first.stdout and "failed 1 (UnknownQuestionError 1)" in first.stdout
+    reused = re.search(r"(\d+) from cache; (\d+) duplicate answer\(s\) graded once; 30 model call\(s\)", first.stdout)
+    assert reused and int(reused[1]) + int(reused[2]) == 2  # in flight together, or the first was already cached
+    assert "concurrency 8 (lowest 8 after rate limits) over 2 worker processes" in first.stdout
+    assert "32 from cache" in rerun.stdout and "0 model call(s)" in rerun.stdout
+    if suffix == "csv":
+        text = out.read_text()
+        assert text.count("id,question,answer,candidate") == 1  # one header, written before the workers
+        with out.open(newline="") as handle:
+            ids = [r["id"] for r in csv.DictReader(handle)]
+    else:
+        ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+
+
+def test_workers_need_an_http_backend_and_direct_requests(tmp_path, rubric):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
+    local = batch(str(source), "-o", str(tmp_path / "a.jsonl"), "--backend", "local", "--workers", "2")
+    assert local.exit_code == 1 and "the local backend grades in one process" in local.stderr
+    env = {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    api = batch(str(source), "-o", str(tmp_path / "b.jsonl"), "--via", "batch-api", "--workers", "2", env=env)
+    assert api.exit_code == 1 and "--workers applies to direct requests" in api.stderr
+
+
+def test_auto_workers_and_sharding():
+    from grader.batch.files import Row
+    from grader.batch.workers import auto_workers, shard_of
+    from grader.rubric import load_rubric
+
+    assert auto_workers(64, cpus=2) == 2 and auto_workers(256, cpus=4) == 4
+    assert auto_workers(8, cpus=16) == 1 and auto_workers(64, cpus=1) == 1
+    rubric = load_rubric()
+    q = rubric.find(3)
+    by_number = Row(id="a", question="3", answer="same words", data={}, line=1)
+    by_id = Row(id="b", question=q.id, answer="same words", data={}, line=2)
+    assert shard_of(by_number, rubric, 7) == shard_of(by_id, rubric, 7)
+    spread = {shard_of(Row(id=str(i), question="3", answer=f"answer {i}", data={}, line=i), rubric, 4)
+              for i in range(64)}
+    assert spread == {0, 1, 2, 3}
 
 
 # --- pieces -------------------------------------------------------------------------------------------

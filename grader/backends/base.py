@@ -40,6 +40,9 @@ class Backend(ABC):
     stochastic: ClassVar[bool] = True
     #: How many grades to have in flight at once by default (a server's patience, or a batch size).
     default_concurrency: ClassVar[int] = 8
+    #: Whether `grader batch` may shard a run across forked worker processes, each building its own
+    #: backend (true for HTTP clients; a local model batches in one process instead).
+    multiprocess: ClassVar[bool] = False
 
     @property
     @abstractmethod

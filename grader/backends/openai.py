@@ -98,6 +98,7 @@ class ServerMemory:
 
 class OpenAIBackend(ChatBackend):
     name = "openai"
+    multiprocess = True
 
     def __init__(
         self,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -26,6 +28,7 @@ from grader.batch.files import (
     scan,
 )
 from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
+from grader.batch.workers import ShardedJob, Workers, auto_workers
 from grader.cache import GradeCache
 from grader.cli._common import (
     DEFAULT_OPTIONS,
@@ -58,6 +61,15 @@ def batch(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Grade the valid rows of a bad file.")] = False,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Grades in flight.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes sharing the requests (default: one per 32 in flight, at most one per CPU; "
+            "an HTTP backend only).",
+        ),
+    ] = None,
     id_column: Annotated[str, typer.Option(help="Input column holding the row id.")] = "id",
     question_column: Annotated[str, typer.Option(help="Input column holding the question id or number.")] = "question",
     answer_column: Annotated[str, typer.Option(help="Input column holding the answer.")] = "answer",
@@ -109,6 +121,7 @@ def batch(
         found=found,
         rubric=load_rubric(rubric),
         backend=get_backend(backend, options),
+        options=options,
         limit=limit,
         skip=done_ids(output, id_column) if resume else set(),
         resume=resume,
@@ -119,9 +132,11 @@ def batch(
     )
     if concurrency is None:
         limit.resize(job.backend.default_concurrency)
+    offline_halves = via is Via.batch_api or export_requests_to or import_results_from
+    job.workers = _worker_count(job.backend, workers, limit.maximum, direct=not offline_halves)
     job.cache = GradeCache() if cache else None
     try:
-        if via is Via.batch_api or export_requests_to or import_results_from:
+        if offline_halves:
             stats = _via_batch_api(job, export_requests_to, import_results_from)
         else:
             stats = _direct(job)
@@ -142,6 +157,7 @@ class _Job:
     found: Scan
     rubric: Rubric
     backend: Backend
+    options: BackendOptions
     limit: AdaptiveLimit
     skip: set[str]
     resume: bool
@@ -150,6 +166,7 @@ class _Job:
     price_in: float | None
     price_out: float | None
     cache: GradeCache | None = None
+    workers: int = 1
 
     def rows(self) -> Iterator[Row]:
         """The input's valid rows, streamed again (the scan kept only the bad line numbers)."""
@@ -162,20 +179,65 @@ class _Job:
         return Writer(self.output, output_header(self.found.header), append=self.resume)
 
 
+def _worker_count(backend: Backend, asked: int | None, concurrency: int, *, direct: bool) -> int:
+    if asked is not None and asked > 1:
+        if not direct:
+            raise GraderError("--workers applies to direct requests, not to --via batch-api or its halves")
+        if not backend.multiprocess:
+            raise GraderError(f"--workers: the {backend.name} backend grades in one process", hint="drop --workers")
+    if asked is None:
+        asked = auto_workers(concurrency) if direct and backend.multiprocess else 1
+    return max(1, min(asked, concurrency))
+
+
 def _direct(job: _Job) -> BatchStats:
+    if job.workers > 1:
+        return _sharded(job)
     writer = job.writer()
     stats = BatchStats(total=job.found.rows)
     try:
+        gc.freeze()  # start-up's objects (the SDK's types, the rubric) are never garbage: stop rescanning them
         asyncio.run(_run(job, writer, stats))
     except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: {stats.done} row(s) written to {job.output}; finish with --resume", markup=False
-        )
-        raise typer.Exit(130) from None
+        _interrupted(job, stats)
     finally:
         writer.close()
-    _summary(job, stats)
+    _summary(job, stats, concurrency=job.limit.maximum, lowest=job.limit.lowest)
     return stats
+
+
+def _sharded(job: _Job) -> BatchStats:
+    job.writer().close()  # create or truncate the output (and write a CSV header) once, before workers append
+
+    def make_backend(limit: AdaptiveLimit) -> Backend:
+        policy = replace(job.options.policy, on_transient=limit.on_transient)
+        return get_backend(job.backend.name, replace(job.options, policy=policy))
+
+    sharded = ShardedJob(
+        rows=job.rows,
+        make_backend=make_backend,
+        rubric=job.rubric,
+        output=job.output,
+        header=output_header(job.found.header),
+        use_cache=job.cache is not None,
+        skip_ids=job.skip,
+        review_threshold=job.threshold,
+        max_answer_chars=job.max_chars,
+        concurrency=job.limit.maximum,
+    )
+    gc.freeze()  # also keeps the workers' inherited pages shared (the collector no longer writes to them)
+    pool = Workers(sharded, job.workers)  # forked before the progress bar starts its thread
+    with _progress(job.found.rows) as tick:
+        outcome = pool.collect(total=job.found.rows, on_progress=tick)
+    if outcome.interrupted:
+        _interrupted(job, outcome.stats)
+    _summary(job, outcome.stats, concurrency=outcome.concurrency, lowest=outcome.lowest)
+    return outcome.stats
+
+
+def _interrupted(job: _Job, stats: BatchStats) -> NoReturn:
+    err_console.print(f"interrupted: {stats.done} row(s) written to {job.output}; finish with --resume", markup=False)
+    raise typer.Exit(130) from None
 
 
 def _via_batch_api(job: _Job, export_to: Path | None, import_from: Path | None) -> BatchStats | None:
@@ -243,7 +305,9 @@ def _via_batch_api(job: _Job, export_to: Path | None, import_from: Path | None) 
     return stats
 
 
-async def _run(job: _Job, writer: Writer, stats: BatchStats) -> None:
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[BatchStats], None]]:
+    """A progress bar on a terminal (nothing otherwise), updated by calling the yielded function."""
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -255,7 +319,7 @@ async def _run(job: _Job, writer: Writer, stats: BatchStats) -> None:
         TextColumn("{task.fields[tokens]} tokens"),
     ]
     with Progress(*columns, console=err_console, disable=not err_console.is_terminal, transient=True) as progress:
-        task = progress.add_task("grading", total=stats.total, rate=0.0, failed=0, tokens=0)
+        task = progress.add_task("grading", total=total, rate=0.0, failed=0, tokens=0)
 
         def tick(s: BatchStats) -> None:
             progress.update(
@@ -266,6 +330,11 @@ async def _run(job: _Job, writer: Writer, stats: BatchStats) -> None:
                 tokens=s.prompt_tokens + s.completion_tokens,
             )
 
+        yield tick
+
+
+async def _run(job: _Job, writer: Writer, stats: BatchStats) -> None:
+    with _progress(stats.total) as tick:
         try:
             await run_batch(
                 job.rows(),
@@ -284,7 +353,9 @@ async def _run(job: _Job, writer: Writer, stats: BatchStats) -> None:
             await job.backend.aclose()
 
 
-def _summary(job: _Job, stats: BatchStats, discount: float = 1.0) -> None:
+def _summary(
+    job: _Job, stats: BatchStats, discount: float = 1.0, concurrency: int | None = None, lowest: int | None = None
+) -> None:
     model = job.backend.model
     cost = estimate_cost(
         model, stats.prompt_tokens, stats.completion_tokens, job.price_in, job.price_out, discount=discount
@@ -298,7 +369,8 @@ def _summary(job: _Job, stats: BatchStats, discount: float = 1.0) -> None:
         f"tokens {stats.prompt_tokens} in / {stats.completion_tokens} out; estimated cost "
         + ("unknown (pass --price-in/--price-out)" if cost is None else f"{cost} USD"),
         f"wall {stats.elapsed:.1f} s; {stats.done / max(stats.elapsed, 1e-9):.1f} grades/s; "
-        f"concurrency {job.limit.maximum} (lowest {job.limit.lowest} after rate limits)",
+        f"concurrency {concurrency or job.limit.maximum} (lowest {lowest or job.limit.lowest} after rate limits)"
+        + (f" over {job.workers} worker processes" if job.workers > 1 else ""),
     ]
     for line in lines:
         console.print(line, markup=False, highlight=False)

@@ -1,0 +1,244 @@
+"""Shard one batch across worker processes.
+
+One Python event loop spends about a millisecond and a half of CPU per grade over HTTP (request building,
+the HTTP client, validation), so a fast server at high concurrency keeps one process busy long before the
+server is: at 64 in flight and 100 ms per reply the loop is the bottleneck. Forked workers each grade
+a shard of the rows with their own event loop, HTTP client, cache connection and concurrency limit,
+and report their counts to the parent, which draws the progress bar and the summary.
+
+What makes this safe without any coordination between workers:
+- rows are sharded by (question, answer), so duplicate answers land in the same worker and are graded once;
+- every output line is one `write()` to a file opened with O_APPEND, so lines from workers never interleave;
+- the grade cache is SQLite in WAL mode, which takes concurrent writers from several processes;
+- a worker dies with its parent (PR_SET_PDEATHSIG on Linux; a closed pipe elsewhere), so a killed run
+  leaves nothing running behind it, and `--resume` finds every finished line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import hashlib
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from grader.backends.base import Backend
+from grader.batch.files import Row, Writer
+from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
+from grader.cache import GradeCache
+from grader.errors import GraderError, UnknownQuestionError
+from grader.rubric import Rubric
+
+#: Worker processes need fork(): the children inherit the loaded rubric, the validated input and the
+#: imported modules instead of starting Python again.
+CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
+#: In-flight requests one worker handles comfortably before its event loop becomes the bottleneck.
+PER_WORKER = 32
+_REPORT_EVERY = 0.1  # seconds between a worker's progress reports
+_GRACE = 10.0  # seconds workers get to stop after Ctrl-C before they are killed
+_PR_SET_PDEATHSIG = 1
+
+
+def auto_workers(concurrency: int, cpus: int | None = None) -> int:
+    """One worker per PER_WORKER requests in flight, at most one per CPU."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(cpus, concurrency // PER_WORKER)) if CAN_FORK else 1
+
+
+def shard_of(row: Row, rubric: Rubric, count: int) -> int:
+    """Which worker grades a row: by question and answer, so duplicates meet in one worker."""
+    try:
+        question = rubric.find(row.question).id
+    except UnknownQuestionError:
+        question = row.question  # an error row either way; any worker can write it
+    digest = hashlib.blake2b(f"{question}\0{row.answer}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+@dataclass
+class ShardedJob:
+    """What every worker needs. Inherited through fork(), never pickled."""
+
+    rows: Callable[[], Iterable[Row]]
+    make_backend: Callable[[AdaptiveLimit], Backend]  # a fresh backend whose retries feed this limit
+    rubric: Rubric
+    output: Path
+    header: list[str]
+    use_cache: bool
+    skip_ids: set[str]
+    review_threshold: float
+    max_answer_chars: int
+    concurrency: int  # in flight across all workers
+
+
+@dataclass
+class Outcome:
+    stats: BatchStats
+    concurrency: int  # the sum of the workers' limits
+    lowest: int  # the sum of the lowest limits they fell to after rate limits
+    interrupted: bool = False
+
+
+def _counts(stats: BatchStats) -> dict[str, Any]:
+    return {
+        "skipped": stats.skipped, "graded": stats.graded, "failed": stats.failed, "cached": stats.cached,
+        "duplicates": stats.duplicates, "model_calls": stats.model_calls, "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens, "tiers": dict(stats.tiers), "failures": dict(stats.failures),
+    }
+
+
+def _add(total: BatchStats, counts: dict[str, Any]) -> None:
+    for name, value in counts.items():
+        if isinstance(value, dict):
+            getattr(total, name).update(Counter(value))
+        else:
+            setattr(total, name, getattr(total, name) + value)
+
+
+class Workers:
+    """Forked workers grading one job. Start them before any thread exists in this process (a progress
+    bar's refresh thread included), then `collect()` their counts until all have exited."""
+
+    def __init__(self, job: ShardedJob, count: int) -> None:
+        if not CAN_FORK:
+            raise GraderError("--workers needs fork(), which this platform lacks", hint="use --workers 1")
+        ctx = multiprocessing.get_context("fork")
+        self.job = job
+        self.count = count
+        self.started = time.perf_counter()
+        self._reports: dict[int, tuple[dict[str, Any], int, int]] = {}
+        self._errors: list[str] = []
+        self._conns: dict[Any, int] = {}
+        self._procs = []
+        per_worker = -(-job.concurrency // count)
+        for index in range(count):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_worker, args=(job, index, count, per_worker, send, os.getpid()), daemon=True,
+                name=f"grader-worker-{index}",
+            )
+            proc.start()
+            send.close()
+            self._conns[receive] = index
+            self._procs.append(proc)
+
+    def summed(self, total: int = 0) -> BatchStats:
+        stats = BatchStats(total=total, started=self.started)
+        for counts, _, _ in self._reports.values():
+            _add(stats, counts)
+        return stats
+
+    def collect(self, *, total: int = 0, on_progress: Callable[[BatchStats], None] | None = None) -> Outcome:
+        """Wait for every worker, passing the summed counts to `on_progress` as they come. Ctrl-C stops
+        the workers (what they finished stays written) and returns with `interrupted` set."""
+        interrupted_at: float | None = None
+        while self._conns:
+            try:
+                if interrupted_at is not None and time.monotonic() - interrupted_at > _GRACE:
+                    for proc in self._procs:
+                        proc.kill()
+                self._receive()
+                if on_progress is not None:
+                    on_progress(self.summed(total))
+            except KeyboardInterrupt:  # the workers got the same Ctrl-C: collect their last counts
+                interrupted_at = interrupted_at or time.monotonic()
+        for proc in self._procs:
+            proc.join()
+        interrupted = interrupted_at is not None
+        if self._errors and not interrupted:
+            raise GraderError(self._errors[0], hint="the rows finished so far are written; rerun with --resume")
+        for index, proc in enumerate(self._procs):
+            if proc.exitcode != 0 and not interrupted:
+                raise GraderError(f"worker {index} exited with code {proc.exitcode}",
+                                  hint="the rows finished so far are written; rerun with --resume")
+        reports = self._reports.values()
+        return Outcome(
+            stats=self.summed(total),
+            concurrency=sum(r[1] for r in reports) or self.job.concurrency,
+            lowest=sum(r[2] for r in reports) or self.job.concurrency,
+            interrupted=interrupted,
+        )
+
+    def _receive(self) -> None:
+        for conn in multiprocessing.connection.wait(list(self._conns), timeout=_REPORT_EVERY):
+            assert isinstance(conn, multiprocessing.connection.Connection)
+            try:
+                kind, *payload = conn.recv()
+            except EOFError:  # that worker has exited
+                del self._conns[conn]
+                continue
+            if kind == "stats":
+                self._reports[self._conns[conn]] = (payload[0], payload[1], payload[2])
+            else:
+                self._errors.append(f"worker {self._conns[conn]}: {payload[0]}")
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this worker when its parent dies (Linux); elsewhere a closed pipe is
+    noticed at the next progress report."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any, parent: int) -> None:
+    _die_with_parent(parent)
+    limit = AdaptiveLimit(concurrency)
+    stats = BatchStats()
+    last = 0.0
+
+    def report(current: BatchStats, *, final: bool = False) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if final or now - last >= _REPORT_EVERY:
+            last = now
+            conn.send(("stats", _counts(current), limit.maximum, limit.lowest))
+
+    cache = GradeCache() if job.use_cache else None
+    writer = Writer(job.output, job.header, append=True)
+    rows = (row for row in job.rows() if shard_of(row, job.rubric, count) == index)
+
+    async def grade_shard() -> None:
+        backend = job.make_backend(limit)
+        try:
+            await run_batch(
+                rows, backend=backend, rubric=job.rubric, writer=writer, limit=limit, cache=cache,
+                skip_ids=job.skip_ids, review_threshold=job.review_threshold,
+                max_answer_chars=job.max_answer_chars, stats=stats, on_done=report,
+            )
+        finally:
+            await backend.aclose()
+
+    code = 0
+    try:
+        asyncio.run(grade_shard())
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:  # the parent is gone: stop
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        conn.send(("error", str(exc) if isinstance(exc, GraderError) else f"{type(exc).__name__}: {exc}"))
+        code = 1
+    finally:
+        writer.close()
+        if cache is not None:
+            cache.close()
+    try:
+        report(stats, final=True)
+    except (BrokenPipeError, OSError):
+        code = code or 1
+    conn.close()
+    sys.exit(code)
