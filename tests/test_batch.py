@@ -311,6 +311,25 @@ def test_workers_need_an_http_backend_and_direct_requests(tmp_path, rubric):
     assert api.exit_code == 1 and "--workers applies to direct requests" in api.stderr
 
 
+def test_a_worker_that_hits_a_bug_stops_the_run_with_one_line(tmp_path, rubric):
+    from grader.backends.fake import FakeBackend
+    from grader.batch.files import read_rows
+    from grader.batch.workers import ShardedJob, WorkerFailed, Workers
+
+    source = write_jsonl(tmp_path / "in.jsonl", answers(40, rubric))
+    out = tmp_path / "out.jsonl"
+    job = ShardedJob(
+        rows=lambda: (r for r in read_rows(source, Columns()) if not isinstance(r, Exception)),
+        make_backend=lambda limit: FakeBackend(responder=lambda *_: RuntimeError("a bug in the backend")),
+        rubric=rubric, output=out, header=["id"], use_cache=False, skip_ids=set(), review_threshold=0.5,
+        max_answer_chars=10_000, concurrency=4,
+    )
+    with pytest.raises(WorkerFailed) as info:
+        Workers(job, 2).collect(total=40)
+    assert info.value.exit_code == 70
+    assert "internal error: RuntimeError: a bug in the backend" in str(info.value)
+
+
 def test_auto_workers_and_sharding():
     from grader.batch.files import Row
     from grader.batch.workers import auto_workers, shard_of
@@ -329,6 +348,25 @@ def test_auto_workers_and_sharding():
 
 
 # --- pieces -------------------------------------------------------------------------------------------
+
+
+def test_an_unexpected_error_stops_the_run_instead_of_hanging_it(tmp_path, rubric):
+    from grader.backends.fake import FakeBackend
+    from grader.batch.files import read_rows
+    from grader.batch.runner import run_batch
+
+    source = write_jsonl(tmp_path / "in.jsonl", answers(40, rubric))  # more rows than the queue holds
+    rows = [r for r in read_rows(source, Columns()) if not isinstance(r, Exception)]
+    backend = FakeBackend([RuntimeError("a bug, not a row's problem")] * 40)
+    writer = Writer(tmp_path / "out.jsonl", output_header(list(rows[0].data)), append=False)
+
+    async def run() -> None:
+        await asyncio.wait_for(run_batch(rows, backend=backend, rubric=rubric, writer=writer, limit=AdaptiveLimit(2)),
+                               timeout=30)  # a guard: before the fix the producer waited on a full queue forever
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        asyncio.run(run())
+    writer.close()
 
 
 def test_adaptive_limit_halves_on_429_and_recovers():

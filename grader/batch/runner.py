@@ -153,17 +153,19 @@ async def run_batch(
             if on_done is not None:
                 on_done(stats)
 
-    workers = [asyncio.create_task(worker()) for _ in range(limit.maximum)]
     try:
-        for row in rows:
-            if row.id in skip_ids:
-                stats.skipped += 1
-                continue
-            await queue.put(row)
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
-    finally:
-        for task in workers:
-            task.cancel()
+        # A task group: should a worker die of an unexpected error (a bug, not a row's GraderError), the
+        # producer blocked on a full queue is cancelled with it instead of waiting for it forever.
+        async with asyncio.TaskGroup() as group:
+            for _ in range(limit.maximum):
+                group.create_task(worker())
+            for row in rows:
+                if row.id in skip_ids:
+                    stats.skipped += 1
+                    continue
+                await queue.put(row)
+            for _ in range(limit.maximum):
+                await queue.put(None)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
     return stats

@@ -64,6 +64,14 @@ def shard_of(row: Row, rubric: Rubric, count: int) -> int:
     return int.from_bytes(digest, "big") % count
 
 
+class WorkerFailed(GraderError):
+    """A worker stopped on an error that stops a run (the others are stopped with it)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message, hint="the rows finished so far are written; rerun with --resume")
+        self.exit_code = exit_code
+
+
 @dataclass
 class ShardedJob:
     """What every worker needs. Inherited through fork(), never pickled."""
@@ -116,7 +124,7 @@ class Workers:
         self.count = count
         self.started = time.perf_counter()
         self._reports: dict[int, tuple[dict[str, Any], int, int]] = {}
-        self._errors: list[str] = []
+        self._errors: list[tuple[str, int]] = []
         self._conns: dict[Any, int] = {}
         self._procs = []
         per_worker = -(-job.concurrency // count)
@@ -155,11 +163,10 @@ class Workers:
             proc.join()
         interrupted = interrupted_at is not None
         if self._errors and not interrupted:
-            raise GraderError(self._errors[0], hint="the rows finished so far are written; rerun with --resume")
+            raise WorkerFailed(*self._errors[0])
         for index, proc in enumerate(self._procs):
             if proc.exitcode != 0 and not interrupted:
-                raise GraderError(f"worker {index} exited with code {proc.exitcode}",
-                                  hint="the rows finished so far are written; rerun with --resume")
+                raise WorkerFailed(f"worker {index} exited with code {proc.exitcode}", 70)
         reports = self._reports.values()
         return Outcome(
             stats=self.summed(total),
@@ -178,8 +185,10 @@ class Workers:
                 continue
             if kind == "stats":
                 self._reports[self._conns[conn]] = (payload[0], payload[1], payload[2])
-            else:
-                self._errors.append(f"worker {self._conns[conn]}: {payload[0]}")
+            else:  # one worker failed: the run stops, as it would in one process
+                self._errors.append((f"worker {self._conns[conn]}: {payload[0]}", payload[1]))
+                for proc in self._procs:
+                    proc.kill()  # mid-run is safe: every output line is a single write
 
 
 def _die_with_parent(parent: int) -> None:
@@ -229,8 +238,12 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
         code = 130
     except BrokenPipeError:  # the parent is gone: stop
         code = 1
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        conn.send(("error", str(exc) if isinstance(exc, GraderError) else f"{type(exc).__name__}: {exc}"))
+    except GraderError as exc:
+        conn.send(("error", str(exc), exc.exit_code))
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - a bug: reported to the parent as one line, like the CLI does
+        conn.send(("error", f"internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 and --workers 1 "
+                            "for the traceback)", 70))
         code = 1
     finally:
         writer.close()
