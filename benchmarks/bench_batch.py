@@ -1,13 +1,15 @@
 """Benchmark batch grading through the real CLI against a loopback OpenAI-compatible server.
 
-    python benchmarks/bench_batch.py [--answers 2000] [--latency 0.1] [--concurrency 64]
+    python benchmarks/bench_batch.py [--answers 2000] [--latency 0.1] [--concurrency 64] [--repeat 3]
 
-Prints, measured in the same run:
-- wall time of `grader batch` against the concurrency-bound ideal (answers x latency / concurrency);
-- the client's CPU time per grade (the whole process, HTTP client included, start-up subtracted), and
+Prints, measured in the same run (medians of --repeat runs):
+- wall time of `grader batch` against the concurrency-bound ideal (answers x latency / concurrency), for
+  the default worker processes and for --workers 1 (the baseline), both whole (process start-up
+  included) and for grading alone (the wall time of the same command on an empty file subtracted);
+- the client's CPU time per grade (all its processes, HTTP client included, start-up subtracted), and
   our own code's CPU per grade outside any HTTP call (prompt, validation, cache, output), measured
   in-process with the scripted fake model;
-- peak memory of the CLI for N answers and for N/4 answers (streaming keeps it flat);
+- peak memory of the CLI (one process) for N answers and for N/4 answers (streaming keeps it flat);
 - the model calls a rerun of the unchanged file makes (the cache makes it 0).
 """
 
@@ -17,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,18 +43,43 @@ def make_input(path: Path, n: int) -> None:
             handle.write(json.dumps({"id": f"a{i}", "question": q.number, "answer": f"{text} (variant {i})"}) + "\n")
 
 
-def run_cli(source: Path, out: Path, env: dict[str, str], concurrency: int) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds and peak RSS (KiB) of one `grader batch` process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def run_cli(source: Path, out: Path, env: dict[str, str], concurrency: int, *extra: str) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (the process and its workers) and peak RSS (KiB) of one `grader batch`.
+
+    The peak is the process's own high-water mark (VmHWM), read until it exits: `ru_maxrss` would count
+    the pages of this (larger) process that it was forked from before exec."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "--force",
-                             "-c", str(concurrency)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, rusage = os.wait4(proc.pid, 0)[1:]
+                             "-c", str(concurrency), *extra], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    peak = 0
+    status_file = Path(f"/proc/{proc.pid}/status")
+    while True:
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)  # rusage includes the workers it waited for
+        if pid:
+            break
+        try:
+            hwm = next(line for line in status_file.read_text().splitlines() if line.startswith("VmHWM:"))
+            peak = max(peak, int(hwm.split()[1]))
+        except (OSError, StopIteration):
+            pass
+        time.sleep(0.01)
     wall = time.perf_counter() - start
-    proc.stdout.close()
-    proc.stderr.close()
-    del before
-    return wall, rusage.ru_utime + rusage.ru_stime, rusage.ru_maxrss
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"grader batch failed: {err.strip()}")
+    return wall, rusage.ru_utime + rusage.ru_stime, peak
+
+
+def median_run(
+    source: Path, out: Path, env: dict[str, str], concurrency: int, repeat: int, *extra: str
+) -> tuple[float, float, int]:
+    """The run with the median wall time of `repeat` runs, each with a fresh cache (every answer asked)."""
+    runs = []
+    for _ in range(repeat):
+        fresh = {**env, "GRADER_CACHE_DIR": tempfile.mkdtemp(prefix="bench-cache-")}
+        runs.append(run_cli(source, out, fresh, concurrency, *extra))
+    return sorted(runs)[len(runs) // 2]
 
 
 def our_cpu_per_grade(n: int, tmp: Path) -> float:
@@ -78,16 +104,62 @@ def our_cpu_per_grade(n: int, tmp: Path) -> float:
     return cpu / n
 
 
+def client_alone(base_url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """Wall and CPU seconds per request of the HTTP path alone, in this process: the same backend posting the
+    same prompt `n` times at `concurrency`, with no prompt rendering, validation, cache or output per grade
+    (the ceiling grader's own work sits on top of)."""
+    from grader.backends.base import GradeRequest
+    from grader.backends.openai import OpenAIBackend, ServerMemory
+
+    question = load_rubric().questions[0]
+    backend = OpenAIBackend(base_url=base_url, api_key="sk-bench", model="gpt-4.1-mini",
+                            memory=ServerMemory(Path(tempfile.mkdtemp()) / "servers.json"))
+    request = GradeRequest(question, question.references.great)
+    conversation = backend.build_conversation(request)
+
+    async def run() -> float:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate:
+                await backend.complete(conversation, request)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        wall = time.perf_counter() - start
+        await backend.aclose()
+        return wall
+
+    cpu = time.process_time()
+    wall = asyncio.run(run())
+    return wall, (time.process_time() - cpu) / n
+
+
+def client_alone_process(base_url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """`client_alone` in its own process: this one hosts the loopback server (and its GIL)."""
+    out = subprocess.run([sys.executable, __file__, "--client-alone", base_url, "--answers", str(n),
+                          "--concurrency", str(concurrency)], capture_output=True, text=True, check=True)
+    wall, cpu = json.loads(out.stdout)
+    return wall, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--client-alone", metavar="BASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--answers", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--cpu-bound-concurrency", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    n, small = args.answers, max(1, args.answers // 4)
+    if args.client_alone:
+        sys.stdout.write(json.dumps(client_alone(args.client_alone, args.answers, args.concurrency)) + "\n")
+        return
+    n, small, c, big = args.answers, max(1, args.answers // 4), args.concurrency, args.cpu_bound_concurrency
     w = sys.stdout.write
+    one = ("--workers", "1")
 
-    with tempfile.TemporaryDirectory() as tmpdir, LoopbackLLM(latency=args.latency) as server:
+    with tempfile.TemporaryDirectory() as tmpdir, LoopbackLLM(latency=args.latency, record=False) as server:
         tmp = Path(tmpdir)
         env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-bench",
                "GRADER_MODEL": "gpt-4.1-mini", "GRADER_CACHE_DIR": str(tmp / "cache")}
@@ -96,28 +168,53 @@ def main() -> None:
         make_input(source, n)
         make_input(source_small, small)
 
-        _, startup_cpu, _ = run_cli(empty, tmp / "e.jsonl", env, args.concurrency)
-        calls0 = server.calls
-        wall, cpu, rss = run_cli(source, tmp / "out.jsonl", env, args.concurrency)
-        graded_calls = server.calls - calls0
-        env_small = {**env, "GRADER_CACHE_DIR": str(tmp / "cache-small")}
-        _, _, rss_small = run_cli(source_small, tmp / "small-out.jsonl", env_small, args.concurrency)
-        calls1 = server.calls
-        rerun_wall, _, _ = run_cli(source, tmp / "rerun.jsonl", env, args.concurrency)
-        rerun_calls = server.calls - calls1
-        lines = (tmp / "out.jsonl").read_text().splitlines()
+        def measure(concurrency: int, *extra: str) -> dict[str, float]:
+            up_wall, up_cpu, _ = median_run(empty, tmp / "e.jsonl", env, concurrency, args.repeat, *extra)
+            calls = server.calls
+            wall, cpu, _ = median_run(source, tmp / "out.jsonl", env, concurrency, args.repeat, *extra)
+            rows = len((tmp / "out.jsonl").read_text().splitlines())
+            return {"wall": wall, "grading": wall - up_wall, "startup": up_wall, "cpu": (cpu - up_cpu) / n,
+                    "calls": (server.calls - calls) / args.repeat, "rows": rows}
 
-    ideal = n * args.latency / args.concurrency
+        results = {
+            ("aim", "default"): measure(c),
+            ("aim", "one"): measure(c, *one),
+            ("cpu", "default"): measure(big),
+            ("cpu", "one"): measure(big, *one),
+        }
+        _, _, rss = run_cli(source, tmp / "m.jsonl", {**env, "GRADER_CACHE_DIR": str(tmp / "m1")}, c, *one)
+        _, _, rss_small = run_cli(source_small, tmp / "m.jsonl", {**env, "GRADER_CACHE_DIR": str(tmp / "m2")}, c, *one)
+        alone = sorted(client_alone_process(server.base_url, n, c) for _ in range(args.repeat))[args.repeat // 2]
+        warm = {**env, "GRADER_CACHE_DIR": str(tmp / "cache-warm")}
+        run_cli(source, tmp / "warm.jsonl", warm, c)
+        calls1 = server.calls
+        rerun_wall, _, _ = run_cli(source, tmp / "rerun.jsonl", warm, c)
+        rerun_calls = server.calls - calls1
+
+    from grader.batch.workers import auto_workers
+
     inproc = our_cpu_per_grade(min(n, 1000), Path(tempfile.mkdtemp()))
-    w(f"{n} answers, server latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}\n")
-    w(f"  wall time:            {wall:6.2f} s   ideal {ideal:.2f} s   -> {ideal / wall:.0%} of ideal "
-      f"(process start-up included)\n")
-    w(f"  model calls:          {graded_calls} for {len(lines)} output rows\n")
-    w(f"  client CPU per grade: {(cpu - startup_cpu) / n * 1000:6.2f} ms (whole process incl. HTTP client, "
-      f"start-up {startup_cpu:.2f} s subtracted)\n")
-    w(f"  our CPU per grade:    {inproc * 1000:6.2f} ms (grader's own code, no HTTP: scripted fake model)\n")
-    w(f"  peak memory:          {rss / 1024:6.1f} MiB for {n} answers, {rss_small / 1024:.1f} MiB for {small}\n")
-    w(f"  rerun:                {rerun_calls} model calls, {rerun_wall:.2f} s\n")
+    w(f"{n} answers, server latency {args.latency * 1000:.0f} ms, {os.cpu_count()} CPUs shared with the server, "
+      f"median of {args.repeat} runs each\n")
+    for scenario, concurrency in (("aim", c), ("cpu", big)):
+        ideal = n * args.latency / concurrency
+        title = "the aim" if scenario == "aim" else "client-bound"
+        w(f"concurrency {concurrency} ({title}): ideal (answers x latency / concurrency) {ideal:.2f} s\n")
+        for label, key in ((f"{auto_workers(concurrency)} worker process(es), the default", "default"),
+                           ("--workers 1, the baseline", "one")):
+            r = results[(scenario, key)]
+            w(f"  {label}: grading {r['grading']:.2f} s = {ideal / r['grading']:.0%} of ideal "
+              f"(start-up {r['startup']:.2f} s subtracted); whole command {r['wall']:.2f} s = "
+              f"{ideal / r['wall']:.0%}; client CPU {r['cpu'] * 1000:.2f} ms/grade; "
+              f"{r['calls']:.0f} model calls for {r['rows']} rows\n")
+        default, base = results[(scenario, "default")], results[(scenario, "one")]
+        w(f"  default vs baseline: {base['grading'] / default['grading']:.2f}x faster grading\n")
+        if scenario == "aim":
+            w(f"  the HTTP path alone (same backend and prompt, no grading work, one process): {alone[0]:.2f} s = "
+              f"{ideal / alone[0]:.0%} of ideal, {alone[1] * 1000:.2f} ms CPU/request\n")
+    w(f"our CPU per grade: {inproc * 1000:.2f} ms (grader's own code, no HTTP: scripted fake model)\n")
+    w(f"peak memory: {rss / 1024:.1f} MiB for {n} answers, {rss_small / 1024:.1f} MiB for {small} (one process)\n")
+    w(f"rerun of an unchanged file: {rerun_calls} model calls, {rerun_wall:.2f} s\n")
 
 
 if __name__ == "__main__":
