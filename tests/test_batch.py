@@ -263,6 +263,34 @@ def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubr
     assert all(r["tier"] for r in records)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path, rubric, workers):
+    rows = answers(60, rubric)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM(latency=0.05) as server:
+        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": SECRET,
+               "GRADER_CACHE_DIR": str(tmp_path / "cache")}
+        cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2",
+               "--workers", str(workers)]
+        # Its own process group, as a terminal's foreground job: Ctrl-C reaches the parent and its workers.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 8):
+            time.sleep(0.02)  # polls the output file: waits on the process, not a timed assertion
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        written = out.read_text().splitlines()
+        assert f"interrupted: {len(written)} row(s) written to {out}; finish with --resume" in stderr
+        assert "Traceback" not in stderr
+        resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids))
+
+
 # --- worker processes -----------------------------------------------------------------------------------
 
 

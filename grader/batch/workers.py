@@ -216,11 +216,12 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
             last = now
             conn.send(("stats", _counts(current), limit.maximum, limit.lowest))
 
-    cache = GradeCache() if job.use_cache else None
-    writer = Writer(job.output, job.header, append=True)
     rows = (row for row in job.rows() if shard_of(row, job.rubric, count) == index)
+    cache: GradeCache | None = None
+    writer: Writer | None = None
 
     async def grade_shard() -> None:
+        assert writer is not None
         backend = job.make_backend(limit)
         try:
             await run_batch(
@@ -232,7 +233,9 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
             await backend.aclose()
 
     code = 0
-    try:
+    try:  # everything in here: a worker reports its failure as one line, never a traceback
+        cache = GradeCache() if job.use_cache else None
+        writer = Writer(job.output, job.header, append=True)
         asyncio.run(grade_shard())
     except KeyboardInterrupt:
         code = 130
@@ -246,7 +249,8 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
                             "for the traceback)", 70))
         code = 1
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         if cache is not None:
             cache.close()
     try:
