@@ -208,6 +208,8 @@ def _direct(job: _Job) -> BatchStats:
 
 def _sharded(job: _Job) -> BatchStats:
     job.writer().close()  # create or truncate the output (and write a CSV header) once, before workers append
+    if job.cache is not None:
+        job.cache.close()  # each worker opens its own: no SQLite connection may cross fork()
 
     def make_backend(limit: AdaptiveLimit) -> Backend:
         policy = replace(job.options.policy, on_transient=limit.on_transient)
