@@ -39,7 +39,7 @@ class LoopbackLLM:
         hang_seconds: float = 5.0,
         record: bool = True,
     ) -> None:
-        self.record = record  # keep every request body (tests read them; a benchmark only counts them)
+        self.record = record  # keep every request's body and headers (tests read them; a benchmark only counts)
         self.reject_json_schema = reject_json_schema
         self.tier = tier
         self.latency = latency
@@ -115,7 +115,7 @@ class LoopbackLLM:
         self._calls += 1
         if self.record:
             self._bodies.append(raw)
-        self.headers.append(headers)
+            self.headers.append(headers)
         fault = self.fault(number) if self.fault else None
         status, payload, extra = self.respond(body, number, fault)
         data = json.dumps(payload).encode()
@@ -127,9 +127,10 @@ class LoopbackLLM:
             await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
         return web.Response(status=status, body=data, headers=extra, content_type="application/json")
 
-    def respond(self, body: dict[str, Any], number: int, fault: str | None = None
-                ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """The reply to one chat request (any latency was already waited for)."""
+    def respond(
+        self, body: dict[str, Any], number: int, fault: str | None = None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The reply to one chat request (the handler then waits out the latency)."""
         if fault == "429":
             return 429, {"error": {"message": "Rate limit reached", "type": "rate_limit"}}, {"retry-after": "0"}
         if fault == "500":
