@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from grader.backends.fake import FakeBackend  # noqa: E402
 from grader.batch.files import Columns, Writer, output_header, read_rows  # noqa: E402
 from grader.batch.runner import AdaptiveLimit, run_batch  # noqa: E402
+from grader.batch.workers import auto_workers  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
 from tests.support.loopback import LoopbackLLM  # noqa: E402
 
@@ -140,12 +141,16 @@ def client_alone(base_url: str, n: int, concurrency: int) -> tuple[float, float]
     return wall, (time.process_time() - cpu) / n
 
 
-def client_alone_process(base_url: str, n: int, concurrency: int) -> tuple[float, float]:
-    """`client_alone` in its own process: this one hosts the loopback server (and its GIL)."""
-    out = subprocess.run([sys.executable, __file__, "--client-alone", base_url, "--answers", str(n),
-                          "--concurrency", str(concurrency)], capture_output=True, text=True, check=True)
-    wall, cpu = json.loads(out.stdout)
-    return wall, cpu
+def client_alone_processes(base_url: str, n: int, concurrency: int, processes: int) -> tuple[float, float]:
+    """`client_alone` in `processes` processes at once, sharing the answers and the concurrency like the
+    CLI's workers (this process hosts the loopback server, and its GIL). Returns the slowest one's wall
+    time, and the mean CPU per request."""
+    share, each = -(-n // processes), -(-concurrency // processes)
+    procs = [subprocess.Popen([sys.executable, __file__, "--client-alone", base_url, "--answers", str(share),
+                               "--concurrency", str(each)], stdout=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    results = [json.loads(p.communicate()[0]) for p in procs]
+    return max(r[0] for r in results), sum(r[1] for r in results) / processes
 
 
 def main() -> None:
@@ -191,14 +196,17 @@ def main() -> None:
                             peak_memory=True)
         _, _, rss_small = run_cli(source_small, tmp / "m.jsonl", {**env, "GRADER_CACHE_DIR": str(tmp / "m2")}, c,
                                   *one, peak_memory=True)
-        alone = sorted(client_alone_process(server.base_url, n, c) for _ in range(args.repeat))[args.repeat // 2]
+        alone = {
+            count: sorted(client_alone_processes(server.base_url, n, c, count) for _ in range(args.repeat))[
+                args.repeat // 2
+            ]
+            for count in sorted({1, auto_workers(c)})
+        }
         warm = {**env, "GRADER_CACHE_DIR": str(tmp / "cache-warm")}
         run_cli(source, tmp / "warm.jsonl", warm, c)
         calls1 = server.calls
         rerun_wall, _, _ = run_cli(source, tmp / "rerun.jsonl", warm, c)
         rerun_calls = server.calls - calls1
-
-    from grader.batch.workers import auto_workers
 
     inproc = our_cpu_per_grade(min(n, 1000), Path(tempfile.mkdtemp()))
     w(f"{n} answers, server latency {args.latency * 1000:.0f} ms, {os.cpu_count()} CPUs shared with the server, "
@@ -217,8 +225,9 @@ def main() -> None:
         default, base = results[(scenario, "default")], results[(scenario, "one")]
         w(f"  default vs baseline: {base['grading'] / default['grading']:.2f}x faster grading\n")
         if scenario == "aim":
-            w(f"  the HTTP path alone (same backend and prompt, no grading work, one process): {alone[0]:.2f} s = "
-              f"{ideal / alone[0]:.0%} of ideal, {alone[1] * 1000:.2f} ms CPU/request\n")
+            for count, (alone_wall, alone_cpu) in alone.items():
+                w(f"  the HTTP path alone (same backend and prompt, no grading work), {count} process(es): "
+                  f"{alone_wall:.2f} s = {ideal / alone_wall:.0%} of ideal, {alone_cpu * 1000:.2f} ms CPU/request\n")
     w(f"our CPU per grade: {inproc * 1000:.2f} ms (grader's own code, no HTTP: scripted fake model)\n")
     w(f"peak memory: {rss / 1024:.1f} MiB for {n} answers, {rss_small / 1024:.1f} MiB for {small} (one process)\n")
     w(f"rerun of an unchanged file: {rerun_calls} model calls, {rerun_wall:.2f} s\n")
