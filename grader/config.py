@@ -11,6 +11,8 @@ from pathlib import Path
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 DEFAULT_REVIEW_THRESHOLD = 0.6
 DEFAULT_MAX_ANSWER_CHARS = 20_000
+#: Cosine similarity an asked question needs to its rubric question (measured: README, "Transcripts").
+DEFAULT_MATCH_THRESHOLD = 0.40
 
 
 def cache_dir() -> Path:

@@ -28,7 +28,6 @@ from typer.testing import CliRunner
 from grader.calibration import pair_with_model_grades
 from grader.calibration.data import TIER_SYNONYMS, parse_tier, read_human_grades, read_model_grades
 from grader.calibration.metrics import (
-    Settings,
     agreement,
     alpha,
     human_agreement,
@@ -40,6 +39,7 @@ from grader.calibration.metrics import (
     resample_tables,
 )
 from grader.calibration.report import build_report, to_markdown, write_reports
+from grader.calibration.settings import Settings
 from grader.cli import app
 from grader.errors import CalibrationDataError, EncodingError, InputFileError
 from grader.grade import Grade, Tier

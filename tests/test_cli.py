@@ -219,3 +219,12 @@ def test_installed_entry_point_bad_input_exit_code(tmp_path):
     )
     assert proc.returncode == 3
     assert proc.stderr.strip() == "grader: error: unknown question '99' (see `grader rubric list`)"
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """numpy, onnxruntime, tokenizers, scikit-learn and matplotlib load only for the commands that use them
+    (the local model, transcripts, calibration, reports): every other command starts faster."""
+    code = "import sys, grader.cli; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for heavy in ("numpy", "onnxruntime", "tokenizers", "sklearn", "matplotlib", "openai"):
+        assert f"'{heavy}'" not in loaded

@@ -17,35 +17,16 @@ take seconds); the tests check it against `cohen_kappa_score`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any, Literal
 
 import numpy as np
 
+from grader.calibration.settings import Settings
 from grader.grade import TIERS, Tier
-
-#: Fewer grades than this in a group draw a "too few to conclude" warning.
-MIN_N = 10
-RESAMPLES = 2000
-LEVEL = 0.95
-SEED = 0
 
 RANKS = (0, 1, 2)
 Weights = Literal["quadratic"] | None
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How the metrics are computed; part of every report."""
-
-    min_n: int = MIN_N
-    resamples: int = RESAMPLES
-    level: float = LEVEL
-    seed: int = SEED
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def ranks(tiers: Sequence[Tier | str]) -> np.ndarray:

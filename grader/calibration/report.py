@@ -16,7 +16,8 @@ from typing import Any
 
 from grader import plots
 from grader.calibration.data import Pair
-from grader.calibration.metrics import Settings, agreement, human_agreement
+from grader.calibration.metrics import agreement, human_agreement
+from grader.calibration.settings import Settings
 from grader.errors import GraderError
 from grader.grade import TIERS, Tier
 

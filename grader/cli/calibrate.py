@@ -14,9 +14,8 @@ from grader.backends import BackendOptions, get_backend
 from grader.cache import GradeCache
 from grader.calibration import pair_with_model_grades
 from grader.calibration.data import Pair, read_human_grades
-from grader.calibration.metrics import MIN_N, RESAMPLES, SEED, Settings
-from grader.calibration.report import build_report, metric_cells, summary_lines, write_reports
 from grader.calibration.runner import AnswerResult, grade_plan, plan
+from grader.calibration.settings import MIN_N, RESAMPLES, SEED, Settings
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
@@ -64,6 +63,8 @@ def calibrate(
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Compare interviewers' grades with the model's: agreement, kappa, leniency and disagreements."""
+    from grader.calibration.report import build_report, write_reports  # numpy: only when this command runs
+
     settings = Settings(min_n=min_n, resamples=resamples, seed=bootstrap_seed)
     if model_grades is not None:
         pairs = pair_with_model_grades(human, model_grades, rubric)
@@ -134,6 +135,8 @@ async def _grade(
 
 
 def _print(report: dict[str, Any]) -> None:
+    from grader.calibration.report import metric_cells, summary_lines
+
     for line in summary_lines(report):
         console.print(line, markup=False)
     table = Table(title="interviewers against the model (95 % intervals)", title_justify="left")

@@ -22,12 +22,10 @@ from grader.cli._common import (
     err_console,
     with_backend_options,
 )
-from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.config import DEFAULT_MATCH_THRESHOLD, DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import InputFileError, TranscriptError
 from grader.rubric import load_rubric
-from grader.transcripts.match import DEFAULT_MATCH_THRESHOLD, QuestionMatcher
 from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, read_transcript
-from grader.transcripts.pipeline import Settings, score_transcript
 from grader.transcripts.scorecard import RENDERERS, Scorecard
 from grader.transcripts.segment import detect_roles
 
@@ -89,6 +87,8 @@ def transcript(
     roles = [detect_roles(t, interviewers=interviewer or (), candidate=candidate) for t in transcripts]
     if out is None and output_format is Format.html and len(transcripts) > 1:
         raise TranscriptError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
+    from grader.transcripts.pipeline import Settings  # numpy and the embedder: only when this command runs
+
     the_rubric = load_rubric(rubric)
     settings = Settings(redact=redact, review_threshold=review_threshold, max_answer_chars=max_answer_chars)
     cards = asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings))
@@ -133,6 +133,8 @@ def _collect(paths: list[Path]) -> list[Path]:
 
 async def _score(transcripts, roles, rubric, backend_name, options, threshold, settings) -> list[Scorecard]:  # noqa: ANN001
     from grader.backends.local.embedder import Embedder
+    from grader.transcripts.match import QuestionMatcher
+    from grader.transcripts.pipeline import score_transcript
 
     the_backend = get_backend(backend_name, options)
     try:

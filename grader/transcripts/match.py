@@ -17,11 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from grader.backends.local.embedder import Embedder
+from grader.config import DEFAULT_MATCH_THRESHOLD
 from grader.rubric import Question, Rubric
 from grader.transcripts.segment import sentences
 
-#: Cosine similarity an asked question needs to its rubric question (measured: README, "Transcripts").
-DEFAULT_MATCH_THRESHOLD = 0.40
 #: A runner-up this close to the best match is reported next to it, for a human to check.
 AMBIGUOUS_MARGIN = 0.03
 QUESTION_WEIGHT = 2.0
