@@ -365,6 +365,7 @@ def test_auto_workers_and_sharding():
 
     assert auto_workers(64, cpus=2) == 2 and auto_workers(256, cpus=4) == 4
     assert auto_workers(8, cpus=16) == 1 and auto_workers(64, cpus=1) == 1
+    assert auto_workers(256, cpus=4, platform="darwin") == 1
     rubric = load_rubric()
     q = rubric.find(3)
     by_number = Row(id="a", question="3", answer="same words", data={}, line=1)

@@ -48,10 +48,14 @@ _GRACE = 10.0  # seconds workers get to stop after Ctrl-C before they are killed
 _PR_SET_PDEATHSIG = 1
 
 
-def auto_workers(concurrency: int, cpus: int | None = None) -> int:
-    """One worker per PER_WORKER requests in flight, at most one per CPU."""
+def auto_workers(concurrency: int, cpus: int | None = None, platform: str = sys.platform) -> int:
+    """One worker per PER_WORKER requests in flight, at most one per CPU. Only on Linux by default: macOS
+    offers fork() but system frameworks loaded before it (proxy lookup, for one) can crash the child, so
+    there it takes an explicit --workers."""
+    if not (CAN_FORK and platform.startswith("linux")):
+        return 1
     cpus = cpus if cpus is not None else (os.cpu_count() or 1)
-    return max(1, min(cpus, concurrency // PER_WORKER)) if CAN_FORK else 1
+    return max(1, min(cpus, concurrency // PER_WORKER))
 
 
 def shard_of(row: Row, rubric: Rubric, count: int) -> int:
