@@ -66,8 +66,8 @@ def batch(
         typer.Option(
             "--workers",
             min=1,
-            help="Processes sharing the requests (default: one per 32 in flight, at most one per CPU; "
-            "an HTTP backend only).",
+            help="Processes sharing the requests (default on Linux: one per 32 in flight, at most one per "
+            "CPU; an HTTP backend only).",
         ),
     ] = None,
     id_column: Annotated[str, typer.Option(help="Input column holding the row id.")] = "id",
