@@ -11,6 +11,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from grader.backends import BackendOptions
 from grader.errors import EncodingError, InputFileError
@@ -19,6 +27,20 @@ from grader.textfiles import read_text
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def progress_bar(*columns: ProgressColumn) -> Progress:
+    """The progress bar of every long command: on stderr, only on a terminal, gone when done. Without
+    `columns`: description, bar, done/total, failures so far (a `failed` task field) and time left."""
+    if not columns:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("failed {task.fields[failed]}"),
+            TimeRemainingColumn(),
+        )
+    return Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal)
 
 BackendOpt = Annotated[
     str,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from grader.backends import Backend, BackendOptions, get_backend
 from grader.batch.files import (
@@ -38,6 +38,7 @@ from grader.cli._common import (
     RubricOpt,
     console,
     err_console,
+    progress_bar,
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
@@ -320,7 +321,7 @@ def _progress(total: int) -> Iterator[Callable[[BatchStats], None]]:
         TextColumn("failed {task.fields[failed]}"),
         TextColumn("{task.fields[tokens]} tokens"),
     ]
-    with Progress(*columns, console=err_console, disable=not err_console.is_terminal, transient=True) as progress:
+    with progress_bar(*columns) as progress:
         task = progress.add_task("grading", total=total, rate=0.0, failed=0, tokens=0)
 
         def tick(s: BatchStats) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from grader.backends import BackendOptions, get_backend
@@ -23,6 +22,7 @@ from grader.cli._common import (
     RubricOpt,
     console,
     err_console,
+    progress_bar,
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
@@ -95,17 +95,8 @@ async def _grade(
     backend = get_backend(backend_name, options)
     grade_cache = GradeCache() if use_cache else None
     try:
-        with Progress(
-            TextColumn("grading answers"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("failed {task.fields[failed]}"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
-        ) as progress:
-            task = progress.add_task("grading", total=len(work.answers), failed=0)
+        with progress_bar() as progress:
+            task = progress.add_task("grading answers", total=len(work.answers), failed=0)
             failed = 0
 
             def tick(result: AnswerResult) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from grader.backends import BackendOptions, get_backend
@@ -19,6 +19,7 @@ from grader.cli._common import (
     RubricOpt,
     console,
     err_console,
+    progress_bar,
     with_backend_options,
 )
 from grader.errors import GraderError
@@ -92,16 +93,7 @@ async def _run(
     try:
         for suite in loaded:
             total = min(limit, len(suite.cases)) if limit else len(suite.cases)
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("failed {task.fields[failed]}"),
-                TimeRemainingColumn(),
-                console=err_console,
-                transient=True,
-                disable=not err_console.is_terminal,
-            ) as progress:
+            with progress_bar() as progress:
                 task = progress.add_task(suite.name, total=total, failed=0)
                 failed = 0
 
