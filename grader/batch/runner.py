@@ -7,7 +7,8 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from grader.backends.base import Backend
 from grader.batch.files import Row, Writer, output_record
@@ -78,6 +79,19 @@ class BatchStats:
     @property
     def done(self) -> int:
         return self.graded + self.failed
+
+    def counts(self) -> dict[str, Any]:
+        """Every counter (not `total` or `started`), plain and picklable: what a worker process reports."""
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Counter) else v)
+                for f in fields(self) if f.name not in ("total", "started")}
+
+    def add(self, counts: dict[str, Any]) -> None:
+        """Add another run's `counts()` to these."""
+        for name, value in counts.items():
+            if isinstance(value, dict):
+                getattr(self, name).update(value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
     def record(self, grade: Grade | None, error: tuple[str, str] | None) -> None:
         """Count one finished row: a grade, or an error (message, kind)."""

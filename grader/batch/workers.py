@@ -25,7 +25,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,22 +99,6 @@ class Outcome:
     interrupted: bool = False
 
 
-def _counts(stats: BatchStats) -> dict[str, Any]:
-    return {
-        "skipped": stats.skipped, "graded": stats.graded, "failed": stats.failed, "cached": stats.cached,
-        "duplicates": stats.duplicates, "model_calls": stats.model_calls, "prompt_tokens": stats.prompt_tokens,
-        "completion_tokens": stats.completion_tokens, "tiers": dict(stats.tiers), "failures": dict(stats.failures),
-    }
-
-
-def _add(total: BatchStats, counts: dict[str, Any]) -> None:
-    for name, value in counts.items():
-        if isinstance(value, dict):
-            getattr(total, name).update(Counter(value))
-        else:
-            setattr(total, name, getattr(total, name) + value)
-
-
 class Workers:
     """Forked workers grading one job. Start them before any thread exists in this process (a progress
     bar's refresh thread included), then `collect()` their counts until all have exited."""
@@ -146,7 +129,7 @@ class Workers:
     def summed(self, total: int = 0) -> BatchStats:
         stats = BatchStats(total=total, started=self.started)
         for counts, _, _ in self._reports.values():
-            _add(stats, counts)
+            stats.add(counts)
         return stats
 
     def collect(self, *, total: int = 0, on_progress: Callable[[BatchStats], None] | None = None) -> Outcome:
@@ -218,7 +201,7 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
         now = time.monotonic()
         if final or now - last >= _REPORT_EVERY:
             last = now
-            conn.send(("stats", _counts(current), limit.maximum, limit.lowest))
+            conn.send(("stats", current.counts(), limit.maximum, limit.lowest))
 
     rows = (row for row in job.rows() if shard_of(row, job.rubric, count) == index)
     cache: GradeCache | None = None
