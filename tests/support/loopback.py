@@ -110,14 +110,8 @@ class LoopbackLLM:
             self.headers.append(headers)
             status, payload = self.batch_post(path, request.headers["content-type"], raw)
             return web.json_response(payload, status=status)
-        body = json.loads(raw)
-        number = self._calls
-        self._calls += 1
-        if self.record:
-            self._bodies.append(raw)
-            self.headers.append(headers)
-        fault = self.fault(number) if self.fault else None
-        status, payload, extra = self.respond(body, number, fault)
+        number, fault = self._count(raw, headers)
+        status, payload, extra = self.respond(json.loads(raw), number, fault)
         data = json.dumps(payload).encode()
         if fault == "hang":
             await asyncio.sleep(self.hang_seconds)
@@ -126,6 +120,16 @@ class LoopbackLLM:
             # above happens inside it, not on top of it.
             await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
         return web.Response(status=status, body=data, headers=extra, content_type="application/json")
+
+    def _count(self, raw: bytes, headers: dict[str, str] | None = None) -> tuple[int, str | None]:
+        """Number a chat request (kept when recording) and look up the fault injected for it."""
+        number = self._calls
+        self._calls += 1
+        if self.record:
+            self._bodies.append(raw)
+            if headers is not None:
+                self.headers.append(headers)
+        return number, self.fault(number) if self.fault else None
 
     def respond(
         self, body: dict[str, Any], number: int, fault: str | None = None
@@ -183,12 +187,8 @@ class LoopbackLLM:
                 lines = []
                 for line in self.files[state["input_file_id"]].decode().splitlines():
                     request = json.loads(line)
-                    number = self._calls
-                    self._calls += 1
-                    fault = self.fault(number) if self.fault else None
+                    number, fault = self._count(json.dumps(request["body"]).encode())
                     status, payload, _ = self.respond(request["body"], number, fault)
-                    if self.record:
-                        self._bodies.append(json.dumps(request["body"]).encode())
                     lines.append(json.dumps({"id": f"req-{len(lines)}", "custom_id": request["custom_id"],
                                              "response": {"status_code": status, "request_id": "r", "body": payload},
                                              "error": None}))
