@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -214,6 +215,14 @@ def test_resume_repairs_a_torn_line_and_grades_only_what_is_missing(tmp_path, se
     assert sorted(ids) == sorted(r["id"] for r in rows)
 
 
+def _wait_until(ready: Callable[[], bool], *, seconds: float) -> None:
+    """Poll another process's visible state (a file, /proc) until `ready()` or `seconds` pass: it waits on
+    that process, it is not a timed assertion (the caller asserts the state afterwards)."""
+    deadline = time.monotonic() + seconds
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -241,16 +250,12 @@ def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubr
         cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2",
                "--workers", str(workers)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 8):
-            time.sleep(0.02)  # polls the output file: waits on the process, not a timed assertion
+        _wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
         children = _children(proc.pid)
         assert len(children) == (workers if workers > 1 else 0)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not all(map(_gone, children)):
-            time.sleep(0.02)  # workers die with their parent; nothing keeps writing behind --resume
+        _wait_until(lambda: all(map(_gone, children)), seconds=30)  # nothing keeps writing behind --resume
         assert all(map(_gone, children))
         partial = out.read_text()
         assert 8 <= partial.count("\n") < 40
@@ -276,9 +281,7 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
         # Its own process group, as a terminal's foreground job: Ctrl-C reaches the parent and its workers.
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 8):
-            time.sleep(0.02)  # polls the output file: waits on the process, not a timed assertion
+        _wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130, stderr
