@@ -35,6 +35,11 @@ class KeyPoint(_Strict):
 
     id: PointId
     text: Annotated[Text, StringConstraints(max_length=200)]
+    phrasings: list[Annotated[Text, StringConstraints(max_length=300)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Other ways a candidate may say the same thing; the offline backend matches these too.",
+    )
     draft: bool = Field(default=False, description="Proposed by `grader rubric draft`, not reviewed yet.")
 
 
