@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 
 from grader.backends.base import Backend, GradeRequest
@@ -85,11 +86,16 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float) -> G
     notes = list(grade.notes)
     if grade.confidence is not None and grade.confidence < threshold:
         reasons.append(f"confidence {grade.confidence:.2f} is below the review threshold {threshold:.2f}")
-    n_points = len(question.key_points)
-    if grade.tier is Tier.great and n_points and len(grade.missed_points) > n_points / 2:
-        reasons.append(f"graded great but {len(grade.missed_points)} of {n_points} key points are missed")
-    if grade.tier is Tier.poor and n_points and not grade.missed_points and not grade.red_flags:
-        reasons.append("graded poor although every key point is covered and no red flag was found")
+    n_points, covered = len(question.key_points), len(grade.covered_points)
+    half = math.ceil(n_points / 2)
+    if grade.tier is not Tier.poor and grade.red_flags:
+        reasons.append(f"graded {grade.tier.value} but shows red flag(s) {', '.join(grade.red_flags)}")
+    if grade.tier is not Tier.poor and n_points and not covered:
+        reasons.append(f"graded {grade.tier.value} but covers none of the {n_points} key points")
+    elif grade.tier is Tier.great and n_points and covered < half:
+        reasons.append(f"graded great but covers only {covered} of {n_points} key points (great needs {half})")
+    if grade.tier is Tier.poor and n_points and covered >= half and not grade.red_flags:
+        reasons.append(f"graded poor although it covers {covered} of {n_points} key points and shows no red flag")
     if question.draft_ids:
         reasons.append("the rubric question has unreviewed draft points")
         notes.append("unreviewed draft points used: " + ", ".join(question.draft_ids))

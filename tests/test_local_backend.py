@@ -45,7 +45,10 @@ def test_great_reference_of_another_phrasing_covers_points_with_verbatim_evidenc
     )
     result = grade(local, q1, answer)
     covered = {p.id for p in result.covered_points}
-    assert {"q01.reproduce", "q01.restore-service", "q01.blameless-postmortem"} <= covered
+    said = {"q01.gather-evidence", "q01.reproduce", "q01.restore-service", "q01.root-cause",
+            "q01.document-incident", "q01.blameless-postmortem"}
+    # Recall on fresh answers is about 0.7 (FIT.md): most, not all, of the six points said here are found.
+    assert len(said & covered) >= 4, covered
     assert "q01.debt-tickets" not in covered  # never said
     for p in result.covered_points:
         assert p.evidence and p.evidence in answer
@@ -95,23 +98,25 @@ def test_confidence_reflects_the_margin(local, q1):
 
 def test_many_answers_share_one_model_call(monkeypatch, rubric):
     backend = LocalBackend()
-    calls: list[int] = []
+    calls: list[list[str]] = []
     embed = backend.embedder.embed
 
     def counting(texts, batch_size=64):
-        calls.append(len(texts))
+        calls.append(list(texts))
         return embed(texts, batch_size)
 
     monkeypatch.setattr(backend.embedder, "embed", counting)
-    answers = [(q, text) for q in list(rubric)[:5] for _, text in q.references.items()]
+    # Not the references verbatim: those are embedded with the rubric's anchors too.
+    answers = [(q, f"In short: {text}") for q in list(rubric)[:5] for _, text in q.references.items()]
 
     async def run_all():
         return await asyncio.gather(*(backend.grade(GradeRequest(q, a)) for q, a in answers))
 
     grades = asyncio.run(run_all())
     assert len(grades) == 15
-    answer_calls = [n for n in calls if n > 20]  # rubric anchors are embedded once per question, separately
-    assert len(answer_calls) == 1
+    # Rubric anchors are embedded once per question, separately; every answer goes through one call.
+    answer_calls = [texts for texts in calls if any(a in texts for _, a in answers)]
+    assert len(answer_calls) == 1 and all(a in answer_calls[0] for _, a in answers)
 
 
 def test_samples_are_refused_for_a_deterministic_backend(local, q1):

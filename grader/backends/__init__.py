@@ -65,6 +65,15 @@ def _local(options: BackendOptions) -> Backend:
         raise BackendNotConfiguredError(str(exc)) from None
 
 
+def _nearest(options: BackendOptions) -> Backend:
+    from grader.backends.local.backend import NearestReferenceBackend
+
+    try:
+        return NearestReferenceBackend(model_path=options.model_path)
+    except FileNotFoundError as exc:
+        raise BackendNotConfiguredError(str(exc)) from None
+
+
 def _fake(options: BackendOptions) -> Backend:
     from grader.backends.fake import FakeBackend
 
@@ -74,6 +83,7 @@ def _fake(options: BackendOptions) -> Backend:
 REGISTRY: dict[str, Callable[[BackendOptions], Backend]] = {
     "openai": _openai,
     "local": _local,
+    "nearest": _nearest,
     "fake": _fake,
 }
 

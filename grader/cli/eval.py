@@ -46,6 +46,12 @@ def eval_(
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
     check: Annotated[bool, typer.Option("--check", help="Exit 1 when evals/thresholds.yaml is broken.")] = False,
+    floor: Annotated[
+        bool,
+        typer.Option(
+            "--floor/--no-floor", help="Also grade each suite with the nearest-reference floor, in the same run."
+        ),
+    ] = True,
     price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
     options: BackendOptions = DEFAULT_OPTIONS,
@@ -56,7 +62,7 @@ def eval_(
 
     names = [n.strip() for item in (suite or list(suites.DEFAULT_SUITES)) for n in item.split(",") if n.strip()]
     loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
-    reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out))
+    reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out, floor))
     broken: list[str] = []
     limits = _thresholds().get(reports[0]["backend"], {}) if reports else {}
     for report in reports:
@@ -83,15 +89,22 @@ async def _run(
     limit: int | None,
     price_in: float | None,
     price_out: float | None,
+    with_floor: bool = True,
 ) -> list[dict[str, Any]]:
     from grader.eval.report import summarize  # scikit-learn: only when evaluating
     from grader.eval.runner import run_suite
 
     backend = get_backend(backend_name, options)
+    floor = get_backend("nearest", options) if with_floor and backend.name != "nearest" else None
     cache = GradeCache() if use_cache else None
     reports = []
     try:
         for suite in loaded:
+            floor_results = None
+            if floor is not None:
+                floor_results = await run_suite(
+                    suite, floor, cache=cache, limit=limit, concurrency=floor.default_concurrency
+                )
             total = min(limit, len(suite.cases)) if limit else len(suite.cases)
             with progress_bar() as progress:
                 task = progress.add_task(suite.name, total=total, failed=0)
@@ -118,13 +131,20 @@ async def _run(
                     model=backend.model,
                     price_in=price_in,
                     price_out=price_out,
+                    floor=(floor.name, floor_results) if floor is not None and floor_results is not None else None,
                 )
             )
     finally:
         await backend.aclose()
+        if floor is not None:
+            await floor.aclose()
         if cache is not None:
             cache.close()
     return reports
+
+
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _thresholds() -> dict[str, Any]:
@@ -154,7 +174,42 @@ def _print(report: dict[str, Any]) -> None:
             ("quadratic-weighted kappa", "n/a" if o["qwk"] is None else f"{o['qwk']:.3f}"),
             ("recall great / mediocre / poor", " / ".join(f"{v:.2f}" for v in o["recall"].values())),
         ]
+    if report.get("floor") and report["floor"]["overall"].get("n"):
+        f, m = report["floor"]["overall"], report["margin_over_floor"]
+        rows.append(
+            (
+                f"floor ({report['floor']['backend']}): accuracy / kappa",
+                f"{f['accuracy']:.3f} / {_num(f['qwk'])}  "
+                f"(margin {_num(m['accuracy'], '+.3f')} / {_num(m['qwk'], '+.3f')})",
+            )
+        )
+    for label, key in (("key points", "points"), ("red flags", "flags")):
+        pm = report.get(key, {})
+        if pm.get("cases"):
+            rows.append(
+                (
+                    f"{label}: precision / recall / F1",
+                    f"{_num(pm['precision'])} / {_num(pm['recall'])} / {_num(pm['f1'])}",
+                )
+            )
+    cal = report.get("calibration", {})
+    if cal.get("n"):
+        rows.append(
+            (
+                "confidence: ECE / accuracy of the most confident 80 %",
+                f"{cal['ece']:.3f} / {cal['accuracy_top_80']:.3f}",
+            )
+        )
+    rv = report.get("review", {})
+    if rv:
+        rows.append(
+            (
+                "needs_review (accuracy flagged / not)",
+                f"{rv['flagged']} ({_num(rv['accuracy_flagged'])} / {_num(rv['accuracy_unflagged'])})",
+            )
+        )
     rows += [
+        ("gamed (above the expected tier, not sent for review)", str(c.get("gamed", 0))),
         (
             "injection flips / verbosity inflations / fairness flips",
             f"{c['injection_flips']} / {c['verbosity_inflations']} / {c['fairness_flips']}",

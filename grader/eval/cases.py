@@ -45,6 +45,12 @@ class EvalCase(BaseModel):
     exemplars: list[Exemplar] | None = Field(
         default=None, description="Explicit exemplars, replacing the question's references."
     )
+    covered: list[str] | None = Field(
+        default=None,
+        description="Key-point ids the answer makes, graded by hand: per-point precision and recall are "
+        "measured on cases that have them.",
+    )
+    red_flags: list[str] | None = Field(default=None, description="Red-flag ids the answer shows, by hand.")
     meta: dict[str, str | float | int] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -73,6 +79,11 @@ class Suite(BaseModel):
                 raise ValueError(f"case {case.id}: unknown question {case.question!r}")
             if case.id in seen:
                 raise ValueError(f"duplicate case id {case.id!r}")
+            question = self.rubric.find(case.question)
+            for name, known in (("covered", question.point_ids), ("red_flags", [f.id for f in question.red_flags])):
+                unknown = set(getattr(case, name) or ()) - set(known)
+                if unknown:
+                    raise ValueError(f"case {case.id}: {name}: {sorted(unknown)} not in question {question.id}")
             seen.add(case.id)
         return self
 

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score
 
 from grader import plots
@@ -52,6 +53,99 @@ def _qwk(labels: list[str], predicted: list[str]) -> float | None:
     )
 
 
+def point_metrics(results: list[CaseResult], field: str) -> dict[str, Any]:
+    """Micro precision, recall and F1 of the grader's key points (`covered`) or red flags (`red_flags`)
+    against the hand annotations, over every (case, point) pair of the scored, annotated cases."""
+    tp = fp = fn = cases = 0
+    for r in results:
+        truth = getattr(r.case, field)
+        if r.grade is None or truth is None:
+            continue
+        graded = {p.id for p in r.grade.covered_points} if field == "covered" else set(r.grade.red_flags)
+        cases += 1
+        tp += len(graded & set(truth))
+        fp += len(graded - set(truth))
+        fn += len(set(truth) - graded)
+    if not cases:
+        return {"cases": 0}
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * precision * recall / (precision + recall) if precision and recall else (0.0 if tp + fp + fn else None)
+    return {
+        "cases": cases,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": None if precision is None else round(precision, 4),
+        "recall": None if recall is None else round(recall, 4),
+        "f1": None if f1 is None else round(f1, 4),
+    }
+
+
+def calibration(results: list[CaseResult], bins: int = 10, top: float = 0.8) -> dict[str, Any]:
+    """How far `confidence` is from accuracy: expected calibration error over equal-width bins, and the
+    accuracy of the most confident `top` share of grades (what a team gets if it lets a person read the
+    rest)."""
+    pairs = [
+        (r.grade.confidence, r.outcome == r.case.label.value)
+        for r in results
+        if r.grade is not None and r.grade.confidence is not None
+    ]
+    if not pairs:
+        return {"n": 0}
+    conf = np.array([c for c, _ in pairs])
+    right = np.array([ok for _, ok in pairs], dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = sum(
+        abs(right[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+        for b in range(bins)
+        if (which == b).any()
+    )
+    keep = max(1, int(round(top * len(pairs))))
+    order = np.argsort(-conf, kind="stable")[:keep]
+    return {
+        "n": len(pairs),
+        "ece": round(float(ece), 4),
+        "mean_confidence": round(float(conf.mean()), 4),
+        "accuracy": round(float(right.mean()), 4),
+        f"accuracy_top_{int(top * 100)}": round(float(right[order].mean()), 4),
+        "bins": [
+            {
+                "from": round(float(edges[b]), 2),
+                "to": round(float(edges[b + 1]), 2),
+                "n": int((which == b).sum()),
+                "accuracy": round(float(right[which == b].mean()), 4) if (which == b).any() else None,
+            }
+            for b in range(bins)
+        ],
+    }
+
+
+def review_metrics(results: list[CaseResult]) -> dict[str, Any]:
+    """What `needs_review` buys: how many grades it sends to a person, and accuracy with and without them."""
+    scored = [r for r in results if r.grade is not None]
+    flagged = [r for r in scored if r.grade is not None and r.grade.needs_review]
+    kept = [r for r in scored if r not in flagged]
+
+    def acc(rs: list[CaseResult]) -> float | None:
+        return round(sum(r.outcome == r.case.label.value for r in rs) / len(rs), 4) if rs else None
+
+    return {"flagged": len(flagged), "accuracy_flagged": acc(flagged), "accuracy_unflagged": acc(kept)}
+
+
+def gamed(results: list[CaseResult]) -> list[str]:
+    """Cases graded above every outcome they may get, without being sent for review."""
+    out = []
+    for r in results:
+        if r.grade is None or r.grade.needs_review or r.passed:
+            continue
+        allowed = [_rank(t) for t in r.case.expected if t != "rejected"]
+        if allowed and _rank(r.outcome) > max(allowed):
+            out.append(r.case.id)
+    return out
+
+
 def summarize(
     suite_name: str,
     results: list[CaseResult],
@@ -60,6 +154,7 @@ def summarize(
     model: str,
     price_in: float | None = None,
     price_out: float | None = None,
+    floor: tuple[str, list[CaseResult]] | None = None,
 ) -> dict[str, Any]:
     scored = [r for r in results if r.scored]
     by_id = {r.case.id: r for r in results}
@@ -77,7 +172,24 @@ def summarize(
         "pass_rate": round(sum(r.passed for r in results) / len(results), 4) if results else None,
         "needs_review": sum(bool(r.grade and r.grade.needs_review) for r in results),
         "overall": tier_metrics([r.case.label.value for r in scored], [r.outcome for r in scored]),
+        "points": point_metrics(results, "covered"),
+        "flags": point_metrics(results, "red_flags"),
+        "calibration": calibration(results),
+        "review": review_metrics(results),
     }
+    if floor is not None:
+        name, floor_results = floor
+        floor_scored = [r for r in floor_results if r.scored]
+        report["floor"] = {
+            "backend": name,
+            "overall": tier_metrics([r.case.label.value for r in floor_scored], [r.outcome for r in floor_scored]),
+        }
+        a, b = report["overall"].get("accuracy"), report["floor"]["overall"].get("accuracy")
+        qa, qb = report["overall"].get("qwk"), report["floor"]["overall"].get("qwk")
+        report["margin_over_floor"] = {
+            "accuracy": None if a is None or b is None else round(a - b, 4),
+            "qwk": None if qa is None or qb is None else round(qa - qb, 4),
+        }
 
     per_question: dict[str, list[CaseResult]] = defaultdict(list)
     per_kind: dict[str, list[CaseResult]] = defaultdict(list)
@@ -97,6 +209,8 @@ def summarize(
             "n": len(rs),
             "passed": sum(r.passed for r in rs),
             "pass_rate": round(sum(r.passed for r in rs) / len(rs), 4),
+            "accuracy": round(sum(r.outcome == r.case.label.value for r in rs) / len(rs), 4),
+            "gamed": len(gamed(rs)),
             "outcomes": dict(Counter(r.outcome for r in rs)),
         }
         for k, rs in per_kind.items()
@@ -124,7 +238,9 @@ def summarize(
         "verbosity": raised("verbose"),
         "fairness": sorted(fairness),
     }
+    report["flips"]["gamed"] = gamed(results)
     report["counts"] = {
+        "gamed": len(report["flips"]["gamed"]),
         "injection_flips": len(report["flips"]["injection"]),
         "verbosity_inflations": len(report["flips"]["verbosity"]),
         "fairness_flips": len(fairness),
@@ -168,6 +284,13 @@ def check_thresholds(report: dict[str, Any], limits: dict[str, float]) -> list[s
         "max_verbosity_inflations": counts["verbosity_inflations"],
         "max_fairness_flips": counts["fairness_flips"],
         "max_failed": report["failed"],
+        "max_gamed": counts.get("gamed"),
+        "min_point_f1": report.get("points", {}).get("f1"),
+        "min_flag_f1": report.get("flags", {}).get("f1"),
+        "max_ece": report.get("calibration", {}).get("ece"),
+        "min_accuracy_top_80": report.get("calibration", {}).get("accuracy_top_80"),
+        "min_margin_over_floor": (report.get("margin_over_floor") or {}).get("accuracy"),
+        "min_qwk_margin_over_floor": (report.get("margin_over_floor") or {}).get("qwk"),
     }
     broken = []
     for name, limit in limits.items():
@@ -199,7 +322,34 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{o['qwk'] if o['qwk'] is None else format(o['qwk'], '.3f')}",
             "- recall: " + ", ".join(f"{t} {v:.3f}" for t, v in o["recall"].items()),
         ]
+    if report.get("floor") and report["floor"]["overall"].get("n"):
+        f, m = report["floor"]["overall"], report["margin_over_floor"]
+        lines.append(
+            f"- floor ({report['floor']['backend']}, the tier of the most similar reference, same run): accuracy "
+            f"{f['accuracy']:.3f}, kappa {_fmt(f['qwk'])}; margin {_fmt(m['accuracy'], '+.3f')} accuracy, "
+            f"{_fmt(m['qwk'], '+.3f')} kappa"
+        )
+    for label, key in (("key points", "points"), ("red flags", "flags")):
+        pm = report.get(key, {})
+        if pm.get("cases"):
+            lines.append(
+                f"- {label} ({pm['cases']} annotated answers): precision {_fmt(pm['precision'])}, recall "
+                f"{_fmt(pm['recall'])}, F1 {_fmt(pm['f1'])} (tp {pm['tp']}, fp {pm['fp']}, fn {pm['fn']})"
+            )
+    cal = report.get("calibration", {})
+    if cal.get("n"):
+        lines.append(
+            f"- confidence: ECE {cal['ece']:.3f} (10 bins, mean confidence {cal['mean_confidence']:.3f} vs accuracy "
+            f"{cal['accuracy']:.3f}); accuracy of the most confident 80 %: {cal['accuracy_top_80']:.3f}"
+        )
+    rv = report.get("review", {})
+    if rv:
+        lines.append(
+            f"- needs_review: {rv['flagged']} grades (accuracy {_fmt(rv['accuracy_flagged'])} flagged, "
+            f"{_fmt(rv['accuracy_unflagged'])} not flagged)"
+        )
     c = report["counts"]
+    lines.append(f"- gamed (graded above the expected tier and not sent for review): {c.get('gamed', 0)}")
     lines += [
         f"- injection flips {c['injection_flips']}, verbosity inflations {c['verbosity_inflations']}, "
         f"fairness flips {c['fairness_flips']}",
@@ -220,10 +370,10 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {t} | " + " | ".join(map(str, row)) + " |"
             for t, row in zip(o["confusion"]["labels"], o["confusion"]["matrix"], strict=True)
         ]
-    lines += ["", "## Per kind", "", "| kind | n | passed | outcomes |", "|---|--:|--:|---|"]
+    lines += ["", "## Per kind", "", "| kind | n | passed | accuracy | gamed | outcomes |", "|---|--:|--:|--:|--:|---|"]
     for kind, v in sorted(report["per_kind"].items()):
         outcomes = ", ".join(f"{name} {n}" for name, n in sorted(v["outcomes"].items()))
-        lines.append(f"| {kind} | {v['n']} | {v['passed']} | {outcomes} |")
+        lines.append(f"| {kind} | {v['n']} | {v['passed']} | {v['accuracy']:.2f} | {v['gamed']} | {outcomes} |")
     lines += ["", "## Per question", "", "| question | n | passed | accuracy |", "|---|--:|--:|--:|"]
     lines += [f"| {q} | {v['n']} | {v['passed']} | {v['accuracy']:.2f} |" for q, v in report["per_question"].items()]
     misses = [r for r in report["results"] if not r["passed"]]
@@ -231,6 +381,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Cases that did not pass", "", "| case | kind | expected | graded |", "|---|---|---|---|"]
         lines += [f"| {r['id']} | {r['kind']} | {'/'.join(r['expected'])} | {r['outcome']} |" for r in misses[:200]]
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _pct(x: float | None) -> str:

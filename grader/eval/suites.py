@@ -1,5 +1,8 @@
 """The built-in suites: the references themselves, perturbations generated from them, and SAF.
 
+`answers` (the test half) and `answers-dev` are fresh answers to the packaged questions, written for the
+suite and graded by hand per tier, key point and red flag (`evals/answers.yaml`): the suite the grader's
+quality is reported on. `adversarial` holds answers made to game a grader.
 `references` grades each reference answer as a candidate, with that reference hidden from the
 exemplars unless `holdout=False`. `perturbations` derives answers whose right tier is known from the
 references (cut, reduced to keywords, padded, injected, relabelled with another identity) plus the
@@ -9,11 +12,13 @@ hand-written cases in `evals/perturbations.yaml`. `saf-ua` and `saf-uq` are the 
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from grader.errors import GraderError
 from grader.eval.cases import EvalCase, Suite, load_suite_file
@@ -21,8 +26,10 @@ from grader.grade import Tier
 from grader.resources import data_dir
 from grader.rubric import Question, Rubric, load_rubric
 
-SUITES = ("references", "perturbations", "saf-ua", "saf-uq")
-DEFAULT_SUITES = ("references", "perturbations")
+SUITES = ("answers", "answers-dev", "references", "perturbations", "adversarial", "saf-ua", "saf-uq")
+DEFAULT_SUITES = ("answers", "references", "perturbations", "adversarial")
+#: What each split of the `answers` suite is for: fit and tune on dev; report test.
+ANSWER_SUITES = {"answers": "test", "answers-dev": "dev"}
 
 FLUFF = (
     "I believe that communication is really important in any team and I always try my best. "
@@ -50,6 +57,12 @@ _STOP = set(
 
 
 def load(name: str, rubric_path: Path | None = None, *, holdout: bool = True) -> Suite:
+    if name in ANSWER_SUITES:
+        if rubric_path is not None:
+            raise GraderError(f"the {name} suite is graded against the packaged rubric; drop --rubric")
+        return answers_suite(ANSWER_SUITES[name])
+    if name == "adversarial":
+        return adversarial_suite(load_rubric(rubric_path))
     if name == "references":
         return references_suite(load_rubric(rubric_path), holdout=holdout)
     if name == "perturbations":
@@ -172,6 +185,117 @@ def perturbations_suite(rubric: Rubric, *, hand_written: bool = True) -> Suite:
         rubric=rubric,
         cases=cases,
     )
+
+
+class AnswersFile(BaseModel):
+    """`evals/answers.yaml`: fresh answers to the packaged questions, graded by hand, split by question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    policy: str = Field(description="The grading policy the hand grades follow.")
+    splits: dict[Literal["dev", "test"], list[str]] = Field(description="Question ids in each half.")
+    cases: list[EvalCase]
+
+
+def answers_file(path: Path | None = None) -> tuple[AnswersFile, Rubric]:
+    """The answers suite's file, validated against the packaged rubric; errors name the file and line."""
+    path = path or data_dir("evals") / "answers.yaml"
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except OSError as exc:
+        raise GraderError(f"{path}: cannot read the answers suite ({exc.strerror})") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise GraderError(f"{path}{where}: not valid YAML ({exc.problem})") from None
+    try:
+        parsed = AnswersFile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int) and isinstance(data, dict):
+            case = data["cases"][loc[1]]
+            ident = case.get("id") if isinstance(case, dict) else None
+            loc[1] = f"{loc[1]} ({ident})" if ident else loc[1]
+        raise GraderError(f"{path}: {'.'.join(map(str, loc))}: {err['msg']}") from None
+    rubric = load_rubric()
+    ids = [q.id for q in rubric]
+    halves = [qid for half in parsed.splits.values() for qid in half]
+    if sorted(halves) != sorted(ids):
+        raise GraderError(f"{path}: splits must name every packaged question exactly once")
+    try:  # every case against the rubric: its question, and the point and flag ids it is annotated with
+        Suite(name=parsed.name, rubric=rubric, cases=parsed.cases)
+    except ValidationError as exc:
+        raise GraderError(f"{path}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    return parsed, rubric
+
+
+def answers_suite(split: str = "test", path: Path | None = None) -> Suite:
+    """One half of the answers suite: `test` (what the README reports) or `dev` (what is fitted on)."""
+    parsed, rubric = answers_file(path)
+    half = set(parsed.splits[split])  # type: ignore[index]
+    cases = [c.model_copy(update={"meta": {**c.meta, "split": split}}) for c in parsed.cases if c.question in half]
+    return Suite(
+        name="answers" if split == "test" else f"answers-{split}",
+        description=f"{parsed.description} The {split} half: {len(half)} questions.",
+        rubric=rubric,
+        cases=cases,
+    )
+
+
+def adversarial_suite(rubric: Rubric) -> Suite:
+    """Answers made to game a grader, for every question, each of which must come out poor (or be sent to
+    a person): the great reference negated, the great reference with the poor one appended, another
+    question's great answer, the question pasted back (once and five times), the great answer's words
+    shuffled, and the key points' keywords glued into a sentence. All three references are shown, as in
+    real use."""
+    questions = list(rubric)
+    cases: list[EvalCase] = []
+    for i, q in enumerate(questions):
+        refs = dict(q.references.items())
+        great, poor = refs.get("great"), refs.get("poor")
+        n = f"{q.number:02d}"
+        made: list[tuple[str, str, str | None]] = [
+            ("question_echo", q.text, None),
+            ("question_echo_5", " ".join([q.text] * 5), None),
+            ("keyword_glue", " and the ".join(keywords(" ".join(p.text for p in q.key_points), limit=16)), None),
+        ]
+        if len(questions) > 1:
+            other = questions[(i + 1) % len(questions)]
+            if other.references.great:
+                made.append(("other_question", other.references.great, None))
+        if great:
+            made.append(("negated", negate(great), _ref_id(q, "great")))
+            words = great.split()
+            random.Random(q.number).shuffle(words)
+            made.append(("word_salad", " ".join(words), _ref_id(q, "great")))
+            if poor:
+                made.append(("appended_poor", f"{great} {poor}", _ref_id(q, "great")))
+        cases += [
+            EvalCase(id=f"{kind}-{n}", question=q.id, answer=text, label=Tier.poor, kind=kind, base=base)
+            for kind, text, base in made
+        ]
+    return Suite(
+        name="adversarial",
+        description="Answers made to game the grader; each must be graded poor or sent for review.",
+        rubric=rubric,
+        cases=cases,
+    )
+
+
+_SUBJECT = re.compile(r"\b(I|we|We)\s+(?!would\b)([a-z]+)")
+
+
+def negate(text: str) -> str:
+    """Each sentence made to say the opposite: "I start by gathering logs" -> "I would NOT start by ..."."""
+    out = []
+    for sentence in _sentences(text):
+        negated, n = _SUBJECT.subn(r"\1 would NOT \2", sentence, count=1)
+        rest = sentence if re.match(r"I\b", sentence) else sentence[0].lower() + sentence[1:]
+        out.append(negated if n else f"It is NOT true that {rest}")
+    return " ".join(out)
 
 
 def hand_written_cases() -> list[EvalCase]:

@@ -21,8 +21,21 @@ import numpy as np
 
 from grader.backends.base import Backend, GradeRequest
 from grader.backends.local.embedder import Embedder
-from grader.backends.local.rule import Analysis, TierRule
-from grader.backends.local.text import Span, prose_ratio, spans, words
+from grader.backends.local.rule import Analysis, Match, TierRule
+from grader.backends.local.text import (
+    Span,
+    chunks,
+    content_stems,
+    disorder,
+    echo,
+    negated_share,
+    prose_ratio,
+    repetition,
+    sentences,
+    spans,
+    windows,
+    words,
+)
 from grader.grade import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question
 
@@ -30,10 +43,84 @@ MAX_BATCH_ANSWERS = 256
 
 
 @dataclass(frozen=True)
+class _Side:
+    """The key points (or the red flags) of a question, embedded, with their yardsticks."""
+
+    vecs: np.ndarray  # (K, d)
+    stems: list[frozenset[str]]
+    level_great: np.ndarray  # (K,) best span similarity in the great exemplars (nan: none shown)
+    level_poor: np.ndarray  # (K,) the same in the poor exemplars
+    said: np.ndarray  # (K, d) how the yardstick reference says it: its best span (great for points, poor for flags)
+    has_said: bool
+    phrasings: list[np.ndarray]  # (n_k, d) for each point: the rubric's other phrasings of it
+
+
+@dataclass(frozen=True)
 class _Anchors:
-    points: np.ndarray  # (K, d)
-    flags: np.ndarray  # (F, d)
+    """A question's key points, red flags and exemplars, embedded once."""
+
+    points: _Side
+    flags: _Side
     topic: np.ndarray  # (1 + exemplars, d): the question text and the reference answers shown
+    exemplar_tiers: tuple[str, ...]  # the tier of each exemplar (topic rows 1..)
+    topic_level: float
+
+
+def _cut(answer: str) -> tuple[list[Span], list[Span]]:
+    """(spans, windows): the spans a point is matched against, and two-sentence windows on top."""
+    cut = sentences(answer)
+    found = spans(answer) + chunks(answer, cut) or [Span(answer, 0, len(answer))]
+    return found, windows(answer, cut)
+
+
+def _match(
+    side: _Side,
+    span_vecs: np.ndarray,
+    win_vecs: np.ndarray,
+    whole: np.ndarray,
+    span_stems: list[frozenset[str]],
+    whole_stems: frozenset[str],
+) -> Match:
+    if not len(side.vecs):
+        return Match.empty()
+    lexical = np.array([[len(p & s) / len(p) if p else 0.0 for s in span_stems] or [0.0] for p in side.stems])
+    span_sims = side.vecs @ span_vecs.T
+    all_sims = np.hstack([span_sims, side.vecs @ win_vecs.T]) if len(win_vecs) else span_sims
+    best = all_sims.argmax(axis=1)
+    # How specific the best span is to this point: its similarity here minus its best to another point.
+    if len(side.vecs) > 1:
+        others = all_sims[:, best].copy()
+        np.fill_diagonal(others, -np.inf)
+        specific = all_sims.max(axis=1) - others.max(axis=0)
+    else:
+        specific = np.zeros(len(side.vecs))
+    every = np.vstack([span_vecs, win_vecs]) if len(win_vecs) else span_vecs
+    said = (side.said @ every.T).max(axis=1) if side.has_said else np.full(len(best), np.nan)
+    phrased = np.array([float((alt @ every.T).max()) if len(alt) else np.nan for alt in side.phrasings])
+    return Match(
+        span=span_sims.max(axis=1),
+        window=all_sims.max(axis=1),
+        whole=side.vecs @ whole,
+        best=best,
+        level_great=side.level_great,
+        level_poor=side.level_poor,
+        words_span=lexical.max(axis=1),
+        words_whole=np.array([len(p & whole_stems) / len(p) if p else 0.0 for p in side.stems]),
+        said=said,
+        specific=specific,
+        phrased=phrased,
+    )
+
+
+def _topic_level(topic: np.ndarray) -> float:
+    """How on-topic the references are: each one's best similarity to the question or another
+    reference, averaged. An answer is judged off-topic relative to this, not to a fixed number."""
+    if len(topic) < 2:
+        return 1.0
+    sims = topic[1:] @ topic.T
+    for i in range(len(sims)):
+        sims[i, i + 1] = -1.0  # not itself
+    return float(sims.max(axis=1).mean())
 
 
 class LocalBackend(Backend):
@@ -95,64 +182,137 @@ class LocalBackend(Backend):
         return [self._grade(r, a, s) for r, (a, s) in zip(requests, analysed, strict=True)]
 
     def analyse_many(self, requests: list[GradeRequest]) -> list[tuple[Analysis, list[Span]]]:
-        cut = [spans(r.answer) or [Span(r.answer, 0, len(r.answer))] for r in requests]
-        texts = [s.text for answer_spans in cut for s in answer_spans] + [r.answer for r in requests]
+        """Embed every answer's spans, windows and whole text in one call, and match them to the rubric.
+        Returns each answer's analysis and its evidence spans (spans first, then windows)."""
+        cuts = [_cut(r.answer) for r in requests]
+        texts = [s.text for found, wins in cuts for s in [*found, *wins]] + [r.answer for r in requests]
         vectors = self.embedder.embed(texts)
         whole = vectors[len(texts) - len(requests) :]
         out, offset = [], 0
         for i, request in enumerate(requests):
-            span_vecs = vectors[offset : offset + len(cut[i])]
-            offset += len(cut[i])
+            found, wins = cuts[i]
+            span_vecs = vectors[offset : offset + len(found)]
+            win_vecs = vectors[offset + len(found) : offset + len(found) + len(wins)]
+            offset += len(found) + len(wins)
             anchors = self._anchors_for(request)
-            point_sims = anchors.points @ span_vecs.T if len(anchors.points) else np.zeros((0, len(cut[i])))
-            flag_sims = anchors.flags @ span_vecs.T if len(anchors.flags) else np.zeros((0, len(cut[i])))
+            topic_sims = anchors.topic @ whole[i]
+            tier_sims: dict[str, float] = {}
+            for tier, sim in zip(anchors.exemplar_tiers, topic_sims[1:], strict=True):
+                tier_sims[tier] = max(tier_sims.get(tier, -1.0), float(sim))
+            span_stems = [content_stems(s.text) for s in [*found, *wins]]
+            whole_stems = content_stems(request.answer)
             analysis = Analysis(
-                point_best=point_sims.max(axis=1) if point_sims.size else np.zeros(len(anchors.points)),
-                point_span=point_sims.argmax(axis=1) if point_sims.size else np.zeros(len(anchors.points), int),
-                flag_best=flag_sims.max(axis=1) if flag_sims.size else np.zeros(len(anchors.flags)),
-                flag_span=flag_sims.argmax(axis=1) if flag_sims.size else np.zeros(len(anchors.flags), int),
-                topical=float((anchors.topic @ whole[i]).max()),
+                points=_match(anchors.points, span_vecs, win_vecs, whole[i], span_stems, whole_stems),
+                flags=_match(anchors.flags, span_vecs, win_vecs, whole[i], span_stems, whole_stems),
+                tier_similarity=tier_sims,
+                topical=float(topic_sims.max()),
+                topic_level=anchors.topic_level,
                 prose=prose_ratio(request.answer),
                 n_words=len(words(request.answer)),
+                repetition=repetition(request.answer),
+                disorder=disorder(request.answer),
+                echo=echo(request.answer, request.question.text),
+                negated=negated_share(sentences(request.answer)),
             )
-            out.append((analysis, cut[i]))
+            out.append((analysis, [*found, *wins]))
         return out
 
     def _anchors_for(self, request: GradeRequest) -> _Anchors:
         q = request.question
-        exemplars = [text for _, text in request.reference_answers]
-        key = hashlib.sha256("\x00".join([q.fingerprint(), *exemplars]).encode()).hexdigest()
+        exemplars = list(request.reference_answers)
+        key = hashlib.sha256("\x00".join([q.fingerprint(), *(f"{t}:{x}" for t, x in exemplars)]).encode()).hexdigest()
         anchors = self._anchors.get(key)
-        if anchors is None:
-            points = [p.text for p in q.key_points]
-            flags = [f.text for f in q.red_flags]
-            vecs = self.embedder.embed([*points, *flags, q.text, *exemplars])
-            anchors = _Anchors(
-                points=vecs[: len(points)],
-                flags=vecs[len(points) : len(points) + len(flags)],
-                topic=vecs[len(points) + len(flags) :],
+        if anchors is not None:
+            return anchors
+        points = [p.text for p in q.key_points]
+        flags = [f.text for f in q.red_flags]
+        ex_cuts = [_cut(text)[0] for _, text in exemplars]
+        ex_spans = [s.text for cut in ex_cuts for s in cut]
+        alts = [list(p.phrasings) for p in [*q.key_points, *q.red_flags]]
+        alt_texts = [t for texts in alts for t in texts]
+        vecs = self.embedder.embed([*points, *flags, q.text, *(x for _, x in exemplars), *ex_spans, *alt_texts])
+        alt_vecs, cursor = vecs[len(vecs) - len(alt_texts) :], 0
+        vecs = vecs[: len(vecs) - len(alt_texts)]
+        per_item = []
+        for texts in alts:
+            per_item.append(alt_vecs[cursor : cursor + len(texts)])
+            cursor += len(texts)
+        n_p, n_f, n_e = len(points), len(flags), len(exemplars)
+        point_vecs, flag_vecs = vecs[:n_p], vecs[n_p : n_p + n_f]
+        topic = vecs[n_p + n_f : n_p + n_f + 1 + n_e]
+        span_vecs, offset = vecs[n_p + n_f + 1 + n_e :], 0
+        d = vecs.shape[1]
+        sides = {"points": (point_vecs, "great"), "flags": (flag_vecs, "poor")}
+        level = {(side, tier): np.full(len(v), np.nan) for side, (v, _) in sides.items() for tier in ("great", "poor")}
+        said = {
+            side: (np.zeros((len(v), d), dtype=vecs.dtype), np.full(len(v), -np.inf)) for side, (v, _) in sides.items()
+        }
+        for (tier, _), cut in zip(exemplars, ex_cuts, strict=True):
+            ex = span_vecs[offset : offset + len(cut)]
+            offset += len(cut)
+            if tier not in ("great", "poor") or not len(ex):
+                continue
+            for side, (anchor, yardstick) in sides.items():
+                if not len(anchor):
+                    continue
+                sims = anchor @ ex.T
+                best = sims.max(axis=1)
+                level[side, tier] = np.fmax(level[side, tier], best)
+                if tier == yardstick:
+                    said_vecs, said_best = said[side]
+                    better = best > said_best
+                    said_vecs[better] = ex[sims.argmax(axis=1)[better]]
+                    said_best[better] = best[better]
+
+        def side_of(name: str, texts: list[str]) -> _Side:
+            vecs_, _ = sides[name]
+            own = per_item[: len(points)] if name == "points" else per_item[len(points) :]
+            return _Side(
+                vecs=vecs_,
+                stems=[content_stems(t) for t in texts],
+                level_great=level[name, "great"],
+                level_poor=level[name, "poor"],
+                said=said[name][0],
+                has_said=bool(np.isfinite(said[name][1]).all()) and len(texts) > 0,
+                phrasings=own,
             )
-            self._anchors[key] = anchors
+
+        anchors = _Anchors(
+            points=side_of("points", points),
+            flags=side_of("flags", flags),
+            topic=topic,
+            exemplar_tiers=tuple(t for t, _ in exemplars),
+            topic_level=_topic_level(topic),
+        )
+        self._anchors[key] = anchors
         return anchors
 
     def _grade(self, request: GradeRequest, a: Analysis, answer_spans: list[Span]) -> Grade:
         q, rule = request.question, self.rule
+        p_points, p_flags = rule.point_probabilities(a), rule.flag_probabilities(a)
         covered = [
-            CoveredPoint(id=p.id, evidence=answer_spans[int(a.point_span[k])].text)
+            CoveredPoint(id=p.id, evidence=answer_spans[int(a.points.best[k])].text)
             for k, p in enumerate(q.key_points)
-            if a.point_best[k] >= rule.cover_threshold
+            if p_points[k] >= rule.point_threshold
         ]
         covered_ids = {c.id for c in covered}
         missed = [p.id for p in q.key_points if p.id not in covered_ids]
-        flags = [f.id for k, f in enumerate(q.red_flags) if a.flag_best[k] >= rule.flag_threshold]
+        flags = [f.id for k, f in enumerate(q.red_flags) if p_flags[k] >= rule.flag_threshold]
 
-        guard = _guard_rail(a, rule)
+        guard = guard_rail(a, rule)
         if guard is not None:
             tier, confidence, reason = Tier.poor, guard[0], guard[1]
+        elif flags:
+            # The policy: a red flag shown makes the answer poor, however much else it covers. How sure
+            # that is, is how sure the strongest flag is.
+            tier, confidence, reason = Tier.poor, float(p_flags.max()), None
         else:
             probs = rule.probabilities(a)
             tier = Tier(max(probs, key=probs.__getitem__))
             confidence, reason = probs[tier.value], None
+        review = []
+        if a.negated > rule.guards.negated and tier is not Tier.poor:
+            review.append(f"{a.negated:.0%} of its sentences are negated: check that it says what it seems to")
 
         return Grade(
             question_id=q.id,
@@ -163,6 +323,7 @@ class LocalBackend(Backend):
             red_flags=flags,
             confidence=round(confidence, 4),
             confidence_source="margin",
+            review_reasons=review,
             backend=self.name,
             model=self.model,
             usage=Usage(),
@@ -171,18 +332,26 @@ class LocalBackend(Backend):
         )
 
 
-def _guard_rail(a: Analysis, rule: TierRule) -> tuple[float, str] | None:
-    """Answers that are not answers are poor whatever they happen to match. Returns (confidence, why)."""
+def guard_rail(a: Analysis, rule: TierRule) -> tuple[float, str] | None:
+    """Texts that are not answers are poor whatever they happen to match. Returns (confidence, why)."""
+    g = rule.guards
 
-    def margin(value: float, threshold: float) -> float:
-        return float(np.clip(0.5 + (threshold - value) / max(threshold, 1e-9), 0.5, 0.99))
+    def margin(value: float, threshold: float, above: bool = False) -> float:
+        gap = (value - threshold) if above else (threshold - value)
+        return float(np.clip(0.5 + gap / max(abs(threshold), 1e-9), 0.5, 0.99))
 
-    if a.n_words < rule.min_words:
-        return margin(a.n_words, rule.min_words), f"it is too short to be an answer ({a.n_words} words)"
-    if a.topical < rule.topic_threshold:
-        return margin(a.topical, rule.topic_threshold), "it does not address the question (off-topic)"
-    if a.prose < rule.prose_threshold:
-        return margin(a.prose, rule.prose_threshold), "it reads as a list of keywords, not an explanation"
+    if a.n_words < g.min_words:
+        return margin(a.n_words, g.min_words), f"it is too short to be an answer ({a.n_words} words)"
+    if a.echo > g.echo:
+        return margin(a.echo, g.echo, above=True), "it repeats the question instead of answering it"
+    if a.repetition > g.repetition:
+        return margin(a.repetition, g.repetition, above=True), "it repeats the same words over and over"
+    if a.disorder > g.disorder:
+        return margin(a.disorder, g.disorder, above=True), "its words are not in sentences (shuffled text)"
+    if a.prose < g.prose:
+        return margin(a.prose, g.prose), "it reads as a list of keywords, not an explanation"
+    if a.topical < g.topic * a.topic_level:
+        return margin(a.topical, g.topic * a.topic_level), "it does not address the question (off-topic)"
     return None
 
 
@@ -210,7 +379,7 @@ def _justify(
         parts.append("Misses: " + "; ".join(f"{pid} ({texts[pid].rstrip('.')})" for pid in missed) + ".")
     if flags:
         shown = [
-            f'{fid} ("{_clip(answer_spans[int(a.flag_span[k])].text)}")'
+            f'{fid} ("{_clip(answer_spans[int(a.flags.best[k])].text)}")'
             for k, f in enumerate(q.red_flags)
             for fid in [f.id]
             if fid in flags
@@ -225,3 +394,32 @@ def _justify(
 
 def _clip(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+class NearestReferenceBackend(LocalBackend):
+    """The floor every quality claim is measured against: the tier of the most similar exemplar (same
+    embedder, whole answer against whole exemplar), and nothing else. A grader that cannot beat this
+    has learnt nothing from the rubric."""
+
+    name = "nearest"
+
+    def cache_key(self) -> str:
+        return f"{self.name}:{self.model}"
+
+    def _grade(self, request: GradeRequest, a: Analysis, answer_spans: list[Span]) -> Grade:  # noqa: ARG002
+        q = request.question
+        sims = a.tier_similarity
+        tier = Tier(max(sims, key=sims.__getitem__)) if sims else Tier.mediocre
+        return Grade(
+            question_id=q.id,
+            tier=tier,
+            justification=f"Most similar to the {tier.value} reference answer "
+            f"(cosine {sims.get(tier.value, 0):.2f}).",
+            missed_points=[p.id for p in q.key_points],
+            confidence=None,
+            backend=self.name,
+            model=self.model,
+            usage=Usage(),
+            attempts=1,
+            rubric_version=q.fingerprint(),
+        )
