@@ -23,10 +23,10 @@ from grader.backends.base import Backend, GradeRequest
 from grader.backends.local.embedder import Embedder
 from grader.backends.local.rule import Analysis, Match, TierRule
 from grader.backends.local.text import (
+    OrderModel,
     Span,
     chunks,
     content_stems,
-    disorder,
     echo,
     negated_share,
     prose_ratio,
@@ -37,7 +37,7 @@ from grader.backends.local.text import (
     words,
 )
 from grader.grade import CoveredPoint, Grade, Tier, Usage
-from grader.rubric import Question
+from grader.rubric import Question, Rubric, load_rubric
 
 MAX_BATCH_ANSWERS = 256
 
@@ -80,6 +80,7 @@ def _match(
     whole: np.ndarray,
     span_stems: list[frozenset[str]],
     whole_stems: frozenset[str],
+    opponents: np.ndarray,
 ) -> Match:
     if not len(side.vecs):
         return Match.empty()
@@ -95,6 +96,9 @@ def _match(
     else:
         specific = np.zeros(len(side.vecs))
     every = np.vstack([span_vecs, win_vecs]) if len(win_vecs) else span_vecs
+    # The same span against the other side: a sentence that makes a key point is not a red flag because
+    # it shares the flag's vocabulary ("I roll back, then find the cause" vs "I just roll back").
+    rival = (opponents @ every[best].T).max(axis=0) if len(opponents) else np.full(len(best), np.nan)
     said = (side.said @ every.T).max(axis=1) if side.has_said else np.full(len(best), np.nan)
     phrased = np.array([float((alt @ every.T).max()) if len(alt) else np.nan for alt in side.phrasings])
     return Match(
@@ -109,6 +113,7 @@ def _match(
         said=said,
         specific=specific,
         phrased=phrased,
+        rival=all_sims.max(axis=1) - rival,
     )
 
 
@@ -128,10 +133,16 @@ class LocalBackend(Backend):
     stochastic = False
     default_concurrency = MAX_BATCH_ANSWERS
 
-    def __init__(self, *, model_path: Path | None = None, rule: TierRule | None = None) -> None:
+    def __init__(
+        self, *, model_path: Path | None = None, rule: TierRule | None = None, contrast: Rubric | None = None
+    ) -> None:
         self.embedder = Embedder.load(model_path)
         self._rule = rule
+        self._contrast_bank = contrast
+        self.order_model = OrderModel.load()
+        self._contrast: tuple[np.ndarray, list[str], np.ndarray] | None = None
         self._anchors: dict[str, _Anchors] = {}
+        self._seen_text: dict[str, np.ndarray] = {}
         self._pending: list[tuple[GradeRequest, asyncio.Future[Grade]]] = []
         self._flushing = False
 
@@ -140,7 +151,10 @@ class LocalBackend(Backend):
         return self.embedder.model_id
 
     def cache_key(self) -> str:
-        return f"{super().cache_key()}:rule={self.rule.fingerprint}"
+        bank = self._contrast_bank if self._contrast_bank is not None else load_rubric()
+        contrast = hashlib.sha256("".join(q.fingerprint() for q in bank).encode()).hexdigest()[:16]
+        order = hashlib.sha256(self.order_model.to_json().encode()).hexdigest()[:16]
+        return f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}"
 
     @property
     def rule(self) -> TierRule:
@@ -196,26 +210,61 @@ class LocalBackend(Backend):
             offset += len(found) + len(wins)
             anchors = self._anchors_for(request)
             topic_sims = anchors.topic @ whole[i]
+            elsewhere, elsewhere_id = self._elsewhere(request.question, whole[i])
             tier_sims: dict[str, float] = {}
             for tier, sim in zip(anchors.exemplar_tiers, topic_sims[1:], strict=True):
                 tier_sims[tier] = max(tier_sims.get(tier, -1.0), float(sim))
             span_stems = [content_stems(s.text) for s in [*found, *wins]]
             whole_stems = content_stems(request.answer)
             analysis = Analysis(
-                points=_match(anchors.points, span_vecs, win_vecs, whole[i], span_stems, whole_stems),
-                flags=_match(anchors.flags, span_vecs, win_vecs, whole[i], span_stems, whole_stems),
+                points=_match(anchors.points, span_vecs, win_vecs, whole[i], span_stems, whole_stems,
+                              anchors.flags.vecs),
+                flags=_match(anchors.flags, span_vecs, win_vecs, whole[i], span_stems, whole_stems,
+                             anchors.points.vecs),
                 tier_similarity=tier_sims,
                 topical=float(topic_sims.max()),
                 topic_level=anchors.topic_level,
                 prose=prose_ratio(request.answer),
                 n_words=len(words(request.answer)),
                 repetition=repetition(request.answer),
-                disorder=disorder(request.answer),
+                order=self.order_model.score(request.answer),
+                elsewhere=elsewhere - float(topic_sims.max()),
+                elsewhere_id=elsewhere_id,
                 echo=echo(request.answer, request.question.text),
                 negated=negated_share(sentences(request.answer)),
             )
             out.append((analysis, [*found, *wins]))
         return out
+
+    def _elsewhere(self, question: Question, whole: np.ndarray) -> tuple[float, str | None]:
+        """The answer's best similarity to another question of the contrast bank (its text and
+        references) and which one: an answer written for another question is off-topic here however
+        well it matches the shared vocabulary. Questions that are this one (same id, or the same text
+        in another bank) are left out."""
+        if self._contrast is None:
+            bank = self._contrast_bank if self._contrast_bank is not None else load_rubric()
+            texts: list[str] = []
+            owners: list[str] = []
+            head_texts: list[str] = []
+            for q in bank:
+                head_texts.append(q.text)
+                for text in [q.text, *(t for _, t in q.references.items())]:
+                    texts.append(text)
+                    owners.append(q.id)
+            every = self.embedder.embed([*texts, *head_texts])
+            self._contrast = (every[: len(texts)], owners, every[len(texts) :])
+        vecs, owners, heads = self._contrast
+        own = self._seen_text.get(question.text)
+        if own is None:
+            own = self._seen_text[question.text] = self.embedder.embed([question.text])[0]
+        ids = list(dict.fromkeys(owners))
+        same = {qid for qid, head in zip(ids, heads, strict=True) if qid == question.id or float(head @ own) > 0.95}
+        keep = [i for i, owner in enumerate(owners) if owner not in same]
+        if not keep:
+            return -1.0, None
+        sims = vecs[keep] @ whole
+        best = int(sims.argmax())
+        return float(sims[best]), owners[keep[best]]
 
     def _anchors_for(self, request: GradeRequest) -> _Anchors:
         q = request.question
@@ -346,10 +395,15 @@ def guard_rail(a: Analysis, rule: TierRule) -> tuple[float, str] | None:
         return margin(a.echo, g.echo, above=True), "it repeats the question instead of answering it"
     if a.repetition > g.repetition:
         return margin(a.repetition, g.repetition, above=True), "it repeats the same words over and over"
-    if a.disorder > g.disorder:
-        return margin(a.disorder, g.disorder, above=True), "its words are not in sentences (shuffled text)"
+    if a.order < g.order:  # nan (too short to tell) compares false
+        return margin(a.order, g.order), "its words are not in sentences (shuffled text)"
     if a.prose < g.prose:
         return margin(a.prose, g.prose), "it reads as a list of keywords, not an explanation"
+    if a.elsewhere > g.elsewhere:
+        return (
+            margin(a.elsewhere, g.elsewhere, above=True),
+            f"it answers another question ({a.elsewhere_id}), not this one",
+        )
     if a.topical < g.topic * a.topic_level:
         return margin(a.topical, g.topic * a.topic_level), "it does not address the question (off-topic)"
     return None

@@ -36,6 +36,7 @@ POINT_FEATURES = (
     "said",
     "specific",
     "phrased",
+    "over_rival",
 )
 FLAG_FEATURES = (
     "span",
@@ -48,6 +49,7 @@ FLAG_FEATURES = (
     "said",
     "specific",
     "phrased",
+    "over_rival",
 )
 TIER_FEATURES = (
     "covered_share",
@@ -81,11 +83,12 @@ class Match:
     said: np.ndarray  # (K,) best similarity to the way the reference says it (nan: no such reference)
     specific: np.ndarray  # (K,) best span's similarity to this point minus its best to any other
     phrased: np.ndarray  # (K,) best similarity of a span to one of the point's phrasings (nan: none written)
+    rival: np.ndarray  # (K,) the best span's similarity here minus its best to the other side (flags for points)
 
     @classmethod
     def empty(cls) -> Match:
         z = np.zeros(0)
-        return cls(z, z, z, np.zeros(0, int), z, z, z, z, z, z, z)
+        return cls(z, z, z, np.zeros(0, int), z, z, z, z, z, z, z, z)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,9 @@ class Analysis:
     prose: float  # share of function words
     n_words: int
     repetition: float
-    disorder: float
+    order: float  # OrderModel score: prose > 0, shuffled words <= 0 (nan: too short to tell)
+    elsewhere: float  # best similarity to another question's references or text, minus `topical`
+    elsewhere_id: str | None  # that question
     echo: float  # share of the answer's words that are the question's
     negated: float  # share of sentences with a negation
 
@@ -165,7 +170,8 @@ class Guards:
     prose: float  # under this share of function words: a keyword list
     topic: float  # under this share of the references' own topicality: off-topic
     repetition: float  # the most frequent word pair takes more than this share: glued or pasted text
-    disorder: float  # more odd word pairs than this: shuffled words
+    order: float  # word order scores under this: shuffled words
+    elsewhere: float  # closer than this to another question than to its own: it answers that one
     echo: float  # more of the question's own words than this: the question pasted back
     negated: float  # more negated sentences than this: ask a person (not graded down by itself)
 
@@ -178,6 +184,9 @@ class TierRule:
     guards: Guards
     point_threshold: float = 0.5
     flag_threshold: float = 0.5
+    #: An answer that says it in the reference's own words (a span this similar to the great reference's
+    #: sentence for a point, or the poor reference's for a red flag) makes it, whatever the model says.
+    verbatim: float = 1.01
     source: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -196,6 +205,7 @@ class TierRule:
             guards=Guards(**data["guards"]),
             point_threshold=data["point_threshold"],
             flag_threshold=data["flag_threshold"],
+            verbatim=data["verbatim"],
             source=data,
         )
 
@@ -205,6 +215,7 @@ class TierRule:
             "tiers": list(TIERS),
             "point_threshold": self.point_threshold,
             "flag_threshold": self.flag_threshold,
+            "verbatim": self.verbatim,
             "guards": self.guards.__dict__,
             "point": self.point.to_dict(),
             "flag": self.flag.to_dict(),
@@ -216,10 +227,18 @@ class TierRule:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def point_probabilities(self, a: Analysis) -> np.ndarray:
-        return self.point.positive(point_features(a.points)) if a.points.span.size else np.zeros(0)
+        if not a.points.span.size:
+            return np.zeros(0)
+        return self._verbatim(self.point.positive(point_features(a.points)), a.points)
 
     def flag_probabilities(self, a: Analysis) -> np.ndarray:
-        return self.flag.positive(flag_features(a.flags)) if a.flags.span.size else np.zeros(0)
+        if not a.flags.span.size:
+            return np.zeros(0)
+        return self._verbatim(self.flag.positive(flag_features(a.flags)), a.flags)
+
+    def _verbatim(self, p: np.ndarray, m: Match) -> np.ndarray:
+        said = np.nan_to_num(m.said, nan=-1.0)
+        return np.where(said >= self.verbatim, np.maximum(p, 0.99), p)
 
     def probabilities(self, a: Analysis) -> dict[str, float]:
         x = tier_features(
@@ -242,6 +261,7 @@ def point_features(m: Match) -> np.ndarray:
             m.said,
             m.specific,
             m.phrased,
+            m.rival,
         ]
     )
 
@@ -259,6 +279,7 @@ def flag_features(m: Match) -> np.ndarray:
             m.said,
             m.specific,
             m.phrased,
+            m.rival,
         ]
     )
 

@@ -3,8 +3,12 @@ span that best matches a key point can be quoted verbatim as evidence."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
+from importlib.resources import files
 
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"'”’)]*|$)")
 _CLAUSE_BREAK = re.compile(
@@ -117,42 +121,75 @@ def repetition(text: str) -> float:
     return max(counts.values()) / len(pairs)
 
 
-_CLASSES = {
-    **dict.fromkeys("the a an my our your this these those their its every each".split(), "D"),
-    **dict.fromkeys("to of in on for with at by from into about over under".split(), "P"),
-    **dict.fromkeys("and or but nor".split(), "C"),
-    **dict.fromkeys("i we you they he she".split(), "R"),
-}
-# Word-class pairs that prose almost never has ("the of", "to and", "we i"), nor a determiner or
-# preposition ending a sentence; shuffled words have them at chance rates.
-_ODD_PAIRS = {
-    ("D", "D"),
-    ("D", "P"),
-    ("D", "C"),
-    ("D", "R"),
-    ("P", "C"),
-    (
-        "P",
-        "D",
-    ),
-    ("C", "C"),
-    ("R", "R"),
-    ("D", "."),
-    ("P", "."),
-    ("C", "."),
-}
-_ODD_PAIRS.discard(("P", "D"))
-_TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*|[.!?;:]")
+_ORDER_TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*|[.!?;:\n]")
+_ORDER_VOCAB = _FUNCTION_WORDS | frozenset(
+    "also just really very about into out up all any some more most other than too only would should could "
+    "will may might must been being am were does did its these those every each over under".split()
+)
+MIN_ORDER_PAIRS = 12
 
 
-def disorder(text: str) -> float:
-    """Share of adjacent word pairs that prose almost never has: about 0.01 in an answer, spoken or not,
-    and 0.1 or more once its words are shuffled into a salad."""
-    classes = [_CLASSES.get(t.lower(), "." if not t[0].isalpha() else "X") for t in _TOKEN.findall(text)]
-    pairs = list(zip(classes, classes[1:], strict=False))
-    if len(pairs) < 12:
-        return 0.0
-    return sum(p in _ODD_PAIRS for p in pairs) / len(pairs)
+def _order_tokens(text: str) -> list[str]:
+    """Function words as themselves, every other word as X, sentence ends as '.': word order, not topic."""
+    out = ["<s>"]
+    for token in _ORDER_TOKEN.findall(text):
+        w = token.lower()
+        out.append(w if w in _ORDER_VOCAB else ("X" if w[0].isalpha() else "."))
+    return out
+
+
+@dataclass(frozen=True)
+class OrderModel:
+    """A bigram model of how function words follow one another in English prose. `score` tells prose
+    (spoken or not) from the same words shuffled into a salad, which an embedding model cannot see."""
+
+    unigrams: dict[str, int]
+    bigrams: dict[str, int]  # "a b" -> count
+
+    @classmethod
+    def train(cls, texts: list[str]) -> OrderModel:
+        uni: dict[str, int] = {}
+        bi: dict[str, int] = {}
+        for text in texts:
+            tokens = _order_tokens(text)
+            for a, b in zip(tokens, tokens[1:], strict=False):
+                uni[b] = uni.get(b, 0) + 1
+                bi[f"{a} {b}"] = bi.get(f"{a} {b}", 0) + 1
+        return cls(dict(sorted(uni.items())), dict(sorted(bi.items())))
+
+    @classmethod
+    def load(cls) -> OrderModel:
+        """The packaged model (`order.json`, written by scripts/fit_local.py from the rubric's own text)."""
+        data = json.loads((files("grader.backends.local") / "order.json").read_text(encoding="utf-8"))
+        return cls(unigrams=data["unigrams"], bigrams=data["bigrams"])
+
+    def to_json(self) -> str:
+        return json.dumps({"unigrams": self.unigrams, "bigrams": self.bigrams}, indent=0, sort_keys=True) + "\n"
+
+    @cached_property
+    def _context(self) -> dict[str, int]:
+        ctx: dict[str, int] = {}
+        for pair, n in self.bigrams.items():
+            a = pair.split(" ", 1)[0]
+            ctx[a] = ctx.get(a, 0) + n
+        return ctx
+
+    def score(self, text: str) -> float:
+        """How sure it is that the text's words are in prose order: the mean log-ratio of its word pairs,
+        P(next | previous) / P(next), over its standard error (a t statistic). Prose scores well above
+        zero, a shuffled text well below, and a short text near zero either way; nan under 12 pairs."""
+        tokens = _order_tokens(text)
+        if len(tokens) - 1 < MIN_ORDER_PAIRS:
+            return float("nan")
+        total, vocab, ctx = sum(self.unigrams.values()), len(self.unigrams) + 1, self._context
+        values = []
+        for a, b in zip(tokens, tokens[1:], strict=False):
+            p_pair = (self.bigrams.get(f"{a} {b}", 0) + 0.5) / (ctx.get(a, 0) + 0.5 * vocab)
+            p_next = (self.unigrams.get(b, 0) + 0.5) / (total + 0.5 * vocab)
+            values.append(math.log(p_pair / p_next))
+        mean = sum(values) / len(values)
+        spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1e-9
+        return mean / (spread / math.sqrt(len(values)))
 
 
 def echo(answer: str, question: str) -> float:
