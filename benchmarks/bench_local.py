@@ -7,7 +7,7 @@ Prints, measured in the same run:
 - answers/s grading a batch of N answers through `LocalBackend.grade` (asyncio.gather, as a batch
   run does), with the rubric anchors already embedded;
 - the embedding-bound limit: the model alone embedding exactly the texts that batch needs (every
-  answer's spans and the whole answers), in answers/s; and the ratio of the two.
+  answer's spans, chunks and windows, and the whole answers), in answers/s; and the ratio of the two.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import sys
 import time
 
 from grader.backends.base import GradeRequest
-from grader.backends.local.backend import LocalBackend
-from grader.backends.local.text import spans
+from grader.backends.local.backend import LocalBackend, _cut
 from grader.rubric import load_rubric
 
 COLD_ANSWER = "I check the logs and recent deploys, reproduce the bug in staging, and fix the root cause."
@@ -76,7 +75,8 @@ def main() -> None:
     graded = time.perf_counter() - start
     assert len(grades) == len(requests)
 
-    texts = [s.text for r in requests for s in spans(r.answer)] + [r.answer for r in requests]
+    # Exactly what grading embeds per answer: its spans, word chunks and two-sentence windows, and itself.
+    texts = [s.text for r in requests for part in _cut(r.answer) for s in part] + [r.answer for r in requests]
     start = time.perf_counter()
     backend.embedder.embed(texts)
     embedded = time.perf_counter() - start

@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 
 from grader.backends.base import GradeRequest
-from grader.backends.local.backend import LocalBackend, guard_rail
+from grader.backends.local.backend import ORDER_MIN_WORDS, LocalBackend, guard_rail
 from grader.backends.local.rule import (
     FLAG_FEATURES,
     POINT_FEATURES,
@@ -38,7 +38,7 @@ from grader.backends.local.rule import (
     point_features,
     tier_features,
 )
-from grader.backends.local.text import OrderModel
+from grader.backends.local.text import OrderModel, echo, repetition
 from grader.eval.suites import answers_suite
 from grader.grade import TIERS
 
@@ -129,6 +129,21 @@ def ece(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
             if (which == b).any()
         )
     )
+
+
+def _real_texts(suite) -> list[tuple[str, str]]:
+    """(answer, its question's text) for the dev answers and, when the SAF data is at hand, SAF's training
+    answers (read with scripts/build_saf.py's reader; the SAF test splits are not read)."""
+    out = [(c.answer, suite.rubric.find(c.question).text) for c in suite.cases]
+    try:
+        from build_saf import DEFAULT_SRC, read_split
+    except ImportError:  # run from elsewhere than scripts/
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from build_saf import DEFAULT_SRC, read_split
+    if (DEFAULT_SRC / "training").is_dir():
+        for q in read_split(DEFAULT_SRC / "training").values():
+            out += [(a.response, q.text) for a in q.answers if a.response.strip()]
+    return out
 
 
 def _shuffle(text: str, seed: int) -> str:
@@ -257,8 +272,8 @@ def main() -> int:
     tier_variants = {
         "point verdicts only (covered share, red flags)": [0, 1, 2, 3],
         "the policy read off the point verdicts (P(>= half covered), P(any red flag))": [7, 8],
-        "point verdicts, policy and reference similarity": [0, 1, 2, 3, 4, 5, 7, 8],
-        "similarity to each tier's reference only": [4, 5],
+        "point verdicts, policy and reference similarity": [0, 1, 2, 3, 4, 5, 7, 8, 9],
+        "similarity to each tier's reference only": [4, 5, 9],
         "both, and length": list(range(len(TIER_FEATURES))),
         "both, not length": [i for i, name in enumerate(TIER_FEATURES) if name != "log_words"],
         "both, and length up to 60 words (shipped: padding must not raise a tier)": SHIPPED_TIER,
@@ -307,11 +322,24 @@ def main() -> int:
     own_ratio = np.array([a.topical / a.topic_level for a in analyses])
     off_ratio = np.array([a.topical / a.topic_level for a, _ in off])
     topic = float(np.floor(own_ratio.min() * 0.95 * 100) / 100)
+    # What real answers look like, for the text guards: the dev answers, and SAF's training answers (real
+    # students' short technical answers, where available) so that a guard tuned on interview prose does not
+    # call a terse technical answer shuffled or an echo of the question.
+    real = _real_texts(suite)
+    order_model = backend.order_model
+    real_order = np.array([order_model.score(t) for t, _ in real])
+    real_order = real_order[~np.isnan(real_order)]
+    real_echo = np.array([echo(t, q) for t, q in real])
+    real_repetition = np.array([repetition(t) for t, _ in real])
     own_order = np.array([a.order for a in analyses if not np.isnan(a.order)])
     salads = backend.analyse_many([GradeRequest(r.question, _shuffle(c.answer, i)) for i, (c, r) in
                                    enumerate(zip(cases, requests, strict=True))])
     salad_order = np.array([a.order for a, _ in salads if not np.isnan(a.order)])
+    # From the dev answers (interview prose). SAF's technical answers, formulas and German fragments score
+    # far lower under a model of prose, so a low score sends the grade for review instead of grading it down.
     order = round(float(own_order.min()) - 0.5, 2)
+    long_real = np.array([order_model.score(t) for t, _ in real if len(t.split()) >= ORDER_MIN_WORDS])
+    long_real = long_real[~np.isnan(long_real)]
     own_elsewhere = np.array([a.elsewhere for a in analyses])
     off_elsewhere = np.array([a.elsewhere for a, _ in off])
     elsewhere = round(float(own_elsewhere.max()) + 0.05, 3)
@@ -319,10 +347,14 @@ def main() -> int:
         min_words=8,
         prose=0.10,
         topic=topic,
-        repetition=round(max(0.12, max(a.repetition for a in analyses) * 1.5), 3),
+        repetition=round(
+            max(0.12, max(a.repetition for a in analyses) * 1.5, float(np.percentile(real_repetition, 99)) * 1.2), 3
+        ),
         order=order,
         elsewhere=elsewhere,
-        echo=round(max(0.75, max(a.echo for a in analyses) * 1.2), 3),
+        echo=round(
+            min(0.95, max(0.75, max(a.echo for a in analyses) * 1.2, float(np.percentile(real_echo, 99)) * 1.05)), 3
+        ),
         negated=0.5,
     )
     out += [
@@ -337,11 +369,16 @@ def main() -> int:
         f"its best to its own; dev answers to their own question: highest {own_elsewhere.max():+.2f}; threshold "
         f"{elsewhere:+.2f}; the same answers put to another question: {(off_elsewhere > elsewhere).mean():.0%} caught.",
         f"- word order (t statistic under a bigram model of the rubric's prose): dev answers lowest "
-        f"{own_order.min():+.2f}; threshold {order:+.2f}; the same answers with their words shuffled: "
-        f"{(salad_order < order).mean():.0%} caught (the short ones pass, and a short salad covers little).",
-        f"- repetition (share of the most frequent word pair): dev max {max(a.repetition for a in analyses):.3f}; "
+        f"{own_order.min():+.2f}, real texts of {ORDER_MIN_WORDS}+ words under it: "
+        f"{(long_real < order).mean():.1%} of {len(long_real)}; threshold {order:+.2f}; "
+        "the dev answers with their words shuffled: "
+        f"{(salad_order < order).mean():.0%} caught (the short ones pass, and a short salad covers little). "
+        "A grade under the threshold is sent for review, not graded down.",
+        f"- repetition (share of the most frequent word pair): dev max {max(a.repetition for a in analyses):.3f}, "
+        f"all real texts' 99th percentile {np.percentile(real_repetition, 99):.3f}; "
         f"threshold {guards.repetition}",
-        f"- echo (share of the question's words): dev max {max(a.echo for a in analyses):.3f}; "
+        f"- echo (share of the question's words): dev max {max(a.echo for a in analyses):.3f}, all real texts' 99th "
+        f"percentile {np.percentile(real_echo, 99):.3f}; "
         f"threshold {guards.echo}",
         f"- negated sentences: dev share over {guards.negated}: "
         f"{sum(a.negated > guards.negated for a in analyses)} of {len(analyses)} (sent for review, not graded down)",

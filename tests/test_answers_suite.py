@@ -198,3 +198,18 @@ def test_the_floor_is_the_tier_of_the_most_similar_reference(rubric):
     assert all(g.backend == "nearest" and g.confidence is None and not g.covered_points for g in grades)
     hidden = asyncio.run(floor.grade(GradeRequest(q, q.references.great, exemplars=(("poor", q.references.poor),))))
     assert hidden.tier is Tier.poor  # only a poor exemplar left: the floor can only say poor
+
+
+def test_thresholds_on_points_calibration_and_the_floor_are_checked(q1):
+    from grader.eval.report import check_thresholds, summarize
+
+    a = q1.point_ids[0]
+    results = [_result(q1, "great", covered=[a], truth=[a], conf=0.9), _result(q1, "poor", truth=[a], conf=0.9)]
+    floor = [_result(q1, "poor"), _result(q1, "poor")]
+    report = summarize("answers", results, backend="fake", model="m", floor=("nearest", floor))
+    assert report["floor"]["overall"]["accuracy"] == 0.0 and report["margin_over_floor"]["accuracy"] == 0.5
+    assert check_thresholds(report, {"min_margin_over_floor": 0.5, "min_point_f1": 0.6, "max_ece": 0.45}) == []
+    broken = check_thresholds(report, {"min_margin_over_floor": 0.6, "min_point_f1": 0.7, "max_ece": 0.3,
+                                       "min_accuracy_top_80": 0.9, "max_gamed": 0})
+    assert [line.split(":")[1].split()[0] for line in broken] == ["margin_over_floor", "point_f1", "ece",
+                                                                  "accuracy_top_80"]

@@ -4,6 +4,7 @@ verbatim evidence, keeps non-answers poor, and batches many answers into one mod
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -131,3 +132,82 @@ def test_registry_builds_it_and_a_bad_model_path_is_a_clear_error(tmp_path):
     assert get_backend("local").name == "local"
     with pytest.raises(BackendNotConfiguredError, match="does not exist"):
         get_backend("local", BackendOptions(model_path=tmp_path / "missing"))
+
+
+# --- the text signals behind the guard rails, table-driven ---------------------------------------------------
+
+from grader.backends.local import text  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        pytest.param("I check the logs. Then I look at deploys.", ["I check the logs.", "Then I look at deploys."],
+                     id="two-sentences"),
+        pytest.param("- logs\n- deploys", ["- logs", "- deploys"], id="bullets"),
+        pytest.param("   ", [], id="blank"),
+    ],
+)
+def test_sentences_are_exact_slices(answer, expected):
+    found = text.sentences(answer)
+    assert [s.text for s in found] == expected
+    assert all(answer[s.start : s.end] == s.text for s in found)
+
+
+def test_windows_and_chunks_are_exact_slices_of_the_answer():
+    answer = "I check the logs. Then I diff the deploys. Finally I write it up."
+    cut = text.sentences(answer)
+    wins = text.windows(answer, cut)
+    assert [w.text for w in wins] == ["I check the logs. Then I diff the deploys.",
+                                      "Then I diff the deploys. Finally I write it up."]
+    spoken = " ".join(["so um I look at the logs and then the deploys and you know the metrics"] * 3)
+    chunks = text.chunks(spoken, text.sentences(spoken))
+    assert chunks and all(spoken[c.start : c.end] == c.text and len(text.words(c.text)) <= 14 for c in chunks)
+    assert text.chunks(answer, cut) == []  # short sentences are not chunked
+
+
+@pytest.mark.parametrize(
+    ("answer", "low", "high"),
+    [
+        pytest.param("I start with the logs and the recent deploys, then I try to reproduce it in staging.", 0.0,
+                     0.07, id="prose"),
+        pytest.param("logs and the deploys and the metrics and the alerts and the traces and the rollbacks", 0.25,
+                     1.0, id="glued"),
+        pytest.param(" ".join(["How do you debug a production issue?"] * 5), 0.12, 1.0, id="pasted"),
+    ],
+)
+def test_repetition(answer, low, high):
+    assert low <= text.repetition(answer) <= high
+
+
+def test_echo_negation_and_stems():
+    q = "How do you approach debugging a production issue?"
+    assert text.echo(q, q) == 1.0
+    assert text.echo("I read the logs first and reproduce it.", q) == 0.0
+    cut = text.sentences("I would NOT check logs. We never test. I write docs.")
+    assert text.negated_share(cut) == pytest.approx(2 / 3)
+    assert text.stem("deployments") == text.stem("deployment") == "deploy"
+    assert text.content_stems("I check the deployments") == frozenset({"check", "deploy"})
+
+
+def test_word_order_tells_prose_from_the_same_words_shuffled(rubric):
+    import random
+
+    model = text.OrderModel.load()
+    great = rubric.find(7).references.great
+    words = great.split()
+    random.Random(1).shuffle(words)
+    assert model.score(great) > 0 > model.score(" ".join(words))
+    assert math.isnan(model.score("Too short to tell."))
+
+
+def test_another_questions_answer_is_off_topic(local, rubric):
+    q1, q2 = rubric.find(1), rubric.find(2)
+    result = grade(local, q1, q2.references.great)
+    assert result.tier.value == "poor"
+    assert f"it answers another question ({q2.id})" in result.justification
+
+
+def test_a_red_flag_shown_makes_the_answer_poor(local, q1):
+    result = grade(local, q1, f"{q1.references.great} {q1.references.poor}")
+    assert result.red_flags and result.tier.value == "poor"

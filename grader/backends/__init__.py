@@ -28,6 +28,7 @@ class BackendOptions:
     max_tokens: int | None = None
     prompts_dir: Path | None = None
     model_path: Path | None = None
+    local_rule: str | None = None
     policy: RetryPolicy = RetryPolicy()
 
 
@@ -59,9 +60,11 @@ def _local(options: BackendOptions) -> Backend:
         raise GraderError(
             f"the local backend cannot load ({exc.name} is missing)", hint="reinstall grader: pip install ."
         ) from None
+    from grader.backends.local.rule import TierRule
+
     try:
-        return LocalBackend(model_path=options.model_path)
-    except FileNotFoundError as exc:
+        return LocalBackend(model_path=options.model_path, rule=TierRule.load(options.local_rule))
+    except (FileNotFoundError, ValueError) as exc:
         raise BackendNotConfiguredError(str(exc)) from None
 
 

@@ -85,6 +85,15 @@ ModelPathOpt = Annotated[
     ),
 ]
 
+LocalRuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--local-rule",
+        envvar="GRADER_LOCAL_RULE",
+        help="Local backend: the packaged decision rule, default or saf (fitted on SAF's training split).",
+    ),
+]
+
 
 #: What a `with_backend_options` command's `options` defaults to (the decorator always passes it).
 DEFAULT_OPTIONS = BackendOptions()
@@ -100,6 +109,7 @@ _BACKEND_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("max_attempts", AttemptsOpt, 5),
     ("reasks", ReasksOpt, 2),
     ("model_path", ModelPathOpt, None),
+    ("local_rule", LocalRuleOpt, None),
 )
 
 
@@ -140,6 +150,7 @@ def backend_options(
     reasks: int = 2,
     prompts: Path | None = None,
     model_path: Path | None = None,
+    local_rule: str | None = None,
 ) -> BackendOptions:
     return BackendOptions(
         model=model,
@@ -149,6 +160,7 @@ def backend_options(
         timeout=timeout,
         prompts_dir=prompts,
         model_path=model_path,
+        local_rule=local_rule,
         policy=RetryPolicy(attempts=max_attempts, reasks=reasks),
     )
 

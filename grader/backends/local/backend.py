@@ -40,6 +40,8 @@ from grader.grade import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question, Rubric, load_rubric
 
 MAX_BATCH_ANSWERS = 256
+#: Shuffled words are only looked for from 40 words on: a shorter salad has too few words to match much.
+ORDER_MIN_WORDS = 40
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ class LocalBackend(Backend):
         self._contrast_bank = contrast
         self.order_model = OrderModel.load()
         self._contrast: tuple[np.ndarray, list[str], np.ndarray] | None = None
+        self._contrast_members: set[str] = set()
         self._anchors: dict[str, _Anchors] = {}
         self._seen_text: dict[str, np.ndarray] = {}
         self._pending: list[tuple[GradeRequest, asyncio.Future[Grade]]] = []
@@ -239,8 +242,8 @@ class LocalBackend(Backend):
     def _elsewhere(self, question: Question, whole: np.ndarray) -> tuple[float, str | None]:
         """The answer's best similarity to another question of the contrast bank (its text and
         references) and which one: an answer written for another question is off-topic here however
-        well it matches the shared vocabulary. Questions that are this one (same id, or the same text
-        in another bank) are left out."""
+        well it matches the shared vocabulary. The bank is the packaged rubric unless one is given, and
+        only its own questions are checked against it (same id or same text are not "another")."""
         if self._contrast is None:
             bank = self._contrast_bank if self._contrast_bank is not None else load_rubric()
             texts: list[str] = []
@@ -251,9 +254,12 @@ class LocalBackend(Backend):
                 for text in [q.text, *(t for _, t in q.references.items())]:
                     texts.append(text)
                     owners.append(q.id)
+            self._contrast_members = {q.fingerprint() for q in bank}
             every = self.embedder.embed([*texts, *head_texts])
             self._contrast = (every[: len(texts)], owners, every[len(texts) :])
         vecs, owners, heads = self._contrast
+        if question.fingerprint() not in self._contrast_members:
+            return -1.0, None  # a question of another bank: its neighbours are not known here
         own = self._seen_text.get(question.text)
         if own is None:
             own = self._seen_text[question.text] = self.embedder.embed([question.text])[0]
@@ -360,6 +366,9 @@ class LocalBackend(Backend):
             tier = Tier(max(probs, key=probs.__getitem__))
             confidence, reason = probs[tier.value], None
         review = []
+        if a.n_words >= ORDER_MIN_WORDS and a.order < rule.guards.order and tier is not Tier.poor:
+            # Not graded down: terse technical answers (formulas, lists) can read as disordered too.
+            review.append("its word order looks shuffled (a model of prose finds it unlikely)")
         if a.negated > rule.guards.negated and tier is not Tier.poor:
             review.append(f"{a.negated:.0%} of its sentences are negated: check that it says what it seems to")
 
@@ -395,8 +404,6 @@ def guard_rail(a: Analysis, rule: TierRule) -> tuple[float, str] | None:
         return margin(a.echo, g.echo, above=True), "it repeats the question instead of answering it"
     if a.repetition > g.repetition:
         return margin(a.repetition, g.repetition, above=True), "it repeats the same words over and over"
-    if a.order < g.order:  # nan (too short to tell) compares false
-        return margin(a.order, g.order), "its words are not in sentences (shuffled text)"
     if a.prose < g.prose:
         return margin(a.prose, g.prose), "it reads as a list of keywords, not an explanation"
     if a.elsewhere > g.elsewhere:

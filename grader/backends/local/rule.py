@@ -61,6 +61,7 @@ TIER_FEATURES = (
     "log_words",
     "p_half",
     "p_flag_any",
+    "sim_great",
 )
 VERSION = 2
 #: Length counts only up to here: a short answer rarely makes half the points, but padding a fair answer
@@ -190,9 +191,14 @@ class TierRule:
     source: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def load(cls) -> TierRule:
-        data = json.loads((files("grader.backends.local") / "params.json").read_text(encoding="utf-8"))
-        return cls.from_dict(data)
+    def load(cls, name: str | None = None) -> TierRule:
+        """A packaged rule by name: `default` (params.json, fitted on the answers suite's dev half) or
+        `saf` (params-saf.json, its tier model refitted on SAF's training split)."""
+        packaged = {"default": "params.json", "saf": "params-saf.json"}
+        if (name or "default") not in packaged:
+            raise ValueError(f"unknown local rule {name!r}; packaged rules: {', '.join(packaged)}")
+        source = files("grader.backends.local") / packaged[name or "default"]
+        return cls.from_dict(json.loads(source.read_text(encoding="utf-8")))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TierRule:
@@ -300,6 +306,7 @@ def tier_features(
             float(np.log1p(min(a.n_words, WORDS_CAP))),
             at_least_half(p_points),
             float(1.0 - np.prod(1.0 - p_flags)) if p_flags.size else 0.0,
+            g,
         ],
         dtype=np.float64,
     )

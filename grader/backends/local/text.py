@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib.resources import files
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"'”’)]*|$)")
+# A sentence ends at . ! ? (with closing quotes or brackets), at a line break (bullets, list items) or at the end.
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"'”’)]*|(?=\n)|$)")
 _CLAUSE_BREAK = re.compile(
     r";\s+|\s*[—–]\s*|\s+-\s+|,\s+|\s+(?=(?:and|then|while|but|so|which|before|after|because|when)\s)"
 )
