@@ -211,3 +211,25 @@ def test_another_questions_answer_is_off_topic(local, rubric):
 def test_a_red_flag_shown_makes_the_answer_poor(local, q1):
     result = grade(local, q1, f"{q1.references.great} {q1.references.poor}")
     assert result.red_flags and result.tier.value == "poor"
+
+
+def test_the_rubric_side_is_embedded_once_across_processes(monkeypatch, tmp_path, q1):
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path))
+    answer = "I read the logs and the recent deploys first, then I reproduce it in staging."
+    first = LocalBackend()
+    expected = grade(first, q1, answer)
+    asyncio.run(first.aclose())
+    second = LocalBackend()  # a new process would start like this: empty in memory, the cache on disk
+    seen: list[str] = []
+    embed = second.embedder.embed
+
+    def recording(texts, batch_size=64):
+        seen.extend(texts)
+        return embed(texts, batch_size)
+
+    monkeypatch.setattr(second.embedder, "embed", recording)
+    again = grade(second, q1, answer)
+    assert again == expected
+    assert answer in seen  # answers are always embedded afresh
+    assert not {p.text for p in q1.key_points} & set(seen) and q1.references.great not in seen
+    assert (tmp_path / "vectors.sqlite").is_file()

@@ -36,6 +36,7 @@ from grader.backends.local.text import (
     windows,
     words,
 )
+from grader.backends.local.vectors import VectorCache
 from grader.grade import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question, Rubric, load_rubric
 
@@ -142,6 +143,7 @@ class LocalBackend(Backend):
         self._rule = rule
         self._contrast_bank = contrast
         self.order_model = OrderModel.load()
+        self._vectors = VectorCache(self.embedder.model_id)
         self._contrast: tuple[np.ndarray, list[str], np.ndarray] | None = None
         self._contrast_members: set[str] = set()
         self._anchors: dict[str, _Anchors] = {}
@@ -239,6 +241,13 @@ class LocalBackend(Backend):
             out.append((analysis, [*found, *wins]))
         return out
 
+    def _rubric_vectors(self, texts: list[str]) -> np.ndarray:
+        """The rubric side's vectors, through the on-disk cache (answers are embedded directly)."""
+        return self._vectors.embed(texts, self.embedder.embed)
+
+    async def aclose(self) -> None:
+        self._vectors.close()
+
     def _elsewhere(self, question: Question, whole: np.ndarray) -> tuple[float, str | None]:
         """The answer's best similarity to another question of the contrast bank (its text and
         references) and which one: an answer written for another question is off-topic here however
@@ -255,14 +264,14 @@ class LocalBackend(Backend):
                     texts.append(text)
                     owners.append(q.id)
             self._contrast_members = {q.fingerprint() for q in bank}
-            every = self.embedder.embed([*texts, *head_texts])
+            every = self._rubric_vectors([*texts, *head_texts])
             self._contrast = (every[: len(texts)], owners, every[len(texts) :])
         vecs, owners, heads = self._contrast
         if question.fingerprint() not in self._contrast_members:
             return -1.0, None  # a question of another bank: its neighbours are not known here
         own = self._seen_text.get(question.text)
         if own is None:
-            own = self._seen_text[question.text] = self.embedder.embed([question.text])[0]
+            own = self._seen_text[question.text] = self._rubric_vectors([question.text])[0]
         ids = list(dict.fromkeys(owners))
         same = {qid for qid, head in zip(ids, heads, strict=True) if qid == question.id or float(head @ own) > 0.95}
         keep = [i for i, owner in enumerate(owners) if owner not in same]
@@ -285,7 +294,7 @@ class LocalBackend(Backend):
         ex_spans = [s.text for cut in ex_cuts for s in cut]
         alts = [list(p.phrasings) for p in [*q.key_points, *q.red_flags]]
         alt_texts = [t for texts in alts for t in texts]
-        vecs = self.embedder.embed([*points, *flags, q.text, *(x for _, x in exemplars), *ex_spans, *alt_texts])
+        vecs = self._rubric_vectors([*points, *flags, q.text, *(x for _, x in exemplars), *ex_spans, *alt_texts])
         alt_vecs, cursor = vecs[len(vecs) - len(alt_texts) :], 0
         vecs = vecs[: len(vecs) - len(alt_texts)]
         per_item = []
