@@ -1,13 +1,15 @@
 """The embedded offline backend: grades with a small sentence-embedding model, no key, no network.
 
-For each answer: cut it into spans (sentences and clauses), embed them, and match every key point and
-red flag against its best span; a key point is covered when that similarity passes a calibrated
-threshold, and the span is its evidence. The tier comes from coverage and red flags through a small
-fitted rule (`rule.py`), after guard rails that keep empty, off-topic and keyword-list answers poor.
+For each answer: cut it into spans (sentences, clauses, word chunks of long runs, two-sentence windows),
+embed them, and match every key point and red flag (and their phrasings) against them. Small logistic
+models fitted on fresh hand-graded answers (`rule.py`, `scripts/fit_local.py`) turn the similarities
+into a probability per point and per flag, and the point verdicts, the flags and the similarity to each
+tier's reference into the tier. Guard rails first keep texts that are not answers poor: too short, the
+question pasted back, glued keywords, off-topic, or another question's answer.
 
 Requests that arrive together (a batch, or `asyncio.gather` over many answers) are embedded in one
 model call: `grade()` queues the request and the queue is flushed on the next turn of the event loop.
-Each rubric question's key points, red flags and exemplars are embedded once and cached.
+Each rubric question's anchors are embedded once per process, and kept on disk (`vectors.py`).
 """
 
 from __future__ import annotations
