@@ -48,6 +48,16 @@ C_POINT, C_TIER = 1.0, 0.5
 SHIPPED_TIER = list(range(len(TIER_FEATURES)))
 
 
+def _standardised(X: np.ndarray, names: tuple[str, ...]):
+    """(standardised X, fill values for nan, mean, scale): a missing feature is its column's mean."""
+    fill = {n: float(np.nanmean(X[:, j])) if np.isfinite(X[:, j]).any() else 0.0 for j, n in enumerate(names)}
+    X = X.copy()
+    for j, n in enumerate(names):
+        X[np.isnan(X[:, j]), j] = fill[n]
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-9
+    return (X - mean) / scale, fill, mean, scale
+
+
 def fit_logistic(
     X: np.ndarray,
     y: np.ndarray,
@@ -55,17 +65,13 @@ def fit_logistic(
     C: float,
     use: list[int] | None = None,
     classes: tuple[str, ...] | None = None,
-) -> Logistic:  # noqa: PLR0913
+) -> Logistic:
     """A logistic model over standardised features; features outside `use` get a zero weight."""
     use = list(range(X.shape[1])) if use is None else use
-    fill = {n: float(np.nanmean(X[:, j])) if np.isfinite(X[:, j]).any() else 0.0 for j, n in enumerate(names)}
-    X = X.copy()
-    for j, n in enumerate(names):
-        X[np.isnan(X[:, j]), j] = fill[n]
-    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-9
+    X, fill, mean, scale = _standardised(X, names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(((X - mean) / scale)[:, use], y)
+        model = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(X[:, use], y)
     coef = np.zeros((model.coef_.shape[0], X.shape[1]))
     coef[:, use] = model.coef_
     intercept = model.intercept_
@@ -82,12 +88,8 @@ def fit_monotone(
     similarity must never make a point less likely covered (plain logistic regression over these
     correlated features learns some negative weights, which a paraphrase can then exploit)."""
     use = list(range(X.shape[1])) if use is None else use
-    fill = {n: float(np.nanmean(X[:, j])) if np.isfinite(X[:, j]).any() else 0.0 for j, n in enumerate(names)}
-    X = X.copy()
-    for j, n in enumerate(names):
-        X[np.isnan(X[:, j]), j] = fill[n]
-    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-9
-    Z = ((X - mean) / scale)[:, use]
+    X, fill, mean, scale = _standardised(X, names)
+    Z = X[:, use]
     t = y.astype(float)
     w_pos = len(t) / (2 * max(t.sum(), 1))
     w_neg = len(t) / (2 * max((1 - t).sum(), 1))

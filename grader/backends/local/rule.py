@@ -171,10 +171,10 @@ class Guards:
     prose: float  # under this share of function words: a keyword list
     topic: float  # under this share of the references' own topicality: off-topic
     repetition: float  # the most frequent word pair takes more than this share: glued or pasted text
-    order: float  # word order scores under this: shuffled words
+    order: float  # a long answer's word order scoring under this is sent for review (shuffled words)
     elsewhere: float  # closer than this to another question than to its own: it answers that one
     echo: float  # more of the question's own words than this: the question pasted back
-    negated: float  # more negated sentences than this: ask a person (not graded down by itself)
+    negated: float  # a larger share of negated sentences is sent for review (not graded down by itself)
 
 
 @dataclass(frozen=True)
@@ -255,38 +255,19 @@ class TierRule:
 
 
 def point_features(m: Match) -> np.ndarray:
-    return np.column_stack(
-        [
-            m.span,
-            m.window,
-            m.whole,
-            m.span - m.level_great,
-            m.span - m.level_poor,
-            m.words_span,
-            m.words_whole,
-            m.said,
-            m.specific,
-            m.phrased,
-            m.rival,
-        ]
-    )
+    """POINT_FEATURES for each key point: the great reference is the yardstick it should reach."""
+    return _match_features(m, yardstick=m.level_great, opposite=m.level_poor)
 
 
 def flag_features(m: Match) -> np.ndarray:
+    """FLAG_FEATURES for each red flag: the poor reference is the yardstick it should reach."""
+    return _match_features(m, yardstick=m.level_poor, opposite=m.level_great)
+
+
+def _match_features(m: Match, *, yardstick: np.ndarray, opposite: np.ndarray) -> np.ndarray:
     return np.column_stack(
-        [
-            m.span,
-            m.window,
-            m.whole,
-            m.span - m.level_poor,
-            m.span - m.level_great,
-            m.words_span,
-            m.words_whole,
-            m.said,
-            m.specific,
-            m.phrased,
-            m.rival,
-        ]
+        [m.span, m.window, m.whole, m.span - yardstick, m.span - opposite, m.words_span, m.words_whole, m.said,
+         m.specific, m.phrased, m.rival]
     )
 
 

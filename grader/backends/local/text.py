@@ -1,5 +1,6 @@
-"""Cut an answer into spans (sentences and their clauses) that are exact slices of the answer, so the
-span that best matches a key point can be quoted verbatim as evidence."""
+"""Cut an answer into spans (sentences, clauses, word chunks, windows) that are exact slices of the
+answer, so the span that best matches a key point can be quoted verbatim as evidence; and the text
+signals the guard rails read (repetition, echo of the question, negation, word order, content words)."""
 
 from __future__ import annotations
 
