@@ -148,3 +148,29 @@ def test_tier_distribution_from_logprobs(tokens):
 
 def test_no_tier_token_means_no_confidence():
     assert tier_distribution([_tok("{}")]) is None
+
+
+@pytest.mark.parametrize(
+    ("tier", "n_covered", "flags", "reason"),
+    [
+        pytest.param("mediocre", 2, ["q01.no-root-cause"], "shows red flag(s) q01.no-root-cause", id="flag-not-poor"),
+        pytest.param("mediocre", 0, [], "covers none of the 8 key points", id="nothing-covered"),
+        pytest.param("great", 3, [], "covers only 3 of 8 key points (great needs 4)", id="great-under-half"),
+        pytest.param("poor", 4, [], "covers 4 of 8 key points and shows no red flag", id="poor-with-half"),
+        pytest.param("great", 4, [], None, id="consistent-great"),
+        pytest.param("poor", 1, ["q01.no-root-cause"], None, id="consistent-poor"),
+    ],
+)
+def test_review_policy_flags_a_tier_its_points_contradict(q1, tier, n_covered, flags, reason):
+    covered = q1.point_ids[:n_covered]
+    grade = Grade(
+        question_id=q1.id, tier=tier, justification="j",
+        covered_points=[CoveredPoint(id=p, evidence="x") for p in covered],
+        missed_points=[p for p in q1.point_ids if p not in covered], red_flags=flags,
+        confidence=0.9, backend="fake", model="m",
+    )
+    reviewed = apply_review_policy(grade, q1, 0.6)
+    if reason is None:
+        assert not reviewed.needs_review, reviewed.review_reasons
+    else:
+        assert reviewed.needs_review and any(reason in r for r in reviewed.review_reasons), reviewed.review_reasons
