@@ -27,8 +27,7 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 from grader.backends.base import GradeRequest
 from grader.backends.local.backend import ORDER_MIN_WORDS, LocalBackend, guard_rail
 from grader.backends.local.rule import (
-    FLAG_FEATURES,
-    POINT_FEATURES,
+    MATCH_FEATURES,
     TIER_FEATURES,
     Analysis,
     Guards,
@@ -197,7 +196,8 @@ def main() -> int:
         return float(cuts[int(np.argmax(f1s))]), max(f1s)
 
     fitted: dict[str, tuple[Logistic, float, np.ndarray]] = {}
-    for kind, names in (("point", POINT_FEATURES), ("flag", FLAG_FEATURES)):
+    for kind in ("point", "flag"):
+        names = MATCH_FEATURES
         X, y, g, owner = rows(kind)
         label = "Key points" if kind == "point" else "Red flags"
         out += [
@@ -391,7 +391,7 @@ def main() -> int:
     tier_model = replace(tier_model, coef=tier_model.coef / temperature, intercept=tier_model.intercept / temperature)
     # Verbatim: the similarity to the reference's own sentence above which no dev answer that did not make
     # the point (or show the flag) ever came; 0.9 at the least.
-    said_col = POINT_FEATURES.index("said")
+    said_col = MATCH_FEATURES.index("said")
     Xp, yp, _, _ = rows("point")
     Xf, yf, _, _ = rows("flag")
     negatives = np.concatenate([Xp[~yp, said_col], Xf[~yf, said_col]])

@@ -25,25 +25,14 @@ import numpy as np
 
 from grader.grade import TIERS
 
-POINT_FEATURES = (
+#: What decides whether a key point is made, and (with the poor reference as yardstick instead of the
+#: great one) whether a red flag is shown: the same signals, built by `_match_features`.
+MATCH_FEATURES = (
     "span",
     "window",
     "whole",
-    "above_great",
-    "above_poor",
-    "words_span",
-    "words_whole",
-    "said",
-    "specific",
-    "phrased",
-    "over_rival",
-)
-FLAG_FEATURES = (
-    "span",
-    "window",
-    "whole",
-    "above_poor",
-    "above_great",
+    "above_yardstick",
+    "above_opposite",
     "words_span",
     "words_whole",
     "said",
@@ -205,8 +194,8 @@ class TierRule:
         if data.get("version") != VERSION or tuple(data.get("tiers", ())) != TIERS:
             raise ValueError("params.json is from another version of the rule; rerun scripts/fit_local.py")
         return cls(
-            point=Logistic.from_dict(data["point"], POINT_FEATURES),
-            flag=Logistic.from_dict(data["flag"], FLAG_FEATURES),
+            point=Logistic.from_dict(data["point"], MATCH_FEATURES),
+            flag=Logistic.from_dict(data["flag"], MATCH_FEATURES),
             tier=Logistic.from_dict(data["tier"], TIER_FEATURES),
             guards=Guards(**data["guards"]),
             point_threshold=data["point_threshold"],
@@ -255,12 +244,12 @@ class TierRule:
 
 
 def point_features(m: Match) -> np.ndarray:
-    """POINT_FEATURES for each key point: the great reference is the yardstick it should reach."""
+    """MATCH_FEATURES for each key point: the great reference is the yardstick it should reach."""
     return _match_features(m, yardstick=m.level_great, opposite=m.level_poor)
 
 
 def flag_features(m: Match) -> np.ndarray:
-    """FLAG_FEATURES for each red flag: the poor reference is the yardstick it should reach."""
+    """MATCH_FEATURES for each red flag: the poor reference is the yardstick it should reach."""
     return _match_features(m, yardstick=m.level_poor, opposite=m.level_great)
 
 
