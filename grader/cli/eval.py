@@ -143,10 +143,6 @@ async def _run(
     return reports
 
 
-def _num(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _thresholds() -> dict[str, Any]:
     path = data_dir("evals") / "thresholds.yaml"
     try:
@@ -156,6 +152,7 @@ def _thresholds() -> dict[str, Any]:
 
 
 def _print(report: dict[str, Any]) -> None:
+    from grader.eval.report import fmt as _num
     o, c = report["overall"], report["counts"]
     table = Table(title=f"{report['suite']} · {report['backend']} · {report['model']}", title_justify="left")
     table.add_column("metric")

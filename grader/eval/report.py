@@ -124,9 +124,11 @@ def calibration(results: list[CaseResult], bins: int = 10, top: float = 0.8) -> 
 
 def review_metrics(results: list[CaseResult]) -> dict[str, Any]:
     """What `needs_review` buys: how many grades it sends to a person, and accuracy with and without them."""
-    scored = [r for r in results if r.grade is not None]
-    flagged = [r for r in scored if r.grade is not None and r.grade.needs_review]
-    kept = [r for r in scored if r not in flagged]
+    flagged: list[CaseResult] = []
+    kept: list[CaseResult] = []
+    for r in results:
+        if r.grade is not None:
+            (flagged if r.grade.needs_review else kept).append(r)
 
     def acc(rs: list[CaseResult]) -> float | None:
         return round(sum(r.outcome == r.case.label.value for r in rs) / len(rs), 4) if rs else None
@@ -326,15 +328,15 @@ def to_markdown(report: dict[str, Any]) -> str:
         f, m = report["floor"]["overall"], report["margin_over_floor"]
         lines.append(
             f"- floor ({report['floor']['backend']}, the tier of the most similar reference, same run): accuracy "
-            f"{f['accuracy']:.3f}, kappa {_fmt(f['qwk'])}; margin {_fmt(m['accuracy'], '+.3f')} accuracy, "
-            f"{_fmt(m['qwk'], '+.3f')} kappa"
+            f"{f['accuracy']:.3f}, kappa {fmt(f['qwk'])}; margin {fmt(m['accuracy'], '+.3f')} accuracy, "
+            f"{fmt(m['qwk'], '+.3f')} kappa"
         )
     for label, key in (("key points", "points"), ("red flags", "flags")):
         pm = report.get(key, {})
         if pm.get("cases"):
             lines.append(
-                f"- {label} ({pm['cases']} annotated answers): precision {_fmt(pm['precision'])}, recall "
-                f"{_fmt(pm['recall'])}, F1 {_fmt(pm['f1'])} (tp {pm['tp']}, fp {pm['fp']}, fn {pm['fn']})"
+                f"- {label} ({pm['cases']} annotated answers): precision {fmt(pm['precision'])}, recall "
+                f"{fmt(pm['recall'])}, F1 {fmt(pm['f1'])} (tp {pm['tp']}, fp {pm['fp']}, fn {pm['fn']})"
             )
     cal = report.get("calibration", {})
     if cal.get("n"):
@@ -345,8 +347,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     rv = report.get("review", {})
     if rv:
         lines.append(
-            f"- needs_review: {rv['flagged']} grades (accuracy {_fmt(rv['accuracy_flagged'])} flagged, "
-            f"{_fmt(rv['accuracy_unflagged'])} not flagged)"
+            f"- needs_review: {rv['flagged']} grades (accuracy {fmt(rv['accuracy_flagged'])} flagged, "
+            f"{fmt(rv['accuracy_unflagged'])} not flagged)"
         )
     c = report["counts"]
     lines.append(f"- gamed (graded above the expected tier and not sent for review): {c.get('gamed', 0)}")
@@ -383,7 +385,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fmt(value: float | None, spec: str = ".3f") -> str:
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    """A figure for a report, or n/a where it could not be measured."""
     return "n/a" if value is None else format(value, spec)
 
 

@@ -71,11 +71,12 @@ class _Anchors:
     topic_level: float
 
 
-def _cut(answer: str) -> tuple[list[Span], list[Span]]:
-    """(spans, windows): the spans a point is matched against, and two-sentence windows on top."""
+def _cut(answer: str) -> tuple[list[Span], list[Span], list[Span]]:
+    """(spans, windows, sentences): the spans a point is matched against, two-sentence windows on top,
+    and the sentences both were made from."""
     cut = sentences(answer)
-    found = spans(answer) + chunks(answer, cut) or [Span(answer, 0, len(answer))]
-    return found, windows(answer, cut)
+    found = spans(answer, cut) + chunks(answer, cut) or [Span(answer, 0, len(answer))]
+    return found, windows(answer, cut), cut
 
 
 def _match(
@@ -146,10 +147,10 @@ class LocalBackend(Backend):
         self._contrast_bank = contrast
         self.order_model = OrderModel.load()
         self._vectors = VectorCache(self.embedder.model_id)
-        self._contrast: tuple[np.ndarray, list[str], np.ndarray] | None = None
-        self._contrast_members: set[str] = set()
+        #: per question fingerprint: the other questions' vectors and ids, None where there are none
+        self._others: dict[str, tuple[np.ndarray, list[str]] | None] = {}
+        self._bank: tuple[np.ndarray, list[str], set[str]] | None = None  # (vectors, owners, fingerprints)
         self._anchors: dict[str, _Anchors] = {}
-        self._seen_text: dict[str, np.ndarray] = {}
         self._pending: list[tuple[GradeRequest, asyncio.Future[Grade]]] = []
         self._flushing = False
 
@@ -158,8 +159,7 @@ class LocalBackend(Backend):
         return self.embedder.model_id
 
     def cache_key(self) -> str:
-        bank = self._contrast_bank if self._contrast_bank is not None else load_rubric()
-        contrast = hashlib.sha256("".join(q.fingerprint() for q in bank).encode()).hexdigest()[:16]
+        contrast = hashlib.sha256("".join(q.fingerprint() for q in self.contrast_bank).encode()).hexdigest()[:16]
         order = hashlib.sha256(self.order_model.to_json().encode()).hexdigest()[:16]
         return f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}"
 
@@ -206,12 +206,12 @@ class LocalBackend(Backend):
         """Embed every answer's spans, windows and whole text in one call, and match them to the rubric.
         Returns each answer's analysis and its evidence spans (spans first, then windows)."""
         cuts = [_cut(r.answer) for r in requests]
-        texts = [s.text for found, wins in cuts for s in [*found, *wins]] + [r.answer for r in requests]
+        texts = [s.text for found, wins, _ in cuts for s in [*found, *wins]] + [r.answer for r in requests]
         vectors = self.embedder.embed(texts)
         whole = vectors[len(texts) - len(requests) :]
         out, offset = [], 0
         for i, request in enumerate(requests):
-            found, wins = cuts[i]
+            found, wins, cut = cuts[i]
             span_vecs = vectors[offset : offset + len(found)]
             win_vecs = vectors[offset + len(found) : offset + len(found) + len(wins)]
             offset += len(found) + len(wins)
@@ -238,7 +238,7 @@ class LocalBackend(Backend):
                 elsewhere=elsewhere - float(topic_sims.max()),
                 elsewhere_id=elsewhere_id,
                 echo=echo(request.answer, request.question.text),
-                negated=negated_share(sentences(request.answer)),
+                negated=negated_share(cut),
             )
             out.append((analysis, [*found, *wins]))
         return out
@@ -250,38 +250,51 @@ class LocalBackend(Backend):
     async def aclose(self) -> None:
         self._vectors.close()
 
+    @property
+    def contrast_bank(self) -> Rubric:
+        """The bank an answer is checked against for "answers another question": the packaged rubric
+        unless one is given."""
+        if self._contrast_bank is None:
+            self._contrast_bank = load_rubric()
+        return self._contrast_bank
+
     def _elsewhere(self, question: Question, whole: np.ndarray) -> tuple[float, str | None]:
         """The answer's best similarity to another question of the contrast bank (its text and
         references) and which one: an answer written for another question is off-topic here however
-        well it matches the shared vocabulary. The bank is the packaged rubric unless one is given, and
-        only its own questions are checked against it (same id or same text are not "another")."""
-        if self._contrast is None:
-            bank = self._contrast_bank if self._contrast_bank is not None else load_rubric()
+        well it matches the shared vocabulary. Only the bank's own questions are checked against it
+        (same id or same text are not "another")."""
+        rows = self._others.get(question.fingerprint(), ...)
+        if rows is ...:
+            rows = self._others[question.fingerprint()] = self._other_questions(question)
+        if rows is None:
+            return -1.0, None
+        vecs, owners = rows
+        sims = vecs @ whole
+        best = int(sims.argmax())
+        return float(sims[best]), owners[best]
+
+    def _other_questions(self, question: Question) -> tuple[np.ndarray, list[str]] | None:
+        """The contrast bank's vectors (question texts and references) of the questions other than this
+        one, and whose each is; None for a question that is not in the bank."""
+        if self._bank is None:
             texts: list[str] = []
             owners: list[str] = []
-            head_texts: list[str] = []
-            for q in bank:
-                head_texts.append(q.text)
+            for q in self.contrast_bank:
                 for text in [q.text, *(t for _, t in q.references.items())]:
                     texts.append(text)
                     owners.append(q.id)
-            self._contrast_members = {q.fingerprint() for q in bank}
-            every = self._rubric_vectors([*texts, *head_texts])
-            self._contrast = (every[: len(texts)], owners, every[len(texts) :])
-        vecs, owners, heads = self._contrast
-        if question.fingerprint() not in self._contrast_members:
-            return -1.0, None  # a question of another bank: its neighbours are not known here
-        own = self._seen_text.get(question.text)
-        if own is None:
-            own = self._seen_text[question.text] = self._rubric_vectors([question.text])[0]
-        ids = list(dict.fromkeys(owners))
-        same = {qid for qid, head in zip(ids, heads, strict=True) if qid == question.id or float(head @ own) > 0.95}
+            members = {q.fingerprint() for q in self.contrast_bank}
+            self._bank = (self._rubric_vectors(texts), owners, members)
+        vecs, owners, members = self._bank
+        if question.fingerprint() not in members:
+            return None  # a question of another bank: its neighbours are not known here
+        own = self._rubric_vectors([question.text])[0]
+        heads = {owner: vecs[i] for i, owner in reversed(list(enumerate(owners)))}  # each question's own text
+        same = {qid for qid, head in heads.items() if qid == question.id or float(head @ own) > 0.95}
         keep = [i for i, owner in enumerate(owners) if owner not in same]
         if not keep:
-            return -1.0, None
-        sims = vecs[keep] @ whole
-        best = int(sims.argmax())
-        return float(sims[best]), owners[keep[best]]
+            return None
+        return vecs[keep], [owners[i] for i in keep]
 
     def _anchors_for(self, request: GradeRequest) -> _Anchors:
         q = request.question

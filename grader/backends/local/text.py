@@ -47,10 +47,11 @@ def windows(answer: str, cut: list[Span], size: int = 2) -> list[Span]:
     ]
 
 
-def spans(answer: str) -> list[Span]:
-    """Sentences, plus the clauses of sentences that have several, each an exact slice of `answer`."""
+def spans(answer: str, cut: list[Span] | None = None) -> list[Span]:
+    """Sentences (`cut`, when the caller has them already), plus the clauses of sentences that have
+    several, each an exact slice of `answer`."""
     out: list[Span] = []
-    for sentence in sentences(answer):
+    for sentence in sentences(answer) if cut is None else cut:
         out.append(sentence)
         pieces, cursor = [], sentence.start
         for brk in _CLAUSE_BREAK.finditer(answer, sentence.start, sentence.end):
