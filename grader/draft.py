@@ -63,6 +63,10 @@ class DraftCheck:
     def acceptable(self) -> bool:
         return False
 
+    @property
+    def problem(self) -> str:
+        return self.errors[0] if self.errors else ""
+
     def feedback(self) -> str:
         return (
             "Your reply was not valid:\n- " + "\n- ".join(self.errors) + "\nReply again with the corrected JSON only."

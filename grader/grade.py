@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,7 @@ class Tier(StrEnum):
 
 
 TIERS: tuple[str, ...] = tuple(t.value for t in Tier)
+ConfidenceSource = Literal["logprobs", "samples", "margin"]
 
 
 class Usage(BaseModel):
@@ -36,6 +37,9 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = Field(
+        default=0, description="Prompt tokens the server read from its prefix cache, where it reports them."
+    )
 
     @property
     def total_tokens(self) -> int:
@@ -45,6 +49,7 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
 
@@ -78,8 +83,13 @@ class Grade(BaseModel):
         description="Probability of the chosen tier from token log-probabilities, or the share of agreeing "
         "samples, or the local backend's decision margin; null when none is available. Never self-reported.",
     )
-    confidence_source: str | None = Field(
+    confidence_source: ConfidenceSource | None = Field(
         default=None, description="Where confidence comes from: logprobs, samples, margin, or null."
+    )
+    point_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="Probability that the answer shows each key point and red flag (by id), where the backend "
+        "can say: token log-probabilities of a checklist verdict, or the share of samples saying yes.",
     )
     needs_review: bool = Field(default=False, description="True when a human should look at this grade.")
     review_reasons: list[str] = Field(default_factory=list, description="Why needs_review is set.")

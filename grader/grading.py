@@ -10,6 +10,7 @@ from grader.backends.base import Backend, GradeRequest
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError, GradingFailedError
 from grader.grade import Grade, Tier, Usage
+from grader.prompts import addressed_to_grader
 from grader.rubric import Question
 
 SAMPLE_TEMPERATURE = 0.7
@@ -48,8 +49,8 @@ async def grade_answer(
         options: dict[str, object] = {"temperature": temperature if temperature else SAMPLE_TEMPERATURE}
         requests = [GradeRequest(question, answer, exemplars, sample=i, options=options) for i in range(samples)]
         results = await asyncio.gather(*(backend.grade(r) for r in requests), return_exceptions=True)
-        grade = combine_samples(results)
-    return apply_review_policy(grade, question, review_threshold)
+        grade = backend.combine_samples(question, results)
+    return apply_review_policy(grade, question, review_threshold, answer=answer)
 
 
 def combine_samples(results: list[Grade | BaseException]) -> Grade:
@@ -80,13 +81,19 @@ def combine_samples(results: list[Grade | BaseException]) -> Grade:
     )
 
 
-def apply_review_policy(grade: Grade, question: Question, threshold: float) -> Grade:
-    """Flag grades a human should read: low confidence, a tier the points contradict, unreviewed drafts."""
+def apply_review_policy(grade: Grade, question: Question, threshold: float, *, answer: str | None = None) -> Grade:
+    """Flag grades a human should read: low confidence, a tier the points contradict, an answer that
+    speaks to the grader, unreviewed drafts."""
     reasons = list(grade.review_reasons)
     notes = list(grade.notes)
+    if answer is not None and (addressed := addressed_to_grader(answer)):
+        shown = "; ".join(dict.fromkeys(" ".join(a.split())[:40] for a in addressed))
+        reasons.append(f"the answer contains text addressed to the grader ({shown})")
     if grade.confidence is not None and grade.confidence < threshold:
         reasons.append(f"confidence {grade.confidence:.2f} is below the review threshold {threshold:.2f}")
     n_points, covered = len(question.key_points), len(grade.covered_points)
+    if not (grade.covered_points or grade.missed_points):
+        n_points = 0  # a tier-only judge gave no per-point verdicts: nothing for the tier to contradict
     half = math.ceil(n_points / 2)
     if grade.tier is not Tier.poor and grade.red_flags:
         reasons.append(f"graded {grade.tier.value} but shows red flag(s) {', '.join(grade.red_flags)}")

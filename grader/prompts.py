@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,71 @@ from grader.resources import data_dir
 
 PROMPTS_ENV = "GRADER_PROMPTS"
 ANSWER_TAG = "candidate_answer"
-_TAG_LIKE = re.compile(r"<\s*/?\s*" + ANSWER_TAG + r"\b[^>]*>", re.IGNORECASE)
+
+# Invisible characters a candidate can hide inside a tag: zero-width spaces and joiners, word joiner, BOM,
+# soft hyphen, bidirectional controls.
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"))
+_INVISIBLE.update(dict.fromkeys(range(0x202A, 0x202F)))
+_INVISIBLE.update(dict.fromkeys(range(0x2066, 0x206A)))
+# Latin look-alikes from Cyrillic and Greek, one character for one, so positions in the folded text are
+# positions in the answer. Used only to find tags, never to change the answer's other words.
+_LOOKALIKE = str.maketrans(
+    "аеорсухіјѕԁԛԝАВЕКМНОРСТХІЈЅαεορτυνιΑΒΕΗΙΚΜΝΟΡΤΥΧ",
+    "aeopcyxijsdqwABEKMHOPCTXIJSaeoptuviABEHIKMNOPTYX",
+)
+_OPEN = r"(?:<|&lt;?|&#0*60;?|&#x0*3c;?|‹|〈|⟨)"
+_CLOSE = r"(?:>|&gt;?|&#0*62;?|&#x0*3e;?|›|〉|⟩)"
+# Our tag in any near-miss form: with or without brackets (HTML-escaped or look-alike ones too), a slash,
+# spaces, a Cyrillic letter. Nothing after the name is swallowed but one closing bracket, so a stray `>`
+# later in the answer keeps the text before it.
+_NAME = ANSWER_TAG.replace("_", r"[\s_-]*")
+_TAG_LIKE = re.compile(
+    rf"(?:{_OPEN}\s*/?\s*|/\s*){_NAME}(?:\s*/?\s*{_CLOSE})?"  # a bracket or slash before: loose spelling
+    rf"|{ANSWER_TAG.replace('_', '[_-]')}\s*/?\s*{_CLOSE}",  # no opener: the name and a closing bracket
+    re.I,
+)
+# Chat-template control tokens (ChatML, Llama, Gemma, Mistral): many servers tokenise these in message
+# text as the real special tokens, which would let an answer end its turn and open a system turn.
+_TEMPLATE_TOKEN = re.compile(
+    r"<\|[^|<>\n]{1,40}\|>|\[/?INST\]|<<\s*/?\s*SYS\s*>>|</?s>|<(?:start|end)_of_turn>",
+    re.I,
+)
+
+
+# Text in an answer that speaks to the grader rather than to the question: instructions to ignore the
+# rubric, a tier requested, a "system" note, our tag or a chat-template token, a verdict in our reply
+# formats. The fence keeps such text data; this finds it so a person can look (whatever the tier).
+_ADDRESSED = re.compile(
+    r"ignore\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier)?\s*(?:instructions|rubric|rules)"
+    r"|\b(?:grade|mark|score|rate|rank)\s+(?:it|this|me|this\s+answer|the\s+answer)\s+(?:as\s+)?(?:great|excellent|top)"
+    r"|\b(?:return|respond\s+with|give|output|assign)\s+(?:it\s+)?(?:the\s+|a\s+)?tier\b"
+    r"|\btier\s+(?:is\s+|should\s+be\s+|=\s*)?great\b"
+    r"|\bsystem(?:\s+note)?\s*(?:to\s+the\s+grader)?\s*:"
+    r"|\bnote\s+to\s+the\s+(?:grader|reviewer|evaluator)"
+    r"|pre-?approved\s+by"
+    r'|"(?:tier|verdict|covered)"\s*:'
+    r"|\[tag removed\]|\[template token removed\]",
+    re.I,
+)
+
+
+def addressed_to_grader(answer: str) -> list[str]:
+    """Snippets of the (fenced) answer that speak to the grader instead of answering the question."""
+    return [m.group(0) for m in _ADDRESSED.finditer(fence_answer(answer))]
 
 
 def fence_answer(answer: str) -> str:
-    """Neutralise anything in the answer that looks like our delimiters, so it cannot end the data block."""
-    return _TAG_LIKE.sub("[tag removed]", answer)
+    """Make the answer safe to place between our delimiters: Unicode-normalise it (NFKC folds full-width
+    brackets into ASCII), drop invisible characters, neutralise anything that looks like our tag (in any
+    near-miss form) and chat-template control tokens. What the answer says is otherwise untouched."""
+    text = unicodedata.normalize("NFKC", answer).translate(_INVISIBLE)
+    text = _TEMPLATE_TOKEN.sub("[template token removed]", text)
+    folded = text.translate(_LOOKALIKE)
+    pieces, last = [], 0
+    for match in _TAG_LIKE.finditer(folded):
+        pieces += [text[last : match.start()], "[tag removed]"]
+        last = match.end()
+    return "".join(pieces) + text[last:] if pieces else text
 
 
 class Prompts:

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from grader.grade import CoveredPoint, Grade, GradeReply, Tier, Usage
+from grader.grade import ConfidenceSource, CoveredPoint, Grade, GradeReply, Tier, Usage
 from grader.rubric import Question
+
+
+class _Verdict(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def acceptable(self) -> bool: ...
+
+
+C = TypeVar("C", bound=_Verdict)
 
 _QUOTES = str.maketrans({"‘": "'", "’": "'", "‚": "'", "‛": "'", "`": "'", "“": '"', "”": '"', "„": '"', "‟": '"'})
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…)\s*")
@@ -60,6 +73,16 @@ class ReplyCheck:
         """Only quotes are wrong: keep the grade with them dropped rather than fail it."""
         return self.reply is not None and not self.errors and bool(self.bad_quotes)
 
+    @property
+    def problem(self) -> str:
+        """The first thing wrong, in one line."""
+        if self.errors:
+            return self.errors[0]
+        if self.bad_quotes:
+            pid, quote = next(iter(self.bad_quotes.items()))
+            return f"points.{pid}.evidence {quote!r} is not a verbatim quote from the candidate answer"
+        return ""
+
     def feedback(self) -> str:
         """The message sent back to the model when re-asking."""
         lines = list(self.errors)
@@ -74,21 +97,61 @@ class ReplyCheck:
 
 
 def extract_json(text: str) -> str:
-    """The JSON object in a reply, tolerating code fences and prose around it."""
+    """The JSON object in a reply, tolerating code fences and prose around it (the last one if several)."""
+    found = json_objects(text)
+    if found:
+        return json.dumps(found[-1])
     stripped = text.strip()
-    fenced = re.search(r"```(?:json)?\s*(\{.*\})\s*```", stripped, re.DOTALL)
-    if fenced:
-        return fenced.group(1)
     start, end = stripped.find("{"), stripped.rfind("}")
     return stripped[start : end + 1] if 0 <= start < end else stripped
 
 
+def json_objects(text: str) -> list[dict[str, object]]:
+    """Every top-level JSON object in a reply, in order (inside code fences or prose alike)."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, object]] = []
+    pos = text.find("{")
+    while pos >= 0:
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+        pos = text.find("{", end)
+    return found
+
+
+def last_valid(raw: str, check: Callable[[object], C]) -> C:
+    """Check every JSON object in the reply, last first, and keep the first that passes: a non-strict
+    server may quote the candidate's own fake verdict before writing its own, so the reply's last valid
+    object is the model's. With none valid, the last object's problems are reported."""
+    objects = json_objects(raw)
+    if not objects:
+        try:
+            data = json.loads(raw.strip())
+        except json.JSONDecodeError as exc:
+            return check(exc)
+        return check(data)
+    first: C | None = None
+    for data in reversed(objects):
+        result = check(data)
+        if result.ok or result.acceptable:
+            return result
+        first = first or result
+    assert first is not None
+    return first
+
+
 def check_reply(raw: str, question: Question, answer: str) -> ReplyCheck:
+    return last_valid(raw, lambda data: _check_data(data, question, answer))
+
+
+def _check_data(data: object, question: Question, answer: str) -> ReplyCheck:
     check = ReplyCheck()
-    try:
-        data = json.loads(extract_json(raw))
-    except json.JSONDecodeError as exc:
-        check.errors.append(f"the reply is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+    if isinstance(data, json.JSONDecodeError):
+        check.errors.append(f"the reply is not valid JSON ({data.msg} at line {data.lineno} column {data.colno})")
         return check
     try:
         reply = GradeReply.model_validate(data)
@@ -129,7 +192,7 @@ def grade_from_reply(
     usage: Usage,
     attempts: int,
     confidence: float | None,
-    confidence_source: str | None,
+    confidence_source: ConfidenceSource | None,
 ) -> Grade:
     """Build the Grade from a reply whose only remaining problems (if any) are bad quotes."""
     assert check.reply is not None and not check.errors

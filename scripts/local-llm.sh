@@ -5,8 +5,17 @@
 #
 # Usage: scripts/local-llm.sh install|model|serve [PORT]|stop|status|all [PORT]
 #
+# Two servers, picked by GRADER_LLM_SERVER:
+#   cpp (default)  llama.cpp's own C++ `llama-server`, built from the llama.cpp source vendored in the
+#                  pinned llama-cpp-python sdist (PyPI). It reads top-5 logprobs in C++, reuses the
+#                  prompt prefix per slot and reports usage.prompt_tokens_details.cached_tokens.
+#   python         llama-cpp-python's server (the first one this project used). It computes logprobs
+#                  in Python (a full-vocabulary sort per generated token), which about doubled the time
+#                  of a checklist grade here, and reports no cached tokens.
+#
 # Everything lives under ${GRADER_LLM_HOME:-$HOME/.cache/grader/llm}:
-#   venv/                                     llama-cpp-python[server] (built from source)
+#   bin/llama-server                          the C++ server (GRADER_LLM_SERVER=cpp)
+#   venv/                                     llama-cpp-python[server] (built from source; python)
 #   qwen2.5-coder-1.5b-instruct-q4_k_m.gguf   the model
 #   server.pid, server.port, server.log       the running server
 # Every subcommand is idempotent: it skips work that is already done.
@@ -40,6 +49,8 @@ START_TIMEOUT="${GRADER_LLM_START_TIMEOUT:-180}"
 NPROC="$(nproc 2>/dev/null || echo 2)"
 THREADS="${GRADER_LLM_THREADS:-$NPROC}"
 BASE_PYTHON="${GRADER_LLM_PYTHON:-python3}"
+SERVER_KIND="${GRADER_LLM_SERVER:-cpp}"
+CPP_SERVER="$LLM_HOME/bin/llama-server"
 
 log() { echo "local-llm: $*" >&2; }
 die() { echo "local-llm: error: $*" >&2; exit 1; }
@@ -53,7 +64,52 @@ sys.exit(0 if llama_cpp.__version__ == sys.argv[1] else 1)
 PY
 }
 
+cpp_ok() {
+    [[ -x "$CPP_SERVER" ]] && [[ "$(cat "$LLM_HOME/bin/VERSION" 2>/dev/null)" == "$LLAMA_CPP_VERSION" ]]
+}
+
 cmd_install() {
+    case "$SERVER_KIND" in
+        cpp) cmd_install_cpp ;;
+        python) cmd_install_python ;;
+        *) die "GRADER_LLM_SERVER must be cpp or python, not $SERVER_KIND" ;;
+    esac
+}
+
+cmd_install_cpp() {
+    if cpp_ok; then
+        log "llama-server (llama.cpp from llama-cpp-python $LLAMA_CPP_VERSION) already built: $CPP_SERVER"
+        return 0
+    fi
+    command -v cmake >/dev/null || die "cmake not found (Debian: apt-get install build-essential cmake)"
+    command -v c++ >/dev/null || command -v g++ >/dev/null \
+        || die "no C++ compiler; install one first (Debian: apt-get install build-essential cmake)"
+    mkdir -p "$LLM_HOME/bin"
+    local tmp start=$SECONDS
+    tmp="$(mktemp -d "$LLM_HOME/.build.XXXXXX")"
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" EXIT
+    log "fetching the llama-cpp-python $LLAMA_CPP_VERSION sdist (its vendor/llama.cpp is the source)"
+    "$BASE_PYTHON" -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$LLAMA_CPP_VERSION"
+    tar -xzf "$tmp"/llama_cpp_python-"$LLAMA_CPP_VERSION".tar.gz -C "$tmp"
+    local src="$tmp/llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp"
+    [[ -f "$src/tools/server/server.cpp" ]] || die "the sdist has no vendor/llama.cpp/tools/server; layout changed"
+    log "building llama-server (CPU, native; about 6 min on 2 cores)"
+    # Native: the binary lives in this machine's cache and runs here; no curl or TLS (loopback only).
+    cmake -S "$src" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
+        -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DGGML_BLAS=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >"$tmp/cmake.log" 2>&1 \
+        || { tail -n 30 "$tmp/cmake.log" >&2; die "cmake configure failed"; }
+    cmake --build "$tmp/build" --target llama-server -j "$NPROC" >"$tmp/build.log" 2>&1 \
+        || { tail -n 30 "$tmp/build.log" >&2; die "building llama-server failed"; }
+    install -m 755 "$tmp/build/bin/llama-server" "$CPP_SERVER"
+    echo "$LLAMA_CPP_VERSION" >"$LLM_HOME/bin/VERSION"
+    rm -rf "$tmp"
+    trap - EXIT
+    log "built $CPP_SERVER in $((SECONDS - start)) s"
+}
+
+cmd_install_python() {
     if llama_cpp_ok; then
         log "llama-cpp-python $LLAMA_CPP_VERSION already installed in $VENV"
         return 0
@@ -157,7 +213,7 @@ running_pid() { # prints the pid of our server if it is alive
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     # guard against a recycled pid
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "llama_cpp.server" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq "llama_cpp.server|llama-server" || return 1
     echo "$pid"
 }
 
@@ -177,25 +233,38 @@ cmd_serve() {
             || die "a server is already running on port $cur (pid $pid); run '$0 stop' first"
     else
         rm -f "$PID_FILE" "$PORT_FILE"
-        llama_cpp_ok || die "llama-cpp-python is not installed in $VENV; run '$0 install' first"
         [[ -f "$MODEL_FILE" ]] || die "no model at $MODEL_FILE; run '$0 model' first"
         [[ "$(stat -L -c %s "$MODEL_FILE")" == "$MODEL_SIZE" ]] \
             || die "$MODEL_FILE has the wrong size; run '$0 model' again"
         if port_open "$port"; then
             die "something else already listens on $HOST:$port; choose another port"
         fi
-        log "starting server on $HOST:$port (log: $LOG_FILE)"
-        # logits_all stays True (the default): llama-cpp-python needs it for
-        # logprobs. mlock off: no need to pin 1.1 GB on a shared machine.
-        setsid nohup "$VENV/bin/python" -m llama_cpp.server \
-            --model "$MODEL_FILE" \
-            --model_alias "$MODEL_ALIAS" \
-            --host "$HOST" --port "$port" \
-            --n_ctx 4096 --n_batch 512 \
-            --n_threads "$THREADS" --n_threads_batch "$THREADS" \
-            --use_mlock False \
-            --logits_all True \
-            >"$LOG_FILE" 2>&1 </dev/null &
+        log "starting the $SERVER_KIND server on $HOST:$port (log: $LOG_FILE)"
+        if [[ "$SERVER_KIND" == "cpp" ]]; then
+            cpp_ok || die "llama-server is not built; run '$0 install' first"
+            # One slot with the whole context (the default splits it across slots), the model's own
+            # chat template through Jinja, prompt-prefix reuse on (cache_prompt is the default).
+            setsid nohup "$CPP_SERVER" \
+                --model "$MODEL_FILE" --alias "$MODEL_ALIAS" \
+                --host "$HOST" --port "$port" \
+                --ctx-size 4096 --batch-size 512 --parallel 1 \
+                --threads "$THREADS" --threads-batch "$THREADS" \
+                --jinja --no-webui \
+                >"$LOG_FILE" 2>&1 </dev/null &
+        else
+            llama_cpp_ok || die "llama-cpp-python is not installed in $VENV; run '$0 install' first"
+            # logits_all stays True (the default): llama-cpp-python needs it for
+            # logprobs. mlock off: no need to pin 1.1 GB on a shared machine.
+            setsid nohup "$VENV/bin/python" -m llama_cpp.server \
+                --model "$MODEL_FILE" \
+                --model_alias "$MODEL_ALIAS" \
+                --host "$HOST" --port "$port" \
+                --n_ctx 4096 --n_batch 512 \
+                --n_threads "$THREADS" --n_threads_batch "$THREADS" \
+                --use_mlock False \
+                --logits_all True \
+                >"$LOG_FILE" 2>&1 </dev/null &
+        fi
         pid=$!
         echo "$pid" >"$PID_FILE"
         echo "$port" >"$PORT_FILE"
@@ -258,7 +327,8 @@ cmd_status() {
 usage() {
     cat >&2 <<EOF
 usage: $0 <command>
-  install        build llama-cpp-python[server]==$LLAMA_CPP_VERSION (CPU) into $VENV
+  install        build the server: llama.cpp's llama-server into $CPP_SERVER (GRADER_LLM_SERVER=cpp,
+                 the default) or llama-cpp-python[server]==$LLAMA_CPP_VERSION into $VENV (=python)
   model          fetch + verify the GGUF model into $MODEL_FILE
   serve [PORT]   start the server on $HOST:PORT (default $DEFAULT_PORT), print the base URL
   stop           stop the server started by 'serve'

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grader.backends.base import Backend, GradeRequest
-from grader.config import openai_configured
+from grader.config import DEFAULT_MODE, openai_configured
 from grader.errors import BackendNotConfiguredError, GraderError
 from grader.retry import RetryPolicy
 
@@ -29,6 +29,10 @@ class BackendOptions:
     prompts_dir: Path | None = None
     model_path: Path | None = None
     local_rule: str | None = None
+    mode: str = DEFAULT_MODE
+    checklist_rule: str | None = None
+    prose: bool = False
+    ask_tier: bool = False
     policy: RetryPolicy = RetryPolicy()
 
 
@@ -50,7 +54,19 @@ def _openai(options: BackendOptions) -> Backend:
         max_tokens=options.max_tokens,
         prompts=_prompts(options),
         policy=options.policy,
+        **_chat(options),
     )
+
+
+def _chat(options: BackendOptions) -> dict[str, Any]:
+    """The grading-mode settings every chat backend takes."""
+    from grader.backends.checklist import ChecklistRule
+
+    try:
+        rule = ChecklistRule.load(options.checklist_rule)
+    except (FileNotFoundError, ValueError) as exc:
+        raise BackendNotConfiguredError(str(exc)) from None
+    return {"mode": options.mode, "rule": rule, "prose": options.prose, "ask_tier": options.ask_tier}
 
 
 def _local(options: BackendOptions) -> Backend:
@@ -80,7 +96,7 @@ def _nearest(options: BackendOptions) -> Backend:
 def _fake(options: BackendOptions) -> Backend:
     from grader.backends.fake import FakeBackend
 
-    return FakeBackend.from_env(prompts=_prompts(options), policy=options.policy)
+    return FakeBackend.from_env(prompts=_prompts(options), policy=options.policy, **_chat(options))
 
 
 REGISTRY: dict[str, Callable[[BackendOptions], Backend]] = {

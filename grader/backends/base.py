@@ -57,5 +57,12 @@ class Backend(ABC):
     async def grade(self, request: GradeRequest) -> Grade:
         """Grade one answer; raise a GraderError subclass when no valid grade can be had."""
 
+    def combine_samples(self, question: Question, results: list[Grade | BaseException]) -> Grade:  # noqa: ARG002
+        """One grade from `--samples k` grades of one answer: by default the majority tier, with the share
+        of samples agreeing as its confidence."""
+        from grader.grading import combine_samples
+
+        return combine_samples(results)
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or models."""

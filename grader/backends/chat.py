@@ -1,4 +1,16 @@
-"""What every chat-model backend shares: render the prompt, ask, validate, re-ask, build the Grade."""
+"""What every chat-model backend shares: render the prompt, ask, validate, re-ask, build the Grade.
+
+Three grading modes, one method each for the prompt (`conversation`), the reply check (`checker`) and
+the Grade (`finish`), so the direct path and the Batch API path grade alike:
+
+- `checklist`: a yes/no verdict per key point and red flag; the tier follows by a written rule
+  (`grader.backends.checklist`);
+- `holistic`: per-point verdicts with quotes, a justification and the model's own tier;
+- `tier`: the model only picks a tier given the reference answers (a plain judge, the cheap baseline).
+
+Every prompt puts what is the same for every answer to a question first (system, rubric, references,
+checklist) and the answer last, so a server's prefix cache can reuse it.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +18,30 @@ import json
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from grader.backends.base import Backend, GradeRequest
+from grader.backends.checklist import (
+    ChecklistCheck,
+    ChecklistRule,
+    Verdict,
+    check_checklist,
+    checklist_grade,
+    checklist_items,
+    checklist_schema,
+    read_probabilities,
+)
 from grader.confidence import TokenLogprob, tier_confidence
-from grader.errors import GradingFailedError
-from grader.grade import Grade, Usage, reply_schema
+from grader.errors import GraderError, GradingFailedError
+from grader.grade import Grade, Tier, Usage, reply_schema
 from grader.prompts import ANSWER_TAG, Prompts, fence_answer
 from grader.retry import InvalidReply, RetryPolicy, reasks
-from grader.validation import ReplyCheck, check_reply, grade_from_reply
+from grader.rubric import Question
+from grader.validation import ReplyCheck, check_reply, grade_from_reply, last_valid
 
 Message = dict[str, str]
+Mode = Literal["checklist", "holistic", "tier"]
+MODES: tuple[Mode, ...] = ("checklist", "holistic", "tier")
 
 
 @dataclass
@@ -36,6 +61,9 @@ class Conversation:
     messages: list[Message]
     schema: dict[str, object]
     name: str = "grade_reply"
+    #: The system message for servers without structured output, where it must spell the format out
+    #: (None: the holistic instructions with the schema attached).
+    plain_system: Message | None = None
 
 
 class Check(Protocol):
@@ -49,6 +77,11 @@ class Check(Protocol):
 
     def feedback(self) -> str: ...
 
+    @property
+    def problem(self) -> str:
+        """The first thing wrong, in one line."""
+        ...
+
 
 @dataclass
 class Answered:
@@ -59,15 +92,33 @@ class Answered:
 
 
 class ChatBackend(Backend):
-    """A backend that grades by asking a chat model for a `GradeReply`."""
+    """A backend that grades by asking a chat model, in one of three `MODES`."""
 
-    def __init__(self, *, prompts: Prompts | None = None, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        prompts: Prompts | None = None,
+        policy: RetryPolicy | None = None,
+        mode: Mode = "holistic",
+        rule: ChecklistRule | None = None,
+        prose: bool = False,
+        ask_tier: bool = False,
+    ) -> None:
+        if mode not in MODES:
+            raise GraderError(f"unknown grading mode {mode!r}", hint="choose one of: " + ", ".join(MODES))
         self.prompts = prompts or Prompts()
         self.policy = policy or RetryPolicy()
+        self.mode: Mode = mode
+        self.rule = rule or ChecklistRule()
+        self.prose = prose
+        self.ask_tier = ask_tier
         self._system_texts: dict[tuple[str, str | None], str] = {}
 
     def cache_key(self) -> str:
-        return f"{super().cache_key()}:prompts={self.prompts.fingerprint}"
+        key = f"{super().cache_key()}:prompts={self.prompts.fingerprint}:mode={self.mode}"
+        if self.mode == "checklist":
+            key += f":rule={self.rule.fingerprint}:prose={self.prose}:tier={self.ask_tier}"
+        return key
 
     @abstractmethod
     async def complete(self, conversation: Conversation, request: GradeRequest) -> Completion:
@@ -82,7 +133,64 @@ class ChatBackend(Backend):
             text = self._system_texts[key] = self.prompts.render(template, answer_tag=ANSWER_TAG, schema=spelled)
         return {"role": "system", "content": text}
 
+    def conversation(self, request: GradeRequest) -> Conversation:
+        """The prompt for one answer in this backend's mode."""
+        if self.mode == "checklist":
+            return self._checklist_conversation(request)
+        if self.mode == "tier":
+            return self._tier_conversation(request)
+        return self.build_conversation(request)
+
+    def checker(self, request: GradeRequest) -> Callable[[str], Check]:
+        """How a reply to `conversation(request)` is checked."""
+        q, answer = request.question, request.answer
+        if self.mode == "checklist":
+            return lambda text: check_checklist(text, q, answer, prose=self.prose, tier=self.ask_tier)
+        if self.mode == "tier":
+            return _check_tier
+        return lambda text: check_reply(text, q, answer)
+
+    def finish(self, request: GradeRequest, answered: Answered) -> Grade:
+        """The Grade from a reply that passed (or is acceptable to) `checker(request)`."""
+        check, logprobs = answered.check, answered.completion.logprobs
+        common = {"backend": self.name, "model": self.model, "usage": answered.usage, "attempts": answered.attempts}
+        if isinstance(check, ChecklistCheck):
+            read_probabilities(check.verdicts, logprobs)
+            read = [v.probability is not None for v in check.verdicts]
+            return checklist_grade(
+                request.question,
+                check.verdicts,
+                self.rule,
+                confidence_source="logprobs" if read and all(read) else None,
+                model_tier=check.model_tier,
+                prose=check.prose if self.prose else None,
+                **common,  # type: ignore[arg-type]
+            )
+        if isinstance(check, _TierCheck):
+            assert check.tier is not None
+            q = request.question
+            return Grade(
+                question_id=q.id,
+                tier=check.tier,
+                justification=f"The model judged the answer {check.tier.value} against the reference answers "
+                "(tier-only judge: no per-point verdicts).",
+                confidence=(conf := tier_confidence(logprobs, check.tier.value)),
+                confidence_source="logprobs" if conf is not None else None,
+                rubric_version=q.fingerprint(),
+                **common,  # type: ignore[arg-type]
+            )
+        assert isinstance(check, ReplyCheck) and check.reply is not None
+        confidence = tier_confidence(logprobs, check.reply.tier.value)
+        return grade_from_reply(
+            check,
+            request.question,
+            confidence=confidence,
+            confidence_source="logprobs",
+            **common,  # type: ignore[arg-type]
+        )
+
     def build_conversation(self, request: GradeRequest) -> Conversation:
+        """The holistic prompt."""
         q = request.question
         user = self.prompts.render(
             "grade_user.jinja",
@@ -95,6 +203,56 @@ class ChatBackend(Backend):
             messages=[self.system_message(None), {"role": "user", "content": user}],
             schema=reply_schema(q.point_ids, q.flag_ids),
         )
+
+    def _checklist_conversation(self, request: GradeRequest) -> Conversation:
+        q = request.question
+        items = checklist_items(q)
+        keys = ", ".join(i.key for i in items)
+        system = self._render_once(
+            "checklist_system.jinja",
+            f"{self.prose}:{self.ask_tier}:{keys}",
+            prose=self.prose,
+            tier=self.ask_tier,
+            keys=keys,
+        )
+        user = self.prompts.render(
+            "checklist_user.jinja",
+            question=q,
+            exemplars=request.reference_answers,
+            items=items,
+            keys=keys,
+            answer=fence_answer(request.answer),
+            answer_tag=ANSWER_TAG,
+        )
+        message = {"role": "system", "content": system}
+        return Conversation(
+            messages=[message, {"role": "user", "content": user}],
+            schema=checklist_schema(q, prose=self.prose, tier=self.ask_tier),
+            name="checklist_reply",
+            plain_system=message,
+        )
+
+    def _tier_conversation(self, request: GradeRequest) -> Conversation:
+        system = {"role": "system", "content": self._render_once("judge_system.jinja", None)}
+        user = self.prompts.render(
+            "judge_user.jinja",
+            question=request.question,
+            exemplars=request.reference_answers,
+            answer=fence_answer(request.answer),
+            answer_tag=ANSWER_TAG,
+        )
+        return Conversation(
+            messages=[system, {"role": "user", "content": user}],
+            schema=TIER_SCHEMA,
+            name="tier_reply",
+            plain_system=system,
+        )
+
+    def _render_once(self, template: str, variant: str | None, **context: object) -> str:
+        key = (template, variant)
+        if (text := self._system_texts.get(key)) is None:
+            text = self._system_texts[key] = self.prompts.render(template, answer_tag=ANSWER_TAG, **context)
+        return text
 
     async def ask(self, conversation: Conversation, request: GradeRequest, check: Callable[[str], Check]) -> Answered:
         """Ask until a reply passes `check`, re-asking with the problems; raise when attempts run out
@@ -118,7 +276,7 @@ class ChatBackend(Backend):
         except InvalidReply:
             assert last is not None
             if not last[1].acceptable:
-                problem = last[1].feedback().splitlines()[1].removeprefix("- ")
+                problem = last[1].problem
                 raise GradingFailedError(
                     f"no valid reply after {attempts} model calls: {problem}",
                     attempts=attempts,
@@ -133,22 +291,77 @@ class ChatBackend(Backend):
         return Answered(completion=last[0], check=last[1], usage=usage, attempts=attempts)
 
     async def grade(self, request: GradeRequest) -> Grade:
-        answered = await self.ask(
-            self.build_conversation(request),
-            request,
-            lambda text: check_reply(text, request.question, request.answer),
-        )
-        check = answered.check
-        assert isinstance(check, ReplyCheck)
-        reply = check.reply
-        assert reply is not None
-        return grade_from_reply(
-            check,
-            request.question,
+        answered = await self.ask(self.conversation(request), request, self.checker(request))
+        return self.finish(request, answered)
+
+    def combine_samples(self, question: Question, results: list[Grade | BaseException]) -> Grade:
+        """Checklist mode: each verdict's probability is the share of samples saying yes (the servers that
+        give no logprobs give hard verdicts), and the rule decides the tier from those; other modes take
+        the majority tier."""
+        if self.mode != "checklist":
+            return super().combine_samples(question, results)
+        grades = [r for r in results if isinstance(r, Grade) and r.point_scores]
+        for failure in results:
+            if isinstance(failure, BaseException) and not isinstance(failure, GraderError):
+                raise failure
+        if not grades:
+            return super().combine_samples(question, results)
+        verdicts = []
+        for item in checklist_items(question):
+            share = sum(g.point_scores.get(item.id, 0.0) >= 0.5 for g in grades) / len(grades)
+            quotes = [c.evidence for g in grades for c in g.covered_points if c.id == item.id and c.evidence]
+            verdicts.append(Verdict(item, share >= 0.5, share, quotes[0] if quotes else None, bool(quotes)))
+        failed = len(results) - len(grades)
+        combined = checklist_grade(
+            question,
+            verdicts,
+            self.rule,
             backend=self.name,
             model=self.model,
-            usage=answered.usage,
-            attempts=answered.attempts,
-            confidence=tier_confidence(answered.completion.logprobs, reply.tier.value),
-            confidence_source="logprobs",
+            usage=sum((g.usage for g in grades), Usage()),
+            attempts=sum(g.attempts for g in grades),
+            confidence_source="samples",
         )
+        tally = ", ".join(f"{t.value} {n}" for t in Tier if (n := sum(g.tier is t for g in grades)))
+        note = f"{len(results)} samples: {tally}" + (f", failed {failed}" if failed else "")
+        return combined.model_copy(update={"notes": [*combined.notes, note]})
+
+
+TIER_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"tier": {"type": "string", "enum": [t.value for t in Tier]}},
+    "required": ["tier"],
+    "additionalProperties": False,
+}
+
+
+@dataclass
+class _TierCheck:
+    tier: Tier | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.tier is not None
+
+    @property
+    def acceptable(self) -> bool:
+        return False
+
+    @property
+    def problem(self) -> str:
+        return self.errors[0] if self.errors else ""
+
+    def feedback(self) -> str:
+        return f"Your reply was not valid: {self.problem}. Reply with the JSON object only."
+
+
+def _check_tier(text: str) -> _TierCheck:
+    def one(data: object) -> _TierCheck:
+        value = data.get("tier") if isinstance(data, dict) else None
+        try:
+            return _TierCheck(Tier(str(value)))
+        except ValueError:
+            return _TierCheck(errors=['give {"tier": "great" | "mediocre" | "poor"}'])
+
+    return last_valid(text, one)

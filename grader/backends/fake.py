@@ -36,8 +36,9 @@ class FakeBackend(ChatBackend):
         model: str = "scripted",
         prompts: Prompts | None = None,
         policy: RetryPolicy | None = None,
+        **modes: Any,
     ) -> None:
-        super().__init__(prompts=prompts, policy=policy)
+        super().__init__(prompts=prompts, policy=policy, **modes)
         self.replies: deque[Reply] = deque(replies)
         self.responder = responder
         self._model = model

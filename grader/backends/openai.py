@@ -18,7 +18,8 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from grader.backends.base import GradeRequest
-from grader.backends.chat import ChatBackend, Completion, Conversation
+from grader.backends.chat import ChatBackend, Completion, Conversation, Mode
+from grader.backends.checklist import ChecklistRule
 from grader.confidence import TokenLogprob
 from grader.config import DEFAULT_OPENAI_MODEL, cache_dir
 from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
@@ -52,9 +53,14 @@ class _Choice(BaseModel):
     logprobs: _Logprobs | None = None
 
 
+class _PromptDetails(BaseModel):
+    cached_tokens: int | None = 0
+
+
 class _Usage(BaseModel):
     prompt_tokens: int | None = 0
     completion_tokens: int | None = 0
+    prompt_tokens_details: _PromptDetails | None = None
 
 
 class ChatReply(BaseModel):
@@ -115,8 +121,12 @@ class OpenAIBackend(ChatBackend):
         prompts: Prompts | None = None,
         policy: RetryPolicy | None = None,
         memory: ServerMemory | None = None,
+        mode: Mode = "holistic",
+        rule: ChecklistRule | None = None,
+        prose: bool = False,
+        ask_tier: bool = False,
     ) -> None:
-        super().__init__(prompts=prompts, policy=policy)
+        super().__init__(prompts=prompts, policy=policy, mode=mode, rule=rule, prose=prose, ask_tier=ask_tier)
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not api_key and not base_url:
@@ -141,7 +151,15 @@ class OpenAIBackend(ChatBackend):
             http_client=http_client if http_client is not None else openai.DefaultAioHttpClient(timeout=timeout),
         )
         self.memory = memory or ServerMemory()
-        self.facts = {"mode": MODES[0], "logprobs": logprobs, **self.memory.load(self.base_url)}
+        # Self-hosted servers get `repeat_penalty: 1.0`: llama-cpp-python's server defaults to 1.1, which
+        # punishes a checklist for saying "yes" (or "no") twice in a row and makes the chosen verdict
+        # disagree with its own logprobs. A server that refuses the field is remembered not to get it.
+        self.facts = {
+            "mode": MODES[0],
+            "logprobs": logprobs,
+            "repeat_penalty": self.base_url != DEFAULT_BASE_URL,
+            **self.memory.load(self.base_url),
+        }
         if not logprobs:
             self.facts["logprobs"] = False
 
@@ -179,8 +197,8 @@ class OpenAIBackend(ChatBackend):
             return self.completion_from(response, requests)
 
     def _learn(self, feature: str, mode: str) -> None:
-        if feature == "logprobs":
-            self.facts["logprobs"] = False
+        if feature in ("logprobs", "repeat_penalty"):
+            self.facts[feature] = False
         else:
             index = MODES.index(mode)
             if index + 1 >= len(MODES):
@@ -192,7 +210,11 @@ class OpenAIBackend(ChatBackend):
         if mode == "json_schema":
             return {
                 "type": "json_schema",
-                "json_schema": {"name": conversation.name, "schema": conversation.schema, "strict": True},
+                "json_schema": {
+                    "name": conversation.name,
+                    "schema": _strict_subset(conversation.schema),
+                    "strict": True,
+                },
             }
         if mode == "json_object_schema":  # llama.cpp and others constrain decoding to this schema
             return {"type": "json_object", "schema": conversation.schema}
@@ -203,8 +225,9 @@ class OpenAIBackend(ChatBackend):
         Batch API request line carries)."""
         mode = self.facts["mode"]
         messages = conversation.messages
-        if mode != "json_schema":  # no structured output: the schema goes into the instructions
-            messages = [self.system_message(conversation.schema), *messages[1:]]
+        if mode != "json_schema":  # no structured output: the instructions spell the format out
+            system = conversation.plain_system or self.system_message(conversation.schema)
+            messages = [system, *messages[1:]]
         body: dict[str, Any] = {
             "model": self._model,
             "messages": messages,
@@ -215,6 +238,8 @@ class OpenAIBackend(ChatBackend):
             body["seed"] = self.seed + request.sample
         if self.max_tokens:
             body["max_tokens"] = self.max_tokens
+        if self.facts.get("repeat_penalty"):
+            body["repeat_penalty"] = 1.0
         if self.facts["logprobs"]:
             body["logprobs"] = True
             body["top_logprobs"] = 5
@@ -242,6 +267,8 @@ class OpenAIBackend(ChatBackend):
         body = f"{exc.message} {exc.response.text if exc.response is not None else ''}".lower()
         if status in (400, 422, 500, 501) and any(s in body for s in ("json_schema", "response_format", "json_object")):
             return _Rejected("response_format")
+        if status in (400, 422) and "repeat_penalty" in body:
+            return _Rejected("repeat_penalty")
         if status in (400, 422) and "logprobs" in body:
             return _Rejected("logprobs")
         retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response is not None else None
@@ -267,8 +294,7 @@ class OpenAIBackend(ChatBackend):
             problem = exc.errors()[0]
             where = ".".join(str(p) for p in problem["loc"]) or "the body"
             raise GradingFailedError(
-                f"{self.base_url} answered with something that is not a chat completion "
-                f"({where}: {problem['msg']})",
+                f"{self.base_url} answered with something that is not a chat completion ({where}: {problem['msg']})",
                 attempts=requests,
                 kind="invalid_response",
                 hint="is OPENAI_BASE_URL an OpenAI-compatible /v1 endpoint?",
@@ -277,9 +303,11 @@ class OpenAIBackend(ChatBackend):
         text = (choice.message.content or "") if choice is not None else ""
         usage = Usage()
         if reply.usage is not None:
+            details = reply.usage.prompt_tokens_details
             usage = Usage(
                 prompt_tokens=reply.usage.prompt_tokens or 0,
                 completion_tokens=reply.usage.completion_tokens or 0,
+                cached_tokens=(details.cached_tokens or 0) if details is not None else 0,
             )
         tokens: list[TokenLogprob] = []
         logprobs = choice.logprobs if choice is not None else None
@@ -287,6 +315,27 @@ class OpenAIBackend(ChatBackend):
             top = tuple((alt.token, alt.logprob) for alt in (item.top_logprobs or []))
             tokens.append(TokenLogprob(item.token, item.logprob, top))
         return Completion(text=text, usage=usage, logprobs=tokens, requests=requests)
+
+
+def _strict_subset(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema without the keywords OpenAI's strict mode refuses (string lengths); a constrained
+    decoder elsewhere gets them, and validation checks the reply either way."""
+    key = id(schema)
+    cached = _STRICT.get(key)
+    if cached is None or cached[0] is not schema:
+        cached = _STRICT[key] = (schema, _drop(schema, {"maxLength", "minLength"}))
+    return cached[1]
+
+
+_STRICT: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def _drop(node: Any, keys: set[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _drop(v, keys) for k, v in node.items() if k not in keys}
+    if isinstance(node, list):
+        return [_drop(v, keys) for v in node]
+    return node
 
 
 def _short(message: str, limit: int = 160) -> str:

@@ -19,17 +19,16 @@ from typing import Any, Literal
 import openai
 
 from grader.backends.base import GradeRequest
+from grader.backends.chat import Answered
 from grader.backends.openai import OpenAIBackend
 from grader.batch.files import Row, Writer, output_record
 from grader.batch.runner import BatchStats
 from grader.cache import GradeCache, grade_key
-from grader.confidence import tier_confidence
 from grader.errors import BackendError, GraderError
 from grader.grade import Grade
 from grader.grading import apply_review_policy, check_answer
 from grader.retry import sleep_for
 from grader.rubric import Question, Rubric
-from grader.validation import check_reply, grade_from_reply
 
 ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -64,7 +63,7 @@ def export_requests(
             if prepared.key in written or (cache is not None and cache.get(prepared.key) is not None):
                 continue
             request = GradeRequest(prepared.question, row.answer)
-            body = backend.request_body(backend.build_conversation(request), request)
+            body = backend.request_body(backend.conversation(request), request)
             line = {"custom_id": prepared.key, "method": "POST", "url": ENDPOINT, "body": body}
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             written.add(prepared.key)
@@ -176,13 +175,10 @@ def _grade_result(
     stats.model_calls += 1
     stats.prompt_tokens += completion.usage.prompt_tokens
     stats.completion_tokens += completion.usage.completion_tokens
-    check = check_reply(completion.text, prepared.question, row.answer)
+    stats.cached_tokens += completion.usage.cached_tokens
+    request = GradeRequest(prepared.question, row.answer)
+    check = backend.checker(request)(completion.text)
     if not (check.ok or check.acceptable):
-        raise _ResultError(f"invalid reply: {check.feedback().splitlines()[1][2:]}", "invalid_output")
-    assert check.reply is not None
-    grade = grade_from_reply(
-        check, prepared.question, backend=backend.name, model=backend.model, usage=completion.usage,
-        attempts=1, confidence=tier_confidence(completion.logprobs, check.reply.tier.value),
-        confidence_source="logprobs",
-    )
-    return apply_review_policy(grade, prepared.question, review_threshold)
+        raise _ResultError(f"invalid reply: {check.problem}", "invalid_output")
+    grade = backend.finish(request, Answered(completion, check, completion.usage, attempts=1))
+    return apply_review_policy(grade, prepared.question, review_threshold, answer=row.answer)

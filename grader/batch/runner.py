@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -68,6 +68,7 @@ class BatchStats:
     model_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     tiers: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
@@ -101,6 +102,31 @@ class BatchStats:
         else:
             self.failed += 1
             self.failures[error[1] if error else "unknown"] += 1
+
+
+#: Rows read ahead and regrouped by question before they are sent (see `by_question`).
+QUESTION_WINDOW = 512
+
+
+def by_question(rows: Iterable[Row], window: int = QUESTION_WINDOW) -> Iterator[Row]:
+    """The rows in windows of `window`, each regrouped by question in order of first appearance, so the
+    requests for one question go out together and a server's prefix cache (one slot on llama.cpp) reuses
+    the question's prompt. Rows are written as they finish anyway, so nothing depends on input order;
+    the window keeps memory flat on a large input."""
+    batch: list[Row] = []
+
+    def flush() -> Iterator[Row]:
+        order: dict[str, int] = {}
+        for row in batch:
+            order.setdefault(row.question, len(order))
+        yield from sorted(batch, key=lambda r: order[r.question])  # stable: input order within a question
+        batch.clear()
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= window:
+            yield from flush()
+    yield from flush()
 
 
 async def run_batch(
@@ -146,6 +172,7 @@ async def run_batch(
         stats.model_calls += grade.attempts
         stats.prompt_tokens += grade.usage.prompt_tokens
         stats.completion_tokens += grade.usage.completion_tokens
+        stats.cached_tokens += grade.usage.cached_tokens
         future.set_result(grade)
         if cache is not None:  # later duplicates find it in the cache: keep memory flat
             cache.put(key, grade)
@@ -173,7 +200,7 @@ async def run_batch(
         async with asyncio.TaskGroup() as group:
             for _ in range(limit.maximum):
                 group.create_task(worker())
-            for row in rows:
+            for row in by_question(rows, window=max(QUESTION_WINDOW, limit.maximum * 4)):
                 if row.id in skip_ids:
                     stats.skipped += 1
                     continue

@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from grader.backends import BackendOptions
+from grader.config import DEFAULT_MODE
 from grader.errors import EncodingError, InputFileError
 from grader.retry import RetryPolicy
 from grader.textfiles import read_text
@@ -94,6 +95,33 @@ LocalRuleOpt = Annotated[
     ),
 ]
 
+ModeOpt = Annotated[
+    str,
+    typer.Option(
+        "--mode",
+        envvar="GRADER_MODE",
+        help="Chat backends: checklist (a yes/no verdict per key point and red flag, the tier by a written rule), "
+        "holistic (the model's own tier with per-point quotes) or tier (a tier-only judge).",
+    ),
+]
+ChecklistRuleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checklist-rule",
+        envvar="GRADER_CHECKLIST_RULE",
+        help="Checklist mode: the packaged rule (policy, or one fitted for a model) or a JSON file.",
+    ),
+]
+ProseOpt = Annotated[
+    bool, typer.Option("--prose/--no-prose", help="Checklist mode: ask the model for a written justification.")
+]
+AskTierOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ask-tier/--no-ask-tier",
+        help="Checklist mode: also ask the model's own tier; disagreeing with the rule's tier sets needs_review.",
+    ),
+]
 
 #: What a `with_backend_options` command's `options` defaults to (the decorator always passes it).
 DEFAULT_OPTIONS = BackendOptions()
@@ -110,6 +138,10 @@ _BACKEND_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("reasks", ReasksOpt, 2),
     ("model_path", ModelPathOpt, None),
     ("local_rule", LocalRuleOpt, None),
+    ("mode", ModeOpt, DEFAULT_MODE),
+    ("checklist_rule", ChecklistRuleOpt, None),
+    ("prose", ProseOpt, False),
+    ("ask_tier", AskTierOpt, False),
 )
 
 
@@ -151,6 +183,10 @@ def backend_options(
     prompts: Path | None = None,
     model_path: Path | None = None,
     local_rule: str | None = None,
+    mode: str = DEFAULT_MODE,
+    checklist_rule: str | None = None,
+    prose: bool = False,
+    ask_tier: bool = False,
 ) -> BackendOptions:
     return BackendOptions(
         model=model,
@@ -161,6 +197,10 @@ def backend_options(
         prompts_dir=prompts,
         model_path=model_path,
         local_rule=local_rule,
+        mode=mode,
+        checklist_rule=checklist_rule,
+        prose=prose,
+        ask_tier=ask_tier,
         policy=RetryPolicy(attempts=max_attempts, reasks=reasks),
     )
 

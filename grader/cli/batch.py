@@ -369,7 +369,8 @@ def _summary(
         f"graded {stats.graded} ({tiers}); failed {stats.failed}{failures}",
         f"skipped {stats.skipped} already in {job.output}; {stats.cached} from cache; {stats.duplicates} duplicate "
         f"answer(s) graded once; {stats.model_calls} model call(s)",
-        f"tokens {stats.prompt_tokens} in / {stats.completion_tokens} out; estimated cost "
+        f"tokens {stats.prompt_tokens} in ({stats.cached_tokens} from the server's prefix cache) / "
+        f"{stats.completion_tokens} out; estimated cost "
         + ("unknown (pass --price-in/--price-out)" if cost is None else f"{cost} USD"),
         f"wall {stats.elapsed:.1f} s; {stats.done / max(stats.elapsed, 1e-9):.1f} grades/s; "
         f"concurrency {concurrency or job.limit.maximum} (lowest {lowest or job.limit.lowest} after rate limits)"

@@ -211,7 +211,11 @@ def _print(report: dict[str, Any]) -> None:
             "injection flips / verbosity inflations / fairness flips",
             f"{c['injection_flips']} / {c['verbosity_inflations']} / {c['fairness_flips']}",
         ),
-        ("tokens in / out", f"{report['usage']['prompt_tokens']} / {report['usage']['completion_tokens']}"),
+        (
+            "tokens in (prefix-cached) / out",
+            f"{report['usage']['prompt_tokens']} ({report['usage']['cached_tokens']}) / "
+            f"{report['usage']['completion_tokens']}",
+        ),
         ("estimated cost (USD)", str(report["usage"]["estimated_cost_usd"])),
         ("from cache", str(report["cached"])),
     ]

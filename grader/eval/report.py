@@ -248,11 +248,20 @@ def summarize(
         "fairness_flips": len(fairness),
     }
 
-    prompt = sum(r.grade.usage.prompt_tokens for r in results if r.grade and not r.cached)
-    completion = sum(r.grade.usage.completion_tokens for r in results if r.grade and not r.cached)
+    fresh = [r.grade for r in results if r.grade and not r.cached]
+    prompt = sum(g.usage.prompt_tokens for g in fresh)
+    completion = sum(g.usage.completion_tokens for g in fresh)
+    cached_tokens = sum(g.usage.cached_tokens for g in fresh)
     report["usage"] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
+        "cached_tokens": cached_tokens,
+        "graded_fresh": len(fresh),
+        "per_grade": {
+            "prompt_tokens": round(prompt / len(fresh), 1) if fresh else None,
+            "cached_tokens": round(cached_tokens / len(fresh), 1) if fresh else None,
+            "completion_tokens": round(completion / len(fresh), 1) if fresh else None,
+        },
         "estimated_cost_usd": estimate_cost(model, prompt, completion, price_in, price_out),
     }
     report["results"] = [
@@ -355,7 +364,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += [
         f"- injection flips {c['injection_flips']}, verbosity inflations {c['verbosity_inflations']}, "
         f"fairness flips {c['fairness_flips']}",
-        f"- tokens {report['usage']['prompt_tokens']} in / {report['usage']['completion_tokens']} out; "
+        f"- tokens {report['usage']['prompt_tokens']} in ({report['usage'].get('cached_tokens', 0)} from the "
+        f"server's prefix cache) / {report['usage']['completion_tokens']} out; "
         f"estimated cost {report['usage']['estimated_cost_usd']} USD",
     ]
     if report["failures_by_kind"]:
