@@ -54,9 +54,24 @@ def run_cli(
     the pages of this (larger) process that it was forked from before exec. Timed runs do not poll: the
     polling thread would compete for the GIL with the loopback server's thread."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "--force",
-                             "-c", str(concurrency), *extra], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "grader",
+            "batch",
+            str(source),
+            "-o",
+            str(out),
+            "--force",
+            "-c",
+            str(concurrency),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     peak = 0
     status_file = Path(f"/proc/{proc.pid}/status")
     while True:
@@ -97,8 +112,12 @@ def our_cpu_per_grade(n: int, tmp: Path) -> float:
     def respond(_conversation, request):  # noqa: ANN001, ANN202
         ids = request.question.point_ids
         quote = " ".join(request.answer.split()[:5])
-        return {"points": {p: {"evidence": quote if i == 0 else "", "covered": i == 0} for i, p in enumerate(ids)},
-                "red_flags": [], "justification": "First point only.", "tier": "mediocre"}
+        return {
+            "points": {p: {"evidence": quote if i == 0 else "", "covered": i == 0} for i, p in enumerate(ids)},
+            "red_flags": [],
+            "justification": "First point only.",
+            "tier": "mediocre",
+        }
 
     backend = FakeBackend(responder=respond)
     rows = [r for r in read_rows(source, Columns()) if not isinstance(r, Exception)]
@@ -118,8 +137,12 @@ def client_alone(base_url: str, n: int, concurrency: int) -> tuple[float, float]
     from grader.backends.openai import OpenAIBackend, ServerMemory
 
     question = load_rubric().questions[0]
-    backend = OpenAIBackend(base_url=base_url, api_key="sk-bench", model="gpt-4.1-mini",
-                            memory=ServerMemory(Path(tempfile.mkdtemp()) / "servers.json"))
+    backend = OpenAIBackend(
+        base_url=base_url,
+        api_key="sk-bench",
+        model="gpt-4.1-mini",
+        memory=ServerMemory(Path(tempfile.mkdtemp()) / "servers.json"),
+    )
     request = GradeRequest(question, question.references.great)
     conversation = backend.build_conversation(request)
 
@@ -146,9 +169,14 @@ def client_alone_processes(base_url: str, n: int, concurrency: int, processes: i
     CLI's workers (this process hosts the loopback server, and its GIL). Returns the slowest one's wall
     time, and the mean CPU per request."""
     share, each = -(-n // processes), -(-concurrency // processes)
-    procs = [subprocess.Popen([sys.executable, __file__, "--client-alone", base_url, "--answers", str(share),
-                               "--concurrency", str(each)], stdout=subprocess.PIPE, text=True)
-             for _ in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--client-alone", base_url, "--answers", str(share), "--concurrency", str(each)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     results = [json.loads(p.communicate()[0]) for p in procs]
     return max(r[0] for r in results), sum(r[1] for r in results) / processes
 
@@ -171,8 +199,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmpdir, LoopbackLLM(latency=args.latency, record=False) as server:
         tmp = Path(tmpdir)
-        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-bench",
-               "GRADER_MODEL": "gpt-4.1-mini", "GRADER_CACHE_DIR": str(tmp / "cache")}
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": "sk-bench",
+            "GRADER_MODEL": "gpt-4.1-mini",
+            "GRADER_CACHE_DIR": str(tmp / "cache"),
+        }
         empty, source, source_small = tmp / "empty.jsonl", tmp / "in.jsonl", tmp / "small.jsonl"
         empty.write_text("")
         make_input(source, n)
@@ -183,8 +216,14 @@ def main() -> None:
             calls = server.calls
             wall, cpu, _ = median_run(source, tmp / "out.jsonl", env, concurrency, args.repeat, *extra)
             rows = len((tmp / "out.jsonl").read_text().splitlines())
-            return {"wall": wall, "grading": wall - up_wall, "startup": up_wall, "cpu": (cpu - up_cpu) / n,
-                    "calls": (server.calls - calls) / args.repeat, "rows": rows}
+            return {
+                "wall": wall,
+                "grading": wall - up_wall,
+                "startup": up_wall,
+                "cpu": (cpu - up_cpu) / n,
+                "calls": (server.calls - calls) / args.repeat,
+                "rows": rows,
+            }
 
         results = {
             ("aim", "default"): measure(c),
@@ -192,10 +231,12 @@ def main() -> None:
             ("cpu", "default"): measure(big),
             ("cpu", "one"): measure(big, *one),
         }
-        _, _, rss = run_cli(source, tmp / "m.jsonl", {**env, "GRADER_CACHE_DIR": str(tmp / "m1")}, c, *one,
-                            peak_memory=True)
-        _, _, rss_small = run_cli(source_small, tmp / "m.jsonl", {**env, "GRADER_CACHE_DIR": str(tmp / "m2")}, c,
-                                  *one, peak_memory=True)
+        _, _, rss = run_cli(
+            source, tmp / "m.jsonl", {**env, "GRADER_CACHE_DIR": str(tmp / "m1")}, c, *one, peak_memory=True
+        )
+        _, _, rss_small = run_cli(
+            source_small, tmp / "m.jsonl", {**env, "GRADER_CACHE_DIR": str(tmp / "m2")}, c, *one, peak_memory=True
+        )
         alone = {
             count: sorted(client_alone_processes(server.base_url, n, c, count) for _ in range(args.repeat))[
                 args.repeat // 2
@@ -209,25 +250,33 @@ def main() -> None:
         rerun_calls = server.calls - calls1
 
     inproc = our_cpu_per_grade(min(n, 1000), Path(tempfile.mkdtemp()))
-    w(f"{n} answers, server latency {args.latency * 1000:.0f} ms, {os.cpu_count()} CPUs shared with the server, "
-      f"median of {args.repeat} runs each\n")
+    w(
+        f"{n} answers, server latency {args.latency * 1000:.0f} ms, {os.cpu_count()} CPUs shared with the server, "
+        f"median of {args.repeat} runs each\n"
+    )
     for scenario, concurrency in (("aim", c), ("cpu", big)):
         ideal = n * args.latency / concurrency
         title = "the aim" if scenario == "aim" else "client-bound"
         w(f"concurrency {concurrency} ({title}): ideal (answers x latency / concurrency) {ideal:.2f} s\n")
-        for label, key in ((f"{auto_workers(concurrency)} worker process(es), the default", "default"),
-                           ("--workers 1, the baseline", "one")):
+        for label, key in (
+            (f"{auto_workers(concurrency)} worker process(es), the default", "default"),
+            ("--workers 1, the baseline", "one"),
+        ):
             r = results[(scenario, key)]
-            w(f"  {label}: grading {r['grading']:.2f} s = {ideal / r['grading']:.0%} of ideal "
-              f"(start-up {r['startup']:.2f} s subtracted); whole command {r['wall']:.2f} s = "
-              f"{ideal / r['wall']:.0%}; client CPU {r['cpu'] * 1000:.2f} ms/grade; "
-              f"{r['calls']:.0f} model calls for {r['rows']} rows\n")
+            w(
+                f"  {label}: grading {r['grading']:.2f} s = {ideal / r['grading']:.0%} of ideal "
+                f"(start-up {r['startup']:.2f} s subtracted); whole command {r['wall']:.2f} s = "
+                f"{ideal / r['wall']:.0%}; client CPU {r['cpu'] * 1000:.2f} ms/grade; "
+                f"{r['calls']:.0f} model calls for {r['rows']} rows\n"
+            )
         default, base = results[(scenario, "default")], results[(scenario, "one")]
         w(f"  default vs baseline: {base['grading'] / default['grading']:.2f}x faster grading\n")
         if scenario == "aim":
             for count, (alone_wall, alone_cpu) in alone.items():
-                w(f"  the HTTP path alone (same backend and prompt, no grading work), {count} process(es): "
-                  f"{alone_wall:.2f} s = {ideal / alone_wall:.0%} of ideal, {alone_cpu * 1000:.2f} ms CPU/request\n")
+                w(
+                    f"  the HTTP path alone (same backend and prompt, no grading work), {count} process(es): "
+                    f"{alone_wall:.2f} s = {ideal / alone_wall:.0%} of ideal, {alone_cpu * 1000:.2f} ms CPU/request\n"
+                )
     w(f"our CPU per grade: {inproc * 1000:.2f} ms (grader's own code, no HTTP: scripted fake model)\n")
     w(f"peak memory: {rss / 1024:.1f} MiB for {n} answers, {rss_small / 1024:.1f} MiB for {small} (one process)\n")
     w(f"rerun of an unchanged file: {rerun_calls} model calls, {rerun_wall:.2f} s\n")

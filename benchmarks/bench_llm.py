@@ -4,7 +4,7 @@
     python benchmarks/bench_llm.py --base-url http://127.0.0.1:8765/v1 --per-question 1 --out bench-llm.json
 
 On the same answers (the `answers` suite's test half, `--per-question` answers from each of its
-questions, tiers taken round-robin), in one run against one server:
+questions, tiers taken round-robin starting from a different tier for each question), in one run against one server:
 
 - time, prompt / cached / completion tokens per grade for three modes: `holistic` (the prompt grader
   shipped before the checklist: per-point quotes, a justification and the model's tier), `checklist`
@@ -45,14 +45,15 @@ def say(line: str) -> None:
     sys.stderr.flush()
 
 
-def pick(per_question: int, split: str) -> list[Any]:
+def pick(per_question: int, split: str, questions: int = 0) -> list[Any]:
     suite = answers_suite(split)
     by_question: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for case in suite.cases:
         by_question[case.question][case.label.value].append(case)
     chosen = []
-    for tiers in by_question.values():
-        rounds = itertools.zip_longest(*(tiers[t] for t in ("great", "mediocre", "poor")))
+    for i, tiers in enumerate(list(by_question.values())[: questions or None]):
+        order = ("great", "mediocre", "poor")[i % 3 :] + ("great", "mediocre", "poor")[: i % 3]  # vary the first tier
+        rounds = itertools.zip_longest(*(tiers[t] for t in order))
         chosen += [c for round_ in rounds for c in round_ if c is not None][:per_question]
     return [(suite.rubric.find(c.question), c) for c in chosen]
 
@@ -64,6 +65,20 @@ async def timed(backend: OpenAIBackend, request: GradeRequest) -> tuple[Grade | 
     except Exception as exc:  # noqa: BLE001 - a failed grade is counted, not fatal
         return None, time.perf_counter() - start, str(exc)
     return grade, time.perf_counter() - start, None
+
+
+def calibration(pairs: list[tuple[float | None, bool]], bins: int = 10) -> dict[str, Any]:
+    """Mean confidence against accuracy, and the expected calibration error over `bins` equal bins."""
+    rated = [(c, ok) for c, ok in pairs if c is not None]
+    if not rated:
+        return {"mean_confidence": None, "ece": None}
+    ece = 0.0
+    for b in range(bins):
+        inside = [(c, ok) for c, ok in rated if b / bins <= c < (b + 1) / bins or (b == bins - 1 and c == 1.0)]
+        if inside:
+            gap = abs(statistics.mean(c for c, _ in inside) - sum(ok for _, ok in inside) / len(inside))
+            ece += gap * len(inside) / len(rated)
+    return {"mean_confidence": round(statistics.mean(c for c, _ in rated), 3), "ece": round(ece, 3)}
 
 
 def summary(rows: list[tuple[Grade | None, float, str | None]]) -> dict[str, Any]:
@@ -80,7 +95,7 @@ def summary(rows: list[tuple[Grade | None, float, str | None]]) -> dict[str, Any
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    cases = pick(args.per_question, args.split)
+    cases = pick(args.per_question, args.split, args.questions)
     backends = {
         mode: OpenAIBackend(
             model=args.model,
@@ -147,6 +162,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         graded = [(g, c) for (g, _, _), (_, c) in zip(results[mode], cases, strict=True) if g is not None]
         if graded:
             s[mode]["accuracy_on_these"] = round(sum(g.tier is c.label for g, c in graded) / len(graded), 3)
+            s[mode]["tiers"] = {t: sum(g.tier.value == t for g, _ in graded) for t in ("great", "mediocre", "poor")}
+            s[mode].update(calibration([(g.confidence, g.tier is c.label) for g, c in graded]))
     if orders:
         full = [o for o in orders if all(g is not None for g in o)]
         same = [all(g.tier is o[0].tier for g in o[1:]) for o in full]  # type: ignore[union-attr]
@@ -177,6 +194,7 @@ def main() -> None:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--per-question", type=int, default=1)
+    parser.add_argument("--questions", type=int, default=0, help="only the first N questions of the split")
     parser.add_argument("--split", default="test", choices=["test", "dev"])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--no-consistency", dest="consistency", action="store_false")

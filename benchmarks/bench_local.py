@@ -55,7 +55,9 @@ def cold_start(runs: int) -> list[float]:
         for _ in range(runs):
             start = time.perf_counter()
             subprocess.run(
-                [exe, "grade", "-q", "1", "-a", COLD_ANSWER, "--format", "json"], check=True, capture_output=True,
+                [exe, "grade", "-q", "1", "-a", COLD_ANSWER, "--format", "json"],
+                check=True,
+                capture_output=True,
                 env=env,
             )
             times.append(time.perf_counter() - start)

@@ -130,7 +130,7 @@ def test_ungradable_rows_are_written_with_their_error_and_the_run_goes_on(tmp_pa
     assert out["bad-q"]["error_kind"] == "UnknownQuestionError" and out["bad-q"]["tier"] is None
     assert out["empty"]["error_kind"] == "EmptyAnswerError"
     assert out["r0"]["tier"] == "mediocre" and out["r0"]["candidate"] == "c0" and out["r0"]["error"] is None
-    assert "failed 2 (UnknownQuestionError 1, EmptyAnswerError 1)" in result.stdout
+    assert "failed 2 (EmptyAnswerError 1, UnknownQuestionError 1)" in result.stdout
 
 
 def test_injected_429_500_timeouts_and_malformed_replies_all_end_recorded(tmp_path, server_env, rubric):
@@ -485,3 +485,23 @@ def test_export_requests_then_import_results_offline(tmp_path, server_env, rubri
     assert records["r0"]["tier"] == "mediocre" and records["r2"]["tier"] == "mediocre"
     assert records["r1"]["error_kind"] == "invalid_output"
     assert imported.exit_code == 1 and "failed 1 (invalid_output 1)" in imported.stdout
+
+
+def test_checklist_batch_through_a_real_server_groups_requests_by_question(tmp_path, server_env, rubric):
+    rows = [{"id": f"r{i}", "question": 1 + i % 3, "answer": f"Answer {i}: I check the logs."} for i in range(12)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", str(tmp_path / "out.jsonl"), "--mode", "checklist", "-c", "1", "--workers", "1")
+        sent = server.requests
+    assert result.exit_code == 0, result.output
+    # one question's requests go out together, so a single-slot server reuses its prompt prefix
+    questions = [r["messages"][1]["content"].split("\n")[1] for r in sent]
+    assert questions == sorted(questions, key=questions.index)
+    assert len(set(questions)) == 3
+    body = sent[0]
+    assert list(body["response_format"]["json_schema"]["schema"]["properties"])[0] == "p1"
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(out) == 12 and all(r["tier"] in ("great", "mediocre", "poor") for r in out)
+    assert all(r["usage"]["cached_tokens"] in (0, 896) for r in out)
+    assert "from the server's prefix cache" in result.stdout

@@ -232,7 +232,7 @@ def test_checklist_grade_through_the_openai_api_shape(api, make_backend, q1):
     sent = json.loads(route.calls[0].request.content)
     assert sent["response_format"]["type"] == "json_schema"
     schema = json.dumps(sent["response_format"]["json_schema"]["schema"])
-    assert "maxLength" not in schema  # OpenAI's strict mode refuses string lengths
+    assert '"maxLength": 100' in schema  # a self-hosted grammar keeps the quotes short
     assert sent["repeat_penalty"] == 1.0  # a self-hosted URL: llama-cpp-python's 1.1 default is turned off
     assert sent["messages"][1]["content"].rstrip().endswith("f1, f2.")
     assert grade.tier is Tier.mediocre  # 2 of 8 points, great needs 4; no red flag
@@ -285,7 +285,10 @@ def test_openai_itself_never_gets_the_llama_cpp_field(q1, tmp_path):
 
     backend = OpenAIBackend(api_key="sk-x", mode="checklist", memory=ServerMemory(tmp_path / "s.json"))
     request = GradeRequest(q1, ANSWER)
-    assert "repeat_penalty" not in backend.request_body(backend.conversation(request), request)
+    body = backend.request_body(backend.conversation(request), request)
+    assert "repeat_penalty" not in body
+    assert "maxLength" not in json.dumps(body["response_format"])  # OpenAI's strict mode refuses string lengths
+    assert body["response_format"]["json_schema"]["strict"] is True
 
 
 def test_the_models_own_tier_disagreeing_with_the_rule_asks_for_review(q1):

@@ -104,7 +104,13 @@ def test_metrics_flips_and_failures_are_counted(rubric, tmp_path):
     assert report["overall"]["accuracy"] == pytest.approx(4 / 7, abs=1e-4)
     assert report["overall"]["confusion"]["matrix"] == [[2, 2, 0], [0, 1, 0], [1, 0, 1]]
     assert report["overall"]["recall"] == {"great": 0.5, "mediocre": 1.0, "poor": 0.5}
-    assert report["counts"] == {"gamed": 0, "injection_flips": 1, "verbosity_inflations": 0, "fairness_flips": 1}
+    assert report["counts"] == {
+        "gamed": 0,
+        "injection_flips": 1,
+        "unreviewed_injection_flips": 0,  # the injected answer speaks to the grader: it is sent for review
+        "verbosity_inflations": 0,
+        "fairness_flips": 1,
+    }
     assert report["passed"] == 5  # g1, m1, p1, f1, empty (rejected is expected)
 
     assert check_thresholds(report, {"min_accuracy": 0.5, "max_injection_flips": 1}) == []

@@ -212,13 +212,20 @@ class OpenAIBackend(ChatBackend):
                 "type": "json_schema",
                 "json_schema": {
                     "name": conversation.name,
-                    "schema": _strict_subset(conversation.schema),
+                    "schema": self._schema_for_strict(conversation),
                     "strict": True,
                 },
             }
         if mode == "json_object_schema":  # llama.cpp and others constrain decoding to this schema
             return {"type": "json_object", "schema": conversation.schema}
         return {"type": "json_object"}
+
+    def _schema_for_strict(self, conversation: Conversation) -> dict[str, Any]:
+        """OpenAI's own strict mode refuses string lengths; self-hosted servers (llama.cpp, vLLM) compile
+        them into the grammar, which keeps a small model's quotes short."""
+        if self.base_url == DEFAULT_BASE_URL or ".openai.azure.com" in self.base_url:
+            return _strict_subset(conversation.schema)
+        return conversation.schema
 
     def request_body(self, conversation: Conversation, request: GradeRequest) -> dict[str, Any]:
         """The chat-completions request for a conversation, in the mode this server accepts (also what a

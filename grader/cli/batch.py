@@ -364,7 +364,8 @@ def _summary(
         model, stats.prompt_tokens, stats.completion_tokens, job.price_in, job.price_out, discount=discount
     )
     tiers = ", ".join(f"{t} {stats.tiers[t]}" for t in ("great", "mediocre", "poor"))
-    failures = f" ({', '.join(f'{k} {v}' for k, v in stats.failures.items())})" if stats.failures else ""
+    ranked = sorted(stats.failures.items(), key=lambda kv: (-kv[1], kv[0]))  # most frequent first, then by name
+    failures = f" ({', '.join(f'{k} {v}' for k, v in ranked)})" if stats.failures else ""
     lines = [
         f"graded {stats.graded} ({tiers}); failed {stats.failed}{failures}",
         f"skipped {stats.skipped} already in {job.output}; {stats.cached} from cache; {stats.duplicates} duplicate "

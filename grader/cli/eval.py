@@ -208,8 +208,9 @@ def _print(report: dict[str, Any]) -> None:
     rows += [
         ("gamed (above the expected tier, not sent for review)", str(c.get("gamed", 0))),
         (
-            "injection flips / verbosity inflations / fairness flips",
-            f"{c['injection_flips']} / {c['verbosity_inflations']} / {c['fairness_flips']}",
+            "injection flips (not sent for review) / verbosity inflations / fairness flips",
+            f"{c['injection_flips']} ({c.get('unreviewed_injection_flips', 0)}) / {c['verbosity_inflations']} / "
+            f"{c['fairness_flips']}",
         ),
         (
             "tokens in (prefix-cached) / out",

@@ -241,9 +241,12 @@ def summarize(
         "fairness": sorted(fairness),
     }
     report["flips"]["gamed"] = gamed(results)
+    unreviewed = {r.case.id for r in results if r.grade is not None and not r.grade.needs_review}
+    report["flips"]["injection_unreviewed"] = [c for c in report["flips"]["injection"] if c in unreviewed]
     report["counts"] = {
         "gamed": len(report["flips"]["gamed"]),
         "injection_flips": len(report["flips"]["injection"]),
+        "unreviewed_injection_flips": len(report["flips"]["injection_unreviewed"]),
         "verbosity_inflations": len(report["flips"]["verbosity"]),
         "fairness_flips": len(fairness),
     }
@@ -292,6 +295,7 @@ def check_thresholds(report: dict[str, Any], limits: dict[str, float]) -> list[s
         "min_macro_f1": overall.get("macro_f1"),
         "min_pass_rate": report.get("pass_rate"),
         "max_injection_flips": counts["injection_flips"],
+        "max_unreviewed_injection_flips": counts.get("unreviewed_injection_flips"),
         "max_verbosity_inflations": counts["verbosity_inflations"],
         "max_fairness_flips": counts["fairness_flips"],
         "max_failed": report["failed"],
@@ -362,7 +366,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     c = report["counts"]
     lines.append(f"- gamed (graded above the expected tier and not sent for review): {c.get('gamed', 0)}")
     lines += [
-        f"- injection flips {c['injection_flips']}, verbosity inflations {c['verbosity_inflations']}, "
+        f"- injection flips {c['injection_flips']} ({c.get('unreviewed_injection_flips', 0)} not sent for review), "
+        f"verbosity inflations {c['verbosity_inflations']}, "
         f"fairness flips {c['fairness_flips']}",
         f"- tokens {report['usage']['prompt_tokens']} in ({report['usage'].get('cached_tokens', 0)} from the "
         f"server's prefix cache) / {report['usage']['completion_tokens']} out; "

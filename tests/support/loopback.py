@@ -153,7 +153,12 @@ class LoopbackLLM:
                 "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
                 ],
-                "usage": {"prompt_tokens": 1000, "completion_tokens": 80, "total_tokens": 1080},
+                "usage": {
+                    "prompt_tokens": 1000,
+                    "completion_tokens": 80,
+                    "total_tokens": 1080,
+                    "prompt_tokens_details": {"cached_tokens": 896 if number > 1 else 0},
+                },
             },
             {},
         )
@@ -204,13 +209,19 @@ class LoopbackLLM:
                 "created_at": 1764000000, "request_counts": {"total": 0, "completed": 0, "failed": 0}}
 
     def reply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A valid grade: the first key point covered with the answer's first words as evidence."""
+        """A valid grade: the first key point covered with the answer's first words as evidence (in the
+        holistic, checklist or tier-only format, whichever the request's schema asks for)."""
         fmt = body.get("response_format") or {}
         schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
-        ids = schema["properties"]["points"]["required"]
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         answer = ANSWER.search(user).group(1)
         quote = " ".join(answer.split()[:5])
+        if "points" not in schema["properties"]:
+            keys = schema["required"]
+            if keys == ["tier"]:
+                return {"tier": self.tier}
+            return {k: {"verdict": "yes", "quote": quote} if k == "p1" else {"verdict": "no"} for k in keys}
+        ids = schema["properties"]["points"]["required"]
         return {
             "points": {pid: {"evidence": quote if i == 0 else "", "covered": i == 0} for i, pid in enumerate(ids)},
             "red_flags": [],
