@@ -60,6 +60,7 @@ async def collect(args: argparse.Namespace) -> None:
         base_url=args.base_url,
         timeout=args.timeout,
         mode="checklist",
+        per_item=args.per_item,
         policy=RetryPolicy(attempts=2, reasks=1),
     )
     try:
@@ -75,12 +76,18 @@ async def collect(args: argparse.Namespace) -> None:
                     request = GradeRequest(question, case.answer)
                     started = time.perf_counter()
                     try:
-                        answered = await backend.ask(backend.conversation(request), request, backend.checker(request))
+                        if args.per_item:
+                            verdicts, usage, attempts = await backend.item_verdicts(request)
+                        else:
+                            answered = await backend.ask(
+                                backend.conversation(request), request, backend.checker(request)
+                            )
+                            verdicts = answered.check.verdicts  # type: ignore[attr-defined]
+                            read_probabilities(verdicts, answered.completion.logprobs)
+                            usage, attempts = answered.usage, answered.attempts
                     except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
                         record = {"id": case.id, "question": case.question, "error": str(exc)}
                     else:
-                        check = answered.check
-                        read_probabilities(check.verdicts, answered.completion.logprobs)  # type: ignore[attr-defined]
                         record = {
                             "id": case.id,
                             "question": case.question,
@@ -96,10 +103,10 @@ async def collect(args: argparse.Namespace) -> None:
                                     "quote": v.quote,
                                     "quote_found": v.quote_found,
                                 }
-                                for v in check.verdicts  # type: ignore[attr-defined]
+                                for v in verdicts
                             ],
-                            "usage": answered.usage.model_dump(),
-                            "attempts": answered.attempts,
+                            "usage": usage.model_dump(),
+                            "attempts": attempts,
                         }
                     record["seconds"] = round(time.perf_counter() - started, 2)
                     with out.open("a") as handle:
@@ -232,6 +239,7 @@ def main() -> None:
     c.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     c.add_argument("--out", required=True)
     c.add_argument("--per-question", type=int, default=6)
+    c.add_argument("--per-item", action="store_true", help="one call per checklist item (--checklist-calls per-item)")
     c.add_argument("--limit", type=int, default=0)
     c.add_argument("--timeout", type=float, default=900)
     f = sub.add_parser("fit")

@@ -234,8 +234,10 @@ def main() -> int:
             out.append(f"| {what} | {p:.3f} | {r:.3f} | {f:.3f} | {cut:.2f} | {fbest:.3f} |")
         # The model itself: every feature or the span-level ones only, plain or with weights kept >= 0, and
         # how strongly regularised; the best F1 (cross-validated) is shipped.
-        subsets = {"all features": list(range(len(names))),
-                   "span-level features": [j for j, n in enumerate(names) if n not in ("whole", "words_whole")]}
+        subsets = {
+            "all features": list(range(len(names))),
+            "span-level features": [j for j, n in enumerate(names) if n not in ("whole", "words_whole")],
+        }
         choices = {}
         for what, use in subsets.items():
             for how, fit in (("plain", fit_logistic), ("weights >= 0", fit_monotone)):
@@ -244,9 +246,12 @@ def main() -> int:
                     cut, fbest = best_cut(prob, y)
                     choices[what, how, C] = (fbest, cut, prob, fit, use)
         (what, how, C), (fbest, cut, prob, fit, every) = max(choices.items(), key=lambda kv: kv[1][0])
-        out += ["", "Model choice (F1 at the best cut): "
-                + "; ".join(f"{w}, {h}, C={c}: {v[0]:.3f}" for (w, h, c), v in choices.items())
-                + f". Shipped: {what}, {how}, C={C}, cut {cut:.2f} (F1 {fbest:.3f})."]
+        out += [
+            "",
+            "Model choice (F1 at the best cut): "
+            + "; ".join(f"{w}, {h}, C={c}: {v[0]:.3f}" for (w, h, c), v in choices.items())
+            + f". Shipped: {what}, {how}, C={C}, cut {cut:.2f} (F1 {fbest:.3f}).",
+        ]
         fitted[kind] = (fit(X, y, names, C, every), cut, prob)
         out.append("")
 
@@ -334,8 +339,9 @@ def main() -> int:
     real_echo = np.array([echo(t, q) for t, q in real])
     real_repetition = np.array([repetition(t) for t, _ in real])
     own_order = np.array([a.order for a in analyses if not np.isnan(a.order)])
-    salads = backend.analyse_many([GradeRequest(r.question, _shuffle(c.answer, i)) for i, (c, r) in
-                                   enumerate(zip(cases, requests, strict=True))])
+    salads = backend.analyse_many(
+        [GradeRequest(r.question, _shuffle(c.answer, i)) for i, (c, r) in enumerate(zip(cases, requests, strict=True))]
+    )
     salad_order = np.array([a.order for a, _ in salads if not np.isnan(a.order)])
     # From the dev answers (interview prose). SAF's technical answers, formulas and German fragments score
     # far lower under a model of prose, so a low score sends the grade for review instead of grading it down.
@@ -396,8 +402,11 @@ def main() -> int:
     Xf, yf, _, _ = rows("flag")
     negatives = np.concatenate([Xp[~yp, said_col], Xf[~yf, said_col]])
     verbatim = round(max(0.9, float(np.nanmax(negatives)) + 0.02), 3)
-    out += ["", f"Verbatim: a span at least {verbatim} similar to the reference's own sentence for a point or red flag "
-            f"makes it (highest similarity among dev pairs that did not: {np.nanmax(negatives):.3f})."]
+    out += [
+        "",
+        f"Verbatim: a span at least {verbatim} similar to the reference's own sentence for a point or red flag "
+        f"makes it (highest similarity among dev pairs that did not: {np.nanmax(negatives):.3f}).",
+    ]
     rule = TierRule(
         point=fitted["point"][0],
         flag=fitted["flag"][0],

@@ -90,11 +90,14 @@ def main(argv: list[str]) -> int:
                 guards = replace(guards, repetition=1.01)
     rule = replace(base, guards=guards)
 
-    T = np.array([
-        tier_features(a, base.point_probabilities(a), base.flag_probabilities(a), base.point_threshold,
-                      base.flag_threshold)
-        for a in analyses
-    ])
+    T = np.array(
+        [
+            tier_features(
+                a, base.point_probabilities(a), base.flag_probabilities(a), base.point_threshold, base.flag_threshold
+            )
+            for a in analyses
+        ]
+    )
     pred = np.empty(len(y), dtype=object)
     for q in np.unique(g):
         train = g != q

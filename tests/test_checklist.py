@@ -346,3 +346,43 @@ def test_batch_sends_each_questions_rows_together_within_a_window():
     assert [r.id for r in by_question(rows, window=100)][:3] == ["0", "2", "6"]  # input order within a question
     assert [r.question for r in by_question(rows, window=4)] == list("AABC" + "BCAD")  # memory stays bounded
     assert sorted(r.id for r in by_question(rows, window=3)) == sorted(r.id for r in rows)  # nothing lost
+
+
+def test_per_item_calls_share_the_prompt_up_to_the_item_and_make_one_grade(q1):
+    def responder(conversation, request):
+        item = conversation.messages[1]["content"].split("# The item to check now\n", 1)[1].split(":", 1)[0]
+        return {"verdict": "yes", "quote": "gathering logs"} if item in ("p1", "p2") else {"verdict": "no"}
+
+    backend = FakeBackend(responder=responder, mode="checklist", per_item=True)
+    grade = run(backend, q1)
+    n_items = len(q1.key_points) + len(q1.red_flags)
+    assert len(backend.sent) == n_items
+    prompts = [c.messages[1]["content"] for c in backend.sent]
+    shared = prompts[0].split("# The item to check now")[0]
+    assert shared.rstrip().endswith("not\ninstructions.") and ANSWER in shared  # rubric and answer, then the item
+    assert all(p.startswith(shared) for p in prompts)
+    assert [c.id for c in grade.covered_points] == ["q01.gather-evidence", "q01.find-patterns"]
+    assert grade.point_scores["q01.gather-evidence"] == 1.0 and grade.point_scores["q01.reproduce"] == 0.0
+    assert grade.tier is Tier.mediocre and grade.attempts == n_items
+    assert grade.confidence is None  # no logprobs from the fake: hard verdicts, no confidence
+    with pytest.raises(Exception, match="per-item"):
+        FakeBackend(mode="checklist", per_item=True, ask_tier=True)
+
+
+def test_a_per_item_reply_reads_its_probability_from_the_verdict_token():
+    from grader.backends.checklist import check_item, read_item_probability
+    from grader.confidence import TokenLogprob
+
+    item = Item("p2", "point", "", False)
+    check = check_item('{"verdict":"no"}', item=item, answer="anything")
+    tokens = [
+        TokenLogprob('{"', -0.1),
+        TokenLogprob("ver", 0.0),
+        TokenLogprob("dict", 0.0),
+        TokenLogprob('":"', 0.0),
+        TokenLogprob("no", math.log(0.6), (("no", math.log(0.6)), ("yes", math.log(0.3)), ("```", -3.0))),
+        TokenLogprob('"}', 0.0),
+    ]
+    read_item_probability(check.verdicts[0], tokens)
+    assert check.verdicts[0].probability == pytest.approx(1 / 3, abs=1e-3)
+    assert not check_item('{"verdict":"perhaps"}', item=item, answer="x").ok

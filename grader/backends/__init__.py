@@ -33,6 +33,7 @@ class BackendOptions:
     checklist_rule: str | None = None
     prose: bool = False
     ask_tier: bool = False
+    checklist_calls: str = "one"
     policy: RetryPolicy = RetryPolicy()
 
 
@@ -66,7 +67,15 @@ def _chat(options: BackendOptions) -> dict[str, Any]:
         rule = ChecklistRule.load(options.checklist_rule)
     except (FileNotFoundError, ValueError) as exc:
         raise BackendNotConfiguredError(str(exc)) from None
-    return {"mode": options.mode, "rule": rule, "prose": options.prose, "ask_tier": options.ask_tier}
+    if options.checklist_calls not in ("one", "per-item"):
+        raise GraderError(f"unknown --checklist-calls {options.checklist_calls!r}", hint="choose one or per-item")
+    return {
+        "mode": options.mode,
+        "rule": rule,
+        "prose": options.prose,
+        "ask_tier": options.ask_tier,
+        "per_item": options.checklist_calls == "per-item",
+    }
 
 
 def _local(options: BackendOptions) -> Backend:

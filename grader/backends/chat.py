@@ -14,6 +14,7 @@ checklist) and the answer last, so a server's prefix cache can reuse it.
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import abstractmethod
 from collections.abc import Callable
@@ -24,11 +25,15 @@ from grader.backends.base import Backend, GradeRequest
 from grader.backends.checklist import (
     ChecklistCheck,
     ChecklistRule,
+    Item,
     Verdict,
     check_checklist,
+    check_item,
     checklist_grade,
     checklist_items,
     checklist_schema,
+    item_schema,
+    read_item_probability,
     read_probabilities,
 )
 from grader.confidence import TokenLogprob, tier_confidence
@@ -103,6 +108,7 @@ class ChatBackend(Backend):
         rule: ChecklistRule | None = None,
         prose: bool = False,
         ask_tier: bool = False,
+        per_item: bool = False,
     ) -> None:
         if mode not in MODES:
             raise GraderError(f"unknown grading mode {mode!r}", hint="choose one of: " + ", ".join(MODES))
@@ -112,12 +118,15 @@ class ChatBackend(Backend):
         self.rule = rule or ChecklistRule()
         self.prose = prose
         self.ask_tier = ask_tier
+        self.per_item = per_item and mode == "checklist"
+        if self.per_item and (prose or ask_tier):
+            raise GraderError("--checklist-calls per-item asks one item per call: it cannot add --prose or --ask-tier")
         self._system_texts: dict[tuple[str, str | None], str] = {}
 
     def cache_key(self) -> str:
         key = f"{super().cache_key()}:prompts={self.prompts.fingerprint}:mode={self.mode}"
         if self.mode == "checklist":
-            key += f":rule={self.rule.fingerprint}:prose={self.prose}:tier={self.ask_tier}"
+            key += f":rule={self.rule.fingerprint}:prose={self.prose}:tier={self.ask_tier}:per_item={self.per_item}"
         return key
 
     @abstractmethod
@@ -291,8 +300,60 @@ class ChatBackend(Backend):
         return Answered(completion=last[0], check=last[1], usage=usage, attempts=attempts)
 
     async def grade(self, request: GradeRequest) -> Grade:
+        if self.per_item:
+            return await self._grade_per_item(request)
         answered = await self.ask(self.conversation(request), request, self.checker(request))
         return self.finish(request, answered)
+
+    async def _grade_per_item(self, request: GradeRequest) -> Grade:
+        """Checklist mode, one call per item, in rubric order: the prompt is the same up to the item's
+        question, so a server's prefix cache reuses the rubric and the answer for every item after the
+        first, and the model judges one criterion at a time (what small models do best)."""
+        verdicts, usage, attempts = await self.item_verdicts(request)
+        read = [v.probability is not None for v in verdicts]
+        return checklist_grade(
+            request.question,
+            verdicts,
+            self.rule,
+            backend=self.name,
+            model=self.model,
+            usage=usage,
+            attempts=attempts,
+            confidence_source="logprobs" if read and all(read) else None,
+        )
+
+    async def item_verdicts(self, request: GradeRequest) -> tuple[list[Verdict], Usage, int]:
+        """Every checklist item's verdict, one call each; with its probability where logprobs came."""
+        items = checklist_items(request.question)
+        verdicts, usage, attempts = [], Usage(), 0
+        for item in items:
+            checker = functools.partial(check_item, item=item, answer=request.answer)
+            answered = await self.ask(self._item_conversation(request, items, item), request, checker)
+            check = answered.check
+            assert isinstance(check, ChecklistCheck)
+            verdict = check.verdicts[0]
+            read_item_probability(verdict, answered.completion.logprobs)
+            verdicts.append(verdict)
+            usage, attempts = usage + answered.usage, attempts + answered.attempts
+        return verdicts, usage, attempts
+
+    def _item_conversation(self, request: GradeRequest, items: list[Item], item: Item) -> Conversation:
+        system = {"role": "system", "content": self._render_once("item_system.jinja", None)}
+        user = self.prompts.render(
+            "item_user.jinja",
+            question=request.question,
+            exemplars=request.reference_answers,
+            items=items,
+            item=item,
+            answer=fence_answer(request.answer),
+            answer_tag=ANSWER_TAG,
+        )
+        return Conversation(
+            messages=[system, {"role": "user", "content": user}],
+            schema=item_schema(),
+            name="item_verdict",
+            plain_system=system,
+        )
 
     def combine_samples(self, question: Question, results: list[Grade | BaseException]) -> Grade:
         """Checklist mode: each verdict's probability is the share of samples saying yes (the servers that

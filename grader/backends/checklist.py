@@ -86,6 +86,12 @@ def _schema(keys: tuple[str, ...], prose: bool, tier: bool) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
+@functools.lru_cache(maxsize=4)
+def item_schema() -> dict[str, Any]:
+    """One item's reply (per-item calls): {"verdict": "yes", "quote": ...} or {"verdict": "no"}."""
+    return _schema(("item",), False, False)["properties"]["item"]
+
+
 @dataclass
 class Verdict:
     item: Item
@@ -171,6 +177,25 @@ def _check(data: object, items: list[Item], answer: str, *, prose: bool, tier: b
     if check.errors:
         check.verdicts = []
     return check
+
+
+def check_item(raw: str, *, item: Item, answer: str) -> ChecklistCheck:
+    """Validate a per-item reply: {"verdict": "yes", "quote": ...} or {"verdict": "no"}."""
+    return last_valid(
+        raw,
+        lambda data: _check(
+            {item.key: data} if isinstance(data, dict) else data, [item], answer, prose=False, tier=False
+        ),
+    )
+
+
+ITEM_OPENING = re.compile(r'"verdict"\s*:\s*"')
+
+
+def read_item_probability(verdict: Verdict, tokens: Sequence[TokenLogprob]) -> None:
+    dist = value_distribution(tokens, ITEM_OPENING, VERDICTS)
+    if dist is not None:
+        verdict.probability = round(dist["yes"], 4)
 
 
 def read_probabilities(verdicts: Sequence[Verdict], tokens: Sequence[TokenLogprob]) -> None:

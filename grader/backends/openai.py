@@ -125,8 +125,11 @@ class OpenAIBackend(ChatBackend):
         rule: ChecklistRule | None = None,
         prose: bool = False,
         ask_tier: bool = False,
+        per_item: bool = False,
     ) -> None:
-        super().__init__(prompts=prompts, policy=policy, mode=mode, rule=rule, prose=prose, ask_tier=ask_tier)
+        super().__init__(
+            prompts=prompts, policy=policy, mode=mode, rule=rule, prose=prose, ask_tier=ask_tier, per_item=per_item
+        )
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not api_key and not base_url:

@@ -49,7 +49,12 @@ def _prepare(row: Row, backend: OpenAIBackend, rubric: Rubric, max_chars: int) -
 
 
 def export_requests(
-    rows: Iterable[Row], backend: OpenAIBackend, rubric: Rubric, path: Path, *, cache: GradeCache | None,
+    rows: Iterable[Row],
+    backend: OpenAIBackend,
+    rubric: Rubric,
+    path: Path,
+    *,
+    cache: GradeCache | None,
     max_chars: int,
 ) -> int:
     """Write one request per distinct ungraded answer; returns how many were written."""
@@ -71,7 +76,12 @@ def export_requests(
 
 
 async def submit_and_wait(
-    backend: OpenAIBackend, requests: Path, results: Path, state: Path, *, max_wait: float = 60.0,
+    backend: OpenAIBackend,
+    requests: Path,
+    results: Path,
+    state: Path,
+    *,
+    max_wait: float = 60.0,
     on_status: Callable[[Any], None] | None = None,
 ) -> Path:
     """Upload, start (or pick up the batch recorded in `state`), poll until done, download results."""
@@ -82,9 +92,7 @@ async def submit_and_wait(
         if batch_id is None:
             with requests.open("rb") as handle:
                 uploaded = await client.files.create(file=(requests.name, handle.read()), purpose="batch")
-            batch = await client.batches.create(
-                input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h"
-            )
+            batch = await client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h")
             batch_id = batch.id
             state.write_text(json.dumps({"batch_id": batch_id, "input_file_id": uploaded.id}))
         wait = 1.0
@@ -124,8 +132,16 @@ def load_results(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def import_results(
-    rows: Iterable[Row], backend: OpenAIBackend, rubric: Rubric, results: dict[str, dict[str, Any]],
-    writer: Writer, stats: BatchStats, *, cache: GradeCache | None, skip_ids: set[str], max_chars: int,
+    rows: Iterable[Row],
+    backend: OpenAIBackend,
+    rubric: Rubric,
+    results: dict[str, dict[str, Any]],
+    writer: Writer,
+    stats: BatchStats,
+    *,
+    cache: GradeCache | None,
+    skip_ids: set[str],
+    max_chars: int,
     review_threshold: float,
 ) -> BatchStats:
     """Turn results into output rows: one per input row, a grade or a recorded error."""
@@ -162,7 +178,11 @@ class _ResultError(Exception):
 
 
 def _grade_result(
-    result: dict[str, Any] | None, prepared: _Prepared, row: Row, backend: OpenAIBackend, stats: BatchStats,
+    result: dict[str, Any] | None,
+    prepared: _Prepared,
+    row: Row,
+    backend: OpenAIBackend,
+    stats: BatchStats,
     review_threshold: float,
 ) -> Grade:
     if result is None:

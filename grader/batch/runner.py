@@ -83,8 +83,11 @@ class BatchStats:
 
     def counts(self) -> dict[str, Any]:
         """Every counter (not `total` or `started`), plain and picklable: what a worker process reports."""
-        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Counter) else v)
-                for f in fields(self) if f.name not in ("total", "started")}
+        return {
+            f.name: (dict(v) if isinstance(v := getattr(self, f.name), Counter) else v)
+            for f in fields(self)
+            if f.name not in ("total", "started")
+        }
 
     def add(self, counts: dict[str, Any]) -> None:
         """Add another run's `counts()` to these."""

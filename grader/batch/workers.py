@@ -118,7 +118,9 @@ class Workers:
         for index in range(count):
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
-                target=_worker, args=(job, index, count, per_worker, send, os.getpid()), daemon=True,
+                target=_worker,
+                args=(job, index, count, per_worker, send, os.getpid()),
+                daemon=True,
                 name=f"grader-worker-{index}",
             )
             proc.start()
@@ -212,9 +214,17 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
         backend = job.make_backend(limit)
         try:
             await run_batch(
-                rows, backend=backend, rubric=job.rubric, writer=writer, limit=limit, cache=cache,
-                skip_ids=job.skip_ids, review_threshold=job.review_threshold,
-                max_answer_chars=job.max_answer_chars, stats=stats, on_done=report,
+                rows,
+                backend=backend,
+                rubric=job.rubric,
+                writer=writer,
+                limit=limit,
+                cache=cache,
+                skip_ids=job.skip_ids,
+                review_threshold=job.review_threshold,
+                max_answer_chars=job.max_answer_chars,
+                stats=stats,
+                on_done=report,
             )
         finally:
             await backend.aclose()
@@ -232,8 +242,13 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
         conn.send(("error", str(exc), exc.exit_code))
         code = 1
     except Exception as exc:  # noqa: BLE001 - a bug: reported to the parent as one line, like the CLI does
-        conn.send(("error", f"internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 and --workers 1 "
-                            "for the traceback)", 70))
+        conn.send(
+            (
+                "error",
+                f"internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 and --workers 1 for the traceback)",
+                70,
+            )
+        )
         code = 1
     finally:
         if writer is not None:

@@ -43,6 +43,7 @@ def progress_bar(*columns: ProgressColumn) -> Progress:
         )
     return Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal)
 
+
 BackendOpt = Annotated[
     str,
     typer.Option("--backend", "-b", envvar="GRADER_BACKEND", help="auto, openai, local or fake.", show_default=True),
@@ -122,6 +123,15 @@ AskTierOpt = Annotated[
         help="Checklist mode: also ask the model's own tier; disagreeing with the rule's tier sets needs_review.",
     ),
 ]
+ChecklistCallsOpt = Annotated[
+    str,
+    typer.Option(
+        "--checklist-calls",
+        envvar="GRADER_CHECKLIST_CALLS",
+        help="Checklist mode: one call for all items, or per-item (one short call per item; the server's "
+        "prefix cache reuses the rubric and the answer).",
+    ),
+]
 
 #: What a `with_backend_options` command's `options` defaults to (the decorator always passes it).
 DEFAULT_OPTIONS = BackendOptions()
@@ -142,6 +152,7 @@ _BACKEND_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("checklist_rule", ChecklistRuleOpt, None),
     ("prose", ProseOpt, False),
     ("ask_tier", AskTierOpt, False),
+    ("checklist_calls", ChecklistCallsOpt, "one"),
 )
 
 
@@ -187,6 +198,7 @@ def backend_options(
     checklist_rule: str | None = None,
     prose: bool = False,
     ask_tier: bool = False,
+    checklist_calls: str = "one",
 ) -> BackendOptions:
     return BackendOptions(
         model=model,
@@ -201,6 +213,7 @@ def backend_options(
         checklist_rule=checklist_rule,
         prose=prose,
         ask_tier=ask_tier,
+        checklist_calls=checklist_calls,
         policy=RetryPolicy(attempts=max_attempts, reasks=reasks),
     )
 

@@ -153,6 +153,7 @@ def _thresholds() -> dict[str, Any]:
 
 def _print(report: dict[str, Any]) -> None:
     from grader.eval.report import fmt as _num
+
     o, c = report["overall"], report["counts"]
     table = Table(title=f"{report['suite']} · {report['backend']} · {report['model']}", title_justify="left")
     table.add_column("metric")

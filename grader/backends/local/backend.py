@@ -224,10 +224,12 @@ class LocalBackend(Backend):
             span_stems = [content_stems(s.text) for s in [*found, *wins]]
             whole_stems = content_stems(request.answer)
             analysis = Analysis(
-                points=_match(anchors.points, span_vecs, win_vecs, whole[i], span_stems, whole_stems,
-                              anchors.flags.vecs),
-                flags=_match(anchors.flags, span_vecs, win_vecs, whole[i], span_stems, whole_stems,
-                             anchors.points.vecs),
+                points=_match(
+                    anchors.points, span_vecs, win_vecs, whole[i], span_stems, whole_stems, anchors.flags.vecs
+                ),
+                flags=_match(
+                    anchors.flags, span_vecs, win_vecs, whole[i], span_stems, whole_stems, anchors.points.vecs
+                ),
                 tier_similarity=tier_sims,
                 topical=float(topic_sims.max()),
                 topic_level=anchors.topic_level,
@@ -498,8 +500,7 @@ class NearestReferenceBackend(LocalBackend):
         return Grade(
             question_id=q.id,
             tier=tier,
-            justification=f"Most similar to the {tier.value} reference answer "
-            f"(cosine {sims.get(tier.value, 0):.2f}).",
+            justification=f"Most similar to the {tier.value} reference answer (cosine {sims.get(tier.value, 0):.2f}).",
             missed_points=[p.id for p in q.key_points],
             confidence=None,
             backend=self.name,

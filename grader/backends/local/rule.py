@@ -255,8 +255,19 @@ def flag_features(m: Match) -> np.ndarray:
 
 def _match_features(m: Match, *, yardstick: np.ndarray, opposite: np.ndarray) -> np.ndarray:
     return np.column_stack(
-        [m.span, m.window, m.whole, m.span - yardstick, m.span - opposite, m.words_span, m.words_whole, m.said,
-         m.specific, m.phrased, m.rival]
+        [
+            m.span,
+            m.window,
+            m.whole,
+            m.span - yardstick,
+            m.span - opposite,
+            m.words_span,
+            m.words_whole,
+            m.said,
+            m.specific,
+            m.phrased,
+            m.rival,
+        ]
     )
 
 
