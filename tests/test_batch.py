@@ -505,3 +505,17 @@ def test_checklist_batch_through_a_real_server_groups_requests_by_question(tmp_p
     assert len(out) == 12 and all(r["tier"] in ("great", "mediocre", "poor") for r in out)
     assert all(r["usage"]["cached_tokens"] in (0, 896) for r in out)
     assert "from the server's prefix cache" in result.stdout
+
+
+def test_a_per_item_checklist_cannot_go_through_the_batch_api(tmp_path, server_env, rubric):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(
+            str(source), "-o", str(tmp_path / "out.jsonl"), "--mode", "checklist", "--checklist-calls", "per-item",
+            "--export-requests", str(tmp_path / "requests.jsonl"),
+        )
+        assert server.calls == 0
+    assert result.exit_code != 0
+    assert "per-item" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "requests.jsonl").exists() or not (tmp_path / "requests.jsonl").read_text()

@@ -191,6 +191,7 @@ def test_an_unquoted_yes_can_be_made_not_to_count():
 
 def test_rules_load_by_name_and_a_bad_name_lists_the_packaged_ones(tmp_path):
     assert ChecklistRule.load("policy") == ChecklistRule()
+    assert ChecklistRule.load("qwen2.5-coder-1.5b").name == "qwen2.5-coder-1.5b"  # a dot in a name is no suffix
     with pytest.raises(FileNotFoundError, match="policy"):
         ChecklistRule.load("nope")
     bad = tmp_path / "rule.json"

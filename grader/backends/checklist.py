@@ -233,7 +233,7 @@ class ChecklistRule:
         """A packaged rule by name (`policy`, or a fitted one in checklist_rules/), or a JSON file."""
         name = name or "policy"
         path = Path(name)
-        if not path.suffix:
+        if path.suffix != ".json" and "/" not in name:  # a packaged name (names may hold dots: "1.5b")
             path = RULES_DIR / f"{name}.json"
         if not path.is_file():
             available = ", ".join(sorted(p.stem for p in RULES_DIR.glob("*.json")))

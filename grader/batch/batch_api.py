@@ -40,6 +40,15 @@ class _Prepared:
     key: str
 
 
+def one_request_per_row(backend: OpenAIBackend) -> None:
+    """The Batch API sends one request per answer: a per-item checklist cannot go through it."""
+    if backend.per_item:
+        raise GraderError(
+            "--checklist-calls per-item makes one call per checklist item; the Batch API sends one per answer",
+            hint="use --checklist-calls one with --batch-api",
+        )
+
+
 def _prepare(row: Row, backend: OpenAIBackend, rubric: Rubric, max_chars: int) -> _Prepared:
     """Raises a GraderError for a row that cannot be graded (unknown question, empty answer...)."""
     question = rubric.find(row.question)
@@ -58,6 +67,7 @@ def export_requests(
     max_chars: int,
 ) -> int:
     """Write one request per distinct ungraded answer; returns how many were written."""
+    one_request_per_row(backend)
     written: set[str] = set()
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
@@ -145,6 +155,7 @@ def import_results(
     review_threshold: float,
 ) -> BatchStats:
     """Turn results into output rows: one per input row, a grade or a recorded error."""
+    one_request_per_row(backend)
     graded: dict[str, Grade] = {}
     for row in rows:
         if row.id in skip_ids:
