@@ -11,7 +11,7 @@ from pathlib import Path
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 DEFAULT_REVIEW_THRESHOLD = 0.6
 #: How chat backends grade: checklist (per-point verdicts, the tier by rule), holistic or tier.
-DEFAULT_MODE = "holistic"
+DEFAULT_MODE = "checklist"
 DEFAULT_MAX_ANSWER_CHARS = 20_000
 #: Cosine similarity an asked question needs to its rubric question (measured: README, "Transcripts").
 DEFAULT_MATCH_THRESHOLD = 0.40

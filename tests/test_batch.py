@@ -477,7 +477,9 @@ def test_export_requests_then_import_results_offline(tmp_path, server_env, rubri
             status, body, _ = server.respond(request["body"], 0)
             lines.append(json.dumps({"custom_id": request["custom_id"], "response": {"status_code": status,
                                                                                    "body": body}}))
-        lines[1] = lines[1].replace('\\"tier\\": \\"mediocre\\"', '\\"tier\\": \\"brilliant\\"')
+        # break one reply (a checklist verdict no schema allows): that row must come back invalid_output
+        assert '\\"verdict\\": \\"no\\"' in lines[1]
+        lines[1] = lines[1].replace('\\"verdict\\": \\"no\\"', '\\"verdict\\": \\"perhaps\\"')
     results = tmp_path / "results.jsonl"
     results.write_text("\n".join(lines) + "\n")
     imported = batch(str(source), "-o", str(tmp_path / "out.jsonl"), "--import-results", str(results))

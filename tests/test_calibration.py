@@ -663,6 +663,7 @@ def test_calibrate_grades_each_distinct_answer_once_with_the_fake_backend(tmp_pa
     replies = tmp_path / "replies.jsonl"
     replies.write_text("\n".join(json.dumps(reply_for(q1, tier=t)) for t in ("great", "mediocre", "poor")) + "\n")
     monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    monkeypatch.setenv("GRADER_MODE", "holistic")  # the scripted replies are holistic ones
     rows = [["alice", "1", t, a] for a, t in zip(answers, ("great", "mediocre", "poor"), strict=True)]
     rows += [["bob", "q01", t, a] for a, t in zip(answers, ("great", "great", "mediocre"), strict=True)]
     rows += [["carol", q1.id, "poor", "   "]]  # an empty answer cannot be graded: a failed row, not a grade
@@ -704,6 +705,7 @@ def test_when_no_answer_can_be_graded_the_error_is_raised(tmp_path, monkeypatch)
     replies = tmp_path / "replies.jsonl"
     replies.write_text("")
     monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    monkeypatch.setenv("GRADER_MODE", "holistic")  # the scripted replies are holistic ones
     human = write_csv(
         tmp_path / "human.csv", ["interviewer", "question", "tier", "answer"], [["alice", "1", "great", "an answer"]]
     )

@@ -30,6 +30,7 @@ def scripted(tmp_path, monkeypatch, q1):
         path = tmp_path / "replies.jsonl"
         path.write_text("\n".join(json.dumps(r) for r in replies) + "\n")
         monkeypatch.setenv("GRADER_FAKE_REPLIES", str(path))
+        monkeypatch.setenv("GRADER_MODE", "holistic")  # the scripted replies are holistic ones
         return path
 
     return script
@@ -168,6 +169,7 @@ def test_draft_through_a_chat_model(tmp_path, monkeypatch, q1):
     replies = tmp_path / "replies.jsonl"
     replies.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
     monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    monkeypatch.setenv("GRADER_MODE", "holistic")  # the scripted replies are holistic ones
     result = invoke("rubric", "draft", str(out), "-b", "fake")
     assert result.exit_code == 0, result.output
     q = load_rubric(out).find(1)

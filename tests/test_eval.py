@@ -157,6 +157,7 @@ def test_grader_eval_command_with_the_fake_backend(tmp_path, monkeypatch, rubric
     replies = tmp_path / "replies.jsonl"
     replies.write_text("\n".join(json.dumps(reply_for(q1, tier=t)) for t in ("great", "mediocre", "mediocre")))
     monkeypatch.setenv("GRADER_FAKE_REPLIES", str(replies))
+    monkeypatch.setenv("GRADER_MODE", "holistic")  # the scripted replies are holistic ones
     result = CliRunner().invoke(
         app,
         [

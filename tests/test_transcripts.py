@@ -551,6 +551,7 @@ def scripted(tmp_path, monkeypatch):
         path = tmp_path / "replies.jsonl"
         path.write_text("\n".join(json.dumps(r) for r in replies) + "\n")
         monkeypatch.setenv("GRADER_FAKE_REPLIES", str(path))
+        monkeypatch.setenv("GRADER_MODE", "holistic")  # the scripted replies are holistic ones
 
     return script
 
