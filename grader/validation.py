@@ -35,6 +35,12 @@ _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…)\s*")
 _EDGE = " \t\n\"'.,;:!?-—–()[]"
 
 
+def one_line(text: str | None, limit: int) -> str:
+    """The text on one line (whitespace collapsed), cut to `limit` characters with an ellipsis."""
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def normalise(text: str) -> str:
     """Lower-case, straight quotes, single spaces: the form quotes and answers are compared in."""
     return " ".join(text.translate(_QUOTES).lower().split())

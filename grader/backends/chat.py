@@ -25,6 +25,7 @@ from grader.backends.base import Backend, GradeRequest
 from grader.backends.checklist import (
     ChecklistCheck,
     ChecklistRule,
+    ErrorListCheck,
     Item,
     Verdict,
     check_checklist,
@@ -397,24 +398,13 @@ TIER_SCHEMA: dict[str, object] = {
 
 
 @dataclass
-class _TierCheck:
+class _TierCheck(ErrorListCheck):
     tier: Tier | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.tier is not None
-
-    @property
-    def acceptable(self) -> bool:
-        return False
-
-    @property
-    def problem(self) -> str:
-        return self.errors[0] if self.errors else ""
-
-    def feedback(self) -> str:
-        return f"Your reply was not valid: {self.problem}. Reply with the JSON object only."
 
 
 def _check_tier(text: str) -> _TierCheck:

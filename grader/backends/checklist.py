@@ -32,7 +32,7 @@ from typing import Any
 from grader.confidence import TokenLogprob, value_distribution
 from grader.grade import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question
-from grader.validation import last_valid, quote_in_answer
+from grader.validation import last_valid, one_line, quote_in_answer
 
 RULES_DIR = Path(__file__).with_name("checklist_rules")
 QUOTE_MAX_CHARS = 100
@@ -108,8 +108,25 @@ class Verdict:
         return 1.0 if self.yes else 0.0
 
 
+class ErrorListCheck:
+    """A reply check whose problems are a list of messages, all re-asked (none is acceptable)."""
+
+    errors: list[str]
+
+    @property
+    def acceptable(self) -> bool:
+        return False
+
+    @property
+    def problem(self) -> str:
+        return self.errors[0] if self.errors else ""
+
+    def feedback(self) -> str:
+        return "Your reply was not valid:\n- " + "\n- ".join(self.errors) + "\nReply again with the JSON object only."
+
+
 @dataclass
-class ChecklistCheck:
+class ChecklistCheck(ErrorListCheck):
     """The outcome of checking one checklist reply (the `Check` protocol of `ChatBackend.ask`)."""
 
     verdicts: list[Verdict] = field(default_factory=list)
@@ -120,17 +137,6 @@ class ChecklistCheck:
     @property
     def ok(self) -> bool:
         return bool(self.verdicts) and not self.errors
-
-    @property
-    def acceptable(self) -> bool:
-        return False
-
-    def feedback(self) -> str:
-        return "Your reply was not valid:\n- " + "\n- ".join(self.errors) + "\nReply again with the JSON object only."
-
-    @property
-    def problem(self) -> str:
-        return self.errors[0] if self.errors else ""
 
 
 def check_checklist(raw: str, question: Question, answer: str, *, prose: bool, tier: bool) -> ChecklistCheck:
@@ -375,6 +381,5 @@ def _justify(tier: Tier, verdicts: Sequence[Verdict], rule: ChecklistRule) -> st
     return " ".join(parts)
 
 
-def _clip(text: str | None, limit: int = 80) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _clip(text: str | None) -> str:
+    return one_line(text, 80)

@@ -26,6 +26,7 @@ from grader.errors import BackendError, BackendNotConfiguredError, GradingFailed
 from grader.grade import Usage
 from grader.prompts import Prompts
 from grader.retry import RetryPolicy, TransientError, parse_retry_after, transport
+from grader.validation import one_line
 
 MODES = ("json_schema", "json_object_schema", "json_object")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -349,5 +350,4 @@ def _drop(node: Any, keys: set[str]) -> Any:
 
 
 def _short(message: str, limit: int = 160) -> str:
-    line = " ".join(str(message).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return one_line(message, limit)
