@@ -33,9 +33,9 @@ from typing import Any
 
 from grader.backends.base import GradeRequest
 from grader.backends.openai import OpenAIBackend
+from grader.backends.retry import RetryPolicy
 from grader.eval.suites import answers_suite
-from grader.grade import Grade
-from grader.retry import RetryPolicy
+from grader.grading.contract import Grade
 
 MODES = ("holistic", "checklist", "tier")
 

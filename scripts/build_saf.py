@@ -21,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.draft import draft_by_splitting
 from grader.eval.cases import Suite
 from grader.rubric import Question, References
+from grader.rubric.draft import draft_by_splitting
 
 DEFAULT_SRC = Path("/work/shared/benchmarks/saf/SAF2_0")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "evals" / "saf"

@@ -31,10 +31,10 @@ from pathlib import Path
 from grader.backends.base import GradeRequest
 from grader.backends.checklist import RULES_DIR, ChecklistRule, Item, Verdict, read_probabilities
 from grader.backends.openai import OpenAIBackend
+from grader.backends.retry import RetryPolicy
 from grader.eval.report import _qwk
 from grader.eval.suites import answers_suite
-from grader.grade import Tier
-from grader.retry import RetryPolicy
+from grader.grading.contract import Tier
 
 
 def _order(cases: list) -> list:  # noqa: ANN001

@@ -39,7 +39,7 @@ from grader.backends.local.rule import (
 )
 from grader.backends.local.text import OrderModel, echo, repetition
 from grader.eval.suites import answers_suite
-from grader.grade import TIERS
+from grader.grading.contract import TIERS
 
 HERE = Path(__file__).resolve().parent.parent / "grader" / "backends" / "local"
 RANK = {t: i for i, t in enumerate(("poor", "mediocre", "great"))}

@@ -12,7 +12,7 @@ import httpx2
 import pytest
 import respx
 
-import grader.retry
+import grader.backends.retry
 from grader.backends.openai import OpenAIBackend
 from grader.rubric import Question, load_rubric
 
@@ -41,7 +41,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_sleep(seconds: float) -> None:
         recorded.append(seconds)
 
-    monkeypatch.setattr(grader.retry, "sleep", fake_sleep)
+    monkeypatch.setattr(grader.backends.retry, "sleep", fake_sleep)
     return recorded
 
 

@@ -15,7 +15,7 @@ from grader.eval import suites
 from grader.eval.cases import EvalCase
 from grader.eval.report import calibration, gamed, point_metrics, review_metrics
 from grader.eval.runner import CaseResult
-from grader.grade import CoveredPoint, Grade, Tier
+from grader.grading.contract import CoveredPoint, Grade, Tier
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,19 @@ def test_dev_and_test_halves_split_by_question(parsed):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        pytest.param(lambda t: t.replace("  covered:\n  - q01.gather-evidence", "  covered:\n  - q01.nope", 1),
-                     r"a01-01.*covered.*q01\.nope", id="unknown-point"),
-        pytest.param(lambda t: t.replace("  label: great", "  label: superb", 1), r"cases\.0 \(a01-01\)\.label",
-                     id="bad-tier"),
-        pytest.param(lambda t: t.replace("cases:\n", "cases:\n  - [unclosed\n", 1), r"answers\.yaml:\d+: not valid YAML",
-                     id="bad-yaml"),
+        pytest.param(
+            lambda t: t.replace("  covered:\n  - q01.gather-evidence", "  covered:\n  - q01.nope", 1),
+            r"a01-01.*covered.*q01\.nope",
+            id="unknown-point",
+        ),
+        pytest.param(
+            lambda t: t.replace("  label: great", "  label: superb", 1), r"cases\.0 \(a01-01\)\.label", id="bad-tier"
+        ),
+        pytest.param(
+            lambda t: t.replace("cases:\n", "cases:\n  - [unclosed\n", 1),
+            r"answers\.yaml:\d+: not valid YAML",
+            id="bad-yaml",
+        ),
     ],
 )
 def test_a_broken_answers_file_names_the_file_and_the_place(tmp_path, edit, message):
@@ -98,8 +105,15 @@ def test_answers_suite_refuses_another_rubric(tmp_path):
 
 def test_adversarial_kinds_are_generated_for_every_question(rubric):
     suite = suites.adversarial_suite(rubric)
-    kinds = {"negated", "appended_poor", "other_question", "question_echo", "question_echo_5", "word_salad",
-             "keyword_glue"}
+    kinds = {
+        "negated",
+        "appended_poor",
+        "other_question",
+        "question_echo",
+        "question_echo_5",
+        "word_salad",
+        "keyword_glue",
+    }
     assert {c.kind for c in suite.cases} == kinds
     assert len(suite.cases) == len(kinds) * len(rubric.questions)
     assert all(c.expected == ["poor"] and c.exemplars is None and c.hide_reference is None for c in suite.cases)
@@ -117,7 +131,10 @@ def test_adversarial_kinds_are_generated_for_every_question(rubric):
     ("text", "negated"),
     [
         ("I start by gathering logs.", "I would NOT start by gathering logs."),
-        ("We review every change. Tests run in CI.", "We would NOT review every change. It is NOT true that tests run in CI."),
+        (
+            "We review every change. Tests run in CI.",
+            "We would NOT review every change. It is NOT true that tests run in CI.",
+        ),
         ("I would ship it.", "It is NOT true that I would ship it."),
     ],
 )
@@ -128,15 +145,39 @@ def test_negate(text, negated):
 # --- metrics ------------------------------------------------------------------------------------------------
 
 
-def _result(q, tier: str, *, label: str = "great", covered=(), flags=(), conf=None, review=False, truth=None,
-            truth_flags=None, expected=None) -> CaseResult:
-    case = EvalCase(id=f"c{id(covered)}{tier}{label}{conf}", question=q.id, answer="x", label=Tier(label),
-                    covered=truth, red_flags=truth_flags, expected=expected or [])
+def _result(
+    q,
+    tier: str,
+    *,
+    label: str = "great",
+    covered=(),
+    flags=(),
+    conf=None,
+    review=False,
+    truth=None,
+    truth_flags=None,
+    expected=None,
+) -> CaseResult:
+    case = EvalCase(
+        id=f"c{id(covered)}{tier}{label}{conf}",
+        question=q.id,
+        answer="x",
+        label=Tier(label),
+        covered=truth,
+        red_flags=truth_flags,
+        expected=expected or [],
+    )
     grade = Grade(
-        question_id=q.id, tier=Tier(tier), justification="j",
+        question_id=q.id,
+        tier=Tier(tier),
+        justification="j",
         covered_points=[CoveredPoint(id=p, evidence="x") for p in covered],
-        missed_points=[p for p in q.point_ids if p not in covered], red_flags=list(flags),
-        confidence=conf, needs_review=review, backend="fake", model="m",
+        missed_points=[p for p in q.point_ids if p not in covered],
+        red_flags=list(flags),
+        confidence=conf,
+        needs_review=review,
+        backend="fake",
+        model="m",
     )
     return CaseResult(case, grade=grade)
 
@@ -152,8 +193,9 @@ def test_point_metrics_count_every_point_of_the_annotated_answers(q1):
     assert (m["cases"], m["tp"], m["fp"], m["fn"]) == (2, 2, 1, 1)
     assert m["precision"] == pytest.approx(2 / 3, abs=1e-4) and m["recall"] == pytest.approx(2 / 3, abs=1e-4)
     flag = q1.flag_ids[0]
-    f = point_metrics([_result(q1, "poor", flags=[flag], truth_flags=[flag]), _result(q1, "great", truth_flags=[])],
-                      "red_flags")
+    f = point_metrics(
+        [_result(q1, "poor", flags=[flag], truth_flags=[flag]), _result(q1, "great", truth_flags=[])], "red_flags"
+    )
     assert (f["tp"], f["fp"], f["fn"], f["f1"]) == (1, 0, 0, 1.0)
     assert point_metrics([_result(q1, "great", truth_flags=[])], "red_flags")["f1"] is None  # nothing to find
 
@@ -209,7 +251,13 @@ def test_thresholds_on_points_calibration_and_the_floor_are_checked(q1):
     report = summarize("answers", results, backend="fake", model="m", floor=("nearest", floor))
     assert report["floor"]["overall"]["accuracy"] == 0.0 and report["margin_over_floor"]["accuracy"] == 0.5
     assert check_thresholds(report, {"min_margin_over_floor": 0.5, "min_point_f1": 0.6, "max_ece": 0.45}) == []
-    broken = check_thresholds(report, {"min_margin_over_floor": 0.6, "min_point_f1": 0.7, "max_ece": 0.3,
-                                       "min_accuracy_top_80": 0.9, "max_gamed": 0})
-    assert [line.split(":")[1].split()[0] for line in broken] == ["margin_over_floor", "point_f1", "ece",
-                                                                  "accuracy_top_80"]
+    broken = check_thresholds(
+        report,
+        {"min_margin_over_floor": 0.6, "min_point_f1": 0.7, "max_ece": 0.3, "min_accuracy_top_80": 0.9, "max_gamed": 0},
+    )
+    assert [line.split(":")[1].split()[0] for line in broken] == [
+        "margin_over_floor",
+        "point_f1",
+        "ece",
+        "accuracy_top_80",
+    ]

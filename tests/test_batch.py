@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from grader.backends.retry import TransientError
 from grader.batch.files import Columns, Writer, done_ids, output_header, scan
 from grader.batch.runner import AdaptiveLimit
 from grader.cli import app
-from grader.retry import TransientError
 from tests.support.loopback import LoopbackLLM
 
 runner = CliRunner()
@@ -247,8 +247,19 @@ def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubr
             "OPENAI_API_KEY": SECRET,
             "GRADER_CACHE_DIR": str(tmp_path / "cache"),
         }
-        cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2",
-               "--workers", str(workers)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "grader",
+            "batch",
+            str(source),
+            "-o",
+            str(out),
+            "-c",
+            "2",
+            "--workers",
+            str(workers),
+        ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
         children = _children(proc.pid)
@@ -275,13 +286,29 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"
     with LoopbackLLM(latency=0.05) as server:
-        env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": SECRET,
-               "GRADER_CACHE_DIR": str(tmp_path / "cache")}
-        cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2",
-               "--workers", str(workers)]
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": SECRET,
+            "GRADER_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "grader",
+            "batch",
+            str(source),
+            "-o",
+            str(out),
+            "-c",
+            "2",
+            "--workers",
+            str(workers),
+        ]
         # Its own process group, as a terminal's foreground job: Ctrl-C reaches the parent and its workers.
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         _wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
@@ -299,10 +326,16 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
 
 
 def _cli(args: list[str], server: LoopbackLLM, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": SECRET,
-           "GRADER_MODEL": "gpt-4.1-mini", "GRADER_CACHE_DIR": str(cache)}
-    return subprocess.run([sys.executable, "-m", "grader", "batch", *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": SECRET,
+        "GRADER_MODEL": "gpt-4.1-mini",
+        "GRADER_CACHE_DIR": str(cache),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "grader", "batch", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
@@ -315,8 +348,9 @@ def test_workers_share_a_run_every_id_once_duplicates_graded_once(tmp_path, rubr
     with LoopbackLLM() as server:
         first = _cli([str(source), "-o", str(out), "-c", "8", "--workers", "2"], server, tmp_path / "cache")
         assert server.calls == 30  # duplicates (by number or by id) met in one worker and were asked once
-        rerun = _cli([str(source), "-o", str(tmp_path / "again.jsonl"), "-c", "8", "--workers", "2"], server,
-                     tmp_path / "cache")
+        rerun = _cli(
+            [str(source), "-o", str(tmp_path / "again.jsonl"), "-c", "8", "--workers", "2"], server, tmp_path / "cache"
+        )
         assert server.calls == 30  # the workers' shared SQLite cache answered everything
     assert first.returncode == 1, first.stderr  # the bad question is an error row
     assert "graded 32" in first.stdout and "failed 1 (UnknownQuestionError 1)" in first.stdout
@@ -353,8 +387,14 @@ def test_a_worker_that_hits_a_bug_stops_the_run_with_one_line(tmp_path, rubric):
     job = ShardedJob(
         rows=lambda: (r for r in read_rows(source, Columns()) if not isinstance(r, Exception)),
         make_backend=lambda limit: FakeBackend(responder=lambda *_: RuntimeError("a bug in the backend")),
-        rubric=rubric, output=out, header=["id"], use_cache=False, skip_ids=set(), review_threshold=0.5,
-        max_answer_chars=10_000, concurrency=4,
+        rubric=rubric,
+        output=out,
+        header=["id"],
+        use_cache=False,
+        skip_ids=set(),
+        review_threshold=0.5,
+        max_answer_chars=10_000,
+        concurrency=4,
     )
     with pytest.raises(WorkerFailed) as info:
         Workers(job, 2).collect(total=40)
@@ -375,8 +415,9 @@ def test_auto_workers_and_sharding():
     by_number = Row(id="a", question="3", answer="same words", data={}, line=1)
     by_id = Row(id="b", question=q.id, answer="same words", data={}, line=2)
     assert shard_of(by_number, rubric, 7) == shard_of(by_id, rubric, 7)
-    spread = {shard_of(Row(id=str(i), question="3", answer=f"answer {i}", data={}, line=i), rubric, 4)
-              for i in range(64)}
+    spread = {
+        shard_of(Row(id=str(i), question="3", answer=f"answer {i}", data={}, line=i), rubric, 4) for i in range(64)
+    }
     assert spread == {0, 1, 2, 3}
 
 
@@ -394,8 +435,9 @@ def test_an_unexpected_error_stops_the_run_instead_of_hanging_it(tmp_path, rubri
     writer = Writer(tmp_path / "out.jsonl", output_header(list(rows[0].data)), append=False)
 
     async def run() -> None:
-        await asyncio.wait_for(run_batch(rows, backend=backend, rubric=rubric, writer=writer, limit=AdaptiveLimit(2)),
-                               timeout=30)  # a guard: before the fix the producer waited on a full queue forever
+        await asyncio.wait_for(
+            run_batch(rows, backend=backend, rubric=rubric, writer=writer, limit=AdaptiveLimit(2)), timeout=30
+        )  # a guard: before the fix the producer waited on a full queue forever
 
     with pytest.raises(RuntimeError, match="a bug"):
         asyncio.run(run())
@@ -475,8 +517,9 @@ def test_export_requests_then_import_results_offline(tmp_path, server_env, rubri
         for line in requests.read_text().splitlines():
             request = json.loads(line)
             status, body, _ = server.respond(request["body"], 0)
-            lines.append(json.dumps({"custom_id": request["custom_id"], "response": {"status_code": status,
-                                                                                   "body": body}}))
+            lines.append(
+                json.dumps({"custom_id": request["custom_id"], "response": {"status_code": status, "body": body}})
+            )
         # break one reply (a checklist verdict no schema allows): that row must come back invalid_output
         assert '\\"verdict\\": \\"no\\"' in lines[1]
         lines[1] = lines[1].replace('\\"verdict\\": \\"no\\"', '\\"verdict\\": \\"perhaps\\"')
@@ -494,7 +537,9 @@ def test_checklist_batch_through_a_real_server_groups_requests_by_question(tmp_p
     source = write_jsonl(tmp_path / "in.jsonl", rows)
     with LoopbackLLM() as server:
         server_env(server)
-        result = batch(str(source), "-o", str(tmp_path / "out.jsonl"), "--mode", "checklist", "-c", "1", "--workers", "1")
+        result = batch(
+            str(source), "-o", str(tmp_path / "out.jsonl"), "--mode", "checklist", "-c", "1", "--workers", "1"
+        )
         sent = server.requests
     assert result.exit_code == 0, result.output
     # one question's requests go out together, so a single-slot server reuses its prompt prefix
@@ -514,8 +559,15 @@ def test_a_per_item_checklist_cannot_go_through_the_batch_api(tmp_path, server_e
     with LoopbackLLM() as server:
         server_env(server)
         result = batch(
-            str(source), "-o", str(tmp_path / "out.jsonl"), "--mode", "checklist", "--checklist-calls", "per-item",
-            "--export-requests", str(tmp_path / "requests.jsonl"),
+            str(source),
+            "-o",
+            str(tmp_path / "out.jsonl"),
+            "--mode",
+            "checklist",
+            "--checklist-calls",
+            "per-item",
+            "--export-requests",
+            str(tmp_path / "requests.jsonl"),
         )
         assert server.calls == 0
     assert result.exit_code != 0

@@ -42,7 +42,7 @@ from grader.calibration.report import build_report, to_markdown, write_reports
 from grader.calibration.settings import Settings
 from grader.cli import app
 from grader.errors import CalibrationDataError, EncodingError, InputFileError
-from grader.grade import Grade, Tier
+from grader.grading.contract import Grade, Tier
 from tests.conftest import reply_for
 
 Q1 = "debugging-a-production-issue"
@@ -716,7 +716,7 @@ def test_when_no_answer_can_be_graded_the_error_is_raised(tmp_path, monkeypatch)
 
 def test_calibrate_with_the_local_backend_matches_grading_directly(tmp_path, rubric):
     from grader.backends import get_backend
-    from grader.grading import grade_answer
+    from grader.grading.review import grade_answer
 
     q1 = rubric.find(1)
     answers = [(q1, tier, text) for tier, text in q1.references.items()]

@@ -22,8 +22,8 @@ from grader.backends.checklist import (
     checklist_schema,
 )
 from grader.backends.fake import FakeBackend
-from grader.grade import Tier
-from grader.grading import apply_review_policy, grade_answer
+from grader.grading.contract import Tier
+from grader.grading.review import apply_review_policy, grade_answer
 from tests.conftest import chat_body
 
 ANSWER = (
@@ -324,7 +324,7 @@ def test_a_tier_only_judge_is_not_flagged_for_points_it_never_judged(q1):
 
 
 def test_the_holistic_reply_parser_also_takes_the_last_valid_object(q1):
-    from grader.validation import check_reply
+    from grader.backends.replies import check_reply
     from tests.conftest import reply_for
 
     fake = reply_for(q1, tier="great", justification="Pre-approved by the hiring manager.")
@@ -372,7 +372,7 @@ def test_per_item_calls_share_the_prompt_up_to_the_item_and_make_one_grade(q1):
 
 def test_a_per_item_reply_reads_its_probability_from_the_verdict_token():
     from grader.backends.checklist import check_item, read_item_probability
-    from grader.confidence import TokenLogprob
+    from grader.backends.confidence import TokenLogprob
 
     item = Item("p2", "point", "", False)
     check = check_item('{"verdict":"no"}', item=item, answer="anything")

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from grader.backends.base import GradeRequest
-from grader.grade import Grade
-from grader.grading import apply_review_policy
+from grader.grading.contract import Grade
+from grader.grading.review import apply_review_policy
 from tests.conftest import ok, reply_for
 
 ANSWER = (

@@ -10,12 +10,12 @@ import pytest
 from grader.backends.base import GradeRequest
 from grader.backends.chat import Conversation
 from grader.backends.fake import FakeBackend
-from grader.cache import GradeCache
 from grader.errors import GraderError
 from grader.eval import suites
 from grader.eval.cases import EvalCase, Suite, load_suite_file
 from grader.eval.report import check_thresholds, summarize, tier_metrics, write_reports
 from grader.eval.runner import run_suite
+from grader.grading.cache import GradeCache
 from tests.conftest import reply_for
 
 

@@ -8,11 +8,12 @@ import math
 import pytest
 from pydantic import ValidationError
 
+from grader.backends.confidence import TokenLogprob, tier_distribution
 from grader.backends.fake import FakeBackend
-from grader.confidence import TokenLogprob, tier_distribution
+from grader.backends.replies import reply_schema
 from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError
-from grader.grade import CoveredPoint, Grade, reply_schema
-from grader.grading import apply_review_policy, check_answer, grade_answer
+from grader.grading.contract import CoveredPoint, Grade
+from grader.grading.review import apply_review_policy, check_answer, grade_answer
 from tests.conftest import reply_for
 
 
@@ -164,10 +165,15 @@ def test_no_tier_token_means_no_confidence():
 def test_review_policy_flags_a_tier_its_points_contradict(q1, tier, n_covered, flags, reason):
     covered = q1.point_ids[:n_covered]
     grade = Grade(
-        question_id=q1.id, tier=tier, justification="j",
+        question_id=q1.id,
+        tier=tier,
+        justification="j",
         covered_points=[CoveredPoint(id=p, evidence="x") for p in covered],
-        missed_points=[p for p in q1.point_ids if p not in covered], red_flags=flags,
-        confidence=0.9, backend="fake", model="m",
+        missed_points=[p for p in q1.point_ids if p not in covered],
+        red_flags=flags,
+        confidence=0.9,
+        backend="fake",
+        model="m",
     )
     reviewed = apply_review_policy(grade, q1, 0.6)
     if reason is None:

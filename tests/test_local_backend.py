@@ -12,7 +12,7 @@ from grader.backends import get_backend, resolve_name
 from grader.backends.base import GradeRequest
 from grader.backends.local.backend import LocalBackend
 from grader.errors import GraderError
-from grader.grading import grade_answer
+from grader.grading.review import grade_answer
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,14 @@ def test_great_reference_of_another_phrasing_covers_points_with_verbatim_evidenc
     )
     result = grade(local, q1, answer)
     covered = {p.id for p in result.covered_points}
-    said = {"q01.gather-evidence", "q01.reproduce", "q01.restore-service", "q01.root-cause",
-            "q01.document-incident", "q01.blameless-postmortem"}
+    said = {
+        "q01.gather-evidence",
+        "q01.reproduce",
+        "q01.restore-service",
+        "q01.root-cause",
+        "q01.document-incident",
+        "q01.blameless-postmortem",
+    }
     # Recall on fresh answers is about 0.7 (FIT.md): most, not all, of the six points said here are found.
     assert len(said & covered) >= 4, covered
     assert "q01.debt-tickets" not in covered  # never said
@@ -142,8 +148,11 @@ from grader.backends.local import text  # noqa: E402
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        pytest.param("I check the logs. Then I look at deploys.", ["I check the logs.", "Then I look at deploys."],
-                     id="two-sentences"),
+        pytest.param(
+            "I check the logs. Then I look at deploys.",
+            ["I check the logs.", "Then I look at deploys."],
+            id="two-sentences",
+        ),
         pytest.param("- logs\n- deploys", ["- logs", "- deploys"], id="bullets"),
         pytest.param("   ", [], id="blank"),
     ],
@@ -158,8 +167,10 @@ def test_windows_and_chunks_are_exact_slices_of_the_answer():
     answer = "I check the logs. Then I diff the deploys. Finally I write it up."
     cut = text.sentences(answer)
     wins = text.windows(answer, cut)
-    assert [w.text for w in wins] == ["I check the logs. Then I diff the deploys.",
-                                      "Then I diff the deploys. Finally I write it up."]
+    assert [w.text for w in wins] == [
+        "I check the logs. Then I diff the deploys.",
+        "Then I diff the deploys. Finally I write it up.",
+    ]
     spoken = " ".join(["so um I look at the logs and then the deploys and you know the metrics"] * 3)
     chunks = text.chunks(spoken, text.sentences(spoken))
     assert chunks and all(spoken[c.start : c.end] == c.text and len(text.words(c.text)) <= 14 for c in chunks)
@@ -169,10 +180,18 @@ def test_windows_and_chunks_are_exact_slices_of_the_answer():
 @pytest.mark.parametrize(
     ("answer", "low", "high"),
     [
-        pytest.param("I start with the logs and the recent deploys, then I try to reproduce it in staging.", 0.0,
-                     0.07, id="prose"),
-        pytest.param("logs and the deploys and the metrics and the alerts and the traces and the rollbacks", 0.25,
-                     1.0, id="glued"),
+        pytest.param(
+            "I start with the logs and the recent deploys, then I try to reproduce it in staging.",
+            0.0,
+            0.07,
+            id="prose",
+        ),
+        pytest.param(
+            "logs and the deploys and the metrics and the alerts and the traces and the rollbacks",
+            0.25,
+            1.0,
+            id="glued",
+        ),
         pytest.param(" ".join(["How do you debug a production issue?"] * 5), 0.12, 1.0, id="pasted"),
     ],
 )

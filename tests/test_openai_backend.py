@@ -10,8 +10,8 @@ import pytest
 
 from grader.backends.base import GradeRequest
 from grader.backends.openai import OpenAIBackend, ServerMemory
+from grader.backends.retry import RetryPolicy
 from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
-from grader.retry import RetryPolicy
 from tests.conftest import chat_body, ok, reply_for
 
 ANSWER = (

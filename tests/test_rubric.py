@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from grader.errors import RubricError, UnknownQuestionError
-from grader.importer import import_bank, parse_bank, slugify
 from grader.resources import data_dir
 from grader.rubric import dump_rubric, load_rubric, parse_rubric
+from grader.rubric.importer import import_bank, parse_bank, slugify
 
 SEED = data_dir("rubric") / "recruiters-questions.txt"
 

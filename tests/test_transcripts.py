@@ -17,7 +17,7 @@ from grader.backends.fake import FakeBackend
 from grader.backends.local.embedder import Embedder
 from grader.cli import app
 from grader.errors import EncodingError, InputFileError, TranscriptError
-from grader.grade import Grade
+from grader.grading.contract import Grade
 from grader.rubric import load_rubric
 from grader.transcripts.match import DEFAULT_MATCH_THRESHOLD, QuestionMatcher
 from grader.transcripts.parse import format_time, parse_time, parse_transcript, read_transcript

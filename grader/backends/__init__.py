@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.backends.base import Backend, GradeRequest
+from grader.backends.retry import RetryPolicy
 from grader.config import DEFAULT_MODE, openai_configured
 from grader.errors import BackendNotConfiguredError, GraderError
-from grader.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from grader.prompts import Prompts
+    from grader.backends.prompts import Prompts
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class BackendOptions:
 
 
 def _prompts(options: BackendOptions) -> Prompts:
-    from grader.prompts import Prompts
+    from grader.backends.prompts import Prompts
 
     return Prompts(options.prompts_dir)
 

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from grader.grade import Grade
+from grader.grading.contract import Grade
 from grader.rubric import Question
 
 
@@ -60,7 +60,7 @@ class Backend(ABC):
     def combine_samples(self, question: Question, results: list[Grade | BaseException]) -> Grade:  # noqa: ARG002
         """One grade from `--samples k` grades of one answer: by default the majority tier, with the share
         of samples agreeing as its confidence."""
-        from grader.grading import combine_samples
+        from grader.grading.review import combine_samples
 
         return combine_samples(results)
 

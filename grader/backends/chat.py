@@ -37,13 +37,13 @@ from grader.backends.checklist import (
     read_item_probability,
     read_probabilities,
 )
-from grader.confidence import TokenLogprob, tier_confidence
+from grader.backends.confidence import TokenLogprob, tier_confidence
+from grader.backends.prompts import ANSWER_TAG, Prompts, fence_answer
+from grader.backends.replies import ReplyCheck, check_reply, grade_from_reply, last_valid, reply_schema
+from grader.backends.retry import InvalidReply, RetryPolicy, reasks
 from grader.errors import GraderError, GradingFailedError
-from grader.grade import Grade, Tier, Usage, reply_schema
-from grader.prompts import ANSWER_TAG, Prompts, fence_answer
-from grader.retry import InvalidReply, RetryPolicy, reasks
+from grader.grading.contract import Grade, Tier, Usage
 from grader.rubric import Question
-from grader.validation import ReplyCheck, check_reply, grade_from_reply, last_valid
 
 Message = dict[str, str]
 Mode = Literal["checklist", "holistic", "tier"]

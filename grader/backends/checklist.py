@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from grader.confidence import TokenLogprob, value_distribution
-from grader.grade import CoveredPoint, Grade, Tier, Usage
+from grader.backends.confidence import TokenLogprob, value_distribution
+from grader.backends.replies import last_valid, one_line, quote_in_answer
+from grader.grading.contract import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question
-from grader.validation import last_valid, one_line, quote_in_answer
 
 RULES_DIR = Path(__file__).with_name("checklist_rules")
 QUOTE_MAX_CHARS = 100

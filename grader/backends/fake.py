@@ -15,11 +15,11 @@ from typing import Any
 
 from grader.backends.base import GradeRequest
 from grader.backends.chat import ChatBackend, Completion, Conversation
-from grader.confidence import TokenLogprob
+from grader.backends.confidence import TokenLogprob
+from grader.backends.prompts import Prompts
+from grader.backends.retry import RetryPolicy
 from grader.errors import BackendError, BackendNotConfiguredError
-from grader.grade import Usage
-from grader.prompts import Prompts
-from grader.retry import RetryPolicy
+from grader.grading.contract import Usage
 
 Reply = str | dict[str, Any] | Exception | Completion
 Responder = Callable[[Conversation, GradeRequest], Reply]

@@ -3,7 +3,7 @@
 Asks for strict JSON-schema structured output. Servers that reject `json_schema` (llama.cpp answers
 HTTP 500 "Input should be 'text' or 'json_object'") get JSON mode with the schema attached and spelled
 out in the prompt; the choice is remembered per server in the cache folder. The SDK's own retries are
-off (`max_retries=0`): `grader.retry` is the one retry layer.
+off (`max_retries=0`): `grader.backends.retry` is the one retry layer.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pydantic import BaseModel, ValidationError
 from grader.backends.base import GradeRequest
 from grader.backends.chat import ChatBackend, Completion, Conversation, Mode
 from grader.backends.checklist import ChecklistRule
-from grader.confidence import TokenLogprob
+from grader.backends.confidence import TokenLogprob
+from grader.backends.prompts import Prompts
+from grader.backends.replies import one_line
+from grader.backends.retry import RetryPolicy, TransientError, parse_retry_after, transport
 from grader.config import DEFAULT_OPENAI_MODEL, cache_dir
 from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
-from grader.grade import Usage
-from grader.prompts import Prompts
-from grader.retry import RetryPolicy, TransientError, parse_retry_after, transport
-from grader.validation import one_line
+from grader.grading.contract import Usage
 
 MODES = ("json_schema", "json_object_schema", "json_object")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -21,13 +21,13 @@ import openai
 from grader.backends.base import GradeRequest
 from grader.backends.chat import Answered
 from grader.backends.openai import OpenAIBackend
+from grader.backends.retry import sleep_for
 from grader.batch.files import Row, Writer, output_record
 from grader.batch.runner import BatchStats
-from grader.cache import GradeCache, grade_key
 from grader.errors import BackendError, GraderError
-from grader.grade import Grade
-from grader.grading import apply_review_policy, check_answer
-from grader.retry import sleep_for
+from grader.grading.cache import GradeCache, grade_key
+from grader.grading.contract import Grade
+from grader.grading.review import apply_review_policy, check_answer
 from grader.rubric import Question, Rubric
 
 ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grader.errors import EncodingError, GraderError, InputFileError
-from grader.grade import Grade
+from grader.grading.contract import Grade
 from grader.textfiles import open_text
 
 csv.field_size_limit(16 * 1024 * 1024)

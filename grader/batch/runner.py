@@ -11,13 +11,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from grader.backends.base import Backend
+from grader.backends.retry import TransientError
 from grader.batch.files import Row, Writer, output_record
-from grader.cache import GradeCache, grade_key
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError, GradingFailedError
-from grader.grade import Grade
-from grader.grading import check_answer, grade_answer
-from grader.retry import TransientError
+from grader.grading.cache import GradeCache, grade_key
+from grader.grading.contract import Grade
+from grader.grading.review import check_answer, grade_answer
 from grader.rubric import Rubric
 
 

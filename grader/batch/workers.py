@@ -33,8 +33,8 @@ from typing import Any
 from grader.backends.base import Backend
 from grader.batch.files import Row, Writer
 from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
-from grader.cache import GradeCache
 from grader.errors import GraderError, UnknownQuestionError
+from grader.grading.cache import GradeCache
 from grader.rubric import Rubric
 
 #: Worker processes need fork(): the children inherit the loaded rubric, the validated input and the

@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from grader.errors import CalibrationDataError, EncodingError
-from grader.grade import Grade, Tier
+from grader.grading.contract import Grade, Tier
 from grader.textfiles import open_text
 
 #: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from grader.calibration.settings import Settings
-from grader.grade import TIERS, Tier
+from grader.grading.contract import TIERS, Tier
 
 RANKS = (0, 1, 2)
 Weights = Literal["quadratic"] | None

@@ -14,12 +14,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from grader import plots
 from grader.calibration.data import Pair
 from grader.calibration.metrics import agreement, human_agreement
 from grader.calibration.settings import Settings
 from grader.errors import GraderError
-from grader.grade import TIERS, Tier
+from grader.grading.contract import TIERS, Tier
+from grader.reports import plots
 
 #: Disagreements listed in the Markdown and HTML pages (the JSON holds them all).
 SHOWN_DISAGREEMENTS = 200

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.backends.base import Backend
-from grader.cache import GradeCache, grade_key
 from grader.calibration.data import HumanGrade, Pair, answer_ids, check_same_answer, check_unique
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.errors import CalibrationDataError, GraderError, UnknownQuestionError
-from grader.grade import Grade
-from grader.grading import check_answer, grade_answer
+from grader.grading.cache import GradeCache, grade_key
+from grader.grading.contract import Grade
+from grader.grading.review import check_answer, grade_answer
 from grader.rubric import Question, Rubric
 
 

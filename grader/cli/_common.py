@@ -21,9 +21,9 @@ from rich.progress import (
 )
 
 from grader.backends import BackendOptions
+from grader.backends.retry import RetryPolicy
 from grader.config import DEFAULT_MODE
 from grader.errors import EncodingError, InputFileError
-from grader.retry import RetryPolicy
 from grader.textfiles import read_text
 
 console = Console(highlight=False, soft_wrap=True)

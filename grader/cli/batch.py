@@ -29,7 +29,6 @@ from grader.batch.files import (
 )
 from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
 from grader.batch.workers import ShardedJob, Workers, auto_workers
-from grader.cache import GradeCache
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
@@ -43,7 +42,8 @@ from grader.cli._common import (
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError
-from grader.pricing import BATCH_DISCOUNT, estimate_cost
+from grader.grading.cache import GradeCache
+from grader.reports.pricing import BATCH_DISCOUNT, estimate_cost
 from grader.rubric import Rubric, load_rubric
 
 MAX_PROBLEMS_SHOWN = 20

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from grader.backends import BackendOptions, get_backend
-from grader.cache import GradeCache
 from grader.calibration import pair_with_model_grades
 from grader.calibration.data import Pair, read_human_grades
 from grader.calibration.runner import AnswerResult, grade_plan, plan
@@ -26,6 +25,7 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
+from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
 
 

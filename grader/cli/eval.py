@@ -12,7 +12,6 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from grader.backends import BackendOptions, get_backend
-from grader.cache import GradeCache
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
@@ -23,6 +22,7 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.errors import GraderError
+from grader.grading.cache import GradeCache
 
 if TYPE_CHECKING:
     from grader.eval.cases import Suite

@@ -24,8 +24,8 @@ from grader.cli._common import (
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError
-from grader.grade import Grade
-from grader.grading import check_answer, grade_answer
+from grader.grading.contract import Grade
+from grader.grading.review import check_answer, grade_answer
 from grader.rubric import Question, load_rubric
 
 

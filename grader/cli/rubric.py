@@ -20,10 +20,10 @@ from grader.cli._common import (
     console,
     err_console,
 )
-from grader.draft import draft_rubric
 from grader.errors import GraderError, RubricError
-from grader.importer import import_bank
 from grader.rubric import Rubric, default_rubric_path, load_rubric, save_rubric
+from grader.rubric.draft import draft_rubric
+from grader.rubric.importer import import_bank
 
 app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help=True)
 

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from grader.errors import GraderError
-from grader.grade import Tier
+from grader.grading.contract import Tier
 from grader.rubric import Rubric
 
 Outcome = Literal["great", "mediocre", "poor", "rejected"]

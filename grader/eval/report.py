@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score
 
-from grader import plots
 from grader.eval.runner import CaseResult
-from grader.grade import TIERS, Tier
-from grader.pricing import estimate_cost
+from grader.grading.contract import TIERS, Tier
+from grader.reports import plots
+from grader.reports.pricing import estimate_cost
 
 
 def _rank(tier: str) -> int:

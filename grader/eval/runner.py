@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from grader.backends.base import Backend
-from grader.cache import GradeCache, grade_key
 from grader.errors import EmptyAnswerError, GraderError, GradingFailedError
 from grader.eval.cases import EvalCase, Suite
-from grader.grade import Grade
-from grader.grading import check_answer, grade_answer
+from grader.grading.cache import GradeCache, grade_key
+from grader.grading.contract import Grade
+from grader.grading.review import check_answer, grade_answer
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from grader.errors import GraderError
 from grader.eval.cases import EvalCase, Suite, load_suite_file
-from grader.grade import Tier
+from grader.grading.contract import Tier
 from grader.resources import data_dir
 from grader.rubric import Question, Rubric, load_rubric
 

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from grader.backends.base import Backend
+from grader.backends.replies import normalise
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import AnswerTooLongError, EmptyAnswerError, GradingFailedError
-from grader.grade import CoveredPoint, Grade
-from grader.grading import check_answer, grade_answer
+from grader.grading.contract import CoveredPoint, Grade
+from grader.grading.review import check_answer, grade_answer
 from grader.rubric import Rubric
 from grader.transcripts.match import Match, QuestionMatcher
 from grader.transcripts.parse import Transcript, Turn, format_time
@@ -31,7 +32,6 @@ from grader.transcripts.scorecard import (
     summarize,
 )
 from grader.transcripts.segment import Exchange, Piece, Roles, segment
-from grader.validation import normalise
 
 #: Failures of one answer, recorded on its question; anything else stops the run.
 PER_ANSWER_FAILURES = (GradingFailedError, EmptyAnswerError, AnswerTooLongError)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from grader.grade import TIERS, Grade, Tier
+from grader.grading.contract import TIERS, Grade, Tier
 
 
 class _Model(BaseModel):

@@ -104,8 +104,11 @@ class LoopbackLLM:
         if request.method == "GET":
             self.headers.append(headers)
             status, payload, data = self.batch_get(path)
-            return web.Response(status=status, body=data if data is not None else json.dumps(payload).encode(),
-                                content_type="application/json")
+            return web.Response(
+                status=status,
+                body=data if data is not None else json.dumps(payload).encode(),
+                content_type="application/json",
+            )
         if path.endswith("/files") or path.endswith("/batches"):
             self.headers.append(headers)
             status, payload = self.batch_post(path, request.headers["content-type"], raw)
@@ -170,12 +173,21 @@ class LoopbackLLM:
             message = BytesParser(policy=email.policy.HTTP).parsebytes(
                 b"content-type: " + content_type.encode() + b"\r\n\r\n" + raw
             )
-            fields = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-                      for part in message.iter_parts()}
+            fields = {
+                part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                for part in message.iter_parts()
+            }
             file_id = f"file-{len(self.files) + 1}"
             self.files[file_id] = fields["file"]
-            return 200, {"id": file_id, "object": "file", "bytes": len(fields["file"]), "created_at": 1764000000,
-                         "filename": "requests.jsonl", "purpose": fields["purpose"].decode(), "status": "processed"}
+            return 200, {
+                "id": file_id,
+                "object": "file",
+                "bytes": len(fields["file"]),
+                "created_at": 1764000000,
+                "filename": "requests.jsonl",
+                "purpose": fields["purpose"].decode(),
+                "status": "processed",
+            }
         body = json.loads(raw)
         batch_id = f"batch_{len(self.batches) + 1}"
         self.batches[batch_id] = {"input_file_id": body["input_file_id"], "polls": 0}
@@ -194,19 +206,35 @@ class LoopbackLLM:
                     request = json.loads(line)
                     number, fault = self._count(json.dumps(request["body"]).encode())
                     status, payload, _ = self.respond(request["body"], number, fault)
-                    lines.append(json.dumps({"id": f"req-{len(lines)}", "custom_id": request["custom_id"],
-                                             "response": {"status_code": status, "request_id": "r", "body": payload},
-                                             "error": None}))
+                    lines.append(
+                        json.dumps(
+                            {
+                                "id": f"req-{len(lines)}",
+                                "custom_id": request["custom_id"],
+                                "response": {"status_code": status, "request_id": "r", "body": payload},
+                                "error": None,
+                            }
+                        )
+                    )
                 state["output_file_id"] = f"file-{len(self.files) + 1}"
                 self.files[state["output_file_id"]] = ("\n".join(lines) + "\n").encode()
             return 200, self._batch(parts[2], "completed", state["output_file_id"]), None
         return 200, None, self.files[parts[2]]
 
     def _batch(self, batch_id: str, status: str, output_file_id: str | None = None) -> dict[str, Any]:
-        return {"id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
-                "input_file_id": self.batches[batch_id]["input_file_id"], "completion_window": "24h",
-                "status": status, "output_file_id": output_file_id, "error_file_id": None,
-                "created_at": 1764000000, "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        return {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "errors": None,
+            "input_file_id": self.batches[batch_id]["input_file_id"],
+            "completion_window": "24h",
+            "status": status,
+            "output_file_id": output_file_id,
+            "error_file_id": None,
+            "created_at": 1764000000,
+            "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        }
 
     def reply(self, body: dict[str, Any]) -> dict[str, Any]:
         """A valid grade: the first key point covered with the answer's first words as evidence (in the

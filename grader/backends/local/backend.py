@@ -39,7 +39,7 @@ from grader.backends.local.text import (
     words,
 )
 from grader.backends.local.vectors import VectorCache
-from grader.grade import CoveredPoint, Grade, Tier, Usage
+from grader.grading.contract import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question, Rubric, load_rubric
 
 MAX_BATCH_ANSWERS = 256

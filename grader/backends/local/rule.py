@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.grade import TIERS
+from grader.grading.contract import TIERS
 
 #: What decides whether a key point is made, and (with the poor reference as yardstick instead of the
 #: great one) whether a red flag is shown: the same signals, built by `_match_features`.

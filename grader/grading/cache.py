@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from grader.config import cache_dir
-from grader.grade import Grade
+from grader.grading.contract import Grade
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS grades (key TEXT PRIMARY KEY, grade TEXT NOT NULL, created REAL NOT NULL)"
 

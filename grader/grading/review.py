@@ -7,10 +7,10 @@ import math
 from collections import Counter
 
 from grader.backends.base import Backend, GradeRequest
+from grader.backends.prompts import addressed_to_grader
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError, GradingFailedError
-from grader.grade import Grade, Tier, Usage
-from grader.prompts import addressed_to_grader
+from grader.grading.contract import Grade, Tier, Usage
 from grader.rubric import Question
 
 SAMPLE_TEMPERATURE = 0.7

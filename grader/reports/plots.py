@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from grader.grade import TIERS
+from grader.grading.contract import TIERS
 
 
 def pyplot() -> Any:

@@ -1,4 +1,6 @@
-"""Check a model's reply against the rubric question and the answer, and turn it into a Grade.
+"""What a chat model is asked to write (`GradeReply`, per-point verdicts first, the tier last, so the
+model reasons over the rubric before it commits), how a reply is checked against the rubric question and
+the answer, and how it becomes a Grade.
 
 Problems come in two kinds: hard ones (unknown or missing point ids, unknown red flags, a covered point
 with no quote, unparseable JSON) are always re-asked; quotes that are not in the answer are re-asked
@@ -8,16 +10,96 @@ dropped and flagged for review.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from grader.grade import ConfidenceSource, CoveredPoint, Grade, GradeReply, Tier, Usage
+from grader.grading.contract import ConfidenceSource, CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question
+
+
+class PointVerdict(BaseModel):
+    """The model's verdict on one key point: the quote first, then the decision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: str = Field(
+        description="The shortest verbatim quote from the candidate answer that shows this point, "
+        'copied exactly; "" if the answer does not make the point.'
+    )
+    covered: bool = Field(description="True only if the answer clearly makes this point.")
+
+
+class GradeReply(BaseModel):
+    """What the language model writes. Property order is the order a constrained decoder follows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: dict[str, PointVerdict] = Field(
+        description="One verdict for every key point of the rubric, keyed by key-point id."
+    )
+    red_flags: list[str] = Field(description="Ids of the rubric's red flags the answer shows; [] if none.")
+    justification: str = Field(
+        min_length=1, description="Two to four sentences: why this tier, citing covered and missed points."
+    )
+    tier: Tier = Field(description="great, mediocre or poor, decided from the verdicts above.")
+
+
+def reply_schema(point_ids: list[str], flag_ids: list[str]) -> dict[str, Any]:
+    """The JSON schema for one question's reply; cached and shared, so treat it as read-only.
+
+    Every key point is a required property of `points`, so a constrained decoder cannot skip a verdict
+    (an open `dict` would happily be emitted empty), and red flags are limited to the rubric's ids.
+    """
+    return _reply_schema(tuple(point_ids), tuple(flag_ids))
+
+
+@functools.lru_cache(maxsize=256)
+def _reply_schema(point_ids: tuple[str, ...], flag_ids: tuple[str, ...]) -> dict[str, Any]:
+    schema = copy.deepcopy(_base_reply_schema())
+    points = schema["properties"]["points"]
+    verdict_ref = points["additionalProperties"]
+    points.update(
+        {
+            "type": "object",
+            "properties": {pid: verdict_ref for pid in point_ids},
+            "required": list(point_ids),
+            "additionalProperties": False,
+        }
+    )
+    flags = schema["properties"]["red_flags"]
+    flags["items"] = {"type": "string", "enum": list(flag_ids)} if flag_ids else {"type": "string"}
+    if not flag_ids:
+        flags["maxItems"] = 0
+    schema["properties"]["justification"].pop("minLength", None)
+    return _strictify(schema)
+
+
+@functools.cache
+def _base_reply_schema() -> dict[str, Any]:
+    return GradeReply.model_json_schema()
+
+
+def _strictify(node: Any) -> Any:
+    """Make a schema acceptable to OpenAI strict mode: every object closed, every property required."""
+    if isinstance(node, dict):
+        if isinstance(node.get("title"), str):
+            del node["title"]
+        if node.get("type") == "object" and "properties" in node:
+            node["additionalProperties"] = False
+            node["required"] = list(node["properties"])
+        for value in node.values():
+            _strictify(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strictify(value)
+    return node
 
 
 class _Verdict(Protocol):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from grader.grade import TIERS
+from grader.grading.contract import TIERS
 
 _TIER_VALUE = re.compile(r'"tier"\s*:\s*"')
 

@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from grader.backends.base import Backend, GradeRequest
 from grader.backends.chat import ChatBackend, Conversation
-from grader.grade import _strictify
-from grader.importer import slugify
+from grader.backends.replies import _strictify, extract_json, normalise, quote_in_answer
 from grader.rubric import KeyPoint, Question, RedFlag, Rubric
-from grader.validation import extract_json, normalise, quote_in_answer
+from grader.rubric.importer import slugify
 
 MAX_WORDS = 16
 MAX_CHARS = 120
