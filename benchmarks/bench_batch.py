@@ -10,7 +10,9 @@ Prints, measured in the same run (medians of --repeat runs):
   our own code's CPU per grade outside any HTTP call (prompt, validation, cache, output), measured
   in-process with the scripted fake model;
 - peak memory of the CLI (one process) for N answers and for N/4 answers (streaming keeps it flat);
-- the model calls a rerun of the unchanged file makes (the cache makes it 0).
+- the model calls a rerun of the unchanged file makes (the cache makes it 0);
+- recovery after a burst of 429s: how long the adaptive limit takes to return to the ceiling, old
+  algorithm vs new, in-process on a simulated clock (`--only recovery` runs just this, in under a second).
 """
 
 from __future__ import annotations
@@ -19,18 +21,23 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from grader.backends.fake import FakeBackend  # noqa: E402
-from grader.batch.files import Columns, Writer, output_header, read_rows  # noqa: E402
-from grader.batch.runner import AdaptiveLimit, run_batch  # noqa: E402
+from grader.backends.retry import TransientError  # noqa: E402
+from grader.batch.files import Columns, Writer, read_rows  # noqa: E402
+from grader.batch.runner import run_batch  # noqa: E402
 from grader.batch.workers import auto_workers  # noqa: E402
+from grader.grading.limit import AdaptiveLimit  # noqa: E402
+from grader.grading.rows import column_names  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
 from tests.support.loopback import LoopbackLLM  # noqa: E402
 
@@ -121,7 +128,7 @@ def our_cpu_per_grade(n: int, tmp: Path) -> float:
 
     backend = FakeBackend(responder=respond)
     rows = [r for r in read_rows(source, Columns()) if not isinstance(r, Exception)]
-    writer = Writer(tmp / "inproc-out.jsonl", output_header(list(rows[0].data)), append=False)
+    writer = Writer(tmp / "inproc-out.jsonl", column_names(list(rows[0].data)), append=False)
     start = time.process_time()
     asyncio.run(run_batch(rows, backend=backend, rubric=rubric, writer=writer, limit=AdaptiveLimit(64)))
     cpu = time.process_time() - start
@@ -133,8 +140,8 @@ def client_alone(base_url: str, n: int, concurrency: int) -> tuple[float, float]
     """Wall and CPU seconds per request of the HTTP path alone, in this process: the same backend posting the
     same prompt `n` times at `concurrency`, with no prompt rendering, validation, cache or output per grade
     (the ceiling grader's own work sits on top of)."""
-    from grader.backends.base import GradeRequest
     from grader.backends.openai import OpenAIBackend, ServerMemory
+    from grader.grading.contract import GradeRequest
 
     question = load_rubric().questions[0]
     backend = OpenAIBackend(
@@ -181,6 +188,157 @@ def client_alone_processes(base_url: str, n: int, concurrency: int, processes: i
     return max(r[0] for r in results), sum(r[1] for r in results) / processes
 
 
+class OldAdaptiveLimit:
+    """The limit before issue 13, kept as the recovery baseline: halved on every 429, one more after a full
+    window of successes, floor 1."""
+
+    def __init__(self, maximum: int) -> None:
+        self.in_flight = 0
+        self._wins = 0
+        self._changed = asyncio.Condition()
+        self.maximum = self.limit = self.lowest = max(1, maximum)
+
+    def on_transient(self, exc: TransientError) -> None:
+        if exc.status == 429:
+            self.limit = max(1, self.limit // 2)
+            self.lowest = min(self.lowest, self.limit)
+            self._wins = 0
+
+    async def __aenter__(self) -> OldAdaptiveLimit:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            if exc_type is None:
+                self._wins += 1
+                if self._wins >= self.limit and self.limit < self.maximum:
+                    self.limit += 1
+                    self._wins = 0
+            self._changed.notify_all()
+
+
+class GaveUp(Exception):
+    """A simulated request rate limited on every attempt."""
+
+
+async def simulate_limit(
+    limit: AdaptiveLimit | OldAdaptiveLimit,
+    rate_limited: Callable[[int, int], bool],
+    *,
+    rows: int | None = None,
+    until: Callable[[int, int], bool] | None = None,
+    attempts: int = 5,
+) -> list[tuple[int, int]]:
+    """Drive `limit` like a batch run against a simulated server, on a simulated clock: `limit.maximum`
+    workers, each request retried at once inside its slot on a 429 (the retry layer with Retry-After 0); the
+    server answers every request it holds at the end of a round-trip, a 429 when `rate_limited(round_trip,
+    number)` (retries numbered too). Runs `rows` rows, or until `until(round_trip, limit)`; returns the limit
+    and the requests sent so far after each round-trip."""
+    loop = asyncio.get_running_loop()
+    at_server: list[tuple[asyncio.Future[bool], int]] = []
+    history: list[tuple[int, int]] = []
+    sent = queued = started = 0
+    stop = False
+
+    async def send() -> bool:
+        nonlocal sent
+        answer: asyncio.Future[bool] = loop.create_future()
+        at_server.append((answer, sent))
+        sent += 1
+        return await answer
+
+    async def worker() -> None:
+        nonlocal queued, started
+        while not stop and (rows is None or started < rows):
+            started += 1
+            queued += 1
+            try:
+                async with limit:
+                    queued -= 1
+                    for _ in range(attempts):
+                        if not await send():
+                            break
+                        limit.on_transient(TransientError("rate limited", status=429, retry_after=0))
+                    else:
+                        raise GaveUp
+            except GaveUp:
+                pass
+
+    async def settle() -> None:
+        """Run the tasks until every slot holder waits on the server and nobody queued could be let in."""
+        for _ in range(10_000):
+            await asyncio.sleep(0)  # one turn of the loop, not a wait
+            if limit.in_flight == len(at_server) and (queued == 0 or limit.in_flight >= limit.limit):
+                return
+        raise RuntimeError("the simulation is stuck")
+
+    tasks = [asyncio.create_task(worker()) for _ in range(limit.maximum)]
+    await settle()
+    while at_server:
+        round_trip = len(history)
+        answered, at_server[:] = list(at_server), []
+        for answer, number in answered:
+            answer.set_result(rate_limited(round_trip, number))
+        await settle()
+        history.append((limit.limit, sent))
+        stop = stop or (until is not None and until(round_trip, limit.limit))
+    await asyncio.gather(*tasks)
+    return history
+
+
+def recovery_after_burst(limit: AdaptiveLimit | OldAdaptiveLimit, steady: int = 4) -> tuple[int, int]:
+    """Round-trips and requests answered from a round-trip of 429s (every request in flight at the ceiling,
+    after `steady` round-trips without) until the limit is back at the ceiling."""
+    ceiling = limit.maximum
+    history = asyncio.run(
+        simulate_limit(limit, lambda r, _: r == steady, until=lambda r, now: r > steady and now >= ceiling)
+    )
+    back = next(r for r in range(steady + 1, len(history)) if history[r][0] >= ceiling)
+    return back - steady, history[back - 1][1] - history[steady - 1][1]
+
+
+def random_faults(limit: AdaptiveLimit | OldAdaptiveLimit, rows: int, rate: float) -> tuple[int, float, int]:
+    """The lowest limit, the mean limit over the round-trips, and the round-trips `rows` rows take, with
+    independent 429s at `rate` (the same ones for every limit)."""
+    rng = random.Random(13)
+    drawn: dict[int, bool] = {}
+    history = asyncio.run(simulate_limit(limit, lambda _, n: drawn.setdefault(n, rng.random() < rate), rows=rows))
+    return limit.lowest, sum(h[0] for h in history) / len(history), len(history)
+
+
+def recovery_lines(ceilings: list[int], latency: float) -> list[str]:
+    """The recovery section: old and new limit, measured in the same run on the same simulated server."""
+    start = time.perf_counter()
+    lines = [
+        f"recovery after a burst of 429s (simulated server and clock, one round-trip = --latency "
+        f"{latency * 1000:.0f} ms; one round-trip of 429s at the ceiling, then none; old = halve per 429, "
+        f"+1 per window, floor 1; new = grader.grading.limit):\n"
+    ]
+    for ceiling in ceilings:
+        old, new = OldAdaptiveLimit(ceiling), AdaptiveLimit(ceiling)
+        (old_trips, old_requests), (new_trips, new_requests) = recovery_after_burst(old), recovery_after_burst(new)
+        lines.append(
+            f"  ceiling {ceiling}: old falls to {old.lowest}, back after {old_trips} round-trips = "
+            f"{old_trips * latency:.2f} s, {old_requests} requests; new falls to {new.lowest} (floor "
+            f"{new.floor}), back after {new_trips} round-trip(s) = {new_trips * latency:.2f} s, {new_requests} "
+            f"requests; {old_trips / new_trips:.0f}x faster\n"
+        )
+    for ceiling, rows, rate in ((8, 300, 0.20), (256, 2000, 0.05)):
+        old_low, old_mean, old_trips = random_faults(OldAdaptiveLimit(ceiling), rows, rate)
+        new_low, new_mean, new_trips = random_faults(AdaptiveLimit(ceiling), rows, rate)
+        lines.append(
+            f"  {rate:.0%} random 429s, {rows} rows, ceiling {ceiling}: lowest old {old_low} / new {new_low}, "
+            f"mean limit old {old_mean:.1f} / new {new_mean:.1f}, {old_trips} / {new_trips} round-trips = "
+            f"{old_trips * latency:.1f} / {new_trips * latency:.1f} s ({old_trips / new_trips:.1f}x faster)\n"
+        )
+    lines.append(f"  (section measured in {time.perf_counter() - start:.1f} s)\n")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--client-alone", metavar="BASE_URL", help=argparse.SUPPRESS)
@@ -189,9 +347,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--cpu-bound-concurrency", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", choices=["recovery"], help="run one section only (recovery: in-process, seconds)")
     args = parser.parse_args()
     if args.client_alone:
         sys.stdout.write(json.dumps(client_alone(args.client_alone, args.answers, args.concurrency)) + "\n")
+        return
+    recovery_ceilings = sorted({args.concurrency, args.cpu_bound_concurrency})
+    if args.only == "recovery":
+        sys.stdout.writelines(recovery_lines(recovery_ceilings, args.latency))
         return
     n, small, c, big = args.answers, max(1, args.answers // 4), args.concurrency, args.cpu_bound_concurrency
     w = sys.stdout.write
@@ -280,6 +443,7 @@ def main() -> None:
     w(f"our CPU per grade: {inproc * 1000:.2f} ms (grader's own code, no HTTP: scripted fake model)\n")
     w(f"peak memory: {rss / 1024:.1f} MiB for {n} answers, {rss_small / 1024:.1f} MiB for {small} (one process)\n")
     w(f"rerun of an unchanged file: {rerun_calls} model calls, {rerun_wall:.2f} s\n")
+    sys.stdout.writelines(recovery_lines(recovery_ceilings, args.latency))
 
 
 if __name__ == "__main__":

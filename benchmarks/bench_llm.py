@@ -31,11 +31,10 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from grader.backends.base import GradeRequest
 from grader.backends.openai import OpenAIBackend
 from grader.backends.retry import RetryPolicy
 from grader.eval.suites import answers_suite
-from grader.grading.contract import Grade
+from grader.grading.contract import Grade, GradeRequest
 
 MODES = ("holistic", "checklist", "tier")
 

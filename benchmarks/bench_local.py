@@ -24,8 +24,8 @@ import sys
 import tempfile
 import time
 
-from grader.backends.base import GradeRequest
 from grader.backends.local.backend import LocalBackend, _cut
+from grader.grading.contract import GradeRequest
 from grader.rubric import load_rubric
 
 COLD_ANSWER = "I check the logs and recent deploys, reproduce the bug in staging, and fix the root cause."

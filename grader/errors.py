@@ -6,13 +6,17 @@ traceback.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
+
+from grader.grading.contract import FailureKind, GradeFailure, Usage
 
 
 class GraderError(Exception):
     """Base class for every error grader raises on purpose."""
 
     exit_code: int = 1
+    #: What this error is when it stops one answer's grade (`failure()`).
+    kind: ClassVar[FailureKind] = FailureKind.error
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -22,11 +26,56 @@ class GraderError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def failure(self, question_id: str | None = None) -> GradeFailure:
+        """This error as data: the one conversion every feature uses."""
+        return GradeFailure(kind=self.failure_kind, message=str(self), question_id=question_id)
+
+    @property
+    def failure_kind(self) -> FailureKind:
+        return self.kind
+
+
+def error_for(failure: GradeFailure) -> GraderError:
+    """The error that ends a command on this failure, with the exit code of the error it came from."""
+    if failure.kind not in _INPUT_KINDS:
+        return GradingFailedError(
+            failure.message,
+            attempts=failure.attempts,
+            usage=failure.usage,
+            last_output=failure.last_output,
+            kind=failure.kind,
+        )
+    error = GraderError(failure.message)
+    error.exit_code = next((c.exit_code for c in _subclasses(GraderError) if c.kind is failure.kind), 1)
+    return error
+
+
+#: Failures that an error of their own stands for; every other kind is a model call that failed (exit 10).
+_INPUT_KINDS = frozenset(
+    {
+        FailureKind.unknown_question,
+        FailureKind.empty_answer,
+        FailureKind.answer_too_long,
+        FailureKind.refused,
+        FailureKind.not_configured,
+        FailureKind.template,
+        FailureKind.error,
+    }
+)
+
+
+def _subclasses(cls: type[GraderError]) -> list[type[GraderError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
 
 class UnknownQuestionError(GraderError):
     """The question id or number is not in the rubric."""
 
     exit_code = 3
+    kind = FailureKind.unknown_question
 
     def __init__(self, ref: str, suggestions: list[str]) -> None:
         hint = ("did you mean " + ", ".join(suggestions) + "?") if suggestions else "see `grader rubric list`"
@@ -37,10 +86,12 @@ class UnknownQuestionError(GraderError):
 
 class EmptyAnswerError(GraderError):
     exit_code = 4
+    kind = FailureKind.empty_answer
 
 
 class AnswerTooLongError(GraderError):
     exit_code = 5
+    kind = FailureKind.answer_too_long
 
 
 class InputFileError(GraderError):
@@ -57,6 +108,7 @@ class EncodingError(GraderError):
 
 class BackendNotConfiguredError(GraderError):
     exit_code = 8
+    kind = FailureKind.not_configured
 
 
 class RubricError(GraderError):
@@ -69,34 +121,51 @@ class GradingFailedError(GraderError):
     """The model did not produce a valid grade within the allowed attempts."""
 
     exit_code = 10
+    kind = FailureKind.invalid_output
 
     def __init__(
         self,
         message: str,
         *,
         attempts: int,
-        usage: Any = None,
+        usage: Usage | None = None,
         last_output: str | None = None,
-        kind: str = "invalid_output",
+        kind: FailureKind = FailureKind.invalid_output,
         hint: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.attempts = attempts
         self.usage = usage
         self.last_output = last_output
-        self.kind = kind
+        self._kind = kind
+
+    @property
+    def failure_kind(self) -> FailureKind:
+        return self._kind
+
+    def failure(self, question_id: str | None = None) -> GradeFailure:
+        return GradeFailure(
+            kind=self._kind,
+            message=str(self),
+            question_id=question_id,
+            attempts=self.attempts,
+            usage=self.usage or Usage(),
+            last_output=self.last_output,
+        )
 
 
 class BackendError(GraderError):
     """The backend refused the request for a reason retrying cannot fix (auth, bad model name...)."""
 
     exit_code = 11
+    kind = FailureKind.refused
 
 
 class TemplateError(GraderError):
     """A prompt template is missing or uses an undefined variable."""
 
     exit_code = 12
+    kind = FailureKind.template
 
 
 class CalibrationDataError(GraderError):

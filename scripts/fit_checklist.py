@@ -28,13 +28,12 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from grader.backends.base import GradeRequest
 from grader.backends.checklist import RULES_DIR, ChecklistRule, Item, Verdict, read_probabilities
 from grader.backends.openai import OpenAIBackend
 from grader.backends.retry import RetryPolicy
 from grader.eval.report import _qwk
 from grader.eval.suites import answers_suite
-from grader.grading.contract import Tier
+from grader.grading.contract import GradeRequest, Tier
 
 
 def _order(cases: list) -> list:  # noqa: ANN001

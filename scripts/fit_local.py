@@ -24,7 +24,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 
-from grader.backends.base import GradeRequest
 from grader.backends.local.backend import ORDER_MIN_WORDS, LocalBackend, guard_rail
 from grader.backends.local.rule import (
     MATCH_FEATURES,
@@ -39,7 +38,7 @@ from grader.backends.local.rule import (
 )
 from grader.backends.local.text import OrderModel, echo, repetition
 from grader.eval.suites import answers_suite
-from grader.grading.contract import TIERS
+from grader.grading.contract import TIERS, GradeRequest
 
 HERE = Path(__file__).resolve().parent.parent / "grader" / "backends" / "local"
 RANK = {t: i for i, t in enumerate(("poor", "mediocre", "great"))}

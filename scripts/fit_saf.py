@@ -25,10 +25,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from grader.backends.base import GradeRequest
 from grader.backends.local.backend import LocalBackend, guard_rail
 from grader.backends.local.rule import TIER_FEATURES, Logistic, TierRule, tier_features
 from grader.eval.suites import load
+from grader.grading.contract import GradeRequest
 
 C_SAF = 0.5
 

@@ -9,13 +9,12 @@ import re
 
 import pytest
 
-from grader.backends.base import GradeRequest
 from grader.errors import GraderError
 from grader.eval import suites
 from grader.eval.cases import EvalCase
 from grader.eval.report import calibration, gamed, point_metrics, review_metrics
 from grader.eval.runner import CaseResult
-from grader.grading.contract import CoveredPoint, Grade, Tier
+from grader.grading.contract import CoveredPoint, Grade, GradeRequest, Tier
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +178,7 @@ def _result(
         backend="fake",
         model="m",
     )
-    return CaseResult(case, grade=grade)
+    return CaseResult(case, grade)
 
 
 def test_point_metrics_count_every_point_of_the_annotated_answers(q1):

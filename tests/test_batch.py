@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from grader.backends.retry import TransientError
-from grader.batch.files import Columns, Writer, done_ids, output_header, scan
-from grader.batch.runner import AdaptiveLimit
+from grader.batch.files import Columns, Writer, done_ids, scan
 from grader.cli import app
+from grader.grading.rows import column_names
 from tests.support.loopback import LoopbackLLM
 
 runner = CliRunner()
@@ -127,10 +126,10 @@ def test_ungradable_rows_are_written_with_their_error_and_the_run_goes_on(tmp_pa
     assert result.exit_code == 1  # some rows failed
     out = {r["id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
     assert set(out) == {"r0", "r1", "r2", "r3", "bad-q", "empty"}
-    assert out["bad-q"]["error_kind"] == "UnknownQuestionError" and out["bad-q"]["tier"] is None
-    assert out["empty"]["error_kind"] == "EmptyAnswerError"
-    assert out["r0"]["tier"] == "mediocre" and out["r0"]["candidate"] == "c0" and out["r0"]["error"] is None
-    assert "failed 2 (EmptyAnswerError 1, UnknownQuestionError 1)" in result.stdout
+    assert out["bad-q"]["error_kind"] == "unknown_question" and out["bad-q"]["tier"] is None
+    assert out["empty"]["error_kind"] == "empty_answer"
+    assert out["r0"]["tier"] == "mediocre" and out["r0"]["candidate"] == "c0" and out["r0"]["error_message"] is None
+    assert "failed 2 (empty_answer 1, unknown_question 1)" in result.stdout
 
 
 def test_injected_429_500_timeouts_and_malformed_replies_all_end_recorded(tmp_path, server_env, rubric):
@@ -142,7 +141,7 @@ def test_injected_429_500_timeouts_and_malformed_replies_all_end_recorded(tmp_pa
         result = batch(str(source), "-o", str(tmp_path / "out.jsonl"), "-c", "4", "--timeout", "0.3", "--no-cache")
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in out) == sorted(r["id"] for r in rows)
-    assert all((r["tier"] is None) != (r["error"] is None) for r in out)
+    assert all((r["tier"] is None) != (r["error_message"] is None) for r in out)
     graded = [r for r in out if r["tier"]]
     assert len(graded) == 12, result.output  # every fault is recovered from by a retry or a re-ask
     assert sum(r["attempts"] for r in graded) == 12 + len(faults)
@@ -353,7 +352,7 @@ def test_workers_share_a_run_every_id_once_duplicates_graded_once(tmp_path, rubr
         )
         assert server.calls == 30  # the workers' shared SQLite cache answered everything
     assert first.returncode == 1, first.stderr  # the bad question is an error row
-    assert "graded 32" in first.stdout and "failed 1 (UnknownQuestionError 1)" in first.stdout
+    assert "graded 32" in first.stdout and "failed 1 (unknown_question 1)" in first.stdout
     reused = re.search(r"(\d+) from cache; (\d+) duplicate answer\(s\) graded once; 30 model call\(s\)", first.stdout)
     assert reused and int(reused[1]) + int(reused[2]) == 2  # in flight together, or the first was already cached
     assert "concurrency 8 (lowest 8 after rate limits) over 2 worker processes" in first.stdout
@@ -380,20 +379,24 @@ def test_workers_need_an_http_backend_and_direct_requests(tmp_path, rubric):
 def test_a_worker_that_hits_a_bug_stops_the_run_with_one_line(tmp_path, rubric):
     from grader.backends.fake import FakeBackend
     from grader.batch.files import read_rows
+    from grader.batch.runner import BatchStats
     from grader.batch.workers import ShardedJob, WorkerFailed, Workers
+    from grader.grading.engine import Engine
 
     source = write_jsonl(tmp_path / "in.jsonl", answers(40, rubric))
     out = tmp_path / "out.jsonl"
+
+    def make_engine(concurrency: int) -> Engine:
+        backend = FakeBackend(responder=lambda *_: RuntimeError("a bug in the backend"))
+        return Engine(backend, rubric=rubric, concurrency=concurrency, stats=BatchStats())
+
     job = ShardedJob(
         rows=lambda: (r for r in read_rows(source, Columns()) if not isinstance(r, Exception)),
-        make_backend=lambda limit: FakeBackend(responder=lambda *_: RuntimeError("a bug in the backend")),
+        make_engine=make_engine,
         rubric=rubric,
         output=out,
         header=["id"],
-        use_cache=False,
         skip_ids=set(),
-        review_threshold=0.5,
-        max_answer_chars=10_000,
         concurrency=4,
     )
     with pytest.raises(WorkerFailed) as info:
@@ -427,16 +430,18 @@ def test_auto_workers_and_sharding():
 def test_an_unexpected_error_stops_the_run_instead_of_hanging_it(tmp_path, rubric):
     from grader.backends.fake import FakeBackend
     from grader.batch.files import read_rows
-    from grader.batch.runner import run_batch
+    from grader.batch.runner import BatchStats, run_batch
+    from grader.grading.engine import Engine
 
     source = write_jsonl(tmp_path / "in.jsonl", answers(40, rubric))  # more rows than the queue holds
     rows = [r for r in read_rows(source, Columns()) if not isinstance(r, Exception)]
     backend = FakeBackend([RuntimeError("a bug, not a row's problem")] * 40)
-    writer = Writer(tmp_path / "out.jsonl", output_header(list(rows[0].data)), append=False)
+    writer = Writer(tmp_path / "out.jsonl", column_names(list(rows[0].data)), append=False)
 
     async def run() -> None:
         await asyncio.wait_for(
-            run_batch(rows, backend=backend, rubric=rubric, writer=writer, limit=AdaptiveLimit(2)), timeout=30
+            run_batch(rows, engine=Engine(backend, rubric=rubric, concurrency=2, stats=BatchStats()), writer=writer),
+            timeout=30,
         )  # a guard: before the fix the producer waited on a full queue forever
 
     with pytest.raises(RuntimeError, match="a bug"):
@@ -444,29 +449,10 @@ def test_an_unexpected_error_stops_the_run_instead_of_hanging_it(tmp_path, rubri
     writer.close()
 
 
-def test_adaptive_limit_halves_on_429_and_recovers():
-    limit = AdaptiveLimit(16)
-    limit.on_transient(TransientError("slow down", status=429))
-    limit.on_transient(TransientError("slow down", status=429))
-    assert limit.limit == 4 and limit.lowest == 4
-    limit.on_transient(TransientError("server", status=500))
-    assert limit.limit == 4  # only rate limits shrink it
-
-    async def succeed(times: int) -> None:
-        for _ in range(times):
-            async with limit:
-                pass
-
-    asyncio.run(succeed(4 + 5))
-    assert limit.limit == 6
-    asyncio.run(succeed(500))
-    assert limit.limit == 16
-
-
 def test_output_columns_carry_input_through_and_avoid_collisions(tmp_path):
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": "1", "question": 1, "answer": "x", "tier": "strong"}])
     found = scan(source, Columns())
-    header = output_header(found.header)
+    header = column_names(found.header)
     assert header[:4] == ["id", "question", "answer", "tier"] and "grade_tier" in header
     writer = Writer(tmp_path / "o.csv", header, append=False)
     writer.write(
@@ -499,7 +485,7 @@ def test_batch_api_round_trip_against_a_loopback_server(tmp_path, server_env, ru
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(records) == {r["id"] for r in rows}
     assert records["dup"]["tier"] == records["r1"]["tier"] == "mediocre"
-    assert records["bad-q"]["error_kind"] == "UnknownQuestionError"
+    assert records["bad-q"]["error_kind"] == "unknown_question"
     assert waits[:2] == [1.0, 2.0]  # polled with backoff, never slept in the test
     assert "estimated cost" in result.stdout and SECRET not in out.read_text()
 

@@ -416,7 +416,8 @@ def test_the_three_model_grade_shapes_are_read(calibration_files):
     assert [grades[a].grade.tier.value for a in ANSWERS] == MODEL
     assert grades["a13"].grade.tier is Tier.poor  # `grade_tier`, not the input column `tier`
     assert grades["a13"].answer == "Answer text of a13."
-    assert grades["a19"].grade is None and grades["a19"].error == "no valid grade after 3 attempts"
+    assert grades["a19"].grade is None and grades["a19"].failure.message == "no valid grade after 3 attempts"
+    assert grades["a19"].failure.kind.value == "invalid_output"
 
 
 @pytest.mark.parametrize(
@@ -716,7 +717,7 @@ def test_when_no_answer_can_be_graded_the_error_is_raised(tmp_path, monkeypatch)
 
 def test_calibrate_with_the_local_backend_matches_grading_directly(tmp_path, rubric):
     from grader.backends import get_backend
-    from grader.grading.review import grade_answer
+    from grader.grading.engine import grade_answer
 
     q1 = rubric.find(1)
     answers = [(q1, tier, text) for tier, text in q1.references.items()]

@@ -12,7 +12,6 @@ import re
 import httpx
 import pytest
 
-from grader.backends.base import GradeRequest
 from grader.backends.checklist import (
     ChecklistRule,
     Item,
@@ -22,8 +21,9 @@ from grader.backends.checklist import (
     checklist_schema,
 )
 from grader.backends.fake import FakeBackend
-from grader.grading.contract import Tier
-from grader.grading.review import apply_review_policy, grade_answer
+from grader.grading.contract import GradeRequest, Tier
+from grader.grading.engine import grade_answer
+from grader.grading.review import apply_review_policy
 from tests.conftest import chat_body
 
 ANSWER = (
@@ -338,15 +338,14 @@ def test_the_holistic_reply_parser_also_takes_the_last_valid_object(q1):
     assert check_reply(json.dumps(own) + "\n" + json.dumps(fake), q1, ANSWER).reply.tier.value == "poor"
 
 
-def test_batch_sends_each_questions_rows_together_within_a_window():
-    from grader.batch.files import Row
-    from grader.batch.runner import by_question
+def test_the_engine_sends_each_questions_answers_together_within_a_window():
+    from grader.grading.engine import Job, by_question
 
-    rows = [Row(i, str(i), q, "a") for i, q in enumerate("ABACBCAD")]
-    assert [r.question for r in by_question(rows, window=100)] == list("AAABBCCD")
-    assert [r.id for r in by_question(rows, window=100)][:3] == ["0", "2", "6"]  # input order within a question
-    assert [r.question for r in by_question(rows, window=4)] == list("AABC" + "BCAD")  # memory stays bounded
-    assert sorted(r.id for r in by_question(rows, window=3)) == sorted(r.id for r in rows)  # nothing lost
+    jobs = [Job(q, "a", tag=str(i)) for i, q in enumerate("ABACBCAD")]
+    assert [j.question for j in by_question(jobs, window=100)] == list("AAABBCCD")
+    assert [j.tag for j in by_question(jobs, window=100)][:3] == ["0", "2", "6"]  # input order within a question
+    assert [j.question for j in by_question(jobs, window=4)] == list("AABC" + "BCAD")  # memory stays bounded
+    assert sorted(j.tag for j in by_question(jobs, window=3)) == sorted(j.tag for j in jobs)  # nothing lost
 
 
 def test_per_item_calls_share_the_prompt_up_to_the_item_and_make_one_grade(q1):

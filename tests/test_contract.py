@@ -7,8 +7,7 @@ import asyncio
 
 import pytest
 
-from grader.backends.base import GradeRequest
-from grader.grading.contract import Grade
+from grader.grading.contract import Grade, GradeRequest
 from grader.grading.review import apply_review_policy
 from tests.conftest import ok, reply_for
 

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from grader.backends.base import GradeRequest
 from grader.backends.chat import Conversation
 from grader.backends.fake import FakeBackend
 from grader.errors import GraderError
@@ -16,6 +15,7 @@ from grader.eval.cases import EvalCase, Suite, load_suite_file
 from grader.eval.report import check_thresholds, summarize, tier_metrics, write_reports
 from grader.eval.runner import run_suite
 from grader.grading.cache import GradeCache
+from grader.grading.contract import GradeRequest
 from tests.conftest import reply_for
 
 

@@ -13,7 +13,8 @@ from grader.backends.fake import FakeBackend
 from grader.backends.replies import reply_schema
 from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError
 from grader.grading.contract import CoveredPoint, Grade
-from grader.grading.review import apply_review_policy, check_answer, grade_answer
+from grader.grading.engine import grade_answer
+from grader.grading.review import apply_review_policy, check_answer
 from tests.conftest import reply_for
 
 

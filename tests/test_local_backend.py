@@ -9,10 +9,10 @@ import math
 import pytest
 
 from grader.backends import get_backend, resolve_name
-from grader.backends.base import GradeRequest
 from grader.backends.local.backend import LocalBackend
 from grader.errors import GraderError
-from grader.grading.review import grade_answer
+from grader.grading.contract import GradeRequest
+from grader.grading.engine import grade_answer
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import json
 import httpx
 import pytest
 
-from grader.backends.base import GradeRequest
 from grader.backends.openai import OpenAIBackend, ServerMemory
 from grader.backends.retry import RetryPolicy
 from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
+from grader.grading.contract import GradeRequest
 from tests.conftest import chat_body, ok, reply_for
 
 ANSWER = (
@@ -76,7 +76,7 @@ def test_500_until_attempts_run_out_raises_a_typed_error(api, make_backend, q1, 
         run(make_backend(policy=RetryPolicy(attempts=4)), q1)
     assert route.call_count == 4
     assert info.value.attempts == 4
-    assert info.value.kind == "transport"
+    assert info.value.failure_kind == "transport"
     assert len(waits) == 3 and all(w > 0 for w in waits)  # exponential backoff with jitter between tries
 
 
@@ -235,7 +235,7 @@ def test_a_reply_that_is_not_a_chat_completion_is_a_clear_grading_failure(api, m
     api.post("/chat/completions").mock(return_value=response)
     with pytest.raises(GradingFailedError) as info:
         run(make_backend(), q1)
-    assert info.value.kind == "invalid_response"
+    assert info.value.failure_kind == "invalid_response"
     assert "not a chat completion" in str(info.value) and where in str(info.value)
 
 
@@ -245,3 +245,19 @@ def test_by_default_requests_go_through_the_sdks_aiohttp_transport():
     backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1", api_key="sk-x")
     assert isinstance(backend.client._client, openai.DefaultAioHttpClient)
     asyncio.run(backend.aclose())
+
+
+def test_a_batch_result_is_checked_and_built_by_the_method_the_direct_path_uses(api, make_backend, q1):
+    reply = json.dumps(reply_for(q1, covered=GOOD))
+    api.post("/chat/completions").mock(return_value=ok(reply))
+    backend = make_backend()
+    request = GradeRequest(q1, ANSWER)
+    direct = run(backend, q1)
+    from_batch = backend.grade_completion(request, backend.completion_from(chat_body(reply)))
+    assert from_batch.model_dump() == direct.model_dump()
+
+    bad = chat_body('{"tier": "excellent"}')
+    with pytest.raises(GradingFailedError) as info:
+        backend.grade_completion(request, backend.completion_from(bad), attempts=1)
+    assert info.value.failure_kind == "invalid_output" and info.value.attempts == 1
+    assert info.value.last_output == '{"tier": "excellent"}' and info.value.usage.completion_tokens == 120

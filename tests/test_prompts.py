@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from grader.backends.base import GradeRequest
 from grader.backends.fake import FakeBackend
 from grader.backends.prompts import Prompts, fence_answer
 from grader.errors import TemplateError
+from grader.grading.contract import GradeRequest
 from tests.conftest import reply_for
 
 INJECTIONS = [

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.backends.base import Backend, GradeRequest
+from grader.backends.base import Backend
 from grader.backends.retry import RetryPolicy
 from grader.config import DEFAULT_MODE, openai_configured
 from grader.errors import BackendNotConfiguredError, GraderError
+from grader.grading.contract import GradeRequest
 
 if TYPE_CHECKING:
     from grader.backends.prompts import Prompts
@@ -43,20 +45,24 @@ def _prompts(options: BackendOptions) -> Prompts:
     return Prompts(options.prompts_dir)
 
 
-def _openai(options: BackendOptions) -> Backend:
-    from grader.backends.openai import OpenAIBackend
+def _http_chat(module: str, name: str) -> Callable[[BackendOptions], Backend]:
+    """The factory of a chat backend over HTTP (`module.name`, a ChatBackend), imported when picked."""
 
-    return OpenAIBackend(
-        model=options.model,
-        base_url=options.base_url,
-        temperature=options.temperature,
-        seed=options.seed,
-        timeout=options.timeout,
-        max_tokens=options.max_tokens,
-        prompts=_prompts(options),
-        policy=options.policy,
-        **_chat(options),
-    )
+    def build(options: BackendOptions) -> Backend:
+        cls = getattr(importlib.import_module(module), name)
+        return cls(
+            model=options.model,
+            base_url=options.base_url,
+            temperature=options.temperature,
+            seed=options.seed,
+            timeout=options.timeout,
+            max_tokens=options.max_tokens,
+            prompts=_prompts(options),
+            policy=options.policy,
+            **_chat(options),
+        )
+
+    return build
 
 
 def _chat(options: BackendOptions) -> dict[str, Any]:
@@ -109,7 +115,7 @@ def _fake(options: BackendOptions) -> Backend:
 
 
 REGISTRY: dict[str, Callable[[BackendOptions], Backend]] = {
-    "openai": _openai,
+    "openai": _http_chat("grader.backends.openai", "OpenAIBackend"),
     "local": _local,
     "nearest": _nearest,
     "fake": _fake,

@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import ClassVar
 
-from grader.grading.contract import Grade
+from grader.grading.contract import Grade, GradeRequest
 from grader.rubric import Question
-
-
-@dataclass(frozen=True)
-class GradeRequest:
-    """One answer to grade against one rubric question.
-
-    `exemplars` defaults to the question's three references; evals pass fewer to hide the reference
-    being graded (leave-one-out). `sample` numbers repeated grades of the same answer (`--samples k`).
-    """
-
-    question: Question
-    answer: str
-    exemplars: tuple[tuple[str, str], ...] | None = None
-    sample: int = 0
-    options: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def reference_answers(self) -> tuple[tuple[str, str], ...]:
-        if self.exemplars is not None:
-            return self.exemplars
-        return tuple(self.question.references.items())
 
 
 class Backend(ABC):

@@ -1,7 +1,13 @@
-"""What every chat-model backend shares: render the prompt, ask, validate, re-ask, build the Grade.
+"""What every chat-model backend shares: render the prompt, send it, retry, validate, re-ask, build the Grade.
+
+A backend for one provider's API implements two methods: `send` (one request, in the output mode and
+with the optional features in `facts`) and `classify` (its SDK's or HTTP errors as `TransientError`,
+`Rejected` or `BackendError`). The transport retries, the fall back through `output_modes` when a server
+refuses one, remembering that per server (`ServerMemory`), and the re-asks all happen here.
 
 Three grading modes, one method each for the prompt (`conversation`), the reply check (`checker`) and
-the Grade (`finish`), so the direct path and the Batch API path grade alike:
+the Grade (`finish`); `grade_completion` checks a reply and builds its Grade for the paths that cannot
+re-ask (the Batch API), with the same code the direct path uses:
 
 - `checklist`: a yes/no verdict per key point and red flag; the tier follows by a written rule
   (`grader.backends.checklist`);
@@ -14,14 +20,18 @@ checklist) and the answer last, so a server's prefix cache can reuse it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
 
-from grader.backends.base import Backend, GradeRequest
+from pydantic import ValidationError
+
+from grader.backends.base import Backend
 from grader.backends.checklist import (
     ChecklistCheck,
     ChecklistRule,
@@ -39,10 +49,11 @@ from grader.backends.checklist import (
 )
 from grader.backends.confidence import TokenLogprob, tier_confidence
 from grader.backends.prompts import ANSWER_TAG, Prompts, fence_answer
-from grader.backends.replies import ReplyCheck, check_reply, grade_from_reply, last_valid, reply_schema
-from grader.backends.retry import InvalidReply, RetryPolicy, reasks
-from grader.errors import GraderError, GradingFailedError
-from grader.grading.contract import Grade, Tier, Usage
+from grader.backends.replies import ReplyCheck, check_reply, grade_from_reply, last_valid, one_line, reply_schema
+from grader.backends.retry import InvalidReply, RetryPolicy, TransientError, reasks, transport
+from grader.config import cache_dir
+from grader.errors import BackendError, GraderError, GradingFailedError
+from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
 from grader.rubric import Question
 
 Message = dict[str, str]
@@ -97,8 +108,49 @@ class Answered:
     attempts: int
 
 
+#: The `facts` key of the structured-output mode, and the feature a server refuses when it refuses the mode.
+OUTPUT_MODE = "mode"
+
+
+class Rejected(Exception):
+    """The server refused one request feature: the output mode (`OUTPUT_MODE`) or an optional one such as
+    logprobs. `classify` returns it; the request is sent again without the feature."""
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(feature)
+        self.feature = feature
+
+
+class ServerMemory:
+    """What each server accepts (by base URL), kept in a small JSON file so the next run asks right the
+    first time."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_dir() / "servers.json"
+
+    def load(self, server: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.path.read_text()).get(server, {}))
+        except (OSError, ValueError):
+            return {}
+
+    def save(self, server: str, facts: dict[str, Any]) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data[server] = facts
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+
 class ChatBackend(Backend):
     """A backend that grades by asking a chat model, in one of three `MODES`."""
+
+    #: The structured-output modes `send` can ask in, best first: a server that refuses one gets the next,
+    #: and after the first the system message spells the format out (`messages`).
+    output_modes: ClassVar[tuple[str, ...]] = ("schema",)
 
     def __init__(
         self,
@@ -110,6 +162,12 @@ class ChatBackend(Backend):
         prose: bool = False,
         ask_tier: bool = False,
         per_item: bool = False,
+        base_url: str = "",
+        memory: ServerMemory | None = None,
+        features: dict[str, bool] | None = None,
+        temperature: float = 0.0,
+        seed: int | None = 42,
+        max_tokens: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise GraderError(f"unknown grading mode {mode!r}", hint="choose one of: " + ", ".join(MODES))
@@ -123,16 +181,133 @@ class ChatBackend(Backend):
         if self.per_item and (prose or ask_tier):
             raise GraderError("--checklist-calls per-item asks one item per call: it cannot add --prose or --ask-tier")
         self._system_texts: dict[tuple[str, str | None], str] = {}
+        self.base_url = base_url
+        self.temperature = temperature
+        self.seed = seed
+        self.max_tokens = max_tokens
+        features = features or {}
+        self.memory = (memory or ServerMemory()) if base_url else None
+        self._learned = self.memory.load(base_url) if self.memory else {}
+        #: The output mode and optional features to send: the defaults, less what this server refused.
+        self.facts: dict[str, Any] = {OUTPUT_MODE: self.output_modes[0], **features, **self._learned}
+        self.facts.update({name: False for name, on in features.items() if not on})  # what the caller turned off
+        if self.facts[OUTPUT_MODE] not in self.output_modes:
+            self.facts[OUTPUT_MODE] = self.output_modes[0]
 
     def cache_key(self) -> str:
         key = f"{super().cache_key()}:prompts={self.prompts.fingerprint}:mode={self.mode}"
         if self.mode == "checklist":
             key += f":rule={self.rule.fingerprint}:prose={self.prose}:tier={self.ask_tier}:per_item={self.per_item}"
-        return key
+        if self.base_url:
+            key += f":{self.base_url}"
+        return f"{key}:t={self.temperature}:seed={self.seed}"
 
     @abstractmethod
+    async def send(self, conversation: Conversation, request: GradeRequest) -> Completion:
+        """One request for the conversation, in the output mode and with the features in `facts`; no
+        retries here. Whatever it raises goes through `classify`."""
+
+    def classify(self, exc: Exception) -> Exception:
+        """What an error from `send` means: a `TransientError` (retried), `Rejected` (asked again without
+        the feature), a `GraderError` (final), or the error itself when it is none of these (a bug)."""
+        return exc
+
     async def complete(self, conversation: Conversation, request: GradeRequest) -> Completion:
-        """Send the conversation and return the reply (transport retries happen inside)."""
+        """Send the conversation and return the reply: transient failures are retried (`retry.transport`),
+        a feature the server refuses is dropped (and remembered for the server), and a server that keeps
+        failing is a `transport` GradingFailedError."""
+        requests = 0
+        failed: TransientError | None = None
+
+        async def attempt_once() -> Completion:
+            nonlocal requests, failed
+            if failed is not None:  # the retry loop's first attempt is the request that already failed
+                first, failed = failed, None
+                raise first
+            requests += 1
+            try:
+                return await self.send(conversation, request)
+            except Exception as exc:
+                error = self.classify(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+
+        while True:
+            facts = dict(self.facts)  # what this request is sent with
+            try:
+                try:  # most requests succeed at once: the retry loop is only built when one does not
+                    completion = await attempt_once()
+                except TransientError as exc:
+                    failed = exc
+                    async for attempt in transport(self.policy):
+                        with attempt:
+                            completion = await attempt_once()
+            except Rejected as rejected:
+                self._learn(rejected.feature, facts)
+                continue
+            except TransientError as exc:
+                raise GradingFailedError(
+                    f"{self.base_url or self.name} kept failing ({exc}); gave up after {requests} requests",
+                    attempts=requests,
+                    kind=FailureKind.transport,
+                    hint="check the server, or raise --max-attempts",
+                ) from None
+            except GradingFailedError as exc:  # counted one request: add the failed ones before it
+                exc.attempts += requests - 1
+                raise
+            if requests > 1:
+                completion = dataclasses.replace(completion, requests=completion.requests + requests - 1)
+            return completion
+
+    def _learn(self, feature: str, sent: dict[str, Any]) -> None:
+        """Stop sending what the server refused in a request sent with the facts `sent`: ask in the next
+        output mode, or without the feature. Concurrent refusals never move back."""
+        server = self.base_url or self.name
+        if feature == OUTPUT_MODE:
+            index = self.output_modes.index(sent[OUTPUT_MODE]) + 1
+            if index >= len(self.output_modes):
+                raise BackendError(f"{server} accepts no JSON output mode grader can use")
+            current = self.output_modes.index(self.facts[OUTPUT_MODE])
+            self.facts[OUTPUT_MODE] = self.output_modes[max(index, current)]
+        elif not sent.get(feature):  # refused something it was not sent: asking again would loop
+            raise BackendError(f"{server} refused the request ({feature}) though it was not sent")
+        else:
+            self.facts[feature] = False
+        self._learned[feature] = self.facts[feature]
+        if self.memory is not None:
+            self.memory.save(self.base_url, self._learned)
+
+    def messages(self, conversation: Conversation) -> list[Message]:
+        """The messages to send in the current output mode: past the first, the server does not enforce the
+        schema itself, so the system message spells the format out."""
+        if self.facts[OUTPUT_MODE] == self.output_modes[0]:
+            return conversation.messages
+        return [conversation.plain_system or self.system_message(conversation.schema), *conversation.messages[1:]]
+
+    def sampling(self, request: GradeRequest) -> tuple[float, int | None]:
+        """The temperature and seed for one request (`--samples k` raises the one and numbers the other)."""
+        temperature = self.temperature if request.sampling.temperature is None else request.sampling.temperature
+        return temperature, None if self.seed is None else self.seed + request.sample
+
+    def status_error(self, status: int, message: str, *, retry_after: float | None = None) -> Exception:
+        """An HTTP error status: worth a retry (408, 409, 429, 5xx), or a BackendError naming the server."""
+        if status in (408, 409, 429) or status >= 500:
+            return TransientError(f"HTTP {status}: {one_line(message, 160)}", retry_after=retry_after, status=status)
+        return BackendError(f"{self.base_url} rejected the request (HTTP {status}): {one_line(message, 160)}")
+
+    def not_a_completion(
+        self, exc: ValidationError, *, attempts: int = 1, hint: str | None = None
+    ) -> GradingFailedError:
+        """The error for a server answer that does not parse as a reply (`invalid_response`)."""
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "the body"
+        return GradingFailedError(
+            f"{self.base_url} answered with something that is not a chat completion ({where}: {problem['msg']})",
+            attempts=attempts,
+            kind=FailureKind.invalid_response,
+            hint=hint,
+        )
 
     def system_message(self, schema: dict[str, object] | None, template: str = "grade_system.jinja") -> Message:
         """The instructions; `schema` is spelled out for servers without structured output. Rendered
@@ -284,27 +459,27 @@ class ChatBackend(Backend):
                     if not last[1].ok:
                         raise InvalidReply(last[1].feedback())
         except InvalidReply:
-            assert last is not None
-            if not last[1].acceptable:
-                problem = last[1].problem
-                raise GradingFailedError(
-                    f"no valid reply after {attempts} model calls: {problem}",
-                    attempts=attempts,
-                    usage=usage,
-                    last_output=last[0].text,
-                ) from None
+            pass  # the last reply may still be acceptable
         except GradingFailedError as exc:  # transport gave up: count what came before
             exc.attempts += attempts
             exc.usage = usage + (exc.usage or Usage())
             raise
         assert last is not None
-        return Answered(completion=last[0], check=last[1], usage=usage, attempts=attempts)
+        return _accept(last[0], last[1], usage=usage, attempts=attempts)
 
     async def grade(self, request: GradeRequest) -> Grade:
         if self.per_item:
             return await self._grade_per_item(request)
         answered = await self.ask(self.conversation(request), request, self.checker(request))
         return self.finish(request, answered)
+
+    def grade_completion(
+        self, request: GradeRequest, completion: Completion, *, usage: Usage | None = None, attempts: int = 1
+    ) -> Grade:
+        """The Grade from one reply to `conversation(request)` that cannot be re-asked (a Batch API result):
+        checked and built as `grade` does; a reply neither ok nor acceptable is an `invalid_output` failure."""
+        check = self.checker(request)(completion.text)
+        return self.finish(request, _accept(completion, check, usage=usage or completion.usage, attempts=attempts))
 
     async def _grade_per_item(self, request: GradeRequest) -> Grade:
         """Checklist mode, one call per item, in rubric order: the prompt is the same up to the item's
@@ -387,6 +562,20 @@ class ChatBackend(Backend):
         tally = ", ".join(f"{t.value} {n}" for t in Tier if (n := sum(g.tier is t for g in grades)))
         note = f"{len(results)} samples: {tally}" + (f", failed {failed}" if failed else "")
         return combined.model_copy(update={"notes": [*combined.notes, note]})
+
+
+def _accept(completion: Completion, check: Check, *, usage: Usage, attempts: int) -> Answered:
+    """The reply a grade is built from, or an `invalid_output` GradingFailedError when it is neither ok nor
+    acceptable (the direct path's last re-ask and the Batch API's only reply alike)."""
+    if not (check.ok or check.acceptable):
+        calls = f"{attempts} model call" + ("s" if attempts != 1 else "")
+        raise GradingFailedError(
+            f"no valid reply after {calls}: {check.problem}",
+            attempts=attempts,
+            usage=usage,
+            last_output=completion.text,
+        )
+    return Answered(completion=completion, check=check, usage=usage, attempts=attempts)
 
 
 TIER_SCHEMA: dict[str, object] = {

@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from grader.backends.base import GradeRequest
 from grader.backends.chat import ChatBackend, Completion, Conversation
 from grader.backends.confidence import TokenLogprob
 from grader.backends.prompts import Prompts
 from grader.backends.retry import RetryPolicy
 from grader.errors import BackendError, BackendNotConfiguredError
-from grader.grading.contract import Usage
+from grader.grading.contract import GradeRequest, Usage
 
 Reply = str | dict[str, Any] | Exception | Completion
 Responder = Callable[[Conversation, GradeRequest], Reply]
@@ -58,7 +57,7 @@ class FakeBackend(ChatBackend):
     def model(self) -> str:
         return self._model
 
-    async def complete(self, conversation: Conversation, request: GradeRequest) -> Completion:
+    async def send(self, conversation: Conversation, request: GradeRequest) -> Completion:
         self.sent.append(Conversation(messages=list(conversation.messages), schema=conversation.schema))
         if self.responder is not None:
             reply: Reply = self.responder(conversation, request)

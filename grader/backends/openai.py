@@ -2,31 +2,28 @@
 
 Asks for strict JSON-schema structured output. Servers that reject `json_schema` (llama.cpp answers
 HTTP 500 "Input should be 'text' or 'json_object'") get JSON mode with the schema attached and spelled
-out in the prompt; the choice is remembered per server in the cache folder. The SDK's own retries are
-off (`max_retries=0`): `grader.backends.retry` is the one retry layer.
+out in the prompt; `ChatBackend` remembers the choice per server in the cache folder. The SDK's own
+retries are off (`max_retries=0`): `grader.backends.retry` is the one retry layer.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 from pydantic import BaseModel, ValidationError
 
-from grader.backends.base import GradeRequest
-from grader.backends.chat import ChatBackend, Completion, Conversation, Mode
+from grader.backends.chat import OUTPUT_MODE, ChatBackend, Completion, Conversation, Mode, Rejected, ServerMemory
 from grader.backends.checklist import ChecklistRule
 from grader.backends.confidence import TokenLogprob
 from grader.backends.prompts import Prompts
-from grader.backends.replies import one_line
-from grader.backends.retry import RetryPolicy, TransientError, parse_retry_after, transport
-from grader.config import DEFAULT_OPENAI_MODEL, cache_dir
-from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
-from grader.grading.contract import Usage
+from grader.backends.retry import RetryPolicy, TransientError, parse_retry_after
+from grader.config import DEFAULT_OPENAI_MODEL
+from grader.errors import BackendError, BackendNotConfiguredError
+from grader.grading.contract import GradeRequest, Usage
 
 MODES = ("json_schema", "json_object_schema", "json_object")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -72,40 +69,10 @@ class ChatReply(BaseModel):
     usage: _Usage | None = None
 
 
-class _Rejected(Exception):
-    """The server refused a request feature (a response_format mode, or logprobs)."""
-
-    def __init__(self, feature: str) -> None:
-        super().__init__(feature)
-        self.feature = feature
-
-
-class ServerMemory:
-    """What each server accepts, kept in a small JSON file so the next run asks right the first time."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_dir() / "servers.json"
-
-    def load(self, server: str) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self.path.read_text()).get(server, {}))
-        except (OSError, ValueError):
-            return {}
-
-    def save(self, server: str, facts: dict[str, Any]) -> None:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        data[server] = facts
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        tmp.replace(self.path)
-
-
 class OpenAIBackend(ChatBackend):
     name = "openai"
     multiprocess = True
+    output_modes = MODES
 
     def __init__(
         self,
@@ -128,9 +95,6 @@ class OpenAIBackend(ChatBackend):
         ask_tier: bool = False,
         per_item: bool = False,
     ) -> None:
-        super().__init__(
-            prompts=prompts, policy=policy, mode=mode, rule=rule, prose=prose, ask_tier=ask_tier, per_item=per_item
-        )
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not api_key and not base_url:
@@ -138,11 +102,26 @@ class OpenAIBackend(ChatBackend):
                 "the openai backend is not configured",
                 hint="set OPENAI_API_KEY (and OPENAI_BASE_URL for a self-hosted server), or use --backend local",
             )
+        base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        super().__init__(
+            prompts=prompts,
+            policy=policy,
+            mode=mode,
+            rule=rule,
+            prose=prose,
+            ask_tier=ask_tier,
+            per_item=per_item,
+            base_url=base_url,
+            memory=memory,
+            temperature=temperature,
+            seed=seed,
+            max_tokens=max_tokens,
+            # Self-hosted servers get `repeat_penalty: 1.0`: llama-cpp-python's server defaults to 1.1, which
+            # punishes a checklist for saying "yes" (or "no") twice in a row and makes the chosen verdict
+            # disagree with its own logprobs. A server that refuses a feature is remembered not to get it.
+            features={"logprobs": logprobs, "repeat_penalty": base_url != DEFAULT_BASE_URL},
+        )
         self._model = model or os.environ.get("GRADER_MODEL") or DEFAULT_OPENAI_MODEL
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.temperature = temperature
-        self.seed = seed
-        self.max_tokens = max_tokens
         self.client = openai.AsyncOpenAI(
             # Local servers ignore the key, but the SDK insists on one.
             api_key=api_key or "not-needed",
@@ -154,61 +133,15 @@ class OpenAIBackend(ChatBackend):
             # Tests pass an httpx2 client with a mock transport instead.
             http_client=http_client if http_client is not None else openai.DefaultAioHttpClient(timeout=timeout),
         )
-        self.memory = memory or ServerMemory()
-        # Self-hosted servers get `repeat_penalty: 1.0`: llama-cpp-python's server defaults to 1.1, which
-        # punishes a checklist for saying "yes" (or "no") twice in a row and makes the chosen verdict
-        # disagree with its own logprobs. A server that refuses the field is remembered not to get it.
-        self.facts = {
-            "mode": MODES[0],
-            "logprobs": logprobs,
-            "repeat_penalty": self.base_url != DEFAULT_BASE_URL,
-            **self.memory.load(self.base_url),
-        }
-        if not logprobs:
-            self.facts["logprobs"] = False
 
     @property
     def model(self) -> str:
         return self._model
 
-    def cache_key(self) -> str:
-        # The API key is deliberately not part of it: it never changes a grade and must not be stored.
-        return f"{super().cache_key()}:{self.base_url}:t={self.temperature}:seed={self.seed}"
+    # The API key is deliberately not part of the cache key: it never changes a grade and must not be stored.
 
     async def aclose(self) -> None:
         await self.client.close()
-
-    async def complete(self, conversation: Conversation, request: GradeRequest) -> Completion:
-        requests = 0
-        while True:
-            mode = self.facts["mode"]
-            body = self.request_body(conversation, request)
-            try:
-                async for attempt in transport(self.policy):
-                    with attempt:
-                        requests += 1
-                        response = await self._send(body)
-            except _Rejected as rejected:
-                self._learn(rejected.feature, mode)
-                continue
-            except TransientError as exc:
-                raise GradingFailedError(
-                    f"{self.base_url} kept failing ({exc}); gave up after {requests} requests",
-                    attempts=requests,
-                    kind="transport",
-                    hint="check the server, or raise --max-attempts",
-                ) from None
-            return self.completion_from(response, requests)
-
-    def _learn(self, feature: str, mode: str) -> None:
-        if feature in ("logprobs", "repeat_penalty"):
-            self.facts[feature] = False
-        else:
-            index = MODES.index(mode)
-            if index + 1 >= len(MODES):
-                raise BackendError(f"{self.base_url} accepts no JSON output mode grader can use")
-            self.facts["mode"] = MODES[index + 1]
-        self.memory.save(self.base_url, self.facts)
 
     def _response_format(self, conversation: Conversation, mode: str) -> dict[str, Any]:
         if mode == "json_schema":
@@ -234,19 +167,15 @@ class OpenAIBackend(ChatBackend):
     def request_body(self, conversation: Conversation, request: GradeRequest) -> dict[str, Any]:
         """The chat-completions request for a conversation, in the mode this server accepts (also what a
         Batch API request line carries)."""
-        mode = self.facts["mode"]
-        messages = conversation.messages
-        if mode != "json_schema":  # no structured output: the instructions spell the format out
-            system = conversation.plain_system or self.system_message(conversation.schema)
-            messages = [system, *messages[1:]]
+        temperature, seed = self.sampling(request)
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": messages,
-            "response_format": self._response_format(conversation, mode),
-            "temperature": float(request.options.get("temperature", self.temperature)),  # type: ignore[arg-type]
+            "messages": self.messages(conversation),
+            "response_format": self._response_format(conversation, self.facts[OUTPUT_MODE]),
+            "temperature": temperature,
         }
-        if self.seed is not None:
-            body["seed"] = self.seed + request.sample
+        if seed is not None:
+            body["seed"] = seed
         if self.max_tokens:
             body["max_tokens"] = self.max_tokens
         if self.facts.get("repeat_penalty"):
@@ -256,35 +185,29 @@ class OpenAIBackend(ChatBackend):
             body["top_logprobs"] = 5
         return body
 
-    async def _send(self, body: dict[str, Any]) -> bytes:
-        try:
-            # The SDK's documented low-level call with a ready-made body: `chat.completions.create(**body)`
-            # re-walks the whole request (schema and prompt included) through its TypedDict transform and
-            # builds a model object per token of the reply, which cost more CPU than everything else
-            # grader does per grade. Status errors, timeouts and auth still go through the SDK.
-            response = await self.client.post(
-                "/chat/completions", content=json.dumps(body).encode(), cast_to=httpx2.Response
-            )
-            return response.content
-        except openai.APIStatusError as exc:
-            raise self._classify(exc) from exc
-        except openai.APITimeoutError as exc:
-            raise TransientError("request timed out") from exc
-        except openai.APIConnectionError as exc:
-            raise TransientError(f"cannot connect to {self.base_url}") from exc
+    async def send(self, conversation: Conversation, request: GradeRequest) -> Completion:
+        # The SDK's documented low-level call with a ready-made body: `chat.completions.create(**body)`
+        # re-walks the whole request (schema and prompt included) through its TypedDict transform and
+        # builds a model object per token of the reply, which cost more CPU than everything else
+        # grader does per grade. Status errors, timeouts and auth still go through the SDK.
+        body = json.dumps(self.request_body(conversation, request)).encode()
+        response = await self.client.post("/chat/completions", content=body, cast_to=httpx2.Response)
+        return self.completion_from(response.content)
 
-    def _classify(self, exc: openai.APIStatusError) -> Exception:
+    def classify(self, exc: Exception) -> Exception:
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientError("request timed out")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientError(f"cannot connect to {self.base_url}")
+        if not isinstance(exc, openai.APIStatusError):
+            return exc
         status = exc.status_code
         body = f"{exc.message} {exc.response.text if exc.response is not None else ''}".lower()
         if status in (400, 422, 500, 501) and any(s in body for s in ("json_schema", "response_format", "json_object")):
-            return _Rejected("response_format")
-        if status in (400, 422) and "repeat_penalty" in body:
-            return _Rejected("repeat_penalty")
-        if status in (400, 422) and "logprobs" in body:
-            return _Rejected("logprobs")
-        retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response is not None else None
-        if status in (408, 409, 429) or status >= 500:
-            return TransientError(f"HTTP {status}: {_short(exc.message)}", retry_after=retry_after, status=status)
+            return Rejected(OUTPUT_MODE)
+        for feature in ("repeat_penalty", "logprobs"):
+            if status in (400, 422) and feature in body:
+                return Rejected(feature)
         if status in (401, 403):
             return BackendError(f"{self.base_url} refused the API key (HTTP {status})", hint="check OPENAI_API_KEY")
         if status == 404:
@@ -292,7 +215,8 @@ class OpenAIBackend(ChatBackend):
                 f"{self.base_url}: model {self._model!r} or endpoint not found (HTTP 404)",
                 hint="check --model / GRADER_MODEL and OPENAI_BASE_URL",
             )
-        return BackendError(f"{self.base_url} rejected the request (HTTP {status}): {_short(exc.message)}")
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response is not None else None
+        return self.status_error(status, exc.message, retry_after=retry_after)
 
     def completion_from(self, response: bytes | dict[str, Any], requests: int = 1) -> Completion:
         """A Completion from a chat-completion response (its bytes, or a Batch API result body)."""
@@ -302,14 +226,8 @@ class OpenAIBackend(ChatBackend):
             else:
                 reply = ChatReply.model_validate_json(response)
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(p) for p in problem["loc"]) or "the body"
-            raise GradingFailedError(
-                f"{self.base_url} answered with something that is not a chat completion ({where}: {problem['msg']})",
-                attempts=requests,
-                kind="invalid_response",
-                hint="is OPENAI_BASE_URL an OpenAI-compatible /v1 endpoint?",
-            ) from None
+            hint = "is OPENAI_BASE_URL an OpenAI-compatible /v1 endpoint?"
+            raise self.not_a_completion(exc, attempts=requests, hint=hint) from None
         choice = reply.choices[0] if reply.choices else None
         text = (choice.message.content or "") if choice is not None else ""
         usage = Usage()
@@ -349,5 +267,4 @@ def _drop(node: Any, keys: set[str]) -> Any:
     return node
 
 
-def _short(message: str, limit: int = 160) -> str:
-    return one_line(message, limit)
+__all__ = ["ChatReply", "OpenAIBackend", "ServerMemory"]

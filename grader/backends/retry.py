@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -43,8 +44,11 @@ class RetryPolicy:
     reasks: int = 2  # extra model calls when a reply fails validation
     initial_wait: float = 0.5
     max_wait: float = 30.0
-    #: Told about every transient failure before the pause (a batch run slows down on 429s).
-    on_transient: Callable[[TransientError], None] | None = None
+
+
+#: Told about every transient failure before the pause: the grading engine sets it to its concurrency
+#: limit's `on_transient` for the requests it sends, so a run slows down on 429s.
+transient_listener: ContextVar[Callable[[TransientError], None] | None] = ContextVar("transient_listener", default=None)
 
 
 # Replaced in tests (zero waits, recorded); the real thing everywhere else.
@@ -71,8 +75,9 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
 def transport(policy: RetryPolicy) -> AsyncRetrying:
     def notify(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        if policy.on_transient is not None and isinstance(exc, TransientError):
-            policy.on_transient(exc)
+        listener = transient_listener.get()
+        if listener is not None and isinstance(exc, TransientError):
+            listener(exc)
 
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientError),

@@ -3,44 +3,60 @@
 Three halves that can run apart: `export_requests` writes the request file (the OpenAI Batch API JSON
 lines format, which vLLM's `run_batch` also reads); `submit_and_wait` uploads it, starts the batch,
 polls with backoff and downloads the results file; `import_results` validates every result into the
-same output format as a direct run. A request's `custom_id` is the grade-cache key of its question
-and answer, so duplicate answers are requested once and any row can find its result again.
-Replies that fail validation are not re-asked here: they become error rows, counted in the summary.
+same output format as a direct run, through the grading engine like every other run (a results file
+stands in for the model: `ResultsBackend`). A request's `custom_id` is the engine's cache key of its
+question and answer, so duplicate answers are requested once and any row can find its result again.
+Replies are checked by the chat backend's own `grade_completion`, as on the direct path; one that fails
+is not re-asked here: it is an `invalid_output` failure, counted in the summary.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import openai
 
-from grader.backends.base import GradeRequest
-from grader.backends.chat import Answered
-from grader.backends.openai import OpenAIBackend
+from grader.backends.base import Backend
+from grader.backends.chat import Completion, Conversation
 from grader.backends.retry import sleep_for
-from grader.batch.files import Row, Writer, output_record
-from grader.batch.runner import BatchStats
-from grader.errors import BackendError, GraderError
-from grader.grading.cache import GradeCache, grade_key
-from grader.grading.contract import Grade
-from grader.grading.review import apply_review_policy, check_answer
-from grader.rubric import Question, Rubric
+from grader.batch.files import Row, Writer
+from grader.batch.runner import BatchStats, jobs_of, run_batch
+from grader.errors import BackendError, GraderError, GradingFailedError
+from grader.grading.contract import FailureKind, Grade, GradeRequest
+from grader.grading.engine import Engine, cache_key
 
 ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
-@dataclass
-class _Prepared:
-    question: Question
-    key: str
+@runtime_checkable
+class BatchAPIBackend(Protocol):
+    """What the Batch API path needs of a chat backend: its request bodies, its reply parsing and checking,
+    and a client for the provider's files and batches endpoints."""
+
+    name: str
+    base_url: str
+    client: Any
+    per_item: bool
+
+    @property
+    def model(self) -> str: ...
+
+    def cache_key(self) -> str: ...
+
+    def conversation(self, request: GradeRequest) -> Conversation: ...
+
+    def request_body(self, conversation: Conversation, request: GradeRequest) -> dict[str, Any]: ...
+
+    def completion_from(self, response: bytes | dict[str, Any], requests: int = 1) -> Completion: ...
+
+    def grade_completion(self, request: GradeRequest, completion: Completion) -> Grade: ...
 
 
-def one_request_per_row(backend: OpenAIBackend) -> None:
+def one_request_per_row(backend: BatchAPIBackend) -> None:
     """The Batch API sends one request per answer: a per-item checklist cannot go through it."""
     if backend.per_item:
         raise GraderError(
@@ -49,44 +65,21 @@ def one_request_per_row(backend: OpenAIBackend) -> None:
         )
 
 
-def _prepare(row: Row, backend: OpenAIBackend, rubric: Rubric, max_chars: int) -> _Prepared:
-    """Raises a GraderError for a row that cannot be graded (unknown question, empty answer...)."""
-    question = rubric.find(row.question)
-    check_answer(row.answer, max_chars=max_chars, where=f"the answer of row {row.id}")
-    key = grade_key(backend.cache_key(), question.fingerprint(), list(question.references.items()), row.answer)
-    return _Prepared(question, key)
-
-
-def export_requests(
-    rows: Iterable[Row],
-    backend: OpenAIBackend,
-    rubric: Rubric,
-    path: Path,
-    *,
-    cache: GradeCache | None,
-    max_chars: int,
-) -> int:
-    """Write one request per distinct ungraded answer; returns how many were written."""
+def export_requests(rows: Iterable[Row], backend: BatchAPIBackend, engine: Engine, path: Path) -> int:
+    """Write one request per distinct answer the engine still has to grade; returns how many."""
     one_request_per_row(backend)
-    written: set[str] = set()
+    written = 0
     with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            try:
-                prepared = _prepare(row, backend, rubric, max_chars)
-            except GraderError:
-                continue  # reported as an error row on import
-            if prepared.key in written or (cache is not None and cache.get(prepared.key) is not None):
-                continue
-            request = GradeRequest(prepared.question, row.answer)
+        for key, request in engine.pending(jobs_of(rows)):
             body = backend.request_body(backend.conversation(request), request)
-            line = {"custom_id": prepared.key, "method": "POST", "url": ENDPOINT, "body": body}
+            line = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": body}
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            written.add(prepared.key)
-    return len(written)
+            written += 1
+    return written
 
 
 async def submit_and_wait(
-    backend: OpenAIBackend,
+    backend: BatchAPIBackend,
     requests: Path,
     results: Path,
     state: Path,
@@ -141,75 +134,48 @@ def load_results(path: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-def import_results(
+class ResultsBackend(Backend):
+    """Grades from a Batch API results file instead of a live model: each request's result is found by its
+    cache key and checked by the chat backend's own `grade_completion`, as a direct reply would be."""
+
+    name = "batch-api"
+    stochastic = False
+    default_concurrency = 64
+
+    def __init__(self, chat: BatchAPIBackend, results: dict[str, dict[str, Any]]) -> None:
+        self.chat = chat
+        self.results = results
+        self._key = chat.cache_key()
+
+    @property
+    def model(self) -> str:
+        return self.chat.model
+
+    def cache_key(self) -> str:
+        return self._key  # the chat backend's: a result graded here is the same grade as a direct one
+
+    async def grade(self, request: GradeRequest) -> Grade:
+        result = self.results.get(cache_key(self._key, request))
+        if result is None:
+            raise GradingFailedError(
+                "no result for this answer in the batch output", attempts=0, kind=FailureKind.missing_result
+            )
+        response = result.get("response") or {}
+        if result.get("error") or response.get("status_code") != 200:
+            detail = result.get("error") or response.get("body", {}).get("error") or response.get("status_code")
+            raise GradingFailedError(f"the batch request failed: {detail}", attempts=1, kind=FailureKind.batch_error)
+        return self.chat.grade_completion(request, self.chat.completion_from(response["body"]))
+
+
+async def import_results(
     rows: Iterable[Row],
-    backend: OpenAIBackend,
-    rubric: Rubric,
+    backend: BatchAPIBackend,
     results: dict[str, dict[str, Any]],
+    engine: Callable[[Backend], Engine],
     writer: Writer,
-    stats: BatchStats,
-    *,
-    cache: GradeCache | None,
     skip_ids: set[str],
-    max_chars: int,
-    review_threshold: float,
 ) -> BatchStats:
-    """Turn results into output rows: one per input row, a grade or a recorded error."""
+    """Turn results into output rows, one per input row, through the engine (`engine(backend)` builds it
+    around the results)."""
     one_request_per_row(backend)
-    graded: dict[str, Grade] = {}
-    for row in rows:
-        if row.id in skip_ids:
-            stats.skipped += 1
-            continue
-        grade, error = None, None
-        try:
-            prepared = _prepare(row, backend, rubric, max_chars)
-            grade = graded.get(prepared.key) or (cache.get(prepared.key) if cache is not None else None)
-            if grade is not None:
-                stats.cached += prepared.key not in graded
-                stats.duplicates += prepared.key in graded
-            else:
-                grade = _grade_result(results.get(prepared.key), prepared, row, backend, stats, review_threshold)
-                graded[prepared.key] = grade
-                if cache is not None:
-                    cache.put(prepared.key, grade)
-        except _ResultError as exc:
-            error = (str(exc), exc.kind)
-        except GraderError as exc:
-            error = (str(exc), type(exc).__name__)
-        writer.write(output_record(row, grade, error))
-        stats.record(grade, error)
-    return stats
-
-
-class _ResultError(Exception):
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def _grade_result(
-    result: dict[str, Any] | None,
-    prepared: _Prepared,
-    row: Row,
-    backend: OpenAIBackend,
-    stats: BatchStats,
-    review_threshold: float,
-) -> Grade:
-    if result is None:
-        raise _ResultError("no result for this row in the batch output", "missing_result")
-    response = result.get("response") or {}
-    if result.get("error") or response.get("status_code") != 200:
-        detail = result.get("error") or response.get("body", {}).get("error") or response.get("status_code")
-        raise _ResultError(f"the batch request failed: {detail}", "batch_error")
-    completion = backend.completion_from(response["body"])
-    stats.model_calls += 1
-    stats.prompt_tokens += completion.usage.prompt_tokens
-    stats.completion_tokens += completion.usage.completion_tokens
-    stats.cached_tokens += completion.usage.cached_tokens
-    request = GradeRequest(prepared.question, row.answer)
-    check = backend.checker(request)(completion.text)
-    if not (check.ok or check.acceptable):
-        raise _ResultError(f"invalid reply: {check.problem}", "invalid_output")
-    grade = backend.finish(request, Answered(completion, check, completion.usage, attempts=1))
-    return apply_review_policy(grade, prepared.question, review_threshold, answer=row.answer)
+    return await run_batch(rows, engine=engine(ResultsBackend(backend, results)), writer=writer, skip_ids=skip_ids)

@@ -1,9 +1,9 @@
 """Input rows and output grades as files.
 
 Inputs are CSV or JSON lines, read as a stream (never loaded whole) and validated in a first pass that
-names the line of every structural problem before any model call. Outputs are JSON lines or CSV,
-appended one grade at a time and flushed, so a killed run keeps every finished grade; `done_ids`
-reads them back for `--resume`, cutting off a torn last line.
+names the line of every structural problem before any model call. Outputs are JSON lines or CSV (rows
+from `grader.grading.rows`), appended one grade at a time and flushed, so a killed run keeps every
+finished grade; `done_ids` reads them back for `--resume`, cutting off a torn last line.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from grader.errors import EncodingError, GraderError, InputFileError
-from grader.grading.contract import Grade
+from grader.grading.rows import encode_cell
 from grader.textfiles import open_text
 
 csv.field_size_limit(16 * 1024 * 1024)
@@ -188,36 +188,6 @@ def scan(path: Path, columns: Columns) -> Scan:
 
 # --- output ------------------------------------------------------------------------------------------
 
-GRADE_FIELDS = (
-    "question_id",
-    "tier",
-    "confidence",
-    "needs_review",
-    "justification",
-    "covered_points",
-    "missed_points",
-    "red_flags",
-    "review_reasons",
-    "notes",
-    "backend",
-    "model",
-    "usage",
-    "attempts",
-    "rubric_version",
-)
-ERROR_FIELDS = ("error", "error_kind")
-
-
-def output_record(row: Row, grade: Grade | None, error: tuple[str, str] | None) -> dict[str, Any]:
-    """The input columns unchanged, then the grade's fields (prefixed `grade_` where a name collides)."""
-    record = dict(row.data)
-    values = grade.model_dump(mode="json") if grade is not None else {}
-    for name in GRADE_FIELDS:
-        key = f"grade_{name}" if name in row.data else name
-        record[key] = values.get(name)
-    record["error"], record["error_kind"] = error if error else (None, None)
-    return record
-
 
 class Writer:
     """Appends one record per finished row with a single write() on an O_APPEND descriptor, so a run
@@ -247,24 +217,15 @@ class Writer:
             written += os.write(self._fd, data[written:])
 
     def write(self, record: dict[str, Any]) -> None:
+        """One row (`grader.grading.rows.to_record`): a CSV line of the header's cells, or a JSON line."""
         if self.format == "csv":
-            cells = [record.get(name) for name in self.header]
-            flat = [
-                json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else ("" if v is None else v)
-                for v in cells
-            ]
-            self._emit(self._csv_line(flat))
+            self._emit(self._csv_line([encode_cell(record.get(name)) for name in self.header]))
         else:
             self._emit(json.dumps(record, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         os.fsync(self._fd)
         os.close(self._fd)
-
-
-def output_header(input_header: list[str]) -> list[str]:
-    grade = [f"grade_{n}" if n in input_header else n for n in GRADE_FIELDS]
-    return [*input_header, *grade, *ERROR_FIELDS]
 
 
 def done_ids(path: Path, id_column: str) -> set[str]:

@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.backends.base import Backend
 from grader.batch.files import Row, Writer
-from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
+from grader.batch.runner import BatchStats, run_batch
 from grader.errors import GraderError, UnknownQuestionError
-from grader.grading.cache import GradeCache
+from grader.grading.engine import Engine
 from grader.rubric import Rubric
 
 #: Worker processes need fork(): the children inherit the loaded rubric, the validated input and the
@@ -80,14 +79,13 @@ class ShardedJob:
     """What every worker needs. Inherited through fork(), never pickled."""
 
     rows: Callable[[], Iterable[Row]]
-    make_backend: Callable[[AdaptiveLimit], Backend]  # a fresh backend whose retries feed this limit
+    #: An engine for one worker, `concurrency` in flight, with its own backend and cache connection
+    #: (none may cross fork()), counting into a BatchStats.
+    make_engine: Callable[[int], Engine]
     rubric: Rubric
     output: Path
     header: list[str]
-    use_cache: bool
     skip_ids: set[str]
-    review_threshold: float
-    max_answer_chars: int
     concurrency: int  # in flight across all workers
 
 
@@ -194,8 +192,8 @@ def _die_with_parent(parent: int) -> None:
 
 def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any, parent: int) -> None:
     _die_with_parent(parent)
-    limit = AdaptiveLimit(concurrency)
     stats = BatchStats()
+    engine: Engine | None = None
     last = 0.0
 
     def report(current: BatchStats, *, final: bool = False) -> None:
@@ -203,35 +201,24 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
         now = time.monotonic()
         if final or now - last >= _REPORT_EVERY:
             last = now
-            conn.send(("stats", current.counts(), limit.maximum, limit.lowest))
+            limit = engine.limit if engine is not None else None
+            conn.send(("stats", current.counts(), limit.maximum if limit else 0, limit.lowest if limit else 0))
 
     rows = (row for row in job.rows() if shard_of(row, job.rubric, count) == index)
-    cache: GradeCache | None = None
     writer: Writer | None = None
 
     async def grade_shard() -> None:
-        assert writer is not None
-        backend = job.make_backend(limit)
+        assert writer is not None and engine is not None
         try:
-            await run_batch(
-                rows,
-                backend=backend,
-                rubric=job.rubric,
-                writer=writer,
-                limit=limit,
-                cache=cache,
-                skip_ids=job.skip_ids,
-                review_threshold=job.review_threshold,
-                max_answer_chars=job.max_answer_chars,
-                stats=stats,
-                on_done=report,
-            )
+            await run_batch(rows, engine=engine, writer=writer, skip_ids=job.skip_ids, on_done=report)
         finally:
-            await backend.aclose()
+            await engine.backend.aclose()
 
     code = 0
     try:  # everything in here: a worker reports its failure as one line, never a traceback
-        cache = GradeCache() if job.use_cache else None
+        engine = job.make_engine(concurrency)
+        assert isinstance(engine.stats, BatchStats)
+        stats = engine.stats
         writer = Writer(job.output, job.header, append=True)
         asyncio.run(grade_shard())
     except KeyboardInterrupt:
@@ -253,8 +240,8 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
     finally:
         if writer is not None:
             writer.close()
-        if cache is not None:
-            cache.close()
+        if engine is not None and engine.cache is not None:
+            engine.cache.close()
     try:
         report(stats, final=True)
     except (BrokenPipeError, OSError):

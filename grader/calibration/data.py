@@ -9,10 +9,11 @@ Model grades are JSON lines, one answer each, in any of three shapes:
 - a `Grade` object with an `id` field next to its fields: `{"id": "a1", "question_id": ..., "tier": ...}`;
 - a wrapped grade: `{"id": "a1", "grade": {...Grade...}}`;
 - a batch-grading row (`grader batch`): the input columns (`id`, `question`, `answer`, ...) with the
-  Grade fields flattened next to them (`grade_<field>` where a name collides with an input column) and
-  an `error` field, set when that answer could not be graded.
+  outcome's columns next to them (`grader.grading.rows`: `grade_<field>` where a name collides with an
+  input column; `error_kind` and `error_message` when that answer could not be graded; the `error`
+  column of older outputs is read too).
 
-A row whose `error` is set is a failed grade: counted, kept out of every metric. An `answer` field, when
+A row with an error is a failed grade: counted, kept out of every metric. An `answer` field, when
 present, is shown next to disagreements.
 """
 
@@ -23,12 +24,13 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from grader.errors import CalibrationDataError, EncodingError
-from grader.grading.contract import Grade, Tier
+from grader.grading import rows
+from grader.grading.contract import FailureKind, Grade, GradeFailure, Outcome, Tier
 from grader.textfiles import open_text
 
 #: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.
@@ -64,13 +66,20 @@ class HumanGrade:
 
 @dataclass(frozen=True)
 class ModelGrade:
-    """One line of the model-grades file: a grade, or the error that stopped it."""
+    """One line of the model-grades file: a grade, or the failure that stopped it."""
 
     line: int
     id: str
-    grade: Grade | None
-    error: str | None = None
+    outcome: Outcome
     answer: str | None = None
+
+    @property
+    def grade(self) -> Grade | None:
+        return self.outcome if isinstance(self.outcome, Grade) else None
+
+    @property
+    def failure(self) -> GradeFailure | None:
+        return self.outcome if isinstance(self.outcome, GradeFailure) else None
 
 
 def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
@@ -177,8 +186,6 @@ def read_human_grades(path: str | Path, *, join: Join) -> list[HumanGrade]:
 
 # --- model grades ----------------------------------------------------------------------------------
 
-_GRADE_FIELDS = frozenset(Grade.model_fields)
-
 
 def iter_model_grades(path: str | Path) -> Iterator[ModelGrade]:
     """Stream the model-grades JSON lines, one ModelGrade a line (blank lines skipped)."""
@@ -207,29 +214,32 @@ def _model_line(where: str, number: int, text: str) -> ModelGrade:
         raise CalibrationDataError(f"{where}: no `id` (a string or number that human.csv's id column refers to)")
     grade_id = str(raw_id).strip()
     answer = obj.get("answer") if isinstance(obj.get("answer"), str) else None
-    error = obj.get("error")
-    if error not in (None, ""):
-        return ModelGrade(number, grade_id, None, error=str(error), answer=answer)
     if "grade" in obj:
         payload, prefix = obj["grade"], "grade."
         if not isinstance(payload, dict):
             raise CalibrationDataError(f"{where}: `grade` must be a Grade object")
-    else:
-        # A batch row: its Grade fields sit next to the input columns, prefixed `grade_` where a name
-        # collides with one; a null field is left to the Grade's default.
-        payload, prefix = {}, ""
-        for name in _GRADE_FIELDS:
-            value = obj.get(f"grade_{name}", obj.get(name))
-            if value is not None:
-                payload[name] = value
+    else:  # a grade's fields next to the id, or a `grader batch` row (the row codec reads both)
+        payload, prefix = _legacy_error(obj), ""
     try:
-        grade = Grade.model_validate(payload)
+        outcome = Grade.model_validate(payload) if prefix else rows.from_record(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         message = "missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
         raise CalibrationDataError(f"{where}: {prefix}{field}: {message}" if field else f"{where}: {message}") from None
-    return ModelGrade(number, grade_id, grade, answer=answer)
+    if outcome is None:
+        raise CalibrationDataError(f"{where}: tier: missing (neither a grade nor an error)")
+    return ModelGrade(number, grade_id, outcome, answer=answer)
+
+
+def _legacy_error(obj: dict[str, Any]) -> dict[str, Any]:
+    """Rows written before the row codec named a failure's message `error`, and its kind freely."""
+    error = obj.get("error")
+    if error in (None, "") or obj.get("error_message") not in (None, ""):
+        return obj
+    kind = obj.get("error_kind")
+    known = kind in FailureKind.__members__
+    return {**obj, "error_message": str(error), "error_kind": kind if known else FailureKind.error.value}
 
 
 def read_model_grades(path: str | Path) -> dict[str, ModelGrade]:
@@ -260,7 +270,7 @@ class Pair:
     answer_id: str
     status: Literal["paired", "failed", "unmatched"]
     model: Grade | None = None
-    error: str | None = None
+    failure: GradeFailure | None = None
     answer: str | None = None
 
 
@@ -314,11 +324,12 @@ def join_model_grades(
         assert row.id is not None  # the id column is required for this join
         found = grades.get(row.id)
         if found is None:
-            pairs.append(Pair(row, resolve(row.question) or row.question, row.id, "unmatched", error="no model grade"))
+            pairs.append(Pair(row, resolve(row.question) or row.question, row.id, "unmatched"))
             continue
         if found.grade is None:
             question = resolve(row.question) or row.question
-            pairs.append(Pair(row, question, row.id, "failed", error=found.error, answer=row.answer or found.answer))
+            answer = row.answer or found.answer
+            pairs.append(Pair(row, question, row.id, "failed", failure=found.failure, answer=answer))
             continue
         question = found.grade.question_id
         if row.question != question and resolve(row.question) != question:

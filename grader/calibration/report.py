@@ -67,7 +67,9 @@ def build_report(
             settings,
         ),
         "disagreements": disagreements(paired),
-        "failed": [_row(p) | {"error": p.error} for p in pairs if p.status == "failed"],
+        "failed": [
+            _row(p) | {"error": p.failure.message if p.failure else None} for p in pairs if p.status == "failed"
+        ],
         "unmatched": [_row(p) for p in pairs if p.status == "unmatched"],
         "grades": [
             _row(p)

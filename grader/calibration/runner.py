@@ -1,8 +1,7 @@
-"""Grade the answers of human.csv with a backend, each distinct (question, answer) once, cached."""
+"""Grade the answers of human.csv through the grading engine, each distinct (question, answer) once."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,23 +9,30 @@ from pathlib import Path
 from grader.backends.base import Backend
 from grader.calibration.data import HumanGrade, Pair, answer_ids, check_same_answer, check_unique
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
-from grader.errors import CalibrationDataError, GraderError, UnknownQuestionError
-from grader.grading.cache import GradeCache, grade_key
-from grader.grading.contract import Grade
-from grader.grading.review import check_answer, grade_answer
+from grader.errors import CalibrationDataError, UnknownQuestionError, error_for
+from grader.grading.cache import GradeCache
+from grader.grading.contract import Grade, GradeFailure, Outcome
+from grader.grading.engine import Engine, Graded, Job
 from grader.rubric import Question, Rubric
 
 
 @dataclass
 class AnswerResult:
-    """The model's grade of one distinct answer, or the error that stopped it."""
+    """One distinct answer, and once graded, the model's grade or the failure that stopped it."""
 
     question: Question
     answer: str
     where: str
-    grade: Grade | None = None
-    error: GraderError | None = None
+    outcome: Outcome | None = None
     cached: bool = False
+
+    @property
+    def grade(self) -> Grade | None:
+        return self.outcome if isinstance(self.outcome, Grade) else None
+
+    @property
+    def failure(self) -> GradeFailure | None:
+        return self.outcome if isinstance(self.outcome, GradeFailure) else None
 
 
 def resolve_questions(path: str | Path, rows: list[HumanGrade], rubric: Rubric) -> list[Question]:
@@ -79,41 +85,25 @@ async def grade_plan(
     max_chars: int = DEFAULT_MAX_ANSWER_CHARS,
     on_result: Callable[[AnswerResult], None] | None = None,
 ) -> list[Pair]:
-    """Grade every distinct answer once, `concurrency` at a time, and pair each row with its grade.
+    """Grade every distinct answer once and pair each row with its grade.
 
     An answer that cannot be graded (empty, too long, no valid reply) makes its rows `failed`; when not
-    a single answer could be graded, the first error is raised (a bad key should not look like data).
+    a single answer could be graded, the first failure ends the command (a bad key should not look like
+    data).
     """
-    gate = asyncio.Semaphore(concurrency or backend.default_concurrency)
-    backend_key = backend.cache_key()
+    engine = Engine(backend, cache=cache, concurrency=concurrency, max_answer_chars=max_chars)
+    results = list(work.answers.values())
 
-    async def one(result: AnswerResult) -> None:
-        try:
-            check_answer(result.answer, max_chars=max_chars, where=result.where)
-        except GraderError as exc:
-            result.error = exc
-        else:
-            exemplars = result.question.references.items()
-            key = grade_key(backend_key, result.question.fingerprint(), exemplars, result.answer)
-            cached = cache.get(key) if cache is not None else None
-            if cached is not None:
-                result.grade, result.cached = cached, True
-            else:
-                async with gate:
-                    try:
-                        result.grade = await grade_answer(backend, result.question, result.answer)
-                    except GraderError as exc:
-                        result.error = exc
-                if result.grade is not None and cache is not None:
-                    cache.put(key, result.grade)
+    def keep(graded: Graded[AnswerResult]) -> None:
+        result = graded.job.tag
+        result.outcome, result.cached = graded.outcome, graded.source == "cache"
         if on_result is not None:
             on_result(result)
 
-    results = list(work.answers.values())
-    await asyncio.gather(*(one(r) for r in results))
-    errors = [r.error for r in results if r.error is not None]
-    if errors and len(errors) == len(results):
-        raise errors[0]
+    await engine.run((Job(r.question, r.answer, tag=r, where=r.where) for r in results), keep)
+    failures = [r.failure for r in results if r.failure is not None]
+    if failures and len(failures) == len(results):
+        raise error_for(failures[0])
 
     pairs = []
     for row, question, answer_id in zip(work.rows, work.questions, work.answer_ids, strict=True):
@@ -121,5 +111,5 @@ async def grade_plan(
         if result.grade is not None:
             pairs.append(Pair(row, question.id, answer_id, "paired", model=result.grade, answer=row.answer))
         else:
-            pairs.append(Pair(row, question.id, answer_id, "failed", error=str(result.error), answer=row.answer))
+            pairs.append(Pair(row, question.id, answer_id, "failed", failure=result.failure, answer=row.answer))
     return pairs

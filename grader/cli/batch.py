@@ -6,7 +6,7 @@ import asyncio
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -23,11 +23,10 @@ from grader.batch.files import (
     Writer,
     done_ids,
     output_format,
-    output_header,
     read_rows,
     scan,
 )
-from grader.batch.runner import AdaptiveLimit, BatchStats, run_batch
+from grader.batch.runner import BatchStats, run_batch
 from grader.batch.workers import ShardedJob, Workers, auto_workers
 from grader.cli._common import (
     DEFAULT_OPTIONS,
@@ -43,6 +42,8 @@ from grader.cli._common import (
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError
 from grader.grading.cache import GradeCache
+from grader.grading.engine import Engine
+from grader.grading.rows import column_names
 from grader.reports.pricing import BATCH_DISCOUNT, estimate_cost
 from grader.rubric import Rubric, load_rubric
 
@@ -112,9 +113,6 @@ def batch(
             )
         err_console.print(f"skipping {len(found.problems)} malformed row(s)", markup=False)
 
-    limit = AdaptiveLimit(concurrency or 1)
-    # Rate limits seen by the retry layer slow the whole run down.
-    options = replace(options, policy=replace(options.policy, on_transient=limit.on_transient))
     job = _Job(
         source=source,
         output=output,
@@ -123,7 +121,6 @@ def batch(
         rubric=load_rubric(rubric),
         backend=get_backend(backend, options),
         options=options,
-        limit=limit,
         skip=done_ids(output, id_column) if resume else set(),
         resume=resume,
         max_chars=max_answer_chars,
@@ -131,10 +128,9 @@ def batch(
         price_in=price_in,
         price_out=price_out,
     )
-    if concurrency is None:
-        limit.resize(job.backend.default_concurrency)
+    job.concurrency = concurrency or job.backend.default_concurrency
     offline_halves = via is Via.batch_api or export_requests_to or import_results_from
-    job.workers = _worker_count(job.backend, workers, limit.maximum, direct=not offline_halves)
+    job.workers = _worker_count(job.backend, workers, job.concurrency, direct=not offline_halves)
     job.cache = GradeCache() if cache else None
     try:
         if offline_halves:
@@ -159,7 +155,6 @@ class _Job:
     rubric: Rubric
     backend: Backend
     options: BackendOptions
-    limit: AdaptiveLimit
     skip: set[str]
     resume: bool
     max_chars: int
@@ -167,6 +162,7 @@ class _Job:
     price_in: float | None
     price_out: float | None
     cache: GradeCache | None = None
+    concurrency: int = 1
     workers: int = 1
 
     def rows(self) -> Iterator[Row]:
@@ -177,7 +173,18 @@ class _Job:
                 yield item
 
     def writer(self) -> Writer:
-        return Writer(self.output, output_header(self.found.header), append=self.resume)
+        return Writer(self.output, column_names(self.found.header), append=self.resume)
+
+    def engine(self, backend: Backend, cache: GradeCache | None, concurrency: int | None = None) -> Engine:
+        return Engine(
+            backend,
+            rubric=self.rubric,
+            cache=cache,
+            concurrency=concurrency or self.concurrency,
+            review_threshold=self.threshold,
+            max_answer_chars=self.max_chars,
+            stats=BatchStats(total=self.found.rows),
+        )
 
 
 def _worker_count(backend: Backend, asked: int | None, concurrency: int, *, direct: bool) -> int:
@@ -195,15 +202,17 @@ def _direct(job: _Job) -> BatchStats:
     if job.workers > 1:
         return _sharded(job)
     writer = job.writer()
-    stats = BatchStats(total=job.found.rows)
+    engine = job.engine(job.backend, job.cache)
+    stats = engine.stats
+    assert isinstance(stats, BatchStats)
     try:
         gc.freeze()  # start-up's objects (the SDK's types, the rubric) are never garbage: stop rescanning them
-        asyncio.run(_run(job, writer, stats))
+        asyncio.run(_run(job, engine, writer))
     except KeyboardInterrupt:
         _interrupted(job, stats)
     finally:
         writer.close()
-    _summary(job, stats, concurrency=job.limit.maximum, lowest=job.limit.lowest)
+    _summary(job, stats, concurrency=engine.limit.maximum, lowest=engine.limit.lowest)
     return stats
 
 
@@ -212,21 +221,20 @@ def _sharded(job: _Job) -> BatchStats:
     if job.cache is not None:
         job.cache.close()  # each worker opens its own: no SQLite connection may cross fork()
 
-    def make_backend(limit: AdaptiveLimit) -> Backend:
-        policy = replace(job.options.policy, on_transient=limit.on_transient)
-        return get_backend(job.backend.name, replace(job.options, policy=policy))
+    use_cache = job.cache is not None
+
+    def make_engine(concurrency: int) -> Engine:
+        backend = get_backend(job.backend.name, job.options)
+        return job.engine(backend, GradeCache() if use_cache else None, concurrency)
 
     sharded = ShardedJob(
         rows=job.rows,
-        make_backend=make_backend,
+        make_engine=make_engine,
         rubric=job.rubric,
         output=job.output,
-        header=output_header(job.found.header),
-        use_cache=job.cache is not None,
+        header=column_names(job.found.header),
         skip_ids=job.skip,
-        review_threshold=job.threshold,
-        max_answer_chars=job.max_chars,
-        concurrency=job.limit.maximum,
+        concurrency=job.concurrency,
     )
     gc.freeze()  # also keeps the workers' inherited pages shared (the collector no longer writes to them)
     pool = Workers(sharded, job.workers)  # forked before the progress bar starts its thread
@@ -244,16 +252,13 @@ def _interrupted(job: _Job, stats: BatchStats) -> NoReturn:
 
 
 def _via_batch_api(job: _Job, export_to: Path | None, import_from: Path | None) -> BatchStats | None:
-    from grader.backends.openai import OpenAIBackend  # the SDK only when this path is taken
-    from grader.batch import batch_api
+    from grader.batch import batch_api  # the SDK's batch types only when this path is taken
 
     backend = job.backend
-    if not isinstance(backend, OpenAIBackend):
-        raise GraderError(f"--via batch-api needs the openai backend, not {backend.name}")
+    if not isinstance(backend, batch_api.BatchAPIBackend):
+        raise GraderError(f"--via batch-api needs a backend with a Batch API (openai), not {backend.name}")
     if export_to is not None:
-        count = batch_api.export_requests(
-            job.rows(), backend, job.rubric, export_to, cache=job.cache, max_chars=job.max_chars
-        )
+        count = batch_api.export_requests(job.rows(), backend, job.engine(backend, job.cache), export_to)
         console.print(f"wrote {count} request(s) to {export_to}; run them, then --import-results", markup=False)
         return None
     if import_from is not None:
@@ -266,9 +271,7 @@ def _via_batch_api(job: _Job, export_to: Path | None, import_from: Path | None) 
         if job.resume and state.exists():
             count = 1  # a batch is already running: pick it up
         else:
-            count = batch_api.export_requests(
-                job.rows(), backend, job.rubric, requests, cache=job.cache, max_chars=job.max_chars
-            )
+            count = batch_api.export_requests(job.rows(), backend, job.engine(backend, job.cache), requests)
         if count:
 
             def show(batch: Any) -> None:
@@ -287,20 +290,10 @@ def _via_batch_api(job: _Job, export_to: Path | None, import_from: Path | None) 
         else:
             results_path.write_text("")
     results = batch_api.load_results(results_path)
-    stats = BatchStats(total=job.found.rows)
     writer = job.writer()
     try:
-        batch_api.import_results(
-            job.rows(),
-            backend,
-            job.rubric,
-            results,
-            writer,
-            stats,
-            cache=job.cache,
-            skip_ids=job.skip,
-            max_chars=job.max_chars,
-            review_threshold=job.threshold,
+        stats = asyncio.run(
+            batch_api.import_results(job.rows(), backend, results, lambda b: job.engine(b, job.cache), writer, job.skip)
         )
     finally:
         writer.close()
@@ -336,22 +329,10 @@ def _progress(total: int) -> Iterator[Callable[[BatchStats], None]]:
         yield tick
 
 
-async def _run(job: _Job, writer: Writer, stats: BatchStats) -> None:
-    with _progress(stats.total) as tick:
+async def _run(job: _Job, engine: Engine, writer: Writer) -> None:
+    with _progress(job.found.rows) as tick:
         try:
-            await run_batch(
-                job.rows(),
-                backend=job.backend,
-                rubric=job.rubric,
-                writer=writer,
-                limit=job.limit,
-                cache=job.cache,
-                skip_ids=job.skip,
-                review_threshold=job.threshold,
-                max_answer_chars=job.max_chars,
-                stats=stats,
-                on_done=tick,
-            )
+            await run_batch(job.rows(), engine=engine, writer=writer, skip_ids=job.skip, on_done=tick)
         finally:
             await job.backend.aclose()
 
@@ -374,7 +355,7 @@ def _summary(
         f"{stats.completion_tokens} out; estimated cost "
         + ("unknown (pass --price-in/--price-out)" if cost is None else f"{cost} USD"),
         f"wall {stats.elapsed:.1f} s; {stats.done / max(stats.elapsed, 1e-9):.1f} grades/s; "
-        f"concurrency {concurrency or job.limit.maximum} (lowest {lowest or job.limit.lowest} after rate limits)"
+        f"concurrency {concurrency or job.concurrency} (lowest {lowest or job.concurrency} after rate limits)"
         + (f" over {job.workers} worker processes" if job.workers > 1 else ""),
     ]
     for line in lines:

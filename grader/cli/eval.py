@@ -112,7 +112,7 @@ async def _run(
 
                 def tick(result: CaseResult, task: TaskID = task, progress: Progress = progress) -> None:
                     nonlocal failed
-                    failed += result.error is not None
+                    failed += result.failed
                     progress.update(task, advance=1, failed=failed)
 
                 results = await run_suite(

@@ -25,7 +25,8 @@ from grader.cli._common import (
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError
 from grader.grading.contract import Grade
-from grader.grading.review import check_answer, grade_answer
+from grader.grading.engine import grade_answer
+from grader.grading.review import check_answer
 from grader.rubric import Question, load_rubric
 
 

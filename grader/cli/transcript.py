@@ -181,7 +181,9 @@ def print_scorecard(card: Scorecard) -> None:
         at = f" at {q.asked_at}" if q.asked_at else ""
         if q.grade is None:
             title = f"[bold magenta]NOT GRADED[/]  Q{q.number} {escape(q.question_id)}"
-            console.print(Panel(escape(q.failure or ""), title=title, title_align="left"), soft_wrap=False)
+            console.print(
+                Panel(escape(q.failure.message if q.failure else ""), title=title, title_align="left"), soft_wrap=False
+            )
             continue
         tier = q.grade.tier.value
         title = f"[{TIER_STYLE[tier]}]{tier.upper()}[/]  Q{q.number} {escape(q.question_id)}"

@@ -87,7 +87,7 @@ def calibration(results: list[CaseResult], bins: int = 10, top: float = 0.8) -> 
     accuracy of the most confident `top` share of grades (what a team gets if it lets a person read the
     rest)."""
     pairs = [
-        (r.grade.confidence, r.outcome == r.case.label.value)
+        (r.grade.confidence, r.verdict == r.case.label.value)
         for r in results
         if r.grade is not None and r.grade.confidence is not None
     ]
@@ -131,7 +131,7 @@ def review_metrics(results: list[CaseResult]) -> dict[str, Any]:
             (flagged if r.grade.needs_review else kept).append(r)
 
     def acc(rs: list[CaseResult]) -> float | None:
-        return round(sum(r.outcome == r.case.label.value for r in rs) / len(rs), 4) if rs else None
+        return round(sum(r.verdict == r.case.label.value for r in rs) / len(rs), 4) if rs else None
 
     return {"flagged": len(flagged), "accuracy_flagged": acc(flagged), "accuracy_unflagged": acc(kept)}
 
@@ -143,7 +143,7 @@ def gamed(results: list[CaseResult]) -> list[str]:
         if r.grade is None or r.grade.needs_review or r.passed:
             continue
         allowed = [_rank(t) for t in r.case.expected if t != "rejected"]
-        if allowed and _rank(r.outcome) > max(allowed):
+        if allowed and _rank(r.verdict) > max(allowed):
             out.append(r.case.id)
     return out
 
@@ -167,13 +167,13 @@ def summarize(
         "cases": len(results),
         "scored": len(scored),
         "rejected": sum(r.rejected for r in results),
-        "failed": sum(r.error is not None for r in results),
-        "failures_by_kind": dict(Counter(r.error_kind for r in results if r.error)),
+        "failed": sum(r.failed for r in results),
+        "failures_by_kind": dict(Counter(r.failure.kind.value for r in results if r.failure and r.failed)),
         "cached": sum(r.cached for r in results),
         "passed": sum(r.passed for r in results),
         "pass_rate": round(sum(r.passed for r in results) / len(results), 4) if results else None,
         "needs_review": sum(bool(r.grade and r.grade.needs_review) for r in results),
-        "overall": tier_metrics([r.case.label.value for r in scored], [r.outcome for r in scored]),
+        "overall": tier_metrics([r.case.label.value for r in scored], [r.verdict for r in scored]),
         "points": point_metrics(results, "covered"),
         "flags": point_metrics(results, "red_flags"),
         "calibration": calibration(results),
@@ -184,7 +184,7 @@ def summarize(
         floor_scored = [r for r in floor_results if r.scored]
         report["floor"] = {
             "backend": name,
-            "overall": tier_metrics([r.case.label.value for r in floor_scored], [r.outcome for r in floor_scored]),
+            "overall": tier_metrics([r.case.label.value for r in floor_scored], [r.verdict for r in floor_scored]),
         }
         a, b = report["overall"].get("accuracy"), report["floor"]["overall"].get("accuracy")
         qa, qb = report["overall"].get("qwk"), report["floor"]["overall"].get("qwk")
@@ -202,7 +202,7 @@ def summarize(
         q: {
             "n": len(rs),
             "passed": sum(r.passed for r in rs),
-            "accuracy": round(sum(r.outcome == r.case.label.value for r in rs) / len(rs), 4),
+            "accuracy": round(sum(r.verdict == r.case.label.value for r in rs) / len(rs), 4),
         }
         for q, rs in per_question.items()
     }
@@ -211,9 +211,9 @@ def summarize(
             "n": len(rs),
             "passed": sum(r.passed for r in rs),
             "pass_rate": round(sum(r.passed for r in rs) / len(rs), 4),
-            "accuracy": round(sum(r.outcome == r.case.label.value for r in rs) / len(rs), 4),
+            "accuracy": round(sum(r.verdict == r.case.label.value for r in rs) / len(rs), 4),
             "gamed": len(gamed(rs)),
-            "outcomes": dict(Counter(r.outcome for r in rs)),
+            "outcomes": dict(Counter(r.verdict for r in rs)),
         }
         for k, rs in per_kind.items()
     }
@@ -225,8 +225,8 @@ def summarize(
             if not r.scored:
                 continue
             base = by_id.get(r.case.base or "")
-            reference = base.outcome if base is not None and base.scored else r.case.label.value
-            if _rank(r.outcome) > _rank(reference):
+            reference = base.verdict if base is not None and base.scored else r.case.label.value
+            if _rank(r.verdict) > _rank(reference):
                 out.append(r.case.id)
         return out
 
@@ -234,7 +234,7 @@ def summarize(
     for r in results:
         if r.case.group:
             groups[r.case.group].append(r)
-    fairness = [g for g, rs in groups.items() if len({r.outcome for r in rs}) > 1]
+    fairness = [g for g, rs in groups.items() if len({r.verdict for r in rs}) > 1]
     report["flips"] = {
         "injection": raised("injection"),
         "verbosity": raised("verbose"),
@@ -274,12 +274,12 @@ def summarize(
             "question": r.case.question,
             "label": r.case.label.value,
             "expected": r.case.expected,
-            "outcome": r.outcome,
+            "outcome": r.verdict,
             "passed": r.passed,
             "cached": r.cached,
             "confidence": r.grade.confidence if r.grade else None,
             "needs_review": r.grade.needs_review if r.grade else None,
-            "error": r.error,
+            "error": r.failure.message if r.failed and r.failure else None,
         }
         for r in results
     ]

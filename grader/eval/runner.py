@@ -1,30 +1,45 @@
-"""Run a suite's cases through a backend: concurrent, cached, and honest about what failed."""
+"""Run a suite's cases through the grading engine; nothing is dropped: a case that cannot be graded comes
+back with its `GradeFailure`, kept out of every metric."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from grader.backends.base import Backend
-from grader.errors import EmptyAnswerError, GraderError, GradingFailedError
 from grader.eval.cases import EvalCase, Suite
-from grader.grading.cache import GradeCache, grade_key
-from grader.grading.contract import Grade
-from grader.grading.review import check_answer, grade_answer
+from grader.grading.cache import GradeCache
+from grader.grading.contract import FailureKind, Grade, GradeFailure, Outcome
+from grader.grading.engine import Engine, Graded, Job
 
 
 @dataclass
 class CaseResult:
     case: EvalCase
-    grade: Grade | None = None
-    rejected: bool = False  # the grader refused the input (an empty answer)
-    error: str | None = None  # unscored: the grade could not be obtained
-    error_kind: str | None = None
+    outcome: Outcome
     cached: bool = False
 
     @property
-    def outcome(self) -> str:
+    def grade(self) -> Grade | None:
+        return self.outcome if isinstance(self.outcome, Grade) else None
+
+    @property
+    def failure(self) -> GradeFailure | None:
+        """Unscored: why no grade could be had (a refused input is a failure too, see `rejected`)."""
+        return self.outcome if isinstance(self.outcome, GradeFailure) else None
+
+    @property
+    def rejected(self) -> bool:
+        """The grader refused the input (an empty answer): what some cases expect."""
+        return self.failure is not None and self.failure.kind is FailureKind.empty_answer
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None and not self.rejected
+
+    @property
+    def verdict(self) -> str:
+        """The tier, `rejected` or `failed`: what a case's `expected` lists."""
         if self.grade is not None:
             return self.grade.tier.value
         return "rejected" if self.rejected else "failed"
@@ -35,7 +50,7 @@ class CaseResult:
 
     @property
     def passed(self) -> bool:
-        return self.outcome in self.case.expected
+        return self.verdict in self.case.expected
 
 
 def exemplars_for(suite: Suite, case: EvalCase) -> tuple[tuple[str, str], ...]:
@@ -51,41 +66,21 @@ async def run_suite(
     backend: Backend,
     *,
     cache: GradeCache | None = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     limit: int | None = None,
     on_result: Callable[[CaseResult], None] | None = None,
 ) -> list[CaseResult]:
-    """Grade every case (the first `limit`), `concurrency` at a time; nothing is dropped: a case that
-    cannot be graded comes back with its error."""
+    """Grade every case (the first `limit`), in case order."""
     cases = suite.cases[:limit] if limit else suite.cases
-    gate = asyncio.Semaphore(concurrency)
-    backend_key = backend.cache_key()
+    engine = Engine(backend, rubric=suite.rubric, cache=cache, concurrency=concurrency)
+    jobs = [Job(c.question, c.answer, tag=c, exemplars=exemplars_for(suite, c)) for c in cases]
 
-    async def one(case: EvalCase) -> CaseResult:
-        result = CaseResult(case)
-        question = suite.rubric.find(case.question)
-        exemplars = exemplars_for(suite, case)
-        try:
-            check_answer(case.answer)
-        except EmptyAnswerError:
-            result.rejected = True
-        else:
-            key = grade_key(backend_key, question.fingerprint(), list(exemplars), case.answer)
-            cached = cache.get(key) if cache else None
-            if cached is not None:
-                result.grade, result.cached = cached, True
-            else:
-                async with gate:
-                    try:
-                        result.grade = await grade_answer(backend, question, case.answer, exemplars=exemplars)
-                    except GradingFailedError as exc:
-                        result.error, result.error_kind = str(exc), exc.kind
-                    except GraderError as exc:
-                        result.error, result.error_kind = str(exc), type(exc).__name__
-                if result.grade is not None and cache is not None:
-                    cache.put(key, result.grade)
+    done: dict[int, CaseResult] = {}
+
+    def keep(graded: Graded[EvalCase]) -> None:
+        done[id(graded.job)] = result = CaseResult(graded.job.tag, graded.outcome, cached=graded.source == "cache")
         if on_result is not None:
             on_result(result)
-        return result
 
-    return list(await asyncio.gather(*(one(c) for c in cases)))
+    await engine.run(jobs, keep)
+    return [done[id(job)] for job in jobs]

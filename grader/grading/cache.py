@@ -1,15 +1,13 @@
-"""A SQLite cache of grades, keyed by everything that decides a grade.
+"""A SQLite cache of grades, keyed by everything that decides a grade (`grader.grading.engine.cache_key`).
 
-The key covers the backend and model, the backend's own configuration (prompt templates, sampling
-settings, the local rule's parameters), the rubric question, the exemplars shown and the answer text,
-so a rerun of an unchanged suite or batch costs nothing, and any change grades afresh. WAL mode lets
-several readers and one writer share the file. API keys are never part of the key or the value.
+It holds what the backend returned, before the review policy (the engine applies that after a hit, so a
+changed threshold applies to cached grades too); a rerun of an unchanged suite or batch costs nothing,
+and any change grades afresh. WAL mode lets several readers and one writer share the file. API keys
+are never part of the key or the value.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -18,11 +16,6 @@ from grader.config import cache_dir
 from grader.grading.contract import Grade
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS grades (key TEXT PRIMARY KEY, grade TEXT NOT NULL, created REAL NOT NULL)"
-
-
-def grade_key(backend_key: str, question_fingerprint: str, exemplars: list[tuple[str, str]], answer: str) -> str:
-    blob = json.dumps([backend_key, question_fingerprint, exemplars, answer], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class GradeCache:

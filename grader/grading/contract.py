@@ -5,10 +5,14 @@ Field descriptions are part of the JSON schema a model sees.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from grader.rubric import Question
 
 
 class Tier(StrEnum):
@@ -117,3 +121,81 @@ class Grade(BaseModel):
         if overlap:
             raise ValueError(f"points both covered and missed: {sorted(overlap)}")
         return self
+
+
+# --- what cannot be graded ---------------------------------------------------------------------------
+
+
+class FailureKind(StrEnum):
+    """Why no grade could be had: one closed list for every feature's counts and reports."""
+
+    unknown_question = "unknown_question"  # the question id or number is not in the rubric
+    empty_answer = "empty_answer"
+    answer_too_long = "answer_too_long"
+    transport = "transport"  # the server kept failing (timeouts, 5xx, 429) until the attempts ran out
+    invalid_output = "invalid_output"  # the model's replies failed validation after every re-ask
+    invalid_response = "invalid_response"  # the server's answer is not a chat completion
+    refused = "refused"  # the server refused the request (bad key, unknown model): the same for every answer
+    not_configured = "not_configured"  # no backend, or a backend option it cannot use
+    template = "template"  # a prompt template is missing or broken
+    missing_result = "missing_result"  # Batch API: no result line for this answer
+    batch_error = "batch_error"  # Batch API: the provider reported the request failed
+    error = "error"  # anything else grader refused on purpose
+
+    @property
+    def fatal(self) -> bool:
+        """The same cause would fail every other answer: a run stops at the first one."""
+        return self in (FailureKind.refused, FailureKind.not_configured, FailureKind.template)
+
+
+class GradeFailure(BaseModel):
+    """A grade that could not be obtained: stored, counted and reported the same way by every feature,
+    and kept out of every aggregate (like inspect_ai's `Score.unscored`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FailureKind = Field(description="Why, from one closed list.")
+    message: str = Field(description="One line that says what went wrong and what to do.")
+    question_id: str | None = Field(default=None, description="The rubric question, where it was known.")
+    attempts: int = Field(default=0, ge=0, description="Model calls made before giving up.")
+    usage: Usage = Field(default_factory=Usage, description="Tokens spent on the failed attempts.")
+    last_output: str | None = Field(default=None, description="The model's last raw reply, where there was one.")
+
+
+#: What grading one answer ends in.
+Outcome = Grade | GradeFailure
+
+
+# --- what is asked ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings for one request that differ from the backend's own (`--samples k` raises the
+    temperature so the samples can disagree)."""
+
+    temperature: float | None = None
+
+    def key(self) -> list[object]:
+        return [self.temperature]
+
+
+@dataclass(frozen=True)
+class GradeRequest:
+    """One answer to grade against one rubric question.
+
+    `exemplars` defaults to the question's three references; evals pass fewer to hide the reference
+    being graded (leave-one-out). `sample` numbers repeated grades of the same answer (`--samples k`).
+    """
+
+    question: Question
+    answer: str
+    exemplars: tuple[tuple[str, str], ...] | None = None
+    sample: int = 0
+    sampling: Sampling = field(default_factory=Sampling)
+
+    @property
+    def reference_answers(self) -> tuple[tuple[str, str], ...]:
+        if self.exemplars is not None:
+            return self.exemplars
+        return tuple(self.question.references.items())

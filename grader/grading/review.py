@@ -1,14 +1,13 @@
-"""Grading one answer: input checks, repeated samples, and the review policy every backend shares."""
+"""What the engine applies to every answer: input checks, the combination of repeated samples, and the
+review policy every backend shares."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import Counter
 
-from grader.backends.base import Backend, GradeRequest
 from grader.backends.prompts import addressed_to_grader
-from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError, GradingFailedError
 from grader.grading.contract import Grade, Tier, Usage
 from grader.rubric import Question
@@ -26,31 +25,6 @@ def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, wher
             hint="raise it with --max-answer-chars or GRADER_MAX_ANSWER_CHARS",
         )
     return answer
-
-
-async def grade_answer(
-    backend: Backend,
-    question: Question,
-    answer: str,
-    *,
-    samples: int = 1,
-    temperature: float | None = None,
-    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
-    exemplars: tuple[tuple[str, str], ...] | None = None,
-) -> Grade:
-    """Grade one answer; with `samples > 1`, grade it k times and report the share that agrees."""
-    if samples < 1:
-        raise GraderError("--samples must be at least 1")
-    if samples == 1:
-        grade = await backend.grade(GradeRequest(question, answer, exemplars))
-    else:
-        if not backend.stochastic:
-            raise GraderError(f"--samples needs a sampling model; the {backend.name} backend is deterministic")
-        options: dict[str, object] = {"temperature": temperature if temperature else SAMPLE_TEMPERATURE}
-        requests = [GradeRequest(question, answer, exemplars, sample=i, options=options) for i in range(samples)]
-        results = await asyncio.gather(*(backend.grade(r) for r in requests), return_exceptions=True)
-        grade = backend.combine_samples(question, results)
-    return apply_review_policy(grade, question, review_threshold, answer=answer)
 
 
 def combine_samples(results: list[Grade | BaseException]) -> Grade:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from grader.backends.base import Backend, GradeRequest
+from grader.backends.base import Backend
 from grader.backends.chat import ChatBackend, Conversation
 from grader.backends.replies import _strictify, extract_json, normalise, quote_in_answer
+from grader.grading.contract import GradeRequest
 from grader.rubric import KeyPoint, Question, RedFlag, Rubric
 from grader.rubric.importer import slugify
 

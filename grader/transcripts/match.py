@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from grader.backends.local.embedder import Embedder
 from grader.config import DEFAULT_MATCH_THRESHOLD
 from grader.rubric import Question, Rubric
 from grader.transcripts.segment import sentences
@@ -45,8 +45,15 @@ class Match:
         )
 
 
+class Embeds(Protocol):
+    """What matching needs of a sentence embedder: unit-length vectors, one row per text (the packaged
+    MiniLM's `Embedder` is one)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
 class QuestionMatcher:
-    def __init__(self, rubric: Rubric, embedder: Embedder, threshold: float = DEFAULT_MATCH_THRESHOLD) -> None:
+    def __init__(self, rubric: Rubric, embedder: Embeds, threshold: float = DEFAULT_MATCH_THRESHOLD) -> None:
         self.rubric = rubric
         self.embedder = embedder
         self.threshold = threshold

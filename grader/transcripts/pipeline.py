@@ -1,24 +1,22 @@
 """From a parsed transcript to a scorecard: redact, segment, match, grade, stamp the evidence, restore.
 
 Segmentation and matching run locally. Only the candidate's answer text goes to the grading backend
-(with `redact`, after names, e-mails, phones and URLs are replaced), through `grade_answer`, one call
-per matched exchange, all of one transcript's exchanges at once (`asyncio.gather`, which the local
-backend turns into one batch). A grade that cannot be had is recorded on its question and kept out of the
-summary; a problem that would fail every grade (a refused key, a broken template) stops the run.
+(with `redact`, after names, e-mails, phones and URLs are replaced), through the grading engine, one
+job per matched exchange, all of one transcript's exchanges at once (which the local backend turns into
+one batch). A grade that cannot be had is recorded on its question as its `GradeFailure` and kept out
+of the summary; a problem that would fail every grade (a refused key, a broken template) stops the run.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from grader.backends.base import Backend
 from grader.backends.replies import normalise
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import AnswerTooLongError, EmptyAnswerError, GradingFailedError
-from grader.grading.contract import CoveredPoint, Grade
-from grader.grading.review import check_answer, grade_answer
+from grader.grading.contract import CoveredPoint, Grade, GradeFailure
+from grader.grading.engine import Engine, Job
 from grader.rubric import Rubric
 from grader.transcripts.match import Match, QuestionMatcher
 from grader.transcripts.parse import Transcript, Turn, format_time
@@ -32,9 +30,6 @@ from grader.transcripts.scorecard import (
     summarize,
 )
 from grader.transcripts.segment import Exchange, Piece, Roles, segment
-
-#: Failures of one answer, recorded on its question; anything else stops the run.
-PER_ANSWER_FAILURES = (GradingFailedError, EmptyAnswerError, AnswerTooLongError)
 
 
 @dataclass(frozen=True)
@@ -108,18 +103,17 @@ async def score_transcript(
     matched = [ex for ex in prepared.exchanges if ex.question_id is not None]
     answers = [ex.answer_text(turns) for ex in matched]
 
-    async def grade_one(ex: Exchange, answer: str) -> Grade:
-        question = rubric.find(ex.question_id or "")
-        where = f"{transcript.source}: the answer to {question.id}"
-        check_answer(answer, max_chars=settings.max_answer_chars, where=where)
-        return await grade_answer(backend, question, answer, review_threshold=settings.review_threshold)
-
-    results = await asyncio.gather(
-        *(grade_one(ex, text) for ex, (text, _) in zip(matched, answers, strict=True)), return_exceptions=True
+    engine = Engine(
+        backend,
+        rubric=rubric,
+        review_threshold=settings.review_threshold,
+        max_answer_chars=settings.max_answer_chars,
     )
-    for result in results:  # one refused key or broken template fails them all: say so once
-        if isinstance(result, BaseException) and not isinstance(result, PER_ANSWER_FAILURES):
-            raise result
+    jobs = [
+        Job(ex.question_id or "", text, tag=ex, where=f"{transcript.source}: the answer to {ex.question_id}")
+        for ex, (text, _) in zip(matched, answers, strict=True)
+    ]
+    results = [graded.outcome for graded in await engine.grade_all(jobs)]
 
     questions = []
     for ex, (answer, pieces), result in zip(matched, answers, results, strict=True):
@@ -127,6 +121,7 @@ async def score_transcript(
         match = prepared.matches[ex.asked]
         texts = {p.id: p.text for p in [*question.key_points, *question.red_flags]}
         grade = _restored(result, restore) if isinstance(result, Grade) else None
+        failure = result if isinstance(result, GradeFailure) else None
         evidence = []
         if isinstance(result, Grade):
             for point in result.covered_points:
@@ -154,7 +149,7 @@ async def score_transcript(
                 answer_turns=len(ex.answer),
                 followups=[restore(turns[i].text) for i in ex.followups],
                 grade=grade,
-                failure=None if grade is not None else str(result),
+                failure=failure.model_copy(update={"message": restore(failure.message)}) if failure else None,
                 evidence=evidence,
                 missed=[PointRef(id=p, text=texts.get(p, p)) for p in (grade.missed_points if grade else [])],
                 red_flags=[PointRef(id=f, text=texts.get(f, f)) for f in (grade.red_flags if grade else [])],

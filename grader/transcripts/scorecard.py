@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from grader.grading.contract import TIERS, Grade, Tier
+from grader.grading.contract import TIERS, Grade, GradeFailure, Tier
 
 
 class _Model(BaseModel):
@@ -50,7 +50,9 @@ class ScoredQuestion(_Model):
     answer_turns: int
     followups: list[str] = Field(default_factory=list, description="The interviewer's follow-up questions.")
     grade: Grade | None = Field(default=None, description="The standard Grade; null when grading failed.")
-    failure: str | None = Field(default=None, description="Why no grade could be had (kept out of the summary).")
+    failure: GradeFailure | None = Field(
+        default=None, description="Why no grade could be had (kept out of the summary)."
+    )
     evidence: list[Evidence] = Field(default_factory=list)
     missed: list[PointRef] = Field(default_factory=list)
     red_flags: list[PointRef] = Field(default_factory=list)
@@ -182,7 +184,7 @@ def to_markdown(card: Scorecard) -> str:
             lines.append(f"  (also close: {_md(q.also_close)})")
         lines.append("")
         if q.grade is None:
-            lines.append(f"Not graded: {_md(q.failure or 'unknown failure')}")
+            lines.append(f"Not graded: {_md(q.failure.message if q.failure else 'unknown failure')}")
             continue
         lines += [_md(q.grade.justification), ""]
         for e in q.evidence:
@@ -295,7 +297,9 @@ def to_html(card: Scorecard) -> str:
             + "</p>",
         ]
         if q.grade is None:
-            body.append(f'<p class="review">Not graded: {_e(q.failure or "unknown failure")}</p>')
+            body.append(
+                f'<p class="review">Not graded: {_e(q.failure.message if q.failure else "unknown failure")}</p>'
+            )
         else:
             body.append(f"<p>{_e(q.grade.justification)}</p>")
             items = []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.backends.base import Backend, GradeRequest
+from grader.backends.base import Backend
 from grader.backends.local.embedder import Embedder
 from grader.backends.local.rule import Analysis, Match, TierRule
 from grader.backends.local.text import (
@@ -39,10 +39,13 @@ from grader.backends.local.text import (
     words,
 )
 from grader.backends.local.vectors import VectorCache
-from grader.grading.contract import CoveredPoint, Grade, Tier, Usage
+from grader.grading.contract import CoveredPoint, Grade, GradeRequest, Tier, Usage
 from grader.rubric import Question, Rubric, load_rubric
 
 MAX_BATCH_ANSWERS = 256
+#: The first chunk of a flush; each next one doubles up to MAX_BATCH_ANSWERS. A 256-answer chunk takes
+#: 20-25 s on two cores, and nothing can be written (or survive a kill) before the first one is done.
+FIRST_BATCH_ANSWERS = 16
 #: Shuffled words are only looked for from 40 words on: a shorter salad has too few words to match much.
 ORDER_MIN_WORDS = 40
 
@@ -179,9 +182,11 @@ class LocalBackend(Backend):
         return await future
 
     async def _flush(self) -> None:
+        size = FIRST_BATCH_ANSWERS  # a small first chunk: the first grades are written within a second or two
         try:
             while self._pending:
-                chunk, self._pending = self._pending[:MAX_BATCH_ANSWERS], self._pending[MAX_BATCH_ANSWERS:]
+                chunk, self._pending = self._pending[:size], self._pending[size:]
+                size = min(size * 2, MAX_BATCH_ANSWERS)
                 try:
                     grades = await asyncio.to_thread(self.grade_many, [r for r, _ in chunk])
                 except Exception as exc:  # every waiter learns why, none hangs

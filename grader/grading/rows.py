@@ -1,0 +1,141 @@
+"""The one row codec: a grade or a failure as a flat row (a JSON object, or CSV cells) and back.
+
+The columns are derived from the models, never listed by hand: every field of `Grade`, in its order, then
+the fields of `GradeFailure` that a Grade lacks, prefixed `error_` (`error_kind`, `error_message`,
+`error_last_output`); the fields both share (`question_id`, `attempts`, `usage`) use one column. A field
+added to either model reaches every output (batch JSONL and CSV, exports) and every reader (calibration)
+with nothing to update. A row carries its input columns first; an outcome column whose name an input
+column already has is written `grade_<name>`.
+
+In CSV, text fields are written as they are, other values as JSON (`true`, `0.93`, `["q01.logs"]`), and
+an empty cell is a missing value; `decode_cells` reverses it from the fields' types.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from grader.grading.contract import Grade, GradeFailure, Outcome
+
+GRADE_COLUMNS: tuple[str, ...] = tuple(Grade.model_fields)
+FAILURE_PREFIX = "error_"
+#: GradeFailure field -> its column (shared fields use the Grade's column).
+FAILURE_COLUMNS: dict[str, str] = {
+    name: name if name in Grade.model_fields else FAILURE_PREFIX + name for name in GradeFailure.model_fields
+}
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    *GRADE_COLUMNS,
+    *(column for column in FAILURE_COLUMNS.values() if column not in Grade.model_fields),
+)
+PREFIX = "grade_"
+
+
+def column_names(input_columns: list[str]) -> list[str]:
+    """The output header: the input's columns, then every outcome column (`grade_` where a name collides)."""
+    taken = set(input_columns)
+    return [*input_columns, *(PREFIX + c if c in taken else c for c in OUTCOME_COLUMNS)]
+
+
+def to_record(outcome: Outcome, carried: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The row for one outcome: the carried input columns unchanged, then every outcome column (None where
+    the outcome has no value), JSON-ready."""
+    record = dict(carried or {})
+    values: dict[str, Any] = dict.fromkeys(OUTCOME_COLUMNS)
+    dumped = outcome.model_dump(mode="json")
+    if isinstance(outcome, Grade):
+        values.update(dumped)
+    else:
+        values.update({FAILURE_COLUMNS[name]: value for name, value in dumped.items()})
+    for column, value in values.items():
+        record[PREFIX + column if carried is not None and column in carried else column] = value
+    return record
+
+
+def from_record(record: Mapping[str, Any]) -> Outcome | None:
+    """The outcome in a row (a JSON object, or `decode_cells` of a CSV row); None when the row holds
+    neither a grade nor a failure. Raises pydantic's ValidationError for a malformed one."""
+    values = {column: _value(record, column) for column in OUTCOME_COLUMNS}
+    kind = values.get(FAILURE_COLUMNS["kind"])
+    if kind not in (None, ""):
+        return GradeFailure.model_validate(
+            {name: values[column] for name, column in FAILURE_COLUMNS.items() if values[column] is not None}
+        )
+    if values.get("tier") in (None, ""):
+        return None
+    return Grade.model_validate({name: values[name] for name in GRADE_COLUMNS if values[name] is not None})
+
+
+def _value(record: Mapping[str, Any], column: str) -> Any:
+    return record[PREFIX + column] if PREFIX + column in record else record.get(column)
+
+
+# --- CSV cells ------------------------------------------------------------------------------------------
+
+
+def encode_cell(value: Any) -> str:
+    """One CSV cell: text as it is, None as empty, anything else as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def decode_cells(row: Mapping[str, str]) -> dict[str, Any]:
+    """A CSV row with its outcome columns decoded back to values (by each field's type); other columns
+    stay text. An empty cell is None. A cell that should hold JSON and does not raises ValueError naming
+    the column."""
+    out: dict[str, Any] = dict(row)
+    for column, text_typed in _TEXT_COLUMNS.items():
+        name = PREFIX + column if PREFIX + column in row else column  # an unprefixed twin is an input column
+        if name not in row:
+            continue
+        cell = row[name]
+        if cell is None or cell == "":
+            out[name] = None
+        elif not text_typed:
+            try:
+                out[name] = json.loads(cell)
+            except json.JSONDecodeError:
+                raise ValueError(f"{name}: not a JSON value: {cell[:60]!r}") from None
+    return out
+
+
+def _is_text(annotation: Any) -> bool:
+    """Whether a field holds text (a str, a string enum, a Literal of strings), optionally None."""
+    if annotation is str:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return all(isinstance(m.value, str) for m in annotation)
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return all(_is_text(a) for a in args)
+    return False
+
+
+def _column_types() -> dict[str, bool]:
+    found = {name: _is_text(info.annotation) for name, info in Grade.model_fields.items()}
+    for name, info in GradeFailure.model_fields.items():
+        found.setdefault(FAILURE_COLUMNS[name], _is_text(info.annotation))
+    return found
+
+
+#: Outcome column -> whether its CSV cell is plain text (else JSON).
+_TEXT_COLUMNS: dict[str, bool] = _column_types()
+
+__all__ = [
+    "OUTCOME_COLUMNS",
+    "column_names",
+    "decode_cells",
+    "encode_cell",
+    "from_record",
+    "to_record",
+]
