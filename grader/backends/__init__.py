@@ -116,6 +116,7 @@ def _fake(options: BackendOptions) -> Backend:
 
 REGISTRY: dict[str, Callable[[BackendOptions], Backend]] = {
     "openai": _http_chat("grader.backends.openai", "OpenAIBackend"),
+    "ollama": _http_chat("grader.backends.ollama", "OllamaBackend"),
     "local": _local,
     "nearest": _nearest,
     "fake": _fake,
