@@ -252,3 +252,34 @@ def test_the_rubric_side_is_embedded_once_across_processes(monkeypatch, tmp_path
     assert answer in seen  # answers are always embedded afresh
     assert not {p.text for p in q1.key_points} & set(seen) and q1.references.great not in seen
     assert (tmp_path / "vectors.sqlite").is_file()
+
+
+def test_a_run_gets_its_first_grades_after_a_small_chunk_then_chunks_double(local, rubric, monkeypatch):
+    """A killed run keeps what was written: the first grades come after 16 answers are embedded, not 256."""
+    from grader.backends.local.backend import FIRST_BATCH_ANSWERS, MAX_BATCH_ANSWERS
+    from grader.grading.engine import Engine, Job
+
+    chunks: list[int] = []
+    finished: list[int] = []  # sizes of the chunks whose grades are done
+    real = local.grade_many
+
+    def recording(requests):
+        chunks.append(len(requests))
+        grades = real(requests)
+        finished.append(len(requests))
+        return grades
+
+    embedded_at_first_grade: list[int] = []
+
+    def emit(_graded) -> None:
+        if not embedded_at_first_grade:
+            embedded_at_first_grade.append(sum(finished))
+
+    monkeypatch.setattr(local, "grade_many", recording)
+    q = rubric.find(1)
+    jobs = [Job(q, f"I check the logs and roll back the deploy, case {i}.", tag=i) for i in range(100)]
+    stats = asyncio.run(Engine(local, rubric=rubric).run(jobs, emit))
+    assert chunks == [FIRST_BATCH_ANSWERS, 2 * FIRST_BATCH_ANSWERS, 100 - 3 * FIRST_BATCH_ANSWERS]
+    assert max(chunks) <= MAX_BATCH_ANSWERS
+    assert embedded_at_first_grade == [FIRST_BATCH_ANSWERS]
+    assert stats.graded == 100
