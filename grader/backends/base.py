@@ -10,8 +10,9 @@ from grader.rubric import Question
 
 
 class Backend(ABC):
-    """Grades answers. Implementations: `openai` (any OpenAI-compatible server), `local` (offline
-    embeddings), `fake` (scripted replies, for tests)."""
+    """Grades answers. Implementations: `openai` (any OpenAI-compatible server), `ollama` (Ollama's native
+    API), `local` (offline embeddings), `nearest` (the floor: the tier of the most similar reference),
+    `fake` (scripted replies, for tests)."""
 
     name: ClassVar[str]
     #: Whether repeated grades of one answer can differ (so `--samples k` measures agreement).

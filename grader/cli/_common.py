@@ -46,11 +46,17 @@ def progress_bar(*columns: ProgressColumn) -> Progress:
 
 BackendOpt = Annotated[
     str,
-    typer.Option("--backend", "-b", envvar="GRADER_BACKEND", help="auto, openai, local or fake.", show_default=True),
+    typer.Option(
+        "--backend",
+        "-b",
+        envvar="GRADER_BACKEND",
+        help="auto, openai, ollama, local, nearest or fake.",
+        show_default=True,
+    ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", envvar="GRADER_MODEL", help="Model name.")]
 BaseUrlOpt = Annotated[
-    str | None, typer.Option("--base-url", help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL).")
+    str | None, typer.Option("--base-url", help="Server URL (default: $OPENAI_BASE_URL; $OLLAMA_HOST for ollama).")
 ]
 RubricOpt = Annotated[
     Path | None, typer.Option("--rubric", "-r", envvar="GRADER_RUBRIC", help="Rubric file (default: packaged).")
