@@ -1,7 +1,40 @@
-"""grader: grade written interview answers against a rubric with a language model."""
+"""grader: grade written interview answers against a rubric with a language model.
 
-from grader.grading.contract import Grade, Tier
+The Python API (`grade`, `grade_many`, `agrade`, `agrade_many`, see `grader.api`) is imported on first
+use, so the command line does not pay for it at start-up.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from grader.grading.contract import FailureKind, Grade, GradeFailure, Outcome, Tier
 from grader.rubric import Question, Rubric, load_rubric
 
-__all__ = ["Grade", "Question", "Rubric", "Tier", "load_rubric"]
+if TYPE_CHECKING:
+    from grader.api import agrade, agrade_many, grade, grade_many
+
+_API = ("agrade", "agrade_many", "grade", "grade_many")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from grader import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'grader' has no attribute {name!r}")
+
+
+__all__ = [
+    "FailureKind",
+    "Grade",
+    "GradeFailure",
+    "Outcome",
+    "Question",
+    "Rubric",
+    "Tier",
+    "agrade",
+    "agrade_many",
+    "grade",
+    "grade_many",
+    "load_rubric",
+]
 __version__ = "0.1.0"
