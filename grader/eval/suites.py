@@ -100,7 +100,7 @@ def load(name: str, rubric_path: Path | None = None, *, holdout: bool = True) ->
     if name == "references":
         return references_suite(load_rubric(rubric_path), holdout=holdout)
     if name == "perturbations":
-        return perturbations_suite(load_rubric(rubric_path), hand_written=rubric_path is None)
+        return perturbations_suite(load_rubric(rubric_path))
     if name in ("saf-ua", "saf-uq"):
         if rubric_path is not None:
             raise GraderError(f"the {name} suite brings its own rubric; drop --rubric")
@@ -212,7 +212,7 @@ def perturbations_suite(rubric: Rubric, *, hand_written: bool = True) -> Suite:
                 )
             )
     if hand_written:
-        cases += hand_written_cases()
+        cases += hand_written_cases(rubric)
     return Suite(
         name="perturbations",
         description="Answers derived from the references whose right tier is known.",
@@ -371,13 +371,24 @@ def negate(text: str) -> str:
     return " ".join(out)
 
 
-def hand_written_cases() -> list[EvalCase]:
+def hand_written_cases(rubric: Rubric | None = None) -> list[EvalCase]:
+    """The hand-written cases (off-topic, "I don't know", empty, injections). Their texts are poor answers
+    to any question, so with another rubric each case whose question it lacks is put to the rubric's
+    questions in turn instead of being dropped."""
     path = data_dir("evals") / "perturbations.yaml"
     try:
-        return TypeAdapter(list[EvalCase]).validate_python(yaml.safe_load(path.read_text(encoding="utf-8")))
+        cases = TypeAdapter(list[EvalCase]).validate_python(yaml.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as exc:
         err = exc.errors()[0]
         raise GraderError(f"{path}: case {err['loc'][0]}: {'.'.join(map(str, err['loc'][1:]))}: {err['msg']}") from None
+    if rubric is None or not rubric.questions:
+        return cases
+    known = {q.id for q in rubric}
+    questions = rubric.questions
+    return [
+        c if c.question in known else c.model_copy(update={"question": questions[i % len(questions)].id})
+        for i, c in enumerate(cases)
+    ]
 
 
 def _sentences(text: str) -> list[str]:
