@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from grader.backends.fake import FakeBackend  # noqa: E402
 from grader.backends.retry import TransientError  # noqa: E402
 from grader.batch.files import Columns, Writer, read_rows  # noqa: E402
-from grader.batch.runner import run_batch  # noqa: E402
+from grader.batch.runner import BatchStats, run_batch  # noqa: E402
 from grader.batch.workers import auto_workers  # noqa: E402
+from grader.grading.engine import Engine  # noqa: E402
 from grader.grading.limit import AdaptiveLimit  # noqa: E402
 from grader.grading.rows import column_names  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
@@ -130,7 +131,8 @@ def our_cpu_per_grade(n: int, tmp: Path) -> float:
     rows = [r for r in read_rows(source, Columns()) if not isinstance(r, Exception)]
     writer = Writer(tmp / "inproc-out.jsonl", column_names(list(rows[0].data)), append=False)
     start = time.process_time()
-    asyncio.run(run_batch(rows, backend=backend, rubric=rubric, writer=writer, limit=AdaptiveLimit(64)))
+    engine = Engine(backend, rubric=rubric, concurrency=64, stats=BatchStats())
+    asyncio.run(run_batch(rows, engine=engine, writer=writer))
     cpu = time.process_time() - start
     writer.close()
     return cpu / n
@@ -439,6 +441,15 @@ def main() -> None:
                 w(
                     f"  the HTTP path alone (same backend and prompt, no grading work), {count} process(es): "
                     f"{alone_wall:.2f} s = {ideal / alone_wall:.0%} of ideal, {alone_cpu * 1000:.2f} ms CPU/request\n"
+                )
+            for label, key, count in (
+                ("default", "default", auto_workers(concurrency)),
+                ("--workers 1", "one", 1),
+            ):
+                alone_wall = alone[count][0]
+                w(
+                    f"  grading throughput against the HTTP path alone in {count} process(es), {label}: "
+                    f"{alone_wall / results[(scenario, key)]['grading']:.0%}\n"
                 )
     w(f"our CPU per grade: {inproc * 1000:.2f} ms (grader's own code, no HTTP: scripted fake model)\n")
     w(f"peak memory: {rss / 1024:.1f} MiB for {n} answers, {rss_small / 1024:.1f} MiB for {small} (one process)\n")

@@ -444,20 +444,30 @@ class ChatBackend(Backend):
         unless the last reply is `acceptable`."""
         usage, attempts = Usage(), 0
         last: tuple[Completion, Check] | None = None
+
+        async def attempt_once() -> None:
+            nonlocal usage, attempts, last
+            if last is not None:  # show the model its reply and what was wrong with it
+                conversation.messages += [
+                    {"role": "assistant", "content": last[0].text},
+                    {"role": "user", "content": last[1].feedback()},
+                ]
+            completion = await self.complete(conversation, request)
+            attempts += completion.requests
+            usage = usage + completion.usage
+            last = (completion, check(completion.text))
+            if not last[1].ok:
+                raise InvalidReply(last[1].feedback())
+
         try:
-            async for attempt in reasks(self.policy):
-                with attempt:
-                    if last is not None:  # show the model its reply and what was wrong with it
-                        conversation.messages += [
-                            {"role": "assistant", "content": last[0].text},
-                            {"role": "user", "content": last[1].feedback()},
-                        ]
-                    completion = await self.complete(conversation, request)
-                    attempts += completion.requests
-                    usage = usage + completion.usage
-                    last = (completion, check(completion.text))
-                    if not last[1].ok:
-                        raise InvalidReply(last[1].feedback())
+            try:  # most replies pass at once: the re-ask loop is only built when one does not
+                await attempt_once()
+            except InvalidReply:
+                if not self.policy.reasks:
+                    raise
+                async for attempt in reasks(self.policy, made=1):
+                    with attempt:
+                        await attempt_once()
         except InvalidReply:
             pass  # the last reply may still be acceptable
         except GradingFailedError as exc:  # transport gave up: count what came before

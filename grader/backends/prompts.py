@@ -6,6 +6,7 @@ The candidate's answer is data: it is wrapped in delimiters it cannot close (`fe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -74,6 +75,7 @@ def addressed_to_grader(answer: str) -> list[str]:
     return [m.group(0) for m in _ADDRESSED.finditer(fence_answer(answer))]
 
 
+@functools.lru_cache(maxsize=64)  # each answer is fenced for its prompt and looked at by the review policy
 def fence_answer(answer: str) -> str:
     """Make the answer safe to place between our delimiters: Unicode-normalise it (NFKC folds full-width
     brackets into ASCII), drop invisible characters, neutralise anything that looks like our tag (in any

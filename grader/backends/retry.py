@@ -89,10 +89,11 @@ def transport(policy: RetryPolicy) -> AsyncRetrying:
     )
 
 
-def reasks(policy: RetryPolicy) -> AsyncRetrying:
+def reasks(policy: RetryPolicy, made: int = 0) -> AsyncRetrying:
+    """Re-asks after an invalid reply, `made` model calls already made (1 + policy.reasks in all)."""
     return AsyncRetrying(
         retry=retry_if_exception_type(InvalidReply),
-        stop=stop_after_attempt(1 + policy.reasks),
+        stop=stop_after_attempt(max(1, 1 + policy.reasks - made)),
         sleep=sleep_for,
         reraise=True,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import time
@@ -143,18 +144,16 @@ class _GaveUp(Exception):
 def cache_key(backend_key: str, request: GradeRequest) -> str:
     """The one grade-cache key: the backend's configuration (model, prompts or rule parameters), the
     question's fingerprint, the exemplars shown, the sample and its sampling settings, and the answer."""
-    blob = json.dumps(
-        [
-            backend_key,
-            request.question.fingerprint(),
-            [list(e) for e in request.reference_answers],
-            request.sample,
-            request.sampling.key(),
-            request.answer,
-        ],
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+    digest = _question_digest(backend_key, request.question.fingerprint(), request.reference_answers).copy()
+    digest.update(json.dumps([request.sample, request.sampling.key(), request.answer], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1024)
+def _question_digest(backend_key: str, fingerprint: str, exemplars: tuple[tuple[str, str], ...]) -> Any:
+    """The key's hash state over what every answer to one question shares, computed once per question."""
+    blob = json.dumps([backend_key, fingerprint, [list(e) for e in exemplars]], ensure_ascii=False)
+    return hashlib.sha256(blob.encode() + b"\0")
 
 
 class Engine:
