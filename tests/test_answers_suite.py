@@ -4,6 +4,7 @@ and the metrics reported on them: per-point precision/recall, calibration, gamed
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 
@@ -189,14 +190,14 @@ def test_point_metrics_count_every_point_of_the_annotated_answers(q1):
         _result(q1, "great", covered=[b]),  # not annotated: left out
     ]
     m = point_metrics(results, "covered")
-    assert (m["cases"], m["tp"], m["fp"], m["fn"]) == (2, 2, 1, 1)
-    assert m["precision"] == pytest.approx(2 / 3, abs=1e-4) and m["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert (m.cases, m.tp, m.fp, m.fn) == (2, 2, 1, 1)
+    assert m.precision == pytest.approx(2 / 3, abs=1e-4) and m.recall == pytest.approx(2 / 3, abs=1e-4)
     flag = q1.flag_ids[0]
     f = point_metrics(
         [_result(q1, "poor", flags=[flag], truth_flags=[flag]), _result(q1, "great", truth_flags=[])], "red_flags"
     )
-    assert (f["tp"], f["fp"], f["fn"], f["f1"]) == (1, 0, 0, 1.0)
-    assert point_metrics([_result(q1, "great", truth_flags=[])], "red_flags")["f1"] is None  # nothing to find
+    assert (f.tp, f.fp, f.fn, f.f1) == (1, 0, 0, 1.0)
+    assert point_metrics([_result(q1, "great", truth_flags=[])], "red_flags").f1 is None  # nothing to find
 
 
 def test_calibration_error_and_accuracy_of_the_most_confident(q1):
@@ -204,10 +205,23 @@ def test_calibration_error_and_accuracy_of_the_most_confident(q1):
     results = [_result(q1, "great" if i < 9 else "poor", conf=0.9) for i in range(10)]
     results += [_result(q1, "great" if i < 3 else "poor", conf=0.6) for i in range(10)]
     cal = calibration(results)
-    assert cal["n"] == 20
-    assert cal["ece"] == pytest.approx(0.5 * abs(0.9 - 0.9) + 0.5 * abs(0.3 - 0.6), abs=1e-4)
-    assert cal["accuracy_top_80"] == pytest.approx(12 / 16, abs=1e-4)  # all ten 0.9s, then six 0.6s
-    assert calibration([_result(q1, "great")])["n"] == 0  # no confidence, nothing to calibrate
+    assert cal.n == 20
+    assert cal.ece == pytest.approx(0.5 * abs(0.9 - 0.9) + 0.5 * abs(0.3 - 0.6), abs=1e-4)
+    assert cal.accuracy_top_80 == pytest.approx(12 / 16, abs=1e-4)  # all ten 0.9s, then six 0.6s
+    assert calibration([_result(q1, "great")]).n == 0  # no confidence, nothing to calibrate
+
+
+def test_the_report_json_keeps_its_keys_and_reads_back(q1):
+    from grader.eval.report import EvalReport, summarize
+
+    report = summarize(
+        "answers", [_result(q1, "great", conf=0.95), _result(q1, "poor", conf=0.35)], backend="f", model="m"
+    )
+    data = json.loads(report.to_json())
+    assert data["calibration"]["bins"][9] == {"from": 0.9, "to": 1.0, "n": 1, "accuracy": 1.0}
+    # what was not measured keeps its count only, and a floor that was not run is left out
+    assert data["points"] == {"cases": 0} and "floor" not in data and "margin_over_floor" not in data
+    assert EvalReport.model_validate(data) == report
 
 
 def test_gamed_means_above_every_allowed_tier_and_not_sent_for_review(q1):
@@ -219,7 +233,7 @@ def test_gamed_means_above_every_allowed_tier_and_not_sent_for_review(q1):
     ]
     assert gamed(results) == [results[0].case.id]
     rv = review_metrics(results)
-    assert rv["flagged"] == 1 and rv["accuracy_flagged"] == 0.0
+    assert rv.flagged == 1 and rv.accuracy_flagged == 0.0
 
 
 # --- the floor ----------------------------------------------------------------------------------------------
@@ -248,7 +262,7 @@ def test_thresholds_on_points_calibration_and_the_floor_are_checked(q1):
     results = [_result(q1, "great", covered=[a], truth=[a], conf=0.9), _result(q1, "poor", truth=[a], conf=0.9)]
     floor = [_result(q1, "poor"), _result(q1, "poor")]
     report = summarize("answers", results, backend="fake", model="m", floor=("nearest", floor))
-    assert report["floor"]["overall"]["accuracy"] == 0.0 and report["margin_over_floor"]["accuracy"] == 0.5
+    assert report.floor.overall.accuracy == 0.0 and report.margin_over_floor.accuracy == 0.5
     assert check_thresholds(report, {"min_margin_over_floor": 0.5, "min_point_f1": 0.6, "max_ece": 0.45}) == []
     broken = check_thresholds(
         report,

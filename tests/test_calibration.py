@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from grader.calibration import pair_with_model_grades
 from grader.calibration.data import TIER_SYNONYMS, parse_tier, read_human_grades, read_model_grades
 from grader.calibration.metrics import (
+    Interval,
     agreement,
     alpha,
     human_agreement,
@@ -38,7 +39,7 @@ from grader.calibration.metrics import (
     ranks,
     resample_tables,
 )
-from grader.calibration.report import build_report, to_markdown, write_reports
+from grader.calibration.report import CalibrationReport, build_report, to_html, to_markdown, write_reports
 from grader.calibration.settings import Settings
 from grader.cli import app
 from grader.errors import CalibrationDataError, EncodingError, InputFileError
@@ -62,12 +63,12 @@ runner = CliRunner()
 
 def test_a_perfectly_agreeing_interviewer():
     m = agreement(ALICE, MODEL, Settings())
-    assert m["n"] == 18
-    assert m["exact_agreement"] == {"value": 1.0, "ci": [1.0, 1.0], "resamples_used": 2000}
-    assert m["kappa"]["value"] == 1.0 and m["qwk"]["value"] == 1.0
-    assert m["leniency"]["value"] == 0.0 and m["leniency"]["ci"] == [0.0, 0.0]
-    assert m["confusion"]["matrix"] == [[6, 0, 0], [0, 6, 0], [0, 0, 6]]
-    assert m["bias"] == "no clear bias" and m["warnings"] == []
+    assert m.n == 18
+    assert m.exact_agreement == Interval(value=1.0, ci=(1.0, 1.0), resamples_used=2000)
+    assert m.kappa.value == 1.0 and m.qwk.value == 1.0
+    assert m.leniency.value == 0.0 and m.leniency.ci == (0.0, 0.0)
+    assert m.confusion.matrix == [[6, 0, 0], [0, 6, 0], [0, 0, 6]]
+    assert m.bias == "no clear bias" and m.warnings == []
 
 
 def test_a_one_tier_lenient_interviewer():
@@ -82,20 +83,20 @@ def test_a_one_tier_lenient_interviewer():
     # expected = 2/3 * (4+1+0)/12 + 1/3 * (1+0+1)/12 = 10/36 + 2/36 = 1/3; QWK = 1 - (1/6)/(1/3) = 0.5.
     # Leniency = (6*0 + 6*1 + 6*1) / 18 = 2/3.
     m = agreement(BOB, MODEL, Settings())
-    assert m["confusion"]["matrix"] == [[6, 6, 0], [0, 0, 6], [0, 0, 0]]
-    assert m["exact_agreement"]["value"] == pytest.approx(1 / 3, abs=1e-4)
-    assert m["kappa"]["value"] == pytest.approx(0.0, abs=1e-9)
-    assert m["qwk"]["value"] == pytest.approx(0.5, abs=1e-4)
-    assert m["leniency"]["value"] == pytest.approx(2 / 3, abs=1e-4)
-    low, high = m["leniency"]["ci"]
+    assert m.confusion.matrix == [[6, 6, 0], [0, 0, 6], [0, 0, 0]]
+    assert m.exact_agreement.value == pytest.approx(1 / 3, abs=1e-4)
+    assert m.kappa.value == pytest.approx(0.0, abs=1e-9)
+    assert m.qwk.value == pytest.approx(0.5, abs=1e-4)
+    assert m.leniency.value == pytest.approx(2 / 3, abs=1e-4)
+    low, high = m.leniency.ci
     assert 0 < low < 2 / 3 < high <= 1
-    assert m["bias"] == "lenient"
+    assert m.bias == "lenient"
 
 
 def test_the_same_interviewer_the_other_way_round_is_harsh():
     m = agreement(MODEL, BOB, Settings())
-    assert m["leniency"]["value"] == pytest.approx(-2 / 3, abs=1e-4)
-    assert m["bias"] == "harsh"
+    assert m.leniency.value == pytest.approx(-2 / 3, abs=1e-4)
+    assert m.bias == "harsh"
 
 
 def test_a_random_interviewer():
@@ -103,13 +104,13 @@ def test_a_random_interviewer():
     # kappa = 0; the weighted observed and expected disagreements are equal too, so QWK = 0; and the
     # signed differences cancel: leniency 0.
     m = agreement(CAROL, MODEL, Settings())
-    assert m["confusion"]["matrix"] == [[2, 2, 2], [2, 2, 2], [2, 2, 2]]
-    assert m["exact_agreement"]["value"] == pytest.approx(1 / 3, abs=1e-4)
-    assert m["kappa"]["value"] == pytest.approx(0.0, abs=1e-9)
-    assert m["qwk"]["value"] == pytest.approx(0.0, abs=1e-9)
-    assert m["leniency"]["value"] == pytest.approx(0.0, abs=1e-9)
-    assert m["kappa"]["ci"][0] < 0 < m["kappa"]["ci"][1]
-    assert m["bias"] == "no clear bias"
+    assert m.confusion.matrix == [[2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert m.exact_agreement.value == pytest.approx(1 / 3, abs=1e-4)
+    assert m.kappa.value == pytest.approx(0.0, abs=1e-9)
+    assert m.qwk.value == pytest.approx(0.0, abs=1e-9)
+    assert m.leniency.value == pytest.approx(0.0, abs=1e-9)
+    assert m.kappa.ci[0] < 0 < m.kappa.ci[1]
+    assert m.bias == "no clear bias"
 
 
 def test_three_grades_give_a_wide_interval_and_a_warning():
@@ -118,22 +119,22 @@ def test_three_grades_give_a_wide_interval_and_a_warning():
     # QWK: observed = 1/3 * 1/4 = 1/12; expected = 1/3 * (4+1+0)/12 + 2/3 * (0+1+4)/12 = 5/12;
     # QWK = 1 - (1/12)/(5/12) = 0.8. Leniency = (0 - 1 + 0) / 3 = -1/3.
     m = agreement(list(DAVE.values()), ["great", "mediocre", "poor"], Settings())
-    assert m["kappa"]["value"] == pytest.approx(0.5, abs=1e-4)
-    assert m["qwk"]["value"] == pytest.approx(0.8, abs=1e-4)
-    assert m["leniency"]["value"] == pytest.approx(-1 / 3, abs=1e-4)
-    assert m["exact_agreement"]["ci"] == [0.0, 1.0]
-    assert m["bias"] == "too few grades"
-    assert m["warnings"] == ["only 3 grades, fewer than 10: too few to conclude"]
+    assert m.kappa.value == pytest.approx(0.5, abs=1e-4)
+    assert m.qwk.value == pytest.approx(0.8, abs=1e-4)
+    assert m.leniency.value == pytest.approx(-1 / 3, abs=1e-4)
+    assert m.exact_agreement.ci == (0.0, 1.0)
+    assert m.bias == "too few grades"
+    assert m.warnings == ["only 3 grades, fewer than 10: too few to conclude"]
     # Resamples where both sides gave one and the same tier have no kappa: skipped and counted.
-    assert 1500 < m["kappa"]["resamples_used"] < 2000
-    assert m["leniency"]["resamples_used"] == 2000
+    assert 1500 < m.kappa.resamples_used < 2000
+    assert m.leniency.resamples_used == 2000
 
 
 def test_kappa_is_undefined_when_everything_is_one_tier():
     m = agreement(["great"] * 12, ["great"] * 12, Settings())
-    assert m["kappa"] == {"value": None, "ci": None, "resamples_used": 0}
-    assert m["exact_agreement"]["value"] == 1.0
-    assert any("kappa undefined" in w for w in m["warnings"])
+    assert m.kappa == Interval(value=None, ci=None, resamples_used=0)
+    assert m.exact_agreement.value == 1.0
+    assert any("kappa undefined" in w for w in m.warnings)
 
 
 def test_the_bootstrap_is_reproducible_and_follows_the_seed():
@@ -141,8 +142,8 @@ def test_the_bootstrap_is_reproducible_and_follows_the_seed():
     b = agreement(CAROL, MODEL, Settings(seed=7))
     c = agreement(CAROL, MODEL, Settings(seed=8))
     assert a == b
-    assert a["kappa"]["ci"] != c["kappa"]["ci"]
-    assert a["kappa"]["value"] == c["kappa"]["value"]
+    assert a.kappa.ci != c.kappa.ci
+    assert a.kappa.value == c.kappa.value
 
 
 def test_resampled_tables_are_bootstrap_draws_of_the_grades():
@@ -194,18 +195,18 @@ def test_human_agreement_next_to_the_models():
     grades += [("x", "u3", "poor"), ("y", "u3", "poor"), ("x", "u4", "great")]  # u4: one grade, not shared
     model = {"u1": "great", "u2": "poor", "u3": "mediocre", "u4": "great"}
     h = human_agreement(grades, model, Settings())
-    assert h["answers"] == 3 and h["interviewers"] == 2 and h["grades"] == 6
-    assert h["alpha"]["value"] == pytest.approx(7 / 9, abs=1e-4)  # the table above
+    assert h.answers == 3 and h.interviewers == 2 and h.grades == 6
+    assert h.alpha.value == pytest.approx(7 / 9, abs=1e-4)  # the table above
     # With the model as a third rater: u1 (2,2,2), u2 (1,0,0), u3 (0,0,1). n_0 = 4, n_1 = 2, n_2 = 3, n = 9.
     # d(0,1) = (6 - 3)^2 = 9, d(0,2) = (9 - 3.5)^2 = 30.25, d(1,2) = (5 - 2.5)^2 = 6.25.
     # Each unit of 3 values contributes its ordered pairs with weight 1/2: u2 and u3 each give
     # o_01 = o_10 = 1, so sum o_ck d_ck = 4 * 9 = 36. Expected: 2 * (4*2*9 + 4*3*30.25 + 2*3*6.25) = 945.
     # alpha = 1 - (9 - 1) * 36 / 945 = 1 - 288/945 = 0.6952: adding the model lowers alpha.
-    assert h["alpha_with_model"]["value"] == pytest.approx(1 - 288 / 945, abs=1e-4)
-    assert h["human_pairs"] == 3 and h["human_pairwise_agreement"] == pytest.approx(2 / 3, abs=1e-4)
-    assert h["model_pairs"] == 6 and h["model_pairwise_agreement"] == pytest.approx(3 / 6, abs=1e-4)
-    assert any("too few" in w for w in h["warnings"])
-    assert human_agreement([("x", "u1", "great")], model, Settings())["answers"] == 0
+    assert h.alpha_with_model.value == pytest.approx(1 - 288 / 945, abs=1e-4)
+    assert h.human_pairs == 3 and h.human_pairwise_agreement == pytest.approx(2 / 3, abs=1e-4)
+    assert h.model_pairs == 6 and h.model_pairwise_agreement == pytest.approx(3 / 6, abs=1e-4)
+    assert any("too few" in w for w in h.warnings)
+    assert human_agreement([("x", "u1", "great")], model, Settings()).answers == 0
 
 
 # --- tiers and the CSV ---------------------------------------------------------------------------
@@ -496,7 +497,7 @@ def test_the_report_on_the_hand_made_data(calibration_files):
     pairs = pair_with_model_grades(human, grades)
     report = build_report(pairs, settings=Settings(), human_path=str(human), model_grades_path=str(grades))
 
-    assert report["counts"] == {
+    assert report.counts.model_dump() == {
         "rows": 18 * 3 + 3 + 2,
         "paired": 57,
         "failed": 1,
@@ -505,7 +506,7 @@ def test_the_report_on_the_hand_made_data(calibration_files):
         "questions": 2,
         "answers": 20,
     }
-    assert report["failed"] == [
+    assert [r.model_dump() for r in report.failed] == [
         {
             "line": 59,
             "interviewer": "alice",
@@ -515,46 +516,47 @@ def test_the_report_on_the_hand_made_data(calibration_files):
             "error": "no valid grade after 3 attempts",
         }
     ]
-    assert [(r["line"], r["id"]) for r in report["unmatched"]] == [(60, "a20")]
-    people = report["interviewers"]
-    assert people["alice"]["n"] == 18  # the failed and unmatched rows stay out
-    assert {name: m["bias"] for name, m in people.items()} == {
+    assert [(r.line, r.id) for r in report.unmatched] == [(60, "a20")]
+    people = report.interviewers
+    assert people["alice"].n == 18  # the failed and unmatched rows stay out
+    assert {name: m.bias for name, m in people.items()} == {
         "alice": "no clear bias",
         "bob": "lenient",
         "carol": "no clear bias",
         "dave": "too few grades",
     }
-    assert people["bob"]["qwk"]["value"] == 0.5 and people["bob"]["kappa"]["value"] == 0.0
-    assert people["dave"]["warnings"] == ["only 3 grades, fewer than 10: too few to conclude"]
+    assert people["bob"].qwk.value == 0.5 and people["bob"].kappa.value == 0.0
+    assert people["dave"].warnings == ["only 3 grades, fewer than 10: too few to conclude"]
     # Overall: alice 18 + bob 6 + carol 6 + dave 2 agreements out of 57.
-    assert report["overall"]["n"] == 57
-    assert report["overall"]["exact_agreement"]["value"] == pytest.approx(32 / 57, abs=1e-4)
-    assert report["overall"]["leniency"]["value"] == pytest.approx((12 + 0 - 1) / 57, abs=1e-4)
-    assert report["questions"][Q1]["n"] == 9 * 3 + 2 and report["questions"][Q2]["n"] == 9 * 3 + 1
+    assert report.overall.n == 57
+    assert report.overall.exact_agreement.value == pytest.approx(32 / 57, abs=1e-4)
+    assert report.overall.leniency.value == pytest.approx((12 + 0 - 1) / 57, abs=1e-4)
+    assert report.questions[Q1].n == 9 * 3 + 2 and report.questions[Q2].n == 9 * 3 + 1
 
-    h = report["human_agreement"]
-    assert h["answers"] == 18 and h["interviewers"] == 4 and h["grades"] == 57
+    h = report.human_agreement
+    assert h.answers == 18 and h.interviewers == 4 and h.grades == 57
     # Pairs of interviewers: 3 pairs on each of 15 answers, 6 on a01, a07, a13 -> 63. They agree on
     # alice-bob 6, alice-carol 6, bob-carol 6 (the great blocks' first two, the poor block's mediocres),
     # and with dave: a01 all three, a07 none, a13 alice only -> 22.
-    assert h["human_pairs"] == 63 and h["human_pairwise_agreement"] == pytest.approx(22 / 63, abs=1e-4)
-    assert h["model_pairs"] == 57 and h["model_pairwise_agreement"] == pytest.approx(32 / 57, abs=1e-4)
-    assert -1 <= h["alpha"]["value"] <= 1 and h["alpha"]["ci"][0] <= h["alpha"]["value"] <= h["alpha"]["ci"][1]
+    assert h.human_pairs == 63 and h.human_pairwise_agreement == pytest.approx(22 / 63, abs=1e-4)
+    assert h.model_pairs == 57 and h.model_pairwise_agreement == pytest.approx(32 / 57, abs=1e-4)
+    assert -1 <= h.alpha.value <= 1 and h.alpha.ci[0] <= h.alpha.value <= h.alpha.ci[1]
 
-    dis = report["disagreements"]
+    dis = report.disagreements
     assert len(dis) == 57 - 32
-    assert [(d["interviewer"], d["id"], d["difference"]) for d in dis[:4]] == [
+    assert [(d.interviewer, d.id, d.difference) for d in dis[:4]] == [
         ("carol", "a05", -2),
         ("carol", "a06", -2),
         ("carol", "a13", 2),
         ("carol", "a14", 2),
     ]
-    assert all(abs(d["difference"]) == 1 for d in dis[4:])
+    assert all(abs(d.difference) == 1 for d in dis[4:])
     first = dis[0]
-    assert first["human"] == "poor" and first["model"] == "great"
-    assert first["justification"] == "Model justification for a05."
-    assert first["missed_points"] == ["q01.missed-in-a05"] and first["candidate"] == "cand-a05"
-    assert dis[2]["answer"] == "Answer text of a13."  # from the batch row: the CSV has no answer column
+    assert first.human == "poor" and first.model == "great"
+    assert first.justification == "Model justification for a05."
+    assert first.missed_points == ["q01.missed-in-a05"] and first.candidate == "cand-a05"
+    assert dis[2].answer == "Answer text of a13."  # from the batch row: the CSV has no answer column
+    assert CalibrationReport.model_validate_json(report.to_json()) == report
 
 
 def test_markdown_report(calibration_files):
@@ -766,6 +768,39 @@ def test_the_html_report_in_a_headless_browser(calibration_files):
     assert "Disagreements, largest first (25)" in page.text
     assert "lenient" in page.text and "too few grades" in page.text
     assert page.screenshot is not None and page.screenshot.stat().st_size > 0
+
+
+EVIL = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def evil_report(tmp_path):
+    """A disagreement whose answer, justification, interviewer and candidate carry markup."""
+    human = write_csv(tmp_path / "h.csv", [*GOOD, "candidate"], [["<b>eve</b>", "1", "great", "a01", EVIL]])
+    model = grade(Q1, "poor", "a01").model_copy(update={"justification": f"Poor: {EVIL}"})
+    grades = tmp_path / "g.jsonl"
+    line = {"id": "a01", "answer": f"I would {EVIL}", "grade": model.model_dump(mode="json")}
+    grades.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    pairs = pair_with_model_grades(human, grades)
+    return build_report(pairs, settings=Settings(resamples=100), human_path=f"h{EVIL}.csv")
+
+
+def test_the_html_report_escapes_every_text(evil_report):
+    page = to_html(evil_report)
+    assert "<script" not in page and "<b>" not in page
+    assert "I would &lt;script&gt;alert(" in page and "Poor: &lt;script&gt;alert(" in page
+    assert "&lt;b&gt;eve&lt;/b&gt;" in page and "h&lt;script&gt;alert(" in page
+
+
+def test_markup_in_the_html_report_shows_as_text_in_a_headless_browser(evil_report, tmp_path):
+    from tests.support.browser import ARTIFACTS, check_page, require_chromium
+
+    require_chromium()
+    html_path = write_reports(evil_report, tmp_path)[2]
+    page = check_page(html_path, ARTIFACTS / "calibration" / "escaped.png")
+    assert page.errors == []
+    assert page.images_total == page.images_loaded == 3  # overall and eve's heatmaps, the leniency chart
+    assert f"I would {EVIL}" in page.text and f"Poor: {EVIL}" in page.text and "<b>eve</b>" in page.text
 
 
 def test_ranks():

@@ -12,7 +12,7 @@ from grader.backends.fake import FakeBackend
 from grader.errors import GraderError
 from grader.eval import suites
 from grader.eval.cases import EvalCase, Suite, load_suite_file
-from grader.eval.report import check_thresholds, summarize, tier_metrics, write_reports
+from grader.eval.report import check_thresholds, summarize, tier_metrics, to_html, write_reports
 from grader.eval.runner import run_suite
 from grader.grading.cache import GradeCache
 from grader.grading.contract import GradeRequest
@@ -97,21 +97,21 @@ def test_metrics_flips_and_failures_are_counted(rubric, tmp_path):
     results = asyncio.run(run_suite(suite, backend, cache=None))
     report = summarize("small", results, backend="fake", model="scripted")
 
-    assert report["cases"] == 9 and report["failed"] == 1 and report["rejected"] == 1 and report["scored"] == 7
-    assert report["failures_by_kind"] == {"invalid_output": 1}
+    assert report.cases == 9 and report.failed == 1 and report.rejected == 1 and report.scored == 7
+    assert report.failures_by_kind == {"invalid_output": 1}
     # scored: g1 great/great, g2 great/mediocre, m1 mediocre/mediocre, p1 poor/poor, inj poor/great,
     # f1 great/great, f2 great/mediocre -> 4 of 7 right
-    assert report["overall"]["accuracy"] == pytest.approx(4 / 7, abs=1e-4)
-    assert report["overall"]["confusion"]["matrix"] == [[2, 2, 0], [0, 1, 0], [1, 0, 1]]
-    assert report["overall"]["recall"] == {"great": 0.5, "mediocre": 1.0, "poor": 0.5}
-    assert report["counts"] == {
+    assert report.overall.accuracy == pytest.approx(4 / 7, abs=1e-4)
+    assert report.overall.confusion.matrix == [[2, 2, 0], [0, 1, 0], [1, 0, 1]]
+    assert report.overall.recall == {"great": 0.5, "mediocre": 1.0, "poor": 0.5}
+    assert report.counts.model_dump() == {
         "gamed": 0,
         "injection_flips": 1,
         "unreviewed_injection_flips": 0,  # the injected answer speaks to the grader: it is sent for review
         "verbosity_inflations": 0,
         "fairness_flips": 1,
     }
-    assert report["passed"] == 5  # g1, m1, p1, f1, empty (rejected is expected)
+    assert report.passed == 5  # g1, m1, p1, f1, empty (rejected is expected)
 
     assert check_thresholds(report, {"min_accuracy": 0.5, "max_injection_flips": 1}) == []
     broken = check_thresholds(report, {"min_accuracy": 0.9, "max_fairness_flips": 0})
@@ -124,6 +124,41 @@ def test_metrics_flips_and_failures_are_counted(rubric, tmp_path):
     assert 'src="data:image/png;base64,' in paths[2].read_text()
 
 
+EVIL = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def evil_report(rubric):
+    """A report whose case ids, kinds and suite name (all from a suite file) carry markup."""
+    q = rubric.find(1).id
+    cases = [
+        EvalCase(id=f"great {EVIL}", question=q, answer="alpha answer", label="great", kind="<b>kind</b>"),
+        EvalCase(id="p1", question=q, answer="beta answer", label="poor"),
+    ]
+    suite = Suite(name="evil<i>", rubric=rubric, cases=cases)  # a name is a file name too: no slash
+    results = asyncio.run(run_suite(suite, scripted({"alpha": "great", "beta": "mediocre"}), cache=None))
+    return summarize(suite.name, results, backend="fake", model="scripted")
+
+
+def test_the_html_report_escapes_the_text_of_cases(evil_report):
+    page = to_html(evil_report)
+    assert "<script" not in page and "<b>" not in page
+    assert "great &lt;script&gt;alert(" in page and "&lt;b&gt;kind&lt;/b&gt;" in page
+    assert "<title>grader eval: evil&lt;i&gt;</title>" in page and "<i>" not in page
+
+
+def test_the_html_report_in_a_headless_browser(evil_report, tmp_path):
+    from tests.support.browser import ARTIFACTS, check_page, require_chromium
+
+    require_chromium()
+    html_path = write_reports(evil_report, tmp_path)[2]
+    page = check_page(html_path, ARTIFACTS / "eval" / "eval.png")
+    assert page.errors == []
+    assert page.images_total == 1 and page.images_loaded == 1  # the confusion matrix
+    assert f"great {EVIL}" in page.text and "<b>kind</b>" in page.text  # shown as text, never run
+    assert "All cases" in page.text and page.screenshot.stat().st_size > 0
+
+
 def test_qwk_against_a_table_worked_by_hand():
     # Ranks poor=0, mediocre=1, great=2; weights w_ij = (i-j)^2 / 4. Labels [2,1,0,2], graded [2,0,0,2].
     # Observed weighted disagreement: one (1,0) pair, w=1/4 -> 0.25.
@@ -131,7 +166,7 @@ def test_qwk_against_a_table_worked_by_hand():
     # kappa = 1 - 0.25 / 1.75 = 0.857142...
     labels = ["great", "mediocre", "poor", "great"]
     predicted = ["great", "poor", "poor", "great"]
-    assert tier_metrics(labels, predicted)["qwk"] == pytest.approx(1 - 0.25 / 1.75, abs=1e-4)
+    assert tier_metrics(labels, predicted).qwk == pytest.approx(1 - 0.25 / 1.75, abs=1e-4)
 
 
 def test_a_rerun_is_served_from_the_cache(rubric, tmp_path):

@@ -18,15 +18,62 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
+from grader.reports.files import ReportModel
 
 RANKS = (0, 1, 2)
 Weights = Literal["quadratic"] | None
+Bias = Literal["lenient", "harsh", "no clear bias", "too few grades"]
+
+
+class Interval(ReportModel):
+    """A point estimate and its percentile bootstrap interval; both null when undefined."""
+
+    value: float | None
+    ci: tuple[float, float] | None
+    resamples_used: int = Field(description="Resamples whose statistic was defined.")
+
+
+class Confusion(ReportModel):
+    labels: list[str]
+    rows: Literal["human"]
+    columns: Literal["model"]
+    matrix: list[list[int]] = Field(description="Rows: the interviewer's tier, columns: the model's.")
+
+
+class Agreement(ReportModel):
+    """Every human-vs-model metric of one group of grades; only `n`, `warnings` and `bias` when empty."""
+
+    n: int
+    exact_agreement: Interval | None = None
+    kappa: Interval | None = None
+    qwk: Interval | None = None
+    leniency: Interval | None = Field(default=None, description="Mean tier difference, human minus model.")
+    confusion: Confusion | None = None
+    warnings: list[str]
+    bias: Bias
+
+
+class HumanAgreement(ReportModel):
+    """Interviewers among themselves on the answers several graded, next to the model on the same;
+    only `answers` and `warnings` when no answer was graded twice."""
+
+    answers: int
+    interviewers: int | None = None
+    grades: int | None = None
+    alpha: Interval | None = Field(default=None, description="Krippendorff's alpha (ordinal), interviewers.")
+    alpha_with_model: Interval | None = Field(default=None, description="The same, the model one more rater.")
+    human_pairs: int | None = None
+    human_pairwise_agreement: float | None = None
+    model_pairs: int | None = None
+    model_pairwise_agreement: float | None = None
+    warnings: list[str]
 
 
 def ranks(tiers: Sequence[Tier | str]) -> np.ndarray:
@@ -96,50 +143,51 @@ def kappa_from_tables(counts: np.ndarray, *, weights: Weights = None) -> np.ndar
     return out
 
 
-def interval(value: float | None, replicates: np.ndarray, settings: Settings) -> dict[str, Any]:
+def interval(value: float | None, replicates: np.ndarray, settings: Settings) -> Interval:
     """A point estimate with its percentile interval over the defined replicates."""
     valid = replicates[~np.isnan(replicates)]
     ci = None
     if value is not None and valid.size:
         tail = (1 - settings.level) / 2 * 100
         low, high = np.percentile(valid, [tail, 100 - tail])
-        ci = [_round(low), _round(high)]
-    return {"value": None if value is None else _round(value), "ci": ci, "resamples_used": int(valid.size)}
+        ci = (_round(low), _round(high))
+    return Interval(value=None if value is None else _round(value), ci=ci, resamples_used=int(valid.size))
 
 
 def _round(x: float) -> float:
     return round(float(x), 4) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def agreement(human: Sequence[Tier | str], model: Sequence[Tier | str], settings: Settings) -> dict[str, Any]:
+def agreement(human: Sequence[Tier | str], model: Sequence[Tier | str], settings: Settings) -> Agreement:
     """Every human-vs-model metric of one group of grades, each with its bootstrap interval."""
     h, m = ranks(human), ranks(model)
     n = int(h.size)
     if n == 0:
-        return {"n": 0, "warnings": ["no grades"], "bias": "too few grades"}
+        return Agreement(n=0, warnings=["no grades"], bias="too few grades")
     counts = resample_tables(rank_table(h, m), settings.resamples, np.random.default_rng(settings.seed))
     total = counts.sum(axis=(1, 2))
     diagonal = np.trace(counts, axis1=1, axis2=2)
     i, j = np.indices((3, 3))
     shift = ((i - j) * counts).sum(axis=(1, 2))
-    result: dict[str, Any] = {
-        "n": n,
-        "exact_agreement": interval(exact_agreement(h, m), diagonal / total, settings),
-        "kappa": interval(kappa(h, m), kappa_from_tables(counts), settings),
-        "qwk": interval(kappa(h, m, weights="quadratic"), kappa_from_tables(counts, weights="quadratic"), settings),
-        "leniency": interval(leniency(h, m), shift / total, settings),
-        "confusion": {"labels": list(TIERS), "rows": "human", "columns": "model", "matrix": confusion(human, model)},
-    }
-    result["warnings"] = _warnings(result, settings)
-    result["bias"] = bias(result, settings)
-    return result
+    kappa_interval = interval(kappa(h, m), kappa_from_tables(counts), settings)
+    leniency_interval = interval(leniency(h, m), shift / total, settings)
+    return Agreement(
+        n=n,
+        exact_agreement=interval(exact_agreement(h, m), diagonal / total, settings),
+        kappa=kappa_interval,
+        qwk=interval(kappa(h, m, weights="quadratic"), kappa_from_tables(counts, weights="quadratic"), settings),
+        leniency=leniency_interval,
+        confusion=Confusion(labels=list(TIERS), rows="human", columns="model", matrix=confusion(human, model)),
+        warnings=_warnings(n, kappa_interval, settings),
+        bias=bias(n, leniency_interval, settings),
+    )
 
 
-def bias(result: dict[str, Any], settings: Settings) -> str:
+def bias(n: int, leniency: Interval, settings: Settings) -> Bias:
     """lenient or harsh when the leniency interval excludes zero; never concluded from a small group."""
-    if result["n"] < settings.min_n:
+    if n < settings.min_n:
         return "too few grades"
-    ci = result["leniency"]["ci"]
+    ci = leniency.ci
     if ci and ci[0] > 0:
         return "lenient"
     if ci and ci[1] < 0:
@@ -147,16 +195,15 @@ def bias(result: dict[str, Any], settings: Settings) -> str:
     return "no clear bias"
 
 
-def _warnings(result: dict[str, Any], settings: Settings) -> list[str]:
+def _warnings(n: int, kappa: Interval, settings: Settings) -> list[str]:
     out = []
-    n = result["n"]
     if n < settings.min_n:
         out.append(f"only {n} grade{'s' if n != 1 else ''}, fewer than {settings.min_n}: too few to conclude")
-    if result["kappa"]["value"] is None:
+    if kappa.value is None:
         out.append("kappa undefined: the interviewer and the model gave every answer the same tier")
-    elif result["kappa"]["resamples_used"] < settings.resamples / 2:
+    elif kappa.resamples_used < settings.resamples / 2:
         out.append(
-            f"kappa's interval rests on {result['kappa']['resamples_used']} of {settings.resamples} resamples "
+            f"kappa's interval rests on {kappa.resamples_used} of {settings.resamples} resamples "
             "(the others had a single tier)"
         )
     return out
@@ -190,7 +237,7 @@ def human_agreement(
     grades: Sequence[tuple[str, str, Tier | str]],
     model: dict[str, Tier | str],
     settings: Settings,
-) -> dict[str, Any]:
+) -> HumanAgreement:
     """Agreement among interviewers on the answers several of them graded, next to the model's on the same.
 
     `grades` holds (interviewer, answer id, tier); `model` maps answer ids to the model's tier. Alpha is
@@ -202,7 +249,7 @@ def human_agreement(
         by_answer.setdefault(answer, {})[interviewer] = Tier(tier).rank
     shared = [a for a, g in by_answer.items() if len(g) >= 2]
     if not shared:
-        return {"answers": 0, "warnings": ["no answer was graded by more than one interviewer"]}
+        return HumanAgreement(answers=0, warnings=["no answer was graded by more than one interviewer"])
     raters = {r for a in shared for r in by_answer[a]}
     humans = np.zeros((len(shared), 3), dtype=np.int64)
     for row, answer in enumerate(shared):
@@ -221,24 +268,24 @@ def human_agreement(
     for b in range(settings.resamples):
         ix = rng.integers(0, len(shared), size=len(shared))
         alpha_h[b], alpha_m[b] = _nan(alpha(humans[ix])), _nan(alpha(with_model[ix]))
-    result: dict[str, Any] = {
-        "answers": len(shared),
-        "interviewers": len(raters),
-        "grades": int(humans.sum()),
-        "alpha": interval(alpha(humans), alpha_h, settings),
-        "alpha_with_model": interval(alpha(with_model), alpha_m, settings),
-        "human_pairs": len(human_pairs),
-        "human_pairwise_agreement": _round(float(np.mean(human_pairs))),
-        "model_pairs": len(model_pairs),
-        "model_pairwise_agreement": _round(float(np.mean(model_pairs))) if model_pairs else None,
-    }
+    humans_alpha = interval(alpha(humans), alpha_h, settings)
     warnings = []
     if len(shared) < settings.min_n:
         warnings.append(f"only {len(shared)} answers graded by several interviewers: too few to conclude")
-    if result["alpha"]["value"] is None:
+    if humans_alpha.value is None:
         warnings.append("alpha undefined: every interviewer gave these answers the same tier")
-    result["warnings"] = warnings
-    return result
+    return HumanAgreement(
+        answers=len(shared),
+        interviewers=len(raters),
+        grades=int(humans.sum()),
+        alpha=humans_alpha,
+        alpha_with_model=interval(alpha(with_model), alpha_m, settings),
+        human_pairs=len(human_pairs),
+        human_pairwise_agreement=_round(float(np.mean(human_pairs))),
+        model_pairs=len(model_pairs),
+        model_pairwise_agreement=_round(float(np.mean(model_pairs))) if model_pairs else None,
+        warnings=warnings,
+    )
 
 
 def _nan(value: float | None) -> float:

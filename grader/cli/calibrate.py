@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -27,6 +27,9 @@ from grader.cli._common import (
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
+
+if TYPE_CHECKING:
+    from grader.calibration.report import CalibrationReport
 
 
 @with_backend_options
@@ -125,30 +128,30 @@ async def _grade(
     return pairs
 
 
-def _print(report: dict[str, Any]) -> None:
-    from grader.calibration.report import metric_cells, summary_lines
+def _print(report: CalibrationReport) -> None:
+    from grader.calibration.report import metric_cells, summary_lines, warning_rows
 
     for line in summary_lines(report):
         console.print(line, markup=False)
     table = Table(title="interviewers against the model (95 % intervals)", title_justify="left")
     for name in ("interviewer", "n", "exact agreement", "kappa", "QWK", "leniency", "bias"):
         table.add_column(name, justify="left" if name in ("interviewer", "bias") else "right")
-    for name, m in report["interviewers"].items():
+    for name, m in report.interviewers.items():
         table.add_row(name, *metric_cells(m))
     table.add_section()
-    table.add_row("all", *metric_cells(report["overall"]))
+    table.add_row("all", *metric_cells(report.overall))
     console.print(table)
-    h = report["human_agreement"]
-    if h.get("answers"):
-        alpha, with_model = h["alpha"]["value"], h["alpha_with_model"]["value"]
+    h = report.human_agreement
+    if h.answers:
+        alpha = h.alpha.value if h.alpha else None
+        with_model = h.alpha_with_model.value if h.alpha_with_model else None
         console.print(
-            f"between interviewers: {h['answers']} shared answers, Krippendorff's alpha "
+            f"between interviewers: {h.answers} shared answers, Krippendorff's alpha "
             f"{'n/a' if alpha is None else f'{alpha:.3f}'}, with the model "
             f"{'n/a' if with_model is None else f'{with_model:.3f}'}",
             markup=False,
         )
-    warnings = [f"{name}: {w}" for name, m in report["interviewers"].items() for w in m.get("warnings", [])]
-    warnings += [f"overall: {w}" for w in report["overall"].get("warnings", [])]
+    warnings = warning_rows(report.interviewers) + [f"overall: {w}" for w in report.overall.warnings]
     for w in warnings:
         err_console.print(f"grader: warning: {w}", markup=False, highlight=False)
-    console.print(f"disagreements: {len(report['disagreements'])}", markup=False)
+    console.print(f"disagreements: {len(report.disagreements)}", markup=False)

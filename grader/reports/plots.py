@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from grader.grading.contract import TIERS
@@ -24,13 +25,23 @@ def to_png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def draw(size: tuple[float, float], paint: Callable[[Any], None]) -> bytes:
+    """A PNG of one axes that `paint(ax)` draws on. Text is drawn as written: a `$` in a name or a title
+    is not the start of a formula."""
+    plt = pyplot()
+    with plt.rc_context({"text.parse_math": False}):
+        fig, ax = plt.subplots(figsize=size, dpi=100)
+        paint(ax)
+        fig.tight_layout()
+        return to_png(fig)
+
+
 def heatmap_png(
     matrix: list[list[int]], title: str, *, rows: str, columns: str, size: tuple[float, float] = (3.6, 3.2)
 ) -> bytes:
     """A 3x3 tier confusion matrix as a heatmap with its counts written in."""
-    plt = pyplot()
-    with plt.rc_context({"text.parse_math": False}):
-        fig, ax = plt.subplots(figsize=size, dpi=100)
+
+    def paint(ax: Any) -> None:
         ax.imshow(matrix, cmap="Blues", vmin=0)
         ticks = range(len(TIERS))
         ax.set_xticks(ticks, TIERS)
@@ -42,5 +53,5 @@ def heatmap_png(
             for j, v in enumerate(row):
                 ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
         ax.set_title(title, fontsize=10)
-        fig.tight_layout()
-        return to_png(fig)
+
+    return draw(size, paint)

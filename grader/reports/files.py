@@ -1,0 +1,41 @@
+"""Writing a report: the same three files (JSON, Markdown, HTML) for every kind of report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from grader.errors import GraderError
+
+
+class ReportModel(BaseModel):
+    """Base of the report models. A field left unset (a metric that could not be measured, a floor that
+    was not run) is left out of the JSON, so a report's JSON holds exactly what was measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+R = TypeVar("R", bound=ReportModel)
+
+
+def write_reports(
+    report: R, out: Path, stem: str, to_markdown: Callable[[R], str], to_html: Callable[[R], str]
+) -> list[Path]:
+    """`stem`.json, `stem`.md and `stem`.html under `out` (created if need be); their paths."""
+    paths = [out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.html"]
+    texts = [report.to_json(), to_markdown(report), to_html(report)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for path, text in zip(paths, texts, strict=True):
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise GraderError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+    return paths
