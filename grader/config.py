@@ -5,6 +5,7 @@ Precedence everywhere: explicit argument > CLI flag > environment variable > def
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -18,12 +19,26 @@ DEFAULT_MATCH_THRESHOLD = 0.40
 
 
 def cache_dir() -> Path:
-    """Where grader keeps what it learns between runs ($GRADER_CACHE_DIR, else ~/.cache/grader)."""
-    base = os.environ.get("GRADER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "grader"
-    )
-    path = Path(base)
-    path.mkdir(parents=True, exist_ok=True)
+    """Where grader keeps what it learns between runs ($GRADER_CACHE_DIR, else ~/.cache/grader).
+
+    The cache holds candidate answers: the folder is created 0700 (private to the user, whatever the
+    files inside are), and the default one is tightened to 0700 if an older version left it open."""
+    chosen = os.environ.get("GRADER_CACHE_DIR")
+    path = Path(chosen or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "grader"))
+    try:
+        if not path.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, exist_ok=True)
+        elif (
+            not chosen and os.name == "posix" and (found := path.stat()).st_mode & 0o077 and found.st_uid == os.getuid()
+        ):
+            path.chmod(0o700)
+    except OSError as exc:
+        from grader.errors import OutputError  # here: this module is read before the models are
+
+        if isinstance(exc, FileExistsError):  # a file where a folder should be
+            exc = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        raise OutputError.of(path, exc, hint="set GRADER_CACHE_DIR to a writable folder") from None
     return path
 
 

@@ -205,7 +205,7 @@ def test_resume_repairs_a_torn_line_and_grades_only_what_is_missing(tmp_path, se
         out.write_text("".join(lines[:3]) + lines[3][:25])  # killed while writing the fourth line
         assert done_ids(out, "id") == {json.loads(line)["id"] for line in lines[:3]}
         again = batch(str(source), "-o", str(out), "--no-cache")
-        assert again.exit_code == 1 and "exists" in again.stderr
+        assert again.exit_code == 2 and "exists" in again.stderr
         before = server.calls
         resumed = batch(str(source), "-o", str(out), "--resume", "--no-cache")
         assert resumed.exit_code == 0, resumed.output
@@ -370,10 +370,10 @@ def test_workers_share_a_run_every_id_once_duplicates_graded_once(tmp_path, rubr
 def test_workers_need_an_http_backend_and_direct_requests(tmp_path, rubric):
     source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
     local = batch(str(source), "-o", str(tmp_path / "a.jsonl"), "--backend", "local", "--workers", "2")
-    assert local.exit_code == 1 and "the local backend grades in one process" in local.stderr
+    assert local.exit_code == 2 and "the local backend grades in one process" in local.stderr
     env = {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
     api = batch(str(source), "-o", str(tmp_path / "b.jsonl"), "--via", "batch-api", "--workers", "2", env=env)
-    assert api.exit_code == 1 and "--workers applies to direct requests" in api.stderr
+    assert api.exit_code == 2 and "--workers applies to direct requests" in api.stderr
 
 
 def test_a_worker_that_hits_a_bug_stops_the_run_with_one_line(tmp_path, rubric):
@@ -559,3 +559,397 @@ def test_a_per_item_checklist_cannot_go_through_the_batch_api(tmp_path, server_e
     assert result.exit_code != 0
     assert "per-item" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "requests.jsonl").exists() or not (tmp_path / "requests.jsonl").read_text()
+
+
+# --- issue 14: files that stay whole, runs that stop or go on as a user expects ------------------------
+
+MULTILINE = 'First line, with a comma.\nSecond "quoted" line\n\nünïcødé after a blank line\r\nlast line'
+
+
+def _graded_records(n: int) -> tuple[list[str], list[dict]]:
+    """`n` output rows with multi-line answers, as `grader batch` writes them."""
+    from grader.grading.contract import CoveredPoint, Grade
+    from grader.grading.rows import to_record
+
+    carried = [{"id": f"r{i}", "question": "1", "answer": f"{MULTILINE} {i}\n", "candidate": f"c{i}"} for i in range(n)]
+    records = [
+        to_record(
+            Grade(
+                question_id="q01",
+                tier="mediocre",
+                justification=f'Covers one point.\nMisses the rest, "mostly" {i}.',
+                covered_points=[CoveredPoint(id="q01.logs", evidence="First line, with a comma.")],
+                confidence=0.61,
+                backend="openai",
+                model="m",
+            ),
+            row,
+        )
+        for i, row in enumerate(carried)
+    ]
+    return column_names(list(carried[0])), records
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_resume_after_a_cut_at_every_byte_of_the_last_record_loses_and_shifts_nothing(tmp_path, suffix, monkeypatch):
+    from grader.grading.rows import decode_cells, encode_cell
+
+    monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is not what this checks, a thousand times
+
+    header, records = _graded_records(3)
+    out = tmp_path / f"out.{suffix}"
+    writer = Writer(out, header, append=False)
+    for record in records[:2]:
+        writer.write(record)
+    writer.close()
+    last_starts = out.stat().st_size
+    writer = Writer(out, header, append=True)
+    writer.write(records[2])
+    writer.close()
+    whole = out.read_bytes()
+    expected = [{name: encode_cell(r.get(name)) for name in header} for r in records]
+    newlines_inside = [i + 1 for i in range(last_starts, len(whole) - 1) if whole[i : i + 1] == b"\n"]
+    assert suffix == "jsonl" or len(newlines_inside) >= 6  # cuts just after a newline inside a quoted field
+    for cut in range(last_starts, len(whole)):
+        out.write_bytes(whole[:cut])
+        assert done_ids(out, "id") == {"r0", "r1"}, cut  # the torn record is cut off, never counted as done
+        writer = Writer(out, header, append=True)  # what --resume does next: append the missing row
+        writer.write(records[2])
+        writer.close()
+        if suffix == "csv":
+            with out.open(encoding="utf-8", newline="") as handle:
+                rows = list(csv.DictReader(handle, strict=True))
+            assert rows == expected, cut
+            assert [decode_cells(r)["answer"] for r in rows] == [r["answer"] for r in records]
+        else:
+            assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == records, cut
+
+
+def test_resume_after_a_csv_cut_inside_a_quoted_answer_through_the_cli(tmp_path, server_env, rubric):
+    rows = [{"id": f"r{i}", "question": 1 + i % 3, "answer": f"{MULTILINE} {i}"} for i in range(5)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.csv"
+    with LoopbackLLM() as server:
+        server_env(server)
+        assert batch(str(source), "-o", str(out), "--workers", "1").exit_code == 0
+        whole = out.read_bytes()
+        with out.open(encoding="utf-8", newline="") as handle:
+            graded = list(csv.DictReader(handle))
+        last = whole.rindex(b"\n" + graded[-1]["id"].encode() + b",") + 1
+        cuts = [i + 1 for i in range(last, len(whole) - 1) if whole[i : i + 1] == b"\n"][:4]
+        assert len(cuts) == 4
+        for cut in cuts:  # a crash or a full disk just after a newline inside the quoted answer
+            out.write_bytes(whole[:cut])
+            resumed = batch(str(source), "-o", str(out), "--resume", "--workers", "1")
+            assert resumed.exit_code == 0, resumed.output
+            with out.open(encoding="utf-8", newline="") as handle:
+                again = list(csv.DictReader(handle, strict=True))
+            assert sorted(r["id"] for r in again) == sorted(r["id"] for r in rows), cut
+            assert all(r["tier"] == "mediocre" and r["answer"].startswith("First line") for r in again)
+            assert sorted(again, key=lambda r: r["id"]) == sorted(graded, key=lambda r: r["id"])
+
+
+def test_resume_refuses_a_csv_with_another_header(tmp_path, server_env, rubric):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(3, rubric))
+    out = tmp_path / "out.csv"
+    out.write_text("name,score\nalice,3\n")
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", str(out), "--resume")
+        assert server.calls == 0
+    assert result.exit_code == 13, result.output
+    assert "is not an output of this input" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "name,score\nalice,3\n"
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_resume_regrades_failed_rows_and_keeps_each_id_once(tmp_path, server_env, rubric, suffix):
+    rows = answers(6, rubric)
+    rows[2]["id"] = "=1+1"  # a formula-like id: resume must read it back as written
+    rows[3]["answer"] = "@SUM(A1) " + rows[3]["answer"]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / f"out.{suffix}"
+    failing = {1, 4}  # with one request per row and one row at a time: two rows fail
+    with LoopbackLLM(fault=lambda n: "500" if n in failing else None) as server:
+        server_env(server)
+        first = batch(str(source), "-o", str(out), "-c", "1", "--workers", "1", "--max-attempts", "1")
+        assert first.exit_code == 1 and "failed 2 (transport 2)" in first.stdout, first.output
+        server.fault = None
+        before = server.calls
+        resumed = batch(str(source), "-o", str(out), "--resume", "-c", "1", "--workers", "1")
+        assert resumed.exit_code == 0, resumed.output
+        assert server.calls - before == 2  # only the failed rows
+    assert "2 failed row(s)" in resumed.stderr and "skipped 4 already in" in resumed.stdout
+    if suffix == "csv":
+        from grader.grading.rows import decode_cells
+
+        with out.open(encoding="utf-8", newline="") as handle:
+            records = [decode_cells(r) for r in csv.DictReader(handle, strict=True)]
+    else:
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in records]
+    assert sorted(ids) == sorted(r["id"] for r in rows) and len(set(ids)) == len(ids)
+    assert all(r["tier"] and r["error_kind"] is None for r in records)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".out*"))  # the rewrite left nothing
+
+
+def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path, rubric):
+    rows = answers(30, rubric)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM(hold_from=4) as server:  # the first run stays mid-way until released
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": SECRET,
+            "GRADER_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2", "--workers", "2"]
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_until(lambda: server.calls >= 5, seconds=60)  # requests held in flight: the run is going
+            assert server.calls >= 5
+            second = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=60)
+            calls = server.calls
+        finally:
+            server.release()
+            _, stderr = first.communicate(timeout=120)
+        assert first.returncode == 0, stderr
+    assert second.returncode == 16, second.stderr
+    assert f"is being written by another grader batch (pid {first.pid})" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert calls >= 5 and server.calls == 30  # the second run sent nothing
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_csv_or_jsonl_input_with_a_utf8_bom_is_accepted(tmp_path, server_env, rubric, suffix):
+    rows = answers(3, rubric)
+    source = tmp_path / f"in.{suffix}"
+    if suffix == "csv":
+        with source.open("w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8-sig")
+    assert source.read_bytes().startswith(b"\xef\xbb\xbfid" if suffix == "csv" else b'\xef\xbb\xbf{"id"')
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", str(tmp_path / "out.jsonl"), "--workers", "1")
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in out) == ["r0", "r1", "r2"] and all(r["tier"] for r in out)
+
+
+# --- a full disk, an unwritable path, a missing folder ---------------------------------------------------
+
+
+def _fail_writes(monkeypatch, how: str, after: int = 2) -> None:
+    """Make the output's appends fail after `after` records, the way a full disk does."""
+    import errno
+
+    real = os.write
+    seen = {"records": 0}
+
+    def write(fd: int, data: bytes) -> int:
+        if not bytes(data[:8]) == b'{"id": "':
+            return real(fd, data)
+        seen["records"] += 1
+        if seen["records"] <= after:
+            return real(fd, data)
+        if how == "short" and seen["records"] == after + 1:
+            return real(fd, data[: len(data) // 2])  # the kernel wrote what fitted
+        code = errno.EIO if how == "eio" else errno.ENOSPC
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("how", ["enospc", "short", "eio"])
+def test_a_failed_append_leaves_no_partial_line_and_stops_with_exit_15(tmp_path, server_env, rubric, how, monkeypatch):
+    rows = answers(8, rubric)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM() as server:
+        server_env(server)
+        with monkeypatch.context() as patch:
+            _fail_writes(patch, how)
+            result = batch(str(source), "-o", str(out), "-c", "1", "--workers", "1")
+        assert result.exit_code == 15, result.output
+        cause = "Input/output error" if how == "eio" else "No space left on device" if how == "enospc" else "wrote"
+        assert f"cannot write {out}: {cause}" in result.stderr and "internal error" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        text = out.read_text()
+        assert text.endswith("\n") and [json.loads(line)["id"] for line in text.splitlines()] == [
+            json.loads(line)["id"] for line in text.splitlines()
+        ]
+        assert len(text.splitlines()) == 2  # the two whole lines written before the disk filled up
+        resumed = batch(str(source), "-o", str(out), "--resume", "-c", "1", "--workers", "1")
+        assert resumed.exit_code == 0, resumed.output
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this platform")
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_dev_full_is_one_line_with_exit_15(tmp_path, server_env, rubric, suffix):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(3, rubric))
+    out = tmp_path / f"out.{suffix}"
+    out.symlink_to("/dev/full")
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", str(out), "--force", "--workers", "1")
+    assert result.exit_code == 15, result.output
+    assert result.stderr.strip() == f"grader: error: cannot write {out}: No space left on device"
+
+
+def test_an_unwritable_output_or_cache_is_one_line_with_exit_15(tmp_path, server_env, rubric, monkeypatch):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    with LoopbackLLM() as server:
+        server_env(server)
+        # tests run as root, where permissions stop nothing: a path under a regular file cannot be written
+        output = batch(str(source), "-o", str(a_file / "out.jsonl"), "--workers", "1")
+        assert output.exit_code == 15, output.output
+        assert output.stderr.startswith(f"grader: error: cannot write {a_file / 'out.jsonl'}: Not a directory")
+        monkeypatch.setenv("GRADER_CACHE_DIR", str(a_file / "cache"))
+        cache = batch(str(source), "-o", str(tmp_path / "o1.jsonl"), "--workers", "1")
+        assert cache.exit_code == 15, cache.output
+        assert f"cannot write {a_file / 'cache'}: Not a directory" in cache.stderr
+        broken = tmp_path / "broken-cache"
+        (broken / "grades.sqlite").mkdir(parents=True)  # a folder where the database should be
+        monkeypatch.setenv("GRADER_CACHE_DIR", str(broken))
+        sqlite = batch(str(source), "-o", str(tmp_path / "o2.jsonl"), "--workers", "1")
+        assert sqlite.exit_code == 15, sqlite.output
+        assert f"cannot write {broken / 'grades.sqlite'}: Is a directory" in sqlite.stderr
+        garbage = tmp_path / "garbage-cache"
+        garbage.mkdir()
+        (garbage / "grades.sqlite").write_bytes(b"not a database, " * 100)
+        monkeypatch.setenv("GRADER_CACHE_DIR", str(garbage))
+        corrupt = batch(str(source), "-o", str(tmp_path / "o3.jsonl"), "--workers", "1")
+        assert corrupt.exit_code == 15, corrupt.output
+        assert f"cannot write {garbage / 'grades.sqlite'}: file is not a database" in corrupt.stderr
+        assert server.calls == 0
+    for result in (output, cache, sqlite, corrupt):
+        assert len(result.stderr.strip().splitlines()) == 1 and "internal error" not in result.stderr
+
+
+def test_a_missing_output_folder_is_created(tmp_path, server_env, rubric):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
+    out = tmp_path / "new" / "deeper" / "grades.csv"
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", str(out), "--workers", "1")
+    assert result.exit_code == 0, result.output
+    with out.open(newline="") as handle:
+        assert [r["id"] for r in csv.DictReader(handle)] == ["r0", "r1"]
+
+
+def test_the_cache_is_private_and_outputs_keep_the_umask(tmp_path, server_env, rubric, monkeypatch):
+    import stat
+
+    from grader.grading.cache import GradeCache
+    from grader.grading.contract import Grade
+
+    cache = tmp_path / "home" / "cache" / "grader"
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(cache))
+    source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
+    old = os.umask(0o002)
+    try:
+        with LoopbackLLM() as server:
+            server_env(server)
+            result = batch(str(source), "-o", str(tmp_path / "out.jsonl"), "--workers", "1")
+        assert result.exit_code == 0, result.output
+        open_cache = GradeCache()
+        open_cache.put("k", Grade(question_id="q01", tier="poor", justification="x", backend="b", model="m"))
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in cache.iterdir()}
+        open_cache.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert {"grades.sqlite", "grades.sqlite-wal", "grades.sqlite-shm"} <= set(files)
+    assert all(files[name] == 0o600 for name in files if name.startswith("grades.sqlite")), files
+    assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o664  # the user's umask, not ours
+
+
+# --- stopping at once, or going on ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_refused_key_stops_the_batch_at_the_first_request(tmp_path, server_env, rubric, workers):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(60, rubric))
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM(fault=lambda n: "401") as server:
+        server_env(server)
+        if workers == 1:
+            result = batch(str(source), "-o", str(out), "-c", "1", "--workers", "1")
+            code, stderr = result.exit_code, result.stderr
+        else:  # forked workers: through a real process, not the test runner's
+            done = _cli([str(source), "-o", str(out), "-c", "2", "--workers", "2"], server, tmp_path / "cache")
+            code, stderr = done.returncode, done.stderr
+        calls = server.calls
+    assert code == 11, stderr
+    assert calls <= workers  # the first refusal stops the run: at most one request in flight per slot
+    assert "refused the API key (HTTP 401)" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists() or not out.read_text().strip()  # no error rows
+
+
+def test_300_rows_with_every_fault_then_resume_grades_every_row_once(tmp_path, server_env, rubric, waits):
+    import random
+
+    from tests.support.loopback import FAULTS
+
+    kinds = [f for f in FAULTS if f != "401"]
+    chance = random.Random(14)
+    schedule = [chance.choice(kinds) if chance.random() < 0.2 else None for _ in range(4000)]
+    rows = answers(300, rubric)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = [str(source), "-o", str(out), "-c", "16", "--workers", "1", "--timeout", "0.5"]
+    with LoopbackLLM(fault=lambda n: schedule[n], hang_seconds=2.0, retry_after="7") as server:
+        server_env(server)
+        first = batch(*args, "--max-attempts", "2", "--reasks", "0")
+        sent = server.requests
+        injected = {schedule[n] for n in range(len(sent))} - {None}
+        assert injected == set(kinds)
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        ids = [r["id"] for r in records]
+        assert sorted(ids) == sorted(r["id"] for r in rows)  # every row once, graded or failed
+        assert all((r["tier"] is None) != (r["error_kind"] is None) for r in records)
+        failed = [r for r in records if r["error_kind"]]
+        assert failed and first.exit_code == 1, first.output
+        assert {r["error_kind"] for r in failed} <= {"transport", "invalid_output", "invalid_response"}
+        assert f"failed {len(failed)} (" in first.stdout
+        assert 7.0 in waits  # Retry-After honoured (and never slept in a test)
+        server.fault = None  # the faults stop
+        before = server.calls
+        resumed = batch(*args, "--resume")
+        assert resumed.exit_code == 0, resumed.output
+        assert server.calls - before == len(failed)  # the graded rows are not asked for again
+    assert f"{len(failed)} failed row(s)" in resumed.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in records]
+    assert sorted(ids) == sorted(r["id"] for r in rows) and len(set(ids)) == 300
+    assert all(r["tier"] and r["error_kind"] is None for r in records)
+
+
+def test_the_cache_folder_is_created_private_and_an_open_default_one_is_tightened(tmp_path, monkeypatch):
+    import stat
+
+    from grader.config import cache_dir
+
+    monkeypatch.delenv("GRADER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    created = cache_dir()
+    assert created == tmp_path / "xdg" / "grader" and stat.S_IMODE(created.stat().st_mode) == 0o700
+    created.chmod(0o755)  # as an older version left it
+    assert stat.S_IMODE(cache_dir().stat().st_mode) == 0o700
+    chosen = tmp_path / "shared-cache"
+    chosen.mkdir(mode=0o755)
+    chosen.chmod(0o755)
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(chosen))
+    assert stat.S_IMODE(cache_dir().stat().st_mode) == 0o755  # a folder the user chose is theirs to set

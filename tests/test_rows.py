@@ -10,7 +10,7 @@ import pytest
 
 from grader.batch.files import Writer
 from grader.grading.contract import CoveredPoint, FailureKind, Grade, GradeFailure, Outcome, Usage
-from grader.grading.rows import OUTCOME_COLUMNS, column_names, decode_cells, from_record, to_record
+from grader.grading.rows import OUTCOME_COLUMNS, column_names, decode_cells, encode_cell, from_record, to_record
 
 NASTY = 'Line one, with a comma.\nLine two "quoted" and ünïcødé; =SUM(A1:A9) +1 -1 @cmd\ttab'
 
@@ -96,3 +96,69 @@ def test_a_row_without_an_outcome_reads_as_none_and_a_malformed_cell_names_its_c
 def test_without_carried_columns_nothing_is_prefixed():
     record = to_record(OUTCOMES[0])
     assert list(record) == list(OUTCOME_COLUMNS) and record["tier"] == "great"
+
+
+# --- spreadsheet formula injection (OWASP "CSV Injection") ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        pytest.param('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")', id="equals"),
+        pytest.param("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0", id="plus"),
+        pytest.param("-2+3", "'-2+3", id="minus-formula"),
+        pytest.param("- a bullet list", "'- a bullet list", id="minus-text"),
+        pytest.param("@SUM(A1:A9)", "'@SUM(A1:A9)", id="at"),
+        pytest.param("\t=1", "'\t=1", id="tab"),
+        pytest.param("\r=1", "'\r=1", id="carriage-return"),
+        pytest.param("'=1", "''=1", id="quoted-formula-keeps-its-quote"),
+        pytest.param("''@x", "'''@x", id="two-quotes"),
+        pytest.param("-1", "-1", id="negative-number-text"),
+        pytest.param("+2.5e3", "+2.5e3", id="signed-number-text"),
+        pytest.param("'tis fine", "'tis fine", id="quote-before-text"),
+        pytest.param("a = b", "a = b", id="formula-char-inside"),
+        pytest.param("", "", id="empty"),
+        pytest.param(None, "", id="none"),
+        pytest.param(-1, "-1", id="json-number"),
+        pytest.param(-0.25, "-0.25", id="json-float"),
+        pytest.param(["=x"], '["=x"]', id="json-list"),
+        pytest.param(True, "true", id="json-bool"),
+    ],
+)
+def test_encode_cell_neutralises_text_that_a_spreadsheet_would_run(value, cell):
+    assert encode_cell(value) == cell
+    if isinstance(value, str) and value:
+        assert decode_cells({"answer": cell})["answer"] == value  # every column round-trips
+        assert decode_cells({"justification": cell})["justification"] == value
+
+
+def test_formula_cells_are_neutralised_in_the_file_and_round_trip(tmp_path):
+    grade = Grade(
+        question_id="q01",
+        tier="poor",
+        justification='=HYPERLINK("http://evil", "click")',
+        covered_points=[CoveredPoint(id="q01.logs", evidence="@SUM(1+1)")],
+        review_reasons=["-1 is not a confidence"],
+        notes=["+cmd"],
+        backend="openai",
+        model="-model",
+    )
+    failure = GradeFailure(kind=FailureKind.invalid_output, message="x", last_output="=1+1")
+    carried = {**INPUT, "id": "=1+1", "answer": "@risky answer", "score": "-3"}
+    path = tmp_path / "out.csv"
+    writer = Writer(path, column_names(list(carried)), append=False)
+    writer.write(to_record(grade, carried))
+    writer.write(to_record(failure, carried))
+    writer.close()
+    text = path.read_text(encoding="utf-8")
+    with path.open(encoding="utf-8", newline="") as handle:
+        raw = list(csv.DictReader(handle))
+    # nothing a spreadsheet would evaluate starts a cell; a plain number stays a number
+    starts = {cell[:1] for row in raw for cell in row.values()}
+    assert not starts & set("=+@\t\r"), text
+    assert raw[0]["id"] == "'=1+1" and raw[0]["answer"] == "'@risky answer" and raw[0]["score"] == "-3"
+    assert raw[0]["justification"].startswith("'=HYPERLINK") and raw[0]["grade_model"] == "'-model"
+    assert raw[1]["error_last_output"] == "'=1+1"
+    decoded = [decode_cells(row) for row in raw]
+    assert [from_record(row) for row in decoded] == [grade, failure]
+    assert {k: decoded[0][k] for k in carried} == carried

@@ -1,26 +1,37 @@
 """Input rows and output grades as files.
 
-Inputs are CSV or JSON lines, read as a stream (never loaded whole) and validated in a first pass that
-names the line of every structural problem before any model call. Outputs are JSON lines or CSV (rows
-from `grader.grading.rows`), appended one grade at a time and flushed, so a killed run keeps every
-finished grade; `done_ids` reads them back for `--resume`, cutting off a torn last line.
+Inputs are CSV or JSON lines (a UTF-8 byte-order mark allowed), read as a stream (never loaded whole)
+and validated in a first pass that names the line of every structural problem before any model call.
+Outputs are JSON lines or CSV (rows from `grader.grading.rows`), appended one grade at a time with one
+write, undone if it fails, so a killed run or a full disk keeps every finished grade and no partial
+record; `resume_output` reads them back record by record (CSV records span lines), cuts off a torn last
+record, refuses another program's file and takes out the failed rows to grade again. `OutputLock`
+keeps a second run off the same output.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
-from grader.errors import EncodingError, GraderError, InputFileError
-from grader.grading.rows import encode_cell
+from grader.errors import EncodingError, GraderError, InputFileError, OutputError, OutputLockedError
+from grader.grading.rows import FAILURE_COLUMNS, PREFIX, decode_cells, encode_cell
 from grader.textfiles import open_text
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one run per output is then the user's to keep
+    fcntl = None  # type: ignore[assignment]
 
 csv.field_size_limit(16 * 1024 * 1024)
 
@@ -79,7 +90,7 @@ def read_rows(path: Path, columns: Columns) -> Iterator[Row | Problem]:
     """Stream the rows of a CSV or JSONL file; structural problems come back as Problems, in order."""
     fmt = input_format(path)
     try:
-        with open_text(path) as handle:
+        with open_text(path, encoding="utf-8-sig") as handle:  # a byte-order mark (Excel's CSV) is no data
             if fmt == "csv":
                 yield from _csv_rows(handle, columns)
             else:
@@ -189,21 +200,41 @@ def scan(path: Path, columns: Columns) -> Scan:
 # --- output ------------------------------------------------------------------------------------------
 
 
+def make_parent(path: Path) -> None:
+    """Create the folder an output goes in (as eval and calibrate do); one line when it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder should be
+        raise OutputError.of(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))) from None
+    except OSError as exc:
+        raise OutputError.of(path, exc) from None
+
+
 class Writer:
     """Appends one record per finished row with a single write() on an O_APPEND descriptor, so a run
-    killed at any moment leaves whole lines and every grade it finished."""
+    killed at any moment leaves whole records and every grade it finished. A write that fails or comes
+    up short (a full disk, an I/O error) is undone, the file cut back to its size before it, and stops
+    the run with `OutputError`. `shared`: other processes append to the same file (worker processes);
+    each record is then written under a POSIX record lock, so undoing one never cuts another's."""
 
-    def __init__(self, path: Path, header: list[str], *, append: bool) -> None:
+    def __init__(self, path: Path, header: list[str], *, append: bool, shared: bool = False) -> None:
         self.path = path
         self.format = output_format(path)
         self.header = header
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        fresh = not append or not path.exists() or path.stat().st_size == 0
-        self._fd = os.open(path, flags, 0o644)
-        if append:
-            os.lseek(self._fd, 0, os.SEEK_END)
-        if self.format == "csv" and fresh:
-            self._emit(self._csv_line(header))
+        self._shared = shared and fcntl is not None
+        make_parent(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
+        try:
+            self._fd = os.open(path, flags, 0o666)  # the user's umask decides who may read it
+        except OSError as exc:
+            raise OutputError.of(path, exc) from None
+        try:
+            fresh = os.fstat(self._fd).st_size == 0
+            if self.format == "csv" and fresh:
+                self._emit(self._csv_line(header))
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def _csv_line(self, values: list[Any]) -> str:
         buf = io.StringIO()
@@ -212,9 +243,30 @@ class Writer:
 
     def _emit(self, text: str) -> None:
         data = text.encode("utf-8")
-        written = os.write(self._fd, data)
-        while written < len(data):  # a short write (disk nearly full): finish it
-            written += os.write(self._fd, data[written:])
+        if self._shared:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            before = os.fstat(self._fd).st_size
+            try:
+                written = os.write(self._fd, data)
+            except OSError as exc:
+                self._undo(before)
+                raise OutputError.of(self.path, exc) from None
+            if written != len(data):
+                self._undo(before)
+                raise OutputError(
+                    f"cannot write {self.path}: wrote {written} of {len(data)} bytes", hint="is the disk full?"
+                )
+        finally:
+            if self._shared:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def _undo(self, size: int) -> None:
+        """Cut off what a failed write left behind (nothing to cut on a device such as /dev/full)."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError:
+            pass
 
     def write(self, record: dict[str, Any]) -> None:
         """One row (`grader.grading.rows.to_record`): a CSV line of the header's cells, or a JSON line."""
@@ -224,47 +276,276 @@ class Writer:
             self._emit(json.dumps(record, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        os.fsync(self._fd)
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):  # a device or pipe: nothing to sync
+                raise OutputError.of(self.path, exc) from None
+        finally:
+            os.close(fd)
+
+
+class OutputLock:
+    """One run per output file: an exclusive `flock` on the sidecar `OUTPUT.lock`, which holds the pid of
+    the run, taken before the output is read or written and held to the end. Worker processes forked
+    during the run inherit the descriptor, and with it the lock: it is free again when the last process
+    of the run exits, however it ends (a killed run leaves the file, unlocked, for the next to take)."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.path = output.with_name(output.name + ".lock")
+        self._fd = -1
+
+    def __enter__(self) -> OutputLock:
+        if fcntl is None:
+            return self
+        make_parent(self.output)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise OutputError.of(self.path, exc) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise OutputLockedError(
+                    f"{self.output} is being written by another grader batch (pid {holder})",
+                    hint="wait for it to finish or stop it, then --resume",
+                ) from None
+            except OSError as exc:
+                os.close(fd)
+                raise OutputError(f"cannot lock {self.path}: {exc.strerror}") from None
+            if self._still_there(fd):
+                break
+            os.close(fd)  # the run that held it removed the file meanwhile: lock the one there now
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def _still_there(self, fd: int) -> bool:
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd < 0:
+            return
+        try:
+            os.unlink(self.path)  # while still holding it: a run that opened it meanwhile retries
+        except OSError:
+            pass
         os.close(self._fd)
+        self._fd = -1
 
 
-def done_ids(path: Path, id_column: str) -> set[str]:
-    """Ids already in an output file. A torn last line (a run killed mid-write) is cut off first."""
-    if not path.exists():
-        return set()
-    _repair_tail(path)
-    done: set[str] = set()
-    with path.open(encoding="utf-8", newline="") as handle:
-        if output_format(path) == "csv":
-            for record in csv.DictReader(handle):
-                if record.get(id_column):
-                    done.add(record[id_column])
+@dataclass
+class Resumed:
+    """What `--resume` found in an output file."""
+
+    done: set[str] = field(default_factory=set)  # ids graded (or failed on their input) and kept
+    failed: int = 0  # failed rows taken out of the file, to be graded again
+
+
+@dataclass
+class _Span:
+    start: int
+    end: int
+    id: str
+    failed: bool
+
+
+def resume_output(path: Path, id_column: str, header: list[str] | None = None) -> Resumed:
+    """Read an output back for `--resume`: cut off a torn last record (a run killed mid-write), refuse a
+    file that is not this input's output (`header`, the columns this run writes), and take the rows whose
+    last outcome was a failure out of the file (rewritten atomically), so that they are graded again and
+    every id stays in it once."""
+    if not path.exists() or not stat.S_ISREG(path.stat().st_mode):
+        return Resumed()  # nothing yet, or a device (/dev/null): nothing to read back
+    fmt = output_format(path)
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if fmt == "csv":
+                head, spans, end = _csv_spans(handle, path, size, id_column, header)
+            else:
+                head = 0
+                spans, end = _jsonl_spans(handle, path, id_column)
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror}") from None
+    result = Resumed()
+    if end < size:  # a torn last record
+        try:
+            os.truncate(path, end)
+        except OSError as exc:
+            raise OutputError.of(path, exc) from None
+    last = {span.id: span.failed for span in spans}  # each id's last outcome
+    again = {id_ for id_, failed in last.items() if failed}
+    result.done = set(last) - again
+    drop = [span for span in spans if span.failed or span.id in again]
+    if drop:
+        result.failed = sum(span.failed for span in drop)
+        kept = [(0, head)] + [(s.start, s.end) for s in spans if not (s.failed or s.id in again)]
+        _rewrite(path, kept)
+    return result
+
+
+def done_ids(path: Path, id_column: str, header: list[str] | None = None) -> set[str]:
+    """The ids `--resume` skips (`resume_output`, which also repairs the file)."""
+    return resume_output(path, id_column, header).done
+
+
+def _not_ours(path: Path, where: str, what: str) -> BatchInputError:
+    return BatchInputError(f"{path}{where}: {what}", hint="is this the right output file?")
+
+
+def _lines(handle: BinaryIO, state: dict[str, int]) -> Iterator[str]:
+    """The file's lines for the csv module, counting the bytes it has taken (`state["pos"]`) and whether
+    the last one ended with a newline (`state["ended"]`)."""
+    for raw in handle:
+        state["pos"] += len(raw)
+        state["ended"] = raw.endswith(b"\n")
+        state["line"] += 1
+        yield raw.decode("utf-8")
+
+
+def _csv_spans(
+    handle: BinaryIO, path: Path, size: int, id_column: str, header: list[str] | None
+) -> tuple[int, list[_Span], int]:
+    """The header's end, each whole record's byte span, and where the whole records end. The records are
+    parsed by the csv module (strict), not split at newlines: a quoted answer holds newlines of its own.
+    A record is whole when it parses and its newline follows it; anything else at the end of the file is
+    a torn write and is left out; anything else before the end means another program's file."""
+    state = {"pos": 0, "ended": 1, "line": 0}
+    reader = csv.reader(_lines(handle, state), strict=True)
+    spans: list[_Span] = []
+    columns: list[str] | None = None
+    start = head = 0
+    while True:
+        line = state["line"] + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except (csv.Error, UnicodeDecodeError) as exc:
+            if state["pos"] < size:
+                raise _not_ours(path, f":{line}", f"not a CSV record ({exc})") from None
+            break  # torn by a crash or a full disk
+        if not state["ended"]:  # the last record, cut before its newline
+            break
+        if not fields:  # a blank line
+            pass
+        elif columns is None:
+            columns = fields
+            if columns[:1] and columns[0].startswith("\ufeff"):
+                columns[0] = columns[0][1:]
+            if header is not None and columns != header:
+                raise _not_ours(path, "", f"is not an output of this input ({_difference(columns, header)})")
+            if id_column not in columns:
+                raise _not_ours(path, "", f"has no {id_column!r} column")
+            head = state["pos"]
+        elif len(fields) != len(columns):
+            raise _not_ours(path, f":{line}", f"expected {len(columns)} fields, found {len(fields)}")
         else:
-            for number, line in enumerate(handle, start=1):
-                try:
-                    done.add(str(json.loads(line)[id_column]))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise GraderError(f"{path}:{number}: not a grade record; is this the right output file?") from None
-    return done
+            try:
+                record = decode_cells(dict(zip(columns, fields, strict=True)))
+            except ValueError as exc:
+                raise _not_ours(path, f":{line}", str(exc)) from None
+            spans.append(_Span(start, state["pos"], *_outcome_of(record, id_column, path, line)))
+        start = state["pos"]
+    if columns is None:
+        return 0, [], 0  # not even a whole header: the writer starts the file again
+    return head, spans, start
 
 
-def _repair_tail(path: Path) -> None:
-    with path.open("rb+") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        # Walk back to the last newline and cut the partial record after it.
-        step, pos = 4096, size
-        while pos > 0:
-            pos = max(0, pos - step)
-            handle.seek(pos)
-            chunk = handle.read(size - pos)
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                handle.truncate(pos + cut + 1)
-                return
-        handle.truncate(0)
+def _difference(found: list[str], expected: list[str]) -> str:
+    for index, (have, want) in enumerate(zip(found, expected, strict=False), start=1):
+        if have != want:
+            return f"column {index} is {have!r}, this run writes {want!r}"
+    if len(found) < len(expected):
+        return f"it lacks column(s) {', '.join(expected[len(found) :][:3])}"
+    return f"it has extra column(s) {', '.join(found[len(expected) :][:3])}"
+
+
+def _jsonl_spans(handle: BinaryIO, path: Path, id_column: str) -> tuple[list[_Span], int]:
+    """Each record's byte span, and where the whole lines end (a last line without its newline is torn)."""
+    spans: list[_Span] = []
+    pos = end = 0
+    for number, raw in enumerate(handle, start=1):
+        start, pos = pos, pos + len(raw)
+        if not raw.endswith(b"\n"):
+            break
+        end = pos
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _not_ours(path, f":{number}", "not a grade record") from None
+        if not isinstance(record, dict):
+            raise _not_ours(path, f":{number}", "not a grade record")
+        spans.append(_Span(start, pos, *_outcome_of(record, id_column, path, number)))
+    return spans, end
+
+
+#: The outcome column that says a row is a failure (`grade_error_kind` where an input column has the name).
+_KIND = FAILURE_COLUMNS["kind"]
+
+
+def _outcome_of(record: dict[str, Any], id_column: str, path: Path, line: int) -> tuple[str, bool]:
+    """A row's id and whether its outcome is a failure; a row with neither a grade nor a failure is not
+    one of ours."""
+    kind = record[PREFIX + _KIND] if PREFIX + _KIND in record else record.get(_KIND)
+    tier = record["grade_tier"] if "grade_tier" in record else record.get("tier")
+    if record.get(id_column) in (None, "") or (kind in (None, "") and tier in (None, "")):
+        raise _not_ours(path, f":{line}", "not a grade record")
+    return str(record[id_column]), kind not in (None, "")
+
+
+def _rewrite(path: Path, spans: list[tuple[int, int]]) -> None:
+    """Replace the file by the given byte ranges of itself, atomically: a temporary file in the same
+    folder, flushed to disk, then renamed over it (a crash leaves the old file or the new, never half)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError.of(path.parent, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as out, path.open("rb") as source:
+            os.fchmod(out.fileno(), mode)
+            for start, end in spans:
+                source.seek(start)
+                left = end - start
+                while left > 0:
+                    chunk = source.read(min(left, 1 << 20))
+                    out.write(chunk)
+                    left -= len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(name, path)
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise OutputError.of(path, exc) from None
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

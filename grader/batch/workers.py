@@ -8,7 +8,10 @@ and report their counts to the parent, which draws the progress bar and the summ
 
 What makes this safe without any coordination between workers:
 - rows are sharded by (question, answer), so duplicate answers land in the same worker and are graded once;
-- every output line is one `write()` to a file opened with O_APPEND, so lines from workers never interleave;
+- every output line is one `write()` to a file opened with O_APPEND, so lines from workers never interleave
+  (under a record lock, so a write undone after a full disk never cuts another worker's line);
+- the parent holds the run's lock on the output (`OutputLock`) and the workers inherit its descriptor, so
+  the lock is held until the last of them exits and no second run can write the same file meanwhile;
 - the grade cache is SQLite in WAL mode, which takes concurrent writers from several processes;
 - a worker dies with its parent (PR_SET_PDEATHSIG on Linux; a closed pipe elsewhere), so a killed run
   leaves nothing running behind it, and `--resume` finds every finished line.
@@ -219,7 +222,7 @@ def _worker(job: ShardedJob, index: int, count: int, concurrency: int, conn: Any
         engine = job.make_engine(concurrency)
         assert isinstance(engine.stats, BatchStats)
         stats = engine.stats
-        writer = Writer(job.output, job.header, append=True)
+        writer = Writer(job.output, job.header, append=True, shared=True)
         asyncio.run(grade_shard())
     except KeyboardInterrupt:
         code = 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,12 +18,14 @@ from grader.backends import Backend, BackendOptions, get_backend
 from grader.batch.files import (
     BatchInputError,
     Columns,
+    OutputLock,
+    Resumed,
     Row,
     Scan,
     Writer,
-    done_ids,
     output_format,
     read_rows,
+    resume_output,
     scan,
 )
 from grader.batch.runner import BatchStats, run_batch
@@ -40,7 +42,7 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import GraderError
+from grader.errors import UsageError
 from grader.grading.cache import GradeCache
 from grader.grading.engine import Engine
 from grader.grading.rows import column_names
@@ -95,51 +97,62 @@ def batch(
     columns = Columns(id=id_column, question=question_column, answer=answer_column)
     output_format(output)
     if output.exists() and not (resume or force):
-        raise GraderError(f"{output} exists", hint="pass --resume to finish it, or --force to start over")
+        raise UsageError(f"{output} exists", hint="pass --resume to finish it, or --force to start over")
     if resume and force:
-        raise GraderError("--resume and --force contradict each other")
+        raise UsageError("--resume and --force contradict each other")
 
-    found = scan(source, columns)
-    if found.problems:
-        for problem in found.problems[:MAX_PROBLEMS_SHOWN]:
-            err_console.print(f"{source}:{problem.line}: {problem.message}", markup=False, highlight=False)
-        more = len(found.problems) - MAX_PROBLEMS_SHOWN
-        if more > 0:
-            err_console.print(f"... and {more} more", markup=False)
-        if not skip_invalid:
-            raise BatchInputError(
-                f"{source}: {len(found.problems)} malformed row(s), nothing graded",
-                hint="fix them, or pass --skip-invalid to grade the rest",
+    # One run per output, from before it is read (--resume) to the last worker's last line.
+    lock: AbstractContextManager[object] = OutputLock(output) if export_requests_to is None else nullcontext()
+    with lock:
+        found = scan(source, columns)
+        if found.problems:
+            for problem in found.problems[:MAX_PROBLEMS_SHOWN]:
+                err_console.print(f"{source}:{problem.line}: {problem.message}", markup=False, highlight=False)
+            more = len(found.problems) - MAX_PROBLEMS_SHOWN
+            if more > 0:
+                err_console.print(f"... and {more} more", markup=False)
+            if not skip_invalid:
+                raise BatchInputError(
+                    f"{source}: {len(found.problems)} malformed row(s), nothing graded",
+                    hint="fix them, or pass --skip-invalid to grade the rest",
+                )
+            err_console.print(f"skipping {len(found.problems)} malformed row(s)", markup=False)
+
+        rubric_ = load_rubric(rubric)
+        backend_ = get_backend(backend, options)
+        resumed = resume_output(output, id_column, column_names(found.header)) if resume else Resumed()
+        if resumed.failed:
+            err_console.print(
+                f"--resume: {resumed.failed} failed row(s) taken out of {output}, to be graded again", markup=False
             )
-        err_console.print(f"skipping {len(found.problems)} malformed row(s)", markup=False)
-
-    job = _Job(
-        source=source,
-        output=output,
-        columns=columns,
-        found=found,
-        rubric=load_rubric(rubric),
-        backend=get_backend(backend, options),
-        options=options,
-        skip=done_ids(output, id_column) if resume else set(),
-        resume=resume,
-        max_chars=max_answer_chars,
-        threshold=review_threshold,
-        price_in=price_in,
-        price_out=price_out,
-    )
-    job.concurrency = concurrency or job.backend.default_concurrency
-    offline_halves = via is Via.batch_api or export_requests_to or import_results_from
-    job.workers = _worker_count(job.backend, workers, job.concurrency, direct=not offline_halves)
-    job.cache = GradeCache() if cache else None
-    try:
-        if offline_halves:
-            stats = _via_batch_api(job, export_requests_to, import_results_from)
-        else:
-            stats = _direct(job)
-    finally:
-        if job.cache is not None:
-            job.cache.close()
+        job = _Job(
+            source=source,
+            output=output,
+            columns=columns,
+            found=found,
+            rubric=rubric_,
+            backend=backend_,
+            options=options,
+            skip=resumed.done,
+            regrade=resumed.failed,
+            resume=resume,
+            max_chars=max_answer_chars,
+            threshold=review_threshold,
+            price_in=price_in,
+            price_out=price_out,
+        )
+        job.concurrency = concurrency or job.backend.default_concurrency
+        offline_halves = via is Via.batch_api or export_requests_to or import_results_from
+        job.workers = _worker_count(job.backend, workers, job.concurrency, direct=not offline_halves)
+        job.cache = GradeCache() if cache else None
+        try:
+            if offline_halves:
+                stats = _via_batch_api(job, export_requests_to, import_results_from)
+            else:
+                stats = _direct(job)
+        finally:
+            if job.cache is not None:
+                job.cache.close()
     if stats is not None and stats.failed:
         raise typer.Exit(1)
 
@@ -156,6 +169,7 @@ class _Job:
     backend: Backend
     options: BackendOptions
     skip: set[str]
+    regrade: int  # failed rows --resume took out of the output, graded again
     resume: bool
     max_chars: int
     threshold: float
@@ -190,9 +204,9 @@ class _Job:
 def _worker_count(backend: Backend, asked: int | None, concurrency: int, *, direct: bool) -> int:
     if asked is not None and asked > 1:
         if not direct:
-            raise GraderError("--workers applies to direct requests, not to --via batch-api or its halves")
+            raise UsageError("--workers applies to direct requests, not to --via batch-api or its halves")
         if not backend.multiprocess:
-            raise GraderError(f"--workers: the {backend.name} backend grades in one process", hint="drop --workers")
+            raise UsageError(f"--workers: the {backend.name} backend grades in one process", hint="drop --workers")
     if asked is None:
         asked = auto_workers(concurrency) if direct and backend.multiprocess else 1
     return max(1, min(asked, concurrency))
@@ -256,7 +270,7 @@ def _via_batch_api(job: _Job, export_to: Path | None, import_from: Path | None) 
 
     backend = job.backend
     if not isinstance(backend, batch_api.BatchAPIBackend):
-        raise GraderError(f"--via batch-api needs a backend with a Batch API (openai), not {backend.name}")
+        raise UsageError(f"--via batch-api needs a backend with a Batch API (openai), not {backend.name}")
     if export_to is not None:
         count = batch_api.export_requests(job.rows(), backend, job.engine(backend, job.cache), export_to)
         console.print(f"wrote {count} request(s) to {export_to}; run them, then --import-results", markup=False)
@@ -349,7 +363,9 @@ def _summary(
     failures = f" ({', '.join(f'{k} {v}' for k, v in ranked)})" if stats.failures else ""
     lines = [
         f"graded {stats.graded} ({tiers}); failed {stats.failed}{failures}",
-        f"skipped {stats.skipped} already in {job.output}; {stats.cached} from cache; {stats.duplicates} duplicate "
+        f"skipped {stats.skipped} already in {job.output}"
+        + (f" ({job.regrade} failed row(s) graded again)" if job.regrade else "")
+        + f"; {stats.cached} from cache; {stats.duplicates} duplicate "
         f"answer(s) graded once; {stats.model_calls} model call(s)",
         f"tokens {stats.prompt_tokens} in ({stats.cached_tokens} from the server's prefix cache) / "
         f"{stats.completion_tokens} out; estimated cost "

@@ -3,16 +3,22 @@
 It holds what the backend returned, before the review policy (the engine applies that after a hit, so a
 changed threshold applies to cached grades too); a rerun of an unchanged suite or batch costs nothing,
 and any change grades afresh. WAL mode lets several readers and one writer share the file. API keys
-are never part of the key or the value.
+are never part of the key or the value. The file is created 0600 before SQLite opens it (SQLite gives
+its -wal and -shm files the database's mode), in a 0700 folder (`cache_dir`): it holds candidate
+answers. A cache that cannot be opened or written is `OutputError` naming the file, not a traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from grader.config import cache_dir
+from grader.errors import OutputError
 from grader.grading.contract import Grade
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS grades (key TEXT PRIMARY KEY, grade TEXT NOT NULL, created REAL NOT NULL)"
@@ -22,15 +28,25 @@ class GradeCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or cache_dir() / "grades.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
         self.hits = 0
         self.misses = 0
+        with self._errors():
+            _private(self.path)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's and the system's errors as one line naming the file (a full disk, a read-only folder)."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise OutputError.of(self.path, exc, hint="pass --no-cache, or set GRADER_CACHE_DIR") from None
 
     def get(self, key: str) -> Grade | None:
-        with self._lock:
+        with self._lock, self._errors():
             row = self._db.execute("SELECT grade FROM grades WHERE key = ?", (key,)).fetchone()
         if row is None:
             self.misses += 1
@@ -39,7 +55,7 @@ class GradeCache:
         return Grade.model_validate_json(row[0])
 
     def put(self, key: str, grade: Grade) -> None:
-        with self._lock:
+        with self._lock, self._errors():
             self._db.execute(
                 "INSERT OR REPLACE INTO grades (key, grade, created) VALUES (?, ?, julianday('now'))",
                 (key, grade.model_dump_json()),
@@ -47,3 +63,15 @@ class GradeCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _private(path: Path) -> None:
+    """Create the database file 0600 (and tighten one an older version left readable, with its -wal and
+    -shm), so that SQLite, which gives those the database's mode, never makes them readable to others."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+        except OSError:  # absent, or another user's shared cache: theirs to set
+            pass

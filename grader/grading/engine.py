@@ -30,7 +30,7 @@ from typing import Any, Generic, Literal, TypeVar
 from grader.backends.base import Backend
 from grader.backends.retry import transient_listener
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import GraderError, error_for
+from grader.errors import GraderError, UsageError, error_for
 from grader.grading.cache import GradeCache
 from grader.grading.contract import FailureKind, Grade, GradeFailure, GradeRequest, Outcome, Sampling
 from grader.grading.limit import AdaptiveLimit
@@ -174,9 +174,12 @@ class Engine:
         stats: Stats | None = None,
     ) -> None:
         if samples < 1:
-            raise GraderError("--samples must be at least 1")
+            raise UsageError("--samples must be at least 1")
         if samples > 1 and not backend.stochastic:
-            raise GraderError(f"--samples needs a sampling model; the {backend.name} backend is deterministic")
+            raise UsageError(
+                f"--samples needs a sampling model; the {backend.name} backend is deterministic",
+                hint="use a chat backend (openai, ollama)",
+            )
         self.backend = backend
         self.rubric = rubric
         self.cache = cache

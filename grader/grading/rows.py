@@ -8,12 +8,16 @@ with nothing to update. A row carries its input columns first; an outcome column
 column already has is written `grade_<name>`.
 
 In CSV, text fields are written as they are, other values as JSON (`true`, `0.93`, `["q01.logs"]`), and
-an empty cell is a missing value; `decode_cells` reverses it from the fields' types.
+an empty cell is a missing value; `decode_cells` reverses it from the fields' types. Text that a
+spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a
+leading `'`, as OWASP recommends against CSV injection; a plain number such as `-1` is not a formula and
+stays as it is, and `decode_cells` takes the quote off again.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -77,25 +81,46 @@ def _value(record: Mapping[str, Any], column: str) -> Any:
 # --- CSV cells ------------------------------------------------------------------------------------------
 
 
+#: First characters that make a spreadsheet evaluate a cell (OWASP, "CSV Injection").
+_FORMULA_START = frozenset("=+-@\t\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def encode_cell(value: Any) -> str:
-    """One CSV cell: text as it is, None as empty, anything else as JSON."""
+    """One CSV cell: text as it is (a formula neutralised), None as empty, anything else as JSON."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+        return _neutralised(value)
+    return json.dumps(value, ensure_ascii=False)  # a JSON number (-1) is no formula: never quoted
+
+
+def _neutralised(text: str) -> str:
+    """Text that starts (after any quotes) with a formula character gets one more leading quote, so
+    decoding takes exactly one off; a plain number is left alone."""
+    body = text.lstrip("'")
+    if body[:1] in _FORMULA_START and not (len(body) == len(text) and _NUMBER.fullmatch(text)):
+        return "'" + text
+    return text
+
+
+def _restored(cell: str) -> str:
+    """`_neutralised` reversed: a quote followed (after more quotes) by a formula character comes off."""
+    if cell[:1] == "'" and cell.lstrip("'")[:1] in _FORMULA_START:
+        return cell[1:]
+    return cell
 
 
 def decode_cells(row: Mapping[str, str]) -> dict[str, Any]:
-    """A CSV row with its outcome columns decoded back to values (by each field's type); other columns
-    stay text. An empty cell is None. A cell that should hold JSON and does not raises ValueError naming
-    the column."""
-    out: dict[str, Any] = dict(row)
+    """A CSV row read back: every text cell with its formula quote taken off, and the outcome columns
+    decoded to values (by each field's type); other columns stay text. An empty cell is None. A cell
+    that should hold JSON and does not raises ValueError naming the column."""
+    out: dict[str, Any] = {k: _restored(v) if isinstance(v, str) else v for k, v in row.items()}
     for column, text_typed in _TEXT_COLUMNS.items():
         name = PREFIX + column if PREFIX + column in row else column  # an unprefixed twin is an input column
         if name not in row:
             continue
-        cell = row[name]
+        cell = out[name]
         if cell is None or cell == "":
             out[name] = None
         elif not text_typed:

@@ -2,8 +2,11 @@
 
 It answers /v1/chat/completions with a valid grade for whatever question the request's schema names,
 quoting the candidate answer from the prompt. It can behave like llama.cpp (HTTP 500 on `json_schema`),
-answer after a latency, and inject faults by request number: "429", "500", "malformed" (a reply that
-fails validation) or "hang" (no answer within the client's timeout).
+answer after a latency, and inject faults by request number (`FAULTS`): HTTP errors ("401", "429" with
+`Retry-After`, "500", "503"), a connection reset ("reset"), no answer within the client's timeout
+("hang"), and replies that fail validation: not JSON ("malformed"), JSON that fits no schema ("schema"),
+a point id the rubric lacks ("unknown-point") and evidence the answer does not contain ("fake-quote").
+`hold_from` keeps requests from that number on waiting until `release()`, to catch a run mid-way.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import asyncio
 import email.policy
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +27,9 @@ from aiohttp import web
 
 ANSWER = re.compile(r"<candidate_answer>\n(.*)\n</candidate_answer>", re.DOTALL)
 Fault = Callable[[int], str | None]
+#: Every fault a test can inject.
+FAULTS = ("401", "429", "500", "503", "reset", "hang", "malformed", "schema", "unknown-point", "fake-quote")
+FAKE_QUOTE = "I rewrote the whole system in a weekend"
 
 
 class LoopbackLLM:
@@ -37,6 +45,8 @@ class LoopbackLLM:
         latency: float = 0.0,
         fault: Fault | None = None,
         hang_seconds: float = 5.0,
+        retry_after: str = "0",
+        hold_from: int | None = None,
         record: bool = True,
     ) -> None:
         self.record = record  # keep every request's body and headers (tests read them; a benchmark only counts)
@@ -45,6 +55,9 @@ class LoopbackLLM:
         self.latency = latency
         self.fault = fault
         self.hang_seconds = hang_seconds
+        self.retry_after = retry_after  # the Retry-After header of a "429"
+        self.hold_from = hold_from  # chat requests from this number on wait for `release()`
+        self._released: asyncio.Event | None = None
         # Request bodies are kept as bytes and parsed on access: thousands of parsed bodies made Python's
         # cyclic GC pause the server for 200 ms at a time in the batch benchmark.
         self._bodies: list[bytes] = []
@@ -81,8 +94,14 @@ class LoopbackLLM:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
 
+    def release(self) -> None:
+        """Let the requests held by `hold_from` be answered (and every later one at once)."""
+        assert self._loop is not None and self._released is not None
+        self._loop.call_soon_threadsafe(self._released.set)
+
     def _serve(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
+        self._released = asyncio.Event()
         app = web.Application(client_max_size=1 << 30)
         app.router.add_route("*", "/{path:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0)
@@ -114,11 +133,22 @@ class LoopbackLLM:
             status, payload = self.batch_post(path, request.headers["content-type"], raw)
             return web.json_response(payload, status=status)
         number, fault = self._count(raw, headers)
+        if self.hold_from is not None and number >= self.hold_from:
+            assert self._released is not None
+            await self._released.wait()
+        if fault == "reset":  # an RST instead of an answer (SO_LINGER 0, then abort)
+            transport = request.transport
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            return web.Response(status=500)
         status, payload, extra = self.respond(json.loads(raw), number, fault)
         data = json.dumps(payload).encode()
         if fault == "hang":
             await asyncio.sleep(self.hang_seconds)
-        elif self.latency and fault not in ("429", "500"):
+        elif self.latency and fault not in ("401", "429", "500", "503"):
             # The latency counts from the request's arrival, as a client sees a real server's: the work
             # above happens inside it, not on top of it.
             await asyncio.sleep(max(0.0, arrived + self.latency - time.monotonic()))
@@ -138,14 +168,26 @@ class LoopbackLLM:
         self, body: dict[str, Any], number: int, fault: str | None = None
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """The reply to one chat request (the handler then waits out the latency)."""
+        if fault == "401":
+            message = "Incorrect API key provided"
+            return 401, {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}, {}
         if fault == "429":
-            return 429, {"error": {"message": "Rate limit reached", "type": "rate_limit"}}, {"retry-after": "0"}
-        if fault == "500":
-            return 500, {"error": {"message": "upstream failure", "type": "server_error"}}, {}
+            return (
+                429,
+                {"error": {"message": "Rate limit reached", "type": "rate_limit"}},
+                {"retry-after": self.retry_after},
+            )
+        if fault in ("500", "503"):
+            return int(fault), {"error": {"message": "upstream failure", "type": "server_error"}}, {}
         fmt = body.get("response_format") or {}
         if self.reject_json_schema and fmt.get("type") == "json_schema":
             return 500, {"error": {"message": "Input should be 'text' or 'json_object'", "type": "server_error"}}, {}
-        content = "this is not JSON" if fault == "malformed" else json.dumps(self.reply(body))
+        if fault == "malformed":
+            content = "this is not JSON"
+        elif fault == "schema":
+            content = json.dumps({"grade": "great", "because": "it is"})
+        else:
+            content = json.dumps(self.reply(body, fault))
         return (
             200,
             {
@@ -236,22 +278,30 @@ class LoopbackLLM:
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
         }
 
-    def reply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def reply(self, body: dict[str, Any], fault: str | None = None) -> dict[str, Any]:
         """A valid grade: the first key point covered with the answer's first words as evidence (in the
-        holistic, checklist or tier-only format, whichever the request's schema asks for)."""
+        holistic, checklist or tier-only format, whichever the request's schema asks for); with the
+        fault "unknown-point" it also covers a point the rubric lacks, with "fake-quote" its evidence is
+        not in the answer."""
         fmt = body.get("response_format") or {}
         schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         answer = ANSWER.search(user).group(1)
-        quote = " ".join(answer.split()[:5])
+        quote = FAKE_QUOTE if fault == "fake-quote" else " ".join(answer.split()[:5])
         if "points" not in schema["properties"]:
             keys = schema["required"]
             if keys == ["tier"]:
                 return {"tier": self.tier}
-            return {k: {"verdict": "yes", "quote": quote} if k == "p1" else {"verdict": "no"} for k in keys}
+            items = {k: {"verdict": "yes", "quote": quote} if k == "p1" else {"verdict": "no"} for k in keys}
+            if fault == "unknown-point":
+                items["p99"] = {"verdict": "yes", "quote": quote}
+            return items
         ids = schema["properties"]["points"]["required"]
+        points = {pid: {"evidence": quote if i == 0 else "", "covered": i == 0} for i, pid in enumerate(ids)}
+        if fault == "unknown-point":
+            points["q99.no-such-point"] = {"evidence": quote, "covered": True}
         return {
-            "points": {pid: {"evidence": quote if i == 0 else "", "covered": i == 0} for i, pid in enumerate(ids)},
+            "points": points,
             "red_flags": [],
             "justification": "Covers the first key point only.",
             "tier": self.tier,
