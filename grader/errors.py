@@ -6,6 +6,8 @@ traceback.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import ClassVar
 
 from grader.grading.contract import FailureKind, GradeFailure, Usage
@@ -24,7 +26,8 @@ class GraderError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        # Every message printed or stored goes through here: a key a server echoed back never leaves.
+        return redact(f"{self.message} ({self.hint})" if self.hint else self.message)
 
     def failure(self, question_id: str | None = None) -> GradeFailure:
         """This error as data: the one conversion every feature uses."""
@@ -150,7 +153,7 @@ class GradingFailedError(GraderError):
             question_id=question_id,
             attempts=self.attempts,
             usage=self.usage or Usage(),
-            last_output=self.last_output,
+            last_output=redact(self.last_output) if self.last_output is not None else None,
         )
 
 
@@ -178,3 +181,58 @@ class TranscriptError(GraderError):
     """A transcript cannot be read as an interview: unknown format, no speakers, no interviewer or candidate."""
 
     exit_code = 14
+
+
+class OutputError(GraderError):
+    """An output file or the grade cache cannot be written: a full disk, a missing permission, a path that
+    is not a folder. The user's environment, not a bug: one line naming the path and the cause."""
+
+    exit_code = 15
+
+    @classmethod
+    def of(cls, path: object, exc: BaseException, *, hint: str | None = None) -> OutputError:
+        """`cannot write PATH: CAUSE`, the cause in the system's words (`No space left on device`)."""
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        return cls(f"cannot write {path}: {cause}", hint=hint)
+
+
+class OutputLockedError(GraderError):
+    """Another `grader batch` is writing the same output file; the message names its process."""
+
+    exit_code = 16
+
+
+class UsageError(GraderError):
+    """The command line asks for something it cannot do: a missing or contradictory option, an unknown
+    backend or suite, an output that exists. Exit 2, as the CLI framework's own usage errors."""
+
+    exit_code = 2
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+#: What a secret is replaced with in every message grader prints or stores.
+REDACTED = "[redacted]"
+#: Shorter values are not treated as secrets: redacting them would garble ordinary words.
+_MIN_SECRET = 8
+_SECRETS: set[str] = set()
+# `Bearer TOKEN` anywhere, and an `Authorization: SCHEME CREDENTIALS` header quoted back.
+_BEARER = re.compile(r"\b(Bearer|Authorization[\"']?\s*[:=]\s*[\"']?\w+)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/\s@]+@", re.IGNORECASE)
+
+
+def add_secret(value: str | None) -> None:
+    """Remember a credential (a backend's API key) so that `redact` hides it wherever it shows up."""
+    if value and len(value) >= _MIN_SECRET:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """`text` without secrets: the configured API keys (OPENAI_API_KEY and any a backend was given),
+    `Bearer ...` tokens, quoted `Authorization` headers, and the `user:password@` of URLs."""
+    secrets = {*_SECRETS, os.environ.get("OPENAI_API_KEY") or ""}
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _MIN_SECRET and secret in text:
+            text = text.replace(secret, REDACTED)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)

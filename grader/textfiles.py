@@ -1,11 +1,21 @@
-"""Opening the user's text files, with one-line errors that name the file."""
+"""Opening the user's text files, with one-line errors that name the file.
+
+Reads are bounded where a limit applies: a file or standard input is read to one character past the
+limit and no further, so `/dev/zero` or a huge file costs what the limit allows, not the machine's
+memory; the caller refuses what is over. Text holding NUL characters (UTF-16 without a BOM, a binary
+file) is refused as not UTF-8 text, like any other bytes that are not UTF-8.
+"""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from grader.errors import EncodingError, InputFileError
+
+#: Bytes read at a time when there is no limit to stop at.
+_CHUNK = 1 << 16
 
 
 def open_text(path: Path, *, encoding: str = "utf-8") -> IO[str]:
@@ -15,20 +25,69 @@ def open_text(path: Path, *, encoding: str = "utf-8") -> IO[str]:
     """
     try:
         return path.open(encoding=encoding, newline="")
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path}: is a directory") from None
-    except PermissionError:
-        raise InputFileError(f"{path}: permission denied") from None
     except OSError as exc:
-        raise InputFileError(f"{path}: cannot read: {exc.strerror}") from None
+        raise _unreadable(path, exc) from None
 
 
-def read_text(path: Path) -> str:
-    """A whole UTF-8 file."""
-    with open_text(path) as handle:
+def _unreadable(path: Path, exc: OSError) -> InputFileError:
+    if isinstance(exc, FileNotFoundError):
+        return InputFileError(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return InputFileError(f"{path}: is a directory")
+    if isinstance(exc, PermissionError):
+        return InputFileError(f"{path}: permission denied")
+    return InputFileError(f"{path}: cannot read: {exc.strerror}")
+
+
+def read_text(path: Path, *, limit: int | None = None) -> str:
+    """A whole UTF-8 file; with a `limit`, at most `limit + 1` characters of it (more means too long)."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    with handle:
         try:
-            return handle.read()
+            return read_stream(handle, str(path), limit=limit)
+        except OSError as exc:  # a read that fails after the open (EIO, a directory on some systems)
+            raise _unreadable(path, exc) from None
+
+
+def read_stream(stream: BinaryIO, label: str, *, limit: int | None = None) -> str:
+    """Decode a binary stream as UTF-8; with a `limit`, stop after `limit + 1` characters.
+
+    Never asks for more bytes than characters still wanted, so past the limit not one byte more is read
+    than those characters take (a single-byte text: `limit + 1` bytes). Errors name `label`."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    parts: list[str] = []
+    chars = consumed = 0  # characters decoded, bytes read
+    while limit is None or chars <= limit:
+        data = stream.read(_CHUNK if limit is None else min(_CHUNK, limit + 1 - chars))
+        pending = len(decoder.getstate()[0])  # bytes of a character split across reads
+        try:
+            text = decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
-            raise EncodingError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+            offset = consumed - pending + exc.start
+            raise EncodingError(f"{label}: not UTF-8 text (invalid byte at offset {offset})") from None
+        if "\0" in text:
+            offset = chars + text.index("\0")
+            raise EncodingError(
+                f"{label}: not UTF-8 text (a NUL character at character {offset}: UTF-16, or a binary file?)"
+            )
+        consumed += len(data)
+        chars += len(text)
+        parts.append(text)
+        if not data:
+            break
+    return "".join(parts)
+
+
+def check_text(text: str, label: str) -> str:
+    """Refuse text that did not come from UTF-8: surrogate escapes (bytes that are not UTF-8, as Python
+    keeps them from the command line) and NUL characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodingError(f"{label}: not UTF-8 text (bytes that are not UTF-8 on the command line)") from None
+    if "\0" in text:
+        raise EncodingError(f"{label}: not UTF-8 text (a NUL character at character {text.index(chr(0))})")
+    return text

@@ -73,7 +73,7 @@ def test_grade_text_from_stdin(scripted, q1):
             ["-q", "1", "-f", "/nonexistent/answer.txt"], 6, "/nonexistent/answer.txt: no such file", id="missing-file"
         ),
         pytest.param(["-q", "1", "-a", "x", "-b", "openai"], 8, "openai backend is not configured", id="no-backend"),
-        pytest.param(["-q", "1"], 1, "exactly one of --answer or --answer-file", id="no-answer"),
+        pytest.param(["-q", "1"], 2, "exactly one of --answer or --answer-file", id="no-answer"),
         pytest.param(
             ["-q", "1", "-a", "x", "--rubric", "/nonexistent.yaml"], 9, "no such rubric file", id="bad-rubric"
         ),
@@ -131,7 +131,7 @@ def test_import_then_draft_without_a_model(tmp_path):
     assert "ignored: Last updated" in imported.stderr
     assert all(not q.key_points for q in load_rubric(out))
     again = invoke("rubric", "import", str(data_dir("rubric") / "recruiters-questions.txt"), "--out", str(out))
-    assert again.exit_code == 1 and "exists" in again.stderr
+    assert again.exit_code == 2 and "exists" in again.stderr
 
     drafted = invoke("rubric", "draft", str(out), "--backend", "local")
     assert drafted.exit_code == 0, drafted.output

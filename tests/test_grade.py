@@ -161,6 +161,11 @@ def test_no_tier_token_means_no_confidence():
         pytest.param("poor", 4, [], "covers 4 of 8 key points and shows no red flag", id="poor-with-half"),
         pytest.param("great", 4, [], None, id="consistent-great"),
         pytest.param("poor", 1, ["q01.no-root-cause"], None, id="consistent-poor"),
+        pytest.param(
+            "poor", 0, [], "graded poor on no evidence: covers none of the 8 key points", id="poor-on-no-evidence"
+        ),
+        pytest.param("poor", 0, ["q01.no-root-cause"], None, id="poor-with-a-red-flag-only"),
+        pytest.param("poor", 1, [], None, id="poor-with-a-point"),
     ],
 )
 def test_review_policy_flags_a_tier_its_points_contradict(q1, tier, n_covered, flags, reason):

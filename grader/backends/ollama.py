@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from grader.backends.chat import OUTPUT_MODE, ChatBackend, Completion, Conversation, Rejected
 from grader.backends.retry import TransientError, parse_retry_after
-from grader.errors import BackendError, BackendNotConfiguredError
+from grader.errors import BackendError, BackendNotConfiguredError, redact
 from grader.grading.contract import GradeRequest, Usage
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -93,7 +93,7 @@ class OllamaBackend(ChatBackend):
         if not isinstance(exc, httpx2.HTTPStatusError):
             return exc
         status, response = exc.response.status_code, exc.response
-        message = _error_message(response)
+        message = redact(_error_message(response))  # before it is cut to one line
         if status == 400 and "format" in message.lower():
             return Rejected(OUTPUT_MODE)
         if status == 404:

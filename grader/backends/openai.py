@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
@@ -22,7 +24,7 @@ from grader.backends.confidence import TokenLogprob
 from grader.backends.prompts import Prompts
 from grader.backends.retry import RetryPolicy, TransientError, parse_retry_after
 from grader.config import DEFAULT_OPENAI_MODEL
-from grader.errors import BackendError, BackendNotConfiguredError
+from grader.errors import BackendError, BackendNotConfiguredError, add_secret, redact
 from grader.grading.contract import GradeRequest, Usage
 
 MODES = ("json_schema", "json_object_schema", "json_object")
@@ -103,6 +105,12 @@ class OpenAIBackend(ChatBackend):
                 hint="set OPENAI_API_KEY (and OPENAI_BASE_URL for a self-hosted server), or use --backend local",
             )
         base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        if urlsplit(base_url).username is not None:  # `user:password@host`: the SDK cannot send both
+            raise BackendNotConfiguredError(
+                "the server URL (--base-url or OPENAI_BASE_URL) holds credentials (user:password@host)",
+                hint="remove them from the URL and put the key in OPENAI_API_KEY",
+            )
+        add_secret(api_key)
         super().__init__(
             prompts=prompts,
             policy=policy,
@@ -195,14 +203,19 @@ class OpenAIBackend(ChatBackend):
         return self.completion_from(response.content)
 
     def classify(self, exc: Exception) -> Exception:
-        if isinstance(exc, openai.APITimeoutError):
-            return TransientError("request timed out")
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
+            # The SDK's aiohttp client reports a refused connection or a name that does not resolve as a
+            # timeout: the cause says what happened.
+            if (problem := connection_problem(exc, self.base_url)) is not None:
+                return TransientError(problem)
+            if isinstance(exc, openai.APITimeoutError):
+                return TransientError("request timed out")
             return TransientError(f"cannot connect to {self.base_url}")
         if not isinstance(exc, openai.APIStatusError):
             return exc
         status = exc.status_code
-        body = f"{exc.message} {exc.response.text if exc.response is not None else ''}".lower()
+        message = redact(exc.message)  # before it is cut to one line: no part of a key survives the cut
+        body = f"{message} {exc.response.text if exc.response is not None else ''}".lower()
         if status in (400, 422, 500, 501) and any(s in body for s in ("json_schema", "response_format", "json_object")):
             return Rejected(OUTPUT_MODE)
         for feature in ("repeat_penalty", "logprobs"):
@@ -216,7 +229,7 @@ class OpenAIBackend(ChatBackend):
                 hint="check --model / GRADER_MODEL and OPENAI_BASE_URL",
             )
         retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response is not None else None
-        return self.status_error(status, exc.message, retry_after=retry_after)
+        return self.status_error(status, message, retry_after=retry_after)
 
     def completion_from(self, response: bytes | dict[str, Any], requests: int = 1) -> Completion:
         """A Completion from a chat-completion response (its bytes, or a Batch API result body)."""
@@ -244,6 +257,31 @@ class OpenAIBackend(ChatBackend):
             top = tuple((alt.token, alt.logprob) for alt in (item.top_logprobs or []))
             tokens.append(TokenLogprob(item.token, item.logprob, top))
         return Completion(text=text, usage=usage, logprobs=tokens, requests=requests)
+
+
+def connection_problem(exc: BaseException, base_url: str) -> str | None:
+    """What a failed connection was, read from the exception's causes: `connection refused to HOST:PORT`,
+    `HOST does not resolve`, or `cannot connect to HOST:PORT (reason)`; None when no cause says."""
+    url = urlsplit(base_url)
+    host = url.hostname or base_url
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        port = None
+    where = f"{host}:{port}" if port is not None else host
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in causes:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return f"{host} does not resolve"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return f"connection refused to {where}"
+    for c in causes:
+        if isinstance(c, OSError) and not isinstance(c, TimeoutError) and c.strerror:
+            return f"cannot connect to {where} ({c.strerror})"
+    return None
 
 
 def _strict_subset(schema: dict[str, Any]) -> dict[str, Any]:

@@ -207,6 +207,8 @@ def _model_line(where: str, number: int, text: str) -> ModelGrade:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CalibrationDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise CalibrationDataError(f"{where}: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise CalibrationDataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     raw_id = obj.get("id")

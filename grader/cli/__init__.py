@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from grader.cli._common import err_console
-from grader.errors import GraderError
+from grader.errors import GraderError, redact
 
 
 class _Group(TyperGroup):
@@ -30,8 +30,9 @@ class _Group(TyperGroup):
         except Exception as exc:
             if os.environ.get("GRADER_DEBUG"):
                 raise
+            shown = redact(str(exc))  # an exception's text may quote a request's credentials too
             err_console.print(
-                f"grader: internal error: {type(exc).__name__}: {exc} (set GRADER_DEBUG=1 for the traceback)",
+                f"grader: internal error: {type(exc).__name__}: {shown} (set GRADER_DEBUG=1 for the traceback)",
                 markup=False,
                 highlight=False,
             )

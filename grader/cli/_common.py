@@ -20,11 +20,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from grader.backends import BackendOptions
+from grader.backends import REGISTRY, BackendOptions
 from grader.backends.retry import RetryPolicy
 from grader.config import DEFAULT_MODE
-from grader.errors import EncodingError, InputFileError
-from grader.textfiles import read_text
+from grader.errors import AnswerTooLongError, InputFileError, UsageError
+from grader.textfiles import read_stream, read_text
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -44,6 +44,13 @@ def progress_bar(*columns: ProgressColumn) -> Progress:
     return Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal)
 
 
+def _known_backend(name: str) -> str:
+    """An unknown --backend is a usage error, found before anything is read or loaded."""
+    if name != "auto" and name not in REGISTRY:
+        raise UsageError(f"unknown backend {name!r}", hint="choose one of: auto, " + ", ".join(REGISTRY))
+    return name
+
+
 BackendOpt = Annotated[
     str,
     typer.Option(
@@ -52,6 +59,7 @@ BackendOpt = Annotated[
         envvar="GRADER_BACKEND",
         help="auto, openai, ollama, local, nearest or fake.",
         show_default=True,
+        callback=_known_backend,
     ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", envvar="GRADER_MODEL", help="Model name.")]
@@ -224,14 +232,20 @@ def backend_options(
     )
 
 
-def read_input(path: Path) -> str:
-    """Read a UTF-8 text file, or standard input for `-`."""
+def read_input(path: Path, *, limit: int | None = None) -> str:
+    """Read a UTF-8 text file, or standard input for `-`; with a `limit` (characters), never more than one
+    character past it, and an AnswerTooLongError when it is over."""
     if str(path) == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EncodingError(f"standard input: not UTF-8 text (invalid byte at offset {exc.start})") from None
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a directory; grade a folder with `grader batch`")
-    return read_text(path)
+        label = "standard input"
+        text = read_stream(sys.stdin.buffer, label, limit=limit)
+    else:
+        if path.is_dir():
+            raise InputFileError(f"{path}: is a directory; grade a folder with `grader batch`")
+        label = str(path)
+        text = read_text(path, limit=limit)
+    if limit is not None and len(text) > limit:
+        raise AnswerTooLongError(
+            f"{label} is over the limit of {limit:,} characters",
+            hint="raise it with --max-answer-chars or GRADER_MAX_ANSWER_CHARS",
+        )
+    return text

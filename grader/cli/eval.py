@@ -21,11 +21,12 @@ from grader.cli._common import (
     progress_bar,
     with_backend_options,
 )
-from grader.errors import GraderError
+from grader.errors import GraderError, UsageError
 from grader.grading.cache import GradeCache
 
 if TYPE_CHECKING:
     from grader.eval.cases import Suite
+    from grader.eval.report import EvalReport
     from grader.eval.runner import CaseResult
 from grader.resources import data_dir
 
@@ -61,17 +62,22 @@ def eval_(
     from grader.eval.report import check_thresholds, write_reports
 
     names = [n.strip() for item in (suite or list(suites.DEFAULT_SUITES)) for n in item.split(",") if n.strip()]
+    choose = "choose from " + ", ".join(suites.SUITES)
+    if not names:
+        raise UsageError("--suite names no suite", hint=choose)
+    if unknown := [n for n in names if n not in suites.SUITES]:
+        raise UsageError(f"unknown suite {unknown[0]!r}", hint=choose)
     loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
     reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out, floor))
     broken: list[str] = []
-    limits = _thresholds().get(reports[0]["backend"], {}) if reports else {}
+    limits = _thresholds().get(reports[0].backend, {}) if reports else {}
     for report in reports:
         _print(report)
         if out is not None:
             paths = write_reports(report, out)
             console.print("wrote " + ", ".join(str(p) for p in paths))
         if check:
-            broken += check_thresholds(report, limits.get(report["suite"], {}))
+            broken += check_thresholds(report, limits.get(report.suite, {}))
     if check:
         if broken:
             for line in broken:
@@ -90,7 +96,7 @@ async def _run(
     price_in: float | None,
     price_out: float | None,
     with_floor: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[EvalReport]:
     from grader.eval.report import summarize  # scikit-learn: only when evaluating
     from grader.eval.runner import run_suite
 
@@ -151,84 +157,78 @@ def _thresholds() -> dict[str, Any]:
         raise GraderError(f"{path}: cannot read thresholds: {exc}") from None
 
 
-def _print(report: dict[str, Any]) -> None:
+def _print(report: EvalReport) -> None:
     from grader.eval.report import fmt as _num
 
-    o, c = report["overall"], report["counts"]
-    table = Table(title=f"{report['suite']} · {report['backend']} · {report['model']}", title_justify="left")
+    o, c, usage = report.overall, report.counts, report.usage
+    table = Table(title=f"{report.suite} · {report.backend} · {report.model}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
         (
             "cases (scored / rejected / failed)",
-            f"{report['cases']} ({report['scored']} / {report['rejected']} / {report['failed']})",
+            f"{report.cases} ({report.scored} / {report.rejected} / {report.failed})",
         ),
-        ("passed", f"{report['passed']} ({report['pass_rate']:.1%})" if report["pass_rate"] is not None else "n/a"),
+        ("passed", f"{report.passed} ({report.pass_rate:.1%})" if report.pass_rate is not None else "n/a"),
     ]
-    if o.get("n"):
+    if o.n:
         rows += [
-            ("accuracy", f"{o['accuracy']:.3f}"),
-            ("macro-F1", f"{o['macro_f1']:.3f}"),
-            ("quadratic-weighted kappa", "n/a" if o["qwk"] is None else f"{o['qwk']:.3f}"),
-            ("recall great / mediocre / poor", " / ".join(f"{v:.2f}" for v in o["recall"].values())),
+            ("accuracy", _num(o.accuracy)),
+            ("macro-F1", _num(o.macro_f1)),
+            ("quadratic-weighted kappa", _num(o.qwk)),
+            ("recall great / mediocre / poor", " / ".join(f"{v:.2f}" for v in (o.recall or {}).values())),
         ]
-    if report.get("floor") and report["floor"]["overall"].get("n"):
-        f, m = report["floor"]["overall"], report["margin_over_floor"]
+    floor, margin = report.floor, report.margin_over_floor
+    if floor and floor.overall.n and margin:
         rows.append(
             (
-                f"floor ({report['floor']['backend']}): accuracy / kappa",
-                f"{f['accuracy']:.3f} / {_num(f['qwk'])}  "
-                f"(margin {_num(m['accuracy'], '+.3f')} / {_num(m['qwk'], '+.3f')})",
+                f"floor ({floor.backend}): accuracy / kappa",
+                f"{_num(floor.overall.accuracy)} / {_num(floor.overall.qwk)}  "
+                f"(margin {_num(margin.accuracy, '+.3f')} / {_num(margin.qwk, '+.3f')})",
             )
         )
-    for label, key in (("key points", "points"), ("red flags", "flags")):
-        pm = report.get(key, {})
-        if pm.get("cases"):
+    for label, pm in (("key points", report.points), ("red flags", report.flags)):
+        if pm.cases:
             rows.append(
                 (
                     f"{label}: precision / recall / F1",
-                    f"{_num(pm['precision'])} / {_num(pm['recall'])} / {_num(pm['f1'])}",
+                    f"{_num(pm.precision)} / {_num(pm.recall)} / {_num(pm.f1)}",
                 )
             )
-    cal = report.get("calibration", {})
-    if cal.get("n"):
+    cal = report.calibration
+    if cal.n:
         rows.append(
             (
                 "confidence: ECE / accuracy of the most confident 80 %",
-                f"{cal['ece']:.3f} / {cal['accuracy_top_80']:.3f}",
+                f"{_num(cal.ece)} / {_num(cal.accuracy_top_80)}",
             )
         )
-    rv = report.get("review", {})
-    if rv:
-        rows.append(
-            (
-                "needs_review (accuracy flagged / not)",
-                f"{rv['flagged']} ({_num(rv['accuracy_flagged'])} / {_num(rv['accuracy_unflagged'])})",
-            )
-        )
+    rv = report.review
     rows += [
-        ("gamed (above the expected tier, not sent for review)", str(c.get("gamed", 0))),
+        (
+            "needs_review (accuracy flagged / not)",
+            f"{rv.flagged} ({_num(rv.accuracy_flagged)} / {_num(rv.accuracy_unflagged)})",
+        ),
+        ("gamed (above the expected tier, not sent for review)", str(c.gamed)),
         (
             "injection flips (not sent for review) / verbosity inflations / fairness flips",
-            f"{c['injection_flips']} ({c.get('unreviewed_injection_flips', 0)}) / {c['verbosity_inflations']} / "
-            f"{c['fairness_flips']}",
+            f"{c.injection_flips} ({c.unreviewed_injection_flips}) / {c.verbosity_inflations} / {c.fairness_flips}",
         ),
         (
             "tokens in (prefix-cached) / out",
-            f"{report['usage']['prompt_tokens']} ({report['usage']['cached_tokens']}) / "
-            f"{report['usage']['completion_tokens']}",
+            f"{usage.prompt_tokens} ({usage.cached_tokens}) / {usage.completion_tokens}",
         ),
-        ("estimated cost (USD)", str(report["usage"]["estimated_cost_usd"])),
-        ("from cache", str(report["cached"])),
+        ("estimated cost (USD)", str(usage.estimated_cost_usd)),
+        ("from cache", str(report.cached)),
     ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    if o.get("n"):
+    if o.confusion:
         cm = Table(title="confusion (rows: label, columns: graded)", title_justify="left")
         cm.add_column("")
-        for t in o["confusion"]["labels"]:
+        for t in o.confusion.labels:
             cm.add_column(t, justify="right")
-        for t, row in zip(o["confusion"]["labels"], o["confusion"]["matrix"], strict=True):
+        for t, row in zip(o.confusion.labels, o.confusion.matrix, strict=True):
             cm.add_row(t, *map(str, row))
         console.print(cm)

@@ -23,11 +23,12 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import GraderError
+from grader.errors import UsageError
 from grader.grading.contract import Grade
 from grader.grading.engine import grade_answer
 from grader.grading.review import check_answer
 from grader.rubric import Question, load_rubric
+from grader.textfiles import check_text
 
 
 class Format(StrEnum):
@@ -59,9 +60,13 @@ def grade(
 ) -> None:
     """Grade one answer against a rubric question and print the grade."""
     if (answer is None) == (answer_file is None):
-        raise GraderError("give the answer with exactly one of --answer or --answer-file")
-    text = answer if answer is not None else read_input(answer_file)  # type: ignore[arg-type]
-    where = "the answer" if answer is not None else f"{answer_file if str(answer_file) != '-' else 'standard input'}"
+        raise UsageError("give the answer with exactly one of --answer or --answer-file")
+    if answer is not None:
+        text, where = check_text(answer, "the answer given with --answer"), "the answer"
+    else:
+        assert answer_file is not None
+        text = read_input(answer_file, limit=max_answer_chars)
+        where = str(answer_file) if str(answer_file) != "-" else "standard input"
     check_answer(text, max_chars=max_answer_chars, where=where)
     the_question = load_rubric(rubric).find(question)
     result = asyncio.run(_grade(backend, options, the_question, text, samples, options.temperature, review_threshold))
@@ -81,6 +86,13 @@ async def _grade(
     threshold: float,
 ) -> Grade:
     backend = get_backend(backend_name, options)
+    if samples > 1 and not backend.stochastic:
+        await backend.aclose()
+        raise UsageError(
+            f"--samples needs a chat backend that samples (openai, ollama); the {backend.name} backend is "
+            "deterministic",
+            hint="add --backend openai or --backend ollama, or drop --samples",
+        )
     try:
         return await grade_answer(
             backend, question, text, samples=samples, temperature=temperature, review_threshold=threshold

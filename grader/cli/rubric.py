@@ -20,7 +20,7 @@ from grader.cli._common import (
     console,
     err_console,
 )
-from grader.errors import GraderError, RubricError
+from grader.errors import RubricError, UsageError
 from grader.rubric import Rubric, default_rubric_path, load_rubric, save_rubric
 from grader.rubric.draft import draft_rubric
 from grader.rubric.importer import import_bank
@@ -78,7 +78,7 @@ def import_(
 ) -> None:
     """Import a question bank into a rubric file (key points come next, with `grader rubric draft`)."""
     if out.exists() and not force:
-        raise GraderError(f"{out} exists", hint="pass --force to overwrite it")
+        raise UsageError(f"{out} exists", hint="pass --force to overwrite it")
     result = import_bank(source, name=name)
     for lineno, text in result.ignored_lines:
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)

@@ -64,7 +64,12 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
         shown = "; ".join(dict.fromkeys(" ".join(a.split())[:40] for a in addressed))
         reasons.append(f"the answer contains text addressed to the grader ({shown})")
     if grade.confidence is not None and grade.confidence < threshold:
-        reasons.append(f"confidence {grade.confidence:.2f} is below the review threshold {threshold:.2f}")
+        shown, limit = distinct(grade.confidence, threshold)
+        reasons.append(f"confidence {shown} is below the review threshold {limit}")
+    if not question.key_points:
+        reasons.append(
+            "the rubric question has no key points, so nothing backs the tier (add them: `grader rubric draft`)"
+        )
     n_points, covered = len(question.key_points), len(grade.covered_points)
     if not (grade.covered_points or grade.missed_points):
         n_points = 0  # a tier-only judge gave no per-point verdicts: nothing for the tier to contradict
@@ -73,6 +78,10 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
         reasons.append(f"graded {grade.tier.value} but shows red flag(s) {', '.join(grade.red_flags)}")
     if grade.tier is not Tier.poor and n_points and not covered:
         reasons.append(f"graded {grade.tier.value} but covers none of the {n_points} key points")
+    elif grade.tier is Tier.poor and n_points and not covered and not grade.red_flags and not _says_why(grade):
+        # Poor by absence alone: an answer that says the points in words the grader did not match looks
+        # the same, so a person checks (a red flag, or a stated reason such as off-topic, is evidence).
+        reasons.append(f"graded poor on no evidence: covers none of the {n_points} key points and shows no red flag")
     elif grade.tier is Tier.great and n_points and covered < half:
         reasons.append(f"graded great but covers only {covered} of {n_points} key points (great needs {half})")
     if grade.tier is Tier.poor and n_points and covered >= half and not grade.red_flags:
@@ -81,3 +90,23 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
         reasons.append("the rubric question has unreviewed draft points")
         notes.append("unreviewed draft points used: " + ", ".join(question.draft_ids))
     return grade.model_copy(update={"needs_review": bool(reasons), "review_reasons": reasons, "notes": notes})
+
+
+#: How a grade states a reason of its own for being poor (the local backend's guard rails: too short,
+#: off-topic, another question's answer, a list of keywords): evidence that is not a key point or red flag.
+POOR_BECAUSE = "Graded poor because "
+
+
+def _says_why(grade: Grade) -> bool:
+    """Whether the grade gives its own reason for being poor (see POOR_BECAUSE)."""
+    return grade.justification.startswith(POOR_BECAUSE)
+
+
+def distinct(value: float, threshold: float) -> tuple[str, str]:
+    """Both numbers with the fewest decimals (two at least) that tell them apart, so a confidence just
+    under the threshold never prints as equal to it (0.5956 against 0.6: `0.596` and `0.600`)."""
+    for digits in range(2, 16):
+        shown, limit = f"{value:.{digits}f}", f"{threshold:.{digits}f}"
+        if shown != limit:
+            return shown, limit
+    return repr(value), repr(threshold)

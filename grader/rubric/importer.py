@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from grader.errors import RubricError
 from grader.rubric import Question, References, Rubric
@@ -26,6 +29,10 @@ _LEAD_INS = re.compile(
     r"explain)\s+",
     re.IGNORECASE,
 )
+#: Longest id `slugify` makes: the rubric allows 80 characters, and a repeated slug gets `-N` appended.
+_MAX_SLUG = 72
+#: Longest question number (digits): more is a typo or junk, not a question bank.
+_MAX_NUMBER_DIGITS = 9
 _FILLER = {"the", "your", "you", "of", "for", "to", "and", "with", "on", "in", "do", "how", "had", "a", "an", "between"}
 
 
@@ -45,13 +52,16 @@ class _Draft:
 
 def slugify(question: str, max_words: int = 5) -> str:
     """A short, readable id from a question: `How do you approach debugging a production issue?` ->
-    `debugging-a-production-issue`."""
+    `debugging-a-production-issue`. Never longer than `_MAX_SLUG` characters (room for a `-N` suffix
+    under the rubric's 80), whatever the question's words."""
     text = _LEAD_INS.sub("", question.strip()).lower()
     words = re.findall(r"[a-z0-9]+", text)
     while words and words[0] in _FILLER:
         words.pop(0)
-    words = words[:max_words]
+    words = [w[:_MAX_SLUG] for w in words[:max_words]]
     while words and words[-1] in _FILLER:
+        words.pop()
+    while len("-".join(words)) > _MAX_SLUG and len(words) > 1:
         words.pop()
     return "-".join(words) or "question"
 
@@ -100,7 +110,12 @@ def parse_bank(text: str, *, label: str = "<bank>", name: str = "imported") -> I
         if m := _QUESTION.match(line):
             if current is not None:
                 _check_complete(current, label)
-            number = int(m.group(1))
+            digits = m.group(1)
+            if len(digits.lstrip("0")) > _MAX_NUMBER_DIGITS:
+                raise fail(lineno, f"question number {digits[:12]}… is too large")
+            number = int(digits)
+            if number < 1:
+                raise fail(lineno, f"question number {number}: numbers start at 1")
             if any(d.number == number for d in drafts):
                 first = next(d.line for d in drafts if d.number == number)
                 raise fail(lineno, f"duplicate question number {number} (first at line {first})")
@@ -128,8 +143,25 @@ def parse_bank(text: str, *, label: str = "<bank>", name: str = "imported") -> I
         while slug in used:
             slug, n = f"{base}-{n}", n + 1
         used.add(slug)
-        questions.append(Question(id=slug, number=d.number, text=d.text, references=References(**d.responses)))
-    return ImportResult(rubric=Rubric(name=name, questions=questions), ignored_lines=ignored)
+        try:
+            references = References(**d.responses)
+            questions.append(Question(id=slug, number=d.number, text=d.text, references=references))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ("references", *err["loc"]) if exc.title == "References" else err["loc"]
+            raise fail(d.line, f"question {d.number}: {'.'.join(map(str, loc))}: {_problem(err)}") from None
+    try:
+        rubric = Rubric(name=name, questions=questions)
+    except ValidationError as exc:
+        raise RubricError(f"{label}: {_problem(exc.errors()[0])}") from None
+    return ImportResult(rubric=rubric, ignored_lines=ignored)
+
+
+def _problem(err: Any) -> str:
+    """A pydantic error's message on one line, in the rubric checker's words."""
+    if err["type"] == "string_pattern_mismatch":
+        return "must not be empty"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _unquote(body: str) -> tuple[str, bool, str]:
