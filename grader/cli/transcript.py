@@ -20,10 +20,12 @@ from grader.cli._common import (
     RubricOpt,
     console,
     err_console,
+    progress_bar,
     with_backend_options,
 )
 from grader.config import DEFAULT_MATCH_THRESHOLD, DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import InputFileError, TranscriptError
+from grader.errors import InputFileError, TranscriptError, error_for
+from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
 from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, read_transcript
 from grader.transcripts.scorecard import RENDERERS, Scorecard
@@ -75,13 +77,18 @@ def transcript(
             help="Similarity a question needs to match a rubric question; below it, it is listed as unmatched.",
         ),
     ] = DEFAULT_MATCH_THRESHOLD,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
     backend: BackendOpt = "auto",
     rubric: RubricOpt = None,
     review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
-    """Grade the candidate's answers in interview transcripts and print or write a scorecard per transcript."""
+    """Grade the candidate's answers in interview transcripts and print or write a scorecard per transcript.
+
+    Exits 0 when at least one answer was graded (failed answers are reported on their question and on
+    stderr), and with the failure's own code when not a single answer of any transcript could be graded.
+    """
     files = _collect(paths)
     transcripts = [read_transcript(f) for f in files]  # every file is checked before anything is graded
     roles = [detect_roles(t, interviewers=interviewer or (), candidate=candidate) for t in transcripts]
@@ -90,8 +97,15 @@ def transcript(
     from grader.transcripts.pipeline import Settings  # numpy and the embedder: only when this command runs
 
     the_rubric = load_rubric(rubric)
-    settings = Settings(redact=redact, review_threshold=review_threshold, max_answer_chars=max_answer_chars)
-    cards = asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings))
+    grade_cache = GradeCache() if cache else None
+    settings = Settings(
+        redact=redact, review_threshold=review_threshold, max_answer_chars=max_answer_chars, cache=grade_cache
+    )
+    try:
+        cards = asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings))
+    finally:
+        if grade_cache is not None:
+            grade_cache.close()
 
     for card in cards:
         if card.summary.failed:
@@ -116,6 +130,20 @@ def transcript(
         render, _ = RENDERERS[output_format.value]
         for card in cards:
             console.out(render(card), end="", highlight=False)
+    _fail_if_nothing_graded(cards)
+
+
+def _fail_if_nothing_graded(cards: list[Scorecard]) -> None:
+    """When answers were there to grade and not one could be, the run failed: after what there is has
+    been written, exit with the first failure's code (a server that is down is not a scorecard)."""
+    questions = [q for card in cards for q in card.questions]
+    if not questions or any(q.grade is not None for q in questions):
+        return
+    failure = next((q.failure for q in questions if q.failure is not None), None)
+    if failure is None:
+        return
+    message = f"no answer in any transcript could be graded ({len(questions)} tried); the first: {failure.message}"
+    raise error_for(failure.model_copy(update={"message": message}))
 
 
 def _collect(paths: list[Path]) -> list[Path]:
@@ -140,10 +168,16 @@ async def _score(transcripts, roles, rubric, backend_name, options, threshold, s
     try:
         # Matching always uses the packaged MiniLM: the threshold was measured with it.
         matcher = QuestionMatcher(rubric, Embedder.load(), threshold)
-        return [
-            await score_transcript(t, r, rubric=rubric, backend=the_backend, matcher=matcher, settings=settings)
-            for t, r in zip(transcripts, roles, strict=True)
-        ]
+        cards: list[Scorecard] = []
+        with progress_bar() as progress:  # shown on a terminal only, and only for several transcripts
+            task = progress.add_task("transcripts", total=len(transcripts), failed=0, visible=len(transcripts) > 1)
+            for t, r in zip(transcripts, roles, strict=True):
+                card = await score_transcript(
+                    t, r, rubric=rubric, backend=the_backend, matcher=matcher, settings=settings
+                )
+                cards.append(card)
+                progress.update(task, advance=1, failed=sum(c.summary.failed for c in cards))
+        return cards
     finally:
         await the_backend.aclose()
 
@@ -198,6 +232,7 @@ def print_scorecard(card: Scorecard) -> None:
             lines.append(f"[green]✓[/] {escape(e.point)}\n    {quote}{stamp}")
         lines += [f"[red]✗[/] {escape(m.text)}" for m in q.missed]
         lines += [f"[bold red]! red flag[/] {escape(f.text)}" for f in q.red_flags]
+        lines += [f"[dim]follow-up: “{escape(f)}”[/]" for f in q.followups]
         if q.grade.needs_review:
             lines += ["", "[bold magenta]needs review:[/] " + escape("; ".join(q.grade.review_reasons))]
         panel = Panel("\n".join(lines), title=title, title_align="left", subtitle=escape(q.question))
@@ -207,3 +242,8 @@ def print_scorecard(card: Scorecard) -> None:
         console.print(
             f"[yellow]unmatched[/]{escape(at)}: “{escape(u.asked)}” (closest {escape(u.closest or '-')} {u.score:.2f})"
         )
+        for followup in u.followups:
+            console.print(f"    [dim]follow-up: “{escape(followup)}”[/]")
+    for talk in card.small_talk:
+        at = f" at {talk.asked_at}" if talk.asked_at else ""
+        console.print(f"[dim]small talk{escape(at)}: “{escape(talk.asked)}” (not graded)[/]")

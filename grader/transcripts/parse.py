@@ -26,6 +26,9 @@ TRANSCRIPT_SUFFIXES = (".txt", ".vtt", ".srt", ".json")
 
 FORMATS = ("text", "vtt", "srt", "json")
 
+#: The longest transcript read (characters): about twenty hours of speech, where an interview is one or two.
+MAX_TRANSCRIPT_CHARS = 2_000_000
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -107,9 +110,16 @@ def _label(match: re.Match[str] | None) -> str | None:
 
 
 def read_transcript(path: str | Path) -> Transcript:
-    """Read and parse one transcript file; every failure names the file."""
+    """Read and parse one transcript file; every failure names the file. A file over
+    `MAX_TRANSCRIPT_CHARS` is refused after reading one character past the limit, not whole."""
     path = Path(path)
-    return parse_transcript(read_text(path), label=str(path), suffix=path.suffix.lower())
+    text = read_text(path, limit=MAX_TRANSCRIPT_CHARS)
+    if len(text) > MAX_TRANSCRIPT_CHARS:
+        raise TranscriptError(
+            f"{path}: over the limit of {MAX_TRANSCRIPT_CHARS:,} characters; is this one interview's transcript?",
+            hint="split a longer recording into one transcript per interview",
+        )
+    return parse_transcript(text, label=str(path), suffix=path.suffix.lower())
 
 
 def parse_transcript(text: str, *, label: str = "<transcript>", suffix: str = "") -> Transcript:
@@ -301,6 +311,25 @@ def _voices(raw: str) -> list[tuple[str | None, str]]:
 # --- JSON ----------------------------------------------------------------------------------------------
 
 
+def _too_deep(text: str, depth: int = 100) -> int:
+    """The line where JSON nesting first goes deeper than `depth` (brackets inside strings aside)."""
+    level, in_string, escaped, line = 0, False, False, 1
+    for char in text:
+        if char == "\n":
+            line += 1
+        elif in_string:
+            escaped, in_string = (not escaped and char == "\\"), in_string and (escaped or char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            level += 1
+            if level > depth:
+                return line
+        elif char in "]}":
+            level -= 1
+    return 1
+
+
 class _JsonTurn(BaseModel):
     """One item of a JSON transcript: `{speaker, text, start?, end?}`; times in seconds or `HH:MM:SS.mmm`."""
 
@@ -326,6 +355,8 @@ def _parse_json(text: str, label: str) -> list[Turn]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TranscriptError(f"{label}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise TranscriptError(f"{label}:{_too_deep(text)}: JSON nested too deeply") from None
     if not isinstance(data, list):
         raise TranscriptError(f"{label}: a JSON transcript is a list of {{speaker, text, start?, end?}} turns")
     turns = []

@@ -10,11 +10,13 @@ of the summary; a problem that would fail every grade (a refused key, a broken t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from grader.backends.base import Backend
 from grader.backends.replies import normalise
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.grading.cache import GradeCache
 from grader.grading.contract import CoveredPoint, Grade, GradeFailure
 from grader.grading.engine import Engine, Job
 from grader.rubric import Rubric
@@ -26,10 +28,11 @@ from grader.transcripts.scorecard import (
     PointRef,
     Scorecard,
     ScoredQuestion,
+    SmallTalk,
     UnmatchedQuestion,
     summarize,
 )
-from grader.transcripts.segment import Exchange, Piece, Roles, segment
+from grader.transcripts.segment import Aside, Exchange, Piece, Roles, segment
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,20 @@ class Settings:
     redact: bool = False
     review_threshold: float = DEFAULT_REVIEW_THRESHOLD
     max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
+    #: Grades from earlier runs (`grader transcript --cache`); None grades every answer afresh.
+    cache: GradeCache | None = field(default=None, compare=False)
+
+
+Kind = Literal["rubric", "unmatched", "followup", "small_talk"]
+
+
+@dataclass(frozen=True)
+class Accounted:
+    """Where one interviewer question went: `question_id` is the rubric question it asked (rubric), or
+    the one of the exchange it follows up (followup; None when that exchange is unmatched)."""
+
+    kind: Kind
+    question_id: str | None = None
 
 
 @dataclass
@@ -49,6 +66,19 @@ class Prepared:
     exchanges: list[Exchange]
     matches: dict[str, Match]  # asked text -> its match
     skipped: list[int]
+    small_talk: list[Aside] = field(default_factory=list)
+
+    def accounted(self) -> dict[int, Accounted]:
+        """Every interviewer turn that asks something, and where it went. A turn with small talk and a
+        real question in it counts as the real question."""
+        found: dict[int, Accounted] = {a.turn: Accounted("small_talk") for a in self.small_talk}
+        for ex in self.exchanges:
+            kind: Kind = "rubric" if ex.question_id is not None else "unmatched"
+            for i in ex.followups:
+                found[i] = Accounted("followup", ex.question_id)
+            for i in [*ex.opening, *ex.reasked]:
+                found[i] = Accounted(kind, ex.question_id)
+        return found
 
 
 def prepare(transcript: Transcript, roles: Roles, matcher: QuestionMatcher, *, redact: bool = False) -> Prepared:
@@ -65,7 +95,8 @@ def prepare(transcript: Transcript, roles: Roles, matcher: QuestionMatcher, *, r
         return [m.question.id if m.question is not None else None for m in found]
 
     seg = segment(working, roles, match=ids)
-    return Prepared(working, roles, redactor, _merge_repeats(seg.exchanges), matches, sorted(set(seg.skipped)))
+    exchanges = _merge_repeats(seg.exchanges)
+    return Prepared(working, roles, redactor, exchanges, matches, sorted(set(seg.skipped)), seg.small_talk)
 
 
 def _merge_repeats(exchanges: list[Exchange]) -> list[Exchange]:
@@ -82,7 +113,8 @@ def _merge_repeats(exchanges: list[Exchange]) -> list[Exchange]:
             continue
         earlier.turns += ex.turns
         earlier.answer += ex.answer
-        earlier.followups += ex.opening + ex.followups
+        earlier.followups += ex.opening + ex.followups  # shown with the question's follow-ups
+        earlier.reasked += ex.opening
         earlier.clarifications += ex.clarifications
     return out
 
@@ -106,6 +138,7 @@ async def score_transcript(
     engine = Engine(
         backend,
         rubric=rubric,
+        cache=settings.cache,
         review_threshold=settings.review_threshold,
         max_answer_chars=settings.max_answer_chars,
     )
@@ -163,9 +196,14 @@ async def score_transcript(
             closest=prepared.matches[ex.asked].best.id,
             score=prepared.matches[ex.asked].score,
             answer_turns=len(ex.answer),
+            followups=[restore(turns[i].text) for i in ex.followups],
         )
         for ex in prepared.exchanges
         if ex.question_id is None
+    ]
+    small_talk = [
+        SmallTalk(asked=restore(a.text), asked_at=format_time(turns[a.turn].start), reply_turns=len(a.replies))
+        for a in prepared.small_talk
     ]
     speakers = transcript.speakers
     return Scorecard(
@@ -180,8 +218,9 @@ async def score_transcript(
         match_threshold=matcher.threshold,
         questions=questions,
         unmatched=unmatched,
+        small_talk=small_talk,
         skipped_turns=len(prepared.skipped),
-        summary=summarize(questions, len(unmatched)),
+        summary=summarize(questions, len(unmatched), small_talk=len(small_talk)),
     )
 
 

@@ -1,19 +1,19 @@
 """A candidate's scorecard from one interview transcript, and its JSON, Markdown and HTML renderings.
 
 The scorecard embeds the standard `Grade` of every matched question, adds where each evidence quote was
-said (the turn and its timestamp), lists the questions that matched no rubric question, and sums up
-(tier counts, strongest and weakest areas). The HTML page is self-contained: inline CSS, no scripts, no
-external resources, every piece of text escaped.
+said (the turn and its timestamp), lists the questions that matched no rubric question and the small
+talk (neither graded), and sums up (tier counts, strongest and weakest areas). The HTML page is
+self-contained: inline CSS, no scripts, no external resources, every piece of text escaped.
 """
 
 from __future__ import annotations
 
 import html
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from grader.grading.contract import TIERS, Grade, GradeFailure, Tier
+from grader.reports import pages
 
 
 class _Model(BaseModel):
@@ -66,6 +66,16 @@ class UnmatchedQuestion(_Model):
     closest: str | None = Field(default=None, description="The most similar rubric question id.")
     score: float
     answer_turns: int
+    followups: list[str] = Field(default_factory=list, description="The interviewer's follow-up questions.")
+
+
+class SmallTalk(_Model):
+    """An interviewer question that is small talk, logistics or closing chat ("Where did you grow up?",
+    "Can you hear me?", "Any questions for me?"): not graded, the candidate's reply skipped."""
+
+    asked: str = Field(description="The question, as the interviewer said it.")
+    asked_at: str | None = Field(default=None, description="Timestamp of the question, where the transcript has one.")
+    reply_turns: int = Field(default=0, description="The candidate's turns in reply, skipped (not graded).")
 
 
 class Area(_Model):
@@ -78,6 +88,7 @@ class Summary(_Model):
     graded: int
     failed: int
     unmatched: int
+    small_talk: int = Field(default=0, description="Small talk, logistics and closing questions (not graded).")
     tier_counts: dict[str, int]
     needs_review: int
     strongest: list[Area]
@@ -98,11 +109,15 @@ class Scorecard(_Model):
     match_threshold: float
     questions: list[ScoredQuestion]
     unmatched: list[UnmatchedQuestion]
+    small_talk: list[SmallTalk] = Field(
+        default_factory=list,
+        description="Interviewer questions that are small talk, logistics or closing chat: listed, never graded.",
+    )
     skipped_turns: int = Field(description="Small talk and turns outside any question.")
     summary: Summary
 
 
-def summarize(questions: list[ScoredQuestion], unmatched: int) -> Summary:
+def summarize(questions: list[ScoredQuestion], unmatched: int, *, small_talk: int = 0) -> Summary:
     graded = [q for q in questions if q.grade is not None]
     counts = {t: sum(q.grade.tier.value == t for q in graded if q.grade) for t in TIERS}
 
@@ -125,6 +140,7 @@ def summarize(questions: list[ScoredQuestion], unmatched: int) -> Summary:
         graded=len(graded),
         failed=len(questions) - len(graded),
         unmatched=unmatched,
+        small_talk=small_talk,
         tier_counts=counts,
         needs_review=sum(bool(q.grade and q.grade.needs_review) for q in graded),
         strongest=[area(q) for q in strongest],
@@ -209,138 +225,11 @@ def to_markdown(card: Scorecard) -> str:
 
 # --- HTML ----------------------------------------------------------------------------------------------
 
-_CSS = """
-:root { --great: #1b7f3b; --mediocre: #9a6a00; --poor: #b3261e; --muted: #5f6368; --line: #dadce0; }
-* { box-sizing: border-box; }
-body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #202124; margin: 0;
-       background: #f6f7f9; }
-main { max-width: 960px; margin: 0 auto; padding: 24px; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 28px 0 10px; }
-h3 { font-size: 16px; margin: 0; flex: 1; }
-.meta { color: var(--muted); margin: 0; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 18px; margin: 12px 0; }
-.head { display: flex; align-items: baseline; gap: 12px; }
-.tier { font-weight: 700; font-size: 13px; text-transform: uppercase; padding: 2px 10px; border-radius: 12px;
-        color: #fff; white-space: nowrap; }
-.tier.great { background: var(--great); } .tier.mediocre { background: var(--mediocre); }
-.tier.poor { background: var(--poor); } .tier.none { background: var(--muted); }
-.asked { color: var(--muted); margin: 6px 0 10px; }
-.counts { display: flex; gap: 12px; flex-wrap: wrap; }
-.count { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 8px 14px; min-width: 96px; }
-.count b { display: block; font-size: 22px; }
-.bar { display: flex; height: 10px; border-radius: 5px; overflow: hidden; margin: 12px 0; background: var(--line); }
-.bar span.great { background: var(--great); } .bar span.mediocre { background: var(--mediocre); }
-.bar span.poor { background: var(--poor); }
-ul.points { list-style: none; padding: 0; margin: 8px 0 0; }
-ul.points li { padding: 4px 0 4px 26px; position: relative; }
-ul.points li::before { position: absolute; left: 4px; font-weight: 700; }
-li.covered::before { content: "\\2713"; color: var(--great); }
-li.missed::before { content: "\\2717"; color: var(--poor); }
-li.flag::before { content: "!"; color: var(--poor); }
-blockquote { margin: 4px 0 0; padding: 2px 10px; border-left: 3px solid var(--line); color: #3c4043; }
-.time { font-variant-numeric: tabular-nums; color: var(--muted); font-size: 13px; margin-left: 6px; }
-.review { background: #fdf3f2; border-radius: 6px; padding: 6px 10px; margin-top: 10px; }
-details { margin-top: 10px; } summary { cursor: pointer; color: var(--muted); }
-.answer { white-space: pre-wrap; background: #f8f9fa; border-radius: 6px; padding: 8px 10px; margin: 6px 0 0; }
-@media print { body { background: #fff; } .card { break-inside: avoid; } }
-"""
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _time(stamp: str | None) -> str:
-    return f' <span class="time">{_e(stamp)}</span>' if stamp else ""
-
 
 def to_html(card: Scorecard) -> str:
-    s = card.summary
-    total = max(1, s.graded)
-    counts = "".join(f'<div class="count"><b>{s.tier_counts[t]}</b>{t}</div>' for t in TIERS) + "".join(
-        f'<div class="count"><b>{n}</b>{label}</div>'
-        for n, label in ((s.failed, "not graded"), (s.unmatched, "unmatched"), (s.needs_review, "needs review"))
-    )
-    bar = "".join(f'<span class="{t}" style="width:{100 * s.tier_counts[t] / total:.1f}%"></span>' for t in TIERS)
-
-    def areas(items: list[Any]) -> str:
-        if not items:
-            return "none"
-        return ", ".join(f"{_e(a.question)} <small>({_e(a.tier.value)})</small>" for a in items)
-
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>Scorecard: {_e(card.candidate)}</title>",
-        f"<style>{_CSS}</style></head><body><main>",
-        f"<h1>Scorecard: {_e(card.candidate)}</h1>",
-        f'<p class="meta">Transcript {_e(card.source)} ({_e(card.format)}) · interviewer(s) '
-        f"{_e(', '.join(card.interviewers))} · rubric {_e(card.rubric)} · graded by {_e(card.backend)} "
-        f"({_e(card.model)})" + (" · personal data redacted before grading" if card.redacted else "") + "</p>",
-        "<h2>Summary</h2>",
-        f'<div class="counts">{counts}</div>',
-        f'<div class="bar" aria-hidden="true">{bar}</div>',
-        f"<p><b>Strongest:</b> {areas(s.strongest)}<br><b>Weakest:</b> {areas(s.weakest)}</p>",
-        f"<h2>Questions ({len(card.questions)})</h2>",
-    ]
-    for q in card.questions:
-        tier = q.grade.tier.value if q.grade else "none"
-        label = tier if q.grade else "not graded"
-        body = [
-            f'<section class="card" id="{_e(q.question_id)}"><div class="head">',
-            f"<h3>Q{q.number}. {_e(q.question)}</h3>",
-            f'<span class="tier {tier}">{_e(label)}</span></div>',
-            f'<p class="asked">Asked{_time(q.asked_at)}: “{_e(q.asked)}” · match {q.match_score:.2f}'
-            + (f" · also close: {_e(q.also_close)}" if q.also_close else "")
-            + "</p>",
-        ]
-        if q.grade is None:
-            body.append(
-                f'<p class="review">Not graded: {_e(q.failure.message if q.failure else "unknown failure")}</p>'
-            )
-        else:
-            body.append(f"<p>{_e(q.grade.justification)}</p>")
-            items = []
-            for ev in q.evidence:
-                quote = f"<blockquote>“{_e(ev.quote)}”{_time(ev.timestamp)}</blockquote>" if ev.quote else ""
-                items.append(f'<li class="covered">{_e(ev.point)}{quote}</li>')
-            items += [f'<li class="missed">Missed: {_e(m.text)}</li>' for m in q.missed]
-            items += [f'<li class="flag">Red flag: {_e(f.text)}</li>' for f in q.red_flags]
-            body.append(f'<ul class="points">{"".join(items)}</ul>')
-            if q.grade.needs_review:
-                body.append(f'<p class="review">Needs review: {_e("; ".join(q.grade.review_reasons))}</p>')
-            conf = (
-                f"{q.grade.confidence:.2f} ({q.grade.confidence_source})" if q.grade.confidence is not None else "n/a"
-            )
-            body.append(
-                f'<p class="meta"><small>confidence {_e(conf)} · {_e(q.grade.backend)} · {_e(q.grade.model)}'
-                "</small></p>"
-            )
-        if q.followups:
-            asked = "".join(f"<li>{_e(f)}</li>" for f in q.followups)
-            body.append(f'<p class="meta">Follow-ups:</p><ul class="followups">{asked}</ul>')
-        body.append(
-            f"<details><summary>Candidate's answer ({q.answer_turns} turn(s))</summary>"
-            f'<p class="answer">{_e(q.answer)}</p></details></section>'
-        )
-        parts += body
-    parts.append(f"<h2>Unmatched questions ({len(card.unmatched)})</h2>")
-    if card.unmatched:
-        rows = []
-        for u in card.unmatched:
-            closest = f" · closest rubric question {_e(u.closest)} at {u.score:.2f}" if u.closest else ""
-            rows.append(f"<li>“{_e(u.asked)}”{_time(u.asked_at)}<small>{closest}</small></li>")
-        parts.append(f'<ul class="unmatched">{"".join(rows)}</ul>')
-    else:
-        parts.append("<p>None: every question matched the rubric.</p>")
-    parts.append(
-        f'<p class="meta"><small>Questions matched at cosine ≥ {card.match_threshold:.2f}; '
-        f"{card.skipped_turns} turn(s) of small talk skipped.</small></p>"
-    )
-    parts.append("</main></body></html>")
-    return "\n".join(parts) + "\n"
+    """A self-contained page (grader/reports/templates/scorecard.html.jinja): inline CSS, no script, no
+    image, every piece of text escaped."""
+    return pages.render("scorecard.html.jinja", card=card, tiers=TIERS)
 
 
 RENDERERS = {"json": (to_json, ".json"), "markdown": (to_markdown, ".md"), "html": (to_html, ".html")}
