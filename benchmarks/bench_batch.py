@@ -31,11 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from grader.backends.chat import Completion  # noqa: E402
 from grader.backends.fake import FakeBackend  # noqa: E402
 from grader.backends.retry import TransientError  # noqa: E402
 from grader.batch.files import Columns, Writer, read_rows  # noqa: E402
 from grader.batch.runner import BatchStats, run_batch  # noqa: E402
 from grader.batch.workers import auto_workers  # noqa: E402
+from grader.grading.contract import Usage  # noqa: E402
 from grader.grading.engine import Engine  # noqa: E402
 from grader.grading.limit import AdaptiveLimit  # noqa: E402
 from grader.grading.rows import column_names  # noqa: E402
@@ -120,12 +122,14 @@ def our_cpu_per_grade(n: int, tmp: Path) -> float:
     def respond(_conversation, request):  # noqa: ANN001, ANN202
         ids = request.question.point_ids
         quote = " ".join(request.answer.split()[:5])
-        return {
+        reply = {
             "points": {p: {"evidence": quote if i == 0 else "", "covered": i == 0} for i, p in enumerate(ids)},
             "red_flags": [],
             "justification": "First point only.",
             "tier": "mediocre",
         }
+        # A ready Completion: the fake's own token counting over the prompt is the model's work, not ours.
+        return Completion(text=json.dumps(reply), usage=Usage(prompt_tokens=1000, completion_tokens=100))
 
     backend = FakeBackend(responder=respond)
     rows = [r for r in read_rows(source, Columns()) if not isinstance(r, Exception)]

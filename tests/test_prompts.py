@@ -140,3 +140,31 @@ def test_text_addressed_to_the_grader_is_found_and_sent_for_review(q1):
     )
     assert flagged.needs_review and "addressed to the grader" in flagged.review_reasons[0]
     assert not apply_review_policy(grade, q1, 0.0, answer="I restart the service.").needs_review
+
+
+@pytest.mark.parametrize("template", ["grade_user.jinja", "checklist_user.jinja", "judge_user.jinja"])
+def test_the_text_around_the_answer_rendered_once_is_the_whole_render(q1, template):
+    from grader.backends.checklist import checklist_items
+    from grader.backends.prompts import ANSWER_TAG, Prompts, fence_answer
+
+    prompts = Prompts()
+    items = checklist_items(q1)
+    context = {
+        "question": q1,
+        "exemplars": tuple(q1.references.items()),
+        "items": items,
+        "keys": ", ".join(i.key for i in items),
+        "answer_tag": ANSWER_TAG,
+    }
+    for answer in ["I check the logs.", "  spaces and\nnew lines  \n", "{{ not a template }} {% raw %}"]:
+        fenced = fence_answer(answer)
+        assert prompts.render_answer(template, fenced, **context) == prompts.render(template, answer=fenced, **context)
+
+
+def test_a_template_that_changes_the_answer_is_rendered_whole_each_time(tmp_path, q1):
+    from grader.backends.prompts import Prompts
+
+    (tmp_path / "t.jinja").write_text("Q: {{ question.text }}\nA: {{ answer | upper }}\n")
+    prompts = Prompts(tmp_path)
+    assert prompts.render_answer("t.jinja", "i check", question=q1) == f"Q: {q1.text}\nA: I CHECK"
+    assert prompts.render_answer("t.jinja", "logs", question=q1).endswith("A: LOGS")

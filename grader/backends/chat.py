@@ -377,11 +377,11 @@ class ChatBackend(Backend):
     def build_conversation(self, request: GradeRequest) -> Conversation:
         """The holistic prompt."""
         q = request.question
-        user = self.prompts.render(
+        user = self.prompts.render_answer(
             "grade_user.jinja",
+            fence_answer(request.answer),
             question=q,
             exemplars=request.reference_answers,
-            answer=fence_answer(request.answer),
             answer_tag=ANSWER_TAG,
         )
         return Conversation(
@@ -400,13 +400,13 @@ class ChatBackend(Backend):
             tier=self.ask_tier,
             keys=keys,
         )
-        user = self.prompts.render(
+        user = self.prompts.render_answer(
             "checklist_user.jinja",
+            fence_answer(request.answer),
             question=q,
             exemplars=request.reference_answers,
             items=items,
             keys=keys,
-            answer=fence_answer(request.answer),
             answer_tag=ANSWER_TAG,
         )
         message = {"role": "system", "content": system}
@@ -419,11 +419,11 @@ class ChatBackend(Backend):
 
     def _tier_conversation(self, request: GradeRequest) -> Conversation:
         system = {"role": "system", "content": self._render_once("judge_system.jinja", None)}
-        user = self.prompts.render(
+        user = self.prompts.render_answer(
             "judge_user.jinja",
+            fence_answer(request.answer),
             question=request.question,
             exemplars=request.reference_answers,
-            answer=fence_answer(request.answer),
             answer_tag=ANSWER_TAG,
         )
         return Conversation(
@@ -525,13 +525,13 @@ class ChatBackend(Backend):
 
     def _item_conversation(self, request: GradeRequest, items: list[Item], item: Item) -> Conversation:
         system = {"role": "system", "content": self._render_once("item_system.jinja", None)}
-        user = self.prompts.render(
+        user = self.prompts.render_answer(
             "item_user.jinja",
+            fence_answer(request.answer),
             question=request.question,
             exemplars=request.reference_answers,
             items=items,
             item=item,
-            answer=fence_answer(request.answer),
             answer_tag=ANSWER_TAG,
         )
         return Conversation(

@@ -19,6 +19,7 @@ import jinja2
 
 from grader.errors import TemplateError
 from grader.resources import data_dir
+from grader.rubric import Question
 
 PROMPTS_ENV = "GRADER_PROMPTS"
 ANSWER_TAG = "candidate_answer"
@@ -34,6 +35,8 @@ _LOOKALIKE = str.maketrans(
     "аеорсухіјѕԁԛԝАВЕКМНОРСТХІЈЅαεορτυνιΑΒΕΗΙΚΜΝΟΡΤΥΧ",
     "aeopcyxijsdqwABEKMHOPCTXIJSaeoptuviABEHIKMNOPTYX",
 )
+_HAS_INVISIBLE = re.compile("[" + "".join(map(chr, _INVISIBLE)) + "]")
+_HAS_LOOKALIKE = re.compile("[" + "".join(map(chr, _LOOKALIKE)) + "]")
 _OPEN = r"(?:<|&lt;?|&#0*60;?|&#x0*3c;?|‹|〈|⟨)"
 _CLOSE = r"(?:>|&gt;?|&#0*62;?|&#x0*3e;?|›|〉|⟩)"
 # Our tag in any near-miss form: with or without brackets (HTML-escaped or look-alike ones too), a slash,
@@ -57,6 +60,7 @@ _TEMPLATE_TOKEN = re.compile(
 # rubric, a tier requested, a "system" note, our tag or a chat-template token, a verdict in our reply
 # formats. The fence keeps such text data; this finds it so a person can look (whatever the tier).
 _ADDRESSED = re.compile(
+    r'(?=[igmsrtoanp"\[])(?:'  # every alternative starts with one of these: the scan skips other positions
     r"ignore\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier)?\s*(?:instructions|rubric|rules)"
     r"|\b(?:grade|mark|score|rate|rank)\s+(?:it|this|me|this\s+answer|the\s+answer)\s+(?:as\s+)?(?:great|excellent|top)"
     r"|\b(?:return|respond\s+with|give|output|assign)\s+(?:it\s+)?(?:the\s+|a\s+)?tier\b"
@@ -65,7 +69,7 @@ _ADDRESSED = re.compile(
     r"|\bnote\s+to\s+the\s+(?:grader|reviewer|evaluator)"
     r"|pre-?approved\s+by"
     r'|"(?:tier|verdict|covered)"\s*:'
-    r"|\[tag removed\]|\[template token removed\]",
+    r"|\[tag removed\]|\[template token removed\])",
     re.I,
 )
 
@@ -80,14 +84,26 @@ def fence_answer(answer: str) -> str:
     """Make the answer safe to place between our delimiters: Unicode-normalise it (NFKC folds full-width
     brackets into ASCII), drop invisible characters, neutralise anything that looks like our tag (in any
     near-miss form) and chat-template control tokens. What the answer says is otherwise untouched."""
-    text = unicodedata.normalize("NFKC", answer).translate(_INVISIBLE)
+    text = unicodedata.normalize("NFKC", answer)
+    if _HAS_INVISIBLE.search(text):  # str.translate walks every character: only when there is one to drop
+        text = text.translate(_INVISIBLE)
     text = _TEMPLATE_TOKEN.sub("[template token removed]", text)
-    folded = text.translate(_LOOKALIKE)
+    folded = text.translate(_LOOKALIKE) if _HAS_LOOKALIKE.search(text) else text
     pieces, last = [], 0
     for match in _TAG_LIKE.finditer(folded):
         pieces += [text[last : match.start()], "[tag removed]"]
         last = match.end()
     return "".join(pieces) + text[last:] if pieces else text
+
+
+#: Stands for the answer when the text around it is rendered once (see `Prompts.render_answer`).
+_ANSWER_SLOT = "\x00answer-slot\x00"
+_AROUND_KEPT = 1024
+
+
+def _identity(value: Any) -> Any:
+    """What a template context value renders from: a rubric question by its fingerprint."""
+    return value.fingerprint() if isinstance(value, Question) else value
 
 
 class Prompts:
@@ -98,6 +114,7 @@ class Prompts:
         self.directory = Path(chosen) if chosen else data_dir("prompts")
         if not self.directory.is_dir():
             raise TemplateError(f"{self.directory}: prompts folder not found")
+        self._around: dict[tuple[str, str], tuple[str, ...]] = {}  # see render_answer
 
     @cached_property
     def _env(self) -> jinja2.Environment:
@@ -120,8 +137,27 @@ class Prompts:
         return digest.hexdigest()[:16]
 
     def render(self, name: str, **context: Any) -> str:
+        return self._render(name, **context).strip()
+
+    def render_answer(self, name: str, answer: str, **context: Any) -> str:
+        """`render(name, answer=answer, **context)`, with the text around the answer rendered once per
+        context (the question, its exemplars, the checklist): it is the same for every answer to a
+        question. A template that does more with the answer than print it is rendered whole each time."""
+        key = (name, repr(sorted((k, _identity(v)) for k, v in context.items())))
+        parts = self._around.get(key)
+        if parts is None:
+            pieces = self._render(name, answer=_ANSWER_SLOT, **context).split(_ANSWER_SLOT)
+            parts = (pieces[0], pieces[1]) if len(pieces) == 2 else ()
+            if len(self._around) >= _AROUND_KEPT:
+                self._around.clear()
+            self._around[key] = parts
+        if not parts:
+            return self.render(name, answer=answer, **context)
+        return (parts[0] + answer + parts[1]).strip()
+
+    def _render(self, name: str, **context: Any) -> str:
         try:
-            return self._env.get_template(name).render(**context).strip()
+            return self._env.get_template(name).render(**context)
         except jinja2.TemplateNotFound:
             raise TemplateError(f"{self.directory / name}: template not found") from None
         except jinja2.UndefinedError as exc:

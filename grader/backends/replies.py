@@ -113,6 +113,7 @@ class _Verdict(Protocol):
 C = TypeVar("C", bound=_Verdict)
 
 _QUOTES = str.maketrans({"‘": "'", "’": "'", "‚": "'", "‛": "'", "`": "'", "“": '"', "”": '"', "„": '"', "‟": '"'})
+_CURLY = re.compile("[" + "".join(chr(c) for c in _QUOTES) + "]")
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…)\s*")
 _EDGE = " \t\n\"'.,;:!?-—–()[]"
 
@@ -125,7 +126,9 @@ def one_line(text: str | None, limit: int) -> str:
 
 def normalise(text: str) -> str:
     """Lower-case, straight quotes, single spaces: the form quotes and answers are compared in."""
-    return " ".join(text.translate(_QUOTES).lower().split())
+    if _CURLY.search(text):  # str.translate walks every character: only when there is one to change
+        text = text.translate(_QUOTES)
+    return " ".join(text.lower().split())
 
 
 def quote_in_answer(quote: str, answer: str) -> bool:
