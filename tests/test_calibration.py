@@ -805,3 +805,18 @@ def test_markup_in_the_html_report_shows_as_text_in_a_headless_browser(evil_repo
 
 def test_ranks():
     assert ranks(["poor", "mediocre", "great", Tier.great]).tolist() == [0, 1, 2, 2]
+
+
+def test_no_ids_in_common_is_an_error_not_a_table_of_na(tmp_path):
+    from typer.testing import CliRunner
+
+    from grader.cli import app
+
+    human = tmp_path / "human.csv"
+    human.write_text("interviewer,id,question,tier\nalice,x1,1,great\nbob,x2,2,poor\n")
+    grades = tmp_path / "grades.jsonl"
+    grade = {"id": "y1", "question_id": "debugging-a-production-issue", "tier": "great", "justification": "j"}
+    grades.write_text(json.dumps(grade | {"backend": "local", "model": "m"}) + "\n")
+    result = CliRunner().invoke(app, ["calibrate", str(human), "--model-grades", str(grades)])
+    assert result.exit_code == 20
+    assert "none of its 2 grade(s) could be paired" in result.stderr and "2 with no model grade" in result.stderr

@@ -25,6 +25,7 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
+from grader.errors import CalibrationDataError
 from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
 
@@ -73,6 +74,13 @@ def calibrate(
         pairs = pair_with_model_grades(human, model_grades, rubric)
     else:
         pairs = asyncio.run(_grade(human, rubric, backend, options, concurrency, cache, max_answer_chars))
+    if not any(p.status == "paired" for p in pairs):  # nothing to compare: not a report of n/a
+        unmatched = sum(p.status == "unmatched" for p in pairs)
+        raise CalibrationDataError(
+            f"{human}: none of its {len(pairs)} grade(s) could be paired with a model grade "
+            f"({unmatched} with no model grade of their id, {len(pairs) - unmatched} whose model grade failed)",
+            hint="check that the ids match the model grades' ids" if unmatched else "grade the answers again",
+        )
     report = build_report(
         pairs,
         settings=settings,

@@ -21,7 +21,7 @@ from grader.cli._common import (
     progress_bar,
     with_backend_options,
 )
-from grader.errors import GraderError, UsageError
+from grader.errors import GraderError, InputFileError, UsageError
 from grader.grading.cache import GradeCache
 
 if TYPE_CHECKING:
@@ -46,7 +46,13 @@ def eval_(
     ] = True,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 when evals/thresholds.yaml is broken.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 when a threshold is broken (or none is set for what was run).")
+    ] = False,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option("--thresholds", help="Thresholds for --check (default: the packaged evals/thresholds.yaml)."),
+    ] = None,
     floor: Annotated[
         bool,
         typer.Option(
@@ -70,14 +76,19 @@ def eval_(
     loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
     reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out, floor))
     broken: list[str] = []
-    limits = _thresholds().get(reports[0].backend, {}) if reports else {}
+    limits = _thresholds(thresholds).get(reports[0].backend, {}) if check and reports else {}
     for report in reports:
         _print(report)
         if out is not None:
             paths = write_reports(report, out)
             console.print("wrote " + ", ".join(str(p) for p in paths))
         if check:
-            broken += check_thresholds(report, limits.get(report.suite, {}))
+            if not limits.get(report.suite):  # a gate with nothing to hold is not a gate that holds
+                broken.append(
+                    f"{report.suite}: no thresholds for the {report.backend} backend in {_source(thresholds)}"
+                )
+                continue
+            broken += check_thresholds(report, limits[report.suite])
     if check:
         if broken:
             for line in broken:
@@ -149,12 +160,26 @@ async def _run(
     return reports
 
 
-def _thresholds() -> dict[str, Any]:
-    path = data_dir("evals") / "thresholds.yaml"
+def _source(path: Path | None) -> Path:
+    return path if path is not None else data_dir("evals") / "thresholds.yaml"
+
+
+def _thresholds(path: Path | None) -> dict[str, Any]:
+    """Backend -> suite -> {threshold: value}, from `path` or the packaged file."""
+    source = _source(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise GraderError(f"{path}: cannot read thresholds: {exc}") from None
+        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise InputFileError(f"{source}: cannot read thresholds: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise GraderError(f"{source}: cannot read thresholds: {' '.join(str(exc).split())}") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(suites, dict) and all(isinstance(limits, dict) for limits in suites.values())
+        for suites in data.values()
+    )
+    if not ok:
+        raise GraderError(f"{source}: thresholds must map backend -> suite -> threshold: value")
+    return data
 
 
 def _print(report: EvalReport) -> None:
