@@ -8,7 +8,10 @@ Prints, measured in the same run:
 - answers/s grading a batch of N answers through `LocalBackend.grade` (asyncio.gather, as a batch
   run does), with the rubric anchors already embedded;
 - the embedding-bound limit: the model alone embedding exactly the texts that batch needs (every
-  answer's spans, chunks and windows, and the whole answers), in answers/s; and the ratio of the two.
+  answer's spans, chunks and windows, and the whole answers), in answers/s; and the ratio of the two;
+- a batch run's first output: N answers through the grading engine (what `grader batch` does), the time
+  to the first outcome and to the last, with the small first embedding chunk and, as the baseline in
+  the same run, with a full-size first chunk (the behaviour before it).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import sys
 import tempfile
 import time
 
+import grader.backends.local.backend as local_backend
 from grader.backends.local.backend import LocalBackend, _cut
 from grader.grading.contract import GradeRequest
+from grader.grading.engine import Engine, Job
 from grader.rubric import load_rubric
 
 COLD_ANSWER = "I check the logs and recent deploys, reproduce the bug in staging, and fix the root cause."
@@ -101,6 +106,27 @@ def main() -> None:
     w(f"  graded:                 {graded:6.2f} s  {rate:7.1f} answers/s\n")
     w(f"  embedding alone:        {embedded:6.2f} s  {limit:7.1f} answers/s  ({len(texts) / embedded:.0f} texts/s)\n")
     w(f"  graded / embedding-bound: {rate / limit:.0%}\n")
+    w(f"{len(requests)} answers through the grading engine (as grader batch runs them):\n")
+    for label, first in (
+        (f"first chunk {local_backend.FIRST_BATCH_ANSWERS}", local_backend.FIRST_BATCH_ANSWERS),
+        (f"first chunk {local_backend.MAX_BATCH_ANSWERS} (before)", local_backend.MAX_BATCH_ANSWERS),
+    ):
+        first_out, last_out = first_outcome(backend, requests, first)
+        w(f"  {label + ':':30} first outcome after {first_out:5.2f} s, all after {last_out:6.2f} s\n")
+
+
+def first_outcome(backend: LocalBackend, requests: list[GradeRequest], first_chunk: int) -> tuple[float, float]:
+    """Seconds to the first and to the last outcome of the requests through an engine, the backend's first
+    embedding chunk set to `first_chunk` answers."""
+    saved, local_backend.FIRST_BATCH_ANSWERS = local_backend.FIRST_BATCH_ANSWERS, first_chunk
+    times: list[float] = []
+    start = time.perf_counter()
+    try:
+        jobs = [Job(r.question, r.answer, tag=i) for i, r in enumerate(requests)]
+        asyncio.run(Engine(backend).run(jobs, lambda _g: times.append(time.perf_counter() - start)))
+    finally:
+        local_backend.FIRST_BATCH_ANSWERS = saved
+    return times[0], times[-1]
 
 
 if __name__ == "__main__":

@@ -39,19 +39,43 @@ class _Group(TyperGroup):
             raise typer.Exit(70) from None
 
 
+# Help piped to a file or a pager is not cut at rich's 80-column fallback (a terminal gets its own width;
+# a TERMINAL_WIDTH of the user's still wins).
+if not sys.stdout.isatty():
+    os.environ.setdefault("TERMINAL_WIDTH", "120")  # read by typer when it first formats help
+
 app = typer.Typer(
     cls=_Group,
     help="Grade written interview answers against a rubric with a language model.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
+    context_settings={"max_content_width": 120, "help_option_names": ["-h", "--help"]},
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from grader import __version__
+
+        typer.echo(f"grader {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print grader's version and exit."
+    ),
+) -> None:
+    """Grade written interview answers against a rubric with a language model."""
+
+
 def _register() -> None:
-    from grader.cli import batch, calibrate, grade, rubric, transcript
+    from grader.cli import backends, batch, calibrate, grade, rubric, transcript
     from grader.cli import eval as eval_cli
 
+    app.command("backends")(backends.backends)
     app.command("grade")(grade.grade)
     app.add_typer(rubric.app, name="rubric")
     app.command("eval")(eval_cli.eval_)

@@ -6,6 +6,7 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -249,3 +250,13 @@ def read_input(path: Path, *, limit: int | None = None) -> str:
             hint="raise it with --max-answer-chars or GRADER_MAX_ANSWER_CHARS",
         )
     return text
+
+
+class TableFormat(StrEnum):
+    """How a command that prints a table prints it."""
+
+    text = "text"
+    json = "json"
+
+
+FormatOpt = Annotated[TableFormat, typer.Option("--format", help="text (a table) or json.")]

@@ -17,8 +17,10 @@ from grader.calibration.settings import MIN_N, RESAMPLES, SEED, Settings
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
+    FormatOpt,
     MaxAnswerCharsOpt,
     RubricOpt,
+    TableFormat,
     console,
     err_console,
     progress_bar,
@@ -64,6 +66,7 @@ def calibrate(
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
+    output_format: FormatOpt = TableFormat.text,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Compare interviewers' grades with the model's: agreement, kappa, leniency and disagreements."""
@@ -87,10 +90,14 @@ def calibrate(
         human_path=str(human),
         model_grades_path=str(model_grades) if model_grades is not None else None,
     )
-    _print(report)
+    if output_format is TableFormat.json:  # standard output is the JSON alone
+        console.out(report.to_json(), end="", highlight=False)
+    else:
+        _print(report)
     if out is not None:
         paths = write_reports(report, out)
-        console.print("wrote " + ", ".join(str(p) for p in paths))
+        notes = err_console if output_format is TableFormat.json else console
+        notes.print("wrote " + ", ".join(str(p) for p in paths))
 
 
 async def _grade(

@@ -15,7 +15,9 @@ from grader.backends import BackendOptions, get_backend
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
+    FormatOpt,
     RubricOpt,
+    TableFormat,
     console,
     err_console,
     progress_bar,
@@ -61,6 +63,7 @@ def eval_(
     ] = True,
     price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
+    output_format: FormatOpt = TableFormat.text,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade eval suites and report accuracy, kappa, flips and cost. Default: references + perturbations."""
@@ -77,11 +80,14 @@ def eval_(
     reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out, floor))
     broken: list[str] = []
     limits = _thresholds(thresholds).get(reports[0].backend, {}) if check and reports else {}
+    as_json = output_format is TableFormat.json
+    notes = err_console if as_json else console  # with --format json, standard output is the JSON alone
     for report in reports:
-        _print(report)
+        if not as_json:
+            _print(report)
         if out is not None:
             paths = write_reports(report, out)
-            console.print("wrote " + ", ".join(str(p) for p in paths))
+            notes.print("wrote " + ", ".join(str(p) for p in paths))
         if check:
             if not limits.get(report.suite):  # a gate with nothing to hold is not a gate that holds
                 broken.append(
@@ -89,12 +95,14 @@ def eval_(
                 )
                 continue
             broken += check_thresholds(report, limits[report.suite])
+    if as_json:
+        console.out("[\n" + ",\n".join(r.to_json().rstrip() for r in reports) + "\n]", highlight=False)
     if check:
         if broken:
             for line in broken:
                 err_console.print(f"grader: threshold broken: {line}", markup=False)
             raise typer.Exit(1)
-        console.print("thresholds hold")
+        notes.print("thresholds hold")
 
 
 async def _run(

@@ -23,9 +23,10 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import UsageError
+from grader.errors import UsageError, error_for
+from grader.grading.cache import GradeCache
 from grader.grading.contract import Grade
-from grader.grading.engine import grade_answer
+from grader.grading.engine import Engine, Job
 from grader.grading.review import check_answer
 from grader.rubric import Question, load_rubric
 from grader.textfiles import check_text
@@ -56,6 +57,7 @@ def grade(
     ] = 1,
     review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse a grade from an earlier run.")] = True,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade one answer against a rubric question and print the grade."""
@@ -69,7 +71,8 @@ def grade(
         where = str(answer_file) if str(answer_file) != "-" else "standard input"
     check_answer(text, max_chars=max_answer_chars, where=where)
     the_question = load_rubric(rubric).find(question)
-    result = asyncio.run(_grade(backend, options, the_question, text, samples, options.temperature, review_threshold))
+    job = Job(the_question, text, tag=None, where=where)
+    result = asyncio.run(_grade(backend, options, job, samples, review_threshold, max_answer_chars, cache))
     if output_format is Format.json:
         console.print_json(result.model_dump_json())
     else:
@@ -79,26 +82,32 @@ def grade(
 async def _grade(
     backend_name: str,
     options: BackendOptions,
-    question: Question,
-    text: str,
+    job: Job[None],
     samples: int,
-    temperature: float,
     threshold: float,
+    max_chars: int,
+    use_cache: bool,
 ) -> Grade:
     backend = get_backend(backend_name, options)
-    if samples > 1 and not backend.stochastic:
-        await backend.aclose()
-        raise UsageError(
-            f"--samples needs a chat backend that samples (openai, ollama); the {backend.name} backend is "
-            "deterministic",
-            hint="add --backend openai or --backend ollama, or drop --samples",
-        )
+    cache = GradeCache() if use_cache else None
     try:
-        return await grade_answer(
-            backend, question, text, samples=samples, temperature=temperature, review_threshold=threshold
+        engine = Engine(
+            backend,
+            cache=cache,
+            samples=samples,
+            temperature=options.temperature,
+            review_threshold=threshold,
+            max_answer_chars=max_chars,
         )
+        graded = await engine.grade(job)
     finally:
         await backend.aclose()
+        if cache is not None:
+            cache.close()
+    if graded.failure is not None:
+        raise error_for(graded.failure)
+    assert graded.grade is not None
+    return graded.grade
 
 
 def print_grade(grade: Grade, question: Question) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,9 +14,11 @@ from grader.backends import BackendOptions, get_backend, resolve_name
 from grader.cli._common import (
     BackendOpt,
     BaseUrlOpt,
+    FormatOpt,
     ModelOpt,
     PromptsOpt,
     RubricOpt,
+    TableFormat,
     backend_options,
     console,
     err_console,
@@ -29,9 +32,25 @@ app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help
 
 
 @app.command("list")
-def list_questions(rubric: RubricOpt = None) -> None:
+def list_questions(
+    rubric: RubricOpt = None,
+    output_format: FormatOpt = TableFormat.text,
+) -> None:
     """List the questions of a rubric with their ids."""
     loaded = load_rubric(rubric)
+    if output_format is TableFormat.json:
+        fields = ("number", "id", "text")
+        questions = [
+            {
+                **{f: getattr(q, f) for f in fields},
+                "key_points": q.point_ids,
+                "red_flags": q.flag_ids,
+                "draft_points": q.draft_ids,
+            }
+            for q in loaded
+        ]
+        console.print_json(json.dumps({"rubric": loaded.name, "questions": questions}))
+        return
     table = Table(title=f"{loaded.name} ({len(loaded.questions)} questions)", title_justify="left")
     for col in ("#", "id", "question", "points", "flags"):
         table.add_column(col, no_wrap=col != "question")
