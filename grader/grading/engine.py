@@ -177,8 +177,9 @@ class Engine:
             raise UsageError("--samples must be at least 1")
         if samples > 1 and not backend.stochastic:
             raise UsageError(
-                f"--samples needs a sampling model; the {backend.name} backend is deterministic",
-                hint="use a chat backend (openai, ollama)",
+                f"--samples needs a chat backend that samples (openai, ollama); the {backend.name} backend is "
+                "deterministic",
+                hint="add --backend openai or --backend ollama, or drop --samples",
             )
         self.backend = backend
         self.rubric = rubric
