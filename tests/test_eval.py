@@ -12,7 +12,15 @@ from grader.backends.fake import FakeBackend
 from grader.errors import GraderError
 from grader.eval import suites
 from grader.eval.cases import EvalCase, Suite, load_suite_file
-from grader.eval.report import check_thresholds, summarize, tier_metrics, to_html, write_reports
+from grader.eval.report import (
+    check_thresholds,
+    majority_floor,
+    summarize,
+    tier_metrics,
+    to_html,
+    to_markdown,
+    write_reports,
+)
 from grader.eval.runner import run_suite
 from grader.grading.cache import GradeCache
 from grader.grading.contract import GradeRequest
@@ -219,3 +227,77 @@ def test_grader_eval_command_with_the_fake_backend(tmp_path, monkeypatch, rubric
 def test_unknown_suite():
     with pytest.raises(GraderError, match="unknown suite"):
         suites.load("nope")
+
+
+# --- the majority-class floor and the page of cases ----------------------------------------------
+
+
+TIERS_BY_WORD = {"alpha": "great", "beta": "mediocre", "gamma": "poor"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "tier", "accuracy"),
+    [
+        (["poor", "great", "poor", "mediocre"], "poor", 0.5),
+        (["mediocre", "poor", "poor", "mediocre"], "mediocre", 0.5),  # a tie goes to the better tier
+        (["great"], "great", 1.0),
+    ],
+    ids=["most-frequent", "tie", "one"],
+)
+def test_majority_floor_is_always_answering_the_most_frequent_label(labels, tier, accuracy):
+    floor = majority_floor(labels)
+    assert floor is not None and floor.tier == tier and floor.accuracy == accuracy
+    assert majority_floor([]) is None
+
+
+def test_the_report_keeps_the_majority_floor_answers_and_justifications(rubric):
+    results = asyncio.run(run_suite(small_suite(rubric), scripted(TIERS_BY_WORD), cache=None))
+    # the unscored "bad" and "empty" cases stay out: 4 of the 7 scored labels are great
+    report = summarize("small", results, backend="fake", model="scripted")
+    assert report.majority_floor is not None
+    assert report.majority_floor.model_dump() == {"tier": "great", "accuracy": round(4 / 7, 4)}
+    data = json.loads(report.to_json())
+    assert data["majority_floor"] == {"tier": "great", "accuracy": 0.5714}
+    rows = {r["id"]: r for r in data["results"]}
+    assert rows["g1"]["answer"] == "alpha great answer" and rows["g1"]["justification"]
+    assert "justification" not in rows["bad"] and "justification" not in rows["empty"]
+    assert "majority-class floor (always great" in to_markdown(report)
+    nothing = summarize("none", [r for r in results if not r.scored], backend="fake", model="scripted")
+    assert "majority_floor" not in json.loads(nothing.to_json())
+
+
+def test_the_cases_of_the_html_report_in_a_headless_browser(rubric, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import ARTIFACTS, LAUNCH_ARGS, check_page, require_chromium
+
+    executable = require_chromium()
+    q = rubric.find(1).id
+    suite = small_suite(rubric)
+    suite.cases.append(EvalCase(id="evil", question=q, answer=f"alpha says {EVIL} here", label="poor"))
+    results = asyncio.run(run_suite(suite, scripted(TIERS_BY_WORD), cache=None))
+    report = summarize("saf-ua", results, backend="fake", model="scripted")
+    html_path = write_reports(report, tmp_path)[2]
+    assert "<script" not in html_path.read_text() and "<pre>" not in html_path.read_text()
+
+    page = check_page(html_path, ARTIFACTS / "eval" / "eval-cases.png")
+    assert page.errors == []
+    assert page.images_total == 1 and page.images_loaded == 1
+    assert "majority-class floor" in page.text and "always great" in page.text
+    assert EVIL not in page.text  # folded until opened
+
+    with sync_playwright() as p:  # open the folds, as a reader would, and look at what they show
+        browser = p.chromium.launch(executable_path=executable, args=LAUNCH_ARGS, headless=True)
+        try:
+            view = browser.new_page(viewport={"width": 1100, "height": 800})
+            view.goto(html_path.resolve().as_uri(), wait_until="load")
+            assert view.locator("table#cases tbody tr").count() == len(suite.cases)
+            assert view.locator("table#cases a").count() == 0 and view.locator("script").count() == 0
+            evil_row = view.locator("table#cases tbody tr", has_text="evil").first
+            evil_row.locator("summary").click()
+            shown = evil_row.locator("details").inner_text()
+            assert f"alpha says {EVIL} here" in shown  # the markup is text, never run
+            assert "Justification:" in shown
+            view.screenshot(path=str(ARTIFACTS / "eval" / "eval-cases-open.png"), full_page=True)
+        finally:
+            browser.close()

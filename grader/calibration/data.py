@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from grader.errors import CalibrationDataError, EncodingError
 from grader.grading import rows
-from grader.grading.contract import FailureKind, Grade, GradeFailure, Outcome, Tier
+from grader.grading.contract import FailureKind, Grade, GradeFailure, HoldsOutcome, Outcome, Tier
 from grader.textfiles import open_text
 
 #: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.
@@ -65,21 +65,13 @@ class HumanGrade:
 
 
 @dataclass(frozen=True)
-class ModelGrade:
+class ModelGrade(HoldsOutcome):
     """One line of the model-grades file: a grade, or the failure that stopped it."""
 
     line: int
     id: str
     outcome: Outcome
     answer: str | None = None
-
-    @property
-    def grade(self) -> Grade | None:
-        return self.outcome if isinstance(self.outcome, Grade) else None
-
-    @property
-    def failure(self) -> GradeFailure | None:
-        return self.outcome if isinstance(self.outcome, GradeFailure) else None
 
 
 def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:

@@ -11,13 +11,13 @@ from grader.calibration.data import HumanGrade, Pair, answer_ids, check_same_ans
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.errors import CalibrationDataError, UnknownQuestionError, error_for
 from grader.grading.cache import GradeCache
-from grader.grading.contract import Grade, GradeFailure, Outcome
+from grader.grading.contract import HoldsOutcome, Outcome
 from grader.grading.engine import Engine, Graded, Job
 from grader.rubric import Question, Rubric
 
 
 @dataclass
-class AnswerResult:
+class AnswerResult(HoldsOutcome):
     """One distinct answer, and once graded, the model's grade or the failure that stopped it."""
 
     question: Question
@@ -25,14 +25,6 @@ class AnswerResult:
     where: str
     outcome: Outcome | None = None
     cached: bool = False
-
-    @property
-    def grade(self) -> Grade | None:
-        return self.outcome if isinstance(self.outcome, Grade) else None
-
-    @property
-    def failure(self) -> GradeFailure | None:
-        return self.outcome if isinstance(self.outcome, GradeFailure) else None
 
 
 def resolve_questions(path: str | Path, rows: list[HumanGrade], rubric: Rubric) -> list[Question]:

@@ -90,6 +90,14 @@ class Floor(ReportModel):
     overall: TierMetrics
 
 
+class MajorityFloor(ReportModel):
+    """Always answering the most frequent label of the scored cases: what a grader must beat to have
+    learnt anything (the SAF benchmarks are skewed towards one label)."""
+
+    tier: Tier
+    accuracy: float
+
+
 class Margin(ReportModel):
     accuracy: float | None
     qwk: float | None
@@ -157,6 +165,8 @@ class CaseRow(ReportModel):
     confidence: float | None
     needs_review: bool | None
     error: str | None
+    answer: str | None = None
+    justification: str | None = Field(default=None, description="The grade's justification; unset when unscored.")
 
 
 class EvalReport(ReportModel):
@@ -179,6 +189,7 @@ class EvalReport(ReportModel):
     flags: PointMetrics
     calibration: ConfidenceMetrics
     review: ReviewMetrics
+    majority_floor: MajorityFloor | None = Field(default=None, description="Unset when nothing was scored.")
     floor: Floor | None = None
     margin_over_floor: Margin | None = None
     per_question: dict[str, QuestionStats]
@@ -327,6 +338,15 @@ def _scored_metrics(results: list[CaseResult]) -> TierMetrics:
     return tier_metrics([r.case.label.value for r in scored], [r.verdict for r in scored])
 
 
+def majority_floor(labels: list[str]) -> MajorityFloor | None:
+    """The accuracy of always answering the most frequent of `labels` (ties go to the better tier)."""
+    if not labels:
+        return None
+    counts = Counter(labels)
+    tier = max(TIERS, key=lambda t: counts[t])  # `max` keeps the first of equals, TIERS runs best first
+    return MajorityFloor(tier=Tier(tier), accuracy=round(counts[tier] / len(labels), 4))
+
+
 def _margin(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 4)
 
@@ -448,10 +468,15 @@ def summarize(
                 confidence=r.grade.confidence if r.grade else None,
                 needs_review=r.grade.needs_review if r.grade else None,
                 error=r.failure.message if r.failed and r.failure else None,
+                answer=r.case.answer,
+                **({"justification": r.grade.justification} if r.grade else {}),
             )
             for r in results
         ],
     )
+    majority = majority_floor([r.case.label.value for r in results if r.scored])
+    if majority is not None:  # set only when measured: an unset field stays out of the JSON
+        report.majority_floor = majority
     if floor is not None:  # set only when run: an unset field stays out of the JSON
         name, floor_results = floor
         o, f = report.overall, _scored_metrics(floor_results)
@@ -521,6 +546,12 @@ def to_markdown(report: EvalReport) -> str:
             f"{o.qwk if o.qwk is None else format(o.qwk, '.3f')}",
             "- recall: " + ", ".join(f"{t} {v:.3f}" for t, v in (o.recall or {}).items()),
         ]
+    majority = report.majority_floor
+    if majority:
+        lines.append(
+            f"- majority-class floor (always {majority.tier}, the most frequent label): accuracy "
+            f"{fmt(majority.accuracy)}; margin {fmt(_margin(o.accuracy, majority.accuracy), '+.3f')}"
+        )
     floor, margin = report.floor, report.margin_over_floor
     if floor and floor.overall.n and margin:
         f = floor.overall
@@ -592,9 +623,11 @@ def confusion_png(report: EvalReport) -> bytes | None:
 
 
 def to_html(report: EvalReport) -> str:
-    """A self-contained page: the confusion-matrix plot, the Markdown summary as preformatted text, and
-    every case."""
-    return pages.render("eval.html.jinja", report=report, confusion=confusion_png(report), summary=to_markdown(report))
+    """A self-contained page: the metrics as a table, the confusion-matrix plot, and every case with its
+    answer and justification folded under a `<details>`."""
+    return pages.render(
+        "eval.html.jinja", report=report, confusion=confusion_png(report), fmt=fmt, pct=_pct, margin=_margin
+    )
 
 
 def write_reports(report: EvalReport, out: Path) -> list[Path]:

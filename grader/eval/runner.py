@@ -9,24 +9,17 @@ from dataclasses import dataclass
 from grader.backends.base import Backend
 from grader.eval.cases import EvalCase, Suite
 from grader.grading.cache import GradeCache
-from grader.grading.contract import FailureKind, Grade, GradeFailure, Outcome
+from grader.grading.contract import FailureKind, HoldsOutcome, Outcome
 from grader.grading.engine import Engine, Graded, Job
 
 
 @dataclass
-class CaseResult:
+class CaseResult(HoldsOutcome):
+    """A case and its outcome; a failure (a refused input too, see `rejected`) is unscored."""
+
     case: EvalCase
     outcome: Outcome
     cached: bool = False
-
-    @property
-    def grade(self) -> Grade | None:
-        return self.outcome if isinstance(self.outcome, Grade) else None
-
-    @property
-    def failure(self) -> GradeFailure | None:
-        """Unscored: why no grade could be had (a refused input is a failure too, see `rejected`)."""
-        return self.outcome if isinstance(self.outcome, GradeFailure) else None
 
     @property
     def rejected(self) -> bool:

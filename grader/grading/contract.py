@@ -166,6 +166,20 @@ class GradeFailure(BaseModel):
 Outcome = Grade | GradeFailure
 
 
+class HoldsOutcome:
+    """`grade` and `failure` for a record that holds an `outcome` (None while not graded yet)."""
+
+    outcome: Outcome | None
+
+    @property
+    def grade(self) -> Grade | None:
+        return self.outcome if isinstance(self.outcome, Grade) else None
+
+    @property
+    def failure(self) -> GradeFailure | None:
+        return self.outcome if isinstance(self.outcome, GradeFailure) else None
+
+
 # --- what is asked ---------------------------------------------------------------------------------
 
 

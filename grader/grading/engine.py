@@ -32,7 +32,7 @@ from grader.backends.retry import transient_listener
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError, UsageError, error_for
 from grader.grading.cache import GradeCache
-from grader.grading.contract import FailureKind, Grade, GradeFailure, GradeRequest, Outcome, Sampling
+from grader.grading.contract import FailureKind, Grade, GradeFailure, GradeRequest, HoldsOutcome, Outcome, Sampling
 from grader.grading.limit import AdaptiveLimit
 from grader.grading.review import SAMPLE_TEMPERATURE, apply_review_policy, check_answer
 from grader.rubric import Question, Rubric
@@ -57,20 +57,12 @@ class Job(Generic[T]):
 
 
 @dataclass(frozen=True)
-class Graded(Generic[T]):
+class Graded(HoldsOutcome, Generic[T]):
     """A job and what grading it ended in."""
 
     job: Job[T]
     outcome: Outcome
     source: Source  # graded by the model now, read from the cache, shared with a duplicate, or refused input
-
-    @property
-    def grade(self) -> Grade | None:
-        return self.outcome if isinstance(self.outcome, Grade) else None
-
-    @property
-    def failure(self) -> GradeFailure | None:
-        return self.outcome if isinstance(self.outcome, GradeFailure) else None
 
     @property
     def fresh(self) -> bool:
