@@ -80,6 +80,12 @@ def server_env(monkeypatch):
         ),
         pytest.param("a.jsonl", '{"id": "1", "answer": "x"}\n', "a.jsonl:1: missing question", id="missing-field"),
         pytest.param("a.jsonl", "[1, 2]\n", "a.jsonl:1: expected a JSON object", id="not-object"),
+        pytest.param(
+            "a.jsonl",
+            '{"id": "1", "question": 1, "answer": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+            "a.jsonl:1: JSON nested too deeply",
+            id="deep-json",
+        ),
         pytest.param("a.csv", "id,question\n1,2\n", "a.csv:1: missing column(s) answer", id="missing-column"),
         pytest.param(
             "a.csv", 'id,question,answer\n1,2,"unclosed\n2,3,fine\n', "a.csv:2: bad CSV quoting", id="bad-quoting"

@@ -75,7 +75,7 @@ def test_grade_text_from_stdin(scripted, q1):
         pytest.param(["-q", "1", "-a", "x", "-b", "openai"], 8, "openai backend is not configured", id="no-backend"),
         pytest.param(["-q", "1"], 2, "exactly one of --answer or --answer-file", id="no-answer"),
         pytest.param(
-            ["-q", "1", "-a", "x", "--rubric", "/nonexistent.yaml"], 9, "no such rubric file", id="bad-rubric"
+            ["-q", "1", "-a", "x", "--rubric", "/nonexistent.yaml"], 6, "no such rubric file", id="missing-rubric"
         ),
     ],
 )

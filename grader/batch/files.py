@@ -137,6 +137,9 @@ def _jsonl_rows(handle: IO[str], columns: Columns) -> Iterator[Row | Problem]:
         except json.JSONDecodeError as exc:
             yield Problem(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
             continue
+        except RecursionError:
+            yield Problem(number, "JSON nested too deeply")
+            continue
         if not isinstance(record, dict):
             yield Problem(number, "expected a JSON object")
             continue

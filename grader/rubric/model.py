@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from grader.errors import RubricError, UnknownQuestionError
+from grader.errors import InputFileError, RubricError, UnknownQuestionError
 from grader.resources import data_dir
 
 DEFAULT_RUBRIC_NAME = "backend-engineering.yaml"
@@ -191,10 +191,10 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RubricError(f"{label}: no such rubric file") from None
+    except FileNotFoundError:  # a file that cannot be read is exit 6 like any other, not an invalid rubric
+        raise InputFileError(f"{label}: no such rubric file") from None
     except IsADirectoryError:
-        raise RubricError(f"{label}: is a directory, not a rubric file") from None
+        raise InputFileError(f"{label}: is a directory, not a rubric file") from None
     except UnicodeDecodeError as exc:
         raise RubricError(f"{label}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
