@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import ClassVar
 
 from grader.grading.contract import FailureKind, GradeFailure, Usage
 
@@ -17,8 +16,9 @@ class GraderError(Exception):
     """Base class for every error grader raises on purpose."""
 
     exit_code: int = 1
-    #: What this error is when it stops one answer's grade (`failure()`).
-    kind: ClassVar[FailureKind] = FailureKind.error
+    #: What this error is when it stops one answer's grade (`failure()`); a subclass sets its own, and a
+    #: GradingFailedError says per instance (transport, invalid_output, invalid_response...).
+    failure_kind: FailureKind = FailureKind.error
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -33,10 +33,6 @@ class GraderError(Exception):
         """This error as data: the one conversion every feature uses."""
         return GradeFailure(kind=self.failure_kind, message=str(self), question_id=question_id)
 
-    @property
-    def failure_kind(self) -> FailureKind:
-        return self.kind
-
 
 def error_for(failure: GradeFailure) -> GraderError:
     """The error that ends a command on this failure, with the exit code of the error it came from."""
@@ -49,7 +45,7 @@ def error_for(failure: GradeFailure) -> GraderError:
             kind=failure.kind,
         )
     error = GraderError(failure.message)
-    error.exit_code = next((c.exit_code for c in _subclasses(GraderError) if c.kind is failure.kind), 1)
+    error.exit_code = next((c.exit_code for c in _subclasses(GraderError) if c.failure_kind is failure.kind), 1)
     return error
 
 
@@ -78,7 +74,7 @@ class UnknownQuestionError(GraderError):
     """The question id or number is not in the rubric."""
 
     exit_code = 3
-    kind = FailureKind.unknown_question
+    failure_kind = FailureKind.unknown_question
 
     def __init__(self, ref: str, suggestions: list[str]) -> None:
         hint = ("did you mean " + ", ".join(suggestions) + "?") if suggestions else "see `grader rubric list`"
@@ -89,12 +85,12 @@ class UnknownQuestionError(GraderError):
 
 class EmptyAnswerError(GraderError):
     exit_code = 4
-    kind = FailureKind.empty_answer
+    failure_kind = FailureKind.empty_answer
 
 
 class AnswerTooLongError(GraderError):
     exit_code = 5
-    kind = FailureKind.answer_too_long
+    failure_kind = FailureKind.answer_too_long
 
 
 class InputFileError(GraderError):
@@ -111,7 +107,7 @@ class EncodingError(GraderError):
 
 class BackendNotConfiguredError(GraderError):
     exit_code = 8
-    kind = FailureKind.not_configured
+    failure_kind = FailureKind.not_configured
 
 
 class RubricError(GraderError):
@@ -124,7 +120,7 @@ class GradingFailedError(GraderError):
     """The model did not produce a valid grade within the allowed attempts."""
 
     exit_code = 10
-    kind = FailureKind.invalid_output
+    failure_kind = FailureKind.invalid_output
 
     def __init__(
         self,
@@ -140,15 +136,11 @@ class GradingFailedError(GraderError):
         self.attempts = attempts
         self.usage = usage
         self.last_output = last_output
-        self._kind = kind
-
-    @property
-    def failure_kind(self) -> FailureKind:
-        return self._kind
+        self.failure_kind = kind
 
     def failure(self, question_id: str | None = None) -> GradeFailure:
         return GradeFailure(
-            kind=self._kind,
+            kind=self.failure_kind,
             message=str(self),
             question_id=question_id,
             attempts=self.attempts,
@@ -161,14 +153,14 @@ class BackendError(GraderError):
     """The backend refused the request for a reason retrying cannot fix (auth, bad model name...)."""
 
     exit_code = 11
-    kind = FailureKind.refused
+    failure_kind = FailureKind.refused
 
 
 class TemplateError(GraderError):
     """A prompt template is missing or uses an undefined variable."""
 
     exit_code = 12
-    kind = FailureKind.template
+    failure_kind = FailureKind.template
 
 
 class CalibrationDataError(GraderError):
