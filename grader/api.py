@@ -35,6 +35,7 @@ async def agrade_many(
     cache: bool = False,
     concurrency: int | None = None,
     samples: int = 1,
+    temperature: float | None = None,
     review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,
     **options: Any,
@@ -43,6 +44,8 @@ async def agrade_many(
     an answer that could not be graded. A failure that would fail them all (a refused key) is raised."""
     bank = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     owned = not isinstance(backend, Backend)
+    if temperature is not None:
+        options["temperature"] = temperature
     the_backend = get_backend(backend, BackendOptions(**options)) if isinstance(backend, str) else backend
     grade_cache = GradeCache() if cache else None
     engine = Engine(
@@ -51,6 +54,7 @@ async def agrade_many(
         cache=grade_cache,
         concurrency=concurrency,
         samples=samples,
+        temperature=temperature,
         review_threshold=review_threshold,
         max_answer_chars=max_answer_chars,
     )

@@ -718,8 +718,8 @@ def test_when_no_answer_can_be_graded_the_error_is_raised(tmp_path, monkeypatch)
 
 
 def test_calibrate_with_the_local_backend_matches_grading_directly(tmp_path, rubric):
+    from grader.api import agrade
     from grader.backends import get_backend
-    from grader.grading.engine import grade_answer
 
     q1 = rubric.find(1)
     answers = [(q1, tier, text) for tier, text in q1.references.items()]
@@ -734,7 +734,7 @@ def test_calibrate_with_the_local_backend_matches_grading_directly(tmp_path, rub
     async def direct() -> list[str]:
         backend = get_backend("local")
         try:
-            return [(await grade_answer(backend, q, text)).tier.value for q, _, text in answers]
+            return [(await agrade(q, text, backend=backend)).tier.value for q, _, text in answers]
         finally:
             await backend.aclose()
 

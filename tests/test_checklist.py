@@ -12,6 +12,7 @@ import re
 import httpx
 import pytest
 
+from grader.api import agrade
 from grader.backends.checklist import (
     ChecklistRule,
     Item,
@@ -22,7 +23,6 @@ from grader.backends.checklist import (
 )
 from grader.backends.fake import FakeBackend
 from grader.grading.contract import GradeRequest, Tier
-from grader.grading.engine import grade_answer
 from grader.grading.review import apply_review_policy
 from tests.conftest import chat_body
 
@@ -68,7 +68,7 @@ def _split(text: str) -> list[str]:
 
 
 def run(backend, question, answer: str = ANSWER, **kwargs):
-    return asyncio.run(grade_answer(backend, question, answer, **kwargs))
+    return asyncio.run(agrade(question, answer, backend=backend, **kwargs))
 
 
 # --- schema and prompt ------------------------------------------------------------------------------

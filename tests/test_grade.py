@@ -8,12 +8,12 @@ import math
 import pytest
 from pydantic import ValidationError
 
+from grader.api import agrade
 from grader.backends.confidence import TokenLogprob, tier_distribution
 from grader.backends.fake import FakeBackend
 from grader.backends.replies import reply_schema
 from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError
 from grader.grading.contract import CoveredPoint, Grade
-from grader.grading.engine import grade_answer
 from grader.grading.review import apply_review_policy, check_answer
 from tests.conftest import reply_for
 
@@ -90,7 +90,7 @@ def test_samples_confidence_is_the_share_that_agrees(q1):
     quote = {"q01.reproduce": "reproduce it"}
     replies = [reply_for(q1, covered=quote, tier=t) for t in ("great", "mediocre", "great", "great", "poor")]
     backend = FakeBackend(replies)
-    grade = asyncio.run(grade_answer(backend, q1, "I reproduce it.", samples=5))
+    grade = asyncio.run(agrade(q1, "I reproduce it.", backend=backend, samples=5))
     assert grade.tier.value == "great"
     assert grade.confidence == 0.6 and grade.confidence_source == "samples"
     assert grade.attempts == 5
@@ -106,7 +106,7 @@ def test_answer_checks():
 
 def test_samples_must_be_positive(q1):
     with pytest.raises(GraderError):
-        asyncio.run(grade_answer(FakeBackend(), q1, "x", samples=0))
+        asyncio.run(agrade(q1, "x", backend=FakeBackend(), samples=0))
 
 
 def _tok(token: str, lp: float = 0.0, top=()):

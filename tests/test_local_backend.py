@@ -8,11 +8,11 @@ import math
 
 import pytest
 
+from grader.api import agrade
 from grader.backends import get_backend, resolve_name
 from grader.backends.local.backend import LocalBackend
 from grader.errors import GraderError
 from grader.grading.contract import GradeRequest
-from grader.grading.engine import grade_answer
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_many_answers_share_one_model_call(monkeypatch, rubric):
 
 def test_samples_are_refused_for_a_deterministic_backend(local, q1):
     with pytest.raises(GraderError, match="deterministic"):
-        asyncio.run(grade_answer(local, q1, "I check the logs first.", samples=3))
+        asyncio.run(agrade(q1, "I check the logs first.", backend=local, samples=3))
 
 
 def test_registry_builds_it_and_a_bad_model_path_is_a_clear_error(tmp_path):

@@ -30,7 +30,7 @@ from typing import Any, Generic, Literal, TypeVar
 from grader.backends.base import Backend
 from grader.backends.retry import transient_listener
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import GraderError, UsageError, error_for
+from grader.errors import GraderError, UsageError
 from grader.grading.cache import GradeCache
 from grader.grading.contract import FailureKind, Grade, GradeFailure, GradeRequest, HoldsOutcome, Outcome, Sampling
 from grader.grading.limit import AdaptiveLimit
@@ -366,30 +366,3 @@ def by_question(jobs: Iterable[Job[T]], window: int = QUESTION_WINDOW) -> Iterat
 
 def _question_ref(job: Job[Any]) -> str:
     return job.question.id if isinstance(job.question, Question) else job.question
-
-
-async def grade_answer(
-    backend: Backend,
-    question: Question,
-    answer: str,
-    *,
-    samples: int = 1,
-    temperature: float | None = None,
-    review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
-    max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,
-    exemplars: tuple[tuple[str, str], ...] | None = None,
-    where: str = "the answer",
-) -> Grade:
-    """Grade one answer through an engine of its own (no cache); raise the error a failure stands for."""
-    engine = Engine(
-        backend,
-        samples=samples,
-        temperature=temperature,
-        review_threshold=review_threshold,
-        max_answer_chars=max_answer_chars,
-    )
-    graded = await engine.grade(Job(question, answer, tag=None, exemplars=exemplars, where=where))
-    if graded.failure is not None:
-        raise error_for(graded.failure)
-    assert graded.grade is not None
-    return graded.grade
