@@ -180,7 +180,6 @@ class ChatBackend(Backend):
         self.per_item = per_item and mode == "checklist"
         if self.per_item and (prose or ask_tier):
             raise GraderError("--checklist-calls per-item asks one item per call: it cannot add --prose or --ask-tier")
-        self._system_texts: dict[tuple[str, str | None], str] = {}
         self.base_url = base_url
         self.temperature = temperature
         self.seed = seed
@@ -310,13 +309,10 @@ class ChatBackend(Backend):
         )
 
     def system_message(self, schema: dict[str, object] | None, template: str = "grade_system.jinja") -> Message:
-        """The instructions; `schema` is spelled out for servers without structured output. Rendered
-        once per template and schema (the same for every answer to a question)."""
+        """The instructions; `schema` is spelled out for servers without structured output (the prompts
+        render it once per template and schema)."""
         spelled = json.dumps(schema, ensure_ascii=False) if schema is not None else None
-        key = (template, spelled)
-        if (text := self._system_texts.get(key)) is None:
-            text = self._system_texts[key] = self.prompts.render(template, answer_tag=ANSWER_TAG, schema=spelled)
-        return {"role": "system", "content": text}
+        return {"role": "system", "content": self.prompts.render(template, answer_tag=ANSWER_TAG, schema=spelled)}
 
     def conversation(self, request: GradeRequest) -> Conversation:
         """The prompt for one answer in this backend's mode."""
@@ -393,12 +389,8 @@ class ChatBackend(Backend):
         q = request.question
         items = checklist_items(q)
         keys = ", ".join(i.key for i in items)
-        system = self._render_once(
-            "checklist_system.jinja",
-            f"{self.prose}:{self.ask_tier}:{keys}",
-            prose=self.prose,
-            tier=self.ask_tier,
-            keys=keys,
+        system = self.prompts.render(
+            "checklist_system.jinja", answer_tag=ANSWER_TAG, prose=self.prose, tier=self.ask_tier, keys=keys
         )
         user = self.prompts.render_answer(
             "checklist_user.jinja",
@@ -418,7 +410,7 @@ class ChatBackend(Backend):
         )
 
     def _tier_conversation(self, request: GradeRequest) -> Conversation:
-        system = {"role": "system", "content": self._render_once("judge_system.jinja", None)}
+        system = {"role": "system", "content": self.prompts.render("judge_system.jinja", answer_tag=ANSWER_TAG)}
         user = self.prompts.render_answer(
             "judge_user.jinja",
             fence_answer(request.answer),
@@ -432,12 +424,6 @@ class ChatBackend(Backend):
             name="tier_reply",
             plain_system=system,
         )
-
-    def _render_once(self, template: str, variant: str | None, **context: object) -> str:
-        key = (template, variant)
-        if (text := self._system_texts.get(key)) is None:
-            text = self._system_texts[key] = self.prompts.render(template, answer_tag=ANSWER_TAG, **context)
-        return text
 
     async def ask(self, conversation: Conversation, request: GradeRequest, check: Callable[[str], Check]) -> Answered:
         """Ask until a reply passes `check`, re-asking with the problems; raise when attempts run out
@@ -524,7 +510,7 @@ class ChatBackend(Backend):
         return verdicts, usage, attempts
 
     def _item_conversation(self, request: GradeRequest, items: list[Item], item: Item) -> Conversation:
-        system = {"role": "system", "content": self._render_once("item_system.jinja", None)}
+        system = {"role": "system", "content": self.prompts.render("item_system.jinja", answer_tag=ANSWER_TAG)}
         user = self.prompts.render_answer(
             "item_user.jinja",
             fence_answer(request.answer),

@@ -98,7 +98,7 @@ def fence_answer(answer: str) -> str:
 
 #: Stands for the answer when the text around it is rendered once (see `Prompts.render_answer`).
 _ANSWER_SLOT = "\x00answer-slot\x00"
-_AROUND_KEPT = 1024
+_RENDERS_KEPT = 1024
 
 
 def _identity(value: Any) -> Any:
@@ -114,7 +114,7 @@ class Prompts:
         self.directory = Path(chosen) if chosen else data_dir("prompts")
         if not self.directory.is_dir():
             raise TemplateError(f"{self.directory}: prompts folder not found")
-        self._around: dict[tuple[str, str], tuple[str, ...]] = {}  # see render_answer
+        self._rendered: dict[tuple[str, str], str] = {}  # see render
 
     @cached_property
     def _env(self) -> jinja2.Environment:
@@ -137,23 +137,23 @@ class Prompts:
         return digest.hexdigest()[:16]
 
     def render(self, name: str, **context: Any) -> str:
-        return self._render(name, **context).strip()
+        """The template rendered with `context`, once per context: the system messages and the text
+        around an answer (`render_answer`) are the same for every answer to a question."""
+        key = (name, repr(sorted((k, _identity(v)) for k, v in context.items())))
+        if (text := self._rendered.get(key)) is None:
+            if len(self._rendered) >= _RENDERS_KEPT:
+                self._rendered.clear()
+            text = self._rendered[key] = self._render(name, **context).strip()
+        return text
 
     def render_answer(self, name: str, answer: str, **context: Any) -> str:
         """`render(name, answer=answer, **context)`, with the text around the answer rendered once per
-        context (the question, its exemplars, the checklist): it is the same for every answer to a
-        question. A template that does more with the answer than print it is rendered whole each time."""
-        key = (name, repr(sorted((k, _identity(v)) for k, v in context.items())))
-        parts = self._around.get(key)
-        if parts is None:
-            pieces = self._render(name, answer=_ANSWER_SLOT, **context).split(_ANSWER_SLOT)
-            parts = (pieces[0], pieces[1]) if len(pieces) == 2 else ()
-            if len(self._around) >= _AROUND_KEPT:
-                self._around.clear()
-            self._around[key] = parts
-        if not parts:
-            return self.render(name, answer=answer, **context)
-        return (parts[0] + answer + parts[1]).strip()
+        context (the question, its exemplars, the checklist). A template that does more with the answer
+        than print it is rendered whole each time (and not kept: every answer differs)."""
+        pieces = self.render(name, answer=_ANSWER_SLOT, **context).split(_ANSWER_SLOT)
+        if len(pieces) != 2:
+            return self._render(name, answer=answer, **context).strip()
+        return (pieces[0] + answer + pieces[1]).strip()
 
     def _render(self, name: str, **context: Any) -> str:
         try:
