@@ -42,6 +42,18 @@ def cache_dir() -> Path:
     return path
 
 
+def private_sqlite(path: Path) -> None:
+    """Create the database file 0600 (and tighten one an older version left readable, with its -wal and
+    -shm), so that SQLite, which gives those the database's mode, never makes them readable to others."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+        except OSError:  # absent, or another user's shared cache: theirs to set
+            pass
+
+
 def openai_configured() -> bool:
     """True when the environment points at an OpenAI-compatible server."""
     return bool(os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"))

@@ -959,3 +959,20 @@ def test_the_cache_folder_is_created_private_and_an_open_default_one_is_tightene
     chosen.chmod(0o755)
     monkeypatch.setenv("GRADER_CACHE_DIR", str(chosen))
     assert stat.S_IMODE(cache_dir().stat().st_mode) == 0o755  # a folder the user chose is theirs to set
+
+
+def test_the_server_memory_and_the_vector_cache_are_private_too(tmp_path, monkeypatch):
+    from grader.backends.chat import ServerMemory
+    from grader.backends.local.vectors import VectorCache
+
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    old = os.umask(0o022)
+    try:
+        ServerMemory().save("http://127.0.0.1:9/v1", {"mode": "json_object"})
+        vectors = VectorCache("model")
+        assert vectors._connect() is not None
+        vectors.close()
+    finally:
+        os.umask(old)
+    for name in ("servers.json", "vectors.sqlite"):
+        assert (tmp_path / "cache" / name).stat().st_mode & 0o777 == 0o600, name

@@ -10,14 +10,13 @@ answers. A cache that cannot be opened or written is `OutputError` naming the fi
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from grader.config import cache_dir
+from grader.config import cache_dir, private_sqlite
 from grader.errors import OutputError
 from grader.grading.contract import Grade
 
@@ -31,7 +30,7 @@ class GradeCache:
         self.hits = 0
         self.misses = 0
         with self._errors():
-            _private(self.path)
+            private_sqlite(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -63,15 +62,3 @@ class GradeCache:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _private(path: Path) -> None:
-    """Create the database file 0600 (and tighten one an older version left readable, with its -wal and
-    -shm), so that SQLite, which gives those the database's mode, never makes them readable to others."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            if name.stat().st_mode & 0o077:
-                name.chmod(0o600)
-        except OSError:  # absent, or another user's shared cache: theirs to set
-            pass

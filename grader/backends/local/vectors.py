@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from grader.config import cache_dir
+from grader.config import cache_dir, private_sqlite
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)"
 
@@ -27,9 +27,9 @@ class VectorCache:
         if self._db is None:
             try:
                 # Grading runs in a worker thread (LocalBackend._flush), closing in the event loop's.
-                self._db = sqlite3.connect(
-                    cache_dir() / "vectors.sqlite", isolation_level=None, timeout=5, check_same_thread=False
-                )
+                path = cache_dir() / "vectors.sqlite"
+                private_sqlite(path)
+                self._db = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(_SCHEMA)
             except (OSError, sqlite3.Error):
