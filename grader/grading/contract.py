@@ -195,11 +195,29 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Reviewed:
+    """An answer a person has graded (a review in the service's database, or a labelled training answer):
+    shown with its human tier and points when a similar answer to the same question is graded."""
+
+    id: str
+    answer: str
+    tier: Tier
+    covered: tuple[str, ...] = ()  # key-point ids the reviewer ticked
+    red_flags: tuple[str, ...] = ()
+    similarity: float | None = None  # to the answer being graded, as the selection measured it
+
+    def key(self) -> list[object]:
+        return [self.id, self.answer, self.tier.value, list(self.covered), list(self.red_flags)]
+
+
+@dataclass(frozen=True)
 class GradeRequest:
     """One answer to grade against one rubric question.
 
     `exemplars` defaults to the question's three references; evals pass fewer to hide the reference
-    being graded (leave-one-out). `sample` numbers repeated grades of the same answer (`--samples k`).
+    being graded (leave-one-out). `reviewed` are the most similar answers people have graded (learning
+    from reviews), shown after the references. `sample` numbers repeated grades of the same answer
+    (`--samples k`).
     """
 
     question: Question
@@ -207,6 +225,7 @@ class GradeRequest:
     exemplars: tuple[tuple[str, str], ...] | None = None
     sample: int = 0
     sampling: Sampling = field(default_factory=Sampling)
+    reviewed: tuple[Reviewed, ...] = ()
 
     @property
     def reference_answers(self) -> tuple[tuple[str, str], ...]:

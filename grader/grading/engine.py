@@ -25,14 +25,23 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from grader.backends.base import Backend
 from grader.backends.retry import transient_listener
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import GraderError, UsageError
 from grader.grading.cache import GradeCache
-from grader.grading.contract import FailureKind, Grade, GradeFailure, GradeRequest, HoldsOutcome, Outcome, Sampling
+from grader.grading.contract import (
+    FailureKind,
+    Grade,
+    GradeFailure,
+    GradeRequest,
+    HoldsOutcome,
+    Outcome,
+    Reviewed,
+    Sampling,
+)
 from grader.grading.limit import AdaptiveLimit
 from grader.grading.review import SAMPLE_TEMPERATURE, apply_review_policy, check_answer
 from grader.rubric import Question, Rubric
@@ -54,6 +63,7 @@ class Job(Generic[T]):
     tag: T
     exemplars: tuple[tuple[str, str], ...] | None = None  # None: the question's three references
     where: str = "the answer"  # how error messages name this answer
+    reviewed: tuple[Reviewed, ...] | None = None  # None: the engine's `reviews` pick them (if it has any)
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,14 @@ class Stats:
                 setattr(self, name, getattr(self, name) + value)
 
 
+class ReviewSource(Protocol):
+    """Where the reviewed answers shown with a grade come from (`grader.grading.reviews.ReviewBank`)."""
+
+    def nearest(self, question: Question, answer: str) -> tuple[Reviewed, ...]:
+        """The reviewed answers to this question most similar to `answer`, most similar first."""
+        ...
+
+
 class _GaveUp(Exception):
     def __init__(self, outcome: GradeFailure) -> None:
         self.outcome = outcome
@@ -135,9 +153,13 @@ class _GaveUp(Exception):
 
 def cache_key(backend_key: str, request: GradeRequest) -> str:
     """The one grade-cache key: the backend's configuration (model, prompts or rule parameters), the
-    question's fingerprint, the exemplars shown, the sample and its sampling settings, and the answer."""
+    question's fingerprint, the exemplars shown, the sample and its sampling settings, the answer, and the
+    reviewed answers shown with it."""
     digest = _question_digest(backend_key, request.question.fingerprint(), request.reference_answers).copy()
-    digest.update(json.dumps([request.sample, request.sampling.key(), request.answer], ensure_ascii=False).encode())
+    tail = [request.sample, request.sampling.key(), request.answer]
+    if request.reviewed:
+        tail.append([r.key() for r in request.reviewed])
+    digest.update(json.dumps(tail, ensure_ascii=False).encode())
     return digest.hexdigest()
 
 
@@ -164,6 +186,7 @@ class Engine:
         samples: int = 1,
         temperature: float | None = None,
         stats: Stats | None = None,
+        reviews: ReviewSource | None = None,
     ) -> None:
         if samples < 1:
             raise UsageError("--samples must be at least 1")
@@ -182,14 +205,20 @@ class Engine:
         self.samples = samples
         self.sampling = Sampling(temperature=temperature or SAMPLE_TEMPERATURE) if samples > 1 else Sampling()
         self.stats = stats if stats is not None else Stats()
+        self.reviews = reviews
         self._backend_key = backend.cache_key()
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
 
     # --- one job --------------------------------------------------------------------------------------
 
     async def grade(self, job: Job[T]) -> Graded[T]:
-        """Grade one job (through the limit, the cache and the review policy), counted in `stats`."""
-        graded = await self._grade(job)
+        """Grade one job (through the limit, the cache and the review policy), counted in `stats`. Jobs
+        graded this way concurrently (a service's requests) share the limit, as `run`'s do."""
+        token = transient_listener.set(self.limit.on_transient)
+        try:
+            graded = await self._grade(job)
+        finally:
+            transient_listener.reset(token)
         self.stats.record(graded)
         return graded
 
@@ -217,8 +246,11 @@ class Engine:
         graded (an unknown question, an empty or over-long answer)."""
         question = job.question if isinstance(job.question, Question) else self._find(job.question)
         check_answer(job.answer, max_chars=self.max_answer_chars, where=job.where)
+        reviewed = job.reviewed
+        if reviewed is None:
+            reviewed = self.reviews.nearest(question, job.answer) if self.reviews is not None else ()
         requests = [
-            GradeRequest(question, job.answer, job.exemplars, sample=i, sampling=self.sampling)
+            GradeRequest(question, job.answer, job.exemplars, sample=i, sampling=self.sampling, reviewed=reviewed)
             for i in range(self.samples)
         ]
         key = cache_key(self._backend_key, requests[0]) + (f":{self.samples}" if self.samples > 1 else "")
@@ -270,13 +302,18 @@ class Engine:
         question_id = requests[0].question.id
         try:
             if len(requests) == 1:
-                return await self.backend.grade(requests[0])
-            results = await asyncio.gather(*(self.backend.grade(r) for r in requests), return_exceptions=True)
-            return self.backend.combine_samples(requests[0].question, list(results))
+                grade = await self.backend.grade(requests[0])
+            else:
+                results = await asyncio.gather(*(self.backend.grade(r) for r in requests), return_exceptions=True)
+                grade = self.backend.combine_samples(requests[0].question, list(results))
         except GraderError as exc:
             if exc.failure_kind.fatal:
                 raise
             return exc.failure(question_id)
+        if reviewed := requests[0].reviewed:
+            used = ", ".join(f"{r.id} ({r.tier.value})" for r in reviewed)
+            grade = grade.model_copy(update={"notes": [*grade.notes, f"shown reviewed answers: {used}"]})
+        return grade
 
     # --- many jobs ------------------------------------------------------------------------------------
 
