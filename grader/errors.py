@@ -194,6 +194,19 @@ class OutputLockedError(GraderError):
     exit_code = 16
 
 
+class DatabaseError(GraderError):
+    """The service's database cannot be opened or used: a bad URL, a file that is not a database, a
+    server that is down or refuses the login."""
+
+    exit_code = 17
+
+
+class ServiceError(GraderError):
+    """`grader serve` cannot start: the port is taken or the address cannot be bound."""
+
+    exit_code = 18
+
+
 class UsageError(GraderError):
     """The command line asks for something it cannot do: a missing or contradictory option, an unknown
     backend or suite, an output that exists. Exit 2, as the CLI framework's own usage errors."""

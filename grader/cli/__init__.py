@@ -72,7 +72,7 @@ def _root(
 
 
 def _register() -> None:
-    from grader.cli import backends, batch, calibrate, grade, rubric, transcript
+    from grader.cli import backends, batch, calibrate, grade, rubric, serve, transcript
     from grader.cli import eval as eval_cli
 
     app.command("backends")(backends.backends)
@@ -82,6 +82,8 @@ def _register() -> None:
     app.command("calibrate")(calibrate.calibrate)
     app.command("batch")(batch.batch)
     app.command("transcript")(transcript.transcript)
+    app.command("serve")(serve.serve)
+    app.add_typer(serve.tokens_app, name="tokens")
 
 
 _register()

@@ -1,0 +1,181 @@
+"""`grader serve` (the HTTP API and the review pages) and `grader tokens` (who may call it)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from grader.backends import BackendOptions
+from grader.cli._common import (
+    DEFAULT_OPTIONS,
+    BackendOpt,
+    FormatOpt,
+    MaxAnswerCharsOpt,
+    ReviewThresholdOpt,
+    RubricOpt,
+    TableFormat,
+    console,
+    err_console,
+    with_backend_options,
+)
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import ServiceError, UsageError
+
+DbOpt = Annotated[
+    Path,
+    typer.Option(
+        "--db",
+        envvar="GRADER_DB",
+        help="The service's database: a SQLite file, or a URL (postgresql://user@host/name).",
+    ),
+]
+
+tokens_app = typer.Typer(help="Create, list and revoke the tokens that may call `grader serve`.", no_args_is_help=True)
+
+
+@with_backend_options
+def serve(
+    db: DbOpt = Path("grader.sqlite"),
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8000,
+    backend: BackendOpt = "auto",
+    rubric: RubricOpt = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Grades in flight.")] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse grades from earlier runs.")] = True,
+    review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
+    max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1024, help="Largest request body accepted (413 above).")
+    ] = 10 * 1024 * 1024,
+    options: BackendOptions = DEFAULT_OPTIONS,
+) -> None:
+    """Serve the HTTP API (/v1, /docs) and the review pages (/review, /) until interrupted."""
+    import uvicorn
+
+    from grader.service.app import Service, Settings, create_app
+
+    settings = Settings(
+        db=db,
+        backend=backend,
+        options=options,
+        rubric=rubric,
+        cache=cache,
+        concurrency=concurrency,
+        review_threshold=review_threshold,
+        max_answer_chars=max_answer_chars,
+        max_body_bytes=max_body_bytes,
+    )
+    listener = _bind(host, port)
+    service = Service(settings)  # the database, rubric and backend: an error here is one line and an exit code
+    if not service.store.tokens():
+        err_console.print(
+            f"grader: warning: no tokens in {service.store.label}: create one with `grader tokens create NAME "
+            f"--db {db}`",
+            markup=False,
+            highlight=False,
+        )
+    bound = listener.getsockname()[1]
+    err_console.print(
+        f"grader: serving on http://{host}:{bound} (backend {service.backend.name}, database {service.store.label})",
+        markup=False,
+        highlight=False,
+    )
+    config = uvicorn.Config(create_app(settings, service), log_level="warning", lifespan="on", access_log=False)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow is loaded: a port in use is said at once."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(info[0], socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(info[4])
+        listener.listen(2048)
+    except socket.gaierror as exc:
+        raise ServiceError(f"cannot listen on {host}: {exc.strerror}") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ServiceError(f"port {port} on {host} is already in use", hint="pick another with --port") from None
+        raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    listener.set_inheritable(True)
+    return listener
+
+
+@tokens_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="The reviewer this token speaks for (reviews are signed with it).")],
+    db: DbOpt = Path("grader.sqlite"),
+) -> None:
+    """Create a token; it is printed once, alone on the last line (only its hash is stored)."""
+    from grader.service.store import Store
+
+    store = Store(db)
+    try:
+        token = store.create_token(name)
+    finally:
+        store.close()
+    err_console.print(f"created a token for {name.strip()} in {store.label}; keep it secret", markup=False)
+    typer.echo(token)
+
+
+@tokens_app.command("list")
+def list_(db: DbOpt = Path("grader.sqlite"), output_format: FormatOpt = TableFormat.text) -> None:
+    """The tokens: number, name, created, revoked (never the tokens themselves)."""
+    import json
+
+    from grader.service.store import Store
+
+    store = Store(db)
+    try:
+        rows = store.tokens()
+    finally:
+        store.close()
+    if output_format is TableFormat.json:
+        data = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "created_at": r.created_at.isoformat(),
+                "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+            }
+            for r in rows
+        ]
+        console.out(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"tokens in {store.label}", title_justify="left")
+    for column in ("id", "name", "created", "revoked"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.name,
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "",
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def revoke(
+    ref: Annotated[
+        str, typer.Argument(help="The token's number (see `grader tokens list`) or its name (all of them).")
+    ],
+    db: DbOpt = Path("grader.sqlite"),
+) -> None:
+    """Revoke tokens: calls with them, and sessions opened with them, get 401 from then on."""
+    from grader.service.store import Store
+
+    store = Store(db)
+    try:
+        count = store.revoke(ref)
+    finally:
+        store.close()
+    if not count:
+        raise UsageError(f"no live token {ref!r} in {store.label}", hint="see `grader tokens list`")
+    console.print(f"revoked {count} token(s)", markup=False)

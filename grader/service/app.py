@@ -1,0 +1,551 @@
+"""`grader serve`: the HTTP API hiring systems call, and the pages interviewers review grades on.
+
+One more thin layer over the grading engine: a request becomes a `Job`, the engine grades it (cache,
+adaptive limit, review policy, the reviewed answers most like it), and the outcome is stored. The API's
+schema is the `Grade` / `GradeFailure` contract itself, so the OpenAPI document and the CLI's JSON agree.
+
+Every call needs a token (`Authorization: Bearer ...`, or the session cookie the login page sets); a
+review's reviewer is the token's name, never a field of the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from grader.backends import Backend, BackendOptions, get_backend
+from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
+from grader.errors import GraderError, UnknownQuestionError
+from grader.grading.cache import GradeCache
+from grader.grading.contract import Grade, GradeFailure, Outcome, Tier
+from grader.grading.engine import Engine, Graded, Job
+from grader.grading.review import check_answer
+from grader.grading.reviews import ReviewBank
+from grader.rubric import Question, Rubric, load_rubric
+from grader.service.store import Conflict, GradeRow, Principal, Store
+
+log = logging.getLogger("grader.service")
+
+SESSION_COOKIE = "grader_session"
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_BATCH_ROWS = 10_000
+#: Batch outcomes are committed in groups this often (seconds) or this large: a killed server loses at
+#: most this window, and those rows are graded again after the restart (from the grade cache).
+FLUSH_SECONDS = 0.05
+FLUSH_ROWS = 256
+
+Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@\-]+$")]
+
+
+@dataclass
+class Settings:
+    """What `grader serve` was started with."""
+
+    db: str | Path
+    backend: str = "auto"
+    options: BackendOptions = field(default_factory=BackendOptions)
+    rubric: Path | None = None
+    cache: bool = True
+    concurrency: int | None = None
+    review_threshold: float = DEFAULT_REVIEW_THRESHOLD
+    max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
+    max_body_bytes: int = MAX_BODY_BYTES
+    learn: bool = True  # reviewed grades are shown with later grades of the same question
+    backend_instance: Backend | None = None  # tests and embedders pass one they built
+
+
+# --- the API's bodies: the grade contract plus what the service adds ---------------------------------
+
+
+class GradeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str | int = Field(description="The rubric question: its id or number.")
+    answer: str = Field(description="The candidate's answer (plain text; shown escaped everywhere).")
+    id: Id | None = Field(default=None, description="Your id for this answer (default: one is made).")
+    candidate: str | None = Field(default=None, max_length=200, description="Who wrote it.")
+
+    @field_validator("question")
+    @classmethod
+    def _question_text(cls, value: str | int) -> str:
+        return str(value)
+
+
+class StoredGrade(Grade):
+    """A stored grade: the Grade's fields, with the grade's id and who it is about."""
+
+    id: str
+    status: Literal["graded"] = "graded"
+    candidate: str | None = None
+
+
+class StoredFailure(GradeFailure):
+    """An answer the model could not grade (the server kept failing, its replies were invalid): stored
+    and counted like a grade, never silently dropped."""
+
+    id: str
+    status: Literal["failed"] = "failed"
+    candidate: str | None = None
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[GradeIn] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
+
+
+class BatchOut(BaseModel):
+    id: str
+    total: int
+    graded: int = 0
+    failed: int = 0
+    pending: int = 0
+    done: bool = False
+    results: str = Field(description="Where the rows' outcomes are streamed as JSON lines.")
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grade_id: str = Field(min_length=1, max_length=200)
+    tier: Tier
+    covered: list[str] | None = Field(
+        default=None, description="Key-point ids the answer makes (default: the model's)."
+    )
+    red_flags: list[str] | None = Field(default=None, description="Red-flag ids it shows (default: the model's).")
+    note: str | None = Field(default=None, max_length=4000)
+    reviewer: str | None = Field(
+        default=None, description="Ignored: a review's reviewer is always the name of the token that sent it."
+    )
+
+
+class ReviewOut(BaseModel):
+    id: int
+    grade_id: str
+    reviewer: str
+    tier: Tier
+    covered: list[str] | None
+    red_flags: list[str] | None
+    note: str | None
+    agrees: bool = Field(description="Whether the reviewer's tier is the model's.")
+
+
+class QuestionOut(BaseModel):
+    id: str
+    number: int
+    text: str
+    key_points: dict[str, str]
+    red_flags: dict[str, str]
+
+
+# --- the running service ------------------------------------------------------------------------------
+
+
+class Service:
+    """What the app holds while it runs: the store, the rubric, the engine and the batch worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db)
+        self.rubric: Rubric = load_rubric(settings.rubric)
+        self.backend = settings.backend_instance or get_backend(settings.backend, settings.options)
+        self.cache = GradeCache() if settings.cache else None
+        self.reviews = ReviewBank(
+            (r.question_id, r.as_reviewed()) for r in self.store.reviewed_grades() if settings.learn
+        )
+        self.engine = Engine(
+            self.backend,
+            rubric=self.rubric,
+            cache=self.cache,
+            concurrency=settings.concurrency,
+            review_threshold=settings.review_threshold,
+            max_answer_chars=settings.max_answer_chars,
+            reviews=self.reviews if settings.learn else None,
+        )
+        self.wake = asyncio.Event()
+        self.worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.worker = asyncio.create_task(self._grade_batches())
+        self.wake.set()  # rows left pending by a stopped server are graded first
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        if self.settings.backend_instance is None:
+            await self.backend.aclose()
+        if self.cache is not None:
+            self.cache.close()
+        self.store.close()
+
+    def question(self, ref: str) -> Question:
+        return self.rubric.find(ref)
+
+    async def _grade_batches(self) -> None:
+        """Grade pending batch rows until there are none, then wait for the next batch."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while rows := self.store.pending(limit=4096):
+                try:
+                    await self._grade_rows(rows)
+                except GraderError as exc:  # a refused key: stop, keep the rows pending, say why
+                    log.error("batch grading stopped: %s", exc)
+                    break
+                except Exception:  # a bug: the rows stay pending for the next start
+                    log.exception("batch grading stopped")
+                    break
+
+    async def _grade_rows(self, rows: list[GradeRow]) -> None:
+        done: list[tuple[str, Outcome]] = []
+        loop = asyncio.get_running_loop()
+        flush_at = loop.time() + FLUSH_SECONDS
+
+        def flush() -> None:
+            if done:
+                self.store.set_outcomes(done)
+                done.clear()
+
+        def keep(graded: Graded[str]) -> None:
+            nonlocal flush_at
+            done.append((graded.job.tag, graded.outcome))
+            if len(done) >= FLUSH_ROWS or loop.time() >= flush_at:
+                flush()
+                flush_at = loop.time() + FLUSH_SECONDS
+
+        jobs = (Job(r.question_id, r.answer, tag=r.id, where=f"batch {r.batch_id}, row {r.id}") for r in rows)
+        try:
+            await self.engine.run(jobs, keep)
+        finally:
+            flush()
+
+
+def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+    """The ASGI app (`grader serve` runs it under uvicorn). `grader serve` builds the `Service` first, so
+    a database or backend that cannot be opened is one line and an exit code, not a server log."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal service
+        service = service or Service(settings)
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="grader",
+        version="1",
+        summary="Grade written interview answers against a rubric; review and correct the grades.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(GraderError)
+    async def _grader_error(_request: Request, exc: GraderError) -> JSONResponse:
+        status = 404 if isinstance(exc, UnknownQuestionError) else 409 if isinstance(exc, Conflict) else 422
+        if exc.failure_kind.fatal:
+            status = 503  # the backend refuses every request (a bad key): not the caller's fault
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable line per problem, naming the field: `rows.3.answer: Field required`.
+        lines = [
+            ".".join(str(p) for p in e["loc"] if p != "body") + f": {e['msg']}" for e in exc.errors() if "loc" in e
+        ]
+        return JSONResponse(
+            {"detail": "; ".join(lines) or "invalid request", "errors": jsonable_encoder(exc.errors())}, 422
+        )
+
+    from grader.service import pages
+
+    pages.install(app)
+    _install_api(app)
+    return app
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def caller(request: Request) -> Principal:
+    """The token or session a request comes with; 401 without one that is valid (and live)."""
+    service = service_of(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    principal = None
+    if scheme.lower() == "bearer" and token.strip():
+        principal = service.store.authenticate(token.strip())
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        principal = service.store.session_principal(cookie)
+    if principal is None:
+        raise HTTPException(401, "a valid token is required", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def stored(row: GradeRow) -> StoredGrade | StoredFailure | dict[str, Any]:
+    outcome = row.result()
+    if isinstance(outcome, Grade):
+        return StoredGrade(id=row.id, candidate=row.candidate, **outcome.model_dump())
+    if isinstance(outcome, GradeFailure):
+        return StoredFailure(id=row.id, candidate=row.candidate, **outcome.model_dump())
+    return {"id": row.id, "status": "pending", "candidate": row.candidate, "question_id": row.question_id}
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(8)}"
+
+
+def _install_api(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["service"])
+    async def healthz(request: Request) -> dict[str, Any]:
+        """200 once the service is ready (no token needed; says nothing about the data)."""
+        service = service_of(request)
+        return {"status": "ok", "backend": service.backend.name, "model": service.backend.model}
+
+    @app.get("/v1/questions", tags=["grades"])
+    async def questions(request: Request, _who: Caller) -> list[QuestionOut]:
+        """The rubric's questions, with their key points and red flags."""
+        return [
+            QuestionOut(
+                id=q.id,
+                number=q.number,
+                text=q.text,
+                key_points={p.id: p.text for p in q.key_points},
+                red_flags={f.id: f.text for f in q.red_flags},
+            )
+            for q in service_of(request).rubric
+        ]
+
+    @app.post("/v1/grades", status_code=201, tags=["grades"])
+    async def post_grade(
+        body: GradeIn, request: Request, response: Response, who: Caller
+    ) -> StoredGrade | StoredFailure:
+        """Grade one answer now and store the grade (or the failure that stopped it)."""
+        service = service_of(request)
+        question = service.question(str(body.question))
+        check_answer(body.answer, max_chars=service.settings.max_answer_chars, where="answer")
+        grade_id = body.id or _new_id("g_")
+        if body.id is not None and (old := service.store.grade(body.id)) is not None:
+            if old.question_id != question.id or old.answer != body.answer:
+                raise Conflict(f"grade id {body.id!r} is already stored for another answer")
+            if old.status == "pending":
+                raise Conflict(f"grade id {body.id!r} is a row of batch {old.batch_id}, still grading")
+            response.status_code = 200  # the same request again: the stored grade
+            return _typed(stored(old))
+        graded = await service.engine.grade(Job(question, body.answer, tag=grade_id, where="answer"))
+        if graded.source == "input" and isinstance(graded.outcome, GradeFailure):
+            raise HTTPException(422, graded.outcome.message)
+        row = service.store.add_grade(grade_id, question.id, body.answer, body.candidate, graded.outcome, who.name)
+        return _typed(stored(row))
+
+    @app.get("/v1/grades/{grade_id}", tags=["grades"])
+    async def get_grade(grade_id: str, request: Request, _who: Caller) -> StoredGrade | StoredFailure:
+        row = service_of(request).store.grade(grade_id)
+        if row is None or row.status == "pending":
+            raise HTTPException(404, f"no grade {grade_id!r}" + (" yet (its batch is still grading)" if row else ""))
+        return _typed(stored(row))
+
+    @app.post("/v1/batches", status_code=202, tags=["batches"])
+    async def post_batch(body: BatchIn, request: Request, who: Caller) -> BatchOut:
+        """Store many answers and grade them in the background; the batch survives a restart."""
+        service = service_of(request)
+        rows, problems, seen = [], [], set()
+        for i, item in enumerate(body.rows):
+            try:
+                question = service.question(str(item.question))
+                check_answer(item.answer, max_chars=service.settings.max_answer_chars, where=f"rows.{i}.answer")
+            except GraderError as exc:
+                problems.append(f"rows.{i}: {exc}")
+                continue
+            row_id = item.id or _new_id("g_")
+            if row_id in seen:
+                problems.append(f"rows.{i}: id {row_id!r} is used twice in this batch")
+            seen.add(row_id)
+            rows.append({"id": row_id, "question_id": question.id, "answer": item.answer, "candidate": item.candidate})
+        if not problems and (taken := service.store.existing(seen)):
+            problems += [f"id {i!r} is already stored" for i in sorted(taken)[:10]]
+        if problems:
+            raise HTTPException(
+                422, "; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else "")
+            )
+        batch_id = _new_id("b_")
+        service.store.add_batch(batch_id, rows, who.name)
+        service.wake.set()
+        return _batch_out(service, batch_id)
+
+    @app.get("/v1/batches/{batch_id}", tags=["batches"])
+    async def get_batch(batch_id: str, request: Request, _who: Caller) -> BatchOut:
+        service = service_of(request)
+        if service.store.batch(batch_id) is None:
+            raise HTTPException(404, f"no batch {batch_id!r}")
+        return _batch_out(service, batch_id)
+
+    @app.get(
+        "/v1/batches/{batch_id}/results",
+        tags=["batches"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"application/x-ndjson": {}}, "description": "One stored grade per line."}},
+    )
+    async def batch_results(batch_id: str, request: Request, _who: Caller) -> StreamingResponse:
+        """The batch's rows in order, one JSON object per line: the stored grade (as `POST /v1/grades`
+        returns it), the failure, or `{"status": "pending"}` for a row not graded yet."""
+        store = service_of(request).store
+        if store.batch(batch_id) is None:
+            raise HTTPException(404, f"no batch {batch_id!r}")
+
+        def lines() -> Iterator[bytes]:
+            after = -1
+            while page := store.batch_rows(batch_id, after=after):
+                for row in page:
+                    item = stored(row)
+                    data = item if isinstance(item, dict) else item.model_dump(mode="json")
+                    yield (json.dumps(data, ensure_ascii=False) + "\n").encode()
+                after = page[-1].seq if page[-1].seq is not None else after
+                if len(page) < 1000:
+                    break
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post("/v1/reviews", status_code=201, tags=["reviews"])
+    async def post_review(body: ReviewIn, request: Request, who: Caller) -> ReviewOut:
+        """Agree with a grade or correct it. The reviewer is the token's name."""
+        service = service_of(request)
+        row = service.store.grade(body.grade_id)
+        if row is None or row.status != "graded":
+            raise HTTPException(404, f"no graded answer {body.grade_id!r} to review")
+        question = service.question(row.question_id)
+        for name, given, known in (
+            ("covered", body.covered, question.point_ids),
+            ("red_flags", body.red_flags, question.flag_ids),
+        ):
+            unknown = sorted(set(given or ()) - set(known))
+            if unknown:
+                raise HTTPException(422, f"{name}: {', '.join(unknown)} not in question {question.id}")
+        review = service.store.add_review(body.grade_id, who.name, body.tier, body.covered, body.red_flags, body.note)
+        model = row.result()
+        if service.settings.learn:
+            joined = next(r for r in service.store.reviewed_grades() if r.review_id == review.id)
+            service.reviews.add(row.question_id, joined.as_reviewed())
+        return ReviewOut(
+            id=review.id,
+            grade_id=row.id,
+            reviewer=who.name,
+            tier=body.tier,
+            covered=body.covered,
+            red_flags=body.red_flags,
+            note=body.note,
+            agrees=isinstance(model, Grade) and model.tier is body.tier,
+        )
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request, token: Annotated[str, Form()]) -> Response:
+        service = service_of(request)
+        principal = service.store.authenticate(token.strip())
+        if principal is None:
+            from grader.service.pages import login_page
+
+            return login_page(request, error="That token is not valid (or was revoked).", status_code=401)
+        response = RedirectResponse("/review", status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            service.store.open_session(principal),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=7 * 24 * 3600,
+        )
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        if cookie := request.cookies.get(SESSION_COOKIE):
+            service_of(request).store.close_session(cookie)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+
+def _typed(item: StoredGrade | StoredFailure | dict[str, Any]) -> StoredGrade | StoredFailure:
+    if isinstance(item, dict):
+        raise HTTPException(404, f"no grade {item['id']!r} yet (its batch is still grading)")
+    return item
+
+
+def _batch_out(service: Service, batch_id: str) -> BatchOut:
+    batch = service.store.batch(batch_id)
+    assert batch is not None
+    counts = service.store.batch_counts(batch_id)
+    pending = counts.get("pending", 0)
+    return BatchOut(
+        id=batch_id,
+        total=batch.total,
+        graded=counts.get("graded", 0),
+        failed=counts.get("failed", 0),
+        pending=pending,
+        done=pending == 0,
+        results=f"/v1/batches/{batch_id}/results",
+    )
+
+
+class BodyLimit:
+    """Refuses a request body over `limit` bytes with 413, whether it says its length or streams it."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await _too_large(self.limit, send)
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(self.limit, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Any) -> None:
+    body = json.dumps({"detail": f"request body over the limit of {limit:,} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,582 @@
+"""The service's database: tokens, sessions, grades (one per answer, batch rows included), batches and
+reviews, through SQLAlchemy 2.0. A SQLite file by default; PostgreSQL by URL for a team's deployment.
+
+Everything the service keeps is here, so a killed server loses nothing: a batch's rows are stored
+`pending` before it is acknowledged, each outcome is committed the moment it is graded, and a restarted
+server grades the rows still pending. Tokens are stored as SHA-256 hashes (a token is 32 random bytes:
+no salt or slow hash is needed against guessing), session cookies likewise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine as SQLEngine
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from grader.errors import DatabaseError, GraderError
+from grader.grading.contract import Grade, GradeFailure, Outcome, Reviewed, Tier
+
+if TYPE_CHECKING:
+    from grader.calibration.data import Pair
+    from grader.calibration.report import CalibrationReport
+
+TOKEN_PREFIX = "grd_"
+SESSION_DAYS = 7
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))  # the reviewer the token speaks for
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchRow(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    total: Mapped[int] = mapped_column(Integer)
+
+
+class GradeRow(Base):
+    """One answer and what grading it ended in: `pending` (a batch row not graded yet), `graded` or
+    `failed`. `outcome` is the Grade's or the GradeFailure's JSON."""
+
+    __tablename__ = "grades"
+    __table_args__ = (UniqueConstraint("batch_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    question_id: Mapped[str] = mapped_column(String(200), index=True)
+    answer: Mapped[str] = mapped_column(Text)
+    candidate: Mapped[str | None] = mapped_column(String(200), index=True, default=None)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True, default=None)
+    seq: Mapped[int | None] = mapped_column(Integer, default=None)  # order within its batch
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    tier: Mapped[str | None] = mapped_column(String(16), index=True, default=None)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    confidence: Mapped[float | None] = mapped_column(Float, default=None)
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    graded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    def result(self) -> Outcome | None:
+        if self.outcome is None:
+            return None
+        if self.status == "graded":
+            return Grade.model_validate(self.outcome)
+        return GradeFailure.model_validate(self.outcome)
+
+
+class ReviewRow(Base):
+    """A person's grade of a stored grade: their tier, the points they ticked, the flags they saw."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grade_id: Mapped[str] = mapped_column(ForeignKey("grades.id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    tier: Mapped[str] = mapped_column(String(16))
+    covered: Mapped[list[str] | None] = mapped_column(default=None)  # None: the reviewer kept the model's
+    red_flags: Mapped[list[str] | None] = mapped_column(default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id and the reviewer name it was created for."""
+
+    token_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ReviewedGrade:
+    """A stored grade and a review of it, joined: what calibration and learning read."""
+
+    review_id: int
+    grade_id: str
+    question_id: str
+    answer: str
+    candidate: str | None
+    reviewer: str
+    tier: Tier
+    covered: tuple[str, ...]
+    red_flags: tuple[str, ...]
+    model: Outcome | None
+
+    def as_reviewed(self) -> Reviewed:
+        return Reviewed(self.grade_id, self.answer, self.tier, self.covered, self.red_flags)
+
+
+def database_url(db: str | Path) -> str:
+    """A SQLAlchemy URL from `--db`: a URL as it is (postgresql://..., sqlite:///...), else a file path."""
+    text = str(db)
+    if "://" in text:
+        if text.startswith("postgresql://"):  # the psycopg 3 driver, not psycopg2
+            text = "postgresql+psycopg://" + text[len("postgresql://") :]
+        return text
+    return f"sqlite:///{Path(text).expanduser()}"
+
+
+class Store:
+    """The database, opened (and its tables created) once per process."""
+
+    def __init__(self, db: str | Path) -> None:
+        url = database_url(db)
+        self.url = url
+        self.label = url.split("@")[-1] if "@" in url else url  # never print a password
+        try:
+            if url.startswith("sqlite:///"):
+                path = Path(url[len("sqlite:///") :])
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch(mode=0o600)  # it holds candidates' answers
+                self.engine: SQLEngine = create_engine(url, connect_args={"timeout": 30})
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = create_engine(url, pool_pre_ping=True)
+            Base.metadata.create_all(self.engine)
+        except (ArgumentError, OperationalError, OSError) as exc:
+            raise DatabaseError(f"cannot open the database {self.label}: {_reason(exc)}") from None
+        except Exception as exc:  # a driver's own error (psycopg), a file that is not a database
+            if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "psycopg", "sqlite3"):
+                raise
+            raise DatabaseError(f"cannot open the database {self.label}: {_reason(exc)}") from None
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    # --- tokens and sessions -------------------------------------------------------------------------
+
+    def create_token(self, name: str) -> str:
+        """A new token for `name`; only its hash is stored, so this is the one time it can be read."""
+        name = name.strip()
+        if not name:
+            raise GraderError("a token needs a non-empty NAME (the reviewer it speaks for)")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.session() as s, s.begin():
+            s.add(TokenRow(name=name, digest=_digest(token)))
+        return token
+
+    def tokens(self) -> list[TokenRow]:
+        with self.session() as s:
+            return list(s.scalars(select(TokenRow).order_by(TokenRow.id)))
+
+    def revoke(self, ref: str) -> int:
+        """Revoke the live tokens named `ref` (or the token numbered `ref`); how many were revoked."""
+        with self.session() as s, s.begin():
+            match = TokenRow.id == int(ref) if ref.isdigit() else TokenRow.name == ref
+            found = s.execute(update(TokenRow).where(match, TokenRow.revoked_at.is_(None)).values(revoked_at=_now()))
+        return int(getattr(found, "rowcount", 0))
+
+    def authenticate(self, token: str) -> Principal | None:
+        with self.session() as s:
+            row = s.scalar(select(TokenRow).where(TokenRow.digest == _digest(token), TokenRow.revoked_at.is_(None)))
+            return Principal(row.id, row.name) if row is not None else None
+
+    def open_session(self, principal: Principal) -> str:
+        cookie = secrets.token_urlsafe(32)
+        with self.session() as s, s.begin():
+            s.add(
+                SessionRow(
+                    digest=_digest(cookie),
+                    token_id=principal.token_id,
+                    expires_at=_now() + timedelta(days=SESSION_DAYS),
+                )
+            )
+        return cookie
+
+    def session_principal(self, cookie: str) -> Principal | None:
+        """The caller a session cookie stands for; None when it is unknown, expired or its token revoked."""
+        with self.session() as s:
+            row = s.execute(
+                select(TokenRow.id, TokenRow.name, SessionRow.expires_at)
+                .join(SessionRow, SessionRow.token_id == TokenRow.id)
+                .where(SessionRow.digest == _digest(cookie), TokenRow.revoked_at.is_(None))
+            ).first()
+        if row is None or _aware(row.expires_at) < _now():
+            return None
+        return Principal(row.id, row.name)
+
+    def close_session(self, cookie: str) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(SessionRow, _digest(cookie))
+            if row is not None:
+                s.delete(row)
+
+    # --- grades and batches --------------------------------------------------------------------------
+
+    def add_grade(
+        self, grade_id: str, question_id: str, answer: str, candidate: str | None, outcome: Outcome, by: str
+    ) -> GradeRow:
+        """Store one graded answer. A grade id already stored for the same question and answer is the same
+        request again: the stored row is returned. Another answer under that id is a `Conflict`."""
+        row = GradeRow(
+            id=grade_id,
+            question_id=question_id,
+            answer=answer,
+            candidate=candidate,
+            status="pending",
+            created_by=by,
+        )
+        _set_outcome(row, outcome)
+        with self.session() as s:
+            try:
+                with s.begin():
+                    s.add(row)
+            except IntegrityError:
+                s.rollback()
+                existing = s.get(GradeRow, grade_id)
+                if existing is None:
+                    raise
+                if existing.question_id != question_id or existing.answer != answer:
+                    raise Conflict(f"grade id {grade_id!r} is already stored for another answer") from None
+                return existing
+        return row
+
+    def existing(self, grade_ids: Iterable[str]) -> dict[str, GradeRow]:
+        ids = list(grade_ids)
+        found: dict[str, GradeRow] = {}
+        with self.session() as s:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                found.update({r.id: r for r in s.scalars(select(GradeRow).where(GradeRow.id.in_(chunk)))})
+        return found
+
+    def add_batch(self, batch_id: str, rows: list[dict[str, Any]], by: str) -> None:
+        """Store a batch and its rows (`id`, `question_id`, `answer`, `candidate`), all pending, in one
+        transaction: once this returns, the batch survives a restart."""
+        with self.session() as s, s.begin():
+            s.add(BatchRow(id=batch_id, created_by=by, total=len(rows)))
+            s.flush()
+            s.add_all(
+                GradeRow(
+                    id=r["id"],
+                    question_id=r["question_id"],
+                    answer=r["answer"],
+                    candidate=r.get("candidate"),
+                    batch_id=batch_id,
+                    seq=i,
+                    status="pending",
+                    created_by=by,
+                )
+                for i, r in enumerate(rows)
+            )
+
+    def batch(self, batch_id: str) -> BatchRow | None:
+        with self.session() as s:
+            return s.get(BatchRow, batch_id)
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        with self.session() as s:
+            counts = s.execute(
+                select(GradeRow.status, func.count()).where(GradeRow.batch_id == batch_id).group_by(GradeRow.status)
+            ).all()
+        return {status: int(n) for status, n in counts}
+
+    def batch_rows(self, batch_id: str, *, after: int = -1, limit: int = 1000) -> list[GradeRow]:
+        """A batch's rows in order, from position `after + 1` on (the results endpoint pages through)."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(GradeRow)
+                    .where(GradeRow.batch_id == batch_id, GradeRow.seq > after)
+                    .order_by(GradeRow.seq)
+                    .limit(limit)
+                )
+            )
+
+    def pending(self, *, limit: int = 1000) -> list[GradeRow]:
+        """Rows still to grade, oldest batch first (what a restarted server picks up)."""
+        query = select(GradeRow).where(GradeRow.status == "pending").order_by(GradeRow.batch_id, GradeRow.seq)
+        with self.session() as s:
+            return list(s.scalars(query.limit(limit)))
+
+    def set_outcome(self, grade_id: str, outcome: Outcome) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(GradeRow, grade_id)
+            if row is not None:
+                _set_outcome(row, outcome)
+
+    def set_outcomes(self, outcomes: list[tuple[str, Outcome]]) -> None:
+        """Commit many batch outcomes in one transaction."""
+        with self.session() as s, s.begin():
+            for grade_id, outcome in outcomes:
+                values = _outcome_values(outcome)
+                s.execute(update(GradeRow).where(GradeRow.id == grade_id).values(**values))
+
+    def grade(self, grade_id: str) -> GradeRow | None:
+        with self.session() as s:
+            return s.get(GradeRow, grade_id)
+
+    def queue(
+        self,
+        *,
+        question: str | None = None,
+        candidate: str | None = None,
+        tier: str | None = None,
+        reviewed: bool | None = False,
+        limit: int = 200,
+    ) -> list[tuple[GradeRow, int]]:
+        """Graded answers for the review page, `needs_review` first, each with its number of reviews;
+        `reviewed=False` keeps those nobody has reviewed yet, None keeps all."""
+        reviews = (
+            select(ReviewRow.grade_id, func.count().label("n")).group_by(ReviewRow.grade_id).subquery("review_counts")
+        )
+        n = func.coalesce(reviews.c.n, 0)
+        query = (
+            select(GradeRow, n)
+            .outerjoin(reviews, reviews.c.grade_id == GradeRow.id)
+            .where(GradeRow.status == "graded")
+            .order_by(GradeRow.needs_review.desc(), GradeRow.confidence.asc().nulls_first(), GradeRow.created_at)
+        )
+        if question:
+            query = query.where(GradeRow.question_id == question)
+        if candidate:
+            query = query.where(GradeRow.candidate == candidate)
+        if tier:
+            query = query.where(GradeRow.tier == tier)
+        if reviewed is False:
+            query = query.where(n == 0)
+        elif reviewed is True:
+            query = query.where(n > 0)
+        with self.session() as s:
+            return [(row, int(count)) for row, count in s.execute(query.limit(limit)).all()]
+
+    def overview(self) -> dict[str, Any]:
+        with self.session() as s:
+            tiers = dict(
+                s.execute(
+                    select(GradeRow.tier, func.count()).where(GradeRow.status == "graded").group_by(GradeRow.tier)
+                ).all()
+            )
+            statuses = dict(s.execute(select(GradeRow.status, func.count()).group_by(GradeRow.status)).all())
+            reviewed = s.scalar(select(func.count(func.distinct(ReviewRow.grade_id)))) or 0
+            flagged = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(GradeRow)
+                    .where(
+                        GradeRow.status == "graded",
+                        GradeRow.needs_review.is_(True),
+                        ~GradeRow.id.in_(select(ReviewRow.grade_id)),
+                    )
+                )
+                or 0
+            )
+        graded = int(statuses.get("graded", 0))
+        return {
+            "tiers": {t.value: int(tiers.get(t.value, 0)) for t in Tier},
+            "graded": graded,
+            "failed": int(statuses.get("failed", 0)),
+            "pending": int(statuses.get("pending", 0)),
+            "reviewed": int(reviewed),
+            "backlog": graded - int(reviewed),
+            "backlog_needs_review": int(flagged),
+        }
+
+    # --- reviews -------------------------------------------------------------------------------------
+
+    def add_review(
+        self,
+        grade_id: str,
+        reviewer: str,
+        tier: Tier,
+        covered: list[str] | None,
+        red_flags: list[str] | None,
+        note: str | None,
+    ) -> ReviewRow:
+        row = ReviewRow(
+            grade_id=grade_id, reviewer=reviewer, tier=tier.value, covered=covered, red_flags=red_flags, note=note
+        )
+        with self.session() as s, s.begin():
+            s.add(row)
+        return row
+
+    def reviews_of(self, grade_id: str) -> list[ReviewRow]:
+        with self.session() as s:
+            return list(s.scalars(select(ReviewRow).where(ReviewRow.grade_id == grade_id).order_by(ReviewRow.id)))
+
+    def reviewed_grades(self) -> Iterator[ReviewedGrade]:
+        """Every reviewer's latest review of each grade, joined with the grade: calibration's interviewer
+        grades, and the reviewed answers later grades learn from. A review that keeps the model's points
+        (`covered` not given) takes them from the stored grade."""
+        latest = (
+            select(func.max(ReviewRow.id).label("id"))
+            .group_by(ReviewRow.grade_id, ReviewRow.reviewer)
+            .subquery("latest")
+        )
+        query = (
+            select(ReviewRow, GradeRow)
+            .join(latest, latest.c.id == ReviewRow.id)
+            .join(GradeRow, GradeRow.id == ReviewRow.grade_id)
+            .order_by(ReviewRow.id)
+        )
+        with self.session() as s:
+            for review, grade in s.execute(query).all():
+                model = grade.result()
+                yield _joined(review, grade, model)
+
+    def calibration_pairs(self) -> list[Pair]:
+        """Every reviewer's latest review of each grade as an interviewer's grade of that answer, paired
+        with the model's grade: what `grader calibrate --db` and the overview page measure."""
+        from grader.calibration.data import HumanGrade, Pair
+
+        pairs = []
+        for r in self.reviewed_grades():
+            human = HumanGrade(
+                line=r.review_id,
+                interviewer=r.reviewer,
+                question=r.question_id,
+                tier=r.tier,
+                id=r.grade_id,
+                answer=r.answer,
+                candidate=r.candidate,
+            )
+            if isinstance(r.model, Grade):
+                pairs.append(Pair(human, r.question_id, r.grade_id, "paired", model=r.model, answer=r.answer))
+            else:
+                failure = r.model if isinstance(r.model, GradeFailure) else None
+                pairs.append(Pair(human, r.question_id, r.grade_id, "failed", failure=failure, answer=r.answer))
+        return pairs
+
+    def agreement(self, *, resamples: int = 500) -> CalibrationReport | None:
+        """The calibration report of the stored reviews against the model's grades; None before any review."""
+        from grader.calibration.report import build_report
+        from grader.calibration.settings import Settings
+
+        pairs = self.calibration_pairs()
+        if not any(p.status == "paired" for p in pairs):
+            return None
+        return build_report(pairs, settings=Settings(resamples=resamples), human_path=f"reviews in {self.label}")
+
+
+def _joined(review: ReviewRow, grade: GradeRow, model: Outcome | None) -> ReviewedGrade:
+    covered = review.covered
+    flags = review.red_flags
+    if isinstance(model, Grade):
+        if covered is None:
+            covered = [p.id for p in model.covered_points]
+        if flags is None:
+            flags = list(model.red_flags)
+    return ReviewedGrade(
+        review_id=review.id,
+        grade_id=grade.id,
+        question_id=grade.question_id,
+        answer=grade.answer,
+        candidate=grade.candidate,
+        reviewer=review.reviewer,
+        tier=Tier(review.tier),
+        covered=tuple(covered or ()),
+        red_flags=tuple(flags or ()),
+        model=model,
+    )
+
+
+class Conflict(GraderError):
+    """An id already stored for something else."""
+
+
+def _outcome_values(outcome: Outcome) -> dict[str, Any]:
+    data = json.loads(outcome.model_dump_json())
+    if isinstance(outcome, Grade):
+        return {
+            "status": "graded",
+            "tier": outcome.tier.value,
+            "needs_review": outcome.needs_review,
+            "confidence": outcome.confidence,
+            "outcome": data,
+            "graded_at": _now(),
+        }
+    return {
+        "status": "failed",
+        "tier": None,
+        "needs_review": False,
+        "confidence": None,
+        "outcome": data,
+        "graded_at": _now(),
+    }
+
+
+def _set_outcome(row: GradeRow, outcome: Outcome) -> None:
+    for name, value in _outcome_values(outcome).items():
+        setattr(row, name, value)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait on the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process (not a power cut)
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def default_db() -> Path:
+    """`--db`'s default: grader.sqlite in the current folder, or $GRADER_DB."""
+    return Path(os.environ.get("GRADER_DB", "grader.sqlite"))

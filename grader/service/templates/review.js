@@ -1,0 +1,88 @@
+// The review queue: agree or correct a grade with one click or one key. Posts to /v1/reviews with the
+// session cookie (SameSite=Strict); text from the server is only ever set as textContent.
+"use strict";
+(function () {
+  const items = Array.from(document.querySelectorAll("article.item"));
+  let current = 0;
+
+  function select(index) {
+    if (!items.length) return;
+    current = Math.max(0, Math.min(items.length - 1, index));
+    items.forEach((item, i) => item.classList.toggle("current", i === current));
+    items[current].scrollIntoView({ block: "nearest" });
+    items[current].focus({ preventScroll: true });
+  }
+
+  function values(form, name) {
+    return Array.from(form.querySelectorAll(`input[name="${name}"]:checked`)).map((input) => input.value);
+  }
+
+  async function send(item, agree) {
+    const form = item.querySelector("form.review");
+    const status = form.querySelector(".status");
+    const body = { grade_id: item.dataset.gradeId };
+    if (agree) {
+      body.tier = item.dataset.modelTier;
+    } else {
+      body.tier = (form.querySelector('input[name="tier"]:checked') || {}).value;
+      if (form.querySelector('input[name="covered"]')) body.covered = values(form, "covered");
+      if (form.querySelector('input[name="red_flags"]')) body.red_flags = values(form, "red_flags");
+    }
+    const note = form.querySelector('input[name="note"]').value.trim();
+    if (note) body.note = note;
+    status.className = "status";
+    status.textContent = "saving…";
+    try {
+      const response = await fetch("/v1/reviews", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        credentials: "same-origin",
+        body: JSON.stringify(body),
+      });
+      const data = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
+      status.className = "status ok";
+      status.textContent = data.agrees ? `saved: agreed (${data.tier})` : `saved: corrected to ${data.tier}`;
+      item.classList.add("done");
+      item.dataset.reviewed = data.tier;
+      const index = items.indexOf(item);
+      if (index === current) select(current + 1);
+    } catch (error) {
+      status.className = "status error";
+      status.textContent = `not saved: ${error.message}`;
+    }
+  }
+
+  items.forEach((item, i) => {
+    const form = item.querySelector("form.review");
+    item.addEventListener("click", () => select(i));
+    form.querySelector("button.agree").addEventListener("click", () => send(item, true));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      send(item, false);
+    });
+  });
+
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target instanceof HTMLInputElement && event.target.type === "text";
+    const inField = typing || event.target instanceof HTMLSelectElement || event.target instanceof HTMLTextAreaElement;
+    if (event.ctrlKey || event.metaKey || event.altKey || !items.length) return;
+    if (inField) {
+      if (event.key === "Escape") event.target.blur();
+      return;
+    }
+    const item = items[current];
+    const form = item.querySelector("form.review");
+    const tiers = { 1: "great", 2: "mediocre", 3: "poor" };
+    if (event.key === "j") select(current + 1);
+    else if (event.key === "k") select(current - 1);
+    else if (event.key === "a") send(item, true);
+    else if (event.key in tiers) {
+      const radio = form.querySelector(`input[name="tier"][value="${tiers[event.key]}"]`);
+      if (radio) radio.checked = true;
+    } else if (event.key === "Enter") send(item, false);
+    else if (event.key === "n") form.querySelector('input[name="note"]').focus();
+    else return;
+    event.preventDefault();
+  });
+})();
