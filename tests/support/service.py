@@ -80,10 +80,13 @@ class Server:
         return done.stdout.strip().splitlines()[-1]
 
     def start(self) -> Server:
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         command = [sys.executable, "-m", "grader", "serve", "--db", self.db, "--port", str(self.port)]
         command += ["--backend", self.backend, *self.args]
-        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        if self.log_path is not None:
+            with open(self.log_path, "ab") as log:  # the child keeps its own copy of the handle
+                self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        else:
+            self.process = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

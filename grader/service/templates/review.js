@@ -5,10 +5,13 @@
   const items = Array.from(document.querySelectorAll("article.item"));
   let current = 0;
 
-  function select(index) {
+  // `move`: scroll to the item and focus it (keys, a saved review). A click only marks it current: the
+  // click has put the focus where the reviewer wants it (the note, a checkbox), and it stays there.
+  function select(index, move = true) {
     if (!items.length) return;
     current = Math.max(0, Math.min(items.length - 1, index));
     items.forEach((item, i) => item.classList.toggle("current", i === current));
+    if (!move) return;
     items[current].scrollIntoView({ block: "nearest" });
     items[current].focus({ preventScroll: true });
   }
@@ -18,6 +21,7 @@
   }
 
   async function send(item, agree) {
+    if (item.dataset.saving) return; // a second key press while the first is on its way
     const form = item.querySelector("form.review");
     const status = form.querySelector(".status");
     const body = { grade_id: item.dataset.gradeId };
@@ -32,6 +36,7 @@
     if (note) body.note = note;
     status.className = "status";
     status.textContent = "saving…";
+    item.dataset.saving = "1";
     try {
       const response = await fetch("/v1/reviews", {
         method: "POST",
@@ -50,12 +55,14 @@
     } catch (error) {
       status.className = "status error";
       status.textContent = `not saved: ${error.message}`;
+    } finally {
+      delete item.dataset.saving;
     }
   }
 
   items.forEach((item, i) => {
     const form = item.querySelector("form.review");
-    item.addEventListener("click", () => select(i));
+    item.addEventListener("click", () => select(i, false));
     form.querySelector("button.agree").addEventListener("click", () => send(item, true));
     form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -64,13 +71,18 @@
   });
 
   document.addEventListener("keydown", (event) => {
-    const typing = event.target instanceof HTMLInputElement && event.target.type === "text";
+    const typing =
+      event.target instanceof HTMLInputElement && !["checkbox", "radio", "button", "submit"].includes(event.target.type);
     const inField = typing || event.target instanceof HTMLSelectElement || event.target instanceof HTMLTextAreaElement;
     if (event.ctrlKey || event.metaKey || event.altKey || !items.length) return;
     if (inField) {
       if (event.key === "Escape") event.target.blur();
       return;
     }
+    // Enter and Space on a button or link do what they say (Agree, Filter, Log out), not "save".
+    const control = event.target instanceof HTMLButtonElement || event.target instanceof HTMLAnchorElement;
+    if (control && (event.key === "Enter" || event.key === " ")) return;
+    if (event.repeat && (event.key === "a" || event.key === "Enter")) return; // a held key saves once
     const item = items[current];
     const form = item.querySelector("form.review");
     const tiers = { 1: "great", 2: "mediocre", 3: "poor" };
