@@ -21,7 +21,7 @@ from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import error_for
 from grader.grading.cache import GradeCache
 from grader.grading.contract import Grade, Outcome
-from grader.grading.engine import Engine, Job
+from grader.grading.engine import Engine, Job, ReviewSource
 from grader.rubric import Question, Rubric, load_rubric
 
 QuestionRef = str | int | Question
@@ -38,10 +38,14 @@ async def agrade_many(
     temperature: float | None = None,
     review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,
+    learn_from: ReviewSource | str | Path | None = None,
     **options: Any,
 ) -> list[Outcome]:
     """Grade many (question, answer) pairs; one outcome each, in order: a Grade, or a GradeFailure for
-    an answer that could not be graded. A failure that would fail them all (a refused key) is raised."""
+    an answer that could not be graded. A failure that would fail them all (a refused key) is raised.
+
+    `learn_from` shows each grade the most similar reviewed answers: a `grader serve` database (path or
+    URL), or a `ReviewBank` you built."""
     bank = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     owned = not isinstance(backend, Backend)
     if temperature is not None:
@@ -57,6 +61,7 @@ async def agrade_many(
         temperature=temperature,
         review_threshold=review_threshold,
         max_answer_chars=max_answer_chars,
+        reviews=_reviews(learn_from),
     )
     jobs = [Job(q if isinstance(q, Question) else str(q), answer, tag=i) for i, (q, answer) in enumerate(items)]
     try:
@@ -66,6 +71,14 @@ async def agrade_many(
             await the_backend.aclose()
         if grade_cache is not None:
             grade_cache.close()
+
+
+def _reviews(source: ReviewSource | str | Path | None) -> ReviewSource | None:
+    if source is None or not isinstance(source, str | Path):
+        return source
+    from grader.service.store import review_bank
+
+    return review_bank(source)
 
 
 async def agrade(question: QuestionRef, answer: str, **kwargs: Any) -> Grade:

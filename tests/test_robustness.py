@@ -579,6 +579,13 @@ def _cause(code: int, tmp: Path, monkeypatch: pytest.MonkeyPatch, stack: ExitSta
         lock = stack.enter_context((tmp / "out.jsonl.lock").open("w"))
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return ["batch", str(tmp / "in.csv"), "-o", str(tmp / "out.jsonl"), "-b", "local"]
+    if code == 17:
+        return ["calibrate", "--db", str(tmp / "no-such.sqlite")]
+    if code == 18:
+        taken = stack.enter_context(socket.socket())
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        return ["serve", "--db", str(tmp / "s.sqlite"), "--port", str(taken.getsockname()[1]), "-b", "fake"]
     if code == 20:
         (tmp / "human.csv").write_text("id,interviewer,question,tier\na,dana,1,poor\n")
         (tmp / "model.jsonl").write_text('{"id": "a"}\n')

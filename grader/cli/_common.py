@@ -25,6 +25,7 @@ from grader.backends import REGISTRY, BackendOptions
 from grader.backends.retry import RetryPolicy
 from grader.config import DEFAULT_MODE
 from grader.errors import AnswerTooLongError, InputFileError, UsageError
+from grader.grading.engine import ReviewSource
 from grader.textfiles import read_stream, read_text
 
 console = Console(highlight=False, soft_wrap=True)
@@ -94,6 +95,14 @@ ReviewThresholdOpt = Annotated[
 ]
 MaxAnswerCharsOpt = Annotated[
     int, typer.Option("--max-answer-chars", envvar="GRADER_MAX_ANSWER_CHARS", min=1, help="Longest answer graded.")
+]
+LearnFromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--learn-from",
+        envvar="GRADER_LEARN_FROM",
+        help="A `grader serve` database: show each grade the most similar answers interviewers reviewed there.",
+    ),
 ]
 ModelPathOpt = Annotated[
     Path | None,
@@ -260,3 +269,12 @@ class TableFormat(StrEnum):
 
 
 FormatOpt = Annotated[TableFormat, typer.Option("--format", help="text (a table) or json.")]
+
+
+def review_bank(db: str | None) -> ReviewSource | None:
+    """The reviewed answers `--learn-from DB` names (None without it)."""
+    if db is None:
+        return None
+    from grader.service.store import review_bank as load
+
+    return load(db)

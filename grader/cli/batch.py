@@ -33,18 +33,20 @@ from grader.batch.workers import ShardedJob, Workers, auto_workers
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
+    LearnFromOpt,
     MaxAnswerCharsOpt,
     ReviewThresholdOpt,
     RubricOpt,
     console,
     err_console,
     progress_bar,
+    review_bank,
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import UsageError
 from grader.grading.cache import GradeCache
-from grader.grading.engine import Engine
+from grader.grading.engine import Engine, ReviewSource
 from grader.grading.rows import column_names
 from grader.reports.pricing import BATCH_DISCOUNT, estimate_cost
 from grader.rubric import Rubric, load_rubric
@@ -91,6 +93,7 @@ def batch(
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
     price_in: Annotated[float | None, typer.Option(help="USD per million input tokens.")] = None,
     price_out: Annotated[float | None, typer.Option(help="USD per million output tokens.")] = None,
+    learn_from: LearnFromOpt = None,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade every answer in a CSV or JSONL file; each grade is written the moment it is done."""
@@ -145,6 +148,7 @@ def batch(
         offline_halves = via is Via.batch_api or export_requests_to or import_results_from
         job.workers = _worker_count(job.backend, workers, job.concurrency, direct=not offline_halves)
         job.cache = GradeCache() if cache else None
+        job.reviews = review_bank(learn_from)
         try:
             if offline_halves:
                 stats = _via_batch_api(job, export_requests_to, import_results_from)
@@ -178,6 +182,7 @@ class _Job:
     cache: GradeCache | None = None
     concurrency: int = 1
     workers: int = 1
+    reviews: ReviewSource | None = None  # --learn-from: reviewed answers shown with each grade
 
     def rows(self) -> Iterator[Row]:
         """The input's valid rows, streamed again (the scan kept only the bad line numbers)."""
@@ -198,6 +203,7 @@ class _Job:
             review_threshold=self.threshold,
             max_answer_chars=self.max_chars,
             stats=BatchStats(total=self.found.rows),
+            reviews=self.reviews,
         )
 
 

@@ -27,7 +27,7 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
-from grader.errors import CalibrationDataError
+from grader.errors import CalibrationDataError, UsageError
 from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
 
@@ -38,13 +38,21 @@ if TYPE_CHECKING:
 @with_backend_options
 def calibrate(
     human: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             help="CSV of interviewer grades: interviewer, question, tier, and id (with --model-grades) or answer; "
-            "optional candidate.",
+            "optional candidate. Not with --db.",
             show_default=False,
         ),
-    ],
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="A `grader serve` database: its reviews are the interviewer grades, its grades the model's "
+            "(a SQLite file, or a postgresql:// URL).",
+        ),
+    ] = None,
     model_grades: Annotated[
         Path | None,
         typer.Option(
@@ -73,22 +81,44 @@ def calibrate(
     from grader.calibration.report import build_report, write_reports  # numpy: only when this command runs
 
     settings = Settings(min_n=min_n, resamples=resamples, seed=bootstrap_seed)
-    if model_grades is not None:
-        pairs = pair_with_model_grades(human, model_grades, rubric)
+    if (human is None) == (db is None):
+        raise UsageError("give the interviewer grades as a CSV file or with --db (one of them)")
+    if db is not None:
+        if model_grades is not None:
+            raise UsageError("--db holds the model's grades too: drop --model-grades")
+        from grader.service.store import Store
+
+        store = Store(db, create=False)
+        try:
+            pairs = store.calibration_pairs()
+        finally:
+            store.close()
+        source = f"reviews in {store.label}"
+        stored_in = f"the grades stored in {store.label}"
+        if not pairs:
+            raise CalibrationDataError(
+                f"{store.label}: no reviews yet", hint="review grades on the service's /review page"
+            )
+    elif model_grades is not None:
+        assert human is not None
+        pairs, source = pair_with_model_grades(human, model_grades, rubric), str(human)
+        stored_in = str(model_grades)
     else:
+        assert human is not None
         pairs = asyncio.run(_grade(human, rubric, backend, options, concurrency, cache, max_answer_chars))
+        source, stored_in = str(human), None
     if not any(p.status == "paired" for p in pairs):  # nothing to compare: not a report of n/a
         unmatched = sum(p.status == "unmatched" for p in pairs)
         raise CalibrationDataError(
-            f"{human}: none of its {len(pairs)} grade(s) could be paired with a model grade "
+            f"{source}: none of its {len(pairs)} grade(s) could be paired with a model grade "
             f"({unmatched} with no model grade of their id, {len(pairs) - unmatched} whose model grade failed)",
             hint="check that the ids match the model grades' ids" if unmatched else "grade the answers again",
         )
     report = build_report(
         pairs,
         settings=settings,
-        human_path=str(human),
-        model_grades_path=str(model_grades) if model_grades is not None else None,
+        human_path=source,
+        model_grades_path=stored_in,
     )
     if output_format is TableFormat.json:  # standard output is the JSON alone
         console.out(report.to_json(), end="", highlight=False)

@@ -15,18 +15,20 @@ from grader.backends import BackendOptions, get_backend
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
+    LearnFromOpt,
     MaxAnswerCharsOpt,
     ReviewThresholdOpt,
     RubricOpt,
     console,
     read_input,
+    review_bank,
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import UsageError, error_for
 from grader.grading.cache import GradeCache
 from grader.grading.contract import Grade
-from grader.grading.engine import Engine, Job
+from grader.grading.engine import Engine, Job, ReviewSource
 from grader.grading.review import check_answer
 from grader.rubric import Question, load_rubric
 from grader.textfiles import check_text
@@ -58,6 +60,7 @@ def grade(
     review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse a grade from an earlier run.")] = True,
+    learn_from: LearnFromOpt = None,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade one answer against a rubric question and print the grade."""
@@ -72,7 +75,8 @@ def grade(
     check_answer(text, max_chars=max_answer_chars, where=where)
     the_question = load_rubric(rubric).find(question)
     job = Job(the_question, text, tag=None, where=where)
-    result = asyncio.run(_grade(backend, options, job, samples, review_threshold, max_answer_chars, cache))
+    reviews = review_bank(learn_from)
+    result = asyncio.run(_grade(backend, options, job, samples, review_threshold, max_answer_chars, cache, reviews))
     if output_format is Format.json:
         console.print_json(result.model_dump_json())
     else:
@@ -87,6 +91,7 @@ async def _grade(
     threshold: float,
     max_chars: int,
     use_cache: bool,
+    reviews: ReviewSource | None = None,
 ) -> Grade:
     backend = get_backend(backend_name, options)
     cache = GradeCache() if use_cache else None
@@ -98,6 +103,7 @@ async def _grade(
             temperature=options.temperature,
             review_threshold=threshold,
             max_answer_chars=max_chars,
+            reviews=reviews,
         )
         graded = await engine.grade(job)
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,7 +26,7 @@ from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import ServiceError, UsageError
 
 DbOpt = Annotated[
-    Path,
+    str,
     typer.Option(
         "--db",
         envvar="GRADER_DB",
@@ -40,7 +39,7 @@ tokens_app = typer.Typer(help="Create, list and revoke the tokens that may call 
 
 @with_backend_options
 def serve(
-    db: DbOpt = Path("grader.sqlite"),
+    db: DbOpt = "grader.sqlite",
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8000,
     backend: BackendOpt = "auto",
@@ -94,9 +93,13 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         listener = socket.socket(info[0], socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(info[4])
-        listener.listen(2048)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(info[4])
+            listener.listen(2048)
+        except OSError:
+            listener.close()
+            raise
     except socket.gaierror as exc:
         raise ServiceError(f"cannot listen on {host}: {exc.strerror}") from None
     except OSError as exc:
@@ -110,7 +113,7 @@ def _bind(host: str, port: int) -> socket.socket:
 @tokens_app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="The reviewer this token speaks for (reviews are signed with it).")],
-    db: DbOpt = Path("grader.sqlite"),
+    db: DbOpt = "grader.sqlite",
 ) -> None:
     """Create a token; it is printed once, alone on the last line (only its hash is stored)."""
     from grader.service.store import Store
@@ -125,13 +128,13 @@ def create(
 
 
 @tokens_app.command("list")
-def list_(db: DbOpt = Path("grader.sqlite"), output_format: FormatOpt = TableFormat.text) -> None:
+def list_(db: DbOpt = "grader.sqlite", output_format: FormatOpt = TableFormat.text) -> None:
     """The tokens: number, name, created, revoked (never the tokens themselves)."""
     import json
 
     from grader.service.store import Store
 
-    store = Store(db)
+    store = Store(db, create=False)
     try:
         rows = store.tokens()
     finally:
@@ -166,12 +169,12 @@ def revoke(
     ref: Annotated[
         str, typer.Argument(help="The token's number (see `grader tokens list`) or its name (all of them).")
     ],
-    db: DbOpt = Path("grader.sqlite"),
+    db: DbOpt = "grader.sqlite",
 ) -> None:
     """Revoke tokens: calls with them, and sessions opened with them, get 401 from then on."""
     from grader.service.store import Store
 
-    store = Store(db)
+    store = Store(db, create=False)
     try:
         count = store.revoke(ref)
     finally:

@@ -15,12 +15,14 @@ from grader.backends import BackendOptions, get_backend
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
+    LearnFromOpt,
     MaxAnswerCharsOpt,
     ReviewThresholdOpt,
     RubricOpt,
     console,
     err_console,
     progress_bar,
+    review_bank,
     with_backend_options,
 )
 from grader.config import DEFAULT_MATCH_THRESHOLD, DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
@@ -82,6 +84,7 @@ def transcript(
     rubric: RubricOpt = None,
     review_threshold: ReviewThresholdOpt = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: MaxAnswerCharsOpt = DEFAULT_MAX_ANSWER_CHARS,
+    learn_from: LearnFromOpt = None,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Grade the candidate's answers in interview transcripts and print or write a scorecard per transcript.
@@ -99,7 +102,11 @@ def transcript(
     the_rubric = load_rubric(rubric)
     grade_cache = GradeCache() if cache else None
     settings = Settings(
-        redact=redact, review_threshold=review_threshold, max_answer_chars=max_answer_chars, cache=grade_cache
+        redact=redact,
+        review_threshold=review_threshold,
+        max_answer_chars=max_answer_chars,
+        cache=grade_cache,
+        reviews=review_bank(learn_from),
     )
     try:
         cards = asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings))

@@ -213,8 +213,6 @@ class Service:
 
     async def _grade_rows(self, rows: list[GradeRow]) -> None:
         done: list[tuple[str, Outcome]] = []
-        loop = asyncio.get_running_loop()
-        flush_at = loop.time() + FLUSH_SECONDS
 
         def flush() -> None:
             if done:
@@ -222,16 +220,25 @@ class Service:
                 done.clear()
 
         def keep(graded: Graded[str]) -> None:
-            nonlocal flush_at
             done.append((graded.job.tag, graded.outcome))
-            if len(done) >= FLUSH_ROWS or loop.time() >= flush_at:
+            if len(done) >= FLUSH_ROWS:
                 flush()
-                flush_at = loop.time() + FLUSH_SECONDS
 
+        async def flush_often() -> None:
+            # On a timer, not on the next outcome: while the model is slow (or stalls) the outcomes already
+            # in hand are committed, and the batch's progress shows them.
+            while True:
+                await asyncio.sleep(FLUSH_SECONDS)
+                flush()
+
+        flusher = asyncio.create_task(flush_often())
         jobs = (Job(r.question_id, r.answer, tag=r.id, where=f"batch {r.batch_id}, row {r.id}") for r in rows)
         try:
             await self.engine.run(jobs, keep)
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             flush()
 
 
@@ -287,8 +294,11 @@ def service_of(request: Request) -> Service:
     return service
 
 
-def caller(request: Request) -> Principal:
-    """The token or session a request comes with; 401 without one that is valid (and live)."""
+async def caller(request: Request) -> Principal:
+    """The token or session a request comes with; 401 without one that is valid (and live).
+
+    Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, and under load those
+    threads fought the event loop for the GIL and for the database's connection pool (issue 15)."""
     service = service_of(request)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -376,9 +386,13 @@ def _install_api(app: FastAPI) -> None:
         for i, item in enumerate(body.rows):
             try:
                 question = service.question(str(item.question))
+            except GraderError as exc:
+                problems.append(f"rows.{i}.question: {exc}")
+                continue
+            try:
                 check_answer(item.answer, max_chars=service.settings.max_answer_chars, where=f"rows.{i}.answer")
             except GraderError as exc:
-                problems.append(f"rows.{i}: {exc}")
+                problems.append(str(exc))  # names rows.{i}.answer itself
                 continue
             row_id = item.id or _new_id("g_")
             if row_id in seen:
@@ -532,7 +546,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise _TooLarge(self.limit)
             return message
 
         try:
@@ -541,11 +555,19 @@ class BodyLimit:
             await _too_large(self.limit, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """A streamed body went over the limit while the route read it. An HTTPException, because FastAPI passes
+    those through its body parsing (anything else there becomes a 400 "error parsing the body")."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large_detail(limit))
+
+
+def _too_large_detail(limit: int) -> str:
+    return f"request body over the limit of {limit:,} bytes"
 
 
 async def _too_large(limit: int, send: Any) -> None:
-    body = json.dumps({"detail": f"request body over the limit of {limit:,} bytes"}).encode()
+    body = json.dumps({"detail": _too_large_detail(limit)}).encode()
     await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,9 +28,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
+    insert,
     select,
     update,
 )
@@ -39,12 +40,13 @@ from sqlalchemy.engine import Engine as SQLEngine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from grader.errors import DatabaseError, GraderError
+from grader.errors import DatabaseError, GraderError, UsageError
 from grader.grading.contract import Grade, GradeFailure, Outcome, Reviewed, Tier
 
 if TYPE_CHECKING:
     from grader.calibration.data import Pair
     from grader.calibration.report import CalibrationReport
+    from grader.grading.reviews import ReviewBank
 
 TOKEN_PREFIX = "grd_"
 SESSION_DAYS = 7
@@ -134,6 +136,16 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# What every API call runs, built once: building a statement costs more than SQLite takes to run it, and the
+# same object (values bound, not baked in) also hits SQLAlchemy's compiled-SQL cache (issue 15).
+_LIVE_TOKEN = select(TokenRow.id, TokenRow.name).where(
+    TokenRow.digest == bindparam("digest"), TokenRow.revoked_at.is_(None)
+)
+_GRADE_STORED = select(GradeRow.id).where(GradeRow.id == bindparam("grade_id"))
+_INSERT_GRADE = insert(GradeRow)
+_SET_OUTCOME = update(GradeRow).where(GradeRow.id == bindparam("grade_id"))
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the token's id and the reviewer name it was created for."""
@@ -174,13 +186,19 @@ def database_url(db: str | Path) -> str:
 class Store:
     """The database, opened (and its tables created) once per process."""
 
-    def __init__(self, db: str | Path) -> None:
+    def __init__(self, db: str | Path, *, create: bool = True) -> None:
+        """Open the database at `db`; `create=False` (reading reviews, listing tokens) refuses a SQLite file
+        that does not exist instead of making an empty one."""
         url = database_url(db)
         self.url = url
         self.label = url.split("@")[-1] if "@" in url else url  # never print a password
         try:
             if url.startswith("sqlite:///"):
                 path = Path(url[len("sqlite:///") :])
+                if not path.exists() and not create:
+                    raise DatabaseError(f"no database at {path}", hint="give the --db that `grader serve` uses")
+                if path.is_dir():
+                    raise DatabaseError(f"{path}: is a folder, not a database file")
                 if not path.exists():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.touch(mode=0o600)  # it holds candidates' answers
@@ -209,7 +227,7 @@ class Store:
         """A new token for `name`; only its hash is stored, so this is the one time it can be read."""
         name = name.strip()
         if not name:
-            raise GraderError("a token needs a non-empty NAME (the reviewer it speaks for)")
+            raise UsageError("a token needs a non-empty NAME (the reviewer it speaks for)")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.session() as s, s.begin():
             s.add(TokenRow(name=name, digest=_digest(token)))
@@ -227,9 +245,11 @@ class Store:
         return int(getattr(found, "rowcount", 0))
 
     def authenticate(self, token: str) -> Principal | None:
-        with self.session() as s:
-            row = s.scalar(select(TokenRow).where(TokenRow.digest == _digest(token), TokenRow.revoked_at.is_(None)))
-            return Principal(row.id, row.name) if row is not None else None
+        # Every API call asks this: two columns over a pooled connection, not an entity through an ORM
+        # session (0.06 ms instead of 0.6 ms on SQLite). Never cached: a revoked token fails at once.
+        with self.engine.connect() as connection:
+            row = connection.execute(_LIVE_TOKEN, {"digest": _digest(token)}).first()
+        return Principal(row.id, row.name) if row is not None else None
 
     def open_session(self, principal: Principal) -> str:
         cookie = secrets.token_urlsafe(32)
@@ -268,28 +288,30 @@ class Store:
     ) -> GradeRow:
         """Store one graded answer. A grade id already stored for the same question and answer is the same
         request again: the stored row is returned. Another answer under that id is a `Conflict`."""
-        row = GradeRow(
-            id=grade_id,
-            question_id=question_id,
-            answer=answer,
-            candidate=candidate,
-            status="pending",
-            created_by=by,
-        )
-        _set_outcome(row, outcome)
+        values: dict[str, Any] = {
+            "id": grade_id,
+            "question_id": question_id,
+            "answer": answer,
+            "candidate": candidate,
+            "batch_id": None,
+            "seq": None,
+            "created_by": by,
+            "created_at": _now(),
+            **_outcome_values(outcome),
+        }
         with self.session() as s:
             try:
-                with s.begin():
-                    s.add(row)
+                # A plain INSERT, not the ORM's unit of work: half the time, once per API grade.
+                with self.engine.begin() as connection:
+                    connection.execute(_INSERT_GRADE, values)
             except IntegrityError:
-                s.rollback()
                 existing = s.get(GradeRow, grade_id)
                 if existing is None:
                     raise
                 if existing.question_id != question_id or existing.answer != answer:
                     raise Conflict(f"grade id {grade_id!r} is already stored for another answer") from None
                 return existing
-        return row
+        return GradeRow(**values)
 
     def existing(self, grade_ids: Iterable[str]) -> dict[str, GradeRow]:
         ids = list(grade_ids)
@@ -345,7 +367,12 @@ class Store:
 
     def pending(self, *, limit: int = 1000) -> list[GradeRow]:
         """Rows still to grade, oldest batch first (what a restarted server picks up)."""
-        query = select(GradeRow).where(GradeRow.status == "pending").order_by(GradeRow.batch_id, GradeRow.seq)
+        query = (
+            select(GradeRow)
+            .join(BatchRow, BatchRow.id == GradeRow.batch_id)
+            .where(GradeRow.status == "pending")
+            .order_by(BatchRow.created_at, BatchRow.id, GradeRow.seq)
+        )
         with self.session() as s:
             return list(s.scalars(query.limit(limit)))
 
@@ -357,12 +384,16 @@ class Store:
 
     def set_outcomes(self, outcomes: list[tuple[str, Outcome]]) -> None:
         """Commit many batch outcomes in one transaction."""
-        with self.session() as s, s.begin():
-            for grade_id, outcome in outcomes:
-                values = _outcome_values(outcome)
-                s.execute(update(GradeRow).where(GradeRow.id == grade_id).values(**values))
+        if not outcomes:
+            return
+        # One executemany over a connection: an ORM UPDATE per row cost 0.9 ms a row, this 0.05 ms.
+        with self.engine.begin() as connection:
+            connection.execute(_SET_OUTCOME, [{"grade_id": i, **_outcome_values(o)} for i, o in outcomes])
 
     def grade(self, grade_id: str) -> GradeRow | None:
+        with self.engine.connect() as connection:
+            if connection.execute(_GRADE_STORED, {"grade_id": grade_id}).first() is None:
+                return None  # POST /v1/grades asks this of every new id: no ORM session for a miss
         with self.session() as s:
             return s.get(GradeRow, grade_id)
 
@@ -577,6 +608,12 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def default_db() -> Path:
-    """`--db`'s default: grader.sqlite in the current folder, or $GRADER_DB."""
-    return Path(os.environ.get("GRADER_DB", "grader.sqlite"))
+def review_bank(db: str | Path) -> ReviewBank:
+    """The reviewed answers stored in a service database, for `--learn-from DB`."""
+    from grader.grading.reviews import ReviewBank
+
+    store = Store(db, create=False)
+    try:
+        return ReviewBank((r.question_id, r.as_reviewed()) for r in store.reviewed_grades())
+    finally:
+        store.close()

@@ -18,7 +18,7 @@ from grader.backends.replies import normalise
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.grading.cache import GradeCache
 from grader.grading.contract import CoveredPoint, Grade, GradeFailure
-from grader.grading.engine import Engine, Job
+from grader.grading.engine import Engine, Job, ReviewSource
 from grader.rubric import Rubric
 from grader.transcripts.match import Match, QuestionMatcher
 from grader.transcripts.parse import Transcript, Turn, format_time
@@ -42,6 +42,8 @@ class Settings:
     max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS
     #: Grades from earlier runs (`grader transcript --cache`); None grades every answer afresh.
     cache: GradeCache | None = field(default=None, compare=False)
+    #: Reviewed answers shown with each grade (`--learn-from DB`).
+    reviews: ReviewSource | None = field(default=None, compare=False)
 
 
 Kind = Literal["rubric", "unmatched", "followup", "small_talk"]
@@ -141,6 +143,7 @@ async def score_transcript(
         cache=settings.cache,
         review_threshold=settings.review_threshold,
         max_answer_chars=settings.max_answer_chars,
+        reviews=settings.reviews,
     )
     jobs = [
         Job(ex.question_id or "", text, tag=ex, where=f"{transcript.source}: the answer to {ex.question_id}")
