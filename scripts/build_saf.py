@@ -1,10 +1,11 @@
-"""Build the SAF eval suites (`evals/saf/saf-ua.json`, `evals/saf/saf-uq.json`) from the SAF v2.0 XML files.
+"""Build the SAF eval suites (`evals/saf/saf-ua.json`, `evals/saf/saf-uq.json`) and the training answers of
+saf-ua's questions as reviewed answers (`evals/saf/saf-train.json`) from the SAF v2.0 XML files.
 
 SAF (Short Answer Feedback, Filighera et al., ACL 2022; MIT) holds real, human-graded short answers from a
 communication-networks course: one XML file per question, each answer with a score, a 3-level label and a
 written feedback. See `evals/saf/SOURCE.md` for what this script keeps and how.
 
-    python scripts/build_saf.py [SAF2_0_DIR] [--out DIR]
+    python scripts/build_saf.py [SAF2_0_DIR] [--out DIR] [--train-only]
 
 SAF2_0_DIR defaults to /work/shared/benchmarks/saf/SAF2_0 and must hold training/, unseen_answers/ and
 unseen_questions/. The output is deterministic: rerunning on the same data gives byte-identical files.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.eval.cases import Suite
+from grader.grading.reviews import ReviewsFile
 from grader.rubric import Question, References
 from grader.rubric.draft import draft_by_splitting
 
@@ -228,17 +230,54 @@ def build_suite(
 
 def write(suite: dict, path: Path) -> None:
     Suite.model_validate(suite)  # fail here, not in the tests
-    blob = json.dumps(suite, separators=(",", ":"), ensure_ascii=False) + "\n"
+    _write_json(suite, path)
+
+
+def _write_json(data: dict, path: Path) -> None:
+    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(blob, encoding="utf-8")
     tmp.replace(path)
 
 
+def build_training(training: dict[str, SafQuestion], ua: dict[str, SafQuestion]) -> dict:
+    """SAF's training answers to saf-ua's questions, as a file of reviewed answers
+    (`grader.grading.reviews.load_reviews`): what learning from reviews is measured with on saf-ua."""
+    ids = {slug(sid) for sid in ua}
+    answers = [
+        {"id": a.id, "question": slug(sid), "answer": a.response, "tier": LABELS[a.label]}
+        for sid, q in training.items()
+        if slug(sid) in ids
+        for a in q.answers
+        if a.response
+    ]
+    return {
+        "name": "saf-train",
+        "description": f"SAF v2.0 training split: {len(answers)} human-graded answers to the {len(ids)} saf-ua "
+        "questions (Correct/Partially correct/Incorrect -> great/mediocre/poor), as reviewed answers.",
+        "source": SOURCE,
+        "answers": answers,
+    }
+
+
+def write_reviews(reviews: dict, path: Path) -> None:
+    ReviewsFile.model_validate(reviews)  # fail here, not in the benchmark
+    _write_json(reviews, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", nargs="?", type=Path, default=DEFAULT_SRC, help="the SAF2_0 folder")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write saf-ua.json and saf-uq.json")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="where to write saf-ua.json, saf-uq.json and saf-train.json"
+    )
+    parser.add_argument(
+        "--train-only",
+        action="store_true",
+        help="write only saf-train.json (the suites' key points come from draft_by_splitting, which may have "
+        "changed since they were built)",
+    )
     args = parser.parse_args(argv)
 
     training = read_split(args.src / "training")
@@ -253,6 +292,16 @@ def main(argv: list[str] | None = None) -> int:
         for sid, q in split.items():
             max_scores[sid] = max([max_scores.get(sid, 0.0), *(a.score for a in q.answers)])
 
+    reviews = build_training(training, ua)
+    path = args.out / "saf-train.json"
+    write_reviews(reviews, path)
+    labels = Counter(a["tier"] for a in reviews["answers"])
+    print(
+        f"{path}: {len(reviews['answers'])} reviewed answers (great {labels['great']}, mediocre "
+        f"{labels['mediocre']}, poor {labels['poor']}); {path.stat().st_size:,} bytes"
+    )
+    if args.train_only:
+        return 0
     for split, tests in (("ua", ua), ("uq", uq)):
         suite, notes = build_suite(split, tests, training, max_scores)
         path = args.out / f"saf-{split}.json"

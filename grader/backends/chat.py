@@ -15,7 +15,9 @@ re-ask (the Batch API), with the same code the direct path uses:
 - `tier`: the model only picks a tier given the reference answers (a plain judge, the cheap baseline).
 
 Every prompt puts what is the same for every answer to a question first (system, rubric, references,
-checklist) and the answer last, so a server's prefix cache can reuse it.
+checklist) and the answer last, so a server's prefix cache can reuse it. Reviewed answers (`request.reviewed`,
+other candidates' answers an interviewer graded) come between the two, quoted line by line
+(`shown_reviews`); with none, the prompt is what it was without them.
 """
 
 from __future__ import annotations
@@ -60,6 +62,46 @@ from grader.rubric import Question
 Message = dict[str, str]
 Mode = Literal["checklist", "holistic", "tier"]
 MODES: tuple[Mode, ...] = ("checklist", "holistic", "tier")
+#: A reviewed answer is shown up to this many characters (a prompt holds several, and a small model's
+#: context is 4,096 tokens).
+REVIEWED_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class ShownReview:
+    """A reviewed answer as a prompt shows it: the tier an interviewer gave it, the rubric items they
+    ticked (ids, or checklist keys p1.. f1..), and the answer quoted: every line starts with `>`."""
+
+    tier: str
+    points: tuple[str, ...]
+    flags: tuple[str, ...]
+    quoted: str
+
+
+def quote_reviewed(answer: str) -> str:
+    """Another candidate's answer, made safe to show: fenced like the answer being graded (`fence_answer`:
+    no tag of ours, no chat-template token, no invisible characters), cut to `REVIEWED_CHARS`, and every
+    line prefixed with `> `, so nothing in it can start a line of its own (a heading, a fake instruction)."""
+    text = fence_answer(answer.strip())
+    if len(text) > REVIEWED_CHARS:
+        text = text[:REVIEWED_CHARS].rstrip() + " [...]"
+    return "\n".join(f"> {line}".rstrip() for line in text.splitlines())
+
+
+def shown_reviews(request: GradeRequest, items: list[Item] | None = None) -> tuple[ShownReview, ...]:
+    """The request's reviewed answers for a template's `reviewed`: the question's points and flags each
+    ticked, by rubric id, or by checklist key where the prompt names items by key (`items`)."""
+    q = request.question
+    keys = {i.id: i.key for i in items} if items is not None else {i: i for i in [*q.point_ids, *q.flag_ids]}
+    return tuple(
+        ShownReview(
+            tier=r.tier.value,
+            points=tuple(keys[p] for p in r.covered if p in keys),
+            flags=tuple(keys[f] for f in r.red_flags if f in keys),
+            quoted=quote_reviewed(r.answer),
+        )
+        for r in request.reviewed
+    )
 
 
 @dataclass
@@ -380,6 +422,7 @@ class ChatBackend(Backend):
             fence_answer(request.answer),
             question=q,
             exemplars=request.reference_answers,
+            reviewed=shown_reviews(request),
             answer_tag=ANSWER_TAG,
         )
         return Conversation(
@@ -401,6 +444,7 @@ class ChatBackend(Backend):
             exemplars=request.reference_answers,
             items=items,
             keys=keys,
+            reviewed=shown_reviews(request, items),
             answer_tag=ANSWER_TAG,
         )
         message = {"role": "system", "content": system}
@@ -418,6 +462,7 @@ class ChatBackend(Backend):
             fence_answer(request.answer),
             question=request.question,
             exemplars=request.reference_answers,
+            reviewed=shown_reviews(request),
             answer_tag=ANSWER_TAG,
         )
         return Conversation(
@@ -520,6 +565,7 @@ class ChatBackend(Backend):
             exemplars=request.reference_answers,
             items=items,
             item=item,
+            reviewed=shown_reviews(request, items),
             answer_tag=ANSWER_TAG,
         )
         return Conversation(

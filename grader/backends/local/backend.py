@@ -7,16 +7,22 @@ into a probability per point and per flag, and the point verdicts, the flags and
 tier's reference into the tier. Guard rails first keep texts that are not answers poor: too short, the
 question pasted back, glued keywords, off-topic, or another question's answer.
 
+Reviewed answers shown with a request (`request.reviewed`, learning from reviews) are labelled neighbours:
+each votes for the tier a person gave it, weighted by how similar it is to the answer (whole answer
+against whole answer, this embedder), and the rule's tier probabilities count as a few such votes
+(`learn_from_reviews`). Guard rails still come first. With no reviewed answers, nothing changes.
+
 Requests that arrive together (a batch, or `asyncio.gather` over many answers) are embedded in one
 model call: `grade()` queues the request and the queue is flushed on the next turn of the event loop.
-Each rubric question's anchors are embedded once per process, and kept on disk (`vectors.py`).
+Each rubric question's anchors are embedded once per process, and kept on disk (`vectors.py`), and so
+are the reviewed answers (stable texts, shown again and again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +45,7 @@ from grader.backends.local.text import (
     words,
 )
 from grader.backends.local.vectors import VectorCache
-from grader.grading.contract import CoveredPoint, Grade, GradeRequest, Tier, Usage
+from grader.grading.contract import TIERS, CoveredPoint, Grade, GradeRequest, Reviewed, Tier, Usage
 from grader.rubric import Question, Rubric, load_rubric
 
 MAX_BATCH_ANSWERS = 256
@@ -50,6 +56,13 @@ MAX_BATCH_ANSWERS = 256
 FIRST_BATCH_ANSWERS = 16
 #: Shuffled words are only looked for from 40 words on: a shorter salad has too few words to match much.
 ORDER_MIN_WORDS = 40
+#: Learning from reviews (`learn_from_reviews`): a reviewed answer at cosine s to the answer votes for its
+#: human tier with weight exp((s - 1) / NEIGHBOUR_TAU), and the rule's tier probabilities count as
+#: NEIGHBOUR_PRIOR votes, so a neighbour at cosine 0.77 weighs as much as the rule and one at 0.9 about
+#: four times as much. Chosen on the dev data only (answers-dev and SAF's training split, each answer's
+#: neighbours the other answers to its question), see FIT-learning.md.
+NEIGHBOUR_TAU = 0.1
+NEIGHBOUR_PRIOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,8 @@ class LocalBackend(Backend):
     def cache_key(self) -> str:
         contrast = hashlib.sha256("".join(q.fingerprint() for q in self.contrast_bank).encode()).hexdigest()[:16]
         order = hashlib.sha256(self.order_model.to_json().encode()).hexdigest()[:16]
-        return f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}"
+        learn = f"{NEIGHBOUR_TAU}/{NEIGHBOUR_PRIOR}"  # how reviewed answers are weighed (none: no effect)
+        return f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}:learn={learn}"
 
     @property
     def rule(self) -> TierRule:
@@ -206,13 +220,37 @@ class LocalBackend(Backend):
     # --- synchronous core, shared with the fitting script and the benchmark -----------------------
 
     def grade_many(self, requests: list[GradeRequest]) -> list[Grade]:
-        """Grade many answers with one embedding call for all their spans."""
-        analysed = self.analyse_many(requests)
-        return [self._grade(r, a, s) for r, (a, s) in zip(requests, analysed, strict=True)]
+        """Grade many answers with one embedding call for all their spans. The reviewed answers shown with
+        a request are given this embedder's similarity to it before the tier is decided."""
+        analysed = self._analyse(requests)
+        if any(r.reviewed for r in requests):
+            requests = self._measure_reviewed(requests, [whole for _, _, whole in analysed])
+        return [self._grade(r, a, s) for r, (a, s, _) in zip(requests, analysed, strict=True)]
 
     def analyse_many(self, requests: list[GradeRequest]) -> list[tuple[Analysis, list[Span]]]:
         """Embed every answer's spans, windows and whole text in one call, and match them to the rubric.
         Returns each answer's analysis and its evidence spans (spans first, then windows)."""
+        return [(a, s) for a, s, _ in self._analyse(requests)]
+
+    def _measure_reviewed(self, requests: list[GradeRequest], wholes: list[np.ndarray]) -> list[GradeRequest]:
+        """The requests with each reviewed answer's `similarity` replaced by its cosine to the answer, whole
+        text against whole text, with this embedder (the reviewed texts through the on-disk vector cache)."""
+        texts = list(dict.fromkeys(r.answer for request in requests for r in request.reviewed))
+        vectors = dict(zip(texts, self._rubric_vectors(texts), strict=True)) if texts else {}
+        return [
+            replace(
+                request,
+                reviewed=tuple(
+                    replace(r, similarity=round(float(vectors[r.answer] @ whole), 4)) for r in request.reviewed
+                ),
+            )
+            if request.reviewed
+            else request
+            for request, whole in zip(requests, wholes, strict=True)
+        ]
+
+    def _analyse(self, requests: list[GradeRequest]) -> list[tuple[Analysis, list[Span], np.ndarray]]:
+        """`analyse_many`, each answer's whole-text vector too."""
         cuts = [_cut(r.answer) for r in requests]
         texts = [s.text for found, wins, _ in cuts for s in [*found, *wins]] + [r.answer for r in requests]
         vectors = self.embedder.embed(texts)
@@ -250,7 +288,7 @@ class LocalBackend(Backend):
                 echo=echo(request.answer, request.question.text),
                 negated=negated_share(cut),
             )
-            out.append((analysis, [*found, *wins]))
+            out.append((analysis, [*found, *wins], whole[i]))
         return out
 
     def _rubric_vectors(self, texts: list[str]) -> np.ndarray:
@@ -391,6 +429,14 @@ class LocalBackend(Backend):
         guard = guard_rail(a, rule)
         if guard is not None:
             tier, confidence, reason = Tier.poor, guard[0], guard[1]
+        elif request.reviewed:
+            # Labelled neighbours: the human tiers of the most similar reviewed answers, with the rule's
+            # probabilities as the prior. A red flag counts through those probabilities here, not as a veto:
+            # on the dev data, people's grades of near-identical answers were the better evidence (a red
+            # flag shown with a tier above poor is sent for review by the review policy all the same).
+            probs = learn_from_reviews(rule.probabilities(a), request.reviewed)
+            tier = Tier(max(probs, key=probs.__getitem__))
+            confidence, reason = probs[tier.value], None
         elif flags:
             # The policy: a red flag shown makes the answer poor, however much else it covers. How sure
             # that is, is how sure the strongest flag is.
@@ -409,7 +455,7 @@ class LocalBackend(Backend):
         return Grade(
             question_id=q.id,
             tier=tier,
-            justification=_justify(q, tier, covered, missed, flags, a, answer_spans, reason),
+            justification=_justify(q, tier, covered, missed, flags, a, answer_spans, reason, request.reviewed),
             covered_points=covered,
             missed_points=missed,
             red_flags=flags,
@@ -422,6 +468,24 @@ class LocalBackend(Backend):
             attempts=1,
             rubric_version=q.fingerprint(),
         )
+
+
+def learn_from_reviews(
+    prior: dict[str, float],
+    reviewed: tuple[Reviewed, ...],
+    *,
+    tau: float = NEIGHBOUR_TAU,
+    weight: float = NEIGHBOUR_PRIOR,
+) -> dict[str, float]:
+    """Tier probabilities from the rule's (`prior`) and the reviewed answers' human tiers, each reviewed
+    answer weighted by its similarity: P(t) = (votes(t) + weight * prior(t)) / (all votes + weight), a
+    vote being exp((similarity - 1) / tau). Close neighbours decide; distant ones barely move the rule."""
+    votes = dict.fromkeys(TIERS, 0.0)
+    for r in reviewed:
+        similarity = r.similarity if r.similarity is not None else 0.0
+        votes[r.tier.value] += float(np.exp((similarity - 1.0) / tau))
+    total = sum(votes.values()) + weight
+    return {t: (votes[t] + weight * prior[t]) / total for t in TIERS}
 
 
 def guard_rail(a: Analysis, rule: TierRule) -> tuple[float, str] | None:
@@ -459,6 +523,7 @@ def _justify(
     a: Analysis,
     answer_spans: list[Span],
     guard_reason: str | None,
+    reviewed: tuple[Reviewed, ...] = (),
 ) -> str:
     texts = {p.id: p.text for p in [*q.key_points, *q.red_flags]}
     n = len(q.key_points)
@@ -482,6 +547,10 @@ def _justify(
         parts.append("Red flags: " + "; ".join(shown) + ".")
     else:
         parts.append("No red flags.")
+    if reviewed and not guard_reason:
+        closest = sorted(reviewed, key=lambda r: -(r.similarity or 0.0))
+        like = ", ".join(f"{r.tier.value} ({r.similarity or 0:.2f})" for r in closest)
+        parts.append(f"Reviewed answers most like it (similarity): {like}.")
     if not guard_reason:
         parts.append(f"Overall {tier.value}.")
     return " ".join(parts)

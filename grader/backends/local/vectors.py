@@ -1,7 +1,9 @@
 """An on-disk cache of the rubric side's sentence vectors (key points, phrasings, references, the contrast
 bank), so a new process does not re-embed the same rubric: a cold `grader grade` would otherwise spend
-most of its time there. Answers are never stored. One SQLite file in the cache directory, keyed by the
-model and the text; a read or write problem only costs the time to embed again."""
+most of its time there. Candidate answers being graded are never stored; reviewed answers (learning from
+reviews) are, as they are shown again and again: vectors only, keyed by a hash of the model and the text,
+in one SQLite file in the cache directory (0600); a read or write problem only costs the time to embed
+again."""
 
 from __future__ import annotations
 
