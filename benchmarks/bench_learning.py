@@ -1,7 +1,7 @@
 """Learning from reviews, measured: tier accuracy and QWK with and without reviewed answers, one backend, one run.
 
     python benchmarks/bench_learning.py [--split dev|test|all] [--k 6] [--json PATH] [--no-floor]
-    python benchmarks/bench_learning.py --tune      # dev only: the grid NEIGHBOUR_TAU / NEIGHBOUR_PRIOR / k came from
+    python benchmarks/bench_learning.py --tune      # dev only: the grid k / NEIGHBOUR_TAU / _PRIOR / _POINTS came from
 
 Each data set is graded by the local backend twice in the same run, through the grading engine: once with
 no reviewed answers, once with each answer's `k` most similar reviewed answers to the same question
@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,16 @@ import numpy as np
 
 from grader.backends.base import Backend
 from grader.backends.local.backend import (
+    NEIGHBOUR_POINTS,
     NEIGHBOUR_PRIOR,
     NEIGHBOUR_TAU,
     LocalBackend,
     NearestReferenceBackend,
     guard_rail,
     learn_from_reviews,
+    learn_points,
 )
-from grader.backends.local.rule import TierRule
+from grader.backends.local.rule import TierRule, tier_features
 from grader.eval.report import tier_metrics
 from grader.eval.runner import exemplars_for
 from grader.eval.suites import load
@@ -246,11 +249,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _prior(
+    rule: TierRule, request: GradeRequest, a: Any, p_points: Any, p_flags: Any, tau: float, share: float
+) -> dict[str, float]:
+    """The rule's tier probabilities from the point verdicts the reviewed answers' ticks pulled, as the backend
+    computes them."""
+    pulled = learn_points(p_points, request.question, request.reviewed, tau=tau, share=share)
+    x = tier_features(a, pulled, p_flags, rule.point_threshold, rule.flag_threshold)
+    return {t: float(v) for t, v in zip(TIERS, rule.tier.classes(x[None, :])[0], strict=True)}
+
+
 def tune() -> str:
     """The dev grid: each dev answer analysed once, its reviewed answers measured once (up to the largest
-    k), then the tier decided for every (k, tau, prior weight) as the backend decides it."""
+    k), then the tier decided for every (k, tau, prior weight, point share) as the backend decides it."""
     grid_k, grid_tau, grid_weight = (2, 4, 6, 8, 12), (0.05, 0.08, 0.1, 0.15, 0.2), (0.03, 0.1, 0.3, 1.0)
-    results: dict[tuple[int, float, float], list[tuple[float | None, float | None]]] = {}
+    grid_share = (0.0, 0.2, 0.3, 0.4)
+    results: dict[tuple[int, float, float, float], list[tuple[float | None, float | None]]] = {}
     names = []
     for data in data_sets("dev", max(grid_k)):
         names.append(data.name)
@@ -262,30 +276,33 @@ def tune() -> str:
         ]
         analysed = backend._analyse(requests)
         requests = backend._measure_reviewed(requests, [whole for _, _, whole in analysed])
-        priors = [rule.probabilities(a) for a, _, _ in analysed]
+        points = [(a, rule.point_probabilities(a), rule.flag_probabilities(a)) for a, _, _ in analysed]
         guarded = [guard_rail(a, rule) is not None for a, _, _ in analysed]
         labels = [c.label for c in data.cases]
+
         for k in grid_k:
-            for tau in grid_tau:
+            shown = [replace(r, reviewed=r.reviewed[:k]) for r in requests]
+            for tau, share in itertools.product(grid_tau, grid_share):
+                priors = [_prior(rule, r, *p, tau, share) for r, p in zip(shown, points, strict=True)]
                 for weight in grid_weight:
                     predicted = []
-                    for request, prior, guard in zip(requests, priors, guarded, strict=True):
+                    for request, p_tier, guard in zip(shown, priors, guarded, strict=True):
                         if guard:
                             predicted.append(Tier.poor.value)
                             continue
-                        p = learn_from_reviews(prior, request.reviewed[:k], tau=tau, weight=weight)
+                        p = learn_from_reviews(p_tier, request.reviewed, tau=tau, weight=weight)
                         predicted.append(max(TIERS, key=p.__getitem__))
                     m = tier_metrics(labels, predicted)
-                    results.setdefault((k, tau, weight), []).append((m.accuracy, m.qwk))
-    shipped = (DEFAULT_K, NEIGHBOUR_TAU, NEIGHBOUR_PRIOR)
+                    results.setdefault((k, tau, weight, share), []).append((m.accuracy, m.qwk))
+    shipped = (DEFAULT_K, NEIGHBOUR_TAU, NEIGHBOUR_PRIOR, NEIGHBOUR_POINTS)
     lines = [
-        "| k | tau | prior weight | " + " | ".join(f"{n} acc | {n} QWK" for n in names) + " |",
-        "|--:|--:|--:|" + "--:|--:|" * len(names),
+        "| k | tau | prior weight | point share | " + " | ".join(f"{n} acc | {n} QWK" for n in names) + " |",
+        "|--:|--:|--:|--:|" + "--:|--:|" * len(names),
     ]
     for key, figures in sorted(results.items(), key=lambda kv: -sum(q or 0 for _, q in kv[1])):
         mark = " (shipped)" if key == shipped else ""
         cells = " | ".join(f"{a or 0:.3f} | {q or 0:.3f}" for a, q in figures)
-        lines.append(f"| {key[0]}{mark} | {key[1]} | {key[2]} | {cells} |")
+        lines.append(f"| {key[0]}{mark} | {key[1]} | {key[2]} | {key[3]} | {cells} |")
     return "\n".join(lines)
 
 

@@ -8,11 +8,12 @@ import asyncio
 import json
 import re
 
+import numpy as np
 import pytest
 
 from grader.backends.checklist import checklist_items
 from grader.backends.fake import FakeBackend
-from grader.backends.local.backend import LocalBackend, learn_from_reviews
+from grader.backends.local.backend import LocalBackend, learn_from_reviews, learn_points
 from grader.errors import GraderError
 from grader.grading.contract import GradeRequest, Reviewed, Tier
 from grader.grading.engine import Engine, Job
@@ -205,6 +206,33 @@ def test_learn_from_reviews_weighs_neighbours_by_similarity():
     far = learn_from_reviews(prior, (rv("a", "x", "great", similarity=0.3),))
     assert far["mediocre"] > far["great"]  # one distant neighbour does not outvote the rule
     assert sum(close.values()) == pytest.approx(1.0) and sum(far.values()) == pytest.approx(1.0)
+
+
+def test_learn_points_pulls_the_point_verdicts_towards_the_neighbours_ticks(q1):
+    ids = [p.id for p in q1.key_points]
+    rule = np.full(len(ids), 0.5)
+    # no ticks anywhere (a bank without point verdicts, such as SAF's): the rule's own, the same array
+    assert learn_points(rule, q1, (rv("a", "x", similarity=0.9),)) is rule
+    assert learn_points(rule, q1, ()) is rule
+    # one neighbour ticking the first point: it moves 0.3 of the way to 1, the others 0.3 of the way to 0
+    one = learn_points(rule, q1, (rv("a", "x", covered=(ids[0], "not-a-point"), similarity=0.4),), share=0.3)
+    assert one[0] == pytest.approx(0.65) and one[1:] == pytest.approx(np.full(len(ids) - 1, 0.35))
+    # weighed as the tier votes are: the nearer neighbour's ticks count for more, however far both are
+    both = (rv("a", "x", covered=(ids[0],), similarity=0.5), rv("b", "y", covered=(ids[1],), similarity=0.3))
+    pulled = learn_points(rule, q1, both, tau=0.1, share=1.0)
+    assert pulled[0] == pytest.approx(1 / (1 + np.exp(-2))) and pulled[0] + pulled[1] == pytest.approx(1.0)
+    assert learn_points(np.zeros(0), q1, both).size == 0
+
+
+def test_neighbours_ticks_move_the_tier_not_the_points_shown(local, q1):
+    ids = tuple(p.id for p in q1.key_points)
+    far = "Our team uses a kanban board and weekly planning meetings for the roadmap."
+    alone = grade(local, q1, BORDERLINE)
+    for covered in ((), ids[:1], ids):
+        learnt = grade(local, q1, BORDERLINE, (rv("f", far, "great", covered=covered),))
+        # the points shown, with their quotes, are the rule's own; one far neighbour's ticks nudge a sure rule
+        assert learnt.covered_points == alone.covered_points and learnt.missed_points == alone.missed_points
+        assert learnt.tier is alone.tier
 
 
 # --- chat prompts ------------------------------------------------------------------------------------

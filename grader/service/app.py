@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +25,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import to_json
 
 from grader.backends import Backend, BackendOptions, get_backend
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
@@ -35,7 +36,7 @@ from grader.grading.engine import Engine, Graded, Job
 from grader.grading.review import check_answer
 from grader.grading.reviews import ReviewBank
 from grader.rubric import Question, Rubric, load_rubric
-from grader.service.store import Conflict, GradeRow, Principal, Store
+from grader.service.store import Conflict, GradeRow, NewGrade, Principal, Store
 
 log = logging.getLogger("grader.service")
 
@@ -175,6 +176,7 @@ class Service:
             max_answer_chars=settings.max_answer_chars,
             reviews=self.reviews if settings.learn else None,
         )
+        self.writer = GradeWriter(self.store)
         self.wake = asyncio.Event()
         self.worker: asyncio.Task[None] | None = None
 
@@ -240,6 +242,39 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             flush()
+
+
+class GradeWriter:
+    """Stores the grades of POST /v1/grades, those whose grading ended in the same turn of the event loop in
+    one transaction: under load the commit cost more than the insert (issue 15). A request still answers
+    only once its own row is committed."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queued: list[tuple[NewGrade, asyncio.Future[GradeRow | None]]] = []
+
+    async def add(self, grade: NewGrade) -> GradeRow | None:
+        """What `Store.add_grade` returns, once committed; raises its `Conflict`."""
+        future: asyncio.Future[GradeRow | None] = asyncio.get_running_loop().create_future()
+        self.queued.append((grade, future))
+        if len(self.queued) == 1:  # the first of this turn: commit once the turn's others are queued too
+            future.get_loop().call_soon(self._commit)
+        return await future
+
+    def _commit(self) -> None:
+        queued, self.queued = self.queued, []
+        results: Sequence[GradeRow | Exception | None]
+        try:
+            results = self.store.add_grades([grade for grade, _ in queued])
+        except Exception as exc:  # the database failed (nothing was stored): every request of the group says so
+            results = [exc] * len(queued)
+        for (_, future), result in zip(queued, results, strict=True):
+            if future.done():  # the request was cancelled (its client went away); its row is stored all the same
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
@@ -349,10 +384,8 @@ def _install_api(app: FastAPI) -> None:
             for q in service_of(request).rubric
         ]
 
-    @app.post("/v1/grades", status_code=201, tags=["grades"])
-    async def post_grade(
-        body: GradeIn, request: Request, response: Response, who: Caller
-    ) -> StoredGrade | StoredFailure:
+    @app.post("/v1/grades", status_code=201, tags=["grades"], response_model=StoredGrade | StoredFailure)
+    async def post_grade(body: GradeIn, request: Request, who: Caller) -> Response:
         """Grade one answer now and store the grade (or the failure that stopped it)."""
         service = service_of(request)
         question = service.question(str(body.question))
@@ -363,13 +396,14 @@ def _install_api(app: FastAPI) -> None:
                 raise Conflict(f"grade id {body.id!r} is already stored for another answer")
             if old.status == "pending":
                 raise Conflict(f"grade id {body.id!r} is a row of batch {old.batch_id}, still grading")
-            response.status_code = 200  # the same request again: the stored grade
-            return _typed(stored(old))
+            return _stored_json(old, status_code=200)  # the same request again: the stored grade
         graded = await service.engine.grade(Job(question, body.answer, tag=grade_id, where="answer"))
         if graded.source == "input" and isinstance(graded.outcome, GradeFailure):
             raise HTTPException(422, graded.outcome.message)
-        row = service.store.add_grade(grade_id, question.id, body.answer, body.candidate, graded.outcome, who.name)
-        return _typed(stored(row))
+        new = NewGrade(grade_id, question.id, body.answer, body.candidate, graded.outcome, who.name)
+        if (stored_before := await service.writer.add(new)) is not None:  # the same request, stored meanwhile
+            return _stored_json(stored_before, status_code=201)
+        return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=201)
 
     @app.get("/v1/grades/{grade_id}", tags=["grades"])
     async def get_grade(grade_id: str, request: Request, _who: Caller) -> StoredGrade | StoredFailure:
@@ -500,6 +534,23 @@ def _install_api(app: FastAPI) -> None:
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
+
+
+def _outcome_json(outcome: Outcome, grade_id: str, candidate: str | None, *, status_code: int) -> Response:
+    """The `StoredGrade` (or `StoredFailure`) of an outcome as FastAPI would send it, byte for byte, without
+    building one for FastAPI to validate and serialise again: the outcome's JSON with the three fields the
+    service adds appended, in the order the subclass declares them (issue 15)."""
+    status = "graded" if isinstance(outcome, Grade) else "failed"
+    head = outcome.model_dump_json().encode()
+    tail = to_json({"id": grade_id, "status": status, "candidate": candidate})
+    return Response(head[:-1] + b"," + tail[1:], status_code, media_type="application/json")
+
+
+def _stored_json(row: GradeRow, *, status_code: int) -> Response:
+    outcome = row.result()
+    if outcome is None:
+        raise HTTPException(404, f"no grade {row.id!r} yet (its batch is still grading)")
+    return _outcome_json(outcome, row.id, row.candidate, status_code=status_code)
 
 
 def _typed(item: StoredGrade | StoredFailure | dict[str, Any]) -> StoredGrade | StoredFailure:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine as SQLEngine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from grader.errors import DatabaseError, GraderError, UsageError
 from grader.grading.contract import Grade, GradeFailure, Outcome, Reviewed, Tier
@@ -146,6 +148,46 @@ _INSERT_GRADE = insert(GradeRow)
 _SET_OUTCOME = update(GradeRow).where(GradeRow.id == bindparam("grade_id"))
 
 
+class _DriverQuery:
+    """A SELECT compiled once for the database's driver, and run on a pooled connection's own cursor: for the
+    two queries every API call runs, whose columns are plain strings and numbers, SQLAlchemy's execution
+    and result machinery took 0.025 of the 0.04 ms each cost on SQLite (issue 15)."""
+
+    def __init__(self, statement: ClauseElement, engine: SQLEngine) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self.order = compiled.positiontup  # the parameters' order for a driver that takes them by position
+
+    def parameters(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        return tuple(values[name] for name in self.order) if self.order is not None else values
+
+
+@dataclass(frozen=True)
+class NewGrade:
+    """A graded answer to store (`Store.add_grades`)."""
+
+    id: str
+    question_id: str
+    answer: str
+    candidate: str | None
+    outcome: Outcome
+    by: str
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "question_id": self.question_id,
+            "answer": self.answer,
+            "candidate": self.candidate,
+            "batch_id": None,
+            "seq": None,
+            "created_by": self.by,
+            "created_at": _now(),
+            **_outcome_values(self.outcome),
+        }
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the token's id and the reviewer name it was created for."""
@@ -214,12 +256,27 @@ class Store:
                 raise
             raise DatabaseError(f"cannot open the database {self.label}: {_reason(exc)}") from None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._live_token = _DriverQuery(_LIVE_TOKEN, self.engine)
+        self._grade_stored = _DriverQuery(_GRADE_STORED, self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
     def session(self) -> Session:
         return self.sessions()
+
+    def _first(self, query: _DriverQuery, **params: Any) -> tuple[Any, ...] | None:
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(query.sql, query.parameters(params))
+                row: tuple[Any, ...] | None = cursor.fetchone()
+                return row
+            finally:
+                cursor.close()
+        finally:
+            connection.close()  # back to the pool
 
     # --- tokens and sessions -------------------------------------------------------------------------
 
@@ -245,11 +302,10 @@ class Store:
         return int(getattr(found, "rowcount", 0))
 
     def authenticate(self, token: str) -> Principal | None:
-        # Every API call asks this: two columns over a pooled connection, not an entity through an ORM
-        # session (0.06 ms instead of 0.6 ms on SQLite). Never cached: a revoked token fails at once.
-        with self.engine.connect() as connection:
-            row = connection.execute(_LIVE_TOKEN, {"digest": _digest(token)}).first()
-        return Principal(row.id, row.name) if row is not None else None
+        # Every API call asks this: two columns through the driver, not an entity through an ORM session
+        # (0.6 ms on SQLite) nor SQLAlchemy's execution (0.04 ms). Never cached: a revoked token fails at once.
+        row = self._first(self._live_token, digest=_digest(token))
+        return Principal(row[0], row[1]) if row is not None else None
 
     def open_session(self, principal: Principal) -> str:
         cookie = secrets.token_urlsafe(32)
@@ -285,33 +341,43 @@ class Store:
 
     def add_grade(
         self, grade_id: str, question_id: str, answer: str, candidate: str | None, outcome: Outcome, by: str
-    ) -> GradeRow:
-        """Store one graded answer. A grade id already stored for the same question and answer is the same
-        request again: the stored row is returned. Another answer under that id is a `Conflict`."""
-        values: dict[str, Any] = {
-            "id": grade_id,
-            "question_id": question_id,
-            "answer": answer,
-            "candidate": candidate,
-            "batch_id": None,
-            "seq": None,
-            "created_by": by,
-            "created_at": _now(),
-            **_outcome_values(outcome),
-        }
-        with self.session() as s:
-            try:
-                # A plain INSERT, not the ORM's unit of work: half the time, once per API grade.
-                with self.engine.begin() as connection:
-                    connection.execute(_INSERT_GRADE, values)
-            except IntegrityError:
-                existing = s.get(GradeRow, grade_id)
-                if existing is None:
-                    raise
-                if existing.question_id != question_id or existing.answer != answer:
-                    raise Conflict(f"grade id {grade_id!r} is already stored for another answer") from None
-                return existing
-        return GradeRow(**values)
+    ) -> GradeRow | None:
+        """Store one graded answer; None once it is stored. A grade id already stored for the same question
+        and answer is the same request again: the stored row is returned (and nothing stored). Another
+        answer under that id is a `Conflict`."""
+        return self._add_one(NewGrade(grade_id, question_id, answer, candidate, outcome, by))
+
+    def add_grades(self, grades: Sequence[NewGrade]) -> list[GradeRow | Exception | None]:
+        """Store graded answers in one transaction (the API's requests that finished grading together); for
+        each, what `add_grade` returns, or what it raises (a `Conflict`). When an id is taken, each is stored
+        on its own instead, in order."""
+        try:
+            # A plain INSERT over a pooled connection, not the ORM's unit of work, and no ORM row built
+            # for the caller (who has the outcome): once per API grade (issue 15).
+            with self.engine.begin() as connection:
+                connection.execute(_INSERT_GRADE, [g.values() for g in grades])
+        except IntegrityError:
+            results: list[GradeRow | Exception | None] = []
+            for grade in grades:
+                try:
+                    results.append(self._add_one(grade))
+                except Exception as exc:  # this request's error, not the others'
+                    results.append(exc)
+            return results
+        return [None] * len(grades)
+
+    def _add_one(self, grade: NewGrade) -> GradeRow | None:
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(_INSERT_GRADE, grade.values())
+        except IntegrityError:
+            existing = self.grade(grade.id)
+            if existing is None:
+                raise
+            if existing.question_id != grade.question_id or existing.answer != grade.answer:
+                raise Conflict(f"grade id {grade.id!r} is already stored for another answer") from None
+            return existing
+        return None
 
     def existing(self, grade_ids: Iterable[str]) -> dict[str, GradeRow]:
         ids = list(grade_ids)
@@ -391,9 +457,8 @@ class Store:
             connection.execute(_SET_OUTCOME, [{"grade_id": i, **_outcome_values(o)} for i, o in outcomes])
 
     def grade(self, grade_id: str) -> GradeRow | None:
-        with self.engine.connect() as connection:
-            if connection.execute(_GRADE_STORED, {"grade_id": grade_id}).first() is None:
-                return None  # POST /v1/grades asks this of every new id: no ORM session for a miss
+        if self._first(self._grade_stored, grade_id=grade_id) is None:
+            return None  # POST /v1/grades asks this of every new id: no ORM session for a miss
         with self.session() as s:
             return s.get(GradeRow, grade_id)
 

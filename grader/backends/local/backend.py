@@ -10,7 +10,9 @@ question pasted back, glued keywords, off-topic, or another question's answer.
 Reviewed answers shown with a request (`request.reviewed`, learning from reviews) are labelled neighbours:
 each votes for the tier a person gave it, weighted by how similar it is to the answer (whole answer
 against whole answer, this embedder), and the rule's tier probabilities count as a few such votes
-(`learn_from_reviews`). Guard rails still come first. With no reviewed answers, nothing changes.
+(`learn_from_reviews`). Before that, the key points they were ticked for pull the rule's point verdicts
+towards theirs (`learn_points`), and the rule's tier probabilities come from the pulled verdicts. Guard
+rails still come first. With no reviewed answers, nothing changes.
 
 Requests that arrive together (a batch, or `asyncio.gather` over many answers) are embedded in one
 model call: `grade()` queues the request and the queue is flushed on the next turn of the event loop.
@@ -29,7 +31,7 @@ import numpy as np
 
 from grader.backends.base import Backend
 from grader.backends.local.embedder import Embedder
-from grader.backends.local.rule import Analysis, Match, TierRule
+from grader.backends.local.rule import Analysis, Match, TierRule, tier_features
 from grader.backends.local.text import (
     OrderModel,
     Span,
@@ -63,6 +65,12 @@ ORDER_MIN_WORDS = 40
 #: neighbours the other answers to its question), see FIT-learning.md.
 NEIGHBOUR_TAU = 0.1
 NEIGHBOUR_PRIOR = 0.1
+#: Learning from reviews (`learn_points`): each key point's probability moves this share of the way
+#: towards the reviewed answers' ticks for it (their mean, weighted as their tier votes are), before the
+#: rule turns the points into tier probabilities. Where neighbours are dissimilar their tier says little
+#: about this answer, but how often people ticked each point for this question still does. Chosen on the
+#: dev data only (answers-dev; 0.25-0.35 all help, SAF's reviews carry no ticks), see FIT-learning.md.
+NEIGHBOUR_POINTS = 0.3
 
 
 @dataclass(frozen=True)
@@ -180,7 +188,8 @@ class LocalBackend(Backend):
     def cache_key(self) -> str:
         contrast = hashlib.sha256("".join(q.fingerprint() for q in self.contrast_bank).encode()).hexdigest()[:16]
         order = hashlib.sha256(self.order_model.to_json().encode()).hexdigest()[:16]
-        learn = f"{NEIGHBOUR_TAU}/{NEIGHBOUR_PRIOR}"  # how reviewed answers are weighed (none: no effect)
+        # How reviewed answers are weighed (none shown: no effect).
+        learn = f"{NEIGHBOUR_TAU}/{NEIGHBOUR_PRIOR}/{NEIGHBOUR_POINTS}"
         return f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}:learn={learn}"
 
     @property
@@ -434,7 +443,12 @@ class LocalBackend(Backend):
             # probabilities as the prior. A red flag counts through those probabilities here, not as a veto:
             # on the dev data, people's grades of near-identical answers were the better evidence (a red
             # flag shown with a tier above poor is sent for review by the review policy all the same).
-            probs = learn_from_reviews(rule.probabilities(a), request.reviewed)
+            # The points they were ticked for first pull this answer's point verdicts (tier only: the
+            # covered points shown, with their quotes, are still the rule's own).
+            pulled = learn_points(p_points, q, request.reviewed)
+            x = tier_features(a, pulled, p_flags, rule.point_threshold, rule.flag_threshold)
+            prior = {t: float(v) for t, v in zip(TIERS, rule.tier.classes(x[None, :])[0], strict=True)}
+            probs = learn_from_reviews(prior, request.reviewed)
             tier = Tier(max(probs, key=probs.__getitem__))
             confidence, reason = probs[tier.value], None
         elif flags:
@@ -486,6 +500,27 @@ def learn_from_reviews(
         votes[r.tier.value] += float(np.exp((similarity - 1.0) / tau))
     total = sum(votes.values()) + weight
     return {t: (votes[t] + weight * prior[t]) / total for t in TIERS}
+
+
+def learn_points(
+    p_points: np.ndarray,
+    question: Question,
+    reviewed: tuple[Reviewed, ...],
+    *,
+    tau: float = NEIGHBOUR_TAU,
+    share: float = NEIGHBOUR_POINTS,
+) -> np.ndarray:
+    """The rule's key-point probabilities (`p_points`, in `question.key_points` order) moved `share` of the
+    way towards the reviewed answers' ticks: for each point, the share of them ticked for it, each weighted
+    exp((similarity - 1) / tau) relative to the others. Reviewed answers of which none has a tick (a bank
+    without point verdicts, such as SAF's) leave the probabilities as they are."""
+    ids = [p.id for p in question.key_points]
+    if not p_points.size or not reviewed or not any(set(r.covered) & set(ids) for r in reviewed):
+        return p_points
+    similarity = np.array([r.similarity if r.similarity is not None else 0.0 for r in reviewed])
+    weight = np.exp((similarity - similarity.max()) / tau)
+    ticked = np.array([[point in r.covered for point in ids] for r in reviewed], dtype=np.float64)
+    return (1.0 - share) * p_points + share * (weight @ ticked) / weight.sum()
 
 
 def guard_rail(a: Analysis, rule: TierRule) -> tuple[float, str] | None:
