@@ -36,7 +36,7 @@ from grader.grading.engine import Engine, Graded, Job
 from grader.grading.review import check_answer
 from grader.grading.reviews import ReviewBank
 from grader.rubric import Question, Rubric, load_rubric
-from grader.service.store import Conflict, GradeRow, NewGrade, Principal, Store
+from grader.service.store import Conflict, GradeRow, NewGrade, Principal, Store, joined
 
 log = logging.getLogger("grader.service")
 
@@ -495,8 +495,7 @@ def _install_api(app: FastAPI) -> None:
         review = service.store.add_review(body.grade_id, who.name, body.tier, body.covered, body.red_flags, body.note)
         model = row.result()
         if service.settings.learn:
-            joined = next(r for r in service.store.reviewed_grades() if r.review_id == review.id)
-            service.reviews.add(row.question_id, joined.as_reviewed())
+            service.reviews.add(row.question_id, joined(review, row, model).as_reviewed())
         return ReviewOut(
             id=review.id,
             grade_id=row.id,

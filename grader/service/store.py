@@ -568,7 +568,7 @@ class Store:
         with self.session() as s:
             for review, grade in s.execute(query).all():
                 model = grade.result()
-                yield _joined(review, grade, model)
+                yield joined(review, grade, model)
 
     def calibration_pairs(self) -> list[Pair]:
         """Every reviewer's latest review of each grade as an interviewer's grade of that answer, paired
@@ -604,7 +604,8 @@ class Store:
         return build_report(pairs, settings=Settings(resamples=resamples), human_path=f"reviews in {self.label}")
 
 
-def _joined(review: ReviewRow, grade: GradeRow, model: Outcome | None) -> ReviewedGrade:
+def joined(review: ReviewRow, grade: GradeRow, model: Outcome | None) -> ReviewedGrade:
+    """A review with the grade it reviews (`model` is that grade's outcome)."""
     covered = review.covered
     flags = review.red_flags
     if isinstance(model, Grade):
