@@ -207,6 +207,12 @@ class ServiceError(GraderError):
     exit_code = 18
 
 
+class AuditDataError(GraderError):
+    """`grader audit`: grades or demographics it cannot audit (names the file and line or column)."""
+
+    exit_code = 19
+
+
 class UsageError(GraderError):
     """The command line asks for something it cannot do: a missing or contradictory option, an unknown
     backend or suite, an output that exists. Exit 2, as the CLI framework's own usage errors."""

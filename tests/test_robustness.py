@@ -586,6 +586,10 @@ def _cause(code: int, tmp: Path, monkeypatch: pytest.MonkeyPatch, stack: ExitSta
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         return ["serve", "--db", str(tmp / "s.sqlite"), "--port", str(taken.getsockname()[1]), "-b", "fake"]
+    if code == 19:
+        (tmp / "people.csv").write_text("candidate,sex\nc1,\n")  # the sex column holds no known value
+        (tmp / "graded.jsonl").write_text('{"id": "a", "candidate": "c1", "question_id": "q", "tier": "great"}\n')
+        return ["audit", str(tmp / "graded.jsonl"), "--demographics", str(tmp / "people.csv"), "-o", str(tmp / "r")]
     if code == 20:
         (tmp / "human.csv").write_text("id,interviewer,question,tier\na,dana,1,poor\n")
         (tmp / "model.jsonl").write_text('{"id": "a"}\n')

@@ -8,7 +8,7 @@ data URIs drawn by matplotlib, and carries no script and no outside resource.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ from grader.calibration.metrics import Agreement, HumanAgreement, Interval, agre
 from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
 from grader.reports import files, pages, plots
-from grader.reports.files import ReportModel
+from grader.reports.files import ReportModel, markdown_table
 
 #: Disagreements listed in the Markdown and HTML pages (the JSON holds them all).
 SHOWN_DISAGREEMENTS = 200
@@ -215,17 +215,6 @@ def metric_cells(m: Agreement) -> list[str]:
     ]
 
 
-def _md_cell(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(head: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
-    head = list(head)
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return lines
-
-
 def summary_lines(report: CalibrationReport) -> list[str]:
     c, s, inputs = report.counts, report.settings, report.inputs
     source = f"model grades from {inputs.model_grades}" if inputs.model_grades else "answers graded by this run"
@@ -279,7 +268,7 @@ def row_tables(report: CalibrationReport) -> list[tuple[str, list[str], list[lis
 
 
 def _confusion_md(matrix: list[list[int]]) -> list[str]:
-    return _md_table(["interviewer \\ model", *TIERS], [[t, *row] for t, row in zip(TIERS, matrix, strict=True)])
+    return markdown_table(["interviewer \\ model", *TIERS], [[t, *row] for t, row in zip(TIERS, matrix, strict=True)])
 
 
 def to_markdown(report: CalibrationReport) -> str:
@@ -287,7 +276,7 @@ def to_markdown(report: CalibrationReport) -> str:
     lines = ["# Calibration: interviewers against the model", ""]
     lines += [f"- {line}" for line in summary_lines(report)]
     lines += ["", "## Overall", ""]
-    lines += _md_table(METRIC_COLUMNS, [metric_cells(o)])
+    lines += markdown_table(METRIC_COLUMNS, [metric_cells(o)])
     lines += [f"- warning: {w}" for w in o.warnings]
     if o.confusion:
         lines += ["", "Confusion matrix (rows: interviewer, columns: model):", ""]
@@ -297,7 +286,7 @@ def to_markdown(report: CalibrationReport) -> str:
         ("Per question", report.questions, "question"),
     ):
         lines += ["", f"## {title}", ""]
-        lines += _md_table([label, *METRIC_COLUMNS], [[name, *metric_cells(m)] for name, m in groups.items()])
+        lines += markdown_table([label, *METRIC_COLUMNS], [[name, *metric_cells(m)] for name, m in groups.items()])
         warnings = warning_rows(groups)
         if warnings:
             lines += ["", "Warnings:", "", *(f"- {w}" for w in warnings)]
@@ -331,7 +320,7 @@ def to_markdown(report: CalibrationReport) -> str:
         lines.append(f"{len(report.disagreements) - SHOWN_DISAGREEMENTS} more in {STEM}.json.")
     for title, head, rows in row_tables(report):
         lines += ["", f"## {title} ({len(rows)})", ""]
-        lines += _md_table(head, rows)
+        lines += markdown_table(head, rows)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -72,7 +72,7 @@ def _root(
 
 
 def _register() -> None:
-    from grader.cli import backends, batch, calibrate, grade, rubric, serve, transcript
+    from grader.cli import audit, backends, batch, calibrate, grade, rubric, serve, transcript
     from grader.cli import eval as eval_cli
 
     app.command("backends")(backends.backends)
@@ -80,6 +80,7 @@ def _register() -> None:
     app.add_typer(rubric.app, name="rubric")
     app.command("eval")(eval_cli.eval_)
     app.command("calibrate")(calibrate.calibrate)
+    app.command("audit")(audit.audit)
     app.command("batch")(batch.batch)
     app.command("transcript")(transcript.transcript)
     app.command("serve")(serve.serve)

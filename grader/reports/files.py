@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,3 +39,16 @@ def write_reports(
     except OSError as exc:
         raise GraderError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     return paths
+
+
+def markdown_cell(text: Any) -> str:
+    """One Markdown table cell: pipes, backslashes and line breaks cannot break the table."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(head: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    head = list(head)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows]
+    return lines

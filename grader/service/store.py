@@ -570,6 +570,18 @@ class Store:
                 model = grade.result()
                 yield joined(review, grade, model)
 
+    def outcomes(self) -> Iterator[tuple[str, str | None, str, Tier | None]]:
+        """Every graded or failed answer, in the order stored: id, candidate, question id, and the tier
+        (None for a failure). What `grader audit` reads."""
+        query = (
+            select(GradeRow.id, GradeRow.candidate, GradeRow.question_id, GradeRow.tier)
+            .where(GradeRow.status.in_(("graded", "failed")))
+            .order_by(GradeRow.created_at, GradeRow.batch_id, GradeRow.seq)
+        )
+        with self.session() as s:
+            for gid, candidate, question, tier in s.execute(query):
+                yield gid, candidate, question, Tier(tier) if tier else None
+
     def calibration_pairs(self) -> list[Pair]:
         """Every reviewer's latest review of each grade as an interviewer's grade of that answer, paired
         with the model's grade: what `grader calibrate --db` and the overview page measure."""

@@ -1,0 +1,1 @@
+"""Bias audits: scoring and selection rates, impact ratios, the four-fifths rule (`grader audit`)."""

@@ -1,0 +1,272 @@
+"""What an audit reads: the model's grades, who the candidates are, and the interviewers' grades.
+
+- GRADES: `grader batch` output (`.jsonl`/`.ndjson` or `.csv`; the input's `candidate` column is carried
+  through next to the grade's fields), or a `grader serve` database (a SQLite file or a URL), whose
+  grades carry the candidate the API was given and whose reviews are the interviewers' grades.
+- Demographics: a CSV with a `candidate` column and one column per category (`sex`, `race_ethnicity`, or
+  any named with `--category`). A blank cell, or `unknown`, `declined`, `prefer not to say`, `n/a`,
+  is an unknown category: counted, never compared.
+- Interviewers (`--interviewers`): `grader calibrate`'s human.csv (`interviewer`, `question`, `tier`, `id`),
+  joined to GRADES by `id`.
+
+Nothing is dropped without a count: failed grades, rows with no candidate, candidates missing from the
+demographics (unknown in every category), people in the demographics with no grade, and interviewer
+grades whose id GRADES lacks are all counted in the report. Malformed input is an `AuditDataError` naming
+the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from grader.calibration.data import read_human_grades
+from grader.errors import AuditDataError, EncodingError
+from grader.grading import rows
+from grader.grading.contract import Grade, Tier
+from grader.textfiles import open_text
+
+#: Cells that say the category is not known (compared after trimming and lower-casing).
+UNKNOWN_VALUES = frozenset(
+    {"", "unknown", "not known", "declined", "decline", "prefer not to say", "not disclosed", "n/a", "na", "none"}
+)
+DEFAULT_CATEGORIES = ("sex", "race_ethnicity")
+_GRADE_FILES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+@dataclass(frozen=True)
+class GradedAnswer:
+    """One answer's grade in GRADES: its tier, or None when grading it failed."""
+
+    where: str
+    id: str | None
+    candidate: str | None
+    question: str | None
+    tier: Tier | None
+
+
+@dataclass(frozen=True)
+class InterviewerGrade:
+    """One interviewer's tier for one answer, and the model's tier for it (None when the model's failed)."""
+
+    interviewer: str
+    id: str
+    candidate: str | None
+    tier: Tier
+    model: Tier | None
+
+
+@dataclass
+class Grades:
+    """GRADES read: every graded answer, and the interviewer grades a database holds."""
+
+    label: str
+    answers: list[GradedAnswer]
+    interviewers: list[InterviewerGrade] | None = None
+
+
+@dataclass
+class People:
+    """The demographics file: each candidate's value in each category column (None: unknown)."""
+
+    path: str
+    columns: tuple[str, ...]
+    categories: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+
+def is_database(source: str) -> bool:
+    return "://" in source or Path(source).suffix.lower() in (".db", ".sqlite", ".sqlite3")
+
+
+def read_grades(source: str) -> Grades:
+    """GRADES from a batch output file or a service database."""
+    if is_database(source):
+        return _from_database(source)
+    path = Path(source)
+    kind = _GRADE_FILES.get(path.suffix.lower())
+    if kind is None:
+        raise AuditDataError(
+            f"{path}: unknown grades format {path.suffix or '(none)'!r}",
+            hint="give `grader batch` output (.jsonl or .csv) or a `grader serve` database (.sqlite, or a URL)",
+        )
+    answers = list(_jsonl_answers(path) if kind == "jsonl" else _csv_answers(path))
+    if not answers:
+        raise AuditDataError(f"{path}: no grades")
+    return Grades(str(path), answers)
+
+
+def _jsonl_answers(path: Path) -> Iterator[GradedAnswer]:
+    with open_text(path, encoding="utf-8-sig") as stream:
+        number = 0
+        try:
+            for number, text in enumerate(stream, start=1):  # noqa: B007 - `number` names the failing line
+                if not text.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise AuditDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+                except RecursionError:
+                    raise AuditDataError(f"{where}: JSON nested too deeply") from None
+                if not isinstance(record, dict):
+                    raise AuditDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                yield _answer(where, record)
+        except UnicodeDecodeError as exc:
+            raise EncodingError(
+                f"{path}:{number + 1}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})"
+            ) from None
+
+
+def _csv_answers(path: Path) -> Iterator[GradedAnswer]:
+    with open_text(path, encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream, strict=True)
+        line = 1
+        try:
+            if not reader.fieldnames:
+                raise AuditDataError(f"{path}: empty file; expected `grader batch` output with a header row")
+            for record in reader:
+                line = reader.line_num
+                where = f"{path}:{line}"
+                if None in record:
+                    raise AuditDataError(f"{where}: more cells than the header has columns")
+                try:
+                    decoded = rows.decode_cells(record)
+                except ValueError as exc:
+                    raise AuditDataError(f"{where}: {exc}") from None
+                yield _answer(where, decoded)
+        except UnicodeDecodeError as exc:
+            raise EncodingError(f"{path}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})") from None
+        except csv.Error as exc:
+            raise AuditDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return str(value).strip() or None
+
+
+def _answer(where: str, record: dict[str, Any]) -> GradedAnswer:
+    if "candidate" not in record:
+        raise AuditDataError(
+            f"{where}: no `candidate` field",
+            hint="`grader batch` carries input columns through: add a candidate column to its input",
+        )
+    try:
+        outcome = rows.from_record(record)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field_name = ".".join(str(p) for p in err["loc"])
+        raise AuditDataError(f"{where}: {field_name}: {err['msg']}") from None
+    if outcome is None:
+        raise AuditDataError(f"{where}: no grade (no `tier` and no error): not `grader batch` output")
+    question = outcome.question_id
+    tier = outcome.tier if isinstance(outcome, Grade) else None
+    return GradedAnswer(where, _text(record.get("id")), _text(record.get("candidate")), question, tier)
+
+
+def _from_database(source: str) -> Grades:
+    from grader.service.store import Store
+
+    store = Store(source, create=False)
+    try:
+        answers = [
+            GradedAnswer(f"{store.label}: grade {gid}", gid, candidate, question, tier)
+            for gid, candidate, question, tier in store.outcomes()
+        ]
+        reviews = [
+            InterviewerGrade(
+                p.human.interviewer,
+                p.answer_id,
+                p.human.candidate,
+                p.human.tier,
+                p.model.tier if p.model is not None else None,
+            )
+            for p in store.calibration_pairs()
+        ]
+    finally:
+        store.close()
+    if not answers:
+        raise AuditDataError(f"{store.label}: no grades in the database")
+    return Grades(store.label, answers, reviews)
+
+
+def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
+    """The demographics file. `columns` None: `sex` and `race_ethnicity`, whichever the file has."""
+    with open_text(path, encoding="utf-8-sig") as stream:
+        reader = csv.reader(stream, strict=True)
+        try:
+            header = next(reader, None)
+            if not header:
+                raise AuditDataError(f"{path}: empty file; expected a header row with candidate and categories")
+            names = [h.strip().lower() for h in header]
+            if "candidate" not in names:
+                raise AuditDataError(f"{path}:1: no `candidate` column (the header has {', '.join(header)})")
+            wanted = columns or tuple(c for c in DEFAULT_CATEGORIES if c in names)
+            if not wanted:
+                raise AuditDataError(
+                    f"{path}:1: no category column",
+                    hint="name them with --category (the header has " + ", ".join(header) + ")",
+                )
+            missing = [c for c in wanted if c.lower() not in names]
+            if missing:
+                raise AuditDataError(f"{path}:1: no column {', '.join(missing)} (the header has {', '.join(header)})")
+            index = {c: names.index(c.lower()) for c in ("candidate", *wanted)}
+            people = People(str(path), tuple(wanted))
+            seen: dict[str, int] = {}
+            spelled: dict[tuple[str, str], str] = {}  # one spelling per value: `female` and `Female` are one
+            for cells in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    raise AuditDataError(f"{path}:{line}: {len(cells)} cells but the header has {len(header)} columns")
+                candidate = cells[index["candidate"]].strip()
+                if not candidate:
+                    raise AuditDataError(f"{path}:{line}: empty candidate")
+                if candidate in seen:
+                    raise AuditDataError(f"{path}:{line}: candidate {candidate!r} already on line {seen[candidate]}")
+                seen[candidate] = line
+                values: dict[str, str | None] = {}
+                for column in wanted:
+                    cell = " ".join(cells[index[column]].split())
+                    values[column] = (
+                        None if cell.lower() in UNKNOWN_VALUES else spelled.setdefault((column, cell.lower()), cell)
+                    )
+                people.categories[candidate] = values
+        except UnicodeDecodeError as exc:
+            raise EncodingError(f"{path}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})") from None
+        except csv.Error as exc:
+            raise AuditDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+    if not people.categories:
+        raise AuditDataError(f"{path}: no candidates (only a header)")
+    for column in wanted:
+        if all(v[column] is None for v in people.categories.values()):
+            raise AuditDataError(
+                f"{path}: column {column!r} is empty: no candidate has a known value",
+                hint="fill it in, or leave it out of --category",
+            )
+    return people
+
+
+def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade], int]:
+    """human.csv joined to GRADES by id: the interviewer grades, and how many named an id GRADES lacks."""
+    human = read_human_grades(path, join="id")  # its errors name the file and line (exit 20, as calibrate's)
+    by_id = {a.id: a for a in grades.answers if a.id is not None}
+    out: list[InterviewerGrade] = []
+    unmatched = 0
+    for row in human:
+        found = by_id.get(row.id or "")
+        if found is None:
+            unmatched += 1
+            continue
+        candidate = row.candidate or found.candidate
+        out.append(InterviewerGrade(row.interviewer, row.id or "", candidate, row.tier, found.tier))
+    return out, unmatched

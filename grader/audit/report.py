@@ -1,0 +1,507 @@
+"""The bias audit: units built from the grades and the demographics, every analysis, and the report
+(`audit.json`, `audit.md`, `audit.html`) in the shape the NYC rules ask a summary to take: per category
+and per intersection the number of units, the scoring (or selection) rate and the impact ratio, the
+categories left out under the 2 % rule, and the number of unknown category."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from grader.audit import metrics
+from grader.audit.data import Grades, InterviewerGrade, People
+from grader.audit.metrics import CROSS, Dimension, Unit
+from grader.errors import AuditDataError
+from grader.grading.contract import Tier
+from grader.reports import files, pages, plots
+from grader.reports.files import ReportModel, markdown_table
+
+STEM = "audit"
+#: Candidates named in a message or the report before "and N more".
+SHOWN = 20
+#: Said in every report: what this audit is and is not.
+LIMITS = (
+    "This audit measures the data given to it. It is not the independent bias audit New York City's Local "
+    "Law 144 requires: that must be done by an auditor with no stake in the tool, on the tool's historical "
+    "data from real use (or test data when that is too thin), once a year.",
+    "Scores are tiers (great 2, mediocre 1, poor 0) averaged per candidate; with few answers per candidate "
+    "many candidates share the median score, and 'above the median' is strict, as the rules define it.",
+    "Small categories give wide intervals. A ratio marked 'not trusted' (under 30 units, or a 95 % interval "
+    "that straddles 0.8) cannot show on which side of the four-fifths line the tool falls.",
+    "An impact ratio under 0.8 is evidence of adverse impact to look into (29 CFR 1607.4(D)), not proof; "
+    "one at or above 0.8 is not proof of fairness either. The EEOC holds the employer responsible for a "
+    "vendor's tool.",
+)
+
+
+class CategoryResult(ReportModel):
+    n: int = Field(description="Units (candidates, or answers with --per-answer) in this category.")
+    share: float = Field(description="The category's share of all units in the audit.")
+    hits: int = Field(description="Units scoring above the median (scoring) or selected (selection).")
+    rate: float = Field(description="hits / n: the scoring or selection rate.")
+    impact_ratio: float | None = Field(
+        description="rate / the highest compared category's rate; null when excluded under the 2 % rule or "
+        "when no category scores."
+    )
+    ci_95: tuple[float, float] | None = Field(default=None, description="Bootstrap 95 % interval of the ratio.")
+    fisher_p: float | None = Field(default=None, description="Fisher's exact test against the highest category.")
+    below_four_fifths: bool | None = Field(default=None, description="impact_ratio < 0.8 (29 CFR 1607.4(D)).")
+    excluded: bool = Field(description="Under 2 % of the units: reported, kept out of the ratios.")
+    highest: bool = False
+    trusted: bool | None = Field(default=None, description="False: too few units, or the interval straddles 0.8.")
+    caution: str | None = None
+
+
+class DimensionResult(ReportModel):
+    columns: list[str]
+    categories: dict[str, CategoryResult]
+    unknown: int = Field(description="Units whose category here is unknown: counted, not compared.")
+    reference: str | None = Field(description="The category with the highest rate, that the others divide by.")
+    excluded: list[str] = Field(description="Categories under 2 % of the units.")
+    below_four_fifths: list[str]
+    note: str | None = None
+
+
+class Analysis(ReportModel):
+    kind: Literal["scoring", "selection"]
+    rule: str = Field(description="What makes a unit count: above the median, or selected at a tier.")
+    median: float | None
+    units: int
+    hits: int
+    dimensions: dict[str, DimensionResult]
+
+
+class Counts(ReportModel):
+    rows: int = Field(description="Answers in GRADES.")
+    graded: int
+    failed: int = Field(description="Answers the model could not grade: left out of every score.")
+    no_candidate: int = Field(description="Graded answers with no candidate: left out (the unit is a candidate).")
+    units: int
+    unknown_candidates: int = Field(description="Candidates graded but missing from the demographics.")
+    missing_from_demographics: list[str] = Field(description=f"Their ids (the first {SHOWN}).")
+    not_graded: int = Field(description="People in the demographics with no graded answer.")
+
+
+class InterviewerResult(ReportModel):
+    interviewer: str
+    answers: int = Field(description="Answers this interviewer graded that the model graded too.")
+    units: int
+    interviewer_scoring: Analysis = Field(description="Scored by the interviewer's tiers.")
+    model_scoring: Analysis = Field(description="The model's tiers on the same answers.")
+
+
+class InterviewerCounts(ReportModel):
+    grades: int
+    unmatched: int = Field(description="Interviewer grades whose id GRADES does not hold.")
+    model_failed: int = Field(description="Interviewer grades of answers the model failed to grade.")
+    no_candidate: int
+
+
+class AuditReport(ReportModel):
+    """Every figure of one `grader audit`."""
+
+    source: str
+    demographics: str
+    unit: Literal["candidate", "answer"]
+    categories: list[str]
+    counts: Counts
+    unknown: dict[str, int] = Field(description="Units of unknown category, per column.")
+    scoring: Analysis
+    selection: Analysis | None = None
+    interviewers: list[InterviewerResult] | None = None
+    interviewer_counts: InterviewerCounts | None = None
+    settings: dict[str, float | int]
+    limits: list[str]
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One answer's tier, ready to be grouped into units."""
+
+    unit: str
+    candidate: str
+    tier: Tier
+
+
+def units_of(scored: Sequence[Scored], people: People) -> list[Unit]:
+    by_unit: dict[str, list[Scored]] = defaultdict(list)
+    for s in scored:
+        by_unit[s.unit].append(s)
+    unknown = dict.fromkeys(people.columns)
+    return [
+        Unit(key, metrics.score_of(s.tier for s in items), people.categories.get(items[0].candidate, unknown))
+        for key, items in by_unit.items()
+    ]
+
+
+def analyse(
+    units: Sequence[Unit], people: People, kind: Literal["scoring", "selection"], selected: Tier | None = None
+) -> Analysis:
+    """Every dimension (each column, then their intersection) of one analysis."""
+    median = metrics.median(units)
+    if kind == "scoring":
+        hit: Callable[[Unit], bool] = metrics.above(median if median is not None else 0.0)
+        rule = f"score above the sample's median ({median:g})" if median is not None else "score above the median"
+    else:
+        assert selected is not None
+        level = metrics.TIER_SCORE[selected]
+        hit = metrics.at_least(level)
+        rule = f"selected at {selected.value}: score {level} or more"
+    groupings: list[tuple[str, ...]] = [(c,) for c in people.columns]
+    if len(people.columns) > 1:
+        groupings.append(tuple(people.columns))
+    dims = {CROSS.join(cols): _dimension(metrics.dimension(units, cols, hit)) for cols in groupings}
+    return Analysis(
+        kind=kind, rule=rule, median=median, units=len(units), hits=sum(hit(u) for u in units), dimensions=dims
+    )
+
+
+def _dimension(d: Dimension) -> DimensionResult:
+    return DimensionResult(
+        columns=list(d.columns),
+        categories={
+            r.category: CategoryResult(
+                n=r.n,
+                share=round(r.share, 4),
+                hits=r.hits,
+                rate=round(r.rate, 4),
+                impact_ratio=_round(r.impact_ratio),
+                ci_95=(round(r.interval[0], 4), round(r.interval[1], 4)) if r.interval else None,
+                fisher_p=_round(r.fisher_p),
+                below_four_fifths=r.below_four_fifths,
+                excluded=r.excluded,
+                highest=r.highest,
+                trusted=r.trusted,
+                caution=r.caution,
+            )
+            for r in d.rates
+        },
+        unknown=d.unknown,
+        reference=d.reference,
+        excluded=[r.category for r in d.rates if r.excluded],
+        below_four_fifths=[r.category for r in d.rates if r.below_four_fifths],
+        note=d.note,
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def build_report(
+    grades: Grades,
+    people: People,
+    *,
+    per_answer: bool = False,
+    selected: Tier | None = None,
+    interviewers: list[InterviewerGrade] | None = None,
+    unmatched: int = 0,
+) -> AuditReport:
+    """The whole audit of `grades` against `people`."""
+    graded = [a for a in grades.answers if a.tier is not None]
+    with_candidate = [a for a in graded if a.candidate]
+    scored = [
+        Scored((a.id or a.where) if per_answer else (a.candidate or ""), a.candidate or "", a.tier)
+        for a in with_candidate
+        if a.tier is not None
+    ]
+    units = units_of(scored, people)
+    candidates = {a.candidate for a in with_candidate if a.candidate}
+    missing = sorted(c for c in candidates if c not in people.categories)
+    if candidates and len(missing) == len(candidates):
+        raise AuditDataError(
+            f"{people.path}: none of the {len(candidates)} graded candidates is in it "
+            f"(GRADES has {', '.join(missing[:3])}...; it has {', '.join(list(people.categories)[:3])}...)",
+            hint="both files must name candidates the same way",
+        )
+    if not candidates:
+        raise AuditDataError(f"{grades.label}: no graded answer names a candidate: nothing to audit")
+    scoring = analyse(units, people, "scoring")
+    unknown = {c: sum(u.categories.get(c) is None for u in units) for c in people.columns}
+    report = AuditReport(
+        source=grades.label,
+        demographics=people.path,
+        unit="answer" if per_answer else "candidate",
+        categories=list(people.columns),
+        counts=Counts(
+            rows=len(grades.answers),
+            graded=len(graded),
+            failed=len(grades.answers) - len(graded),
+            no_candidate=len(graded) - len(with_candidate),
+            units=len(units),
+            unknown_candidates=len(missing),
+            missing_from_demographics=missing[:SHOWN],
+            not_graded=sum(1 for c in people.categories if c not in candidates),
+        ),
+        unknown=unknown,
+        scoring=scoring,
+        settings={
+            "min_share": metrics.MIN_SHARE,
+            "min_units": metrics.MIN_UNITS,
+            "four_fifths": metrics.FOUR_FIFTHS,
+            "resamples": metrics.RESAMPLES,
+            "level": metrics.LEVEL,
+            "seed": metrics.SEED,
+        },
+        limits=list(LIMITS),
+    )
+    if selected is not None:
+        report.selection = analyse(units, people, "selection", selected)
+    if interviewers is not None:
+        report.interviewers, report.interviewer_counts = _interviewers(
+            interviewers, people, per_answer=per_answer, unmatched=unmatched
+        )
+    return report
+
+
+def _interviewers(
+    grades: list[InterviewerGrade], people: People, *, per_answer: bool, unmatched: int
+) -> tuple[list[InterviewerResult], InterviewerCounts]:
+    """Each interviewer's rates on the candidates they graded, next to the model's on the same answers."""
+    usable = [g for g in grades if g.model is not None and g.candidate]
+    by_interviewer: dict[str, list[InterviewerGrade]] = defaultdict(list)
+    for g in usable:
+        by_interviewer[g.interviewer].append(g)
+    results = []
+    for name, own in sorted(by_interviewer.items()):
+
+        def unit(g: InterviewerGrade) -> str:
+            return g.id if per_answer else g.candidate or ""
+
+        human = units_of([Scored(unit(g), g.candidate or "", g.tier) for g in own], people)
+        model = units_of([Scored(unit(g), g.candidate or "", g.model) for g in own if g.model], people)
+        results.append(
+            InterviewerResult(
+                interviewer=name,
+                answers=len(own),
+                units=len(human),
+                interviewer_scoring=analyse(human, people, "scoring"),
+                model_scoring=analyse(model, people, "scoring"),
+            )
+        )
+    counts = InterviewerCounts(
+        grades=len(grades) + unmatched,
+        unmatched=unmatched,
+        model_failed=sum(g.model is None for g in grades),
+        no_candidate=sum(g.model is not None and not g.candidate for g in grades),
+    )
+    return results, counts
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+
+HEAD = ["category", "n", "share", "rate", "impact ratio", "95 % interval", "Fisher p", "four-fifths", "note"]
+
+
+def category_cells(name: str, c: CategoryResult) -> list[str]:
+    if c.excluded:
+        ratio, flag = "excluded (< 2 %)", ""
+    elif c.impact_ratio is None:
+        ratio, flag = "n/a", ""
+    else:
+        ratio = f"{c.impact_ratio:.2f}" + (" (highest)" if c.highest else "")
+        flag = "below 0.8" if c.below_four_fifths else "ok"
+    interval = f"{c.ci_95[0]:.2f}-{c.ci_95[1]:.2f}" if c.ci_95 else ""
+    p = f"{c.fisher_p:.3g}" if c.fisher_p is not None else ""
+    note = f"not trusted: {c.caution}" if c.trusted is False else ""
+    return [name, str(c.n), f"{c.share:.1%}", f"{c.rate:.1%}", ratio, interval, p, flag, note]
+
+
+def summary_lines(report: AuditReport) -> list[str]:
+    c = report.counts
+    lines = [
+        f"grades: {report.source} ({c.rows} answers: {c.graded} graded, {c.failed} failed and left out"
+        + (f", {c.no_candidate} with no candidate and left out" if c.no_candidate else "")
+        + ")",
+        f"demographics: {report.demographics} (columns {', '.join(report.categories)}); "
+        f"{c.units} {report.unit}s audited",
+        "unknown category: " + ", ".join(f"{col} {n}" for col, n in report.unknown.items()),
+    ]
+    if c.unknown_candidates:
+        shown = ", ".join(c.missing_from_demographics)
+        more = c.unknown_candidates - len(c.missing_from_demographics)
+        lines.append(
+            f"{_count(c.unknown_candidates, 'graded candidate is', 'graded candidates are')} missing from the "
+            "demographics (counted as unknown): " + shown + (f" and {more} more" if more > 0 else "")
+        )
+    if c.not_graded:
+        lines.append(
+            f"{_count(c.not_graded, 'person', 'people')} in the demographics "
+            f"{'has' if c.not_graded == 1 else 'have'} no graded answer"
+        )
+    for analysis in (report.scoring, report.selection):
+        if analysis is None:
+            continue
+        flagged = [
+            f"{dim}: {', '.join(d.below_four_fifths)}" for dim, d in analysis.dimensions.items() if d.below_four_fifths
+        ]
+        untrusted = sum(
+            1 for d in analysis.dimensions.values() for cat in d.categories.values() if cat.trusted is False
+        )
+        lines.append(
+            f"{analysis.kind} ({analysis.rule}): "
+            + (f"impact ratio under 0.8 for {'; '.join(flagged)}" if flagged else "no impact ratio under 0.8")
+            + (f"; {untrusted} ratios cannot be trusted (too few units or a wide interval)" if untrusted else "")
+        )
+    return lines
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _analysis_md(analysis: Analysis, level: str = "##") -> list[str]:
+    lines = [f"{level} {analysis.kind.capitalize()}: {analysis.rule}", ""]
+    lines.append(f"{analysis.hits} of {analysis.units} units count.")
+    for name, d in analysis.dimensions.items():
+        lines += ["", f"{level}# {name}", ""]
+        lines += markdown_table(HEAD, [category_cells(cat, c) for cat, c in d.categories.items()])
+        lines += ["", f"Unknown {name}: {d.unknown}."]
+        if d.excluded:
+            lines.append(f"Excluded from the ratios (under 2 % of the units): {', '.join(d.excluded)}.")
+        if d.note:
+            lines.append(d.note + ".")
+    return lines
+
+
+def to_markdown(report: AuditReport) -> str:
+    lines = ["# Bias audit", ""]
+    lines += [f"- {line}" for line in summary_lines(report)]
+    lines.append("")
+    lines += _analysis_md(report.scoring)
+    if report.selection is not None:
+        lines += ["", *_analysis_md(report.selection)]
+    if report.interviewers is not None:
+        lines += ["", "## Interviewers and the model on the same candidates", ""]
+        lines += [f"- {line}" for line in interviewer_lines(report)]
+        for r in report.interviewers:
+            lines += ["", f"### {r.interviewer} ({r.answers} answers, {r.units} {report.unit}s)", ""]
+            lines += markdown_table(INTERVIEWER_HEAD, interviewer_rows(r))
+    lines += ["", "## Limits", "", *(f"- {line}" for line in report.limits)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+INTERVIEWER_HEAD = [
+    "dimension",
+    "category",
+    "n",
+    "interviewer: rate",
+    "interviewer: ratio",
+    "model: rate",
+    "model: ratio",
+]
+
+
+def interviewer_rows(r: InterviewerResult) -> list[list[str]]:
+    out = []
+    for dim, d in r.interviewer_scoring.dimensions.items():
+        model = r.model_scoring.dimensions[dim].categories
+        for cat, c in d.categories.items():
+            m = model.get(cat)
+            out.append(
+                [
+                    dim,
+                    cat,
+                    str(c.n),
+                    f"{c.rate:.1%}",
+                    _ratio(c),
+                    f"{m.rate:.1%}" if m else "",
+                    _ratio(m) if m else "",
+                ]
+            )
+    return out
+
+
+def _ratio(c: CategoryResult) -> str:
+    if c.excluded:
+        return "excluded"
+    if c.impact_ratio is None:
+        return "n/a"
+    flag = " *" if c.below_four_fifths else ""
+    return f"{c.impact_ratio:.2f}{flag}" + (" (not trusted)" if c.trusted is False else "")
+
+
+def interviewer_lines(report: AuditReport) -> list[str]:
+    c = report.interviewer_counts
+    if c is None:
+        return []
+    lines = [f"{c.grades} interviewer grades; medians are each scorer's own on these candidates; * under 0.8"]
+    if c.unmatched:
+        lines.append(f"{c.unmatched} interviewer grades name an answer id that GRADES does not hold (left out)")
+    if c.model_failed:
+        lines.append(f"{c.model_failed} interviewer grades are of answers the model failed to grade (left out)")
+    if c.no_candidate:
+        lines.append(f"{c.no_candidate} interviewer grades have no candidate (left out)")
+    return lines
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+
+def ratios_png(analysis: Analysis) -> bytes | None:
+    """Every compared category's impact ratio with its interval, the 0.8 line drawn in."""
+    rows = [
+        (f"{cat} ({dim})" if len(analysis.dimensions) > 1 else cat, c)
+        for dim, d in analysis.dimensions.items()
+        for cat, c in d.categories.items()
+        if c.impact_ratio is not None
+    ]
+    if not rows:
+        return None
+
+    def paint(ax: Any) -> None:
+        for y, (_label, c) in enumerate(reversed(rows)):
+            ratio = c.impact_ratio or 0.0
+            colour = "#b91c1c" if c.below_four_fifths else "#1d4ed8"
+            ax.barh(y, ratio, color=colour, alpha=0.35 if c.trusted is False else 0.85)
+            if c.ci_95:
+                ax.plot(list(c.ci_95), [y, y], color="black", linewidth=1.2)
+        ax.axvline(metrics.FOUR_FIFTHS, color="#b91c1c", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(rows)), [f"{label} (n={c.n})" for label, c in reversed(rows)])
+        ax.set_xlabel("impact ratio (95 % interval); dashed: four-fifths line; faded: not trusted")
+        ax.set_xlim(0, max(1.5, *(c.ci_95[1] for _, c in rows if c.ci_95)) * 1.02)
+        ax.set_title(f"{analysis.kind}: {analysis.rule}", fontsize=10)
+
+    return plots.draw((8.5, 1.3 + 0.34 * len(rows)), paint)
+
+
+def _analysis_context(analysis: Analysis) -> dict[str, Any]:
+    return {
+        "analysis": analysis,
+        "chart": ratios_png(analysis),
+        "tables": [
+            (name, d, [category_cells(cat, c) for cat, c in d.categories.items()])
+            for name, d in analysis.dimensions.items()
+        ],
+    }
+
+
+def to_html(report: AuditReport) -> str:
+    """A self-contained page: the tables, a chart of the ratios, no script, no outside resource."""
+    analyses = [_analysis_context(report.scoring)]
+    if report.selection is not None:
+        analyses.append(_analysis_context(report.selection))
+    return pages.render(
+        "audit.html.jinja",
+        report=report,
+        summary=summary_lines(report),
+        head=HEAD,
+        analyses=analyses,
+        interviewer_head=INTERVIEWER_HEAD,
+        interviewers=[(r, interviewer_rows(r)) for r in report.interviewers or []],
+        interviewer_summary=interviewer_lines(report),
+    )
+
+
+def write_reports(report: AuditReport, out: Path) -> list[Path]:
+    """audit.json, audit.md and audit.html under `out`."""
+    return files.write_reports(report, out, STEM, to_markdown, to_html)

@@ -1,0 +1,333 @@
+"""`grader audit`: the rates and ratios against a table worked by hand, Fisher's test against scipy, every
+kind of bad input, the interviewers' audit, a service database as the source, and the HTML in chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from scipy.stats import fisher_exact
+from typer.testing import CliRunner
+
+from grader.audit.data import read_grades, read_people
+from grader.audit.metrics import Unit, above, dimension, ratio_interval
+from grader.audit.report import build_report
+from grader.cli import app
+from grader.grading import rows
+from grader.grading.contract import FailureKind, Grade, GradeFailure, Tier
+from grader.rubric import load_rubric
+from tests.support.browser import ARTIFACTS, check_page
+
+runner = CliRunner()
+Q = load_rubric().questions[0].id
+
+# The hand-worked table: (sex, race_ethnicity, great, mediocre, poor) candidates, one answer each.
+# 100 candidates plus one graded candidate the demographics lack (poor). Scores: 27 poor (0), 35 mediocre (1),
+# 39 great (2): the 51st of 101 sorted scores is 1, so the median is 1 and a candidate scores when great.
+TABLE = [
+    ("Male", "White", 10, 6, 4),
+    ("Male", "Black", 6, 5, 4),
+    ("Male", "Asian", 6, 6, 3),
+    ("Female", "White", 6, 8, 6),
+    ("Female", "Black", 3, 7, 5),
+    ("Female", "Asian", 5, 3, 3),
+    ("Female", "American Indian", 1, 0, 0),  # 1 of 101: under 2 %, excluded though its rate (100 %) is highest
+    ("", "White", 1, 0, 1),  # sex unknown (blank)
+    ("Male", "declined", 1, 0, 0),  # race unknown
+]
+# By hand, from TABLE:
+#   sex: Male 51 (great 10+6+6+1 = 23), Female 47 (6+3+5+1 = 15), unknown 2 + the missing one = 3.
+#   Female's ratio: (15/47) / (23/51) = 765/1081 = 0.7077 -> under 0.8.
+#   race: White 42 (17), Black 30 (9), Asian 26 (11), American Indian 1 (excluded), unknown 1 + 1 = 2.
+#   highest compared: Asian 11/26; White (17/42)/(11/26) = 0.9567, Black (9/30)/(11/26) = 0.7091.
+#   sex x race: Male x White 10/20 is highest; Male x Black 6/15 -> exactly 0.8 (not under), Male x Asian
+#   0.8, Female x White 6/20 -> 0.6, Female x Black 3/15 -> 0.4, Female x Asian 5/11 -> 0.9091; unknown 4.
+
+
+def write_fixture(tmp_path: Path) -> tuple[Path, Path]:
+    grades, people = [], [["candidate", "sex", "race_ethnicity"]]
+    n = 0
+    for sex, race, *counts in TABLE:
+        for tier, count in zip((Tier.great, Tier.mediocre, Tier.poor), counts, strict=True):
+            for _ in range(count):
+                n += 1
+                grades.append(record(f"c{n}", tier))
+                people.append([f"c{n}", sex, race])
+    grades.append(record("c-ghost", Tier.poor))  # graded, missing from the demographics
+    people.append(["c-absent", "Female", "White"])  # in the demographics, never graded
+    failure = GradeFailure(kind=FailureKind.transport, message="server down", question_id=Q)
+    grades.append(rows.to_record(failure, {"id": "a-failed", "question": Q, "answer": "x", "candidate": "c1"}))
+    grades.append(record("", Tier.great, answer_id="a-nobody"))  # no candidate
+    grades_path, people_path = tmp_path / "graded.jsonl", tmp_path / "people.csv"
+    grades_path.write_text("".join(json.dumps(g) + "\n" for g in grades), encoding="utf-8")
+    with people_path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(people)
+    return grades_path, people_path
+
+
+def a_grade(tier: Tier) -> Grade:
+    return Grade(question_id=Q, tier=tier, justification="j", backend="fake", model="m")
+
+
+def record(candidate: str, tier: Tier, *, answer_id: str | None = None) -> dict:
+    carried = {"id": answer_id or f"a-{candidate}", "question": Q, "answer": "text", "candidate": candidate}
+    return rows.to_record(a_grade(tier), carried)
+
+
+@pytest.fixture
+def report(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    return build_report(read_grades(str(grades)), read_people(people, None), selected=Tier.mediocre)
+
+
+def test_counts_unknowns_and_left_out_rows_are_reported_not_dropped(report):
+    c = report.counts
+    assert (c.rows, c.graded, c.failed, c.no_candidate, c.units) == (103, 102, 1, 1, 101)
+    assert (c.unknown_candidates, c.missing_from_demographics, c.not_graded) == (1, ["c-ghost"], 1)
+    assert report.unknown == {"sex": 3, "race_ethnicity": 2}
+    assert report.scoring.median == 1 and report.scoring.hits == 39
+
+
+def test_scoring_rates_and_impact_ratios_match_the_table_worked_by_hand(report):
+    sex = report.scoring.dimensions["sex"]
+    assert (sex.categories["Male"].n, sex.categories["Male"].hits) == (51, 23)
+    assert (sex.categories["Female"].n, sex.categories["Female"].hits) == (47, 15)
+    assert sex.reference == "Male" and sex.categories["Male"].impact_ratio == 1.0
+    assert sex.categories["Female"].impact_ratio == pytest.approx(float(Fraction(765, 1081)), abs=1e-4)
+    assert sex.below_four_fifths == ["Female"] and sex.unknown == 3
+
+    race = report.scoring.dimensions["race_ethnicity"]
+    assert race.reference == "Asian"
+    assert race.categories["White"].impact_ratio == pytest.approx((17 / 42) / (11 / 26), abs=1e-4)
+    assert race.categories["Black"].impact_ratio == pytest.approx((9 / 30) / (11 / 26), abs=1e-4)
+    assert race.below_four_fifths == ["Black"]
+
+
+def test_a_category_under_two_percent_is_reported_but_kept_out_of_the_ratios(report):
+    race = report.scoring.dimensions["race_ethnicity"]
+    excluded = race.categories["American Indian"]
+    assert excluded.excluded and excluded.n == 1 and excluded.rate == 1.0  # the highest rate, yet not the reference
+    assert excluded.impact_ratio is None and race.excluded == ["American Indian"]
+    data = json.loads(report.to_json())
+    assert data["scoring"]["dimensions"]["race_ethnicity"]["categories"]["American Indian"]["impact_ratio"] is None
+    assert data["scoring"]["dimensions"]["race_ethnicity"]["unknown"] == 2
+
+
+def test_intersections_and_the_exact_four_fifths_boundary(report):
+    cross = report.scoring.dimensions["sex × race_ethnicity"]
+    assert cross.reference == "Male × White" and cross.unknown == 4
+    ratios = {k: v.impact_ratio for k, v in cross.categories.items() if v.impact_ratio is not None}
+    assert ratios == pytest.approx(
+        {
+            "Male × White": 1.0,
+            "Male × Black": 0.8,
+            "Male × Asian": 0.8,
+            "Female × White": 0.6,
+            "Female × Black": 0.4,
+            "Female × Asian": (5 / 11) / 0.5,
+        },
+        abs=1e-4,
+    )
+    # 6/15 against 10/20 is exactly four fifths: not under the line.
+    assert cross.below_four_fifths == ["Female × Black", "Female × White"]
+
+
+def test_fisher_p_values_are_scipys_on_the_same_tables(report):
+    female = report.scoring.dimensions["sex"].categories["Female"]
+    assert female.fisher_p == pytest.approx(fisher_exact([[15, 32], [23, 28]]).pvalue, abs=1e-4)
+    black = report.scoring.dimensions["race_ethnicity"].categories["Black"]
+    assert black.fisher_p == pytest.approx(fisher_exact([[9, 21], [11, 15]]).pvalue, abs=1e-4)
+
+
+def test_selection_at_a_tier_counts_units_reaching_it(report):
+    assert report.selection is not None and report.selection.hits == 74  # 39 great + 35 mediocre
+    sex = report.selection.dimensions["sex"]
+    # Male: 23 great + 17 mediocre of 51; Female: 15 + 18 of 47. Male is highest.
+    assert (sex.categories["Male"].hits, sex.categories["Female"].hits) == (40, 33)
+    assert sex.categories["Female"].impact_ratio == pytest.approx((33 / 47) / (40 / 51), abs=1e-4)
+
+
+def test_small_categories_and_wide_intervals_are_marked_not_trusted(report):
+    sex = report.scoring.dimensions["sex"].categories["Female"]
+    low, high = sex.ci_95
+    assert low < sex.impact_ratio < high
+    cross = report.scoring.dimensions["sex × race_ethnicity"].categories
+    assert cross["Female × Asian"].trusted is False and "only 11 units" in cross["Female × Asian"].caution
+    assert sex.trusted is False and "straddles 0.8" in sex.caution  # 47 vs 51 people: too few to be sure
+
+
+def test_the_bootstrap_interval_narrows_as_the_sample_grows():
+    small = ratio_interval([True] * 3 + [False] * 7, [True] * 5 + [False] * 5)
+    large = ratio_interval([True] * 300 + [False] * 700, [True] * 500 + [False] * 500)
+    assert small and large
+    assert large[0] < 0.6 < large[1] and (large[1] - large[0]) < (small[1] - small[0]) / 5
+
+
+def test_a_candidates_score_is_the_mean_of_their_answers(tmp_path):
+    lines = [record("x", Tier.great, answer_id="1"), record("x", Tier.poor, answer_id="2")]
+    lines += [record("y", Tier.great, answer_id="3"), record("y", Tier.great, answer_id="4")]
+    path = tmp_path / "g.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    people = tmp_path / "p.csv"
+    people.write_text("candidate,sex\nx,F\ny,M\n")
+    per_candidate = build_report(read_grades(str(path)), read_people(people, None))
+    assert per_candidate.counts.units == 2 and per_candidate.scoring.median == 1.5  # x: 1.0, y: 2.0
+    per_answer = build_report(read_grades(str(path)), read_people(people, None), per_answer=True)
+    assert per_answer.counts.units == 4 and per_answer.unit == "answer"
+
+
+def test_no_unit_above_the_median_gives_no_ratio_and_says_why():
+    units = [Unit(str(i), 1.0, {"sex": "F" if i % 2 else "M"}) for i in range(40)]
+    d = dimension(units, ("sex",), above(1.0))
+    assert d.reference is None and "no ratio can be computed" in (d.note or "")
+    assert all(r.impact_ratio is None for r in d.rates)
+
+
+@pytest.mark.parametrize(
+    ("people", "message"),
+    [
+        ("candidate,sex\nc1,\nc2,unknown\n", "column 'sex' is empty"),
+        ("name,sex\nc1,F\n", "no `candidate` column"),
+        ("candidate,sex\nc1,F\nc1,M\n", "candidate 'c1' already on line 2"),
+        ("candidate,sex\nc1,F,extra\n", "3 cells but the header has 2 columns"),
+        ("candidate,age\nc1,40\n", "no category column"),
+    ],
+)
+def test_bad_demographics_are_one_line_naming_the_file_and_exit_19(tmp_path, people, message):
+    grades, _ = write_fixture(tmp_path)
+    path = tmp_path / "bad.csv"
+    path.write_text(people)
+    result = runner.invoke(app, ["audit", str(grades), "--demographics", str(path), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 19, result.output
+    assert message in result.output and str(path) in result.output and "Traceback" not in result.output
+
+
+def test_grades_without_a_candidate_column_or_with_bad_lines_are_named(tmp_path):
+    _, people = write_fixture(tmp_path)
+    no_candidate = tmp_path / "g.jsonl"
+    no_candidate.write_text(json.dumps(rows.to_record(a_grade(Tier.great), {"id": "1", "question": Q})) + "\n")
+    result = runner.invoke(app, ["audit", str(no_candidate), "-d", str(people), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 19 and f"{no_candidate}:1: no `candidate` field" in result.output
+    broken = tmp_path / "b.jsonl"
+    broken.write_text(json.dumps(record("c1", Tier.great)) + "\n{not json\n")
+    result = runner.invoke(app, ["audit", str(broken), "-d", str(people), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 19 and f"{broken}:2: invalid JSON" in result.output
+
+
+def test_demographics_that_name_none_of_the_graded_candidates_are_an_error_not_a_report_of_unknowns(tmp_path):
+    grades, _ = write_fixture(tmp_path)
+    people = tmp_path / "other.csv"
+    people.write_text("candidate,sex\nalice,F\nbob,M\n")
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 19 and "none of the 101 graded candidates is in it" in result.output
+
+
+def test_a_category_with_one_person_is_reported_with_a_caution(tmp_path):
+    tiers = [Tier.great] * 10 + [Tier.mediocre] * 10 + [Tier.poor] * 20  # median 0: A's rate is 20/40
+    lines = [record(f"m{i}", tier) for i, tier in enumerate(tiers)] + [record("w", Tier.poor)]
+    path = tmp_path / "g.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    people = tmp_path / "p.csv"
+    people.write_text("candidate,race_ethnicity\n" + "".join(f"m{i},A\n" for i in range(40)) + "w,B\n")
+    report = build_report(read_grades(str(path)), read_people(people, None))
+    one = report.scoring.dimensions["race_ethnicity"].categories["B"]
+    assert one.n == 1 and not one.excluded  # 1 of 41 is 2.4 %: compared, and flagged
+    assert one.impact_ratio == 0.0 and one.ci_95 is None
+    assert one.trusted is False and "only 1 unit " in (one.caution or "")
+
+
+def test_the_cli_writes_three_reports_with_the_documented_keys(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app,
+        [
+            "audit",
+            str(grades),
+            "--demographics",
+            str(people),
+            "--category",
+            "sex",
+            "--category",
+            "race_ethnicity",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "impact ratio under 0.8 for sex: Female" in result.output
+    assert "1 graded candidate is missing from the demographics" in result.output
+    data = json.loads((out / "audit.json").read_text())
+    assert data["scoring"]["dimensions"]["sex"]["categories"]["Female"]["impact_ratio"] == pytest.approx(
+        0.7077, abs=1e-4
+    )
+    assert data["unknown"] == {"sex": 3, "race_ethnicity": 2}
+    md = (out / "audit.md").read_text()
+    assert "| Female | 47 |" in md and "excluded (< 2 %)" in md and "not the independent bias audit" in md
+
+
+def test_interviewers_are_audited_next_to_the_model_on_the_same_answers(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    human = tmp_path / "human.csv"
+    with human.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["interviewer", "question", "tier", "id", "candidate"])
+        # dana grades the 20 White men (c1-c20) great and the 20 White women (c51-c70) poor
+        for sex, n in (("Male", range(1, 21)), ("Female", range(51, 71))):
+            for i in n:
+                w.writerow(["dana", Q, "great" if sex == "Male" else "poor", f"a-c{i}", f"c{i}"])
+        w.writerow(["dana", Q, "great", "a-missing", "c999"])  # no such id in GRADES
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "--interviewers", str(human), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "audit.json").read_text())
+    assert data["interviewer_counts"]["unmatched"] == 1
+    (dana,) = data["interviewers"]
+    assert dana["interviewer"] == "dana" and dana["units"] == 40
+    sex = dana["interviewer_scoring"]["dimensions"]["sex"]["categories"]
+    assert sex["Male"]["rate"] == 1.0 and sex["Female"]["rate"] == 0.0 and sex["Female"]["impact_ratio"] == 0.0
+    model = dana["model_scoring"]["dimensions"]["sex"]["categories"]
+    # The model on the same 40 answers: Male x White 10 great of 20, Female x White 6 of 20; its own median.
+    assert model["Male"]["n"] == 20 and model["Female"]["n"] == 20
+    assert "## Interviewers and the model on the same candidates" in (out / "audit.md").read_text()
+
+
+def test_a_service_database_is_a_source_and_its_reviews_are_the_interviewers(tmp_path):
+    from grader.service.store import NewGrade, Store
+
+    db = tmp_path / "s.sqlite"
+    store = Store(db)
+    news = [
+        NewGrade(f"g{i}", Q, "text", f"c{i}", a_grade(Tier.great if i % 2 else Tier.poor), "api") for i in range(40)
+    ]
+    store.add_grades(news)
+    for i in range(10):
+        store.add_review(f"g{i}", "ravi", Tier.mediocre, None, None, None)
+    store.close()
+    people = tmp_path / "p.csv"
+    people.write_text("candidate,sex\n" + "".join(f"c{i},{'F' if i < 20 else 'M'}\n" for i in range(40)))
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["audit", str(db), "-d", str(people), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "audit.json").read_text())
+    assert data["counts"]["units"] == 40 and data["scoring"]["dimensions"]["sex"]["categories"]["F"]["n"] == 20
+    assert [r["interviewer"] for r in data["interviewers"]] == ["ravi"] and data["interviewers"][0]["answers"] == 10
+
+
+def test_the_html_report_renders_in_chromium_with_its_chart_and_escapes_names(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    hostile = people.read_text().replace("American Indian", "<script>alert(1)</script>")
+    people.write_text(hostile)
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "--selected", "great", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    html = (out / "audit.html").read_text()
+    assert "<script>alert(1)" not in html and "&lt;script&gt;" in html
+    page = check_page(out / "audit.html", ARTIFACTS / "audit" / "audit.png")
+    assert page.errors == []
+    assert page.images_total == 2 and page.images_loaded == 2  # scoring and selection charts
+    assert "Female × Black" in page.text and "<script>alert(1)</script>" in page.text
+    assert "not the independent bias audit" in page.text
