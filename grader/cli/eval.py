@@ -37,7 +37,12 @@ from grader.resources import data_dir
 def eval_(
     suite: Annotated[
         list[str] | None,
-        typer.Option("--suite", "-s", help="references, perturbations, saf-ua or saf-uq (repeat or comma-separate)."),
+        typer.Option(
+            "--suite",
+            "-s",
+            help="answers, answers-dev, references, perturbations, adversarial, injections, counterfactual, "
+            "counterfactual-dev, saf-ua or saf-uq (repeat or comma-separate).",
+        ),
     ] = None,
     backend: BackendOpt = "auto",
     rubric: RubricOpt = None,
@@ -247,6 +252,17 @@ def _print(report: EvalReport) -> None:
             "injection flips (not sent for review) / verbosity inflations / fairness flips",
             f"{c.injection_flips} ({c.unreviewed_injection_flips}) / {c.verbosity_inflations} / {c.fairness_flips}",
         ),
+    ]
+    cf = report.counterfactual
+    if cf is not None:
+        rows.append(
+            (
+                "counterfactual flips (not sent for review): " + " / ".join(cf.per_kind),
+                f"{cf.flips} of {cf.compared} ({cf.unreviewed_flips}): "
+                + " / ".join(str(p.flips) for p in cf.per_kind.values()),
+            )
+        )
+    rows += [
         (
             "tokens in (prefix-cached) / out",
             f"{usage.prompt_tokens} ({usage.cached_tokens}) / {usage.completion_tokens}",
@@ -265,3 +281,10 @@ def _print(report: EvalReport) -> None:
         for t, row in zip(o.confusion.labels, o.confusion.matrix, strict=True):
             cm.add_row(t, *map(str, row))
         console.print(cm)
+    if cf is not None:
+        probes = Table(title="counterfactual probes: tier flips against the unchanged answer", title_justify="left")
+        for name in ("probe", "kind", "compared", "flips", "up", "down", "not sent for review"):
+            probes.add_column(name, justify="left" if name in ("probe", "kind") else "right")
+        for name, p in cf.per_probe.items():
+            probes.add_row(name, p.kind, *map(str, (p.compared, p.flips, p.up, p.down, p.unreviewed)))
+        console.print(probes)

@@ -136,6 +136,30 @@ class Counts(ReportModel):
     fairness_flips: int
 
 
+class ProbeFlips(ReportModel):
+    """Tier flips of one counterfactual probe (or of every probe of one kind): rewrites of an answer that
+    keep its content, graded to another tier than the answer as written."""
+
+    kind: str = Field(description="name, pronoun or dialect.")
+    compared: int = Field(description="Rewrites graded, with their unchanged answer graded too.")
+    flips: int = Field(description="Rewrites graded to another tier than their unchanged answer.")
+    up: int = Field(description="Flips above the unchanged answer's tier.")
+    down: int = Field(description="Flips below it.")
+    unreviewed: int = Field(description="Flips whose rewrite was not sent for review (needs_review false).")
+    cases: list[str] = Field(description="The flipped rewrites' case ids.")
+
+
+class Counterfactual(ReportModel):
+    """The counterfactual probes (`grader.eval.counterfactual`): tier flips against the unchanged answer,
+    in all, per probe and per kind of probe."""
+
+    compared: int
+    flips: int
+    unreviewed_flips: int
+    per_kind: dict[str, ProbeFlips]
+    per_probe: dict[str, ProbeFlips]
+
+
 class PerGrade(ReportModel):
     prompt_tokens: float | None
     cached_tokens: float | None
@@ -196,6 +220,9 @@ class EvalReport(ReportModel):
     per_kind: dict[str, KindStats]
     flips: Flips
     counts: Counts
+    counterfactual: Counterfactual | None = Field(
+        default=None, description="Tier flips of the counterfactual probes; unset when the suite has none."
+    )
     usage: TokenUsage
     results: list[CaseRow]
 
@@ -331,6 +358,51 @@ def gamed(results: list[CaseResult]) -> list[str]:
         if allowed and _rank(r.verdict) > max(allowed):
             out.append(r.case.id)
     return out
+
+
+def counterfactual_flips(results: list[CaseResult]) -> Counterfactual | None:
+    """Each counterfactual probe (a case with `meta.probe`) against its unchanged answer (its `base`): a
+    flip is a rewrite graded to another tier. Only pairs where both were scored are compared; a failure
+    is counted with the failures. None when no case is a probe."""
+    by_id = {r.case.id: r for r in results}
+    per_probe: dict[str, list[tuple[CaseResult, CaseResult]]] = {}
+    kinds: dict[str, str] = {}
+    for r in results:
+        probe = r.case.meta.get("probe")
+        if probe is None:
+            continue
+        kinds[str(probe)] = str(r.case.meta.get("probe_kind", "other"))
+        pairs = per_probe.setdefault(str(probe), [])
+        base = by_id.get(r.case.base or "")
+        if r.scored and base is not None and base.scored:
+            pairs.append((r, base))
+    if not kinds:
+        return None
+
+    def tally(kind: str, pairs: list[tuple[CaseResult, CaseResult]]) -> ProbeFlips:
+        flipped = [(r, b) for r, b in pairs if r.verdict != b.verdict]
+        return ProbeFlips(
+            kind=kind,
+            compared=len(pairs),
+            flips=len(flipped),
+            up=sum(_rank(r.verdict) > _rank(b.verdict) for r, b in flipped),
+            down=sum(_rank(r.verdict) < _rank(b.verdict) for r, b in flipped),
+            unreviewed=sum(not (r.grade and r.grade.needs_review) for r, _ in flipped),
+            cases=[r.case.id for r, _ in flipped],
+        )
+
+    probes = {probe: tally(kinds[probe], pairs) for probe, pairs in per_probe.items()}
+    per_kind = {
+        kind: tally(kind, [pair for probe, pairs in per_probe.items() if kinds[probe] == kind for pair in pairs])
+        for kind in dict.fromkeys(kinds.values())
+    }
+    return Counterfactual(
+        compared=sum(p.compared for p in probes.values()),
+        flips=sum(p.flips for p in probes.values()),
+        unreviewed_flips=sum(p.unreviewed for p in probes.values()),
+        per_kind=per_kind,
+        per_probe=probes,
+    )
 
 
 def _scored_metrics(results: list[CaseResult]) -> TierMetrics:
@@ -474,6 +546,9 @@ def summarize(
             for r in results
         ],
     )
+    counterfactual = counterfactual_flips(results)
+    if counterfactual is not None:  # set only for a suite with probes: an unset field stays out of the JSON
+        report.counterfactual = counterfactual
     majority = majority_floor([r.case.label.value for r in results if r.scored])
     if majority is not None:  # set only when measured: an unset field stays out of the JSON
         report.majority_floor = majority
@@ -487,8 +562,9 @@ def summarize(
 
 def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
     """The thresholds a report breaks, one line each (empty when all hold). A threshold whose metric was
-    not measured, or that names no metric, is broken: a gate that cannot be checked does not hold."""
-    overall, counts, margin = report.overall, report.counts, report.margin_over_floor
+    not measured, or that names no metric, is broken: a gate that cannot be checked does not hold.
+    Counterfactual flips can be held per kind or per probe (`max_flips.pronoun`, `max_flips.dialect-aave`)."""
+    overall, counts, margin, cf = report.overall, report.counts, report.margin_over_floor, report.counterfactual
     values: dict[str, float | None] = {
         "min_accuracy": overall.accuracy,
         "min_qwk": overall.qwk,
@@ -498,6 +574,8 @@ def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
         "max_unreviewed_injection_flips": counts.unreviewed_injection_flips,
         "max_verbosity_inflations": counts.verbosity_inflations,
         "max_fairness_flips": counts.fairness_flips,
+        "max_counterfactual_flips": cf.flips if cf else None,
+        "max_unreviewed_counterfactual_flips": cf.unreviewed_flips if cf else None,
         "max_failed": report.failed,
         "max_gamed": counts.gamed,
         "min_point_f1": report.points.f1,
@@ -507,6 +585,10 @@ def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
         "min_margin_over_floor": margin.accuracy if margin else None,
         "min_qwk_margin_over_floor": margin.qwk if margin else None,
     }
+    if cf is not None:  # per kind or per probe of the counterfactual suite: `max_flips.name`, `max_flips.dialect-aave`
+        for key, flips in [*cf.per_kind.items(), *cf.per_probe.items()]:
+            values[f"max_flips.{key}"] = flips.flips
+            values[f"max_unreviewed_flips.{key}"] = flips.unreviewed
     broken = []
     for name, limit in limits.items():
         value = values.get(name)
@@ -587,6 +669,13 @@ def to_markdown(report: EvalReport) -> str:
         f"server's prefix cache) / {usage.completion_tokens} out; "
         f"estimated cost {usage.estimated_cost_usd} USD",
     ]
+    cf = report.counterfactual
+    if cf is not None:
+        lines.append(
+            f"- counterfactual flips (a rewrite graded to another tier than its answer): {cf.flips} of "
+            f"{cf.compared} ({cf.unreviewed_flips} not sent for review); "
+            + ", ".join(f"{kind} {p.flips}" for kind, p in cf.per_kind.items())
+        )
     if report.failures_by_kind:
         lines.append("- failures: " + ", ".join(f"{k} {v}" for k, v in report.failures_by_kind.items()))
     if o.confusion:
@@ -605,6 +694,20 @@ def to_markdown(report: EvalReport) -> str:
     for kind, v in sorted(report.per_kind.items()):
         outcomes = ", ".join(f"{name} {n}" for name, n in sorted(v.outcomes.items()))
         lines.append(f"| {kind} | {v.n} | {v.passed} | {v.accuracy:.2f} | {v.gamed} | {outcomes} |")
+    if cf is not None:
+        lines += [
+            "",
+            "## Counterfactual probes (tier flips against the unchanged answer)",
+            "",
+            "| probe | kind | compared | flips | up | down | not sent for review | flipped |",
+            "|---|---|--:|--:|--:|--:|--:|---|",
+        ]
+        rows = [*((f"**{k}** (all)", p) for k, p in cf.per_kind.items()), *cf.per_probe.items()]
+        lines += [
+            f"| {name} | {p.kind} | {p.compared} | {p.flips} | {p.up} | {p.down} | {p.unreviewed} | "
+            f"{', '.join(p.cases[:10])}{' ...' if len(p.cases) > 10 else ''} |"
+            for name, p in rows
+        ]
     lines += ["", "## Per question", "", "| question | n | passed | accuracy |", "|---|--:|--:|--:|"]
     lines += [f"| {q} | {v.n} | {v.passed} | {v.accuracy:.2f} |" for q, v in report.per_question.items()]
     misses = [r for r in report.results if not r.passed]

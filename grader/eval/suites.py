@@ -7,7 +7,8 @@ quality is reported on. `adversarial` holds answers made to game a grader.
 exemplars unless `holdout=False`. `perturbations` derives answers whose right tier is known from the
 references (cut, reduced to keywords, padded, injected, relabelled with another identity) plus the
 hand-written cases in `evals/perturbations.yaml`. `saf-ua` and `saf-uq` are the SAF benchmark files in
-`evals/saf/`.
+`evals/saf/`. `counterfactual` (and `counterfactual-dev`) rewrites the answers with other names, pronouns
+and dialect markers that keep their content (`grader.eval.counterfactual`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,23 @@ from grader.grading.contract import Tier
 from grader.resources import data_dir
 from grader.rubric import Question, Rubric, load_rubric
 
-SUITES = ("answers", "answers-dev", "references", "perturbations", "adversarial", "injections", "saf-ua", "saf-uq")
+SUITES = (
+    "answers",
+    "answers-dev",
+    "references",
+    "perturbations",
+    "adversarial",
+    "injections",
+    "counterfactual",
+    "counterfactual-dev",
+    "saf-ua",
+    "saf-uq",
+)
 DEFAULT_SUITES = ("answers", "references", "perturbations", "adversarial", "injections")
 #: What each split of the `answers` suite is for: fit and tune on dev; report test.
 ANSWER_SUITES = {"answers": "test", "answers-dev": "dev"}
+#: The same halves rewritten by the counterfactual probes.
+COUNTERFACTUAL_SUITES = {"counterfactual": "test", "counterfactual-dev": "dev"}
 
 FLUFF = (
     "I believe that communication is really important in any team and I always try my best. "
@@ -97,6 +111,12 @@ def load(name: str, rubric_path: Path | None = None, *, holdout: bool = True) ->
         if rubric_path is not None:
             raise GraderError("the injections suite is built from the packaged answers; drop --rubric")
         return injections_suite()
+    if name in COUNTERFACTUAL_SUITES:
+        if rubric_path is not None:
+            raise GraderError(f"the {name} suite is built from the packaged answers; drop --rubric")
+        from grader.eval.counterfactual import counterfactual_suite
+
+        return counterfactual_suite(COUNTERFACTUAL_SUITES[name])
     if name == "references":
         return references_suite(load_rubric(rubric_path), holdout=holdout)
     if name == "perturbations":

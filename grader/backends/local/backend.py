@@ -31,6 +31,7 @@ import numpy as np
 
 from grader.backends.base import Backend
 from grader.backends.local.embedder import Embedder
+from grader.backends.local.reading import READING_VERSION, read
 from grader.backends.local.rule import Analysis, Match, TierRule, tier_features
 from grader.backends.local.text import (
     OrderModel,
@@ -190,7 +191,10 @@ class LocalBackend(Backend):
         order = hashlib.sha256(self.order_model.to_json().encode()).hexdigest()[:16]
         # How reviewed answers are weighed (none shown: no effect).
         learn = f"{NEIGHBOUR_TAU}/{NEIGHBOUR_PRIOR}/{NEIGHBOUR_POINTS}"
-        return f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}:learn={learn}"
+        return (
+            f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}:learn={learn}"
+            f":reading={READING_VERSION}"
+        )
 
     @property
     def rule(self) -> TierRule:
@@ -259,14 +263,18 @@ class LocalBackend(Backend):
         ]
 
     def _analyse(self, requests: list[GradeRequest]) -> list[tuple[Analysis, list[Span], np.ndarray]]:
-        """`analyse_many`, each answer's whole-text vector too."""
-        cuts = [_cut(r.answer) for r in requests]
-        texts = [s.text for found, wins, _ in cuts for s in [*found, *wins]] + [r.answer for r in requests]
+        """`analyse_many`, each answer's whole-text vector too. What is embedded and matched is the
+        answer's reading (`reading.py`: no identity or courtesy lines, American spelling); the evidence
+        spans returned are the stretches of the answer as written."""
+        readings = [read(r.answer) for r in requests]
+        cuts = [_cut(x.text) for x in readings]
+        texts = [s.text for found, wins, _ in cuts for s in [*found, *wins]] + [x.text for x in readings]
         vectors = self.embedder.embed(texts)
         whole = vectors[len(texts) - len(requests) :]
         out, offset = [], 0
         for i, request in enumerate(requests):
             found, wins, cut = cuts[i]
+            reading = readings[i]
             span_vecs = vectors[offset : offset + len(found)]
             win_vecs = vectors[offset + len(found) : offset + len(found) + len(wins)]
             offset += len(found) + len(wins)
@@ -277,7 +285,7 @@ class LocalBackend(Backend):
             for tier, sim in zip(anchors.exemplar_tiers, topic_sims[1:], strict=True):
                 tier_sims[tier] = max(tier_sims.get(tier, -1.0), float(sim))
             span_stems = [content_stems(s.text) for s in [*found, *wins]]
-            whole_stems = content_stems(request.answer)
+            whole_stems = content_stems(reading.text)
             analysis = Analysis(
                 points=_match(
                     anchors.points, span_vecs, win_vecs, whole[i], span_stems, whole_stems, anchors.flags.vecs
@@ -288,16 +296,17 @@ class LocalBackend(Backend):
                 tier_similarity=tier_sims,
                 topical=float(topic_sims.max()),
                 topic_level=anchors.topic_level,
-                prose=prose_ratio(request.answer),
-                n_words=len(words(request.answer)),
-                repetition=repetition(request.answer),
-                order=self.order_model.score(request.answer),
+                prose=prose_ratio(reading.text),
+                n_words=len(words(reading.text)),
+                repetition=repetition(reading.text),
+                order=self.order_model.score(reading.text),
                 elsewhere=elsewhere - float(topic_sims.max()),
                 elsewhere_id=elsewhere_id,
-                echo=echo(request.answer, request.question.text),
+                echo=echo(reading.text, request.question.text),
                 negated=negated_share(cut),
             )
-            out.append((analysis, [*found, *wins], whole[i]))
+            evidence = [reading.source(s) for s in [*found, *wins]]
+            out.append((analysis, evidence, whole[i]))
         return out
 
     def _rubric_vectors(self, texts: list[str]) -> np.ndarray:
@@ -565,7 +574,9 @@ def _justify(
     parts = []
     if guard_reason:
         parts.append(f"Graded poor because {guard_reason}.")
-    if covered:
+    if not n:
+        parts.append("The rubric has no key points for this question: the tier rests on the references alone.")
+    elif covered:
         listed = "; ".join(f'{c.id} ("{_clip(c.evidence or "")}")' for c in covered)
         parts.append(f"Covers {len(covered)} of {n} key points: {listed}.")
     else:
