@@ -98,7 +98,7 @@ def import_(
     """Import a question bank into a rubric file (key points come next, with `grader rubric draft`)."""
     if out.exists() and not force:
         raise UsageError(f"{out} exists", hint="pass --force to overwrite it")
-    result = import_bank(source, name=name)
+    result = import_bank(source, name=name, known=_known(out))
     for lineno, text in result.ignored_lines:
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
     save_rubric(result.rubric, out)
@@ -137,10 +137,124 @@ def draft(
     console.print(f"wrote {target}: review the drafted points, then remove their `draft: true`")
 
 
+def _known(out: Path) -> Rubric:
+    """The ids a new import keeps: the rubric being replaced (when it can be read), then the packaged one,
+    so re-importing an edited bank, or the bank the packaged rubric was written from, changes no id."""
+    packaged = load_rubric()
+    if not out.exists():
+        return packaged
+    try:
+        previous = load_rubric(out)
+    except RubricError:
+        return packaged
+    taken = {q.id for q in previous.questions}
+    extra = [q for q in packaged.questions if q.id not in taken]
+    return previous.model_copy(update={"questions": [*previous.questions, *extra]})
+
+
+@app.command("new")
+def new(
+    source: Annotated[Path, typer.Argument(help="Question bank in the recruiters' text format.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Rubric YAML file to write (or update).")],
+    name: Annotated[str | None, typer.Option(help="Rubric name (default: the file name).")] = None,
+    self_test: Annotated[
+        bool, typer.Option("--self-test/--no-self-test", help="Grade the references and perturbations on it.")
+    ] = True,
+    backend: BackendOpt = "auto",
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    prompts: PromptsOpt = None,
+) -> None:
+    """Import a question bank, draft its key points and red flags, check it, and self-test it, in one go.
+
+    Run it again after editing the bank: questions keep their ids, and a question whose references did
+    not change keeps its (reviewed) points."""
+    from grader.rubric.selftest import review_notes
+
+    previous = _readable(out)
+    result = import_bank(source, name=name, known=_known(out))
+    for lineno, text in result.ignored_lines:
+        err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
+    rubric, kept = _keep_points(result.rubric, previous)
+    options = backend_options(
+        model=model,
+        base_url=base_url,
+        temperature=0.0,
+        seed=42,
+        timeout=120.0,
+        max_attempts=5,
+        reasks=2,
+        prompts=prompts,
+    )
+    drafted, report = asyncio.run(_draft(rubric, backend, options))
+    for line in report:
+        console.print(line, markup=False)
+    if kept:
+        console.print(f"kept the points of {kept} unchanged questions from {out}")
+    save_rubric(drafted, out)
+    load_rubric(out)  # the check: what was written reads back valid
+    console.print(f"wrote {out}: {len(drafted.questions)} questions, checked")
+    from grader.backends.local.embedder import Embedder
+
+    notes = review_notes(drafted, Embedder.load().embed)
+    console.print(f"\nReview first ({len(notes)}):" if notes else "\nNothing flagged for review.")
+    for n in notes:
+        console.print(f"- {n.question}: {n.message}", markup=False, highlight=False)
+    if self_test:
+        _print_self_test(drafted, backend, options)
+
+
+def _readable(path: Path) -> Rubric | None:
+    try:
+        return load_rubric(path) if path.exists() else None
+    except RubricError:
+        return None
+
+
+def _keep_points(rubric: Rubric, previous: Rubric | None) -> tuple[Rubric, int]:
+    """Questions whose references are unchanged keep the previous rubric's points and flags."""
+    if previous is None:
+        return rubric, 0
+    before = {q.id: q for q in previous.questions}
+    questions, kept = [], 0
+    for q in rubric.questions:
+        old = before.get(q.id)
+        if old is not None and old.references == q.references and old.key_points:
+            questions.append(q.model_copy(update={"key_points": old.key_points, "red_flags": old.red_flags}))
+            kept += 1
+        else:
+            questions.append(q)
+    return rubric.model_copy(update={"questions": questions}), kept
+
+
+def _print_self_test(rubric: Rubric, backend_name: str, options: BackendOptions) -> None:
+    from grader.rubric.selftest import self_test
+
+    async def both() -> tuple[dict, dict]:
+        graded_by = get_backend(backend_name, options)
+        try:
+            return await self_test(rubric, graded_by), await self_test(load_rubric(), graded_by)
+        finally:
+            await graded_by.aclose()
+
+    mine, packaged = asyncio.run(both())
+    table = Table(title="Self-test (references leave-one-out, generated perturbations)", title_justify="left")
+    for col in ("suite", "metric", "this bank", "packaged bank"):
+        table.add_column(col)
+    for suite, figures in mine.items():
+        for metric in ("accuracy", "qwk", "pass_rate", "fairness_flips", "needs_review"):
+            table.add_row(suite, metric, _fmt(figures.get(metric)), _fmt(packaged[suite].get(metric)))
+    console.print(table)
+
+
+def _fmt(value: object) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 async def _draft(rubric: Rubric, backend_name: str, options: BackendOptions) -> tuple[Rubric, list[str]]:
     if all(q.key_points for q in rubric):
         return rubric, []
-    # Only a chat model can propose points; the local backend means "split the great reference".
+    # Only a chat model can propose points; the local backend means "contrast the references offline".
     backend = None if resolve_name(backend_name) == "local" else get_backend(backend_name, options)
     try:
         return await draft_rubric(rubric, backend)

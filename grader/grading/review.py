@@ -13,6 +13,8 @@ from grader.grading.contract import Grade, Tier, Usage
 from grader.rubric import Question
 
 SAMPLE_TEMPERATURE = 0.7
+#: The most a grade of a question without key points may claim: a coin toss between two tiers.
+NO_POINTS_CONFIDENCE = 0.5
 
 
 def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, where: str = "answer") -> str:
@@ -66,10 +68,15 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
     if grade.confidence is not None and grade.confidence < threshold:
         shown, limit = distinct(grade.confidence, threshold)
         reasons.append(f"confidence {shown} is below the review threshold {limit}")
+    update: dict[str, object] = {}
     if not question.key_points:
         reasons.append(
             "the rubric question has no key points, so nothing backs the tier (add them: `grader rubric draft`)"
         )
+        if grade.confidence is not None and grade.confidence > NO_POINTS_CONFIDENCE:
+            # Nothing in the rubric backs the tier: the grade must not sound sure, whatever the backend says.
+            notes.append(f"confidence {grade.confidence:.2f} capped at {NO_POINTS_CONFIDENCE}: no key points")
+            update["confidence"] = NO_POINTS_CONFIDENCE
     n_points, covered = len(question.key_points), len(grade.covered_points)
     if not (grade.covered_points or grade.missed_points):
         n_points = 0  # a tier-only judge gave no per-point verdicts: nothing for the tier to contradict
@@ -89,7 +96,7 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
     if question.draft_ids:
         reasons.append("the rubric question has unreviewed draft points")
         notes.append("unreviewed draft points used: " + ", ".join(question.draft_ids))
-    return grade.model_copy(update={"needs_review": bool(reasons), "review_reasons": reasons, "notes": notes})
+    return grade.model_copy(update={**update, "needs_review": bool(reasons), "review_reasons": reasons, "notes": notes})
 
 
 #: How a grade states a reason of its own for being poor (the local backend's guard rails: too short,

@@ -2,9 +2,11 @@
 
 With a chat model configured, the model proposes them through `prompts/draft_*.jinja`, and each
 proposal is validated like a grade: short, distinct, and traceable to a verbatim quote of the great
-(key points) or poor (red flags) reference; invalid proposals are re-asked. Without one, the great
-reference is split into its distinct claims. Either way every drafted point is marked `draft: true`,
-and a grade that uses one is flagged for review.
+(key points) or poor (red flags) reference; invalid proposals are re-asked. Without one, the three
+references are contrasted (`grader.rubric.contrast`): the great one's claims that the weaker ones lack.
+`draft_by_splitting`, the older mechanical split of the great reference, is kept as the baseline it is
+measured against (and the SAF suites' key points). Either way every drafted point is marked `draft: true`
+and carries its `quote`, and a grade that uses one is flagged for review.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from grader.backends.base import Backend
 from grader.backends.chat import ChatBackend, Conversation
 from grader.backends.replies import _strictify, extract_json, normalise, quote_in_answer
+from grader.errors import GradingFailedError
 from grader.grading.contract import GradeRequest
 from grader.rubric import KeyPoint, Question, RedFlag, Rubric
 from grader.rubric.importer import slugify
@@ -137,8 +140,11 @@ def _to_points(
     kp_ids = _ids(question, [p.name for p in key_points], taken)
     rf_ids = _ids(question, [p.name for p in red_flags], taken)
     return (
-        [KeyPoint(id=i, text=p.text.strip(), draft=True) for i, p in zip(kp_ids, key_points, strict=True)],
-        [RedFlag(id=i, text=p.text.strip(), draft=True) for i, p in zip(rf_ids, red_flags, strict=True)],
+        [
+            KeyPoint(id=i, text=p.text.strip(), quote=p.quote, draft=True)
+            for i, p in zip(kp_ids, key_points, strict=True)
+        ],
+        [RedFlag(id=i, text=p.text.strip(), quote=p.quote, draft=True) for i, p in zip(rf_ids, red_flags, strict=True)],
     )
 
 
@@ -193,16 +199,30 @@ async def draft_rubric(rubric: Rubric, backend: Backend | None) -> tuple[Rubric,
     """Fill in key points and red flags for every question lacking them. Returns the new rubric and one
     line per question saying what was drafted and how."""
     questions, report = [], []
+    offline = None
     for q in rubric.questions:
         if q.key_points:
             questions.append(q)
             continue
+        failed = None
         if isinstance(backend, ChatBackend):
-            kps, rfs = await draft_with_model(backend, q)
-            how = f"{backend.name}:{backend.model}"
-        else:
-            kps, rfs = draft_by_splitting(q)
-            how = "split from the great reference (no chat model configured)"
+            try:
+                kps, rfs = await draft_with_model(backend, q)
+                how = f"{backend.name}:{backend.model}"
+            except GradingFailedError as exc:
+                # One question the model cannot draft must not lose the others: it is drafted offline
+                # and the report says so.
+                failed = str(exc)
+        if failed is not None or not isinstance(backend, ChatBackend):
+            from grader.rubric.contrast import draft_offline  # numpy and the embedder: only when drafting offline
+
+            offline = offline or draft_offline(rubric)
+            kps, rfs = offline(q)
+            how = (
+                f"offline, because the model gave no valid draft: {failed}"
+                if failed is not None
+                else "offline: the great reference's claims the weaker references lack (no chat model configured)"
+            )
         if q.red_flags:
             rfs = list(q.red_flags)
         questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs}))

@@ -8,6 +8,7 @@ are not part of the format (such as "Last updated") are reported back as ignored
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,14 +67,19 @@ def slugify(question: str, max_words: int = 5) -> str:
     return "-".join(words) or "question"
 
 
-def import_bank(path: str | Path, *, name: str | None = None) -> ImportResult:
+def import_bank(path: str | Path, *, name: str | None = None, known: Rubric | None = None) -> ImportResult:
     path = Path(path)
-    result = parse_bank(read_text(path), label=str(path), name=name or path.stem)
+    result = parse_bank(read_text(path), label=str(path), name=name or path.stem, known=known)
     result.rubric.source = path.name
     return result
 
 
-def parse_bank(text: str, *, label: str = "<bank>", name: str = "imported") -> ImportResult:
+def parse_bank(
+    text: str, *, label: str = "<bank>", name: str = "imported", known: Rubric | None = None
+) -> ImportResult:
+    """The bank's questions as a rubric with references and no key points. A question whose text is (or,
+    edited, nearly is) a question of `known` keeps that question's id, so importing a bank again, or the
+    bank a rubric was written from, gives the ids already in use (grades, reviews and caches name them)."""
     drafts: list[_Draft] = []
     ignored: list[tuple[int, str]] = []
     current: _Draft | None = None
@@ -136,13 +142,15 @@ def parse_bank(text: str, *, label: str = "<bank>", name: str = "imported") -> I
         raise RubricError(f"{label}: no questions found (expected lines like '1. How do you ...?')")
 
     questions: list[Question] = []
-    used: set[str] = set()
+    kept = known_ids(drafts, known)
+    used: set[str] = set(kept.values())
     for d in drafts:
-        slug = slugify(d.text)
-        base, n = slug, 2
-        while slug in used:
-            slug, n = f"{base}-{n}", n + 1
-        used.add(slug)
+        slug = kept.get(d.number) or slugify(d.text)
+        if d.number not in kept:
+            base, n = slug, 2
+            while slug in used:
+                slug, n = f"{base}-{n}", n + 1
+            used.add(slug)
         try:
             references = References(**d.responses)
             questions.append(Question(id=slug, number=d.number, text=d.text, references=references))
@@ -155,6 +163,37 @@ def parse_bank(text: str, *, label: str = "<bank>", name: str = "imported") -> I
     except ValidationError as exc:
         raise RubricError(f"{label}: {_problem(exc.errors()[0])}") from None
     return ImportResult(rubric=rubric, ignored_lines=ignored)
+
+
+#: How close (difflib's ratio) an edited question's text must stay to keep its id.
+SAME_QUESTION = 0.8
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def known_ids(drafts: list[_Draft], known: Rubric | None) -> dict[int, str]:
+    """Question number -> the id of the `known` question it is: the same text (ignoring case and
+    punctuation), else the one most like it at `SAME_QUESTION` or more; each known id used once."""
+    if known is None:
+        return {}
+    texts = {q.id: _words(q.text) for q in known.questions}
+    kept: dict[int, str] = {}
+    exact = {t: qid for qid, t in texts.items()}
+    for d in drafts:
+        qid = exact.get(_words(d.text))
+        if qid is not None and qid not in kept.values():
+            kept[d.number] = qid
+    for d in drafts:
+        if d.number in kept:
+            continue
+        free = [qid for qid in texts if qid not in kept.values()]
+        scored = [(difflib.SequenceMatcher(None, _words(d.text), texts[qid]).ratio(), qid) for qid in free]
+        best = max(scored, default=(0.0, ""))
+        if best[0] >= SAME_QUESTION:
+            kept[d.number] = best[1]
+    return kept
 
 
 def _problem(err: Any) -> str:

@@ -65,6 +65,12 @@ class KeyPoint(_Strict):
         description="Other ways a candidate may say the same thing; the offline backend matches these too.",
     )
     draft: bool = Field(default=False, description="Proposed by `grader rubric draft`, not reviewed yet.")
+    quote: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="The reference's own words this point was drafted from (the great reference for a key "
+        "point, the poor one for a red flag), kept so a reviewer sees where it came from.",
+    )
 
 
 class RedFlag(KeyPoint):

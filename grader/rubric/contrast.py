@@ -1,0 +1,303 @@
+"""Offline drafting by contrast: key points are what the great reference says that the mediocre and poor
+ones do not; red flags are what the poor reference does that the great one does not.
+
+1. Each reference is cut into claims: sentences, and clauses joined by `;`, a dash, `, and then`,
+   `, while`, `, but`... (a list such as "logs, error messages, and recent deployments" stays whole).
+2. Each claim of the great reference is scored by how far it is from the weaker references: one minus
+   its highest cosine (the packaged MiniLM embedder) to any of their claims, plus the share of its
+   content words they never use. The most distinct claims become key points (3 to 8), in the order the
+   reference makes them, none a near-copy of another.
+3. A point's text is the claim made checkable and short: first person turned into a description
+   ("I try to reproduce the issue..." -> "Tries to reproduce the issue..."), trailing asides cut at
+   `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words. Its `quote` is the claim
+   verbatim, so a reviewer sees where it came from.
+4. Its id is `qNN.` plus two or three of its content words, the most distinctive first chosen and then
+   kept in the order they are written: `q01.reproduce-controlled-environment`, not `q01.i-start-by`.
+   The same references always give the same ids.
+5. Red flags: the poor reference's claims farthest from the great one (and from the mediocre one),
+   with a bonus for words that mark a shortcut ("rather than", "instead of", "just", "skip"...).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from grader.rubric.model import KeyPoint, Question, RedFlag, Rubric
+
+MAX_WORDS = 16
+KEY_POINTS = (3, 6)
+RED_FLAGS = (1, 3)
+#: A claim this close (cosine) to one already chosen is a repeat.
+SAME = 0.82
+#: Key points need at least this contrast unless fewer than the minimum would be left.
+MIN_CONTRAST = 0.25
+#: Red flags need at least this distance from the great reference.
+MIN_FLAG_CONTRAST = 0.3
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+_SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\s*\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
+_CLAUSES = re.compile(r"\s*;\s+|\s+[—–]\s+|,\s+(?:and\s+)?then\s+|,\s+while\s+|,\s+but\s+|,\s+and\s+(?=I\s|we\s|We\s)")
+_LEAD = re.compile(
+    r"^(?:first(?:ly)?|second(?:ly)?|then|next|finally|also|additionally|in addition|moreover|and|so|"
+    r"for example|for instance|once resolved|after that|beyond that|overall)\b[,:]?\s*",
+    re.IGNORECASE,
+)
+_ASIDES = re.compile(
+    r"\s*(?:,\s*)?\b(?:while|since|because|so that|which|if possible|as well as|as needed|whenever possible|"
+    r"that might|that may|in order to|rather than|so (?:we|they|I) can)\b"
+)
+_FLAG_CUES = re.compile(
+    r"\b(rather than|instead of|just|only|skip|don'?t|do not|never|no need|usually|quick(?:ly)?|"
+    r"whatever|mostly|most of the time|later|if there is time|not really|honestly)\b",
+    re.IGNORECASE,
+)
+STOP = frozenset(
+    """a about above after again against all also always am an and any are as at be because been before being
+    below between both but by can could did do does doing done down during each either etc even ever every
+    few for from further get gets getting got had has have having he her here hers him his how i i'd i'll
+    i'm i've if in into is it it's its itself just let like make makes making many may me might more most
+    much must my myself need needs never no nor not now of off often on once one only or other our ours
+    out over own per quite rather really same she should so some such than that the their them then there
+    these they this those through thus to too try tries trying under until up upon us use used uses using
+    usually very was we well were what when where whether which while who whom why will with within
+    without would yet you your yours""".split()
+)
+_IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is"}
+_MODALS = frozenset("can could will would should might may must".split())
+#: Past forms a story answer uses ("I had", "we chose"): kept as they are.
+_PAST = frozenset(
+    """had was were did made found built took went got chose led saw wrote ran began knew thought felt kept
+    set put left spent brought sent told gave became met learned learnt""".split()
+)
+_ADVERBS = r"(?:(?:also|usually|always|often|typically|then|first|still|just|really|generally|normally|actually|"
+_ADVERBS += r"sometimes|never|rarely|(?!(?:rely|apply|reply|supply|comply|fly)\b)[a-z]+ly)\s+)*"
+_PRONOUNS = (
+    (r"\bI'm\b", "they're"),
+    (r"\bI've\b", "they've"),
+    (r"\bI'd\b", "they'd"),
+    (r"\bI'll\b", "they'll"),
+    (r"\b(?:I|we)\b", "they"),
+    (r"\b(?:my|our)\b", "their"),
+    (r"\b(?:me|us)\b", "them"),
+)
+
+
+@dataclass(frozen=True)
+class Drafted:
+    """One drafted point: its statement, the reference words it came from, and its contrast score."""
+
+    text: str
+    quote: str
+    name: str
+    contrast: float
+
+
+def claims(text: str) -> list[str]:
+    """The claims of a reference, verbatim: sentences, cut at clause joints."""
+    out: list[str] = []
+    for sentence in _SENTENCES.split(text.strip()):
+        for clause in _CLAUSES.split(sentence):
+            clause = clause.strip(" ,;:—–-")
+            if len(content_words(clause)) >= 2 and len(clause.split()) >= 4:
+                out.append(clause)
+    return out
+
+
+def content_words(text: str) -> list[str]:
+    """Words that carry content: no stop words, no contractions ("they've"; "Redis's" is "redis"), three
+    letters or more."""
+    out = []
+    for w in re.findall(r"[a-z][a-z0-9'’-]+", text.lower()):
+        w = re.sub(r"['’]s$", "", w)
+        if w not in STOP and len(w) > 2 and not _CONTRACTED.search(w):
+            out.append(w)
+    return out
+
+
+_CONTRACTED = re.compile(r"['’]")  # what is left with an apostrophe is a contraction
+
+
+def _third_person(verb: str) -> str:
+    if verb in _IRREGULAR:
+        return _IRREGULAR[verb]
+    if verb in _MODALS or verb in _PAST or verb.endswith("ed"):
+        return verb
+    if re.search(r"(s|sh|ch|x|z|o)$", verb):
+        return verb + "es"
+    if re.search(r"[^aeiou]y$", verb):
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def statement(claim: str) -> str:
+    """A claim as a short, checkable statement about the answer."""
+    text = _LEAD.sub("", claim.strip()).strip()
+    text = _LEAD.sub("", text).strip()  # "And then"
+    subject = re.match(r"^(?:I|We|we)('d| would)?\s+" + _ADVERBS + r"([a-z]+)\b", text)
+    if subject:
+        verb = f"would {subject.group(2)}" if subject.group(1) else _third_person(subject.group(2))
+        text = verb + text[subject.end() :]
+    else:
+        text = re.sub(
+            r"^((?:For|When|If|Once|In|After|Before|With)\b[^,]*),\s*(?:I|we)\s+" + _ADVERBS + r"([a-z]+)\b",
+            lambda m: f"{m.group(1)}, {_third_person(m.group(2))}",
+            text,
+            count=1,
+        )
+    for pattern, replacement in _PRONOUNS:
+        text = re.sub(pattern, replacement, text)
+    text = _shorten(text).rstrip(" .,;:")
+    return text[:1].upper() + text[1:]
+
+
+def _shorten(text: str) -> str:
+    """Cut trailing asides, then, if still long, at the word limit (at a comma when one is near)."""
+    for m in _ASIDES.finditer(text):
+        head = text[: m.start()].rstrip(" ,")
+        if len(head.split()) >= 5:
+            text = head
+            break
+    words = text.split()
+    if len(words) <= MAX_WORDS:
+        return text
+    head = " ".join(words[:MAX_WORDS])
+    comma = head.rfind(",")
+    return head[:comma] if comma > len(head) // 2 else head
+
+
+def _contrast(vectors: np.ndarray, against: np.ndarray) -> np.ndarray:
+    if against.size == 0:
+        return np.ones(len(vectors), dtype=np.float32)
+    return 1.0 - (vectors @ against.T).max(axis=1)
+
+
+def _lexical(claim: str, weaker: set[str]) -> float:
+    words = set(content_words(claim))
+    return len(words - weaker) / len(words) if words else 0.0
+
+
+def name_for(text: str, weaker: set[str], rare: Callable[[str], float]) -> str:
+    """Two or three content words of `text`, the most distinctive (absent from the weaker references,
+    then rarest in the bank), in the order they appear."""
+    words = list(dict.fromkeys(content_words(text)))
+    if not words:
+        return "point"
+    ranked = sorted(words, key=lambda w: (w in weaker, -rare(w), words.index(w)))
+    keep = set(ranked[:3])
+    chosen = [re.sub(r"[^a-z0-9]+", "-", w).strip("-") for w in words if w in keep]
+    return "-".join(c for c in chosen if c)[:40].strip("-") or "point"
+
+
+def select(candidates: list[Drafted], vectors: np.ndarray, limits: tuple[int, int], floor: float) -> list[int]:
+    """Indices of the chosen candidates: the most distinct first, no repeats, at least `limits[0]` when
+    there are that many."""
+    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].contrast)
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) == limits[1]:
+            break
+        if candidates[i].contrast < floor and len(chosen) >= limits[0]:
+            break
+        if any(float(vectors[i] @ vectors[j]) > SAME for j in chosen):
+            continue
+        chosen.append(i)
+    return sorted(chosen)
+
+
+def draft_by_contrast(
+    question: Question, embed: Embed, rare: Callable[[str], float] | None = None
+) -> tuple[list[KeyPoint], list[RedFlag]]:
+    """Key points and red flags for one question, from its three references (see the module's doc)."""
+    refs = question.references
+    rare = rare or (lambda _w: 0.0)
+    great = claims(refs.great) or [refs.great.strip()]
+    mediocre = claims(refs.mediocre or "")
+    poor = claims(refs.poor or "")
+    weaker_words = set(content_words(" ".join(filter(None, (refs.mediocre, refs.poor)))))
+    all_claims = [*great, *mediocre, *poor, question.text]
+    vectors = embed(all_claims)
+    g, m, p = (
+        vectors[: len(great)],
+        vectors[len(great) : len(great) + len(mediocre)],
+        vectors[len(great) + len(mediocre) : -1],
+    )
+    # A claim that restates the question ("I approach optimization methodically") is no point either.
+    weaker = np.concatenate([m, p, vectors[-1:]])
+    semantic = _contrast(g, weaker)
+    points = [
+        Drafted(
+            text=statement(c),
+            quote=c,
+            name=name_for(statement(c), weaker_words, rare),
+            contrast=float(0.6 * semantic[i] + 0.4 * _lexical(c, weaker_words)),
+        )
+        for i, c in enumerate(great)
+    ]
+    chosen = select(points, g, KEY_POINTS, MIN_CONTRAST)
+    key_points = [points[i] for i in chosen]
+
+    flags: list[Drafted] = []
+    if poor:
+        stronger_words = set(content_words(" ".join(filter(None, (refs.great, refs.mediocre)))))
+        far = _contrast(p, np.concatenate([g, m]) if len(mediocre) else g)
+        flags = [
+            Drafted(
+                text=statement(c),
+                quote=c,
+                name=name_for(statement(c), stronger_words, rare),
+                contrast=float(far[i] + (0.15 if _FLAG_CUES.search(c) else 0.0)),
+            )
+            for i, c in enumerate(poor)
+        ]
+        flags = [flags[i] for i in select(flags, p, RED_FLAGS, MIN_FLAG_CONTRAST)]
+        flags = [f for f in flags if f.contrast >= MIN_FLAG_CONTRAST] or flags[:1]
+    return _as_points(question, key_points, flags)
+
+
+def _as_points(
+    question: Question, key_points: list[Drafted], flags: list[Drafted]
+) -> tuple[list[KeyPoint], list[RedFlag]]:
+    taken: set[str] = set()
+
+    def ident(name: str) -> str:
+        base = f"q{question.number:02d}.{name}"
+        pid, n = base, 2
+        while pid in taken:
+            pid, n = f"{base}-{n}", n + 1
+        taken.add(pid)
+        return pid
+
+    return (
+        [KeyPoint(id=ident(d.name), text=d.text, quote=d.quote, draft=True) for d in key_points],
+        [RedFlag(id=ident(d.name), text=d.text, quote=d.quote, draft=True) for d in flags],
+    )
+
+
+def rarity(rubric: Rubric) -> Callable[[str], float]:
+    """How rare a word is across the bank's references (inverse document frequency, one document per
+    question): words every question uses make poor ids."""
+    counts: Counter[str] = Counter()
+    for q in rubric.questions:
+        counts.update(set(content_words(" ".join(text for _, text in q.references.items()))))
+    n = len(rubric.questions)
+    return lambda word: math.log((n + 1) / (counts[word] + 1))
+
+
+def draft_offline(
+    rubric: Rubric, embed: Embed | None = None
+) -> Callable[[Question], tuple[list[KeyPoint], list[RedFlag]]]:
+    """A drafter for the questions of `rubric`, with the packaged embedder unless `embed` is given."""
+    if embed is None:
+        from grader.backends.local.embedder import Embedder
+
+        embed = Embedder.load().embed
+    rare = rarity(rubric)
+    assert embed is not None
+    return lambda question: draft_by_contrast(question, embed, rare)

@@ -1,0 +1,118 @@
+"""What a person should look at first in a new rubric, and how well the grader does on it.
+
+`review_notes` flags, most useful first:
+- questions whose references are too alike to tell the tiers apart (MiniLM cosine of two references at
+  `TOO_ALIKE` or more): no rubric drafted from them can separate those tiers;
+- drafted key points that no reference separates: the point is about as close to the mediocre or poor
+  reference as to the great one it was drafted from, so it does not mark a great answer;
+- drafted points that match another question's point (cosine at `SAME_ELSEWHERE` or more): a point that
+  fits two questions is too generic to grade either;
+- questions with no key point at all, and points still marked `draft: true`.
+
+`self_test` grades the references suite (each reference as a candidate, itself hidden from the exemplars)
+and the generated perturbations on a rubric, with one backend, and returns the figures a person compares
+with the packaged bank's (`grader rubric new` prints both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from grader.rubric.contrast import claims
+from grader.rubric.model import Question, Rubric
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+TOO_ALIKE = 0.9
+#: A point whose best weaker-reference claim is within this of its best great-reference claim.
+NOT_SEPARATED = 0.05
+SAME_ELSEWHERE = 0.85
+
+
+@dataclass(frozen=True)
+class Note:
+    question: str
+    kind: str  # too_alike, not_separated, same_elsewhere, no_points, unreviewed
+    message: str
+
+    #: The order a reviewer should read them in.
+    ORDER = ("too_alike", "no_points", "not_separated", "same_elsewhere", "unreviewed")
+
+
+def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
+    notes: list[Note] = []
+    point_vecs: list[tuple[str, str, np.ndarray]] = []  # (question, point id, vector)
+    for q in rubric.questions:
+        refs = q.references.items()
+        vecs = embed([text for _, text in refs])
+        for i, (t1, _) in enumerate(refs):
+            for j in range(i + 1, len(refs)):
+                sim = float(vecs[i] @ vecs[j])
+                if sim >= TOO_ALIKE:
+                    notes.append(
+                        Note(
+                            q.id, "too_alike", f"the {t1} and {refs[j][0]} references are too alike (cosine {sim:.2f})"
+                        )
+                    )
+        if not q.key_points:
+            notes.append(Note(q.id, "no_points", "no key points: every grade of it will be sent for review"))
+            continue
+        notes += _separation(q, embed)
+        texts = [p.text for p in q.key_points]
+        for p, v in zip(q.key_points, embed(texts), strict=True):
+            point_vecs.append((q.id, p.id, v))
+        if q.draft_ids:
+            notes.append(Note(q.id, "unreviewed", f"{len(q.draft_ids)} drafted points not reviewed yet"))
+    for i, (qa, pa, va) in enumerate(point_vecs):
+        for qb, pb, vb in point_vecs[i + 1 :]:
+            if qa != qb and float(va @ vb) >= SAME_ELSEWHERE:
+                notes.append(Note(qa, "same_elsewhere", f"{pa} matches {pb} of {qb} (cosine {float(va @ vb):.2f})"))
+    return sorted(notes, key=lambda n: (Note.ORDER.index(n.kind), n.question))
+
+
+def _separation(q: Question, embed: Embed) -> list[Note]:
+    great = claims(q.references.great) or [q.references.great]
+    weaker = claims(q.references.mediocre or "") + claims(q.references.poor or "")
+    if not weaker:
+        return []
+    points = [p for p in q.key_points if p.draft]
+    if not points:
+        return []
+    vecs = embed([p.quote or p.text for p in points] + great + weaker)
+    pv, gv, wv = vecs[: len(points)], vecs[len(points) : len(points) + len(great)], vecs[len(points) + len(great) :]
+    out = []
+    for p, v in zip(points, pv, strict=True):
+        to_great, to_weaker = float((gv @ v).max()), float((wv @ v).max())
+        if to_weaker >= to_great - NOT_SEPARATED:
+            out.append(
+                Note(
+                    q.id,
+                    "not_separated",
+                    f"{p.id} is as close to a weaker reference ({to_weaker:.2f}) as to the great one ({to_great:.2f})",
+                )
+            )
+    return out
+
+
+async def self_test(rubric: Rubric, backend: Any) -> dict[str, dict[str, Any]]:
+    """The references suite (leave-one-out) and the generated perturbations, graded on `rubric`."""
+    from grader.eval.report import summarize
+    from grader.eval.runner import run_suite
+    from grader.eval.suites import perturbations_suite, references_suite
+
+    out: dict[str, dict[str, Any]] = {}
+    for suite in (references_suite(rubric), perturbations_suite(rubric, hand_written=False)):
+        results = await run_suite(suite, backend)
+        report = summarize(suite.name, results, backend=backend.name, model=getattr(backend, "model", ""))
+        out[suite.name] = {
+            "cases": report.cases,
+            "accuracy": report.overall.accuracy,
+            "qwk": report.overall.qwk,
+            "pass_rate": report.pass_rate,
+            "fairness_flips": report.counts.fairness_flips,
+            "needs_review": report.needs_review,
+        }
+    return out

@@ -1,0 +1,182 @@
+"""A team's own bank, measured: how well a rubric drafted from the references alone grades, next to the
+hand-written one, in one run with the local backend.
+
+    python scripts/measure_drafting.py                      # answers test half + SAF (ua and uq)
+    python scripts/measure_drafting.py --split dev          # what the drafter's constants were chosen on
+    python scripts/measure_drafting.py --llm-rubric drafted-llm.yaml   # also a rubric a chat model drafted
+
+1. The packaged bank stripped to its questions and references: `rubric/recruiters-questions.txt` imported
+   (the ids agree with the packaged rubric's), then drafted offline (`grader.rubric.contrast`).
+2. The `answers` suite's half graded with the hand-written rubric, with the drafted one, (with
+   `--llm-rubric`, with that one too) and by the nearest-reference floor: tier accuracy and QWK.
+   Key-point F1 of a drafted rubric is measured against the hand grades by mapping each drafted point to
+   the hand-written point of the same question its quote is closest to (MiniLM cosine to the point's text
+   and phrasings, at least `MAP_MIN`); a drafted point that maps to none counts against precision.
+3. SAF (`saf-ua`, `saf-uq`): each question's key points and red flags drafted by contrast in place of the
+   mechanical split of the reference the suites ship with (`draft_by_splitting`), same exemplars, same
+   SAF rule: QWK with each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.backends.local.backend import LocalBackend, NearestReferenceBackend
+from grader.backends.local.embedder import Embedder
+from grader.backends.local.rule import TierRule
+from grader.eval.cases import Suite
+from grader.eval.report import tier_metrics
+from grader.eval.runner import CaseResult, run_suite
+from grader.eval.suites import load
+from grader.resources import data_dir
+from grader.rubric import Rubric, load_rubric
+from grader.rubric.contrast import draft_offline
+from grader.rubric.importer import import_bank
+
+#: A drafted point maps to a hand-written one when its quote is at least this close to it.
+MAP_MIN = 0.5
+
+
+def drafted_rubric(embedder: Embedder) -> Rubric:
+    """The packaged bank stripped to questions and references, drafted offline."""
+    bank = import_bank(data_dir("rubric") / "recruiters-questions.txt", known=load_rubric()).rubric
+    draft = draft_offline(bank, embedder.embed)
+    questions = []
+    for q in bank.questions:
+        kps, rfs = draft(q)
+        questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs}))
+    return Rubric.model_validate(bank.model_copy(update={"questions": questions}).model_dump())
+
+
+def with_rubric(suite: Suite, rubric: Rubric) -> Suite:
+    """The suite's answers against another rubric (same question ids); hand point labels dropped."""
+    cases = [c.model_copy(update={"covered": None, "red_flags": None}) for c in suite.cases]
+    return Suite(name=suite.name, description=suite.description, rubric=rubric, cases=cases)
+
+
+def point_map(drafted: Rubric, hand: Rubric, embedder: Embedder) -> dict[str, str | None]:
+    """Each drafted key point's hand-written counterpart (same question), by its quote."""
+    out: dict[str, str | None] = {}
+    for q in drafted.questions:
+        h = hand.find(q.id)
+        if not q.key_points or not h.key_points:
+            continue
+        texts = [[p.text, *p.phrasings] for p in h.key_points]
+        flat = [t for ts in texts for t in ts]
+        owner = [i for i, ts in enumerate(texts) for _ in ts]
+        hv = embedder.embed(flat)
+        dv = embedder.embed([p.quote or p.text for p in q.key_points])
+        sims = dv @ hv.T
+        for p, row in zip(q.key_points, sims, strict=True):
+            best = int(np.argmax(row))
+            out[p.id] = h.key_points[owner[best]].id if row[best] >= MAP_MIN else None
+    return out
+
+
+def tiers(results: list[CaseResult]) -> dict[str, Any]:
+    pairs = [(r.case.label.value, r.grade.tier.value) for r in results if r.grade is not None]
+    m = tier_metrics([a for a, _ in pairs], [b for _, b in pairs])
+    return {"n": m.n, "failed": len(results) - len(pairs), "accuracy": m.accuracy, "qwk": m.qwk}
+
+
+def point_f1(results: list[CaseResult], truth: dict[str, list[str]], mapping: dict[str, str | None] | None) -> dict:
+    tp = fp = fn = 0
+    for r in results:
+        if r.grade is None or r.case.id not in truth:
+            continue
+        said = {p.id for p in r.grade.covered_points}
+        got = {mapping.get(p) for p in said} if mapping is not None else said
+        unmapped = sum(1 for p in said if mapping is not None and mapping.get(p) is None)
+        got.discard(None)
+        true = set(truth[r.case.id])
+        tp += len(got & true)
+        fp += len(got - true) + unmapped
+        fn += len(true - got)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+
+
+async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> dict[str, Any]:
+    suite = load("answers" if split == "test" else "answers-dev")
+    hand = suite.rubric
+    truth = {c.id: list(c.covered or []) for c in suite.cases if c.covered is not None}
+    local = LocalBackend()
+    rubrics: dict[str, Rubric] = {"hand-written": hand, "drafted offline": drafted_rubric(embedder)}
+    if llm_rubric is not None:
+        rubrics["drafted by the chat model"] = load_rubric(llm_rubric)
+    out: dict[str, Any] = {}
+    floor = await run_suite(suite, NearestReferenceBackend())
+    out["floor (nearest reference)"] = tiers(floor)
+    for name, rubric in rubrics.items():
+        t0 = time.perf_counter()
+        graded = await run_suite(suite if rubric is hand else with_rubric(suite, rubric), local)
+        row = tiers(graded)
+        mapping = None if rubric is hand else point_map(rubric, hand, embedder)
+        row["points"] = point_f1(graded, truth, mapping)
+        if mapping is not None:
+            row["mapped"] = f"{sum(v is not None for v in mapping.values())}/{len(mapping)}"
+        row["key_points"] = sum(len(q.key_points) for q in rubric.questions)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        out[name] = row
+    return out
+
+
+async def saf(embedder: Embedder) -> dict[str, Any]:
+    local = LocalBackend(rule=TierRule.load("saf"))
+    out: dict[str, Any] = {}
+    for name in ("saf-ua", "saf-uq"):
+        suite = load(name)
+        draft = draft_offline(suite.rubric, embedder.embed)
+        questions = []
+        for q in suite.rubric.questions:
+            kps, rfs = draft(q)
+            questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs if q.references.poor else []}))
+        contrast = Rubric.model_validate(suite.rubric.model_copy(update={"questions": questions}).model_dump())
+        split = tiers(await run_suite(suite, local))
+        drafted = tiers(await run_suite(with_rubric(suite, contrast), local))
+        floor = tiers(await run_suite(suite, NearestReferenceBackend()))
+        out[name] = {"floor": floor, "mechanical split": split, "drafted by contrast": drafted}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("test", "dev"), default="test")
+    parser.add_argument("--llm-rubric", type=Path, help="A rubric drafted by a chat model from the same bank.")
+    parser.add_argument("--no-saf", action="store_true")
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    args = parser.parse_args(argv)
+    embedder = Embedder.load()
+    figures: dict[str, Any] = {"answers": asyncio.run(answers(args.split, embedder, args.llm_rubric))}
+    if not args.no_saf:
+        figures["saf"] = asyncio.run(saf(embedder))
+    print(f"answers suite, {args.split} half, local backend:")
+    print("| rubric | accuracy | QWK | key-point P / R / F1 | points (mapped) |")
+    print("|---|--:|--:|--:|--:|")
+    for name, row in figures["answers"].items():
+        p = row.get("points")
+        pts = f"{p['precision']:.3f} / {p['recall']:.3f} / {p['f1']:.3f}" if p else ""
+        count = f"{row.get('key_points', '')}" + (f" ({row['mapped']})" if "mapped" in row else "")
+        print(f"| {name} | {row['accuracy']:.3f} | {row['qwk']:.3f} | {pts} | {count} |")
+    for name, rows in figures.get("saf", {}).items():
+        print(
+            f"\n{name}, SAF rule: "
+            + "; ".join(f"{k} acc {v['accuracy']:.3f} QWK {v['qwk']:.3f}" for k, v in rows.items())
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
