@@ -155,6 +155,12 @@ class BackendError(GraderError):
     exit_code = 11
     failure_kind = FailureKind.refused
 
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        #: The HTTP status, when a server answered: 400 is this request (too long for the model's context,
+        #: say), 401/403/404 are the key, the permission or the model, and every request would get them.
+        self.status = status
+
 
 class TemplateError(GraderError):
     """A prompt template is missing or uses an undefined variable."""

@@ -7,7 +7,8 @@ hand-written one, in one run with the local backend.
 
 1. The packaged bank stripped to its questions and references: `rubric/recruiters-questions.txt` imported
    (the ids agree with the packaged rubric's), then drafted offline (`grader.rubric.contrast`).
-2. The `answers` suite's half graded with the hand-written rubric, with the drafted one, (with
+2. The `answers` suite's half graded with the hand-written rubric, with the same rubric stripped of its
+   phrasings (what the points' texts alone are worth), with the drafted one, (with
    `--llm-rubric`, with that one too) and by the nearest-reference floor: tier accuracy and QWK.
    Key-point F1 of a drafted rubric is measured against the hand grades by mapping each drafted point to
    the hand-written point of the same question its quote is closest to (MiniLM cosine to the point's text
@@ -54,6 +55,20 @@ def drafted_rubric(embedder: Embedder) -> Rubric:
         kps, rfs = draft(q)
         questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs}))
     return Rubric.model_validate(bank.model_copy(update={"questions": questions}).model_dump())
+
+
+def without_phrasings(rubric: Rubric) -> Rubric:
+    """The same rubric with every key point's and red flag's other phrasings removed."""
+    questions = [
+        q.model_copy(
+            update={
+                "key_points": [p.model_copy(update={"phrasings": []}) for p in q.key_points],
+                "red_flags": [f.model_copy(update={"phrasings": []}) for f in q.red_flags],
+            }
+        )
+        for q in rubric.questions
+    ]
+    return Rubric.model_validate(rubric.model_copy(update={"questions": questions}).model_dump())
 
 
 def with_rubric(suite: Suite, rubric: Rubric) -> Suite:
@@ -111,7 +126,13 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
     hand = suite.rubric
     truth = {c.id: list(c.covered or []) for c in suite.cases if c.covered is not None}
     local = LocalBackend()
-    rubrics: dict[str, Rubric] = {"hand-written": hand, "drafted offline": drafted_rubric(embedder)}
+    rubrics: dict[str, Rubric] = {
+        "hand-written": hand,
+        # What the hand-written points are worth without the other phrasings written for each: the part of
+        # the gap an offline draft (which has none) cannot close by better point texts alone.
+        "hand-written, no phrasings": without_phrasings(hand),
+        "drafted offline": drafted_rubric(embedder),
+    }
     if llm_rubric is not None:
         rubrics["drafted by the chat model"] = load_rubric(llm_rubric)
     out: dict[str, Any] = {}
@@ -119,9 +140,10 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
     out["floor (nearest reference)"] = tiers(floor)
     for name, rubric in rubrics.items():
         t0 = time.perf_counter()
-        graded = await run_suite(suite if rubric is hand else with_rubric(suite, rubric), local)
+        same_points = name.startswith("hand-written")
+        graded = await run_suite(suite if same_points else with_rubric(suite, rubric), local)
         row = tiers(graded)
-        mapping = None if rubric is hand else point_map(rubric, hand, embedder)
+        mapping = None if same_points else point_map(rubric, hand, embedder)
         row["points"] = point_f1(graded, truth, mapping)
         if mapping is not None:
             row["mapped"] = f"{sum(v is not None for v in mapping.values())}/{len(mapping)}"

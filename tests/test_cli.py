@@ -158,6 +158,11 @@ def test_draft_through_a_chat_model(tmp_path, monkeypatch, q1):
                 "quote": "reproduce the issue in a controlled environment",
                 "name": "reproduce",
                 "text": "Reproduces the issue first",
+                "phrasings": [
+                    "Reproduces the issue first",
+                    " I try to make it fail again  in staging. ",
+                    "I replay the failing request until I see the same error.",
+                ],
             },
             {"quote": "blameless post-mortems", "name": "post-mortem", "text": "Runs blameless post-mortems"},
             {"quote": "recent deployments", "name": "recent deploys", "text": "Checks recent deployments"},
@@ -174,6 +179,13 @@ def test_draft_through_a_chat_model(tmp_path, monkeypatch, q1):
     assert result.exit_code == 0, result.output
     q = load_rubric(out).find(1)
     assert [p.id for p in q.key_points] == ["q01.reproduce", "q01.post-mortem", "q01.recent-deploys"]
+    # The model's other phrasings are kept (tidied, without a repeat of the point's own text): the local
+    # backend matches answers against them.
+    assert q.key_points[0].phrasings == [
+        "I try to make it fail again in staging.",
+        "I replay the failing request until I see the same error.",
+    ]
+    assert q.key_points[1].phrasings == []
     assert [f.id for f in q.red_flags] == ["q01.no-root-cause"] and q.red_flags[0].draft
 
 

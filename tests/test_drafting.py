@@ -3,6 +3,7 @@ three references, the review notes, and `grader rubric new` end to end."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -146,3 +147,153 @@ def test_question_without_points_is_sent_for_review_and_not_sure(tmp_path, monke
     assert grade.needs_review
     assert grade.confidence is not None and grade.confidence <= 0.5
     assert "no key points" in grade.justification
+
+
+def test_a_chat_draft_is_tidied_where_nothing_is_lost_and_re_asked_where_something_is():
+    from grader.rubric.draft import MAX_PHRASINGS, check_draft
+
+    q = stripped(1).questions[0]
+    quote = "I start by gathering relevant information"
+    flag = {"quote": q.references.poor.split(".")[0], "name": "rush", "text": "Rushes a fix", "phrasings": []}
+    points = [
+        {"quote": quote, "name": f"g{i}", "text": t, "phrasings": ["I pull the logs before anything."]}
+        for i, t in enumerate(TEXTS)
+    ]
+    # A small model's habits: the point explained after it, in the first person; too many phrasings, one
+    # of them blank; one point quoting words the reference never says.
+    points[0]["text"] = (
+        "I gather the logs first. This helps me understand what changed recently and why the whole service broke."
+    )
+    points[1]["phrasings"] = ["  ", *[f"I check deploy number {n}." for n in range(MAX_PHRASINGS + 2)]]
+    invented = {"quote": "I page the whole company", "name": "page", "text": "Pages everyone", "phrasings": []}
+    check = check_draft(json.dumps({"key_points": [*points, invented], "red_flags": [flag]}), q)
+    assert check.ok, check.errors
+    assert [p.text for p in check.reply.key_points] == ["Gathers the logs first", *TEXTS[1:]]
+    assert check.reply.key_points[1].phrasings == [f"I check deploy number {n}." for n in range(MAX_PHRASINGS)]
+    assert check.dropped == ["key_points[3] (quote not in the reference)"]
+    # Too few left once the invented ones go: the model is asked again, told which quote is wrong.
+    few = check_draft(json.dumps({"key_points": [points[1], invented, invented], "red_flags": [flag]}), q)
+    assert not few.ok
+    assert "key_points[1].quote is not a verbatim quote of the great reference" in few.errors
+
+
+TEXTS = ["Gathers logs first", "Checks recent deployments", "Looks for patterns in failures"]
+
+
+def test_drafting_hands_over_the_rubric_after_each_question_so_a_killed_run_keeps_it(tmp_path):
+    """`rubric draft` saves after every question: a run killed half way has the first questions drafted,
+    and the next run drafts only the rest."""
+    import asyncio
+
+    from grader.rubric import save_rubric
+    from grader.rubric.draft import draft_rubric
+
+    bank = stripped(3)
+    seen: list[list[int]] = []
+
+    def on_drafted(rubric, line):
+        assert line.startswith(rubric.questions[len(seen)].id + ": drafted")
+        seen.append([len(q.key_points) for q in rubric.questions])
+        if len(seen) == 2:
+            save_rubric(rubric, tmp_path / "partial.yaml")
+            raise KeyboardInterrupt  # killed after the second question
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(draft_rubric(bank, None, on_drafted))
+    assert seen[0][0] > 0 and seen[0][1:] == [0, 0]
+    assert seen[1][:2] == [seen[0][0], seen[1][1]] and seen[1][1] > 0 and seen[1][2] == 0
+    partial = load_rubric(tmp_path / "partial.yaml")
+    resumed, report = asyncio.run(draft_rubric(partial, None))
+    assert [line.split(":")[0] for line in report] == [bank.questions[2].id]
+    assert [q.key_points for q in resumed.questions[:2]] == [q.key_points for q in partial.questions[:2]]
+    assert resumed.questions[2].key_points
+
+
+def test_a_chat_draft_is_screened_like_an_offline_one(embed):
+    """A model's key point the mediocre reference makes just as well, or a red flag the great reference
+    shares, is dropped: such a flag would mark a great answer poor."""
+    from grader.rubric import KeyPoint, Question, RedFlag
+    from grader.rubric.contrast import screen
+
+    q = Question.model_validate(
+        {
+            "id": "incident",
+            "number": 1,
+            "text": "How do you handle a production incident?",
+            "references": {
+                "great": "I reproduce the bug in a staging copy first. I write a regression test that fails. "
+                "I run a blameless post-mortem afterwards. I check the application logs.",
+                "mediocre": "I check the application logs and fix what is broken.",
+                "poor": "I check the application logs. Then I just restart the server and hope it stays up.",
+            },
+        }
+    )
+    quotes = [s.strip() for s in q.references.great.split(".") if s.strip()]
+    kps = [KeyPoint(id=f"q01.p{i}", text=s, quote=s, draft=True) for i, s in enumerate(quotes)]
+    rfs = [
+        RedFlag(id="q01.logs", text="Checks the logs", quote="I check the application logs", draft=True),
+        RedFlag(id="q01.restart", text="Restarts and hopes", quote="I just restart the server", draft=True),
+    ]
+    kept, flags, dropped = screen(q, kps, rfs, embed)
+    assert [p.id for p in kept] == ["q01.p0", "q01.p1", "q01.p2"]
+    assert [f.id for f in flags] == ["q01.restart"]
+    assert dropped == ["q01.p3", "q01.logs"]
+
+
+def test_the_draft_schema_bounds_a_self_hosted_model_and_stays_in_openais_strict_subset(tmp_path):
+    """A small model explains each point for a paragraph until its context is full: a self-hosted
+    server's grammar gets the lengths and item counts; OpenAI's strict mode, which refuses them, does not."""
+    from grader.backends.chat import Conversation
+    from grader.backends.openai import OpenAIBackend, ServerMemory
+    from grader.grading.contract import GradeRequest
+    from grader.rubric.draft import KEY_POINTS, MAX_CHARS, draft_schema
+
+    q = stripped(1).questions[0]
+    conversation = Conversation(messages=[{"role": "user", "content": "x"}], schema=draft_schema(), name="draft")
+    request = GradeRequest(q, "")
+
+    def sent(**kwargs):
+        backend = OpenAIBackend(api_key="sk-x", memory=ServerMemory(tmp_path / "s.json"), **kwargs)
+        return backend.request_body(conversation, request)["response_format"]["json_schema"]["schema"]
+
+    local = sent(base_url="http://127.0.0.1:8765/v1")
+    assert local["properties"]["key_points"]["maxItems"] == KEY_POINTS[1]
+    assert local["$defs"]["DraftPoint"]["properties"]["text"]["maxLength"] == MAX_CHARS
+    assert local["$defs"]["DraftPoint"]["properties"]["phrasings"]["items"]["maxLength"] == 200
+    remote = json.dumps(sent())
+    assert "maxLength" not in remote and "maxItems" not in remote
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_a_request_the_server_refuses_falls_back_offline_but_a_bad_key_stops(status, tmp_path):
+    """A 400 is this question's request (re-asks that outgrow a small model's context): that question is
+    drafted offline and the run goes on. A 401 would meet every question: it stops the run."""
+    import asyncio
+
+    import httpx
+    import httpx2
+    import respx
+
+    from grader.backends.openai import OpenAIBackend, ServerMemory
+    from grader.errors import BackendError
+    from grader.rubric.draft import draft_rubric
+    from tests.conftest import respx_transport
+
+    router = respx.Router(base_url="http://127.0.0.1:9/v1", assert_all_called=False)
+    message = {400: "request (4114 tokens) exceeds the available context size (4096 tokens)", 401: "bad key"}
+    router.post("/chat/completions").mock(
+        return_value=httpx.Response(status, json={"error": {"message": message[status]}})
+    )
+    backend = OpenAIBackend(
+        base_url="http://127.0.0.1:9/v1",
+        http_client=httpx2.AsyncClient(transport=respx_transport(router)),
+        memory=ServerMemory(tmp_path / "servers.json"),
+    )
+    bank = stripped(1)
+    if status == 401:
+        with pytest.raises(BackendError, match="HTTP 401"):
+            asyncio.run(draft_rubric(bank, backend))
+        return
+    drafted, report = asyncio.run(draft_rubric(bank, backend))
+    assert drafted.questions[0].key_points and all(p.draft for p in drafted.questions[0].key_points)
+    assert "offline, because the model gave no valid draft" in report[0] and "HTTP 400" in report[0]

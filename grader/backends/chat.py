@@ -337,7 +337,9 @@ class ChatBackend(Backend):
         """An HTTP error status: worth a retry (408, 409, 429, 5xx), or a BackendError naming the server."""
         if status in (408, 409, 429) or status >= 500:
             return TransientError(f"HTTP {status}: {one_line(message, 160)}", retry_after=retry_after, status=status)
-        return BackendError(f"{self.base_url} rejected the request (HTTP {status}): {one_line(message, 160)}")
+        return BackendError(
+            f"{self.base_url} rejected the request (HTTP {status}): {one_line(message, 160)}", status=status
+        )
 
     def not_a_completion(
         self, exc: ValidationError, *, attempts: int = 1, hint: str | None = None

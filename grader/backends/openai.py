@@ -166,8 +166,8 @@ class OpenAIBackend(ChatBackend):
         return {"type": "json_object"}
 
     def _schema_for_strict(self, conversation: Conversation) -> dict[str, Any]:
-        """OpenAI's own strict mode refuses string lengths; self-hosted servers (llama.cpp, vLLM) compile
-        them into the grammar, which keeps a small model's quotes short."""
+        """OpenAI's own strict mode refuses string lengths and item counts; self-hosted servers (llama.cpp,
+        vLLM) compile them into the grammar, which keeps a small model's quotes short."""
         if self.base_url == DEFAULT_BASE_URL or ".openai.azure.com" in self.base_url:
             return _strict_subset(conversation.schema)
         return conversation.schema
@@ -285,12 +285,12 @@ def connection_problem(exc: BaseException, base_url: str) -> str | None:
 
 
 def _strict_subset(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema without the keywords OpenAI's strict mode refuses (string lengths); a constrained
+    """The schema without the keywords OpenAI's strict mode refuses (string lengths, item counts); a constrained
     decoder elsewhere gets them, and validation checks the reply either way."""
     key = id(schema)
     cached = _STRICT.get(key)
     if cached is None or cached[0] is not schema:
-        cached = _STRICT[key] = (schema, _drop(schema, {"maxLength", "minLength"}))
+        cached = _STRICT[key] = (schema, _drop(schema, {"maxLength", "minLength", "maxItems", "minItems"}))
     return cached[1]
 
 

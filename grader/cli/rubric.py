@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from grader.cli._common import (
     PromptsOpt,
     RubricOpt,
     TableFormat,
+    TimeoutOpt,
     backend_options,
     console,
     err_console,
@@ -113,28 +115,41 @@ def draft(
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     prompts: PromptsOpt = None,
+    timeout: TimeoutOpt = 120.0,
 ) -> None:
-    """Propose key points and red flags for questions that lack them, marked as drafts to review."""
+    """Propose key points and red flags for questions that lack them, marked as drafts to review.
+
+    Each drafted question is saved as it is done: a killed run keeps them, and running it again drafts
+    only the questions still without key points."""
     loaded = load_rubric(rubric)
+    target = out or rubric
     options = backend_options(
         model=model,
         base_url=base_url,
         temperature=0.0,
         seed=42,
-        timeout=120.0,
+        timeout=timeout,
         max_attempts=5,
         reasks=2,
         prompts=prompts,
     )
-    drafted, report = asyncio.run(_draft(loaded, backend, options))
+    drafted, report = asyncio.run(_draft(loaded, backend, options, _saving_to(target)))
     if not report:
         console.print(f"{rubric}: every question already has key points; nothing to draft")
         return
-    for line in report:
-        console.print(line, markup=False)
-    target = out or rubric
     save_rubric(drafted, target)
     console.print(f"wrote {target}: review the drafted points, then remove their `draft: true`")
+
+
+def _saving_to(path: Path) -> Callable[[Rubric, str], None]:
+    """What to do as each question is drafted: say so, and save the rubric as it stands (a chat model
+    takes minutes a question; a killed run keeps what it drafted)."""
+
+    def save(rubric: Rubric, line: str) -> None:
+        save_rubric(rubric, path)
+        console.print(line, markup=False)
+
+    return save
 
 
 def _known(out: Path) -> Rubric:
@@ -164,6 +179,7 @@ def new(
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     prompts: PromptsOpt = None,
+    timeout: TimeoutOpt = 120.0,
 ) -> None:
     """Import a question bank, draft its key points and red flags, check it, and self-test it, in one go.
 
@@ -181,14 +197,14 @@ def new(
         base_url=base_url,
         temperature=0.0,
         seed=42,
-        timeout=120.0,
+        timeout=timeout,
         max_attempts=5,
         reasks=2,
         prompts=prompts,
     )
-    drafted, report = asyncio.run(_draft(rubric, backend, options))
-    for line in report:
-        console.print(line, markup=False)
+    # Saved after each drafted question: a killed run keeps them, and the next run (same bank) keeps
+    # those questions' points, as it keeps any unchanged question's.
+    drafted, report = asyncio.run(_draft(rubric, backend, options, _saving_to(out)))
     if kept:
         console.print(f"kept the points of {kept} unchanged questions from {out}")
     save_rubric(drafted, out)
@@ -251,13 +267,15 @@ def _fmt(value: object) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-async def _draft(rubric: Rubric, backend_name: str, options: BackendOptions) -> tuple[Rubric, list[str]]:
+async def _draft(
+    rubric: Rubric, backend_name: str, options: BackendOptions, on_drafted: Callable[[Rubric, str], None] | None = None
+) -> tuple[Rubric, list[str]]:
     if all(q.key_points for q in rubric):
         return rubric, []
     # Only a chat model can propose points; the local backend means "contrast the references offline".
     backend = None if resolve_name(backend_name) == "local" else get_backend(backend_name, options)
     try:
-        return await draft_rubric(rubric, backend)
+        return await draft_rubric(rubric, backend, on_drafted)
     finally:
         if backend is not None:
             await backend.aclose()

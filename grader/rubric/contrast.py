@@ -280,6 +280,40 @@ def _as_points(
     )
 
 
+def screen(
+    question: Question, key_points: list[KeyPoint], red_flags: list[RedFlag], embed: Embed | None = None
+) -> tuple[list[KeyPoint], list[RedFlag], list[str]]:
+    """A chat model's draft, checked as the offline one is chosen: a key point whose quote the weaker
+    references say just as well (contrast under `MIN_CONTRAST`), or a red flag whose quote the great
+    reference says too (under `MIN_FLAG_CONTRAST` from it), is dropped, keeping at least `KEY_POINTS[0]`
+    key points (the most distinct). A red flag the great answer shares would mark a great answer poor, so
+    none is kept for the count's sake. Returns the kept points, the kept flags and the dropped ids."""
+    if embed is None:
+        from grader.backends.local.embedder import Embedder
+
+        embed = Embedder.load().embed
+    refs = question.references
+    great = claims(refs.great) or [refs.great.strip()]
+    weaker = [*claims(refs.mediocre or ""), *claims(refs.poor or "")]
+    weaker_words = set(content_words(" ".join(filter(None, (refs.mediocre, refs.poor)))))
+    quotes = [p.quote or p.text for p in key_points]
+    flag_quotes = [f.quote or f.text for f in red_flags]
+    vectors = embed([*quotes, *flag_quotes, *great, *weaker, question.text])
+    kv = vectors[: len(quotes)]
+    fv = vectors[len(quotes) : len(quotes) + len(flag_quotes)]
+    gv = vectors[len(quotes) + len(flag_quotes) : len(quotes) + len(flag_quotes) + len(great)]
+    wv = vectors[len(quotes) + len(flag_quotes) + len(great) :]  # the weaker claims, then the question
+    semantic = _contrast(kv, wv) if len(quotes) else np.zeros(0)
+    scores = [0.6 * float(semantic[i]) + 0.4 * _lexical(q, weaker_words) for i, q in enumerate(quotes)]
+    ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
+    keep = {i for i in ranked if scores[i] >= MIN_CONTRAST} | set(ranked[: KEY_POINTS[0]])
+    far = _contrast(fv, gv) if len(flag_quotes) else np.zeros(0)
+    kept_flags = [f for i, f in enumerate(red_flags) if far[i] >= MIN_FLAG_CONTRAST]
+    dropped = [p.id for i, p in enumerate(key_points) if i not in keep]
+    dropped += [f.id for f in red_flags if f not in kept_flags]
+    return [p for i, p in enumerate(key_points) if i in keep], kept_flags, dropped
+
+
 def rarity(rubric: Rubric) -> Callable[[str], float]:
     """How rare a word is across the bank's references (inverse document frequency, one document per
     question): words every question uses make poor ids."""

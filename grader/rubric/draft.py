@@ -12,19 +12,25 @@ and carries its `quote`, and a grade that uses one is flagged for review.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from grader.backends.base import Backend
 from grader.backends.chat import ChatBackend, Conversation
 from grader.backends.replies import _strictify, extract_json, normalise, quote_in_answer
-from grader.errors import GradingFailedError
+from grader.errors import BackendError, GradingFailedError
 from grader.grading.contract import GradeRequest
 from grader.rubric import KeyPoint, Question, RedFlag, Rubric
 from grader.rubric.importer import slugify
 
 MAX_WORDS = 16
+#: Other ways a candidate may say a point: the offline backend matches answers against these too, and they
+#: are most of what makes the hand-written rubric grade well (dev, local backend: 0.800 with, 0.625 without).
+MAX_PHRASINGS = 4
+PHRASING_WORDS = 40
 MAX_CHARS = 120
 KEY_POINTS = (3, 8)
 RED_FLAGS = (1, 4)
@@ -33,9 +39,26 @@ RED_FLAGS = (1, 4)
 class DraftPoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quote: str = Field(description="Verbatim words from the reference answer this point comes from.")
-    name: str = Field(description="Two or three lowercase words joined by hyphens, e.g. 'reproduce-first'.")
-    text: str = Field(description=f"The point as a short, checkable statement (at most {MAX_WORDS} words).")
+    # The lengths in the schema bound a self-hosted server's constrained decoding (a small model otherwise
+    # explains each point for a paragraph, until its context is full); OpenAI's strict mode gets the schema
+    # without them. They are not validated here: `check_draft` tidies or re-asks.
+    quote: str = Field(
+        description="Verbatim words from the reference answer this point comes from.",
+        json_schema_extra={"maxLength": 300},
+    )
+    name: str = Field(
+        description="Two or three lowercase words joined by hyphens, e.g. 'reproduce-first'.",
+        json_schema_extra={"maxLength": 40},
+    )
+    text: str = Field(
+        description=f"The point as a short, checkable statement (at most {MAX_WORDS} words).",
+        json_schema_extra={"maxLength": MAX_CHARS},
+    )
+    phrasings: list[Annotated[str, WithJsonSchema({"type": "string", "maxLength": 200})]] = Field(
+        default_factory=list,
+        description=f"Up to {MAX_PHRASINGS} other ways a candidate might say it, in their own words, first person.",
+        json_schema_extra={"maxItems": MAX_PHRASINGS},
+    )
 
 
 class DraftReply(BaseModel):
@@ -44,9 +67,12 @@ class DraftReply(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key_points: list[DraftPoint] = Field(
-        description="What the great answer does that the mediocre one does not: 4 to 8 points."
+        description="What the great answer does that the mediocre one does not: 4 to 8 points.",
+        json_schema_extra={"maxItems": KEY_POINTS[1]},
     )
-    red_flags: list[DraftPoint] = Field(description="What makes the poor answer poor: 1 to 3 flags.")
+    red_flags: list[DraftPoint] = Field(
+        description="What makes the poor answer poor: 1 to 3 flags.", json_schema_extra={"maxItems": RED_FLAGS[1]}
+    )
 
 
 def draft_schema() -> dict[str, object]:
@@ -57,6 +83,7 @@ def draft_schema() -> dict[str, object]:
 class DraftCheck:
     reply: DraftReply | None = None
     errors: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # points left out of an otherwise valid reply
 
     @property
     def ok(self) -> bool:
@@ -77,6 +104,9 @@ class DraftCheck:
 
 
 def check_draft(raw: str, question: Question) -> DraftCheck:
+    """Validate a draft reply. Forgiving where nothing is lost: a long text is cut to its first sentence,
+    an empty or over-long phrasing is left out, and a point whose quote is not in the reference is
+    dropped (noted in `dropped`) while enough points remain; anything else is sent back to the model."""
     check = DraftCheck()
     try:
         check.reply = DraftReply.model_validate_json(extract_json(raw))
@@ -84,14 +114,24 @@ def check_draft(raw: str, question: Question) -> DraftCheck:
         check.errors += [f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in exc.errors()[:6]]
         return check
     refs = question.references
-    for kind, points, source, (lo, hi) in (
-        ("key_points", check.reply.key_points, refs.great, KEY_POINTS),
-        ("red_flags", check.reply.red_flags, refs.poor or "", RED_FLAGS if refs.poor else (0, 0)),
+    for kind, source, (lo, hi) in (
+        ("key_points", refs.great, KEY_POINTS),
+        ("red_flags", refs.poor or "", RED_FLAGS if refs.poor else (0, 0)),
     ):
+        points: list[DraftPoint] = getattr(check.reply, kind)
+        quoted = [p for p in points if quote_in_answer(p.quote, source)]
+        if len(quoted) < len(points) and len(quoted) >= lo:
+            check.dropped += [
+                f"{kind}[{i}] (quote not in the reference)" for i, p in enumerate(points) if p not in quoted
+            ]
+            points = quoted
+            setattr(check.reply, kind, points)
         if not lo <= len(points) <= hi:
             check.errors.append(f"{kind} has {len(points)} items; give {lo} to {hi}")
         seen: list[set[str]] = []
         for i, p in enumerate(points):
+            p.text = _first_sentence(p.text)
+            p.phrasings = [x for x in p.phrasings if x.strip() and len(x.split()) <= PHRASING_WORDS][:MAX_PHRASINGS]
             words = p.text.split()
             if not words or len(words) > MAX_WORDS or len(p.text) > MAX_CHARS:
                 check.errors.append(f"{kind}[{i}].text must be 1 to {MAX_WORDS} words")
@@ -103,6 +143,21 @@ def check_draft(raw: str, question: Question) -> DraftCheck:
                 check.errors.append(f"{kind}[{i}] repeats an earlier point; make each point distinct")
             seen.append(bag)
     return check
+
+
+def _first_sentence(text: str) -> str:
+    """A point's text as a short statement about the answer: cut to its first sentence when the whole is
+    over the limit (small models state the point, then explain it: "I reproduce the issue first. This
+    helps me..."), and a first-person or still too long one made a statement the way offline drafts are
+    (`contrast.statement`: "Reproduces the issue first", asides cut, at most `MAX_WORDS` words)."""
+    text = " ".join(text.split())
+    if len(text.split()) > MAX_WORDS:
+        text = re.split(r"(?<=[.!?])\s+", text, maxsplit=1)[0]
+    if len(text.split()) > MAX_WORDS or re.match(r"(?:I|We)\b", text):
+        from grader.rubric.contrast import statement
+
+        text = statement(text)
+    return text
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:
@@ -121,7 +176,8 @@ def _ids(question: Question, names: list[str], taken: set[str]) -> list[str]:
     return out
 
 
-async def draft_with_model(backend: ChatBackend, question: Question) -> tuple[list[KeyPoint], list[RedFlag]]:
+async def draft_with_model(backend: ChatBackend, question: Question) -> tuple[list[KeyPoint], list[RedFlag], list[str]]:
+    """The model's key points and red flags for one question, and what of its reply was left out."""
     user = backend.prompts.render("draft_user.jinja", question=question)
     conversation = Conversation(
         messages=[backend.system_message(None, "draft_system.jinja"), {"role": "user", "content": user}],
@@ -130,7 +186,8 @@ async def draft_with_model(backend: ChatBackend, question: Question) -> tuple[li
     )
     answered = await backend.ask(conversation, GradeRequest(question, ""), lambda t: check_draft(t, question))
     assert isinstance(answered.check, DraftCheck) and answered.check.reply is not None
-    return _to_points(question, answered.check.reply.key_points, answered.check.reply.red_flags)
+    reply = answered.check.reply
+    return (*_to_points(question, reply.key_points, reply.red_flags), answered.check.dropped)
 
 
 def _to_points(
@@ -141,11 +198,26 @@ def _to_points(
     rf_ids = _ids(question, [p.name for p in red_flags], taken)
     return (
         [
-            KeyPoint(id=i, text=p.text.strip(), quote=p.quote, draft=True)
+            KeyPoint(id=i, text=p.text.strip(), phrasings=_phrasings(p), quote=p.quote, draft=True)
             for i, p in zip(kp_ids, key_points, strict=True)
         ],
-        [RedFlag(id=i, text=p.text.strip(), quote=p.quote, draft=True) for i, p in zip(rf_ids, red_flags, strict=True)],
+        [
+            RedFlag(id=i, text=p.text.strip(), phrasings=_phrasings(p), quote=p.quote, draft=True)
+            for i, p in zip(rf_ids, red_flags, strict=True)
+        ],
     )
+
+
+def _phrasings(p: DraftPoint) -> list[str]:
+    """The model's other phrasings, stripped, without repeats of the point's own text."""
+    seen = {normalise(p.text)}
+    out = []
+    for x in p.phrasings:
+        x = " ".join(x.split())
+        if x and normalise(x) not in seen:
+            seen.add(normalise(x))
+            out.append(x)
+    return out[:MAX_PHRASINGS]
 
 
 # Sentence ends, semicolons, line breaks and list bullets all separate claims.
@@ -195,9 +267,13 @@ def _shorten(claim: str, limit: int = 200) -> str:
     return cut.rstrip(" ,;:") + "…"
 
 
-async def draft_rubric(rubric: Rubric, backend: Backend | None) -> tuple[Rubric, list[str]]:
+async def draft_rubric(
+    rubric: Rubric, backend: Backend | None, on_drafted: Callable[[Rubric, str], None] | None = None
+) -> tuple[Rubric, list[str]]:
     """Fill in key points and red flags for every question lacking them. Returns the new rubric and one
-    line per question saying what was drafted and how."""
+    line per question saying what was drafted and how. `on_drafted` gets the rubric as it stands after each
+    drafted question (the rest unchanged) and that question's line, so a caller can save it and say so: a
+    killed run keeps what was drafted, and the next run drafts only the questions still without key points."""
     questions, report = [], []
     offline = None
     for q in rubric.questions:
@@ -207,11 +283,18 @@ async def draft_rubric(rubric: Rubric, backend: Backend | None) -> tuple[Rubric,
         failed = None
         if isinstance(backend, ChatBackend):
             try:
-                kps, rfs = await draft_with_model(backend, q)
-                how = f"{backend.name}:{backend.model}"
-            except GradingFailedError as exc:
-                # One question the model cannot draft must not lose the others: it is drafted offline
-                # and the report says so.
+                kps, rfs, left_out = await draft_with_model(backend, q)
+                from grader.rubric.contrast import screen
+
+                kps, rfs, dropped = screen(q, kps, rfs)
+                dropped = [*left_out, *(f"{d} (no contrast)" for d in dropped)]
+                how = f"{backend.name}:{backend.model}" + (f"; dropped {', '.join(dropped)}" if dropped else "")
+            except (GradingFailedError, BackendError) as exc:
+                # One question the model cannot draft (no valid reply; a request the server refuses, such
+                # as re-asks that outgrow a small model's context) must not lose the others: it is drafted
+                # offline and the report says so. A refusal every request would get (key, model) stops.
+                if isinstance(exc, BackendError) and exc.status != 400:
+                    raise
                 failed = str(exc)
         if failed is not None or not isinstance(backend, ChatBackend):
             from grader.rubric.contrast import draft_offline  # numpy and the embedder: only when drafting offline
@@ -227,4 +310,10 @@ async def draft_rubric(rubric: Rubric, backend: Backend | None) -> tuple[Rubric,
             rfs = list(q.red_flags)
         questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs}))
         report.append(f"{q.id}: drafted {len(kps)} key points, {len(rfs)} red flags ({how})")
-    return Rubric.model_validate(rubric.model_copy(update={"questions": questions}).model_dump()), report
+        if on_drafted is not None:
+            on_drafted(_with(rubric, [*questions, *rubric.questions[len(questions) :]]), report[-1])
+    return _with(rubric, questions), report
+
+
+def _with(rubric: Rubric, questions: list[Question]) -> Rubric:
+    return Rubric.model_validate(rubric.model_copy(update={"questions": questions}).model_dump())
