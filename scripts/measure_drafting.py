@@ -141,7 +141,13 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
     for name, rubric in rubrics.items():
         t0 = time.perf_counter()
         same_points = name.startswith("hand-written")
-        graded = await run_suite(suite if same_points else with_rubric(suite, rubric), local)
+        # The hand-written ids keep the hand point labels; another rubric's points are mapped below.
+        graded = await run_suite(
+            Suite(name=suite.name, description=suite.description, rubric=rubric, cases=suite.cases)
+            if same_points
+            else with_rubric(suite, rubric),
+            local,
+        )
         row = tiers(graded)
         mapping = None if same_points else point_map(rubric, hand, embedder)
         row["points"] = point_f1(graded, truth, mapping)
