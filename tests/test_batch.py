@@ -311,9 +311,16 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
             str(workers),
         ]
         # Its own process group, as a terminal's foreground job: Ctrl-C reaches the parent and its workers.
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-        )
+        # A job a non-interactive shell puts in the background (`bash -c '... &'`, as a CI runner may) has
+        # SIGINT ignored, and an ignored signal stays ignored across exec: give the child Ctrl-C as a
+        # terminal would (a handled signal is reset to its default on exec).
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
         _wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
