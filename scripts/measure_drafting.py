@@ -54,7 +54,7 @@ def drafted_rubric(embedder: Embedder) -> Rubric:
     for q in bank.questions:
         kps, rfs = draft(q)
         questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs}))
-    return Rubric.model_validate(bank.model_copy(update={"questions": questions}).model_dump())
+    return bank.with_questions(questions)
 
 
 def without_phrasings(rubric: Rubric) -> Rubric:
@@ -68,7 +68,7 @@ def without_phrasings(rubric: Rubric) -> Rubric:
         )
         for q in rubric.questions
     ]
-    return Rubric.model_validate(rubric.model_copy(update={"questions": questions}).model_dump())
+    return rubric.with_questions(questions)
 
 
 def with_rubric(suite: Suite, rubric: Rubric) -> Suite:
@@ -169,7 +169,7 @@ async def saf(embedder: Embedder) -> dict[str, Any]:
         for q in suite.rubric.questions:
             kps, rfs = draft(q)
             questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs if q.references.poor else []}))
-        contrast = Rubric.model_validate(suite.rubric.model_copy(update={"questions": questions}).model_dump())
+        contrast = suite.rubric.with_questions(questions)
         split = tiers(await run_suite(suite, local))
         drafted = tiers(await run_suite(with_rubric(suite, contrast), local))
         floor = tiers(await run_suite(suite, NearestReferenceBackend()))

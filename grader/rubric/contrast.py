@@ -183,6 +183,13 @@ def _lexical(claim: str, weaker: set[str]) -> float:
     return len(words - weaker) / len(words) if words else 0.0
 
 
+def _distinct(claims_: Sequence[str], vectors: np.ndarray, weaker: np.ndarray, weaker_words: set[str]) -> list[float]:
+    """How much each claim of the great reference is its own: one minus its highest cosine to the weaker
+    references' claims (and the question), blended with the share of its content words they never use."""
+    semantic = _contrast(vectors, weaker)
+    return [float(0.6 * semantic[i] + 0.4 * _lexical(c, weaker_words)) for i, c in enumerate(claims_)]
+
+
 def name_for(text: str, weaker: set[str], rare: Callable[[str], float]) -> str:
     """Two or three content words of `text`, the most distinctive (absent from the weaker references,
     then rarest in the bank), in the order they appear."""
@@ -230,15 +237,9 @@ def draft_by_contrast(
     )
     # A claim that restates the question ("I approach optimization methodically") is no point either.
     weaker = np.concatenate([m, p, vectors[-1:]])
-    semantic = _contrast(g, weaker)
     points = [
-        Drafted(
-            text=statement(c),
-            quote=c,
-            name=name_for(statement(c), weaker_words, rare),
-            contrast=float(0.6 * semantic[i] + 0.4 * _lexical(c, weaker_words)),
-        )
-        for i, c in enumerate(great)
+        Drafted(text=statement(c), quote=c, name=name_for(statement(c), weaker_words, rare), contrast=score)
+        for c, score in zip(great, _distinct(great, g, weaker, weaker_words), strict=True)
     ]
     chosen = select(points, g, KEY_POINTS, MIN_CONTRAST)
     key_points = [points[i] for i in chosen]
@@ -299,19 +300,19 @@ def screen(
     quotes = [p.quote or p.text for p in key_points]
     flag_quotes = [f.quote or f.text for f in red_flags]
     vectors = embed([*quotes, *flag_quotes, *great, *weaker, question.text])
-    kv = vectors[: len(quotes)]
-    fv = vectors[len(quotes) : len(quotes) + len(flag_quotes)]
-    gv = vectors[len(quotes) + len(flag_quotes) : len(quotes) + len(flag_quotes) + len(great)]
-    wv = vectors[len(quotes) + len(flag_quotes) + len(great) :]  # the weaker claims, then the question
-    semantic = _contrast(kv, wv) if len(quotes) else np.zeros(0)
-    scores = [0.6 * float(semantic[i]) + 0.4 * _lexical(q, weaker_words) for i, q in enumerate(quotes)]
+    # the points' quotes, the flags' quotes, the great claims, and the weaker claims with the question
+    kv, fv, gv, wv = np.split(vectors, np.cumsum([len(quotes), len(flag_quotes), len(great)]))
+    scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
     keep = {i for i in ranked if scores[i] >= MIN_CONTRAST} | set(ranked[: KEY_POINTS[0]])
-    far = _contrast(fv, gv) if len(flag_quotes) else np.zeros(0)
-    kept_flags = [f for i, f in enumerate(red_flags) if far[i] >= MIN_FLAG_CONTRAST]
+    keep_flag = _contrast(fv, gv) >= MIN_FLAG_CONTRAST
     dropped = [p.id for i, p in enumerate(key_points) if i not in keep]
-    dropped += [f.id for f in red_flags if f not in kept_flags]
-    return [p for i, p in enumerate(key_points) if i in keep], kept_flags, dropped
+    dropped += [f.id for f, kept in zip(red_flags, keep_flag, strict=True) if not kept]
+    return (
+        [p for i, p in enumerate(key_points) if i in keep],
+        [f for f, kept in zip(red_flags, keep_flag, strict=True) if kept],
+        dropped,
+    )
 
 
 def rarity(rubric: Rubric) -> Callable[[str], float]:

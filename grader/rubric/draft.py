@@ -119,19 +119,17 @@ def check_draft(raw: str, question: Question) -> DraftCheck:
         ("red_flags", refs.poor or "", RED_FLAGS if refs.poor else (0, 0)),
     ):
         points: list[DraftPoint] = getattr(check.reply, kind)
-        quoted = [p for p in points if quote_in_answer(p.quote, source)]
-        if len(quoted) < len(points) and len(quoted) >= lo:
-            check.dropped += [
-                f"{kind}[{i}] (quote not in the reference)" for i, p in enumerate(points) if p not in quoted
-            ]
-            points = quoted
+        quoted = [quote_in_answer(p.quote, source) for p in points]
+        if not all(quoted) and sum(quoted) >= lo:
+            check.dropped += [f"{kind}[{i}] (quote not in the reference)" for i, ok in enumerate(quoted) if not ok]
+            points = [p for p, ok in zip(points, quoted, strict=True) if ok]
             setattr(check.reply, kind, points)
         if not lo <= len(points) <= hi:
             check.errors.append(f"{kind} has {len(points)} items; give {lo} to {hi}")
         seen: list[set[str]] = []
         for i, p in enumerate(points):
             p.text = _first_sentence(p.text)
-            p.phrasings = [x for x in p.phrasings if x.strip() and len(x.split()) <= PHRASING_WORDS][:MAX_PHRASINGS]
+            p.phrasings = _phrasings(p)
             words = p.text.split()
             if not words or len(words) > MAX_WORDS or len(p.text) > MAX_CHARS:
                 check.errors.append(f"{kind}[{i}].text must be 1 to {MAX_WORDS} words")
@@ -198,23 +196,24 @@ def _to_points(
     rf_ids = _ids(question, [p.name for p in red_flags], taken)
     return (
         [
-            KeyPoint(id=i, text=p.text.strip(), phrasings=_phrasings(p), quote=p.quote, draft=True)
+            KeyPoint(id=i, text=p.text.strip(), phrasings=p.phrasings, quote=p.quote, draft=True)
             for i, p in zip(kp_ids, key_points, strict=True)
         ],
         [
-            RedFlag(id=i, text=p.text.strip(), phrasings=_phrasings(p), quote=p.quote, draft=True)
+            RedFlag(id=i, text=p.text.strip(), phrasings=p.phrasings, quote=p.quote, draft=True)
             for i, p in zip(rf_ids, red_flags, strict=True)
         ],
     )
 
 
 def _phrasings(p: DraftPoint) -> list[str]:
-    """The model's other phrasings, stripped, without repeats of the point's own text."""
+    """The model's other phrasings, tidied: whitespace collapsed, empty or over-long ones and repeats (of
+    each other or of the point's own text) left out, at most `MAX_PHRASINGS`."""
     seen = {normalise(p.text)}
     out = []
     for x in p.phrasings:
         x = " ".join(x.split())
-        if x and normalise(x) not in seen:
+        if x and len(x.split()) <= PHRASING_WORDS and normalise(x) not in seen:
             seen.add(normalise(x))
             out.append(x)
     return out[:MAX_PHRASINGS]
@@ -311,9 +310,5 @@ async def draft_rubric(
         questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs}))
         report.append(f"{q.id}: drafted {len(kps)} key points, {len(rfs)} red flags ({how})")
         if on_drafted is not None:
-            on_drafted(_with(rubric, [*questions, *rubric.questions[len(questions) :]]), report[-1])
-    return _with(rubric, questions), report
-
-
-def _with(rubric: Rubric, questions: list[Question]) -> Rubric:
-    return Rubric.model_validate(rubric.model_copy(update={"questions": questions}).model_dump())
+            on_drafted(rubric.with_questions([*questions, *rubric.questions[len(questions) :]]), report[-1])
+    return rubric.with_questions(questions), report

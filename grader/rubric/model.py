@@ -142,6 +142,10 @@ class Rubric(_Strict):
     def __iter__(self) -> Iterator[Question]:  # type: ignore[override]
         return iter(self.questions)
 
+    def with_questions(self, questions: Sequence[Question]) -> Rubric:
+        """This rubric with other questions (edited copies), validated again: duplicate ids are refused."""
+        return Rubric.model_validate(self.model_copy(update={"questions": list(questions)}).model_dump())
+
     def find(self, ref: str | int) -> Question:
         """A question by slug id or number (`3`, `03`, `q3`, `q03`)."""
         key = str(ref).strip()
