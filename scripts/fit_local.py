@@ -6,7 +6,8 @@ inside dev: for each dev question, the models are fitted on the other dev questi
 question's answers are then graded, so no answer is graded by parameters fitted on its own question.
 The shipped parameters (`grader/backends/local/params.json`) are then fitted on all dev questions.
 
-    python scripts/fit_local.py            # writes params.json and FIT.md next to the backend
+    python scripts/fit_local.py                  # writes params.json, params-unphrased.json and FIT.md
+    python scripts/fit_local.py --unphrased-only # refits only the rule for questions without phrasings
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def _standardised(X: np.ndarray, names: tuple[str, ...]):
     for j, n in enumerate(names):
         X[np.isnan(X[:, j]), j] = fill[n]
     mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-9
+    scale[scale < 1e-6] = 1.0  # a constant column (a feature never present) would divide by zero when shipped
     return (X - mean) / scale, fill, mean, scale
 
 
@@ -152,7 +154,202 @@ def _shuffle(text: str, seed: int) -> str:
     return " ".join(words)
 
 
+#: The features a question without phrasings has: `phrased` is missing for every one of its points.
+UNPHRASED = [j for j, n in enumerate(MATCH_FEATURES) if n != "phrased"]
+
+
+def fit_unphrased(backend: LocalBackend, suite, shipped: TierRule) -> tuple[TierRule, list[str]]:
+    """The companion rule for questions whose points carry no phrasings (a team's own bank), fitted on the
+    same dev answers: the point and red-flag models on the hand-written points stripped of their phrasings
+    (the labels are theirs), the tier model on those or on an offline draft of the same dev questions
+    (its verdicts from the stripped models; a tier needs no point labels), whichever grades both better
+    leave-one-question-out. Guard rails and the verbatim line are the shipped rule's."""
+    from measure_drafting import drafted_rubric, without_phrasings
+
+    cases = suite.cases
+    labels = np.array([c.label.value for c in cases])
+    questions = np.array([c.question for c in cases])
+    rubrics = {
+        "hand-written, no phrasings": without_phrasings(suite.rubric),
+        "drafted offline": drafted_rubric(backend.embedder),
+    }
+    requests = {n: [GradeRequest(r.find(c.question), c.answer) for c in cases] for n, r in rubrics.items()}
+    analyses = {n: [a for a, _ in backend.analyse_many(reqs)] for n, reqs in requests.items()}
+    stripped = "hand-written, no phrasings"
+
+    def rows(name: str, kind: str):
+        X, y, g, owner = [], [], [], []
+        for i, (c, a, r) in enumerate(zip(cases, analyses[name], requests[name], strict=True)):
+            if kind == "point":
+                ids, truth, feats = r.question.point_ids, set(c.covered or ()), point_features(a.points)
+            else:
+                ids, truth, feats = [f.id for f in r.question.red_flags], set(c.red_flags or ()), flag_features(a.flags)
+            for k, pid in enumerate(ids):
+                X.append(feats[k])
+                y.append(pid in truth)
+                g.append(c.question)
+                owner.append(i)
+        return np.array(X).reshape(-1, len(MATCH_FEATURES)), np.array(y), np.array(g), np.array(owner)
+
+    out = [
+        "## Questions without phrasings (`params-unphrased.json`)",
+        "",
+        "A team's own bank has no `phrasings` (an offline draft writes none), and the models above lean on them. "
+        "A companion rule grades such questions: fitted on the same dev answers with the hand-written points "
+        "stripped of their phrasings, its tier model on those or on an offline draft of the dev questions "
+        "(`grader rubric draft` with no chat model), whichever grades both better. Leave-one-question-out, "
+        "as above.",
+        "",
+    ]
+    fitted: dict[str, tuple[Logistic, float]] = {}
+    verdicts: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (rubric, kind) -> (cv prob, owner)
+    for kind in ("point", "flag"):
+        X, y, g, _ = rows(stripped, kind)
+        cuts = np.round(np.arange(0.2, 0.81, 0.05), 2)
+        choices = {}
+        for how, fit in (("plain", fit_logistic), ("weights >= 0", fit_monotone)):
+            for C in (0.1, 0.3, 1.0):
+                prob = np.zeros(len(y))
+                for q in np.unique(g):
+                    prob[g == q] = fit(X[g != q], y[g != q], MATCH_FEATURES, C, UNPHRASED).positive(X[g == q])
+                f1s = [prf(prob >= t, y)[2] for t in cuts]
+                choices[how, C] = (max(f1s), float(cuts[int(np.argmax(f1s))]), fit)
+        (how, C), (f1, cut, fit) = max(choices.items(), key=lambda kv: kv[1][0])
+        fitted[kind] = (fit(X, y, MATCH_FEATURES, C, UNPHRASED), cut)
+        out.append(
+            f"- {'Key points' if kind == 'point' else 'Red flags'} without phrasings, F1 at the best cut: "
+            + "; ".join(f"{h}, C={c}: {v[0]:.3f}" for (h, c), v in choices.items())
+            + f". Shipped: {how}, C={C}, cut {cut:.2f}."
+        )
+        for name in rubrics:  # each question's verdicts from models fitted on the other questions
+            Xa, _, ga, oa = rows(name, kind)
+            prob = np.zeros(len(Xa))
+            for q in np.unique(ga):
+                prob[ga == q] = fit(X[g != q], y[g != q], MATCH_FEATURES, C, UNPHRASED).positive(Xa[ga == q])
+            verdicts[name, kind] = (prob, oa)
+    cut_p, cut_f = fitted["point"][1], fitted["flag"][1]
+    T = {
+        name: np.array(
+            [
+                tier_features(
+                    a,
+                    verdicts[name, "point"][0][verdicts[name, "point"][1] == i],
+                    verdicts[name, "flag"][0][verdicts[name, "flag"][1] == i],
+                    cut_p,
+                    cut_f,
+                )
+                for i, a in enumerate(analyses[name])
+            ]
+        )
+        for name in rubrics
+    }
+
+    def graded(name: str, probs: np.ndarray, rule: TierRule, cut: float) -> list[str]:
+        """The whole rule's tiers: guard rails, a red flag shown makes it poor, else the tier model."""
+        flag_prob, owner = verdicts[name, "flag"]
+        return [
+            "poor"
+            if guard_rail(a, rule) is not None or bool((flag_prob[owner == i] >= cut).any())
+            else TIERS[int(probs[i].argmax())]
+            for i, a in enumerate(analyses[name])
+        ]
+
+    def shipped_tiers(name: str) -> list[str]:
+        out_ = []
+        for a in analyses[name]:
+            flagged = bool((shipped.flag_probabilities(a) >= shipped.flag_threshold).any())
+            if guard_rail(a, shipped) is not None or flagged:
+                out_.append("poor")
+            else:
+                p = shipped.probabilities(a)
+                out_.append(max(p, key=p.__getitem__))
+        return out_
+
+    out += [
+        "",
+        "| tier model fitted on | " + " | ".join(f"{n}: accuracy / kappa" for n in rubrics) + " |",
+        "|---|" + "--:|" * len(rubrics),
+        "| floor (tier of the most similar reference) | "
+        + " | ".join(
+            f"{accuracy_score(labels, f):.3f} / {qwk(list(labels), f):.3f}"
+            for f in ([max(a.tier_similarity, key=a.tier_similarity.__getitem__) for a in analyses[n]] for n in rubrics)
+        )
+        + " |",
+        "| the default rule above (fitted on all of dev with phrasings: flattering) | "
+        + " | ".join(
+            f"{accuracy_score(labels, p):.3f} / {qwk(list(labels), p):.3f}" for p in map(shipped_tiers, rubrics)
+        )
+        + " |",
+    ]
+    trainings = {stripped: [stripped], "drafted offline": ["drafted offline"], "both": list(rubrics)}
+    scores: dict[str, tuple[float, np.ndarray]] = {}
+    for what, names in trainings.items():
+        accs, probs_by = [], {}
+        for name in rubrics:
+            probs = np.zeros((len(labels), 3))
+            for q in np.unique(questions):
+                Xt = np.vstack([T[n][questions != q] for n in names])
+                yt = np.concatenate([labels[questions != q] for _ in names])
+                model = fit_logistic(Xt, yt, TIER_FEATURES, C_TIER, SHIPPED_TIER, classes=TIERS)
+                probs[questions == q] = model.classes(T[name][questions == q])
+            probs_by[name] = probs
+            accs.append((accuracy_score(labels, pred := graded(name, probs, shipped, cut_f)), qwk(list(labels), pred)))
+        out.append(f"| {what} | " + " | ".join(f"{a:.3f} / {k:.3f}" for a, k in accs) + " |")
+        scores[what] = (float(np.mean([a for a, _ in accs])), np.vstack([probs_by[n] for n in names]))
+    chosen = max(scores, key=lambda w: scores[w][0])
+    names = trainings[chosen]
+    # Temperature from the chosen training's cross-validated probabilities, as for the default rule.
+    logits = np.log(np.clip(scores[chosen][1], 1e-12, 1))
+    y_idx = np.concatenate([[TIERS.index(t) for t in labels] for _ in names])
+
+    def nll(t: float) -> float:
+        z = logits / t
+        z -= z.max(axis=1, keepdims=True)
+        return float(-(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[np.arange(len(y_idx)), y_idx].mean())
+
+    temperature = float(minimize_scalar(nll, bounds=(0.3, 5.0), method="bounded").x)
+    tier_model = fit_logistic(
+        np.vstack([T[n] for n in names]),
+        np.concatenate([labels for _ in names]),
+        TIER_FEATURES,
+        C_TIER,
+        SHIPPED_TIER,
+        classes=TIERS,
+    )
+    tier_model = replace(tier_model, coef=tier_model.coef / temperature, intercept=tier_model.intercept / temperature)
+    out += [
+        "",
+        f"Shipped: the tier model fitted on {chosen} (the best mean accuracy of the two), temperature "
+        f"{temperature:.2f}. A question gets this rule when none of its key points and red flags has phrasings.",
+    ]
+    rule = TierRule(
+        point=fitted["point"][0],
+        flag=fitted["flag"][0],
+        tier=tier_model,
+        guards=shipped.guards,
+        point_threshold=cut_p,
+        flag_threshold=cut_f,
+        verbatim=shipped.verbatim,
+    )
+    return rule, out
+
+
+def refit_unphrased() -> int:
+    """Refit only the companion rule, against the shipped params.json, and replace its section of FIT.md."""
+    suite = answers_suite("dev")
+    shipped = TierRule.from_dict(json.loads((HERE / "params.json").read_text(encoding="utf-8")))
+    unphrased, lines = fit_unphrased(LocalBackend(), suite, shipped)
+    (HERE / "params-unphrased.json").write_text(json.dumps(unphrased.to_dict(), indent=2) + "\n")
+    text = (HERE / "FIT.md").read_text(encoding="utf-8")
+    head, _, _ = text.partition(lines[0])
+    (HERE / "FIT.md").write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def main() -> int:
+    if "--unphrased-only" in sys.argv[1:]:
+        return refit_unphrased()
     suite = answers_suite("dev")
     cases = suite.cases
     # Word order: a bigram model of the rubric's own prose (references and phrasings), not of any answer.
@@ -404,7 +601,8 @@ def main() -> int:
     out += [
         "",
         f"Verbatim: a span at least {verbatim} similar to the reference's own sentence for a point or red flag "
-        f"makes it (highest similarity among dev pairs that did not: {np.nanmax(negatives):.3f}).",
+        f"would make it (highest similarity among dev pairs that did not: {np.nanmax(negatives):.3f}); the shipped "
+        "rule leaves this line off (1.01) and lets the models decide.",
     ]
     rule = TierRule(
         point=fitted["point"][0],
@@ -441,6 +639,9 @@ def main() -> int:
         *[f"| {t} | " + " | ".join(map(str, row)) + " |" for t, row in zip(TIERS, cm, strict=True)],
     ]
     (HERE / "params.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
+    unphrased, lines = fit_unphrased(backend, suite, rule)
+    (HERE / "params-unphrased.json").write_text(json.dumps(unphrased.to_dict(), indent=2) + "\n")
+    out += ["", *lines]
     header = [
         "# Local backend fit (written by `python scripts/fit_local.py`)",
         "",

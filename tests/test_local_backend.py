@@ -282,3 +282,32 @@ def test_a_run_gets_its_first_grades_after_a_small_chunk(local, rubric, monkeypa
     assert chunks == [FIRST_BATCH_ANSWERS, MAX_BATCH_ANSWERS, 300 - FIRST_BATCH_ANSWERS - MAX_BATCH_ANSWERS]
     assert embedded_at_first_grade == [FIRST_BATCH_ANSWERS]
     assert stats.graded == 300
+
+
+def _without_phrasings(q):
+    return q.model_copy(
+        update={
+            "key_points": [p.model_copy(update={"phrasings": []}) for p in q.key_points],
+            "red_flags": [f.model_copy(update={"phrasings": []}) for f in q.red_flags],
+        }
+    )
+
+
+def test_a_question_without_phrasings_is_graded_by_the_companion_rule(local, q1):
+    from dataclasses import replace
+
+    rule = local.rule
+    bare = _without_phrasings(q1)
+    one = bare.model_copy(update={"key_points": [q1.key_points[0], *bare.key_points[1:]]})
+    assert rule.unphrased is not None and rule.unphrased.unphrased is None
+    assert rule.for_question(q1) is rule and rule.for_question(one) is rule  # one point with phrasings is enough
+    assert rule.for_question(bare) is rule.unphrased
+    assert rule.unphrased.for_question(bare) is rule.unphrased
+    # The backend grades the bare question with the companion: the same grade as a backend whose only rule it
+    # is, and not the default models' grade of it.
+    answer = "I check the logs and recent deployments, then try to reproduce it before I change anything."
+    graded = grade(local, bare, answer)
+    assert graded == grade(LocalBackend(rule=rule.unphrased), bare, answer)
+    assert graded.confidence != grade(LocalBackend(rule=replace(rule, unphrased=None)), bare, answer).confidence
+    # and a change to the companion is a change to the cache key
+    assert rule.fingerprint != replace(rule, unphrased=None).fingerprint

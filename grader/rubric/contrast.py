@@ -5,7 +5,7 @@ ones do not; red flags are what the poor reference does that the great one does 
    `, while`, `, but`... (a list such as "logs, error messages, and recent deployments" stays whole).
 2. Each claim of the great reference is scored by how far it is from the weaker references: one minus
    its highest cosine (the packaged MiniLM embedder) to any of their claims, plus the share of its
-   content words they never use. The most distinct claims become key points (3 to 6), in the order the
+   content words they never use. The most distinct claims become key points (3 to 10), in the order the
    reference makes them, none a near-copy of another.
 3. A point's text is the claim made checkable and short: first person turned into a description
    ("I try to reproduce the issue..." -> "Tries to reproduce the issue..."), trailing asides cut at
@@ -31,7 +31,7 @@ import numpy as np
 from grader.rubric.model import KeyPoint, Question, RedFlag, Rubric
 
 MAX_WORDS = 16
-KEY_POINTS = (3, 6)
+KEY_POINTS = (3, 10)
 RED_FLAGS = (1, 3)
 #: A claim this close (cosine) to one already chosen is a repeat.
 SAME = 0.82

@@ -433,7 +433,8 @@ class LocalBackend(Backend):
         return anchors
 
     def _grade(self, request: GradeRequest, a: Analysis, answer_spans: list[Span]) -> Grade:
-        q, rule = request.question, self.rule
+        q = request.question
+        rule = self.rule.for_question(q)
         p_points, p_flags = rule.point_probabilities(a), rule.flag_probabilities(a)
         covered = [
             CoveredPoint(id=p.id, evidence=answer_spans[int(a.points.best[k])].text)

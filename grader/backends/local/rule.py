@@ -11,19 +11,28 @@ Three small logistic models, fitted by `scripts/fit_local.py` on the dev half of
 - the tier comes from the share of points covered, the strongest red flag, and how close the answer is to
   each tier's reference answer, through a multinomial logistic model whose probability for the chosen
   tier is the grade's `confidence`.
+
+A question whose key points and red flags carry no `phrasings` (a team's own bank, drafted offline or
+written without them) is graded by a companion rule, `params-unphrased.json`: the same three models
+fitted on the dev half with the hand-written points stripped of their phrasings (and the tier model on
+an offline draft of the same questions), because the default models lean on the phrasings and misjudge
+points without them (`TierRule.for_question`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from grader.grading.contract import TIERS
+
+if TYPE_CHECKING:
+    from grader.rubric.model import Question
 
 #: What decides whether a key point is made, and (with the poor reference as yardstick instead of the
 #: great one) whether a red flag is shown: the same signals, built by `_match_features`.
@@ -177,6 +186,8 @@ class TierRule:
     #: An answer that says it in the reference's own words (a span this similar to the great reference's
     #: sentence for a point, or the poor reference's for a red flag) makes it, whatever the model says.
     verbatim: float = 1.01
+    #: The rule for questions with no phrasings at all (None: this rule grades every question).
+    unphrased: TierRule | None = None
     source: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -186,8 +197,12 @@ class TierRule:
         packaged = {"default": "params.json", "saf": "params-saf.json"}
         if (name or "default") not in packaged:
             raise ValueError(f"unknown local rule {name!r}; packaged rules: {', '.join(packaged)}")
-        source = files("grader.backends.local") / packaged[name or "default"]
-        return cls.from_dict(json.loads(source.read_text(encoding="utf-8")))
+        here = files("grader.backends.local")
+        rule = cls.from_dict(json.loads((here / packaged[name or "default"]).read_text(encoding="utf-8")))
+        if (name or "default") == "default":
+            companion = json.loads((here / "params-unphrased.json").read_text(encoding="utf-8"))
+            rule = replace(rule, unphrased=cls.from_dict(companion))
+        return rule
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TierRule:
@@ -219,7 +234,17 @@ class TierRule:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        data = self.to_dict()
+        if self.unphrased is not None:
+            data["unphrased"] = self.unphrased.fingerprint
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def for_question(self, question: Question) -> TierRule:
+        """The rule that grades `question`: the companion for a question none of whose key points and red
+        flags has phrasings (when this rule has one), else this one."""
+        if self.unphrased is None or any(item.phrasings for item in [*question.key_points, *question.red_flags]):
+            return self
+        return self.unphrased
 
     def point_probabilities(self, a: Analysis) -> np.ndarray:
         if not a.points.span.size:
