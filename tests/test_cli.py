@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from grader.cli import app
 from grader.resources import data_dir
 from grader.rubric import load_rubric
+from grader.rubric.contrast import KEY_POINTS
 from tests.conftest import reply_for
 from tests.support.loopback import LoopbackLLM
 
@@ -137,7 +138,7 @@ def test_import_then_draft_without_a_model(tmp_path):
     assert drafted.exit_code == 0, drafted.output
     rubric = load_rubric(out)
     for q in rubric:
-        assert 1 <= len(q.key_points) <= 8 and all(p.draft for p in q.key_points)
+        assert KEY_POINTS[0] <= len(q.key_points) <= KEY_POINTS[1] and all(p.draft for p in q.key_points)
     assert "q01." in rubric.find(1).key_points[0].id
     checked = invoke("rubric", "check", str(out))
     assert "not reviewed yet" in checked.stdout
