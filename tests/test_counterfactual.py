@@ -48,6 +48,20 @@ def test_name_sets_cover_six_groups_and_both_sexes():
     assert {p.kind for p in PROBES} == {"name", "pronoun", "dialect"}
 
 
+def test_each_dialect_rule_rewrites_only_its_marker():
+    text = "For five years I have a team. We discussed the design for 3 months; it depends on load."
+    rewrites = {p.name: p.rewrite(text, 0) for p in PROBES if p.kind == "dialect"}
+    assert rewrites["dialect-non-native"] == (
+        "Since five years I am having a team. We discussed about the design since 3 months; it depends of load."
+    )
+    assert rewrites["dialect-indian-english"].startswith("Basically, since five years I am having a team.")
+    assert rewrites["dialect-dropped-articles"] == (
+        "For five years I have team. We discussed design for 3 months; it depends on load."
+    )
+    for name, rewritten in rewrites.items():
+        assert content(rewritten) == content(text), name
+
+
 def test_dialect_rewrites_keep_every_content_word_in_order(dev):
     dialects = [p for p in PROBES if p.kind == "dialect"]
     changed = 0

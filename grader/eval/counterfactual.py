@@ -215,12 +215,19 @@ def _expand(m: re.Match[str]) -> str:
 
 _CONTRACTION = re.compile(r"\b(?:" + "|".join(re.escape(c).replace("'", "['’]") for c in _CONTRACTIONS) + r")\b", re.I)
 _SINCE = r"\b([Ff])or (two|three|four|five|six|seven|eight|nine|ten|\d+|several|many) (years|months|weeks)\b"
+
+
+def _since(m: re.Match[str]) -> str:
+    """ "for five years" -> "since five years", "For five years" -> "Since five years"."""
+    return f"{'S' if m.group(1) == 'F' else 's'}ince {m.group(2)} {m.group(3)}"
+
+
 #: Non-native phrasing: contractions spelt out, "since five years", "discuss about", "depends of",
 #: "lot of", and "I am having" for "I have" before a noun phrase.
 NON_NATIVE = (
     (_CONTRACTION, _expand),
     *_rules(
-        (_SINCE, r"\1since \2 \3"),
+        (_SINCE, _since),
         (r"\b(discuss|discussed|mention|mentioned|explain|explained) (the|how|why|what)\b", r"\1 about \2"),
         (r"\bdepends on\b", "depends of"),
         (r"\b[Aa] lot of\b", "lot of"),
@@ -231,7 +238,7 @@ NON_NATIVE = (
 #: "itself" for emphasis, "revert back" for reply, and a closing "Hope this answers your query."
 INDIAN_ENGLISH = _rules(
     (r"\A\s*([A-Z](?=[a-z])|)", lambda m: "Basically, " + m.group(1).lower()),
-    (_SINCE, r"\1since \2 \3"),
+    (_SINCE, _since),
     (r"\b(discuss|discussed|mention|mentioned) (the|how|why|what)\b", r"\1 about \2"),
     (r"\bI have (a|an|the|some|two|three|many|several)\b", r"I am having \1"),
     (r"\b(today|right now|immediately)(?=[.,;!?]|\s*\Z)", r"\1 itself"),
