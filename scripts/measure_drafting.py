@@ -25,6 +25,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,9 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
     hand = suite.rubric
     truth = {c.id: list(c.covered or []) for c in suite.cases if c.covered is not None}
     local = LocalBackend()
+    # The same rule without its companion for questions that carry no phrasings: what the companion adds,
+    # measured in the same run.
+    default_only = LocalBackend(rule=replace(TierRule.load(), unphrased=None))
     rubrics: dict[str, Rubric] = {
         "hand-written": hand,
         # What the hand-written points are worth without the other phrasings written for each: the part of
@@ -133,6 +137,8 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
         "hand-written, no phrasings": without_phrasings(hand),
         "drafted offline": drafted_rubric(embedder),
     }
+    rubrics["hand-written, no phrasings, default rule"] = rubrics["hand-written, no phrasings"]
+    rubrics["drafted offline, default rule"] = rubrics["drafted offline"]
     if llm_rubric is not None:
         rubrics["drafted by the chat model"] = load_rubric(llm_rubric)
     out: dict[str, Any] = {}
@@ -146,7 +152,7 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
             Suite(name=suite.name, description=suite.description, rubric=rubric, cases=suite.cases)
             if same_points
             else with_rubric(suite, rubric),
-            local,
+            default_only if name.endswith("default rule") else local,
         )
         row = tiers(graded)
         mapping = None if same_points else point_map(rubric, hand, embedder)

@@ -11,10 +11,11 @@ little, and an answer near a tier's boundary crosses it. So the backend reads th
 - **British spellings read as American** (-ise/-yse, -our, -re, -ogue, -ence, doubled l...).
 
 Nothing else is changed: an answer with neither reads exactly as written, so the rule fitted on the dev
-half sees what it was fitted on. Reading dialect away was tried and measured (README, "Counterfactual
-probes"): fillers, contractions, agreement and idiom read one way cost the dev half 0.025-0.04 of
-leave-one-question-out accuracy with the rule refitted, and articles dropped 0.09, so answers written
-in another English can still move a tier, and the suite reports by how much.
+half sees what it was fitted on. Reading dialect away, in the answer and in the rubric texts alike, was
+tried and measured (README, "Counterfactual probes"; the patches are in `benchmarks/experiments/`): it
+makes every dialect probe invisible but costs the dev half 0.05 of leave-one-question-out accuracy with
+the rule refitted, so answers written in another English can still move a tier, and the suite reports
+by how much.
 
 Evidence is still quoted from the answer as written: each character of the reading knows the stretch of
 the answer it came from.
