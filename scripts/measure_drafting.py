@@ -130,32 +130,39 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
     # The same rule without its companion for questions that carry no phrasings: what the companion adds,
     # measured in the same run.
     default_only = LocalBackend(rule=replace(TierRule.load(), unphrased=None))
-    rubrics: dict[str, Rubric] = {
-        "hand-written": hand,
-        # What the hand-written points are worth without the other phrasings written for each: the part of
-        # the gap an offline draft (which has none) cannot close by better point texts alone.
-        "hand-written, no phrasings": without_phrasings(hand),
-        "drafted offline": drafted_rubric(embedder),
-    }
-    rubrics["hand-written, no phrasings, default rule"] = rubrics["hand-written, no phrasings"]
-    rubrics["drafted offline, default rule"] = rubrics["drafted offline"]
+    # What the hand-written points are worth without the other phrasings written for each: the part of the
+    # gap an offline draft (which has none) cannot close by better point texts alone.
+    bare = without_phrasings(hand)
+    drafted = drafted_rubric(embedder)
+    runs: list[tuple[str, Rubric, LocalBackend]] = [
+        ("hand-written", hand, local),
+        ("hand-written, no phrasings", bare, local),
+        ("drafted offline", drafted, local),
+        ("hand-written, no phrasings, default rule", bare, default_only),
+        ("drafted offline, default rule", drafted, default_only),
+    ]
     if llm_rubric is not None:
-        rubrics["drafted by the chat model"] = load_rubric(llm_rubric)
+        runs.append(("drafted by the chat model", load_rubric(llm_rubric), local))
     out: dict[str, Any] = {}
     floor = await run_suite(suite, NearestReferenceBackend())
     out["floor (nearest reference)"] = tiers(floor)
-    for name, rubric in rubrics.items():
+    mappings: dict[int, dict[str, str | None]] = {}  # per drafted rubric, computed once
+    for name, rubric, backend in runs:
         t0 = time.perf_counter()
-        same_points = name.startswith("hand-written")
+        same_points = rubric is hand or rubric is bare
         # The hand-written ids keep the hand point labels; another rubric's points are mapped below.
         graded = await run_suite(
             Suite(name=suite.name, description=suite.description, rubric=rubric, cases=suite.cases)
             if same_points
             else with_rubric(suite, rubric),
-            default_only if name.endswith("default rule") else local,
+            backend,
         )
         row = tiers(graded)
-        mapping = None if same_points else point_map(rubric, hand, embedder)
+        mapping = None
+        if not same_points:
+            if id(rubric) not in mappings:
+                mappings[id(rubric)] = point_map(rubric, hand, embedder)
+            mapping = mappings[id(rubric)]
         row["points"] = point_f1(graded, truth, mapping)
         if mapping is not None:
             row["mapped"] = f"{sum(v is not None for v in mapping.values())}/{len(mapping)}"
