@@ -8,6 +8,8 @@ The shipped parameters (`grader/backends/local/params.json`) are then fitted on 
 
     python scripts/fit_local.py                  # writes params.json, params-unphrased.json and FIT.md
     python scripts/fit_local.py --unphrased-only # refits only the rule for questions without phrasings
+    python scripts/fit_local.py --predictions dev.jsonl  # also writes each dev answer's cross-validated grade,
+                                                 # for `scripts/compare_fits.py` (two fits, answer by answer)
 """
 
 from __future__ import annotations
@@ -638,6 +640,11 @@ def main() -> int:
         "|---|--:|--:|--:|",
         *[f"| {t} | " + " | ".join(map(str, row)) + " |" for t, row in zip(TIERS, cm, strict=True)],
     ]
+    if "--predictions" in sys.argv[1:]:
+        with Path(sys.argv[sys.argv.index("--predictions") + 1]).open("w", encoding="utf-8") as f:
+            for c, truth, pred, near in zip(cases, labels, final_pred, floor, strict=True):
+                row = {"id": c.id, "question": c.question, "label": str(truth), "tier": pred, "floor": near}
+                f.write(json.dumps(row) + "\n")
     (HERE / "params.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
     unphrased, lines = fit_unphrased(backend, suite, rule)
     (HERE / "params-unphrased.json").write_text(json.dumps(unphrased.to_dict(), indent=2) + "\n")

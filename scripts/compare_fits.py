@@ -1,0 +1,74 @@
+"""Compare two fits of the local rule answer by answer, on the dev half only.
+
+Each file is what `python scripts/fit_local.py --predictions FILE` writes: every dev answer's grade with
+its own question left out of the fit. Two accuracies a few answers apart may be noise; this says how
+many answers each fit gets right that the other gets wrong, an exact McNemar test on those, and a 95 %
+interval for the difference from resampling whole questions (answers to one question are not
+independent: they share its rubric).
+
+    python scripts/compare_fits.py base.jsonl other.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+RESAMPLES = 10_000
+
+
+def load(path: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {r["id"]: r for r in rows}
+
+
+def compare(a: dict[str, dict], b: dict[str, dict], seed: int = 0) -> dict:
+    """Paired figures for fits `a` and `b` over the answers both graded (the same dev cases)."""
+    if set(a) != set(b):
+        raise SystemExit(f"compare_fits: the files grade different answers ({len(set(a) ^ set(b))} differ)")
+    ids = sorted(a)
+    right_a = np.array([a[i]["tier"] == a[i]["label"] for i in ids])
+    right_b = np.array([b[i]["tier"] == b[i]["label"] for i in ids])
+    questions = np.array([a[i]["question"] for i in ids])
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(questions == q) for q in np.unique(questions)]
+    diffs = []
+    for _ in range(RESAMPLES):
+        pick = np.concatenate([groups[k] for k in rng.integers(0, len(groups), len(groups))])
+        diffs.append(right_b[pick].mean() - right_a[pick].mean())
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "answers": len(ids),
+        "accuracy_a": float(right_a.mean()),
+        "accuracy_b": float(right_b.mean()),
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "tier_changed": int(sum(a[i]["tier"] != b[i]["tier"] for i in ids)),
+        "mcnemar_p": float(p),
+        "difference": float(right_b.mean() - right_a.mean()),
+        "difference_95": [float(low), float(high)],
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: python scripts/compare_fits.py A.jsonl B.jsonl\n")
+        return 2
+    r = compare(load(Path(argv[0])), load(Path(argv[1])))
+    print(
+        f"{r['answers']} dev answers: A {r['accuracy_a']:.3f}, B {r['accuracy_b']:.3f}; "
+        f"tier changed on {r['tier_changed']}; right only in A {r['only_a_right']}, only in B {r['only_b_right']} "
+        f"(exact McNemar p = {r['mcnemar_p']:.2f}); B - A = {r['difference']:+.3f}, "
+        f"95 % interval by question {r['difference_95'][0]:+.3f} to {r['difference_95'][1]:+.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
