@@ -4,7 +4,7 @@ Each file is what `python scripts/fit_local.py --predictions FILE` writes: every
 its own question left out of the fit. Two accuracies a few answers apart may be noise; this says how
 many answers each fit gets right that the other gets wrong, an exact McNemar test on those, and a 95 %
 interval for the difference from resampling whole questions (answers to one question are not
-independent: they share its rubric).
+independent: they share its rubric), then the accuracy of each by the answers' style (`kind`).
 
     python scripts/compare_fits.py base.jsonl other.jsonl
 """
@@ -43,6 +43,10 @@ def compare(a: dict[str, dict], b: dict[str, dict], seed: int = 0) -> dict:
         pick = np.concatenate([groups[k] for k in rng.integers(0, len(groups), len(groups))])
         diffs.append(right_b[pick].mean() - right_a[pick].mean())
     low, high = np.percentile(diffs, [2.5, 97.5])
+    kinds: dict[str, list[int]] = {}
+    for i, ra, rb in zip(ids, right_a, right_b, strict=True):
+        n = kinds.setdefault(str(a[i].get("kind")), [0, 0, 0])
+        n[0], n[1], n[2] = n[0] + 1, n[1] + int(ra), n[2] + int(rb)
     return {
         "answers": len(ids),
         "accuracy_a": float(right_a.mean()),
@@ -53,6 +57,7 @@ def compare(a: dict[str, dict], b: dict[str, dict], seed: int = 0) -> dict:
         "mcnemar_p": float(p),
         "difference": float(right_b.mean() - right_a.mean()),
         "difference_95": [float(low), float(high)],
+        "by_kind": {k: {"answers": n, "accuracy_a": ra / n, "accuracy_b": rb / n} for k, (n, ra, rb) in kinds.items()},
     }
 
 
@@ -66,6 +71,13 @@ def main(argv: list[str]) -> int:
         f"tier changed on {r['tier_changed']}; right only in A {r['only_a_right']}, only in B {r['only_b_right']} "
         f"(exact McNemar p = {r['mcnemar_p']:.2f}); B - A = {r['difference']:+.3f}, "
         f"95 % interval by question {r['difference_95'][0]:+.3f} to {r['difference_95'][1]:+.3f}"
+    )
+    print(
+        "by style: "
+        + "; ".join(
+            f"{k} ({v['answers']}) {v['accuracy_a']:.2f} -> {v['accuracy_b']:.2f}"
+            for k, v in sorted(r["by_kind"].items())
+        )
     )
     return 0
 

@@ -643,8 +643,8 @@ def main() -> int:
     if "--predictions" in sys.argv[1:]:
         with Path(sys.argv[sys.argv.index("--predictions") + 1]).open("w", encoding="utf-8") as f:
             for c, truth, pred, near in zip(cases, labels, final_pred, floor, strict=True):
-                row = {"id": c.id, "question": c.question, "label": str(truth), "tier": pred, "floor": near}
-                f.write(json.dumps(row) + "\n")
+                row = {"id": c.id, "question": c.question, "kind": c.kind, "label": str(truth)}
+                f.write(json.dumps(row | {"tier": pred, "floor": near}) + "\n")
     (HERE / "params.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
     unphrased, lines = fit_unphrased(backend, suite, rule)
     (HERE / "params-unphrased.json").write_text(json.dumps(unphrased.to_dict(), indent=2) + "\n")
