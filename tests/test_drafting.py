@@ -15,7 +15,16 @@ from grader.cli import app
 from grader.errors import RubricError
 from grader.resources import data_dir
 from grader.rubric import load_rubric
-from grader.rubric.contrast import KEY_POINTS, MAX_WORDS, RED_FLAGS, draft_offline, statement
+from grader.rubric.contrast import (
+    KEY_POINTS,
+    MAX_WORDS,
+    RED_FLAGS,
+    draft_by_contrast,
+    draft_offline,
+    is_conduct,
+    sets_scene,
+    statement,
+)
 from grader.rubric.importer import import_bank, parse_bank
 from grader.rubric.selftest import review_notes
 
@@ -87,10 +96,79 @@ def test_drafted_points_are_short_quoted_and_readably_named(embed):
         ("We'd roll back to the previous version.", "Would roll back to the previous version"),
         ("For hot paths, I cache the results in Redis.", "For hot paths, caches the results in Redis"),
         ("I rely on our security team.", "Relies on their security team"),
+        ("I worked on the services I was assigned to.", "Worked on the services they were assigned to"),
     ],
 )
 def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, expected):
     assert statement(claim) == expected
+
+
+@pytest.mark.parametrize(
+    ("claim", "scene", "conduct"),
+    [
+        ("We needed to pick a broker for a new billing system.", True, True),
+        ("At my last job, I had two weeks and no requirements.", True, True),
+        ("We were seeing timeouts on the checkout service.", True, True),
+        ("Our search service kept timing out under load.", False, False),
+        ("The release went out on schedule, which was the main goal.", False, False),
+        ("I picked the framework I already knew.", False, True),
+        ("then ship it and clean up later", False, True),
+        ("Tests are mostly a formality for the QA team.", False, True),  # "mostly": a shortcut named
+        ("Version control is a backup, and the process does not matter to me.", False, True),
+        ("I had the team write a decision record.", True, True),  # read as a scene: "I had" is ambiguous
+    ],
+)
+def test_a_story_scene_is_no_point_and_what_happened_is_no_red_flag(claim, scene, conduct):
+    assert sets_scene(claim) is scene
+    assert is_conduct(claim) is conduct
+
+
+def test_a_story_question_is_drafted_from_what_the_speaker_did(embed):
+    from grader.rubric.model import Question
+
+    q = Question.model_validate(
+        {
+            "id": "hard-call",
+            "number": 3,
+            "text": "Tell me about a time you made a technical decision under pressure.",
+            "references": {
+                "great": "We needed to choose a queue for a new payments pipeline within a week. "
+                "I had no load figures and little time. I wrote down the must-have criteria first. "
+                "I shortlisted three brokers against those criteria. I built a small load test for each one. "
+                "I recorded the decision and the assumptions to revisit in an architecture record.",
+                "mediocre": "We had to pick a database quickly. I read some comparisons online and chose "
+                "PostgreSQL because we needed joins. It worked out, with some scaling pain later.",
+                "poor": "Our old queue kept crashing in production. I went with the tool I already knew "
+                "since there was no time to compare. The project shipped on time, which was what mattered.",
+            },
+        }
+    )
+    key_points, red_flags = draft_by_contrast(q, embed)
+    assert not any(sets_scene(p.quote or "") for p in key_points), [p.quote for p in key_points]
+    assert {p.quote for p in red_flags} <= {
+        "I went with the tool I already knew since there was no time to compare."
+    }, [p.quote for p in red_flags]
+    assert red_flags  # the one thing the speaker did wrong is still a flag
+
+
+def test_a_wrong_fact_stays_a_red_flag_where_answers_state_facts(embed):
+    from grader.rubric.model import Question
+
+    q = Question.model_validate(
+        {
+            "id": "process",
+            "number": 4,
+            "text": "What is the difference between a process and a thread?",
+            "references": {
+                "great": "A process has its own address space and resources. Threads of one process share "
+                "its memory and open files. Switching between threads is cheaper than between processes.",
+                "mediocre": "A process is a running program and threads run inside it.",
+                "poor": "A process and a thread are the same thing with two names. We use both words.",
+            },
+        }
+    )
+    _, red_flags = draft_by_contrast(q, embed)
+    assert "A process and a thread are the same thing with two names." in {f.quote for f in red_flags}
 
 
 def test_review_notes_flag_alike_references_and_missing_points(embed):
@@ -233,11 +311,12 @@ def test_a_chat_draft_is_screened_like_an_offline_one(embed):
     rfs = [
         RedFlag(id="q01.logs", text="Checks the logs", quote="I check the application logs", draft=True),
         RedFlag(id="q01.restart", text="Restarts and hopes", quote="I just restart the server", draft=True),
+        RedFlag(id="q01.outage", text="Had an outage", quote="The server went down at night", draft=True),
     ]
     kept, flags, dropped = screen(q, kps, rfs, embed)
     assert [p.id for p in kept] == ["q01.p0", "q01.p1", "q01.p2"]
     assert [f.id for f in flags] == ["q01.restart"]
-    assert dropped == ["q01.p3", "q01.logs"]
+    assert dropped == ["q01.p3", "q01.logs", "q01.outage"]  # what happened is no flag: not the speaker's doing
 
 
 def test_the_draft_schema_bounds_a_self_hosted_model_and_stays_in_openais_strict_subset(tmp_path):

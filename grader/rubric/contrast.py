@@ -16,6 +16,13 @@ ones do not; red flags are what the poor reference does that the great one does 
    The same references always give the same ids.
 5. Red flags: the poor reference's claims farthest from the great one (and from the mediocre one),
    with a bonus for words that mark a shortcut ("rather than", "instead of", "just", "skip"...).
+6. What a story answer says to set the scene is neither: a key point is not the situation the speaker
+   was in ("We needed to select a message queue...", "I had incomplete requirements..."), and a red flag
+   is something the speaker does or believes, said in the first person or as a shortcut, not what
+   happened ("One of our services was throwing errors...", "The project was delivered on time"): such
+   a flag would mark a great answer poor for telling the same kind of story. (Where the great reference
+   does not speak in the first person in most of its claims, answers state facts, and a wrong statement
+   is a red flag: that rule is for answers that tell what the speaker does.)
 """
 
 from __future__ import annotations
@@ -69,6 +76,12 @@ STOP = frozenset(
     usually very was we well were what when where whether which while who whom why will with within
     without would yet you your yours""".split()
 )
+#: A claim that sets the scene: the speaker's situation, not what they did ("We needed to...", "I had...").
+_SETTING = re.compile(
+    r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)(?:\s+(?:also|then|just|still|first))?\s+(?:needed|had|were|was|faced)\b"
+)
+#: The speaker in a claim: "I", "we", "me", "us" and their contractions ("I'd", "we're").
+_SPEAKER = re.compile(r"\b(?:I|[Ww]e|me|us)\b")
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is"}
 _MODALS = frozenset("can could will would should might may must".split())
 #: Past forms a story answer uses ("I had", "we chose"): kept as they are.
@@ -86,6 +99,8 @@ _PRONOUNS = (
     (r"\b(?:I|we)\b", "they"),
     (r"\b(?:my|our)\b", "their"),
     (r"\b(?:me|us)\b", "them"),
+    (r"\bthey was\b", "they were"),
+    (r"\bthey wasn't\b", "they weren't"),
 )
 
 
@@ -97,6 +112,19 @@ class Drafted:
     quote: str
     name: str
     contrast: float
+
+
+def sets_scene(claim: str) -> bool:
+    """Whether a claim only says what situation the speaker was in (no key point)."""
+    return bool(_SETTING.match(claim.strip()))
+
+
+def is_conduct(claim: str) -> bool:
+    """Whether a claim says what the speaker does or believes (a red flag can only be that): the speaker
+    is in it, or it goes on from a sentence they began ("then clean up the code..."), or it names a
+    shortcut. "The project was delivered on time" is none of these."""
+    claim = claim.strip()
+    return bool(_SPEAKER.search(claim) or claim[:1].islower() or _FLAG_CUES.search(claim))
 
 
 def claims(text: str) -> list[str]:
@@ -241,8 +269,12 @@ def draft_by_contrast(
         Drafted(text=statement(c), quote=c, name=name_for(statement(c), weaker_words, rare), contrast=score)
         for c, score in zip(great, _distinct(great, g, weaker, weaker_words), strict=True)
     ]
-    chosen = select(points, g, KEY_POINTS, MIN_CONTRAST)
-    key_points = [points[i] for i in chosen]
+    # The scene a story answer sets is no point, unless too few claims would be left without it.
+    acts = [i for i, c in enumerate(great) if not sets_scene(c)]
+    if len(acts) < KEY_POINTS[0]:
+        acts = list(range(len(great)))
+    chosen = select([points[i] for i in acts], g[acts], KEY_POINTS, MIN_CONTRAST)
+    key_points = [points[acts[i]] for i in chosen]
 
     flags: list[Drafted] = []
     if poor:
@@ -257,6 +289,12 @@ def draft_by_contrast(
             )
             for i, c in enumerate(poor)
         ]
+        # Only what the speaker does can be held against an answer that tells what they do: what happened
+        # to them cannot. (Where the great reference does not speak of itself in most of its claims, the
+        # answers state facts, and a wrong one is a flag.)
+        personal = sum(bool(_SPEAKER.search(c)) for c in great) > len(great) / 2
+        conduct = np.array([not personal or (is_conduct(c) and not sets_scene(c)) for c in poor])
+        flags, p = [f for f, ok in zip(flags, conduct, strict=True) if ok], p[conduct]
         flags = [flags[i] for i in select(flags, p, RED_FLAGS, MIN_FLAG_CONTRAST)]
         flags = [f for f in flags if f.contrast >= MIN_FLAG_CONTRAST] or flags[:1]
     return _as_points(question, key_points, flags)
@@ -288,7 +326,9 @@ def screen(
     references say just as well (contrast under `MIN_CONTRAST`), or a red flag whose quote the great
     reference says too (under `MIN_FLAG_CONTRAST` from it), is dropped, keeping at least `KEY_POINTS[0]`
     key points (the most distinct). A red flag the great answer shares would mark a great answer poor, so
-    none is kept for the count's sake. Returns the kept points, the kept flags and the dropped ids."""
+    none is kept for the count's sake; nor is one whose quote only says what happened, not what the
+    speaker did (see the module's doc, 6), nor a key point whose quote only sets the scene. Returns the
+    kept points, the kept flags and the dropped ids."""
     if embed is None:
         from grader.backends.local.embedder import Embedder
 
@@ -304,8 +344,12 @@ def screen(
     kv, fv, gv, wv = np.split(vectors, np.cumsum([len(quotes), len(flag_quotes), len(great)]))
     scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
-    keep = {i for i in ranked if scores[i] >= MIN_CONTRAST} | set(ranked[: KEY_POINTS[0]])
-    keep_flag = _contrast(fv, gv) >= MIN_FLAG_CONTRAST
+    acts = [i for i in ranked if not sets_scene(quotes[i])]
+    acts = acts if len(acts) >= KEY_POINTS[0] else ranked
+    keep = {i for i in acts if scores[i] >= MIN_CONTRAST} | set(acts[: KEY_POINTS[0]])
+    personal = sum(bool(_SPEAKER.search(c)) for c in great) > len(great) / 2
+    conduct = np.array([not personal or (is_conduct(c) and not sets_scene(c)) for c in flag_quotes], dtype=bool)
+    keep_flag = (_contrast(fv, gv) >= MIN_FLAG_CONTRAST) & conduct
     dropped = [p.id for i, p in enumerate(key_points) if i not in keep]
     dropped += [f.id for f, kept in zip(red_flags, keep_flag, strict=True) if not kept]
     return (
