@@ -14,6 +14,7 @@ The shipped parameters (`grader/backends/local/params.json`) are then fitted on 
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -349,8 +350,13 @@ def refit_unphrased() -> int:
     return 0
 
 
-def main() -> int:
-    if "--unphrased-only" in sys.argv[1:]:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--unphrased-only", action="store_true", help="refit only params-unphrased.json")
+    how.add_argument("--predictions", type=Path, help="also write each dev answer's cross-validated grade here")
+    args = parser.parse_args(argv)
+    if args.unphrased_only:
         return refit_unphrased()
     suite = answers_suite("dev")
     cases = suite.cases
@@ -640,8 +646,8 @@ def main() -> int:
         "|---|--:|--:|--:|",
         *[f"| {t} | " + " | ".join(map(str, row)) + " |" for t, row in zip(TIERS, cm, strict=True)],
     ]
-    if "--predictions" in sys.argv[1:]:
-        with Path(sys.argv[sys.argv.index("--predictions") + 1]).open("w", encoding="utf-8") as f:
+    if args.predictions:
+        with args.predictions.open("w", encoding="utf-8") as f:
             for c, truth, pred, near in zip(cases, labels, final_pred, floor, strict=True):
                 row = {"id": c.id, "question": c.question, "kind": c.kind, "label": str(truth)}
                 f.write(json.dumps(row | {"tier": pred, "floor": near}) + "\n")

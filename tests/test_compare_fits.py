@@ -32,8 +32,8 @@ def test_discordant_answers_and_the_difference_worked_by_hand():
     assert (r["only_a_right"], r["only_b_right"], r["tier_changed"]) == (2, 1, 3)
     assert r["mcnemar_p"] == pytest.approx(1.0)  # 2 against 1 of 3: two-sided exact binomial
     assert r["difference"] == pytest.approx(-1 / 6)
-    low, high = r["difference_95"]
-    assert low <= -1 / 6 <= high and low >= -1.0 and high <= 1.0
+    # two questions: q1 alone -1/3, q2 alone 0, one of each -1/6; resampling questions (not answers)
+    assert r["difference_95"] == pytest.approx([-1 / 3, 0.0])
     assert r["by_kind"]["terse"] == {"answers": 2, "accuracy_a": 1.0, "accuracy_b": 0.5}
     assert r["by_kind"]["spoken"] == {"answers": 2, "accuracy_a": 0.0, "accuracy_b": 0.5}
 
@@ -49,5 +49,7 @@ def test_files_of_different_answers_are_refused(tmp_path):
     b = dict(list(a.items())[:5])
     with pytest.raises(SystemExit, match="grade different answers"):
         compare_fits.compare(a, b)
+    with pytest.raises(SystemExit, match="grade no answers"):
+        compare_fits.compare({}, {})
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in a.values()))
     assert compare_fits.load(tmp_path / "a.jsonl") == a

@@ -97,6 +97,8 @@ def test_drafted_points_are_short_quoted_and_readably_named(embed):
         ("For hot paths, I cache the results in Redis.", "For hot paths, caches the results in Redis"),
         ("I rely on our security team.", "Relies on their security team"),
         ("I worked on the services I was assigned to.", "Worked on the services they were assigned to"),
+        ("I work on whatever I am assigned to.", "Works on whatever they are assigned to"),
+        ("We'd had good experiences with Django.", "Had good experiences with Django"),
     ],
 )
 def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, expected):
@@ -109,13 +111,22 @@ def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, e
         ("We needed to pick a broker for a new billing system.", True, True),
         ("At my last job, I had two weeks and no requirements.", True, True),
         ("We were seeing timeouts on the checkout service.", True, True),
+        ("We were able to cut p99 latency by half.", False, True),
         ("Our search service kept timing out under load.", False, False),
         ("The release went out on schedule, which was the main goal.", False, False),
         ("I picked the framework I already knew.", False, True),
         ("then ship it and clean up later", False, True),
         ("Tests are mostly a formality for the QA team.", False, True),  # "mostly": a shortcut named
         ("Version control is a backup, and the process does not matter to me.", False, True),
-        ("I had the team write a decision record.", True, True),  # read as a scene: "I had" is ambiguous
+        ("I had the team write a decision record.", False, True),  # a thing done, not a situation
+        ("I had to roll back the release.", False, True),
+        ("I was careful to document every assumption.", False, True),
+        ("We faced a choice and picked the simpler design.", False, True),
+        ("We were going to miss the deadline, so I cut scope.", False, True),
+        ("I had incomplete requirements and limited time.", True, True),
+        ("the old cluster was still failing over every night.", False, False),  # lower case, no verb first
+        ("iOS users saw the crash.", False, False),
+        ("The I/O was slow.", False, False),
     ],
 )
 def test_a_story_scene_is_no_point_and_what_happened_is_no_red_flag(claim, scene, conduct):
@@ -149,6 +160,28 @@ def test_a_story_question_is_drafted_from_what_the_speaker_did(embed):
         "I went with the tool I already knew since there was no time to compare."
     }, [p.quote for p in red_flags]
     assert red_flags  # the one thing the speaker did wrong is still a flag
+
+
+def test_scene_claims_only_top_up_the_minimum_of_key_points(embed):
+    from grader.rubric.model import Question
+
+    q = Question.model_validate(
+        {
+            "id": "outage",
+            "number": 5,
+            "text": "Tell me about an outage you handled.",
+            "references": {
+                "great": "We needed to restore the billing service before the morning run. "
+                "I had no runbook and two hours. I rolled traffic back to the previous build. "
+                "I wrote a postmortem with three concrete follow-ups.",
+                "mediocre": "I restarted things until the service came back.",
+                "poor": "I waited for the on-call lead to fix it.",
+            },
+        }
+    )
+    key_points, _ = draft_by_contrast(q, embed)
+    scene = [p.quote for p in key_points if sets_scene(p.quote or "")]
+    assert len(key_points) == KEY_POINTS[0] and len(scene) == 1, [p.quote for p in key_points]
 
 
 def test_a_wrong_fact_stays_a_red_flag_where_answers_state_facts(embed):
@@ -317,6 +350,54 @@ def test_a_chat_draft_is_screened_like_an_offline_one(embed):
     assert [p.id for p in kept] == ["q01.p0", "q01.p1", "q01.p2"]
     assert [f.id for f in flags] == ["q01.restart"]
     assert dropped == ["q01.p3", "q01.logs", "q01.outage"]  # what happened is no flag: not the speaker's doing
+
+
+def test_a_chat_draft_of_a_story_is_screened_for_scenes_and_what_happened(embed):
+    from grader.rubric import KeyPoint, Question, RedFlag
+    from grader.rubric.contrast import screen
+
+    q = Question.model_validate(
+        {
+            "id": "hard-call",
+            "number": 3,
+            "text": "Tell me about a time you made a technical decision under pressure.",
+            "references": {
+                "great": "We needed to choose a queue for a new payments pipeline within a week. "
+                "I wrote down the must-have criteria first. I shortlisted three brokers against those criteria. "
+                "I built a small load test for each one. I recorded the decision in an architecture record.",
+                "mediocre": "I read some comparisons online and chose PostgreSQL because we needed joins.",
+                "poor": "We needed to replace our old queue. Our old queue kept crashing in production. "
+                "Honestly, I was just guessing at the cause. The project shipped on time.",
+            },
+        }
+    )
+    great = [s.strip() + "." for s in q.references.great.split(".") if s.strip()]
+    kps = [KeyPoint(id=f"q03.p{i}", text=s, quote=s, draft=True) for i, s in enumerate(great)]
+    rfs = [
+        RedFlag(id="q03.crash", text="Queue crashed", quote="Our old queue kept crashing in production", draft=True),
+        RedFlag(id="q03.guess", text="Guesses", quote="Honestly, I was just guessing at the cause", draft=True),
+        RedFlag(id="q03.on-time", text="Shipped on time", quote="The project shipped on time", draft=True),
+        RedFlag(id="q03.scene", text="Needed a queue", quote="We needed to replace our old queue", draft=True),
+    ]
+    kept, flags, dropped = screen(q, kps, rfs, embed)
+    assert "q03.p0" in dropped and "q03.p0" not in {p.id for p in kept}  # the scene
+    assert [f.id for f in flags] == ["q03.guess"]  # a scene with a shortcut named is held against it
+    fact = Question.model_validate(
+        {
+            "id": "process",
+            "number": 4,
+            "text": "What is the difference between a process and a thread?",
+            "references": {
+                "great": "A process has its own address space. Threads of one process share its memory.",
+                "mediocre": "A process is a running program.",
+                "poor": "Threads are a feature of the Java language only.",
+            },
+        }
+    )
+    wrong = RedFlag(
+        id="q04.java", text="Java only", quote="Threads are a feature of the Java language only", draft=True
+    )
+    assert screen(fact, [], [wrong], embed)[1] == [wrong]  # answers that state facts: a wrong one is a flag
 
 
 def test_the_draft_schema_bounds_a_self_hosted_model_and_stays_in_openais_strict_subset(tmp_path):

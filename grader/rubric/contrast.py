@@ -76,12 +76,26 @@ STOP = frozenset(
     usually very was we well were what when where whether which while who whom why will with within
     without would yet you your yours""".split()
 )
-#: A claim that sets the scene: the speaker's situation, not what they did ("We needed to...", "I had...").
+#: A claim that sets the scene: the speaker's situation, not what they did ("We needed to...", "I had no
+#: figures...", "We were seeing timeouts..."). Read narrowly: a claim this misses stays a candidate point,
+#: while one it wrongly took would lose a point. Not: "we were able to" (a result), "I was careful to",
+#: "I had to roll back", "I had already set up", "I had the team write" (things done).
 _SETTING = re.compile(
-    r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)(?:\s+(?:also|then|just|still|first))?\s+(?:needed|had|were|was|faced)\b"
+    r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)(?:\s+(?:also|then|just|still|first))?\s+"
+    r"(?:needed|faced|(?:were|was)(?!\s+(?:able|careful|responsible|going)\b)"
+    r"|had(?!\s+(?:to|already|just|also)\b)(?!\s+(?:the|my|our|a)\s+\w+\s+(?!to\b|of\b|for\b|in\b|on\b)[a-z]+\b))\b"
 )
-#: The speaker in a claim: "I", "we", "me", "us" and their contractions ("I'd", "we're").
-_SPEAKER = re.compile(r"\b(?:I|[Ww]e|me|us)\b")
+#: A second thing done in the same claim: "We faced a choice and picked...", "..., so I cut scope".
+_THEN_DID = re.compile(
+    r",?\s+(?:so|and|then)\s+(?:I|we)\b"
+    r"|\band\s+(?:then\s+)?[a-z]+ed\s+(?:the|a|an|it|them|our|my|their|this|that|to|on|with|up|out)\b"
+)
+#: The speaker in a claim: "I", "we", "me", "us" and their contractions ("I'd", "we're"); not "I/O".
+_SPEAKER = re.compile(r"\b(?:I(?![/\w])|[Ww]e|me|us)\b")
+#: A claim that goes on from a sentence the speaker began starts with a verb, not with these.
+_NOT_A_VERB = frozenset(
+    "the a an this that these those it its their there they he she his her our my some many most all each".split()
+)
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is"}
 _MODALS = frozenset("can could will would should might may must".split())
 #: Past forms a story answer uses ("I had", "we chose"): kept as they are.
@@ -101,6 +115,7 @@ _PRONOUNS = (
     (r"\b(?:me|us)\b", "them"),
     (r"\bthey was\b", "they were"),
     (r"\bthey wasn't\b", "they weren't"),
+    (r"\bthey am\b", "they are"),
 )
 
 
@@ -116,15 +131,39 @@ class Drafted:
 
 def sets_scene(claim: str) -> bool:
     """Whether a claim only says what situation the speaker was in (no key point)."""
-    return bool(_SETTING.match(claim.strip()))
+    claim = claim.strip()
+    return bool(_SETTING.match(claim)) and not _THEN_DID.search(claim)
 
 
 def is_conduct(claim: str) -> bool:
     """Whether a claim says what the speaker does or believes (a red flag can only be that): the speaker
-    is in it, or it goes on from a sentence they began ("then clean up the code..."), or it names a
-    shortcut. "The project was delivered on time" is none of these."""
+    is in it, or it goes on with a verb from a sentence they began ("then clean up the code..."), or it
+    names a shortcut. "The project was delivered on time" and "the old cluster kept failing" are none of
+    these."""
     claim = claim.strip()
-    return bool(_SPEAKER.search(claim) or claim[:1].islower() or _FLAG_CUES.search(claim))
+    first = claim.split()[0] if claim.split() else ""
+    goes_on = first.islower() and first not in _NOT_A_VERB  # not "iOS users..." either
+    return bool(_SPEAKER.search(claim) or goes_on or _FLAG_CUES.search(claim))
+
+
+def _held_against(claim: str, personal: bool) -> bool:
+    """Whether a claim of the poor reference can be a red flag: any, where answers state facts; else
+    what the speaker does, not the scene (unless it names a shortcut: "I was just guessing")."""
+    if not personal:
+        return True
+    return is_conduct(claim) and (not sets_scene(claim) or bool(_FLAG_CUES.search(claim)))
+
+
+def _speaks_of_itself(great: Sequence[str]) -> bool:
+    """Whether the great reference speaks in the first person in most of its claims."""
+    return sum(bool(_SPEAKER.search(c)) for c in great) > len(great) / 2
+
+
+def _acts_first(candidates: Sequence[int], scene: Callable[[int], bool]) -> list[int]:
+    """The candidates that are not scene-setting, topped up with scene-setting ones (in the given order,
+    the best first) only as far as `KEY_POINTS[0]` needs."""
+    acts = [i for i in candidates if not scene(i)]
+    return acts + [i for i in candidates if scene(i)][: max(0, KEY_POINTS[0] - len(acts))]
 
 
 def claims(text: str) -> list[str]:
@@ -170,7 +209,11 @@ def statement(claim: str) -> str:
     text = _LEAD.sub("", text).strip()  # "And then"
     subject = re.match(r"^(?:I|We|we)('d| would)?\s+" + _ADVERBS + r"([a-z]+)\b", text)
     if subject:
-        verb = f"would {subject.group(2)}" if subject.group(1) else _third_person(subject.group(2))
+        verb = subject.group(2)
+        if not subject.group(1):
+            verb = _third_person(verb)
+        elif not (verb in _PAST or verb.endswith("ed")):  # "We'd had" is "we had had", not "would had"
+            verb = f"would {verb}"
         text = verb + text[subject.end() :]
     else:
         text = re.sub(
@@ -269,10 +312,10 @@ def draft_by_contrast(
         Drafted(text=statement(c), quote=c, name=name_for(statement(c), weaker_words, rare), contrast=score)
         for c, score in zip(great, _distinct(great, g, weaker, weaker_words), strict=True)
     ]
-    # The scene a story answer sets is no point, unless too few claims would be left without it.
-    acts = [i for i, c in enumerate(great) if not sets_scene(c)]
-    if len(acts) < KEY_POINTS[0]:
-        acts = list(range(len(great)))
+    # The scene a story answer sets is no point, unless too few claims would be left without it (then
+    # only the most distinct scene claims come back, as many as needed).
+    by_contrast = sorted(range(len(great)), key=lambda i: -points[i].contrast)
+    acts = sorted(_acts_first(by_contrast, lambda i: sets_scene(great[i])))
     chosen = select([points[i] for i in acts], g[acts], KEY_POINTS, MIN_CONTRAST)
     key_points = [points[acts[i]] for i in chosen]
 
@@ -292,8 +335,8 @@ def draft_by_contrast(
         # Only what the speaker does can be held against an answer that tells what they do: what happened
         # to them cannot. (Where the great reference does not speak of itself in most of its claims, the
         # answers state facts, and a wrong one is a flag.)
-        personal = sum(bool(_SPEAKER.search(c)) for c in great) > len(great) / 2
-        conduct = np.array([not personal or (is_conduct(c) and not sets_scene(c)) for c in poor])
+        personal = _speaks_of_itself(great)
+        conduct = np.array([_held_against(c, personal) for c in poor], dtype=bool)
         flags, p = [f for f, ok in zip(flags, conduct, strict=True) if ok], p[conduct]
         flags = [flags[i] for i in select(flags, p, RED_FLAGS, MIN_FLAG_CONTRAST)]
         flags = [f for f in flags if f.contrast >= MIN_FLAG_CONTRAST] or flags[:1]
@@ -344,11 +387,10 @@ def screen(
     kv, fv, gv, wv = np.split(vectors, np.cumsum([len(quotes), len(flag_quotes), len(great)]))
     scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
-    acts = [i for i in ranked if not sets_scene(quotes[i])]
-    acts = acts if len(acts) >= KEY_POINTS[0] else ranked
+    acts = _acts_first(ranked, lambda i: sets_scene(quotes[i]))
     keep = {i for i in acts if scores[i] >= MIN_CONTRAST} | set(acts[: KEY_POINTS[0]])
-    personal = sum(bool(_SPEAKER.search(c)) for c in great) > len(great) / 2
-    conduct = np.array([not personal or (is_conduct(c) and not sets_scene(c)) for c in flag_quotes], dtype=bool)
+    personal = _speaks_of_itself(great)
+    conduct = np.array([_held_against(c, personal) for c in flag_quotes], dtype=bool)
     keep_flag = (_contrast(fv, gv) >= MIN_FLAG_CONTRAST) & conduct
     dropped = [p.id for i, p in enumerate(key_points) if i not in keep]
     dropped += [f.id for f, kept in zip(red_flags, keep_flag, strict=True) if not kept]
