@@ -22,7 +22,9 @@ ones do not; red flags are what the poor reference does that the great one does 
    happened ("One of our services was throwing errors...", "The project was delivered on time"): such
    a flag would mark a great answer poor for telling the same kind of story. (Where the great reference
    does not speak in the first person in most of its claims, answers state facts, and a wrong statement
-   is a red flag: that rule is for answers that tell what the speaker does.)
+   is a red flag: that rule is for answers that tell what the speaker does.) A story question whose poor
+   reference only tells what happened gets no red flag at all: none is better than one that marks a great
+   answer poor.
 """
 
 from __future__ import annotations
