@@ -15,8 +15,8 @@ half sees what it was fitted on. Reading dialect away, in the answer and in the 
 tried and measured (README, "Counterfactual probes"; the patches are in `benchmarks/experiments/`): it
 makes every dialect probe invisible but costs the dev half 0.05 of leave-one-question-out accuracy with
 the rule refitted (within noise on its own: 95 % interval -0.117 to +0.017), and did not help the
-non-native and spoken answers it is meant for (2 and 3 of 10 graded worse); so answers written in
-another English can still move a tier, and the suite reports by how much.
+non-native and spoken answers it is meant for (2 and 3 fewer of 10 graded right); so answers written
+in another English can still move a tier, and the suite reports by how much.
 
 Evidence is still quoted from the answer as written: each character of the reading knows the stretch of
 the answer it came from.
