@@ -161,12 +161,17 @@ def _shuffle(text: str, seed: int) -> str:
 UNPHRASED = [j for j, n in enumerate(MATCH_FEATURES) if n != "phrased"]
 
 
-def fit_unphrased(backend: LocalBackend, suite, shipped: TierRule) -> tuple[TierRule, list[str]]:
+def fit_unphrased(
+    backend: LocalBackend, suite, shipped: TierRule, default_cv: dict | None = None
+) -> tuple[TierRule, list[str]]:
     """The companion rule for questions whose points carry no phrasings (a team's own bank), fitted on the
     same dev answers: the point and red-flag models on the hand-written points stripped of their phrasings
     (the labels are theirs), the tier model on those or on an offline draft of the same dev questions
     (its verdicts from the stripped models; a tier needs no point labels), whichever grades both better
-    leave-one-question-out. Guard rails and the verbatim line are the shipped rule's."""
+    leave-one-question-out. Guard rails and the verbatim line are the shipped rule's. `default_cv` (from
+    the full fit: the default rule's training rows and model choices) grades both rubrics with the default
+    rule leave-one-question-out too; without it (`--unphrased-only`) the default rule's row is the
+    shipped rule's, fitted on all of dev."""
     from measure_drafting import drafted_rubric, without_phrasings
 
     cases = suite.cases
@@ -268,6 +273,33 @@ def fit_unphrased(backend: LocalBackend, suite, shipped: TierRule) -> tuple[Tier
                 out_.append(max(p, key=p.__getitem__))
         return out_
 
+    def default_loqo(name: str) -> list[str]:
+        """The default rule graded leave-one-question-out: its point, flag and tier models fitted, as the
+        full fit chose them, on the other dev questions' answers to the rubric with phrasings."""
+        assert default_cv is not None
+        probs_by_kind = {}
+        for kind in ("point", "flag"):
+            X, y, g, fit, C, use = default_cv[kind]
+            Xa, _, ga, oa = rows(name, kind)
+            prob = np.zeros(len(Xa))
+            for q in np.unique(ga):
+                prob[ga == q] = fit(X[g != q], y[g != q], MATCH_FEATURES, C, use).positive(Xa[ga == q])
+            probs_by_kind[kind] = (prob, oa)
+        cp, cf = default_cv["cut_p"], default_cv["cut_f"]
+        (pp, po), (fp, fo) = probs_by_kind["point"], probs_by_kind["flag"]
+        Tn = np.array([tier_features(a, pp[po == i], fp[fo == i], cp, cf) for i, a in enumerate(analyses[name])])
+        T0, q0 = default_cv["T"], default_cv["questions"]
+        probs = np.zeros((len(labels), 3))
+        for q in np.unique(questions):
+            model = fit_logistic(T0[q0 != q], labels[q0 != q], TIER_FEATURES, C_TIER, SHIPPED_TIER, classes=TIERS)
+            probs[questions == q] = model.classes(Tn[questions == q])
+        return [
+            "poor"
+            if guard_rail(a, shipped) is not None or bool((fp[fo == i] >= cf).any())
+            else TIERS[int(probs[i].argmax())]
+            for i, a in enumerate(analyses[name])
+        ]
+
     out += [
         "",
         "| tier model fitted on | " + " | ".join(f"{n}: accuracy / kappa" for n in rubrics) + " |",
@@ -284,6 +316,14 @@ def fit_unphrased(backend: LocalBackend, suite, shipped: TierRule) -> tuple[Tier
         )
         + " |",
     ]
+    if default_cv is not None:
+        out.append(
+            "| the default rule, leave-one-question-out (fitted on the other dev questions, with phrasings) | "
+            + " | ".join(
+                f"{accuracy_score(labels, p):.3f} / {qwk(list(labels), p):.3f}" for p in map(default_loqo, rubrics)
+            )
+            + " |"
+        )
     trainings = {stripped: [stripped], "drafted offline": ["drafted offline"], "both": list(rubrics)}
     scores: dict[str, tuple[float, np.ndarray]] = {}
     for what, names in trainings.items():
@@ -400,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         return float(cuts[int(np.argmax(f1s))]), max(f1s)
 
     fitted: dict[str, tuple[Logistic, float, np.ndarray]] = {}
+    chosen_models: dict[str, tuple] = {}  # kind -> (rows, labels, questions, fit, C, features): for the companion
     for kind in ("point", "flag"):
         names = MATCH_FEATURES
         X, y, g, owner = rows(kind)
@@ -457,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             + f". Shipped: {what}, {how}, C={C}, cut {cut:.2f} (F1 {fbest:.3f}).",
         ]
         fitted[kind] = (fit(X, y, names, C, every), cut, prob)
+        chosen_models[kind] = (X, y, g, fit, C, every)
         out.append("")
 
     # --- cross-validated point verdicts, then the tier model ---------------------------------------
@@ -652,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"id": c.id, "question": c.question, "kind": c.kind, "label": str(truth)}
                 f.write(json.dumps(row | {"tier": pred, "floor": near}) + "\n")
     (HERE / "params.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
-    unphrased, lines = fit_unphrased(backend, suite, rule)
+    default_cv = {**chosen_models, "T": T, "questions": questions, "cut_p": cut_p, "cut_f": cut_f}
+    unphrased, lines = fit_unphrased(backend, suite, rule, default_cv)
     (HERE / "params-unphrased.json").write_text(json.dumps(unphrased.to_dict(), indent=2) + "\n")
     out += ["", *lines]
     header = [
