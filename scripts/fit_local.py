@@ -7,7 +7,8 @@ question's answers are then graded, so no answer is graded by parameters fitted 
 The shipped parameters (`grader/backends/local/params.json`) are then fitted on all dev questions.
 
     python scripts/fit_local.py                  # writes params.json, params-unphrased.json and FIT.md
-    python scripts/fit_local.py --unphrased-only # refits only the rule for questions without phrasings
+    python scripts/fit_local.py --unphrased-only # refits only the rule for questions without phrasings (its
+                                                 # FIT.md section then lacks the default rule's cross-validated row)
     python scripts/fit_local.py --predictions dev.jsonl  # also writes each dev answer's cross-validated grade,
                                                  # for `scripts/compare_fits.py` (two fits, answer by answer)
 """
