@@ -85,6 +85,20 @@ def fit_logistic(
     return Logistic(names, mean, scale, coef, np.asarray(intercept), fill)
 
 
+def cross_val_tier(
+    trains: list[np.ndarray], labels: np.ndarray, questions: np.ndarray, T: np.ndarray, use: list[int] | None = None
+) -> np.ndarray:
+    """Each question's tier probabilities for the rows of `T`, from a tier model fitted on the rows of the
+    other questions in every matrix of `trains` (each aligned, as `T` is, with `labels` and `questions`)."""
+    probs = np.zeros((len(T), 3))
+    for q in np.unique(questions):
+        other = questions != q
+        X, y = np.vstack([t[other] for t in trains]), np.concatenate([labels[other] for _ in trains])
+        model = fit_logistic(X, y, TIER_FEATURES, C_TIER, SHIPPED_TIER if use is None else use, classes=TIERS)
+        probs[~other] = model.classes(T[~other])
+    return probs
+
+
 def fit_monotone(
     X: np.ndarray, y: np.ndarray, names: tuple[str, ...], C: float, use: list[int] | None = None
 ) -> Logistic:
@@ -289,11 +303,7 @@ def fit_unphrased(
         cp, cf = default_cv["cut_p"], default_cv["cut_f"]
         (pp, po), (fp, fo) = probs_by_kind["point"], probs_by_kind["flag"]
         Tn = np.array([tier_features(a, pp[po == i], fp[fo == i], cp, cf) for i, a in enumerate(analyses[name])])
-        T0, q0 = default_cv["T"], default_cv["questions"]
-        probs = np.zeros((len(labels), 3))
-        for q in np.unique(questions):
-            model = fit_logistic(T0[q0 != q], labels[q0 != q], TIER_FEATURES, C_TIER, SHIPPED_TIER, classes=TIERS)
-            probs[questions == q] = model.classes(Tn[questions == q])
+        probs = cross_val_tier([default_cv["T"]], labels, questions, Tn)  # the same dev answers, in order
         return [
             "poor"
             if guard_rail(a, shipped) is not None or bool((fp[fo == i] >= cf).any())
@@ -330,12 +340,7 @@ def fit_unphrased(
     for what, names in trainings.items():
         accs, probs_by = [], {}
         for name in rubrics:
-            probs = np.zeros((len(labels), 3))
-            for q in np.unique(questions):
-                Xt = np.vstack([T[n][questions != q] for n in names])
-                yt = np.concatenate([labels[questions != q] for _ in names])
-                model = fit_logistic(Xt, yt, TIER_FEATURES, C_TIER, SHIPPED_TIER, classes=TIERS)
-                probs[questions == q] = model.classes(T[name][questions == q])
+            probs = cross_val_tier([T[n] for n in names], labels, questions, T[name])
             probs_by[name] = probs
             accs.append((accuracy_score(labels, pred := graded(name, probs, shipped, cut_f)), qwk(list(labels), pred)))
         out.append(f"| {what} | " + " | ".join(f"{a:.3f} / {k:.3f}" for a, k in accs) + " |")
@@ -534,11 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     cv_probs = None
     for what, use in tier_variants.items():
-        probs = np.zeros((len(labels), 3))
-        for q in np.unique(questions):
-            train = questions != q
-            model = fit_logistic(T[train], labels[train], TIER_FEATURES, C_TIER, use, classes=TIERS)
-            probs[~train] = model.classes(T[~train])
+        probs = cross_val_tier([T], labels, questions, T, use)
         pred = [TIERS[i] for i in probs.argmax(axis=1)]
         out.append(f"| {what} | {accuracy_score(labels, pred):.3f} | {qwk(list(labels), pred):.3f} |")
         cv_probs = probs
@@ -695,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"id": c.id, "question": c.question, "kind": c.kind, "label": str(truth)}
                 f.write(json.dumps(row | {"tier": pred, "floor": near}) + "\n")
     (HERE / "params.json").write_text(json.dumps(rule.to_dict(), indent=2) + "\n")
-    default_cv = {**chosen_models, "T": T, "questions": questions, "cut_p": cut_p, "cut_f": cut_f}
+    default_cv = {**chosen_models, "T": T, "cut_p": cut_p, "cut_f": cut_f}
     unphrased, lines = fit_unphrased(backend, suite, rule, default_cv)
     (HERE / "params-unphrased.json").write_text(json.dumps(unphrased.to_dict(), indent=2) + "\n")
     out += ["", *lines]
