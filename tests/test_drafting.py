@@ -26,6 +26,7 @@ from grader.rubric.contrast import (
     statement,
 )
 from grader.rubric.importer import import_bank, parse_bank
+from grader.rubric.model import Question
 from grader.rubric.selftest import review_notes
 
 BANK = data_dir("rubric") / "recruiters-questions.txt"
@@ -47,6 +48,13 @@ def first_questions(n: int) -> str:
 def stripped(n: int = 20):
     return import_bank(BANK, known=load_rubric()).rubric.model_copy(
         update={"questions": import_bank(BANK, known=load_rubric()).rubric.questions[:n]}
+    )
+
+
+def question(qid: str, number: int, text: str, *, great: str, mediocre: str, poor: str):
+    """A question of a team's bank with its three references, as a test writes one."""
+    return Question.model_validate(
+        {"id": qid, "number": number, "text": text, "references": {"great": great, "mediocre": mediocre, "poor": poor}}
     )
 
 
@@ -135,24 +143,18 @@ def test_a_story_scene_is_no_point_and_what_happened_is_no_red_flag(claim, scene
 
 
 def test_a_story_question_is_drafted_from_what_the_speaker_did(embed):
-    from grader.rubric.model import Question
-
-    q = Question.model_validate(
-        {
-            "id": "hard-call",
-            "number": 3,
-            "text": "Tell me about a time you made a technical decision under pressure.",
-            "references": {
-                "great": "We needed to choose a queue for a new payments pipeline within a week. "
-                "I had no load figures and little time. I wrote down the must-have criteria first. "
-                "I shortlisted three brokers against those criteria. I built a small load test for each one. "
-                "I recorded the decision and the assumptions to revisit in an architecture record.",
-                "mediocre": "We had to pick a database quickly. I read some comparisons online and chose "
-                "PostgreSQL because we needed joins. It worked out, with some scaling pain later.",
-                "poor": "Our old queue kept crashing in production. I went with the tool I already knew "
-                "since there was no time to compare. The project shipped on time, which was what mattered.",
-            },
-        }
+    q = question(
+        "hard-call",
+        3,
+        "Tell me about a time you made a technical decision under pressure.",
+        great="We needed to choose a queue for a new payments pipeline within a week. "
+        "I had no load figures and little time. I wrote down the must-have criteria first. "
+        "I shortlisted three brokers against those criteria. I built a small load test for each one. "
+        "I recorded the decision and the assumptions to revisit in an architecture record.",
+        mediocre="We had to pick a database quickly. I read some comparisons online and chose "
+        "PostgreSQL because we needed joins. It worked out, with some scaling pain later.",
+        poor="Our old queue kept crashing in production. I went with the tool I already knew "
+        "since there was no time to compare. The project shipped on time, which was what mattered.",
     )
     key_points, red_flags = draft_by_contrast(q, embed)
     assert not any(sets_scene(p.quote or "") for p in key_points), [p.quote for p in key_points]
@@ -163,21 +165,15 @@ def test_a_story_question_is_drafted_from_what_the_speaker_did(embed):
 
 
 def test_scene_claims_only_top_up_the_minimum_of_key_points(embed):
-    from grader.rubric.model import Question
-
-    q = Question.model_validate(
-        {
-            "id": "outage",
-            "number": 5,
-            "text": "Tell me about an outage you handled.",
-            "references": {
-                "great": "We needed to restore the billing service before the morning run. "
-                "I had no runbook and two hours. I rolled traffic back to the previous build. "
-                "I wrote a postmortem with three concrete follow-ups.",
-                "mediocre": "I restarted things until the service came back.",
-                "poor": "I waited for the on-call lead to fix it.",
-            },
-        }
+    q = question(
+        "outage",
+        5,
+        "Tell me about an outage you handled.",
+        great="We needed to restore the billing service before the morning run. "
+        "I had no runbook and two hours. I rolled traffic back to the previous build. "
+        "I wrote a postmortem with three concrete follow-ups.",
+        mediocre="I restarted things until the service came back.",
+        poor="I waited for the on-call lead to fix it.",
     )
     key_points, _ = draft_by_contrast(q, embed)
     scene = [p.quote for p in key_points if sets_scene(p.quote or "")]
@@ -185,20 +181,14 @@ def test_scene_claims_only_top_up_the_minimum_of_key_points(embed):
 
 
 def test_a_wrong_fact_stays_a_red_flag_where_answers_state_facts(embed):
-    from grader.rubric.model import Question
-
-    q = Question.model_validate(
-        {
-            "id": "process",
-            "number": 4,
-            "text": "What is the difference between a process and a thread?",
-            "references": {
-                "great": "A process has its own address space and resources. Threads of one process share "
-                "its memory and open files. Switching between threads is cheaper than between processes.",
-                "mediocre": "A process is a running program and threads run inside it.",
-                "poor": "A process and a thread are the same thing with two names. We use both words.",
-            },
-        }
+    q = question(
+        "process",
+        4,
+        "What is the difference between a process and a thread?",
+        great="A process has its own address space and resources. Threads of one process share "
+        "its memory and open files. Switching between threads is cheaper than between processes.",
+        mediocre="A process is a running program and threads run inside it.",
+        poor="A process and a thread are the same thing with two names. We use both words.",
     )
     _, red_flags = draft_by_contrast(q, embed)
     assert "A process and a thread are the same thing with two names." in {f.quote for f in red_flags}
@@ -323,21 +313,17 @@ def test_drafting_hands_over_the_rubric_after_each_question_so_a_killed_run_keep
 def test_a_chat_draft_is_screened_like_an_offline_one(embed):
     """A model's key point the mediocre reference makes just as well, or a red flag the great reference
     shares, is dropped: such a flag would mark a great answer poor."""
-    from grader.rubric import KeyPoint, Question, RedFlag
+    from grader.rubric import KeyPoint, RedFlag
     from grader.rubric.contrast import screen
 
-    q = Question.model_validate(
-        {
-            "id": "incident",
-            "number": 1,
-            "text": "How do you handle a production incident?",
-            "references": {
-                "great": "I reproduce the bug in a staging copy first. I write a regression test that fails. "
-                "I run a blameless post-mortem afterwards. I check the application logs.",
-                "mediocre": "I check the application logs and fix what is broken.",
-                "poor": "I check the application logs. Then I just restart the server and hope it stays up.",
-            },
-        }
+    q = question(
+        "incident",
+        1,
+        "How do you handle a production incident?",
+        great="I reproduce the bug in a staging copy first. I write a regression test that fails. "
+        "I run a blameless post-mortem afterwards. I check the application logs.",
+        mediocre="I check the application logs and fix what is broken.",
+        poor="I check the application logs. Then I just restart the server and hope it stays up.",
     )
     quotes = [s.strip() for s in q.references.great.split(".") if s.strip()]
     kps = [KeyPoint(id=f"q01.p{i}", text=s, quote=s, draft=True) for i, s in enumerate(quotes)]
@@ -353,23 +339,19 @@ def test_a_chat_draft_is_screened_like_an_offline_one(embed):
 
 
 def test_a_chat_draft_of_a_story_is_screened_for_scenes_and_what_happened(embed):
-    from grader.rubric import KeyPoint, Question, RedFlag
+    from grader.rubric import KeyPoint, RedFlag
     from grader.rubric.contrast import screen
 
-    q = Question.model_validate(
-        {
-            "id": "hard-call",
-            "number": 3,
-            "text": "Tell me about a time you made a technical decision under pressure.",
-            "references": {
-                "great": "We needed to choose a queue for a new payments pipeline within a week. "
-                "I wrote down the must-have criteria first. I shortlisted three brokers against those criteria. "
-                "I built a small load test for each one. I recorded the decision in an architecture record.",
-                "mediocre": "I read some comparisons online and chose PostgreSQL because we needed joins.",
-                "poor": "We needed to replace our old queue. Our old queue kept crashing in production. "
-                "Honestly, I was just guessing at the cause. The project shipped on time.",
-            },
-        }
+    q = question(
+        "hard-call",
+        3,
+        "Tell me about a time you made a technical decision under pressure.",
+        great="We needed to choose a queue for a new payments pipeline within a week. "
+        "I wrote down the must-have criteria first. I shortlisted three brokers against those criteria. "
+        "I built a small load test for each one. I recorded the decision in an architecture record.",
+        mediocre="I read some comparisons online and chose PostgreSQL because we needed joins.",
+        poor="We needed to replace our old queue. Our old queue kept crashing in production. "
+        "Honestly, I was just guessing at the cause. The project shipped on time.",
     )
     great = [s.strip() + "." for s in q.references.great.split(".") if s.strip()]
     kps = [KeyPoint(id=f"q03.p{i}", text=s, quote=s, draft=True) for i, s in enumerate(great)]
@@ -382,17 +364,13 @@ def test_a_chat_draft_of_a_story_is_screened_for_scenes_and_what_happened(embed)
     kept, flags, dropped = screen(q, kps, rfs, embed)
     assert "q03.p0" in dropped and "q03.p0" not in {p.id for p in kept}  # the scene
     assert [f.id for f in flags] == ["q03.guess"]  # a scene with a shortcut named is held against it
-    fact = Question.model_validate(
-        {
-            "id": "process",
-            "number": 4,
-            "text": "What is the difference between a process and a thread?",
-            "references": {
-                "great": "A process has its own address space. Threads of one process share its memory.",
-                "mediocre": "A process is a running program.",
-                "poor": "Threads are a feature of the Java language only.",
-            },
-        }
+    fact = question(
+        "process",
+        4,
+        "What is the difference between a process and a thread?",
+        great="A process has its own address space. Threads of one process share its memory.",
+        mediocre="A process is a running program.",
+        poor="Threads are a feature of the Java language only.",
     )
     wrong = RedFlag(
         id="q04.java", text="Java only", quote="Threads are a feature of the Java language only", draft=True
