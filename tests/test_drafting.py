@@ -19,9 +19,11 @@ from grader.rubric.contrast import (
     KEY_POINTS,
     MAX_WORDS,
     RED_FLAGS,
+    claims,
     draft_by_contrast,
     draft_offline,
     is_conduct,
+    not_a_point,
     sets_scene,
     statement,
 )
@@ -114,6 +116,83 @@ def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, e
 
 
 @pytest.mark.parametrize(
+    ("claim", "expected"),
+    [
+        # a second act cut from the speaker's sentence (see claims())
+        ("implement role-based access controls.", "Implements role-based access controls"),
+        # too long: what is done, not when; a short one keeps its occasion ("For hot paths, caches...")
+        (
+            "If there are delays or issues from other teams, I escalate to project managers or team leads "
+            "to help resolve them.",
+            "Escalates to project managers or team leads to help resolve them",
+        ),
+    ],
+)
+def test_statement_of_a_second_act_and_of_a_long_claim_with_its_occasion_first(claim, expected):
+    assert statement(claim) == expected
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        (
+            "For authorization, I follow the principle of least privilege and implement role-based access controls.",
+            ["For authorization, I follow the principle of least privilege", "implement role-based access controls."],
+        ),
+        # a list of things gathered is one act
+        (
+            "I start by gathering logs, error messages, and recent deployments.",
+            ["I start by gathering logs, error messages, and recent deployments."],
+        ),
+        # "go back" is too short an act to stand alone
+        (
+            "If time allows, I go back and clean up the code, add more tests, or improve the design.",
+            ["If time allows, I go back and clean up the code, add more tests, or improve the design."],
+        ),
+        # "integration" is no verb: one act
+        (
+            "I write unit tests and integration tests for every change.",
+            ["I write unit tests and integration tests for every change."],
+        ),
+        # the framing before a dash is no claim; what the speaker does after it is
+        (
+            "Testing is crucial—I write unit tests focusing on edge cases.",
+            ["I write unit tests focusing on edge cases."],
+        ),
+        # a verb the reference itself puts after "I" counts as one
+        (
+            "I instrument every handler. I profile the slow endpoints and instrument the worst ones with spans.",
+            ["I instrument every handler.", "I profile the slow endpoints", "instrument the worst ones with spans."],
+        ),
+        (
+            "I profile the slow endpoints and instrument the worst ones with spans.",
+            ["I profile the slow endpoints and instrument the worst ones with spans."],
+        ),
+    ],
+)
+def test_claims_are_cut_where_the_speaker_goes_on_to_another_act(reference, expected):
+    assert claims(reference) == expected
+
+
+@pytest.mark.parametrize(
+    ("claim", "point"),
+    [
+        ("Observability is essential in distributed systems.", False),
+        ("I've learned that effective service communication is critical.", False),
+        ("Database optimization is often the most challenging.", False),
+        ("For the former, I push back more strongly.", False),
+        ("Others are contained and can be addressed later.", False),
+        # long enough to say what is done: a candidate
+        ("Caching is crucial at multiple levels: Redis for hot data, a CDN for static assets, HTTP caching.", True),
+        ("I use parameterized queries to prevent SQL injection.", True),
+        ("It starts with coding standards that the team agrees on.", True),
+    ],
+)
+def test_framing_and_a_claim_that_leans_on_the_one_before_are_no_points(claim, point):
+    assert not_a_point(claim) is not point
+
+
+@pytest.mark.parametrize(
     ("claim", "scene", "conduct"),
     [
         ("We needed to pick a broker for a new billing system.", True, True),
@@ -162,6 +241,26 @@ def test_a_story_question_is_drafted_from_what_the_speaker_did(embed):
         "I went with the tool I already knew since there was no time to compare."
     }, [p.quote for p in red_flags]
     assert red_flags  # the one thing the speaker did wrong is still a flag
+
+
+def test_a_knowledge_question_is_drafted_one_act_per_point_without_its_framing(embed):
+    q = question(
+        "secure",
+        6,
+        "How do you secure an internal API?",
+        great="Security is essential in every service. For authorization, I follow the principle of least "
+        "privilege and implement role-based access controls. I validate every input on the server. "
+        "I rotate credentials through a secrets manager.",
+        mediocre="I put the API behind the VPN and check that requests come from our network.",
+        poor="I rely on the network team's firewall to keep the API safe.",
+    )
+    key_points, _ = draft_by_contrast(q, embed)
+    assert [p.text for p in key_points] == [
+        "For authorization, follows the principle of least privilege",
+        "Implements role-based access controls",
+        "Validates every input on the server",
+        "Rotates credentials through a secrets manager",
+    ]
 
 
 def test_scene_claims_only_top_up_the_minimum_of_key_points(embed):

@@ -3,14 +3,19 @@ ones do not; red flags are what the poor reference does that the great one does 
 
 1. Each reference is cut into claims: sentences, and clauses joined by `;`, a dash, `, and then`,
    `, while`, `, but`... (a list such as "logs, error messages, and recent deployments" stays whole).
+   A sentence the speaker begins is cut again where they go on to a second act: "I follow the principle
+   of least privilege and implement role-based access controls" is two claims (a verb after "and" from
+   `_VERBS`, or one the reference puts after "I" or "we"; each side at least three words). Before an
+   unspaced dash that the speaker follows ("Testing is crucial—I write unit tests..."), it is cut too.
 2. Each claim of the great reference is scored by how far it is from the weaker references: one minus
    its highest cosine (the packaged MiniLM embedder) to any of their claims, plus the share of its
    content words they never use. The most distinct claims become key points (3 to 10), in the order the
    reference makes them, none a near-copy of another.
 3. A point's text is the claim made checkable and short: first person turned into a description
    ("I try to reproduce the issue..." -> "Tries to reproduce the issue..."), trailing asides cut at
-   `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words. Its `quote` is the claim
-   verbatim, so a reviewer sees where it came from.
+   `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words; one still too long loses a
+   leading "If/When/For ...," clause before its end ("If there are delays from other teams, I escalate
+   to..." -> "Escalates to..."). Its `quote` is the claim verbatim, so a reviewer sees where it came from.
 4. Its id is `qNN.` plus two or three of its content words, the most distinctive first chosen and then
    kept in the order they are written: `q01.reproduce-controlled-environment`, not `q01.i-start-by`.
    The same references always give the same ids.
@@ -25,6 +30,9 @@ ones do not; red flags are what the poor reference does that the great one does 
    is a red flag: that rule is for answers that tell what the speaker does.) A story question whose poor
    reference only tells what happened gets no red flag at all: none is better than one that marks a great
    answer poor.
+7. Nor is a short claim that only says how much something matters ("Observability is essential in
+   distributed systems", `frames`), or one that leans on the claim before it ("For the former, I push
+   back more strongly"): such claims, like scenes, only top up the minimum of key points.
 """
 
 from __future__ import annotations
@@ -52,7 +60,20 @@ MIN_FLAG_CONTRAST = 0.3
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\s*\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
-_CLAUSES = re.compile(r"\s*;\s+|\s+[—–]\s+|,\s+(?:and\s+)?then\s+|,\s+while\s+|,\s+but\s+|,\s+and\s+(?=I\s|we\s|We\s)")
+_CLAUSES = re.compile(
+    r"\s*;\s+|\s+[—–]\s+|,\s+(?:and\s+)?then\s+|,\s+while\s+|,\s+but\s+|,\s+and\s+(?=I\s|we\s|We\s)"
+    # "Testing is crucial—I write...": the framing before an unspaced dash is no claim, the speaker's act is
+    r"|[—–](?=(?:I|[Ww]e)[\s'’])"
+)
+#: The speaker's verbs that a reference goes on with after "and": "I follow least privilege and implement
+#: role-based access controls" is two claims. Those the reference itself puts after "I" or "we" count too.
+_VERBS = frozenset(
+    """add adopt advocate analyse analyze apply ask automate avoid build choose clean communicate conduct
+    configure consider create debug define deploy design document encourage enforce ensure escalate establish
+    explain follow gather identify implement improve introduce investigate keep maintain make measure monitor
+    move optimise optimize prefer prioritize propose push refactor reproduce restate review roll run set share
+    start suggest track try use validate verify write""".split()
+)
 _LEAD = re.compile(
     r"^(?:first(?:ly)?|second(?:ly)?|then|next|finally|also|additionally|in addition|moreover|and|so|"
     r"for example|for instance|once resolved|after that|beyond that|overall)\b[,:]?\s*",
@@ -87,6 +108,13 @@ _SETTING = re.compile(
     r"(?:needed|faced|(?:were|was)(?!\s+(?:able|careful|responsible|going)\b)"
     r"|had(?!\s+(?:to|already|just|also)\b)(?!\s+(?:the|my|our|a)\s+\w+\s+(?!to\b|of\b|for\b|in\b|on\b)[a-z]+\b))\b"
 )
+#: A claim that frames the answer rather than says what is done: "Testing is crucial", "Observability is
+#: essential in distributed systems", "I've learned that effective service communication is critical".
+_FRAMING = re.compile(
+    r"\b(?:is|are)\s+(?:(?:often|also|equally|especially|absolutely|always|particularly|the|most)\s+)*"
+    r"(?:crucial|critical|essential|important|key|vital|fundamental|paramount|challenging)\b"
+)
+FRAMING_MAX_WORDS = 12
 #: A second thing done in the same claim: "We faced a choice and picked...", "..., so I cut scope".
 _THEN_DID = re.compile(
     r",?\s+(?:so|and|then)\s+(?:I|we)\b"
@@ -103,7 +131,7 @@ _MODALS = frozenset("can could will would should might may must".split())
 #: Past forms a story answer uses ("I had", "we chose"): kept as they are.
 _PAST = frozenset(
     """had was were did made found built took went got chose led saw wrote ran began knew thought felt kept
-    set put left spent brought sent told gave became met learned learnt""".split()
+    left spent brought sent told gave became met learned learnt""".split()
 )
 _ADVERBS = r"(?:(?:also|usually|always|often|typically|then|first|still|just|really|generally|normally|actually|"
 _ADVERBS += r"sometimes|never|rarely|(?!(?:rely|apply|reply|supply|comply|fly)\b)[a-z]+ly)\s+)*"
@@ -137,6 +165,26 @@ def sets_scene(claim: str) -> bool:
     return bool(_SETTING.match(claim)) and not _THEN_DID.search(claim)
 
 
+def frames(claim: str) -> bool:
+    """Whether a short claim only says how much something matters ("Testing is crucial"): no key point."""
+    return len(claim.split()) <= FRAMING_MAX_WORDS and bool(_FRAMING.search(claim))
+
+
+#: A claim that leans on the one before it: "others are contained...", "For the former, I push back...".
+_LEANS_BACK = re.compile(r"^(?:(?:for|of|with)\s+)?(?:the\s+)?(?:others|former|latter|rest)\b", re.IGNORECASE)
+
+
+def leans_back(claim: str) -> bool:
+    """Whether a claim only makes sense after the one before it ("For the former, ..."): no key point."""
+    return bool(_LEANS_BACK.match(claim.strip()))
+
+
+def not_a_point(claim: str) -> bool:
+    """Whether a claim of the great reference is no key point, however distinct: it sets the scene, frames
+    the answer, or leans on the claim before it."""
+    return sets_scene(claim) or frames(claim) or leans_back(claim)
+
+
 def is_conduct(claim: str) -> bool:
     """Whether a claim says what the speaker does or believes (a red flag can only be that): the speaker
     is in it, or it goes on with a verb from a sentence they began ("then clean up the code..."), or it
@@ -161,22 +209,49 @@ def _speaks_of_itself(great: Sequence[str]) -> bool:
     return sum(bool(_SPEAKER.search(c)) for c in great) > len(great) / 2
 
 
-def _acts_first(candidates: Sequence[int], scene: Callable[[int], bool]) -> list[int]:
-    """The candidates that are not scene-setting, topped up with scene-setting ones (in the given order,
+def _acts_first(candidates: Sequence[int], not_point: Callable[[int], bool]) -> list[int]:
+    """The candidates that can be points, topped up with the others (scenes, framing: in the given order,
     the best first) only as far as `KEY_POINTS[0]` needs."""
-    acts = [i for i in candidates if not scene(i)]
-    return acts + [i for i in candidates if scene(i)][: max(0, KEY_POINTS[0] - len(acts))]
+    acts = [i for i in candidates if not not_point(i)]
+    return acts + [i for i in candidates if not_point(i)][: max(0, KEY_POINTS[0] - len(acts))]
 
 
 def claims(text: str) -> list[str]:
-    """The claims of a reference, verbatim: sentences, cut at clause joints."""
+    """The claims of a reference, verbatim: sentences, cut at clause joints and where the speaker goes on
+    to a second thing done ("..., and implement role-based access controls")."""
+    verbs = _VERBS | {v for v in _SAYS.findall(text) if v not in STOP and not v.endswith("ed")}
     out: list[str] = []
     for sentence in _SENTENCES.split(text.strip()):
         for clause in _CLAUSES.split(sentence):
-            clause = clause.strip(" ,;:—–-")
-            if len(content_words(clause)) >= 2 and len(clause.split()) >= 4:
-                out.append(clause)
+            for part in _second_acts(clause, verbs):
+                part = part.strip(" ,;:—–-")
+                if len(content_words(part)) >= 2 and len(part.split()) >= 4:
+                    out.append(part)
     return out
+
+
+#: "I implement", "we also use": the verbs a reference puts after its speaker.
+_SAYS = re.compile(r"\b(?:I|[Ww]e)\s+(?:also\s+|then\s+|always\s+|usually\s+)?([a-z]{3,})\b")
+
+
+def _second_acts(clause: str, verbs: frozenset[str] | set[str]) -> list[str]:
+    """A clause the speaker begins ("I ...") cut before each "and <verb>" that starts another act, when
+    both sides have at least three words: "I follow the principle of least privilege and implement
+    role-based access controls" -> two. "logs and test coverage" stays whole (not the speaker's)."""
+    if not re.match(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s", clause):
+        return [clause]
+    parts: list[str] = []
+    start = 0
+    for m in re.finditer(r",?\s+and\s+(?:also\s+)?([a-z]+)\b", clause):
+        if m.group(1) not in verbs:
+            continue
+        head, rest = clause[start : m.start()], clause[m.end() - len(m.group(1)) :]
+        act = re.sub(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s+", "", head) if not parts else head
+        if len(act.split()) >= 3 and len(rest.split()) >= 3:
+            parts.append(head)
+            start = m.end() - len(m.group(1))
+    parts.append(clause[start:])
+    return parts
 
 
 def content_words(text: str) -> list[str]:
@@ -217,6 +292,9 @@ def statement(claim: str) -> str:
         elif not (verb in _PAST or verb.endswith("ed")):  # "We'd had" is "we had had", not "would had"
             verb = f"would {verb}"
         text = verb + text[subject.end() :]
+    elif (bare := re.match(r"^([a-z]+)\b", text)) and bare.group(1) in _VERBS:
+        # a second act cut from the speaker's sentence: "implement role-based access controls"
+        text = _third_person(bare.group(1)) + text[bare.end() :]
     else:
         text = re.sub(
             r"^((?:For|When|If|Once|In|After|Before|With)\b[^,]*),\s*(?:I|we)\s+" + _ADVERBS + r"([a-z]+)\b",
@@ -230,8 +308,15 @@ def statement(claim: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+#: A leading clause that says when or where, not what: "If there are delays from other teams, ".
+_LEAD_CLAUSE = re.compile(
+    r"^(?:If|When|Whenever|Once|After|Before|As soon as|Since|While|Although|Though|Unless|For|In)\b[^,]*,\s*"
+)
+
+
 def _shorten(text: str) -> str:
-    """Cut trailing asides, then, if still long, at the word limit (at a comma when one is near)."""
+    """Cut trailing asides, then, if still long, a leading "If/When/For ...," clause, then at the word limit
+    (at a comma when one is near)."""
     for m in _ASIDES.finditer(text):
         head = text[: m.start()].rstrip(" ,")
         if len(head.split()) >= 5:
@@ -240,6 +325,10 @@ def _shorten(text: str) -> str:
     words = text.split()
     if len(words) <= MAX_WORDS:
         return text
+    lead = _LEAD_CLAUSE.match(text)
+    if lead and len(text[lead.end() :].split()) >= 4:
+        # "If there are delays from other teams, escalates to..." too long: what is done, not its occasion
+        return _shorten(text[lead.end() :])
     head = " ".join(words[:MAX_WORDS])
     comma = head.rfind(",")
     return head[:comma] if comma > len(head) // 2 else head
@@ -317,7 +406,7 @@ def draft_by_contrast(
     # The scene a story answer sets is no point, unless too few claims would be left without it (then
     # only the most distinct scene claims come back, as many as needed).
     by_contrast = sorted(range(len(great)), key=lambda i: -points[i].contrast)
-    acts = sorted(_acts_first(by_contrast, lambda i: sets_scene(great[i])))
+    acts = sorted(_acts_first(by_contrast, lambda i: not_a_point(great[i])))
     chosen = select([points[i] for i in acts], g[acts], KEY_POINTS, MIN_CONTRAST)
     key_points = [points[acts[i]] for i in chosen]
 
@@ -389,7 +478,7 @@ def screen(
     kv, fv, gv, wv = np.split(vectors, np.cumsum([len(quotes), len(flag_quotes), len(great)]))
     scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
-    acts = _acts_first(ranked, lambda i: sets_scene(quotes[i]))
+    acts = _acts_first(ranked, lambda i: not_a_point(quotes[i]))
     keep = {i for i in acts if scores[i] >= MIN_CONTRAST} | set(acts[: KEY_POINTS[0]])
     personal = _speaks_of_itself(great)
     conduct = np.array([_held_against(c, personal) for c in flag_quotes], dtype=bool)
