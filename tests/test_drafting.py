@@ -120,6 +120,7 @@ def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, e
     [
         # a second act cut from the speaker's sentence (see claims())
         ("implement role-based access controls.", "Implements role-based access controls"),
+        ("use of powerful development environments", "Use of powerful development environments"),  # a noun
         # too long: what is done, not when; a short one keeps its occasion ("For hot paths, caches...")
         (
             "If there are delays or issues from other teams, I escalate to project managers or team leads "

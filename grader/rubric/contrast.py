@@ -292,7 +292,7 @@ def statement(claim: str) -> str:
         elif not (verb in _PAST or verb.endswith("ed")):  # "We'd had" is "we had had", not "would had"
             verb = f"would {verb}"
         text = verb + text[subject.end() :]
-    elif (bare := re.match(r"^([a-z]+)\b", text)) and bare.group(1) in _VERBS:
+    elif (bare := re.match(r"^([a-z]+)\b(?!\s+(?:of|is|are|was|were)\b)", text)) and bare.group(1) in _VERBS:
         # a second act cut from the speaker's sentence: "implement role-based access controls"
         text = _third_person(bare.group(1)) + text[bare.end() :]
     else:
