@@ -25,6 +25,7 @@ from grader.rubric.contrast import (
     is_conduct,
     not_a_point,
     sets_scene,
+    split_claims,
     statement,
 )
 from grader.rubric.importer import import_bank, parse_bank
@@ -119,18 +120,43 @@ def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, e
     ("claim", "expected"),
     [
         # a second act cut from the speaker's sentence (see claims())
-        ("implement role-based access controls.", "Implements role-based access controls"),
-        ("use of powerful development environments", "Use of powerful development environments"),  # a noun
         # too long: what is done, not when; a short one keeps its occasion ("For hot paths, caches...")
         (
-            "If there are delays or issues from other teams, I escalate to project managers or team leads "
-            "to help resolve them.",
+            "If there are delays, bugs, or regressions from other teams, I escalate to project managers or team "
+            "leads to help resolve them.",
             "Escalates to project managers or team leads to help resolve them",
         ),
+        # a scope is kept, and the claim is not cut down to it
+        (
+            "For smaller teams working on a single product with continuous deployment, I prefer trunk-based "
+            "development with short-lived feature branches.",
+            "For smaller teams working on a single product with continuous deployment, prefers trunk-based "
+            "development with short-lived",
+        ),
+        # what changes the claim's meaning stays
+        ("I never skip code review for a hotfix.", "Never skips code review for a hotfix"),
+        ("In production, I never run migrations by hand.", "In production, never runs migrations by hand"),
+        ("I don't write tests for small changes.", "Doesn't write tests for small changes"),
+        ("I only test the happy path.", "Only tests the happy path"),
+        ("I can't always reproduce it locally.", "Can't always reproduce it locally"),
     ],
 )
-def test_statement_of_a_second_act_and_of_a_long_claim_with_its_occasion_first(claim, expected):
+def test_statement_keeps_what_is_done_and_what_changes_its_meaning(claim, expected):
     assert statement(claim) == expected
+
+
+def test_a_second_act_is_turned_into_a_statement_only_when_it_is_one():
+    assert statement("implement role-based access controls.", goes_on=True) == "Implements role-based access controls"
+    assert statement("instrument the worst ones with spans", goes_on=True) == "Instruments the worst ones with spans"
+    assert statement("design reviews catch most of it") == "Design reviews catch most of it"  # a noun
+    assert [c.goes_on for c in split_claims("Once resolved, I document the incident, then create tickets for it.")] == [
+        False,
+        True,
+    ]
+    assert [c.goes_on for c in split_claims("I follow least privilege and implement role-based access controls.")] == [
+        False,
+        True,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -169,6 +195,21 @@ def test_statement_of_a_second_act_and_of_a_long_claim_with_its_occasion_first(c
             "I profile the slow endpoints and instrument the worst ones with spans.",
             ["I profile the slow endpoints and instrument the worst ones with spans."],
         ),
+        # "design documents" is a noun
+        (
+            "I write the requirements and design documents for each feature.",
+            ["I write the requirements and design documents for each feature."],
+        ),
+        # the verb goes on from "to": what the review is for, not a second act
+        (
+            "I believe in code reviews to share knowledge and maintain consistent patterns across the codebase.",
+            ["I believe in code reviews to share knowledge and maintain consistent patterns across the codebase."],
+        ),
+        # what would follow is too short to be a claim: kept with its sentence
+        (
+            "I analyze query patterns, add appropriate indexes, and optimize query structure.",
+            ["I analyze query patterns, add appropriate indexes, and optimize query structure."],
+        ),
     ],
 )
 def test_claims_are_cut_where_the_speaker_goes_on_to_another_act(reference, expected):
@@ -187,6 +228,8 @@ def test_claims_are_cut_where_the_speaker_goes_on_to_another_act(reference, expe
         ("Caching is crucial at multiple levels: Redis for hot data, a CDN for static assets, HTTP caching.", True),
         ("I use parameterized queries to prevent SQL injection.", True),
         ("It starts with coding standards that the team agrees on.", True),
+        ("I prioritize the bugs by what is most important to our users.", True),  # the speaker's act
+        ("REST endpoints should be versioned from day one.", True),  # not "the rest"
     ],
 )
 def test_framing_and_a_claim_that_leans_on_the_one_before_are_no_points(claim, point):
@@ -250,8 +293,8 @@ def test_a_knowledge_question_is_drafted_one_act_per_point_without_its_framing(e
         6,
         "How do you secure an internal API?",
         great="Security is essential in every service. For authorization, I follow the principle of least "
-        "privilege and implement role-based access controls. I validate every input on the server. "
-        "I rotate credentials through a secrets manager.",
+        "privilege and implement role-based access controls. Input handling is critical—I validate every input "
+        "on the server. I rotate credentials through a secrets manager.",
         mediocre="I put the API behind the VPN and check that requests come from our network.",
         poor="I rely on the network team's firewall to keep the API safe.",
     )
@@ -436,6 +479,33 @@ def test_a_chat_draft_is_screened_like_an_offline_one(embed):
     assert [p.id for p in kept] == ["q01.p0", "q01.p1", "q01.p2"]
     assert [f.id for f in flags] == ["q01.restart"]
     assert dropped == ["q01.p3", "q01.logs", "q01.outage"]  # what happened is no flag: not the speaker's doing
+
+
+def test_a_chat_draft_is_screened_for_framing_and_claims_that_lean_on_the_one_before(embed):
+    from grader.rubric import KeyPoint
+    from grader.rubric.contrast import screen
+
+    q = question(
+        "shortcuts",
+        2,
+        "How do you balance speed and quality?",
+        great="Observability is essential in distributed systems. I ship small releases behind feature flags. "
+        "I tell contained shortcuts from compounding ones. For the former, I push back harder. "
+        "I schedule refactoring time every sprint.",
+        mediocre="I try to write clean code but deadlines come first.",
+        poor="I ship what the business asks for and fix problems later.",
+    )
+    quotes = [
+        "Observability is essential in distributed systems",
+        "I ship small releases behind feature flags",
+        "I tell contained shortcuts from compounding ones",
+        "For the former, I push back harder",
+        "I schedule refactoring time every sprint",
+    ]
+    kps = [KeyPoint(id=f"q02.p{i}", text=t, quote=t, draft=True) for i, t in enumerate(quotes)]
+    kept, _, dropped = screen(q, kps, [], embed)
+    assert [p.id for p in kept] == ["q02.p1", "q02.p2", "q02.p4"]
+    assert dropped == ["q02.p0", "q02.p3"]
 
 
 def test_a_chat_draft_of_a_story_is_screened_for_scenes_and_what_happened(embed):

@@ -3,19 +3,23 @@ ones do not; red flags are what the poor reference does that the great one does 
 
 1. Each reference is cut into claims: sentences, and clauses joined by `;`, a dash, `, and then`,
    `, while`, `, but`... (a list such as "logs, error messages, and recent deployments" stays whole).
-   A sentence the speaker begins is cut again where they go on to a second act: "I follow the principle
-   of least privilege and implement role-based access controls" is two claims (a verb after "and" from
-   `_VERBS`, or one the reference puts after "I" or "we"; each side at least three words). Before an
-   unspaced dash that the speaker follows ("Testing is crucial—I write unit tests..."), it is cut too.
+   A clause that opens with the speaker ("I ...", "We ...", after a short lead such as "For
+   authorization,") is cut again where they go on to a second act: "I follow the principle of least
+   privilege and implement role-based access controls" is two claims (a verb after "and" from `_VERBS`,
+   or one the reference puts after "I" or "we"; not after an infinitive, "to share knowledge and
+   maintain...", nor where either side would be too short). Before an unspaced dash that the speaker
+   follows ("Testing is crucial—I write unit tests..."), a claim is cut too.
 2. Each claim of the great reference is scored by how far it is from the weaker references: one minus
    its highest cosine (the packaged MiniLM embedder) to any of their claims, plus the share of its
    content words they never use. The most distinct claims become key points (3 to 10), in the order the
    reference makes them, none a near-copy of another.
 3. A point's text is the claim made checkable and short: first person turned into a description
    ("I try to reproduce the issue..." -> "Tries to reproduce the issue..."), trailing asides cut at
-   `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words; one still too long loses a
-   leading "If/When/For ...," clause before its end ("If there are delays from other teams, I escalate
-   to..." -> "Escalates to..."). Its `quote` is the claim verbatim, so a reviewer sees where it came from.
+   `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words. A claim too long for the
+   limit loses its occasion rather than its act ("If there are delays from other teams, I escalate to..."
+   -> "Escalates to..."; a scope, "For smaller teams,", stays), and is never cut down to a leading clause
+   alone. "never", "only", "just"... stay ("I never skip review" -> "Never skips review"), and "don't"
+   reads "doesn't". Its `quote` is the claim verbatim, so a reviewer sees where it came from.
 4. Its id is `qNN.` plus two or three of its content words, the most distinctive first chosen and then
    kept in the order they are written: `q01.reproduce-controlled-environment`, not `q01.i-start-by`.
    The same references always give the same ids.
@@ -42,6 +46,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,12 +73,12 @@ _CLAUSES = re.compile(
 #: The speaker's verbs that a reference goes on with after "and": "I follow least privilege and implement
 #: role-based access controls" is two claims. Those the reference itself puts after "I" or "we" count too.
 _VERBS = frozenset(
-    """add adopt advocate analyse analyze apply ask automate avoid build choose clean communicate conduct
-    configure consider create debug define deploy design document encourage enforce ensure escalate establish
-    explain follow gather identify implement improve introduce investigate keep maintain make measure monitor
-    move optimise optimize prefer prioritize propose push refactor reproduce restate review roll run set share
-    start suggest track try use validate verify write""".split()
-)
+    """add adopt advocate analyse analyze apply ask automate avoid choose clean communicate conduct configure
+    consider create debug define deploy document encourage enforce ensure escalate establish explain follow
+    gather identify implement improve introduce investigate keep maintain make measure monitor optimise
+    optimize prefer prioritize propose refactor reproduce restate review suggest try use validate verify
+    write""".split()
+)  # not "design", "build", "run", "set", "start", "track", "share", "push": "and design documents" is a noun
 _LEAD = re.compile(
     r"^(?:first(?:ly)?|second(?:ly)?|then|next|finally|also|additionally|in addition|moreover|and|so|"
     r"for example|for instance|once resolved|after that|beyond that|overall)\b[,:]?\s*",
@@ -111,7 +116,9 @@ _SETTING = re.compile(
 #: A claim that frames the answer rather than says what is done: "Testing is crucial", "Observability is
 #: essential in distributed systems", "I've learned that effective service communication is critical".
 _FRAMING = re.compile(
-    r"\b(?:is|are)\s+(?:(?:often|also|equally|especially|absolutely|always|particularly|the|most)\s+)*"
+    r"^(?:(?:I|[Ww]e)(?:['’]ve|\s+have)?\s+(?:learned|found|believe|think|feel|know)\s+(?:that\s+)?)?"
+    r"(?!(?:I|[Ww]e)\b)[^,:;]*?\b(?:is|are)\s+"  # what is said to matter comes first, not the speaker's act
+    r"(?:(?:often|also|equally|especially|absolutely|always|particularly|the|most)\s+)*"
     r"(?:crucial|critical|essential|important|key|vital|fundamental|paramount|challenging)\b"
 )
 FRAMING_MAX_WORDS = 12
@@ -131,10 +138,14 @@ _MODALS = frozenset("can could will would should might may must".split())
 #: Past forms a story answer uses ("I had", "we chose"): kept as they are.
 _PAST = frozenset(
     """had was were did made found built took went got chose led saw wrote ran began knew thought felt kept
-    left spent brought sent told gave became met learned learnt""".split()
+    set put left spent brought sent told gave became met learned learnt""".split()
 )
 _ADVERBS = r"(?:(?:also|usually|always|often|typically|then|first|still|just|really|generally|normally|actually|"
-_ADVERBS += r"sometimes|never|rarely|(?!(?:rely|apply|reply|supply|comply|fly)\b)[a-z]+ly)\s+)*"
+_ADVERBS += r"sometimes|never|rarely|only|(?!(?:rely|apply|reply|supply|comply|fly)\b)[a-z]+ly)\s+)*"
+#: Adverbs that change what a claim says, kept in its statement: "I never skip review" is not "Skips review".
+_KEPT_ADVERBS = frozenset("never rarely seldom hardly barely only just mostly sometimes occasionally".split())
+#: A verb and its negation: "don't" -> "doesn't"; "can't", "didn't", "won't" stay as they are.
+_VERB = r"([a-z]+n['’]t|[a-z]+)"
 _PRONOUNS = (
     (r"\bI'm\b", "they're"),
     (r"\bI've\b", "they've"),
@@ -167,11 +178,11 @@ def sets_scene(claim: str) -> bool:
 
 def frames(claim: str) -> bool:
     """Whether a short claim only says how much something matters ("Testing is crucial"): no key point."""
-    return len(claim.split()) <= FRAMING_MAX_WORDS and bool(_FRAMING.search(claim))
+    return len(claim.split()) <= FRAMING_MAX_WORDS and bool(_FRAMING.match(claim.strip()))
 
 
 #: A claim that leans on the one before it: "others are contained...", "For the former, I push back...".
-_LEANS_BACK = re.compile(r"^(?:(?:for|of|with)\s+)?(?:the\s+)?(?:others|former|latter|rest)\b", re.IGNORECASE)
+_LEANS_BACK = re.compile(r"^(?:(?:[Ff]or|[Oo]f|[Ww]ith)\s+)?(?:[Tt]he\s+)?(?:[Oo]thers|former|latter|[Rr]est)\b")
 
 
 def leans_back(claim: str) -> bool:
@@ -216,40 +227,67 @@ def _acts_first(candidates: Sequence[int], not_point: Callable[[int], bool]) -> 
     return acts + [i for i in candidates if not_point(i)][: max(0, KEY_POINTS[0] - len(acts))]
 
 
+class Claim(NamedTuple):
+    """A claim of a reference, verbatim, and whether it goes on from the speaker's sentence: a second act
+    cut from it, which starts with the speaker's verb ("implement role-based access controls")."""
+
+    text: str
+    goes_on: bool = False
+
+
 def claims(text: str) -> list[str]:
-    """The claims of a reference, verbatim: sentences, cut at clause joints and where the speaker goes on
-    to a second thing done ("..., and implement role-based access controls")."""
-    verbs = _VERBS | {v for v in _SAYS.findall(text) if v not in STOP and not v.endswith("ed")}
-    out: list[str] = []
+    """The claims of a reference, verbatim (see `split_claims`)."""
+    return [c.text for c in split_claims(text)]
+
+
+def split_claims(text: str) -> list[Claim]:
+    """The claims of a reference: sentences, cut at clause joints and where the speaker goes on to a
+    second thing done ("..., and implement role-based access controls")."""
+    verbs = _VERBS | {v for v in _SAYS.findall(text) if v not in STOP and not v.endswith(("ed", "ly"))}
+    out: list[Claim] = []
     for sentence in _SENTENCES.split(text.strip()):
-        for clause in _CLAUSES.split(sentence):
-            for part in _second_acts(clause, verbs):
+        spoken = bool(_SPEAKER_START.match(sentence))
+        for j, clause in enumerate(_CLAUSES.split(sentence)):
+            # "..., then create tickets for...": the speaker's sentence going on with their verb
+            first = clause.split()[0] if clause.split() else ""
+            continues = j > 0 and spoken and first in verbs
+            for i, part in enumerate(_second_acts(clause, verbs)):
                 part = part.strip(" ,;:—–-")
-                if len(content_words(part)) >= 2 and len(part.split()) >= 4:
-                    out.append(part)
+                if _long_enough(part):
+                    out.append(Claim(part, goes_on=i > 0 or continues))
     return out
 
 
-#: "I implement", "we also use": the verbs a reference puts after its speaker.
-_SAYS = re.compile(r"\b(?:I|[Ww]e)\s+(?:also\s+|then\s+|always\s+|usually\s+)?([a-z]{3,})\b")
+def _long_enough(part: str) -> bool:
+    return len(content_words(part)) >= 2 and len(part.split()) >= 4
+
+
+#: "I implement", "we also use": the verbs a reference puts after its speaker (not "don" of "don't").
+_SAYS = re.compile(r"\b(?:I|[Ww]e)\s+(?:also\s+|then\s+|always\s+|usually\s+)?([a-z]{3,})\b(?!['’])")
+#: The speaker opening a clause, after a short lead ("For authorization, I ...").
+_SPEAKER_START = re.compile(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s+")
+#: An infinitive the speaker's act goes on with: "to share knowledge" (an "and <verb>" after it is its own).
+_TO_VERB = re.compile(r"\bto\s+(?!(?:the|a|an|my|our|their|them|us|me|it|this|that|each|every|all)\b)[a-z]+")
 
 
 def _second_acts(clause: str, verbs: frozenset[str] | set[str]) -> list[str]:
-    """A clause the speaker begins ("I ...") cut before each "and <verb>" that starts another act, when
-    both sides have at least three words: "I follow the principle of least privilege and implement
-    role-based access controls" -> two. "logs and test coverage" stays whole (not the speaker's)."""
-    if not re.match(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s", clause):
+    """A clause the speaker begins ("I ...") cut before each "and <verb>" that starts another act: "I
+    follow the principle of least privilege and implement role-based access controls" -> two. Not where
+    the act before is under three words ("I go back and clean up..."), where what follows would be too
+    short to be a claim, or where the verb goes on from an infinitive ("I review code to share knowledge
+    and maintain consistent patterns": maintaining is what the review is for)."""
+    if not _SPEAKER_START.match(clause):
         return [clause]
     parts: list[str] = []
     start = 0
-    for m in re.finditer(r",?\s+and\s+(?:also\s+)?([a-z]+)\b", clause):
+    for m in re.finditer(r",?\s+and\s+(?:also\s+)?([a-z]+)\b(?![-'’])", clause):
         if m.group(1) not in verbs:
             continue
-        head, rest = clause[start : m.start()], clause[m.end() - len(m.group(1)) :]
-        act = re.sub(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s+", "", head) if not parts else head
-        if len(act.split()) >= 3 and len(rest.split()) >= 3:
+        head, rest = clause[start : m.start()], clause[m.start(1) :]
+        act = _SPEAKER_START.sub("", head) if not parts else head
+        if len(act.split()) >= 3 and not _TO_VERB.search(act) and _long_enough(rest.strip(" ,;:—–-")):
             parts.append(head)
-            start = m.end() - len(m.group(1))
+            start = m.start(1)
     parts.append(clause[start:])
     return parts
 
@@ -268,7 +306,15 @@ def content_words(text: str) -> list[str]:
 _CONTRACTED = re.compile(r"['’]")  # what is left with an apostrophe is a contraction
 
 
+def _kept(adverbs: str) -> str:
+    """The adverbs before a verb that change what is said ("never", "only"), with a trailing space."""
+    return "".join(f"{a} " for a in adverbs.split() if a in _KEPT_ADVERBS)
+
+
 def _third_person(verb: str) -> str:
+    if re.search(r"n['’]t$", verb):  # "don't" -> "doesn't", "haven't" -> "hasn't"; "can't" as it is
+        stem = verb[:-3]
+        return {"do": "does", "have": "has"}.get(stem, stem) + verb[-3:]
     if verb in _IRREGULAR:
         return _IRREGULAR[verb]
     if verb in _MODALS or verb in _PAST or verb.endswith("ed"):
@@ -280,25 +326,29 @@ def _third_person(verb: str) -> str:
     return verb + "s"
 
 
-def statement(claim: str) -> str:
-    """A claim as a short, checkable statement about the answer."""
+def statement(claim: str, goes_on: bool = False) -> str:
+    """A claim as a short, checkable statement about the answer. `goes_on`: the claim is a second act cut
+    from the speaker's sentence (`Claim.goes_on`), so it starts with their verb."""
     text = _LEAD.sub("", claim.strip()).strip()
     text = _LEAD.sub("", text).strip()  # "And then"
-    subject = re.match(r"^(?:I|We|we)('d| would)?\s+" + _ADVERBS + r"([a-z]+)\b", text)
+    if len(text.split()) > MAX_WORDS and (occasion := _OCCASION.match(text)):
+        # "If there are delays or issues from other teams, I escalate to...": too long for both, so what
+        # is done, not when (cut at the word limit instead, it would be cut down to the occasion)
+        text = text[occasion.end() :]
+    subject = re.match(r"^(?:I|We|we)('d| would)?\s+(" + _ADVERBS + r")" + _VERB + r"\b", text)
     if subject:
-        verb = subject.group(2)
+        verb = subject.group(3)
         if not subject.group(1):
             verb = _third_person(verb)
         elif not (verb in _PAST or verb.endswith("ed")):  # "We'd had" is "we had had", not "would had"
             verb = f"would {verb}"
-        text = verb + text[subject.end() :]
-    elif (bare := re.match(r"^([a-z]+)\b(?!\s+(?:of|is|are|was|were)\b)", text)) and bare.group(1) in _VERBS:
-        # a second act cut from the speaker's sentence: "implement role-based access controls"
+        text = _kept(subject.group(2)) + verb + text[subject.end() :]
+    elif goes_on and (bare := re.match(r"^" + _VERB + r"\b", text)):
         text = _third_person(bare.group(1)) + text[bare.end() :]
     else:
         text = re.sub(
-            r"^((?:For|When|If|Once|In|After|Before|With)\b[^,]*),\s*(?:I|we)\s+" + _ADVERBS + r"([a-z]+)\b",
-            lambda m: f"{m.group(1)}, {_third_person(m.group(2))}",
+            r"^((?:For|When|If|Once|In|After|Before|With)\b[^,]*),\s*(?:I|we)\s+(" + _ADVERBS + r")" + _VERB + r"\b",
+            lambda m: f"{m.group(1)}, {_kept(m.group(2))}{_third_person(m.group(3))}",
             text,
             count=1,
         )
@@ -308,15 +358,15 @@ def statement(claim: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-#: A leading clause that says when or where, not what: "If there are delays from other teams, ".
-_LEAD_CLAUSE = re.compile(
-    r"^(?:If|When|Whenever|Once|After|Before|As soon as|Since|While|Although|Though|Unless|For|In)\b[^,]*,\s*"
-)
+#: The occasion of a claim the speaker makes, up to the speaker: "If there are delays, bugs or regressions, ".
+_OCCASION = re.compile(r"^(?:If|When|Whenever|Once|After|Before|As soon as|Unless)\b.*?,\s*(?=(?:I|[Ww]e)\s)")
+#: A claim's leading clause alone ("For smaller teams", "If there are delays"): no place to cut a claim.
+_ONLY_LEAD = re.compile(r"^(?:If|When|Whenever|Once|After|Before|As soon as|Unless|For|In|With)\b[^,]*$")
 
 
 def _shorten(text: str) -> str:
-    """Cut trailing asides, then, if still long, a leading "If/When/For ...," clause, then at the word limit
-    (at a comma when one is near)."""
+    """Cut trailing asides, then, if still long, at the word limit (at a comma when one is near, unless
+    only a leading "If/For ..." clause would be left)."""
     for m in _ASIDES.finditer(text):
         head = text[: m.start()].rstrip(" ,")
         if len(head.split()) >= 5:
@@ -325,13 +375,9 @@ def _shorten(text: str) -> str:
     words = text.split()
     if len(words) <= MAX_WORDS:
         return text
-    lead = _LEAD_CLAUSE.match(text)
-    if lead and len(text[lead.end() :].split()) >= 4:
-        # "If there are delays from other teams, escalates to..." too long: what is done, not its occasion
-        return _shorten(text[lead.end() :])
     head = " ".join(words[:MAX_WORDS])
     comma = head.rfind(",")
-    return head[:comma] if comma > len(head) // 2 else head
+    return head[:comma] if comma > len(head) // 2 and not _ONLY_LEAD.match(head[:comma]) else head
 
 
 def _contrast(vectors: np.ndarray, against: np.ndarray) -> np.ndarray:
@@ -386,9 +432,10 @@ def draft_by_contrast(
     """Key points and red flags for one question, from its three references (see the module's doc)."""
     refs = question.references
     rare = rare or (lambda _w: 0.0)
-    great = claims(refs.great) or [refs.great.strip()]
+    great_claims = split_claims(refs.great) or [Claim(refs.great.strip())]
+    poor_claims = split_claims(refs.poor or "")
+    great, poor = [c.text for c in great_claims], [c.text for c in poor_claims]
     mediocre = claims(refs.mediocre or "")
-    poor = claims(refs.poor or "")
     weaker_words = set(content_words(" ".join(filter(None, (refs.mediocre, refs.poor)))))
     all_claims = [*great, *mediocre, *poor, question.text]
     vectors = embed(all_claims)
@@ -400,11 +447,12 @@ def draft_by_contrast(
     # A claim that restates the question ("I approach optimization methodically") is no point either.
     weaker = np.concatenate([m, p, vectors[-1:]])
     points = [
-        Drafted(text=statement(c), quote=c, name=name_for(statement(c), weaker_words, rare), contrast=score)
-        for c, score in zip(great, _distinct(great, g, weaker, weaker_words), strict=True)
+        Drafted(text=(text := statement(*c)), quote=c.text, name=name_for(text, weaker_words, rare), contrast=score)
+        for c, score in zip(great_claims, _distinct(great, g, weaker, weaker_words), strict=True)
     ]
-    # The scene a story answer sets is no point, unless too few claims would be left without it (then
-    # only the most distinct scene claims come back, as many as needed).
+    # The scene a story answer sets is no point, nor is framing or a claim that leans on the one before,
+    # unless too few claims would be left without them (then only the most distinct come back, as many as
+    # needed).
     by_contrast = sorted(range(len(great)), key=lambda i: -points[i].contrast)
     acts = sorted(_acts_first(by_contrast, lambda i: not_a_point(great[i])))
     chosen = select([points[i] for i in acts], g[acts], KEY_POINTS, MIN_CONTRAST)
@@ -416,12 +464,12 @@ def draft_by_contrast(
         far = _contrast(p, np.concatenate([g, m]) if len(mediocre) else g)
         flags = [
             Drafted(
-                text=statement(c),
-                quote=c,
-                name=name_for(statement(c), stronger_words, rare),
-                contrast=float(far[i] + (0.15 if _FLAG_CUES.search(c) else 0.0)),
+                text=(text := statement(*c)),
+                quote=c.text,
+                name=name_for(text, stronger_words, rare),
+                contrast=float(far[i] + (0.15 if _FLAG_CUES.search(c.text) else 0.0)),
             )
-            for i, c in enumerate(poor)
+            for i, c in enumerate(poor_claims)
         ]
         # Only what the speaker does can be held against an answer that tells what they do: what happened
         # to them cannot. (Where the great reference does not speak of itself in most of its claims, the
@@ -461,8 +509,9 @@ def screen(
     reference says too (under `MIN_FLAG_CONTRAST` from it), is dropped, keeping at least `KEY_POINTS[0]`
     key points (the most distinct). A red flag the great answer shares would mark a great answer poor, so
     none is kept for the count's sake; nor is one whose quote only says what happened, not what the
-    speaker did (see the module's doc, 6), nor a key point whose quote only sets the scene. Returns the
-    kept points, the kept flags and the dropped ids."""
+    speaker did (see the module's doc, 6), nor, beyond the minimum, a key point whose quote only sets the
+    scene, frames the answer or leans on the claim before it (7). Returns the kept points, the kept flags
+    and the dropped ids."""
     if embed is None:
         from grader.backends.local.embedder import Embedder
 
