@@ -227,6 +227,14 @@ def _acts_first(candidates: Sequence[int], not_point: Callable[[int], bool]) -> 
     return acts + [i for i in candidates if not_point(i)][: max(0, KEY_POINTS[0] - len(acts))]
 
 
+#: "I implement", "we also use": the verbs a reference puts after its speaker (not "don" of "don't").
+_SAYS = re.compile(r"\b(?:I|[Ww]e)\s+(?:also\s+|then\s+|always\s+|usually\s+)?([a-z]{3,})\b(?!['’])")
+#: The speaker opening a clause, after a short lead ("For authorization, I ...").
+_SPEAKER_START = re.compile(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s+")
+#: An infinitive the speaker's act goes on with: "to share knowledge" (an "and <verb>" after it is its own).
+_TO_VERB = re.compile(r"\bto\s+(?!(?:the|a|an|my|our|their|them|us|me|it|this|that|each|every|all)\b)[a-z]+")
+
+
 class Claim(NamedTuple):
     """A claim of a reference, verbatim, and whether it goes on from the speaker's sentence: a second act
     cut from it, which starts with the speaker's verb ("implement role-based access controls")."""
@@ -260,14 +268,6 @@ def split_claims(text: str) -> list[Claim]:
 
 def _long_enough(part: str) -> bool:
     return len(content_words(part)) >= 2 and len(part.split()) >= 4
-
-
-#: "I implement", "we also use": the verbs a reference puts after its speaker (not "don" of "don't").
-_SAYS = re.compile(r"\b(?:I|[Ww]e)\s+(?:also\s+|then\s+|always\s+|usually\s+)?([a-z]{3,})\b(?!['’])")
-#: The speaker opening a clause, after a short lead ("For authorization, I ...").
-_SPEAKER_START = re.compile(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s+")
-#: An infinitive the speaker's act goes on with: "to share knowledge" (an "and <verb>" after it is its own).
-_TO_VERB = re.compile(r"\bto\s+(?!(?:the|a|an|my|our|their|them|us|me|it|this|that|each|every|all)\b)[a-z]+")
 
 
 def _second_acts(clause: str, verbs: frozenset[str] | set[str]) -> list[str]:
