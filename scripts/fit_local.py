@@ -181,8 +181,8 @@ def fit_unphrased(
 ) -> tuple[TierRule, list[str]]:
     """The companion rule for questions whose points carry no phrasings (a team's own bank), fitted on the
     same dev answers: the point and red-flag models on the hand-written points stripped of their phrasings
-    (the labels are theirs), the tier model on those or on an offline draft of the same dev questions
-    (its verdicts from the stripped models; a tier needs no point labels), whichever grades both better
+    (the labels are theirs), the tier model on those, on an offline draft of the same dev questions, or on
+    both (its verdicts from the stripped models; a tier needs no point labels), whichever grades both better
     leave-one-question-out. Guard rails and the verbatim line are the shipped rule's. `default_cv` (from
     the full fit: the default rule's training rows and model choices) grades both rubrics with the default
     rule leave-one-question-out too; without it (`--unphrased-only`) the default rule's row is the
@@ -219,8 +219,8 @@ def fit_unphrased(
         "",
         "A team's own bank has no `phrasings` (an offline draft writes none), and the models above lean on them. "
         "A companion rule grades such questions: fitted on the same dev answers with the hand-written points "
-        "stripped of their phrasings, its tier model on those or on an offline draft of the dev questions "
-        "(`grader rubric draft` with no chat model), whichever grades both better. Leave-one-question-out, "
+        "stripped of their phrasings, its tier model on those, on an offline draft of the dev questions "
+        "(`grader rubric draft` with no chat model) or on both, whichever grades both better. Leave-one-question-out, "
         "as above.",
         "",
     ]

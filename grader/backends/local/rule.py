@@ -14,9 +14,10 @@ Three small logistic models, fitted by `scripts/fit_local.py` on the dev half of
 
 A question whose key points and red flags carry no `phrasings` (a team's own bank, drafted offline or
 written without them) is graded by a companion rule, `params-unphrased.json`: the same three models
-fitted on the dev half with the hand-written points stripped of their phrasings (and the tier model on
-an offline draft of the same questions), because the default models lean on the phrasings and misjudge
-points without them (`TierRule.for_question`).
+fitted on the dev half with the hand-written points stripped of their phrasings (the tier model on those,
+on an offline draft of the same questions, or on both, whichever `scripts/fit_local.py` finds better),
+because the default models lean on the phrasings and misjudge points without them
+(`TierRule.for_question`).
 """
 
 from __future__ import annotations
