@@ -138,6 +138,7 @@ def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, e
         ("In production, I never run migrations by hand.", "In production, never runs migrations by hand"),
         ("I don't write tests for small changes.", "Doesn't write tests for small changes"),
         ("I only test the happy path.", "Only tests the happy path"),
+        ("I seldom write tests first.", "Seldom writes tests first"),
         ("I can't always reproduce it locally.", "Can't always reproduce it locally"),
     ],
 )

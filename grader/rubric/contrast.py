@@ -141,7 +141,7 @@ _PAST = frozenset(
     set put left spent brought sent told gave became met learned learnt""".split()
 )
 _ADVERBS = r"(?:(?:also|usually|always|often|typically|then|first|still|just|really|generally|normally|actually|"
-_ADVERBS += r"sometimes|never|rarely|only|(?!(?:rely|apply|reply|supply|comply|fly)\b)[a-z]+ly)\s+)*"
+_ADVERBS += r"sometimes|never|rarely|seldom|only|(?!(?:rely|apply|reply|supply|comply|fly)\b)[a-z]+ly)\s+)*"
 #: Adverbs that change what a claim says, kept in its statement: "I never skip review" is not "Skips review".
 _KEPT_ADVERBS = frozenset("never rarely seldom hardly barely only just mostly sometimes occasionally".split())
 #: A verb and its negation: "don't" -> "doesn't"; "can't", "didn't", "won't" stay as they are.
@@ -333,7 +333,7 @@ def statement(claim: str, goes_on: bool = False) -> str:
     text = _LEAD.sub("", text).strip()  # "And then"
     if len(text.split()) > MAX_WORDS and (occasion := _OCCASION.match(text)):
         # "If there are delays or issues from other teams, I escalate to...": too long for both, so what
-        # is done, not when (cut at the word limit instead, it would be cut down to the occasion)
+        # is done, not when
         text = text[occasion.end() :]
     subject = re.match(r"^(?:I|We|we)('d| would)?\s+(" + _ADVERBS + r")" + _VERB + r"\b", text)
     if subject:
