@@ -110,16 +110,6 @@ def test_drafted_points_are_short_quoted_and_readably_named(embed):
         ("I worked on the services I was assigned to.", "Worked on the services they were assigned to"),
         ("I work on whatever I am assigned to.", "Works on whatever they are assigned to"),
         ("We'd had good experiences with Django.", "Had good experiences with Django"),
-    ],
-)
-def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, expected):
-    assert statement(claim) == expected
-
-
-@pytest.mark.parametrize(
-    ("claim", "expected"),
-    [
-        # a second act cut from the speaker's sentence (see claims())
         # too long: what is done, not when; a short one keeps its occasion ("For hot paths, caches...")
         (
             "If there are delays, bugs, or regressions from other teams, I escalate to project managers or team "
@@ -142,7 +132,8 @@ def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, e
         ("I can't always reproduce it locally.", "Can't always reproduce it locally"),
     ],
 )
-def test_statement_keeps_what_is_done_and_what_changes_its_meaning(claim, expected):
+def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, expected):
+    """What is done, in the third person, keeping what changes its meaning."""
     assert statement(claim) == expected
 
 

@@ -358,10 +358,11 @@ def statement(claim: str, goes_on: bool = False) -> str:
     return text[:1].upper() + text[1:]
 
 
+_WHEN = r"If|When|Whenever|Once|After|Before|As soon as|Unless"
 #: The occasion of a claim the speaker makes, up to the speaker: "If there are delays, bugs or regressions, ".
-_OCCASION = re.compile(r"^(?:If|When|Whenever|Once|After|Before|As soon as|Unless)\b.*?,\s*(?=(?:I|[Ww]e)\s)")
+_OCCASION = re.compile(rf"^(?:{_WHEN})\b.*?,\s*(?=(?:I|[Ww]e)\s)")
 #: A claim's leading clause alone ("For smaller teams", "If there are delays"): no place to cut a claim.
-_ONLY_LEAD = re.compile(r"^(?:If|When|Whenever|Once|After|Before|As soon as|Unless|For|In|With)\b[^,]*$")
+_ONLY_LEAD = re.compile(rf"^(?:{_WHEN}|For|In|With)\b[^,]*$")
 
 
 def _shorten(text: str) -> str:
