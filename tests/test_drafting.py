@@ -120,8 +120,19 @@ def test_drafted_points_are_short_quoted_and_readably_named(embed):
         (
             "For smaller teams working on a single product with continuous deployment, I prefer trunk-based "
             "development with short-lived feature branches.",
-            "For smaller teams working on a single product with continuous deployment, prefers trunk-based "
-            "development with short-lived",
+            "For smaller teams working on a single product with continuous deployment, prefers trunk-based development",
+        ),
+        # too long with no occasion to drop: cut at a joint, not mid-phrase ("...a connection pool issue where
+        # they"), nor leaving a dangling word ("...to market quickly than")
+        (
+            "I created a test environment that simulated high concurrency and identified a connection pool issue "
+            "where we were creating new database connections instead of reusing existing ones.",
+            "Created a test environment that simulated high concurrency and identified a connection pool issue",
+        ),
+        (
+            "In my experience, it's usually more important to get features to market quickly than to have perfectly "
+            "clean code.",
+            "In their experience, it's usually more important to get features to market quickly",
         ),
         # what changes the claim's meaning stays
         ("I never skip code review for a hotfix.", "Never skips code review for a hotfix"),

@@ -15,7 +15,8 @@ ones do not; red flags are what the poor reference does that the great one does 
    reference makes them, none a near-copy of another.
 3. A point's text is the claim made checkable and short: first person turned into a description
    ("I try to reproduce the issue..." -> "Tries to reproduce the issue..."), trailing asides cut at
-   `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words. A claim too long for the
+   `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words, ending where a phrase ends
+   ("...identified a connection pool issue", not "...issue where they"). A claim too long for the
    limit loses its occasion rather than its act ("If there are delays from other teams, I escalate to..."
    -> "Escalates to..."; a scope, "For smaller teams,", stays), and is never cut down to a leading clause
    alone. "never", "only", "just"... stay ("I never skip review" -> "Never skips review"), and "don't"
@@ -366,8 +367,9 @@ _ONLY_LEAD = re.compile(rf"^(?:{_WHEN}|For|In|With)\b[^,]*$")
 
 
 def _shorten(text: str) -> str:
-    """Cut trailing asides, then, if still long, at the word limit (at a comma when one is near, unless
-    only a leading "If/For ..." clause would be left)."""
+    """Cut trailing asides, then, if still long, at the word limit: at a comma when one is near (unless
+    only a leading "If/For ..." clause would be left), else before the last joint ("where", "and",
+    "with"...) in the second half, never on a dangling function word."""
     for m in _ASIDES.finditer(text):
         head = text[: m.start()].rstrip(" ,")
         if len(head.split()) >= 5:
@@ -378,7 +380,22 @@ def _shorten(text: str) -> str:
         return text
     head = " ".join(words[:MAX_WORDS])
     comma = head.rfind(",")
-    return head[:comma] if comma > len(head) // 2 and not _ONLY_LEAD.match(head[:comma]) else head
+    if comma > len(head) // 2 and not _ONLY_LEAD.match(head[:comma]):
+        return head[:comma]
+    # Not mid-phrase ("...identified a connection pool issue where they"): before the last joint in the
+    # second half of what is kept, and without a dangling function word ("...quickly than").
+    kept = words[:MAX_WORDS]
+    joint = next((k for k in range(MAX_WORDS - 1, MAX_WORDS // 2, -1) if kept[k].lower() in _JOINTS), None)
+    if joint is not None:
+        kept = kept[:joint]
+    while len(kept) > MAX_WORDS // 2 and kept[-1].lower().strip(".,;:") in STOP:
+        kept.pop()
+    return " ".join(kept).rstrip(" ,;:—–-")
+
+
+#: Where a claim too long for the limit can end without leaving a phrase half said ("where", "and", "than";
+#: not "to", which would leave "more important to get features to market quickly than").
+_JOINTS = frozenset("and or where which that than for at with by as using including when while so but".split())
 
 
 def _contrast(vectors: np.ndarray, against: np.ndarray) -> np.ndarray:
