@@ -4,6 +4,7 @@ hand-written one, in one run with the local backend.
     python scripts/measure_drafting.py                      # answers test half + SAF (ua and uq)
     python scripts/measure_drafting.py --split dev          # what the drafter's constants were chosen on
     python scripts/measure_drafting.py --llm-rubric drafted-llm.yaml   # also a rubric a chat model drafted
+    python scripts/measure_drafting.py --split stories --no-saf  # story questions of their own (dev data)
 
 1. The packaged bank stripped to its questions and references: `rubric/recruiters-questions.txt` imported
    (the ids agree with the packaged rubric's), then drafted offline (`grader.rubric.contrast`).
@@ -47,9 +48,12 @@ from grader.rubric.importer import import_bank
 MAP_MIN = 0.5
 
 
-def drafted_rubric(embedder: Embedder) -> Rubric:
-    """The packaged bank stripped to questions and references, drafted offline."""
-    bank = import_bank(data_dir("rubric") / "recruiters-questions.txt", known=load_rubric()).rubric
+def drafted_rubric(embedder: Embedder, bank_file: Path | None = None, known: Rubric | None = None) -> Rubric:
+    """A bank stripped to questions and references, drafted offline: the packaged one unless `bank_file`
+    (with `known`, the rubric written from it, so the ids agree)."""
+    if bank_file is None:
+        bank_file, known = data_dir("rubric") / "recruiters-questions.txt", load_rubric()
+    bank = import_bank(bank_file, known=known).rubric
     draft = draft_offline(bank, embedder.embed)
     questions = []
     for q in bank.questions:
@@ -123,7 +127,7 @@ def point_f1(results: list[CaseResult], truth: dict[str, list[str]], mapping: di
 
 
 async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> dict[str, Any]:
-    suite = load("answers" if split == "test" else "answers-dev")
+    suite = load({"test": "answers", "dev": "answers-dev", "stories": "stories-dev"}[split])
     hand = suite.rubric
     truth = {c.id: list(c.covered or []) for c in suite.cases if c.covered is not None}
     local = LocalBackend()
@@ -133,7 +137,11 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
     # What the hand-written points are worth without the other phrasings written for each: the part of the
     # gap an offline draft (which has none) cannot close by better point texts alone.
     bare = without_phrasings(hand)
-    drafted = drafted_rubric(embedder)
+    drafted = (
+        drafted_rubric(embedder, data_dir("evals") / "stories" / "questions.txt", hand)
+        if split == "stories"
+        else drafted_rubric(embedder)
+    )
     runs: list[tuple[str, Rubric, LocalBackend]] = [
         ("hand-written", hand, local),
         ("hand-written, no phrasings", bare, local),
@@ -192,11 +200,18 @@ async def saf(embedder: Embedder) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", choices=("test", "dev"), default="test")
+    parser.add_argument(
+        "--split",
+        choices=("test", "dev", "stories"),
+        default="test",
+        help="the answers suite's test or dev half, or stories-dev (story questions of its own, dev data)",
+    )
     parser.add_argument("--llm-rubric", type=Path, help="A rubric drafted by a chat model from the same bank.")
     parser.add_argument("--no-saf", action="store_true")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
+    if args.split == "stories" and args.llm_rubric is not None:
+        parser.error("--llm-rubric is a draft of the packaged bank; it cannot grade stories-dev")
     embedder = Embedder.load()
     figures: dict[str, Any] = {"answers": asyncio.run(answers(args.split, embedder, args.llm_rubric))}
     if not args.no_saf:

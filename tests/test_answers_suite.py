@@ -100,6 +100,51 @@ def test_answers_suite_refuses_another_rubric(tmp_path):
         suites.load("answers", tmp_path / "r.yaml")
 
 
+# --- stories-dev: story questions of its own, dev data ----------------------------------------------------
+
+
+def test_stories_dev_has_fresh_answers_graded_by_the_same_policy(parsed):
+    suite = suites.load("stories-dev")
+    assert suite.name == "stories-dev" and len(suite.rubric.questions) == 4
+    packaged = {q.id for q in parsed[1]} | {q.text for q in parsed[1]}
+    for q in suite.rubric:
+        assert q.id not in packaged and q.text not in packaged, q.id  # not the packaged bank's
+        assert q.text.startswith("Tell me about a time"), q.id
+        cases = [c for c in suite.cases if c.question == q.id]
+        assert len(cases) == 12 and {sum(c.label is t for c in cases) for t in Tier} == {4}, q.id
+        assert len({c.kind for c in cases}) >= 8, q.id
+        refs = set().union(*(_ngrams(t) for _, t in q.references.items()))
+        need = math.ceil(len(q.key_points) / 2)
+        for case in cases:
+            assert not (_ngrams(case.answer) & refs), case.id
+            assert case.covered is not None and case.red_flags is not None, case.id
+            assert (case.label is Tier.great) == (not case.red_flags and len(case.covered) >= need), case.id
+            assert not case.red_flags or case.label is Tier.poor, case.id
+        assert all(len(p.phrasings) == 4 for p in [*q.key_points, *q.red_flags]), q.id
+
+
+def test_stories_dev_questions_file_imports_to_the_rubric_it_was_written_from():
+    from grader.rubric.importer import import_bank
+
+    suite = suites.load("stories-dev")
+    bank = import_bank(suites.data_dir("evals") / "stories" / "questions.txt", known=suite.rubric).rubric
+    assert [q.id for q in bank] == [q.id for q in suite.rubric]
+    assert [q.references for q in bank] == [q.references for q in suite.rubric]
+    assert all(not q.key_points for q in bank)  # questions and references only: what a team brings
+
+
+def test_a_broken_stories_file_names_the_file_and_the_case(tmp_path):
+    folder = suites.data_dir("evals") / "stories"
+    for name in ("rubric.yaml", "questions.txt"):
+        (tmp_path / name).write_text((folder / name).read_text(encoding="utf-8"), encoding="utf-8")
+    source = (folder / "answers.yaml").read_text(encoding="utf-8")
+    (tmp_path / "answers.yaml").write_text(source.replace("  - q21.", "  - q99.", 1), encoding="utf-8")
+    with pytest.raises(GraderError, match=r"answers\.yaml: .*s21-01.*q99\."):
+        suites.stories_suite(tmp_path)
+    with pytest.raises(GraderError, match="brings its own rubric"):
+        suites.load("stories-dev", tmp_path / "rubric.yaml")
+
+
 # --- the adversarial suite ------------------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ exemplars unless `holdout=False`. `perturbations` derives answers whose right ti
 references (cut, reduced to keywords, padded, injected, relabelled with another identity) plus the
 hand-written cases in `evals/perturbations.yaml`. `saf-ua` and `saf-uq` are the SAF benchmark files in
 `evals/saf/`. `counterfactual` (and `counterfactual-dev`) rewrites the answers with other names, pronouns
-and dialect markers that keep their content (`grader.eval.counterfactual`).
+and dialect markers that keep their content (`grader.eval.counterfactual`). `stories-dev` is fresh answers
+to story questions of its own (`evals/stories/`: their references, hand-written rubric and answers), dev
+data for what is done with story questions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -37,6 +39,7 @@ SUITES = (
     "injections",
     "counterfactual",
     "counterfactual-dev",
+    "stories-dev",
     "saf-ua",
     "saf-uq",
 )
@@ -121,6 +124,10 @@ def load(name: str, rubric_path: Path | None = None, *, holdout: bool = True) ->
         return references_suite(load_rubric(rubric_path), holdout=holdout)
     if name == "perturbations":
         return perturbations_suite(load_rubric(rubric_path))
+    if name == "stories-dev":
+        if rubric_path is not None:
+            raise GraderError(f"the {name} suite brings its own rubric; drop --rubric")
+        return stories_suite()
     if name in ("saf-ua", "saf-uq"):
         if rubric_path is not None:
             raise GraderError(f"the {name} suite brings its own rubric; drop --rubric")
@@ -253,19 +260,32 @@ class AnswersFile(BaseModel):
     cases: list[EvalCase]
 
 
-def answers_file(path: Path | None = None) -> tuple[AnswersFile, Rubric]:
-    """The answers suite's file, validated against the packaged rubric; errors name the file and line."""
-    path = path or data_dir("evals") / "answers.yaml"
+_File = TypeVar("_File", AnswersFile, "StoriesFile")
+
+
+class StoriesFile(BaseModel):
+    """`evals/stories/answers.yaml`: fresh answers to story questions of the suite's own, graded by hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    policy: str = Field(description="The grading policy the hand grades follow.")
+    cases: list[EvalCase]
+
+
+def _cases_file(path: Path, model: type[_File]) -> _File:
+    """A YAML file of hand-graded cases, validated; errors name the file and line, or the case."""
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as exc:
-        raise GraderError(f"{path}: cannot read the answers suite ({exc.strerror})") from None
+        raise GraderError(f"{path}: cannot read the suite ({exc.strerror})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f":{mark.line + 1}" if mark is not None else ""
         raise GraderError(f"{path}{where}: not valid YAML ({exc.problem})") from None
     try:
-        parsed = AnswersFile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = list(err["loc"])
@@ -274,6 +294,27 @@ def answers_file(path: Path | None = None) -> tuple[AnswersFile, Rubric]:
             ident = case.get("id") if isinstance(case, dict) else None
             loc[1] = f"{loc[1]} ({ident})" if ident else loc[1]
         raise GraderError(f"{path}: {'.'.join(map(str, loc))}: {err['msg']}") from None
+
+
+def stories_suite(folder: Path | None = None) -> Suite:
+    """`stories-dev`: fresh answers to story questions ("Tell me about a time...") that are not in the
+    packaged bank, with their own references and hand-written rubric (`evals/stories/`). All dev: the
+    packaged bank's two story questions are in the answers suite's test half, so this is where what is
+    done for story questions is chosen."""
+    folder = folder or data_dir("evals") / "stories"
+    rubric = load_rubric(folder / "rubric.yaml")
+    parsed = _cases_file(folder / "answers.yaml", StoriesFile)
+    try:
+        return Suite(name="stories-dev", description=parsed.description, rubric=rubric, cases=parsed.cases)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise GraderError(f"{folder / 'answers.yaml'}: {msg}") from None
+
+
+def answers_file(path: Path | None = None) -> tuple[AnswersFile, Rubric]:
+    """The answers suite's file, validated against the packaged rubric; errors name the file and line."""
+    path = path or data_dir("evals") / "answers.yaml"
+    parsed = _cases_file(path, AnswersFile)
     rubric = load_rubric()
     ids = [q.id for q in rubric]
     halves = [qid for half in parsed.splits.values() for qid in half]
