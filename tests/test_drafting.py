@@ -19,6 +19,7 @@ from grader.rubric.contrast import (
     KEY_POINTS,
     MAX_WORDS,
     RED_FLAGS,
+    asks_for_a_story,
     claims,
     draft_by_contrast,
     draft_offline,
@@ -29,7 +30,7 @@ from grader.rubric.contrast import (
     statement,
 )
 from grader.rubric.importer import import_bank, parse_bank
-from grader.rubric.model import Question
+from grader.rubric.model import KeyPoint, Question, RedFlag
 from grader.rubric.selftest import review_notes
 
 BANK = data_dir("rubric") / "recruiters-questions.txt"
@@ -288,6 +289,72 @@ def test_a_story_question_is_drafted_from_what_the_speaker_did(embed):
         "I went with the tool I already knew since there was no time to compare."
     }, [p.quote for p in red_flags]
     assert red_flags  # the one thing the speaker did wrong is still a flag
+
+
+@pytest.mark.parametrize(
+    ("text", "story"),
+    [
+        ("Tell me about a time you had to make a technical decision with limited information.", True),
+        ("Tell me about a time a change you made caused a problem in production.", True),
+        ("Describe a challenging backend problem you solved recently.", True),
+        ("Give an example of a migration you led.", True),
+        ("Describe a situation where you disagreed with your lead.", True),
+        ("Describe your experience with API design.", False),
+        ("Describe how you handle database performance optimization.", False),
+        ("How do you handle technical disagreements with team members?", False),
+        ("Tell me about your approach to testing.", False),
+        ("Describe what you need from a CI system.", False),
+    ],
+)
+def test_which_questions_ask_for_a_story(text, story):
+    assert asks_for_a_story(text) is story
+
+
+STORY = question(
+    "bad-change",
+    21,
+    "Tell me about a time a change you made caused a problem in production.",
+    great="I shipped a change to our checkout service that swapped its HTTP client. "
+    "I rolled the change back as soon as the error-rate alert fired. "
+    "I posted updates in the incident channel for support. "
+    "I reproduced the failure in staging and found a missing timeout. "
+    "I added a test that asserts a timeout on every outbound client.",
+    mediocre="I renamed a field in our user API and the mobile app crashed. I rolled back and fixed it the next day.",
+    poor="Last year I pushed an update to our notification service on a Friday afternoon. "
+    "Honestly, QA should have caught it. I changed the config directly on the server and moved on.",
+)
+
+
+def test_a_story_opening_sets_the_scene_so_is_no_point_and_no_red_flag(embed):
+    """A story's first sentence is its scene even when the speaker is its subject ("I shipped a change..."):
+    every answer to the question tells one like it, so as a point it credits the scene and as a flag it
+    marks great answers poor (on stories-dev, such flags fired on great and mediocre answers)."""
+    key_points, red_flags = draft_by_contrast(STORY, embed)
+    assert "I shipped a change to our checkout service that swapped its HTTP client." not in {
+        p.quote for p in key_points
+    }
+    assert len(key_points) >= KEY_POINTS[0]
+    assert red_flags and all(not (f.quote or "").startswith("Last year I pushed") for f in red_flags)
+    # the same claims, asked how one works rather than for a story, keep their opening
+    how = STORY.model_copy(update={"text": "How do you roll out a change to an HTTP client library?"})
+    assert "Last year I pushed an update to our notification service on a Friday afternoon." in {
+        f.quote for f in draft_by_contrast(how, embed)[1]
+    }
+
+
+def test_a_chat_draft_of_a_story_loses_its_opening_too(embed):
+    from grader.rubric.contrast import screen
+
+    great = [s.strip() + "." for s in STORY.references.great.split(".") if s.strip()]
+    kps = [KeyPoint(id=f"q21.p{i}", text=s, quote=s, draft=True) for i, s in enumerate(great)]
+    opening = "Last year I pushed an update to our notification service on a Friday afternoon."
+    rfs = [
+        RedFlag(id="q21.friday", text="Pushes on a Friday", quote=opening, draft=True),
+        RedFlag(id="q21.blame", text="Blames QA", quote="Honestly, QA should have caught it.", draft=True),
+    ]
+    kept, flags, dropped = screen(STORY, kps, rfs, embed)
+    assert "q21.p0" in dropped and {"q21.p1", "q21.p2", "q21.p3", "q21.p4"} <= {p.id for p in kept}
+    assert [f.id for f in flags] == ["q21.blame"]
 
 
 def test_a_knowledge_question_is_drafted_one_act_per_point_without_its_framing(embed):

@@ -34,7 +34,11 @@ ones do not; red flags are what the poor reference does that the great one does 
    does not speak in the first person in most of its claims, answers state facts, and a wrong statement
    is a red flag: that rule is for answers that tell what the speaker does.) A story question whose poor
    reference only tells what happened gets no red flag at all: none is better than one that marks a great
-   answer poor.
+   answer poor. Where the question asks for a story ("Tell me about a time...", "Describe a problem you
+   solved", `asks_for_a_story`), a reference's opening sentence sets its scene even with the speaker as
+   its subject ("I shipped a change to our checkout service that...", "Last year I pushed an update on a
+   Friday afternoon"): neither a key point nor, unless what it would say names a shortcut, a red flag
+   (chosen on the stories-dev questions, `evals/stories/`).
 7. Nor is a short claim that only says how much something matters ("Observability is essential in
    distributed systems", `frames`), or one that leans on the claim before it ("For the former, I push
    back more strongly"): such claims, like scenes, only top up the minimum of key points.
@@ -191,6 +195,26 @@ def leans_back(claim: str) -> bool:
     return bool(_LEANS_BACK.match(claim.strip()))
 
 
+#: A question that asks for a story: "Tell me about a time...", "Describe a problem you solved recently".
+_STORY = re.compile(
+    r"^(?:tell me about|describe|share|give (?:me )?an example of|walk me through)\b.*?\b(?:a time|an? "
+    r"(?:occasion|situation|instance)|you(?:['’]ve| have)?\s+(?:made|led|had|built|took|ran|did|won|lost|"
+    r"(?!(?:need|feed|seed|speed)\b)[a-z]{2,}ed))\b",
+    re.IGNORECASE,
+)
+
+
+def asks_for_a_story(question: str) -> bool:
+    """Whether a question asks for a story ("Tell me about a time you...") rather than how one works."""
+    return bool(_STORY.match(question.strip()))
+
+
+def opening(reference: str) -> str:
+    """A reference's first sentence: where a story sets its scene ("I shipped a change to our checkout
+    service that...", "Our product lead promised a partner that...")."""
+    return _SENTENCES.split(reference.strip(), maxsplit=1)[0]
+
+
 def not_a_point(claim: str) -> bool:
     """Whether a claim of the great reference is no key point, however distinct: it sets the scene, frames
     the answer, or leans on the claim before it."""
@@ -214,6 +238,17 @@ def _held_against(claim: str, personal: bool) -> bool:
     if not personal:
         return True
     return is_conduct(claim) and (not sets_scene(claim) or bool(_FLAG_CUES.search(claim)))
+
+
+def _within(claim: str, scene: str | None) -> bool:
+    return scene is not None and claim in scene
+
+
+def _sets_the_story(claim: str, scene: str | None) -> bool:
+    """Whether a poor story's claim is its opening, which sets the scene ("Last year I pushed an update on
+    a Friday afternoon"), with no shortcut in what its flag would say: every story has a scene like it,
+    so such a flag would mark great answers poor."""
+    return _within(claim, scene) and not _FLAG_CUES.search(statement(claim))
 
 
 def _speaks_of_itself(great: Sequence[str]) -> bool:
@@ -472,7 +507,9 @@ def draft_by_contrast(
     # unless too few claims would be left without them (then only the most distinct come back, as many as
     # needed).
     by_contrast = sorted(range(len(great)), key=lambda i: -points[i].contrast)
-    acts = sorted(_acts_first(by_contrast, lambda i: not_a_point(great[i])))
+    story = asks_for_a_story(question.text)
+    scene = opening(refs.great) if story else None  # a story's opening sentence sets its scene
+    acts = sorted(_acts_first(by_contrast, lambda i: not_a_point(great[i]) or _within(great[i], scene)))
     chosen = select([points[i] for i in acts], g[acts], KEY_POINTS, MIN_CONTRAST)
     key_points = [points[acts[i]] for i in chosen]
 
@@ -493,7 +530,10 @@ def draft_by_contrast(
         # to them cannot. (Where the great reference does not speak of itself in most of its claims, the
         # answers state facts, and a wrong one is a flag.)
         personal = _speaks_of_itself(great)
-        conduct = np.array([_held_against(c, personal) for c in poor], dtype=bool)
+        poor_scene = opening(refs.poor or "") if story else None
+        conduct = np.array(
+            [_held_against(c, personal) and not _sets_the_story(c, poor_scene) for c in poor], dtype=bool
+        )
         flags, p = [f for f, ok in zip(flags, conduct, strict=True) if ok], p[conduct]
         flags = [flags[i] for i in select(flags, p, RED_FLAGS, MIN_FLAG_CONTRAST)]
         flags = [f for f in flags if f.contrast >= MIN_FLAG_CONTRAST] or flags[:1]
@@ -527,8 +567,9 @@ def screen(
     reference says too (under `MIN_FLAG_CONTRAST` from it), is dropped, keeping at least `KEY_POINTS[0]`
     key points (the most distinct). A red flag the great answer shares would mark a great answer poor, so
     none is kept for the count's sake; nor is one whose quote only says what happened, not what the
-    speaker did (see the module's doc, 6), nor, beyond the minimum, a key point whose quote only sets the
-    scene, frames the answer or leans on the claim before it (7). Returns the kept points, the kept flags
+    speaker did, or is a story's opening sentence (see the module's doc, 6), nor, beyond the minimum, a key
+    point whose quote only sets the scene (a story's opening included), frames the answer or leans on the
+    claim before it (7). Returns the kept points, the kept flags
     and the dropped ids."""
     if embed is None:
         from grader.backends.local.embedder import Embedder
@@ -545,10 +586,14 @@ def screen(
     kv, fv, gv, wv = np.split(vectors, np.cumsum([len(quotes), len(flag_quotes), len(great)]))
     scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
-    acts = _acts_first(ranked, lambda i: not_a_point(quotes[i]))
+    story = asks_for_a_story(question.text)
+    scene, poor_scene = (opening(refs.great), opening(refs.poor or "")) if story else (None, None)
+    acts = _acts_first(ranked, lambda i: not_a_point(quotes[i]) or _within(quotes[i], scene))
     keep = {i for i in acts if scores[i] >= MIN_CONTRAST} | set(acts[: KEY_POINTS[0]])
     personal = _speaks_of_itself(great)
-    conduct = np.array([_held_against(c, personal) for c in flag_quotes], dtype=bool)
+    conduct = np.array(
+        [_held_against(c, personal) and not _sets_the_story(c, poor_scene) for c in flag_quotes], dtype=bool
+    )
     keep_flag = (_contrast(fv, gv) >= MIN_FLAG_CONTRAST) & conduct
     dropped = [p.id for i, p in enumerate(key_points) if i not in keep]
     dropped += [f.id for f, kept in zip(red_flags, keep_flag, strict=True) if not kept]
