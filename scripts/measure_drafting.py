@@ -5,6 +5,7 @@ hand-written one, in one run with the local backend.
     python scripts/measure_drafting.py --split dev          # what the drafter's constants were chosen on
     python scripts/measure_drafting.py --llm-rubric drafted-llm.yaml   # also a rubric a chat model drafted
     python scripts/measure_drafting.py --split stories --no-saf  # story questions of their own (dev data)
+    python scripts/measure_drafting.py --split stories --no-saf --without opening   # what a story rule does
 
 1. The packaged bank stripped to its questions and references: `rubric/recruiters-questions.txt` imported
    (the ids agree with the packaged rubric's), then drafted offline (`grader.rubric.contrast`).
@@ -26,6 +27,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,12 +42,31 @@ from grader.eval.report import tier_metrics
 from grader.eval.runner import CaseResult, run_suite
 from grader.eval.suites import load
 from grader.resources import data_dir
-from grader.rubric import Rubric, load_rubric
+from grader.rubric import Rubric, contrast, load_rubric
 from grader.rubric.contrast import draft_offline
 from grader.rubric.importer import import_bank
 
 #: A drafted point maps to a hand-written one when its quote is at least this close to it.
 MAP_MIN = 0.5
+
+#: The story rules of the offline drafter (`grader.rubric.contrast`'s doc, 6), each switched off by
+#: replacing the function that applies it (`--without`), to see on dev what it does.
+RULES: dict[str, tuple[str, Callable[..., bool]]] = {
+    # "We needed...", "I had no figures..." are claims like any other
+    "scene": ("sets_scene", lambda _claim: False),
+    # a red flag need not be the speaker's conduct ("The project was delivered on time" can be one)
+    "conduct": ("_speaks_of_itself", lambda _great: False),
+    # a story's opening sentence is a claim like any other
+    "opening": ("_within", lambda _claim, _scene: False),
+}
+
+
+def switch_off(rules: list[str], set_attr: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Draft without these story rules (for this process; a test passes its monkeypatch's setattr)."""
+    for rule in rules:
+        name, replacement = RULES[rule]
+        assert callable(getattr(contrast, name)), name  # a rule renamed in contrast.py must be renamed here
+        set_attr(contrast, name, replacement)
 
 
 def drafted_rubric(embedder: Embedder, bank_file: Path | None = None, known: Rubric | None = None) -> Rubric:
@@ -208,10 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--llm-rubric", type=Path, help="A rubric drafted by a chat model from the same bank.")
     parser.add_argument("--no-saf", action="store_true")
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=sorted(RULES),
+        help="draft without this story rule (repeatable): scene, conduct, opening",
+    )
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
     args = parser.parse_args(argv)
     if args.split == "stories" and args.llm_rubric is not None:
         parser.error("--llm-rubric is a draft of the packaged bank; it cannot grade stories-dev")
+    switch_off(args.without)
     embedder = Embedder.load()
     figures: dict[str, Any] = {"answers": asyncio.run(answers(args.split, embedder, args.llm_rubric))}
     if not args.no_saf:

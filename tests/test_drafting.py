@@ -342,6 +342,34 @@ def test_a_story_opening_sets_the_scene_so_is_no_point_and_no_red_flag(embed):
     }
 
 
+def test_measure_drafting_switches_each_story_rule_off(embed, monkeypatch):
+    """`measure_drafting.py --without RULE`: the README's story-rule figures come from these switches."""
+    import importlib.util
+    from pathlib import Path
+
+    from grader.rubric import contrast
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "measure_drafting.py"
+    spec = importlib.util.spec_from_file_location("measure_drafting", script)
+    assert spec is not None and spec.loader is not None
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+    assert set(measure.RULES) == {"scene", "conduct", "opening"}
+    key_points, red_flags = draft_by_contrast(STORY, embed)
+    quotes = {p.quote for p in [*key_points, *red_flags]}
+    measure.switch_off(["opening"], monkeypatch.setattr)
+    key_points, red_flags = draft_by_contrast(STORY, embed)
+    back = {p.quote for p in [*key_points, *red_flags]} - quotes
+    assert back & {
+        "I shipped a change to our checkout service that swapped its HTTP client.",
+        "Last year I pushed an update to our notification service on a Friday afternoon.",
+    }
+    assert contrast.sets_scene("We needed to pick a queue quickly.")
+    measure.switch_off(["scene", "conduct"], monkeypatch.setattr)
+    assert not contrast.sets_scene("We needed to pick a queue quickly.")
+    assert not contrast._speaks_of_itself(["I do this.", "I do that."])
+
+
 def test_a_chat_draft_of_a_story_loses_its_opening_too(embed):
     from grader.rubric.contrast import screen
 
