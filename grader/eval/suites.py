@@ -124,13 +124,11 @@ def load(name: str, rubric_path: Path | None = None, *, holdout: bool = True) ->
         return references_suite(load_rubric(rubric_path), holdout=holdout)
     if name == "perturbations":
         return perturbations_suite(load_rubric(rubric_path))
-    if name == "stories-dev":
+    if name in ("stories-dev", "saf-ua", "saf-uq"):
         if rubric_path is not None:
             raise GraderError(f"the {name} suite brings its own rubric; drop --rubric")
-        return stories_suite()
-    if name in ("saf-ua", "saf-uq"):
-        if rubric_path is not None:
-            raise GraderError(f"the {name} suite brings its own rubric; drop --rubric")
+        if name == "stories-dev":
+            return stories_suite()
         return load_suite_file(data_dir("evals") / "saf" / f"{name}.json")
     raise GraderError(f"unknown suite {name!r}", hint="choose from " + ", ".join(SUITES))
 
@@ -248,30 +246,24 @@ def perturbations_suite(rubric: Rubric, *, hand_written: bool = True) -> Suite:
     )
 
 
-class AnswersFile(BaseModel):
+class CasesFile(BaseModel):
+    """A YAML file of fresh answers graded by hand: `evals/stories/answers.yaml` is one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    policy: str = Field(description="The grading policy the hand grades follow.")
+    cases: list[EvalCase]
+
+
+class AnswersFile(CasesFile):
     """`evals/answers.yaml`: fresh answers to the packaged questions, graded by hand, split by question."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    description: str
-    policy: str = Field(description="The grading policy the hand grades follow.")
     splits: dict[Literal["dev", "test"], list[str]] = Field(description="Question ids in each half.")
-    cases: list[EvalCase]
 
 
-_File = TypeVar("_File", AnswersFile, "StoriesFile")
-
-
-class StoriesFile(BaseModel):
-    """`evals/stories/answers.yaml`: fresh answers to story questions of the suite's own, graded by hand."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    description: str
-    policy: str = Field(description="The grading policy the hand grades follow.")
-    cases: list[EvalCase]
+_File = TypeVar("_File", bound=CasesFile)
 
 
 def _cases_file(path: Path, model: type[_File]) -> _File:
@@ -303,7 +295,7 @@ def stories_suite(folder: Path | None = None) -> Suite:
     done for story questions is chosen."""
     folder = folder or data_dir("evals") / "stories"
     rubric = load_rubric(folder / "rubric.yaml")
-    parsed = _cases_file(folder / "answers.yaml", StoriesFile)
+    parsed = _cases_file(folder / "answers.yaml", CasesFile)
     try:
         return Suite(name="stories-dev", description=parsed.description, rubric=rubric, cases=parsed.cases)
     except ValidationError as exc:

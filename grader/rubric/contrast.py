@@ -240,6 +240,19 @@ def _held_against(claim: str, personal: bool) -> bool:
     return is_conduct(claim) and (not sets_scene(claim) or bool(_FLAG_CUES.search(claim)))
 
 
+def _scenes(question: Question) -> tuple[str | None, str | None]:
+    """The opening sentences of a story question's great and poor references (None, None for a question
+    that asks how one works)."""
+    if not asks_for_a_story(question.text):
+        return None, None
+    return opening(question.references.great), opening(question.references.poor or "")
+
+
+def _can_flag(claim: str, personal: bool, poor_scene: str | None) -> bool:
+    """Whether a claim of the poor reference may be a red flag (see the module's doc, 6)."""
+    return _held_against(claim, personal) and not _sets_the_story(claim, poor_scene)
+
+
 def _within(claim: str, scene: str | None) -> bool:
     return scene is not None and claim in scene
 
@@ -507,8 +520,7 @@ def draft_by_contrast(
     # unless too few claims would be left without them (then only the most distinct come back, as many as
     # needed).
     by_contrast = sorted(range(len(great)), key=lambda i: -points[i].contrast)
-    story = asks_for_a_story(question.text)
-    scene = opening(refs.great) if story else None  # a story's opening sentence sets its scene
+    scene, poor_scene = _scenes(question)  # a story's opening sentences set its scene
     acts = sorted(_acts_first(by_contrast, lambda i: not_a_point(great[i]) or _within(great[i], scene)))
     chosen = select([points[i] for i in acts], g[acts], KEY_POINTS, MIN_CONTRAST)
     key_points = [points[acts[i]] for i in chosen]
@@ -530,10 +542,7 @@ def draft_by_contrast(
         # to them cannot. (Where the great reference does not speak of itself in most of its claims, the
         # answers state facts, and a wrong one is a flag.)
         personal = _speaks_of_itself(great)
-        poor_scene = opening(refs.poor or "") if story else None
-        conduct = np.array(
-            [_held_against(c, personal) and not _sets_the_story(c, poor_scene) for c in poor], dtype=bool
-        )
+        conduct = np.array([_can_flag(c, personal, poor_scene) for c in poor], dtype=bool)
         flags, p = [f for f, ok in zip(flags, conduct, strict=True) if ok], p[conduct]
         flags = [flags[i] for i in select(flags, p, RED_FLAGS, MIN_FLAG_CONTRAST)]
         flags = [f for f in flags if f.contrast >= MIN_FLAG_CONTRAST] or flags[:1]
@@ -586,14 +595,11 @@ def screen(
     kv, fv, gv, wv = np.split(vectors, np.cumsum([len(quotes), len(flag_quotes), len(great)]))
     scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
-    story = asks_for_a_story(question.text)
-    scene, poor_scene = (opening(refs.great), opening(refs.poor or "")) if story else (None, None)
+    scene, poor_scene = _scenes(question)
     acts = _acts_first(ranked, lambda i: not_a_point(quotes[i]) or _within(quotes[i], scene))
     keep = {i for i in acts if scores[i] >= MIN_CONTRAST} | set(acts[: KEY_POINTS[0]])
     personal = _speaks_of_itself(great)
-    conduct = np.array(
-        [_held_against(c, personal) and not _sets_the_story(c, poor_scene) for c in flag_quotes], dtype=bool
-    )
+    conduct = np.array([_can_flag(c, personal, poor_scene) for c in flag_quotes], dtype=bool)
     keep_flag = (_contrast(fv, gv) >= MIN_FLAG_CONTRAST) & conduct
     dropped = [p.id for i, p in enumerate(key_points) if i not in keep]
     dropped += [f.id for f, kept in zip(red_flags, keep_flag, strict=True) if not kept]
