@@ -11,7 +11,9 @@ hand-written one, in one run with the local backend.
    (the ids agree with the packaged rubric's), then drafted offline (`grader.rubric.contrast`).
 2. The `answers` suite's half graded with the hand-written rubric, with the same rubric stripped of its
    phrasings (what the points' texts alone are worth), with the drafted one, (with
-   `--llm-rubric`, with that one too) and by the nearest-reference floor: tier accuracy and QWK.
+   `--llm-rubric`, with that one too) and by the nearest-reference floor: tier accuracy and QWK. Two
+   crossed rows say which half of the draft costs the grades: its key points with the hand-written red
+   flags, and the hand-written key points with its red flags.
    Key-point F1 of a drafted rubric is measured against the hand grades by mapping each drafted point to
    the hand-written point of the same question its quote is closest to (MiniLM cosine to the point's text
    and phrasings, at least `MAP_MIN`); a drafted point that maps to none counts against precision.
@@ -97,6 +99,14 @@ def without_phrasings(rubric: Rubric) -> Rubric:
     return rubric.with_questions(questions)
 
 
+def crossed(points_from: Rubric, flags_from: Rubric) -> Rubric:
+    """`points_from`'s questions with `flags_from`'s red flags (same question ids): which half of a drafted
+    rubric, its key points or its red flags, costs the grades."""
+    return points_from.with_questions(
+        [q.model_copy(update={"red_flags": list(flags_from.find(q.id).red_flags)}) for q in points_from.questions]
+    )
+
+
 def with_rubric(suite: Suite, rubric: Rubric) -> Suite:
     """The suite's answers against another rubric (same question ids); hand point labels dropped."""
     cases = [c.model_copy(update={"covered": None, "red_flags": None}) for c in suite.cases]
@@ -169,29 +179,35 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
         ("drafted offline", drafted, local),
         ("hand-written, no phrasings, default rule", bare, default_only),
         ("drafted offline, default rule", drafted, default_only),
+        # Which half of the draft costs the grades: its key points with the hand-written red flags, and the
+        # hand-written key points with its red flags (both without phrasings, so the companion rule).
+        ("drafted key points, hand-written red flags", crossed(drafted, bare), local),
+        ("hand-written key points, drafted red flags", crossed(bare, drafted), local),
     ]
     if llm_rubric is not None:
         runs.append(("drafted by the chat model", load_rubric(llm_rubric), local))
     out: dict[str, Any] = {}
     floor = await run_suite(suite, NearestReferenceBackend())
     out["floor (nearest reference)"] = tiers(floor)
-    mappings: dict[int, dict[str, str | None]] = {}  # per drafted rubric, computed once
+    mappings: dict[tuple[str, ...], dict[str, str | None]] = {}  # per drafted set of key points, computed once
     for name, rubric, backend in runs:
         t0 = time.perf_counter()
-        same_points = rubric is hand or rubric is bare
-        # The hand-written ids keep the hand point labels; another rubric's points are mapped below.
+        point_ids = tuple(p for q in rubric.questions for p in q.point_ids)
+        same_points = all(q.point_ids == hand.find(q.id).point_ids for q in rubric.questions)
+        # The hand-written rubric keeps the hand labels; another rubric's key points are mapped below (the
+        # F1 reads the hand labels from `truth`, whichever rubric grades).
         graded = await run_suite(
             Suite(name=suite.name, description=suite.description, rubric=rubric, cases=suite.cases)
-            if same_points
+            if rubric is hand or rubric is bare
             else with_rubric(suite, rubric),
             backend,
         )
         row = tiers(graded)
         mapping = None
         if not same_points:
-            if id(rubric) not in mappings:
-                mappings[id(rubric)] = point_map(rubric, hand, embedder)
-            mapping = mappings[id(rubric)]
+            if point_ids not in mappings:
+                mappings[point_ids] = point_map(rubric, hand, embedder)
+            mapping = mappings[point_ids]
         row["points"] = point_f1(graded, truth, mapping)
         if mapping is not None:
             row["mapped"] = f"{sum(v is not None for v in mapping.values())}/{len(mapping)}"

@@ -445,8 +445,26 @@ def test_review_notes_flag_alike_references_and_missing_points(embed):
     kinds = [(n.kind, n.question) for n in notes]
     assert kinds[0] == ("too_alike", q0.id)
     assert ("no_points", q1.id) in kinds
+    assert ("unreviewed_flags", q2.id) in kinds
     assert ("unreviewed", q2.id) in kinds
-    assert [k for k, _ in kinds].index("no_points") < [k for k, _ in kinds].index("unreviewed")
+    order = [k for k, _ in kinds]
+    # the drafted red flags come before the drafted key points: a flag shown makes a grade poor
+    assert order.index("no_points") < order.index("unreviewed_flags") < order.index("unreviewed")
+    flag_note = next(n for n in notes if n.kind == "unreviewed_flags")
+    assert all(f.id in flag_note.message for f in rfs)
+
+
+def test_review_notes_leave_reviewed_red_flags_alone(embed):
+    """A draft whose red flags a person has reviewed (`draft` cleared) gets no red-flag note."""
+    rubric = stripped(1)
+    (q,) = rubric.questions
+    kps, rfs = draft_offline(rubric, embed)(q)
+    reviewed = [f.model_copy(update={"draft": False}) for f in rfs]
+    notes = review_notes(
+        rubric.with_questions([q.model_copy(update={"key_points": kps, "red_flags": reviewed})]), embed
+    )
+    assert "unreviewed_flags" not in {n.kind for n in notes}
+    assert "unreviewed" in {n.kind for n in notes}
 
 
 def test_rubric_new_then_edit_keeps_ids_and_unchanged_points(tmp_path, monkeypatch):

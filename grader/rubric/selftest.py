@@ -7,7 +7,13 @@
   reference as to the great one it was drafted from, so it does not mark a great answer;
 - drafted points that match another question's point (cosine at `SAME_ELSEWHERE` or more): a point that
   fits two questions is too generic to grade either;
-- questions with no key point at all, and points still marked `draft: true`.
+- questions with no key point at all;
+- red flags still marked `draft: true`, before the key points that are: a red flag shown makes a grade
+  poor, and on the dev sets the drafted red flags cost more grades than the drafted key points (an
+  offline draft's key points with the hand-written red flags grade answers-dev at 0.742 and stories-dev at
+  0.521; the hand-written key points with its red flags at 0.717 and 0.375; the whole draft at 0.667 and
+  0.375: `scripts/measure_drafting.py --split dev|stories`, its crossed rows);
+- key points still marked `draft: true`.
 
 `self_test` grades the references suite (each reference as a candidate, itself hidden from the exemplars)
 and the generated perturbations on a rubric, with one backend, and returns the figures a person compares
@@ -35,11 +41,11 @@ SAME_ELSEWHERE = 0.85
 @dataclass(frozen=True)
 class Note:
     question: str
-    kind: str  # too_alike, not_separated, same_elsewhere, no_points, unreviewed
+    kind: str  # too_alike, not_separated, same_elsewhere, no_points, unreviewed_flags, unreviewed
     message: str
 
     #: The order a reviewer should read them in.
-    ORDER = ("too_alike", "no_points", "not_separated", "same_elsewhere", "unreviewed")
+    ORDER = ("too_alike", "no_points", "not_separated", "same_elsewhere", "unreviewed_flags", "unreviewed")
 
 
 def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
@@ -64,8 +70,19 @@ def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
         texts = [p.text for p in q.key_points]
         for p, v in zip(q.key_points, embed(texts), strict=True):
             point_vecs.append((q.id, p.id, v))
-        if q.draft_ids:
-            notes.append(Note(q.id, "unreviewed", f"{len(q.draft_ids)} drafted points not reviewed yet"))
+        flags = [f.id for f in q.red_flags if f.draft]
+        if flags:
+            notes.append(
+                Note(
+                    q.id,
+                    "unreviewed_flags",
+                    f"drafted red flags not reviewed yet ({', '.join(flags)}): each one shown makes a grade poor, "
+                    "so check it is something only a poor answer does",
+                )
+            )
+        points = [p.id for p in q.key_points if p.draft]
+        if points:
+            notes.append(Note(q.id, "unreviewed", f"{len(points)} drafted key points not reviewed yet"))
     for i, (qa, pa, va) in enumerate(point_vecs):
         for qb, pb, vb in point_vecs[i + 1 :]:
             if qa != qb and float(va @ vb) >= SAME_ELSEWHERE:
