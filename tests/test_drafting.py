@@ -221,6 +221,30 @@ def test_claims_are_cut_where_the_speaker_goes_on_to_another_act(reference, expe
 
 
 @pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        # a sentence wrapped across lines (pasted from a PDF) is one claim, not two
+        (
+            "Switches only have to act according to their flow\ntables and make no local routing decisions.",
+            ["Switches only have to act according to their flow tables and make no local routing decisions."],
+        ),
+        # a new line after a stop or a colon, in capitals, or a bullet, still starts a claim ("Benefits:" is
+        # too short to be one)
+        (
+            "Benefits:\n- switches stay simple and cheap\nRouting converges faster with a global view.",
+            ["switches stay simple and cheap", "Routing converges faster with a global view."],
+        ),
+        (
+            "Each node keeps its own routing table.\nthe table starts empty and fills as frames arrive.",
+            ["Each node keeps its own routing table.", "the table starts empty and fills as frames arrive."],
+        ),
+    ],
+)
+def test_a_sentence_wrapped_across_lines_is_one_claim(reference, expected):
+    assert claims(reference) == expected
+
+
+@pytest.mark.parametrize(
     ("claim", "point"),
     [
         ("Observability is essential in distributed systems.", False),

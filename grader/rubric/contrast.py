@@ -1,7 +1,8 @@
 """Offline drafting by contrast: key points are what the great reference says that the mediocre and poor
 ones do not; red flags are what the poor reference does that the great one does not.
 
-1. Each reference is cut into claims: sentences, and clauses joined by `;`, a dash, `, and then`,
+1. Each reference is cut into claims: sentences (a line that goes on in lower case after one with no
+   stop is the same sentence, wrapped), and clauses joined by `;`, a dash, `, and then`,
    `, while`, `, but`... (a list such as "logs, error messages, and recent deployments" stays whole).
    A clause that opens with the speaker ("I ...", "We ...", after a short lead such as "For
    authorization,") is cut again where they go on to a second act: "I follow the principle of least
@@ -70,6 +71,9 @@ MIN_FLAG_CONTRAST = 0.3
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\s*\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
+#: A line break inside a sentence (text pasted from a PDF or an e-mail): the line before ends without a
+#: stop and the next goes on in lower case ("...act according to their flow\ntables and do not...").
+_WRAPPED = re.compile(r"(?<![.!?:;])[ \t]*\n[ \t]*(?=[a-z])")
 _CLAUSES = re.compile(
     r"\s*;\s+|\s+[—–]\s+|,\s+(?:and\s+)?then\s+|,\s+while\s+|,\s+but\s+|,\s+and\s+(?=I\s|we\s|We\s)"
     # "Testing is crucial—I write...": the framing before an unspaced dash is no claim, the speaker's act is
@@ -302,7 +306,7 @@ def split_claims(text: str) -> list[Claim]:
     second thing done ("..., and implement role-based access controls")."""
     verbs = _VERBS | {v for v in _SAYS.findall(text) if v not in STOP and not v.endswith(("ed", "ly"))}
     out: list[Claim] = []
-    for sentence in _SENTENCES.split(text.strip()):
+    for sentence in _SENTENCES.split(_WRAPPED.sub(" ", text.strip())):
         spoken = bool(_SPEAKER_START.match(sentence))
         for j, clause in enumerate(_CLAUSES.split(sentence)):
             # "..., then create tickets for...": the speaker's sentence going on with their verb
