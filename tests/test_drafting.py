@@ -366,18 +366,23 @@ def test_a_story_opening_sets_the_scene_so_is_no_point_and_no_red_flag(embed):
     }
 
 
-def test_measure_drafting_switches_each_story_rule_off(embed, monkeypatch):
-    """`measure_drafting.py --without RULE`: the README's story-rule figures come from these switches."""
+def _measure_drafting():
     import importlib.util
     from pathlib import Path
-
-    from grader.rubric import contrast
 
     script = Path(__file__).resolve().parent.parent / "scripts" / "measure_drafting.py"
     spec = importlib.util.spec_from_file_location("measure_drafting", script)
     assert spec is not None and spec.loader is not None
     measure = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(measure)
+    return measure
+
+
+def test_measure_drafting_switches_each_story_rule_off(embed, monkeypatch):
+    """`measure_drafting.py --without RULE`: the README's story-rule figures come from these switches."""
+    from grader.rubric import contrast
+
+    measure = _measure_drafting()
     assert set(measure.RULES) == {"scene", "conduct", "opening"}
     key_points, red_flags = draft_by_contrast(STORY, embed)
     quotes = {p.quote for p in [*key_points, *red_flags]}
@@ -392,6 +397,23 @@ def test_measure_drafting_switches_each_story_rule_off(embed, monkeypatch):
     measure.switch_off(["scene", "conduct"], monkeypatch.setattr)
     assert not contrast.sets_scene("We needed to pick a queue quickly.")
     assert not contrast._speaks_of_itself(["I do this.", "I do that."])
+
+
+def test_measure_drafting_crosses_one_rubrics_key_points_with_anothers_red_flags(embed):
+    """The README's "which half of a draft costs the grades" rows: key points from one rubric, red flags
+    from the other, question by question."""
+    measure = _measure_drafting()
+    hand = stripped(3)
+    hand = hand.with_questions([load_rubric().find(q.id) for q in hand.questions])
+    draft = draft_offline(hand, embed)
+    drafted = hand.with_questions(
+        [q.model_copy(update=dict(zip(("key_points", "red_flags"), draft(q), strict=True))) for q in hand.questions]
+    )
+    mixed = measure.crossed(drafted, hand)
+    for q, d, h in zip(mixed.questions, drafted.questions, hand.questions, strict=True):
+        assert q.point_ids == d.point_ids != h.point_ids
+        assert [f.id for f in q.red_flags] == [f.id for f in h.red_flags] != [f.id for f in d.red_flags]
+        assert q.references == h.references
 
 
 def test_a_chat_draft_of_a_story_loses_its_opening_too(embed):
