@@ -238,6 +238,15 @@ def test_claims_are_cut_where_the_speaker_goes_on_to_another_act(reference, expe
             "Each node keeps its own routing table.\nthe table starts empty and fills as frames arrive.",
             ["Each node keeps its own routing table.", "the table starts empty and fills as frames arrive."],
         ),
+        # a stop with spaces after it, or a blank line, still ends the line's sentence
+        (
+            "Each node keeps its own routing table. \nthe table starts empty and fills as frames arrive.",
+            ["Each node keeps its own routing table.", "the table starts empty and fills as frames arrive."],
+        ),
+        (
+            "Each node keeps its own routing table\n\nthe table starts empty and fills as frames arrive.",
+            ["Each node keeps its own routing table", "the table starts empty and fills as frames arrive."],
+        ),
     ],
 )
 def test_a_sentence_wrapped_across_lines_is_one_claim(reference, expected):

@@ -73,7 +73,7 @@ Embed = Callable[[Sequence[str]], np.ndarray]
 _SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\s*\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
 #: A line break inside a sentence (text pasted from a PDF or an e-mail): the line before ends without a
 #: stop and the next goes on in lower case ("...act according to their flow\ntables and do not...").
-_WRAPPED = re.compile(r"(?<![.!?:;])[ \t]*\n[ \t]*(?=[a-z])")
+_WRAPPED = re.compile(r"(?<![.!?:;\s])[ \t]*\n[ \t]*(?=[a-z])")
 _CLAUSES = re.compile(
     r"\s*;\s+|\s+[—–]\s+|,\s+(?:and\s+)?then\s+|,\s+while\s+|,\s+but\s+|,\s+and\s+(?=I\s|we\s|We\s)"
     # "Testing is crucial—I write...": the framing before an unspaced dash is no claim, the speaker's act is
