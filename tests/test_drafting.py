@@ -506,7 +506,7 @@ def test_review_notes_flag_alike_references_and_missing_points(embed):
     # the drafted red flags come before the drafted key points: a flag shown makes a grade poor
     assert order.index("no_points") < order.index("unreviewed_flags") < order.index("unreviewed")
     flag_note = next(n for n in notes if n.kind == "unreviewed_flags")
-    assert all(f.id in flag_note.message for f in rfs)
+    assert all(f"{f.id}: {f.text}" in flag_note.message.splitlines()[1 + i] for i, f in enumerate(rfs))
 
 
 def test_review_notes_leave_reviewed_red_flags_alone(embed):

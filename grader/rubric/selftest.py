@@ -70,14 +70,14 @@ def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
         texts = [p.text for p in q.key_points]
         for p, v in zip(q.key_points, embed(texts), strict=True):
             point_vecs.append((q.id, p.id, v))
-        flags = [f.id for f in q.red_flags if f.draft]
+        flags = [f for f in q.red_flags if f.draft]
         if flags:
             notes.append(
                 Note(
                     q.id,
                     "unreviewed_flags",
-                    f"drafted red flags not reviewed yet ({', '.join(flags)}): each one shown makes a grade poor, "
-                    "so check it is something only a poor answer does",
+                    "drafted red flags not reviewed yet: each one shown makes a grade poor, so check it is "
+                    "something only a poor answer does" + "".join(f"\n    {f.id}: {f.text}" for f in flags),
                 )
             )
         points = [p.id for p in q.key_points if p.draft]
