@@ -194,14 +194,9 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
         t0 = time.perf_counter()
         point_ids = tuple(p for q in rubric.questions for p in q.point_ids)
         same_points = all(q.point_ids == hand.find(q.id).point_ids for q in rubric.questions)
-        # The hand-written rubric keeps the hand labels; another rubric's key points are mapped below (the
-        # F1 reads the hand labels from `truth`, whichever rubric grades).
-        graded = await run_suite(
-            Suite(name=suite.name, description=suite.description, rubric=rubric, cases=suite.cases)
-            if rubric is hand or rubric is bare
-            else with_rubric(suite, rubric),
-            backend,
-        )
+        # The F1 reads the hand labels from `truth`, so every rubric grades the answers without them; a
+        # rubric whose key points are not the hand-written ones has them mapped below.
+        graded = await run_suite(with_rubric(suite, rubric), backend)
         row = tiers(graded)
         mapping = None
         if not same_points:
