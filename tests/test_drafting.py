@@ -253,6 +253,76 @@ def test_a_sentence_wrapped_across_lines_is_one_claim(reference, expected):
     assert claims(reference) == expected
 
 
+def test_a_pasted_list_is_read_as_its_items_without_markers_scores_or_notes():
+    """A reference pasted from a document: its list markers, the scores the bank gives items, and its notes
+    to the grader are not what an answer says; the line that opens the list is marked as such."""
+    reference = (
+        "I cover the three pillars:\n"
+        "● Structured logs with a request id on every line.\n"
+        "○ Metrics with alerts on the SLOs (2 points)\n"
+        "▪ Discovery of topology\n"
+        "2) Tracing that keeps every failed request (0.25)\n"
+        "Note: an answer that only names the pillars is mediocre.\n"
+        "Sampling keeps the cost down (Note: head sampling is fine)."
+    )
+    got = split_claims(reference)
+    assert [c.text for c in got] == [
+        "I cover the three pillars",
+        "Structured logs with a request id on every line.",
+        "Metrics with alerts on the SLOs",
+        "Discovery of topology",  # a list item is a claim with two content words; a sentence needs four words
+        "Tracing that keeps every failed request",
+        "Sampling keeps the cost down.",
+    ]
+    assert [c.opens_list for c in got] == [True, False, False, False, False, False]
+    assert claims("Discovery of topology") == []  # not a list item: too short to be a claim
+    assert claims("I led our move to Kubernetes (2019).") == ["I led our move to Kubernetes (2019)."]  # a year
+    assert claims("Benefits:\n● Faster convergence to a global optimum.") == ["Faster convergence to a global optimum."]
+
+
+def test_the_line_that_opens_a_list_only_tops_up_the_key_points(embed):
+    q = question(
+        "observe",
+        7,
+        "How do you make a backend service observable?",
+        great="I cover the three pillars:\n● Structured logs with a request id on every line.\n"
+        "● Metrics for latency and errors, with alerts on the SLOs users feel.\n"
+        "● Distributed tracing with OpenTelemetry for every failed request.\n"
+        "Note: an answer that only names the pillars is mediocre.",
+        mediocre="I add logging and some metrics, and I look at dashboards when something breaks.",
+        poor="I print to stdout and check the server when users complain.",
+    )
+    key_points, red_flags = draft_by_contrast(q, embed)
+    assert [p.quote for p in key_points] == [
+        "Structured logs with a request id on every line.",
+        "Metrics for latency and errors, with alerts on the SLOs users feel.",
+        "Distributed tracing with OpenTelemetry for every failed request.",
+    ]
+    assert [f.text for f in red_flags] == ["Prints to stdout and checks the server when users complain"]
+
+
+@pytest.mark.parametrize(
+    ("claim", "expected"),
+    [
+        ("I print to stdout and check the server.", "Prints to stdout and checks the server"),
+        (
+            "For big changes, I write a design doc and share it with the team.",
+            "For big changes, writes a design doc and shares it with the team",
+        ),
+        ("I focus on tests and discuss the design.", "Focuses on tests and discusses the design"),
+        # not a verb: a noun, a plural, "-ing"; nor after a modal, a past or a negation
+        ("I write code and documentation for the team.", "Writes code and documentation for the team"),
+        ("I use Redis and queues for background jobs.", "Uses Redis and queues for background jobs"),
+        ("I add logging and monitoring the same day.", "Adds logging and monitoring the same day"),
+        ("I can print and check the logs.", "Can print and check the logs"),
+        ("I printed it and checked the logs.", "Printed it and checked the logs"),
+        ("I don't test and ship the code.", "Doesn't test and ship the code"),
+    ],
+)
+def test_a_second_verb_after_and_is_turned_too(claim, expected):
+    assert statement(claim) == expected
+
+
 @pytest.mark.parametrize(
     ("claim", "point"),
     [

@@ -9,13 +9,19 @@ ones do not; red flags are what the poor reference does that the great one does 
    privilege and implement role-based access controls" is two claims (a verb after "and" from `_VERBS`,
    or one the reference puts after "I" or "we"; not after an infinitive, "to share knowledge and
    maintain...", nor where either side would be too short). Before an unspaced dash that the speaker
-   follows ("Testing is crucial—I write unit tests..."), a claim is cut too.
+   follows ("Testing is crucial—I write unit tests..."), a claim is cut too. A reference pasted from a
+   document is read as an answer would say it: list markers ("●", "○", "▪", "2)") are no words (and a
+   list item of two content words is a claim, "● Discovery of topology"), a score the bank gives a claim
+   ("(0.25)", "(2 points)") is dropped, and so is a note to whoever grades ("Note: an answer that only
+   names..."). A line ending in a colon opens a list ("The controller's tasks are:"): what the list says
+   is the point, so that line, like a scene (6), only tops up the minimum, and is no red flag.
 2. Each claim of the great reference is scored by how far it is from the weaker references: one minus
    its highest cosine (the packaged MiniLM embedder) to any of their claims, plus the share of its
    content words they never use. The most distinct claims become key points (3 to 10), in the order the
    reference makes them, none a near-copy of another.
 3. A point's text is the claim made checkable and short: first person turned into a description
-   ("I try to reproduce the issue..." -> "Tries to reproduce the issue..."), trailing asides cut at
+   ("I try to reproduce the issue..." -> "Tries to reproduce the issue...", and "...and check the
+   server" -> "...and checks the server"), trailing asides cut at
    `while`, `since`, `because`, `if possible`... to at most `MAX_WORDS` words, ending where a phrase ends
    ("...identified a connection pool issue", not "...issue where they"). A claim too long for the
    limit loses its occasion rather than its act ("If there are delays from other teams, I escalate to..."
@@ -70,7 +76,18 @@ MIN_FLAG_CONTRAST = 0.3
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
-_SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\s*\n+\s*(?:[-*•]\s+|\d+[.)]\s+)?")
+#: A list item's marker, as a bank pasted from a document has them: "-", "•", "●", "○", "▪", "1.", "2)".
+_BULLET = r"(?:[-*•●○◦▪▫■□‣⁃·]\s+|\d+[.)]\s+)"
+_SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“(])|\s*\n+\s*")
+#: A bank's note to whoever grades, not something an answer says: "Note: an answer that only names...".
+_NOTE = re.compile(r"^\(?\s*(?:note|nb|n\.b\.|hint|grading note|marking note|grader'?s? note)\s*:", re.IGNORECASE)
+#: The same as an aside in parentheses: "(Note: this is also possible with...)".
+_NOTE_ASIDE = re.compile(r"\s*\(\s*(?:note|nb|n\.b\.)\s*:[^)]*\)?", re.IGNORECASE)
+#: A score the bank gives a claim, at its end: "(0.25)", "(2 points)", "[1 mark]"; not a year, "(2019)".
+_MARK = re.compile(
+    r"\s*[(\[]\s*(?:\d+(?:[.,]\d+)?\s*(?:points?|pts?\.?|marks?|p)|\d{1,2}(?:[.,]\d+)?)\s*[)\]](?=[\s.,;:]*$)",
+    re.IGNORECASE,
+)
 #: A line break inside a sentence (text pasted from a PDF or an e-mail): the line before ends without a
 #: stop and the next goes on in lower case ("...act according to their flow\ntables and do not...").
 _WRAPPED = re.compile(r"(?<![.!?:;\s])[ \t]*\n[ \t]*(?=[a-z])")
@@ -289,11 +306,13 @@ _TO_VERB = re.compile(r"\bto\s+(?!(?:the|a|an|my|our|their|them|us|me|it|this|th
 
 
 class Claim(NamedTuple):
-    """A claim of a reference, verbatim, and whether it goes on from the speaker's sentence: a second act
-    cut from it, which starts with the speaker's verb ("implement role-based access controls")."""
+    """A claim of a reference, verbatim, whether it goes on from the speaker's sentence (a second act cut
+    from it, which starts with the speaker's verb: "implement role-based access controls"), and whether it
+    ends in a colon that opens a list ("The controller's tasks are:"): what the list says is the claim."""
 
     text: str
     goes_on: bool = False
+    opens_list: bool = False
 
 
 def claims(text: str) -> list[str]:
@@ -307,20 +326,28 @@ def split_claims(text: str) -> list[Claim]:
     verbs = _VERBS | {v for v in _SAYS.findall(text) if v not in STOP and not v.endswith(("ed", "ly"))}
     out: list[Claim] = []
     for sentence in _SENTENCES.split(_WRAPPED.sub(" ", text.strip())):
+        item = re.match(_BULLET, sentence)
+        sentence = sentence[item.end() :] if item else sentence
+        if _NOTE.match(sentence):
+            continue
+        sentence = _MARK.sub("", _NOTE_ASIDE.sub("", sentence))
         spoken = bool(_SPEAKER_START.match(sentence))
-        for j, clause in enumerate(_CLAUSES.split(sentence)):
+        clauses = _CLAUSES.split(sentence)
+        for j, clause in enumerate(clauses):
             # "..., then create tickets for...": the speaker's sentence going on with their verb
             first = clause.split()[0] if clause.split() else ""
             continues = j > 0 and spoken and first in verbs
+            opens_list = j == len(clauses) - 1 and clause.rstrip().endswith(":")
             for i, part in enumerate(_second_acts(clause, verbs)):
                 part = part.strip(" ,;:—–-")
-                if _long_enough(part):
-                    out.append(Claim(part, goes_on=i > 0 or continues))
+                if _long_enough(part, listed=item is not None):
+                    out.append(Claim(part, goes_on=i > 0 or continues, opens_list=opens_list))
     return out
 
 
-def _long_enough(part: str) -> bool:
-    return len(content_words(part)) >= 2 and len(part.split()) >= 4
+def _long_enough(part: str, listed: bool = False) -> bool:
+    """Two content words, and four words unless the part is a list item ("● Discovery of topology")."""
+    return len(content_words(part)) >= 2 and (listed or len(part.split()) >= 4)
 
 
 def _second_acts(clause: str, verbs: frozenset[str] | set[str]) -> list[str]:
@@ -389,26 +416,43 @@ def statement(claim: str, goes_on: bool = False) -> str:
         # is done, not when
         text = text[occasion.end() :]
     subject = re.match(r"^(?:I|We|we)('d| would)?\s+(" + _ADVERBS + r")" + _VERB + r"\b", text)
+    present = False  # the speaker's verb turned into the present's third person: "I print" -> "Prints"
     if subject:
         verb = subject.group(3)
         if not subject.group(1):
+            present = _in_present(verb)
             verb = _third_person(verb)
         elif not (verb in _PAST or verb.endswith("ed")):  # "We'd had" is "we had had", not "would had"
             verb = f"would {verb}"
         text = _kept(subject.group(2)) + verb + text[subject.end() :]
     elif goes_on and (bare := re.match(r"^" + _VERB + r"\b", text)):
+        present = _in_present(bare.group(1))
         text = _third_person(bare.group(1)) + text[bare.end() :]
-    else:
-        text = re.sub(
-            r"^((?:For|When|If|Once|In|After|Before|With)\b[^,]*),\s*(?:I|we)\s+(" + _ADVERBS + r")" + _VERB + r"\b",
-            lambda m: f"{m.group(1)}, {_kept(m.group(2))}{_third_person(m.group(3))}",
-            text,
-            count=1,
-        )
+    elif lead := re.match(
+        r"^((?:For|When|If|Once|In|After|Before|With)\b[^,]*),\s*(?:I|we)\s+(" + _ADVERBS + r")" + _VERB + r"\b", text
+    ):
+        present = _in_present(lead.group(3))
+        text = f"{lead.group(1)}, {_kept(lead.group(2))}{_third_person(lead.group(3))}" + text[lead.end() :]
+    if present:  # "...and check the server" -> "...and checks the server"
+        text = _AND_VERB.sub(lambda m: m.group(1) + _third_person(m.group(2)), text)
     for pattern, replacement in _PRONOUNS:
         text = re.sub(pattern, replacement, text)
     text = _shorten(text).rstrip(" .,;:")
     return text[:1].upper() + text[1:]
+
+
+def _in_present(verb: str) -> bool:
+    """Whether the speaker's verb is in the present and not negated ("print", not "can", "made", "don't")."""
+    return not (verb in _MODALS or verb in _PAST or verb.endswith("ed") or re.search(r"n['’]t$", verb))
+
+
+#: The speaker's second verb after "and", known by the object it goes on to ("...and check the server");
+#: not a noun ("...and documentation for the team"), a plural ("...and queues"), nor "-ing" or "-ed".
+_AND_VERB = re.compile(
+    r"(,?\s+and\s+(?:then\s+)?)(?!(?:" + "|".join(sorted(STOP)) + r")\b)"
+    r"([a-z]+(?<!ing)(?<!ed)(?<!ly)(?<![^su]s))\b"
+    r"(?=\s+(?:the|a|an|my|our|their|its|it|them|that|this|those|these|each|every|all|any|what|how|why)\b)"
+)
 
 
 _WHEN = r"If|When|Whenever|Once|After|Before|As soon as|Unless"
@@ -517,7 +561,12 @@ def draft_by_contrast(
     # A claim that restates the question ("I approach optimization methodically") is no point either.
     weaker = np.concatenate([m, p, vectors[-1:]])
     points = [
-        Drafted(text=(text := statement(*c)), quote=c.text, name=name_for(text, weaker_words, rare), contrast=score)
+        Drafted(
+            text=(text := statement(c.text, c.goes_on)),
+            quote=c.text,
+            name=name_for(text, weaker_words, rare),
+            contrast=score,
+        )
         for c, score in zip(great_claims, _distinct(great, g, weaker, weaker_words), strict=True)
     ]
     # The scene a story answer sets is no point, nor is framing or a claim that leans on the one before,
@@ -525,7 +574,8 @@ def draft_by_contrast(
     # needed).
     by_contrast = sorted(range(len(great)), key=lambda i: -points[i].contrast)
     scene, poor_scene = _scenes(question)  # a story's opening sentences set its scene
-    acts = sorted(_acts_first(by_contrast, lambda i: not_a_point(great[i]) or _within(great[i], scene)))
+    lead_in = {i for i, c in enumerate(great_claims) if c.opens_list}  # "The controller's tasks are:"
+    acts = sorted(_acts_first(by_contrast, lambda i: i in lead_in or not_a_point(great[i]) or _within(great[i], scene)))
     chosen = select([points[i] for i in acts], g[acts], KEY_POINTS, MIN_CONTRAST)
     key_points = [points[acts[i]] for i in chosen]
 
@@ -535,7 +585,7 @@ def draft_by_contrast(
         far = _contrast(p, np.concatenate([g, m]) if len(mediocre) else g)
         flags = [
             Drafted(
-                text=(text := statement(*c)),
+                text=(text := statement(c.text, c.goes_on)),
                 quote=c.text,
                 name=name_for(text, stronger_words, rare),
                 contrast=float(far[i] + (0.15 if _FLAG_CUES.search(c.text) else 0.0)),
@@ -546,7 +596,9 @@ def draft_by_contrast(
         # to them cannot. (Where the great reference does not speak of itself in most of its claims, the
         # answers state facts, and a wrong one is a flag.)
         personal = _speaks_of_itself(great)
-        conduct = np.array([_can_flag(c, personal, poor_scene) for c in poor], dtype=bool)
+        conduct = np.array(
+            [_can_flag(c.text, personal, poor_scene) and not c.opens_list for c in poor_claims], dtype=bool
+        )
         flags, p = [f for f, ok in zip(flags, conduct, strict=True) if ok], p[conduct]
         flags = [flags[i] for i in select(flags, p, RED_FLAGS, MIN_FLAG_CONTRAST)]
         flags = [f for f in flags if f.contrast >= MIN_FLAG_CONTRAST] or flags[:1]
