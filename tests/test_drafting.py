@@ -592,6 +592,34 @@ def test_review_notes_leave_reviewed_red_flags_alone(embed):
     assert "unreviewed" in {n.kind for n in notes}
 
 
+def test_a_note_to_whoever_grades_is_listed_for_review_not_dropped(embed):
+    """The drafter leaves a reference's notes to the grader out of its claims; the review list shows them,
+    verbatim and by reference, while the question's points are still drafts."""
+    q = question(
+        "observe",
+        1,
+        "How do you make a backend service observable?",
+        great="I keep structured logs with a request id on every line. I alert on the SLOs that users feel. "
+        "Note: an answer that only names the pillars is mediocre.",
+        mediocre="I add logging and some metrics (NB: either tool is fine).",
+        poor="I print to stdout and check the server when users complain.",
+    )
+    kps, rfs = draft_by_contrast(q, embed)
+    assert not any("Note" in p.quote or "NB" in p.quote for p in [*kps, *rfs])
+    drafted = q.model_copy(update={"key_points": kps, "red_flags": rfs})
+    rubric = stripped(1).with_questions([drafted])
+    (note,) = [n for n in review_notes(rubric, embed) if n.kind == "grading_notes"]
+    assert "great: Note: an answer that only names the pillars is mediocre." in note.message
+    assert "mediocre: (NB: either tool is fine)" in note.message
+    reviewed = drafted.model_copy(
+        update={
+            "key_points": [p.model_copy(update={"draft": False}) for p in kps],
+            "red_flags": [f.model_copy(update={"draft": False}) for f in rfs],
+        }
+    )
+    assert "grading_notes" not in {n.kind for n in review_notes(rubric.with_questions([reviewed]), embed)}
+
+
 def test_rubric_new_then_edit_keeps_ids_and_unchanged_points(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
     bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"

@@ -345,6 +345,21 @@ def split_claims(text: str) -> list[Claim]:
     return out
 
 
+def grading_notes(text: str) -> list[str]:
+    """The notes to whoever grades that a reference carries ("Note: an answer that only names the pillars is
+    mediocre", "(NB: either order is fine)"), verbatim: no claim is drafted from them, so a person reads
+    them (`grader rubric new` lists them) and makes a point or flag of what they say."""
+    out: list[str] = []
+    for sentence in _SENTENCES.split(_WRAPPED.sub(" ", text.strip())):
+        item = re.match(_BULLET, sentence)
+        sentence = sentence[item.end() :] if item else sentence
+        if _NOTE.match(sentence):
+            out.append(sentence.strip())
+        else:
+            out += [m.group(0).strip() for m in _NOTE_ASIDE.finditer(sentence)]
+    return out
+
+
 def _long_enough(part: str, listed: bool = False) -> bool:
     """Two content words, and four words unless the part is a list item ("● Discovery of topology")."""
     return len(content_words(part)) >= 2 and (listed or len(part.split()) >= 4)

@@ -8,6 +8,8 @@
 - drafted points that match another question's point (cosine at `SAME_ELSEWHERE` or more): a point that
   fits two questions is too generic to grade either;
 - questions with no key point at all;
+- notes to whoever grades in a reference ("Note: an answer that only names the pillars is mediocre"),
+  which the offline drafter leaves out of its claims: what they say belongs in a key point or red flag;
 - red flags still marked `draft: true`, before the key points that are: a red flag shown makes a grade
   poor, and on the dev sets the drafted red flags cost more grades than the drafted key points (an
   offline draft's key points with the hand-written red flags grade answers-dev at 0.742 and stories-dev at
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.rubric.contrast import claims
+from grader.rubric.contrast import claims, grading_notes
 from grader.rubric.model import Question, Rubric
 
 Embed = Callable[[Sequence[str]], np.ndarray]
@@ -41,11 +43,19 @@ SAME_ELSEWHERE = 0.85
 @dataclass(frozen=True)
 class Note:
     question: str
-    kind: str  # too_alike, not_separated, same_elsewhere, no_points, unreviewed_flags, unreviewed
+    kind: str  # too_alike, not_separated, same_elsewhere, no_points, grading_notes, unreviewed_flags, unreviewed
     message: str
 
     #: The order a reviewer should read them in.
-    ORDER = ("too_alike", "no_points", "not_separated", "same_elsewhere", "unreviewed_flags", "unreviewed")
+    ORDER = (
+        "too_alike",
+        "no_points",
+        "not_separated",
+        "same_elsewhere",
+        "grading_notes",
+        "unreviewed_flags",
+        "unreviewed",
+    )
 
 
 def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
@@ -67,6 +77,17 @@ def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
             notes.append(Note(q.id, "no_points", "no key points: every grade of it will be sent for review"))
             continue
         notes += _separation(q, embed)
+        drafted = any(p.draft for p in q.key_points) or any(f.draft for f in q.red_flags)
+        said = [(tier, n) for tier, text in refs for n in grading_notes(text)] if drafted else []
+        if said:
+            notes.append(
+                Note(
+                    q.id,
+                    "grading_notes",
+                    "notes to whoever grades, left out of the draft: make a key point or red flag of what they say"
+                    + "".join(f"\n    {tier}: {n}" for tier, n in said),
+                )
+            )
         texts = [p.text for p in q.key_points]
         for p, v in zip(q.key_points, embed(texts), strict=True):
             point_vecs.append((q.id, p.id, v))
