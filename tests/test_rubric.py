@@ -70,7 +70,7 @@ GOOD_BANK = '1. Why?\nGreat Response: "a"\nMediocre Response: "b"\nPoor Response
         pytest.param("", "no questions found", id="empty-file"),
         pytest.param(
             '1. Why?\nGreat Response: "a"\nPoor Response: "c"\n',
-            ":1: question 1 has no mediocre response",
+            ":1: question 1 has no mediocre response (each question needs a great, a mediocre and a poor one",
             id="missing-tier",
         ),
         pytest.param(

@@ -219,4 +219,7 @@ def _unquote(body: str) -> tuple[str, bool, str]:
 def _check_complete(draft: _Draft, label: str) -> None:
     missing = [t for t in ("great", "mediocre", "poor") if t not in draft.responses]
     if missing:
-        raise RubricError(f"{label}:{draft.line}: question {draft.number} has no {' or '.join(missing)} response")
+        raise RubricError(
+            f"{label}:{draft.line}: question {draft.number} has no {' or '.join(missing)} response (each question "
+            "needs a great, a mediocre and a poor one: the points are drafted from how they differ)"
+        )
