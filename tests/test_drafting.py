@@ -310,6 +310,7 @@ def test_the_line_that_opens_a_list_only_tops_up_the_key_points(embed):
             "For big changes, writes a design doc and shares it with the team",
         ),
         ("I focus on tests and discuss the design.", "Focuses on tests and discusses the design"),
+        ("I run it in production and fix whatever breaks.", "Runs it in production and fixes whatever breaks"),
         # not a verb: a noun, a plural, "-ing"; nor after a modal, a past or a negation
         ("I write code and documentation for the team.", "Writes code and documentation for the team"),
         ("I use Redis and queues for background jobs.", "Uses Redis and queues for background jobs"),

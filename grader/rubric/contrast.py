@@ -466,7 +466,7 @@ def _in_present(verb: str) -> bool:
 _AND_VERB = re.compile(
     r"(,?\s+and\s+(?:then\s+)?)(?!(?:" + "|".join(sorted(STOP)) + r")\b)"
     r"([a-z]+(?<!ing)(?<!ed)(?<!ly)(?<![^su]s))\b"
-    r"(?=\s+(?:the|a|an|my|our|their|its|it|them|that|this|those|these|each|every|all|any|what|how|why)\b)"
+    r"(?=\s+(?:the|a|an|my|our|their|its|it|them|that|this|those|these|each|every|all|any|what|how|why|whatever|whichever|everything|anything|something)\b)"
 )
 
 
