@@ -778,6 +778,32 @@ def test_a_chat_draft_is_screened_for_framing_and_claims_that_lean_on_the_one_be
     assert dropped == ["q02.p0", "q02.p3"]
 
 
+def test_a_chat_draft_is_screened_for_a_line_that_opens_a_list(embed):
+    from grader.rubric import KeyPoint
+    from grader.rubric.contrast import screen
+
+    q = question(
+        "observe",
+        3,
+        "How do you make a backend service observable?",
+        great="I cover the three pillars:\n● Structured logs with a request id on every line.\n"
+        "● Metrics for latency and errors, with alerts on the SLOs users feel.\n"
+        "● Distributed tracing with OpenTelemetry for every failed request.",
+        mediocre="I add logging and some metrics, and I look at dashboards when something breaks.",
+        poor="I print to stdout and check the server when users complain.",
+    )
+    quotes = [
+        "I cover the three pillars:",
+        "Structured logs with a request id on every line.",
+        "Metrics for latency and errors, with alerts on the SLOs users feel.",
+        "Distributed tracing with OpenTelemetry for every failed request.",
+    ]
+    kps = [KeyPoint(id=f"q03.p{i}", text=t, quote=t, draft=True) for i, t in enumerate(quotes)]
+    kept, _, dropped = screen(q, kps, [], embed)
+    assert [p.id for p in kept] == ["q03.p1", "q03.p2", "q03.p3"]
+    assert dropped == ["q03.p0"]
+
+
 def test_a_chat_draft_of_a_story_is_screened_for_scenes_and_what_happened(embed):
     from grader.rubric import KeyPoint, RedFlag
     from grader.rubric.contrast import screen

@@ -648,8 +648,8 @@ def screen(
     key points (the most distinct). A red flag the great answer shares would mark a great answer poor, so
     none is kept for the count's sake; nor is one whose quote only says what happened, not what the
     speaker did, or is a story's opening sentence (see the module's doc, 6), nor, beyond the minimum, a key
-    point whose quote only sets the scene (a story's opening included), frames the answer or leans on the
-    claim before it (7). Returns the kept points, the kept flags
+    point whose quote only sets the scene (a story's opening included), frames the answer, leans on the
+    claim before it (7) or opens a list (1). Returns the kept points, the kept flags
     and the dropped ids."""
     if embed is None:
         from grader.backends.local.embedder import Embedder
@@ -667,7 +667,10 @@ def screen(
     scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
     scene, poor_scene = _scenes(question)
-    acts = _acts_first(ranked, lambda i: not_a_point(quotes[i]) or _within(quotes[i], scene))
+    lead_in = {c.text for c in split_claims(refs.great) if c.opens_list}  # "The controller's tasks are:"
+    acts = _acts_first(
+        ranked, lambda i: quotes[i].strip(" .:") in lead_in or not_a_point(quotes[i]) or _within(quotes[i], scene)
+    )
     keep = {i for i in acts if scores[i] >= MIN_CONTRAST} | set(acts[: KEY_POINTS[0]])
     personal = _speaks_of_itself(great)
     conduct = np.array([_can_flag(c, personal, poor_scene) for c in flag_quotes], dtype=bool)
