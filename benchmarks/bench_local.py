@@ -8,10 +8,14 @@ Prints, measured in the same run:
 - answers/s grading a batch of N answers through `LocalBackend.grade` (asyncio.gather, as a batch
   run does), with the rubric anchors already embedded;
 - the embedding-bound limit: the model alone embedding exactly the texts that batch needs (every
-  answer's spans, chunks and windows, and the whole answers), in answers/s; and the ratio of the two;
+  answer's spans, chunks and windows, and the whole answers, in the chunks grading embeds together), in
+  answers/s; and the ratio of the two;
 - a batch run's first output: N answers through the grading engine (what `grader batch` does), the time
   to the first outcome and to the last, with the small first embedding chunk and, as the baseline in
-  the same run, with a full-size first chunk (the behaviour before it).
+  the same run, with a full-size first chunk (the behaviour before it);
+- repeated texts: one embedding chunk of the counterfactual suite (answers and their rewrites, which
+  repeat most spans), embedded as grading does (each distinct text once) and, as the baseline in the
+  same run, every text (`Embedder.embed_each`, the behaviour before).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import time
 
 import grader.backends.local.backend as local_backend
 from grader.backends.local.backend import LocalBackend, _cut
+from grader.backends.local.reading import read
+from grader.eval.suites import load
 from grader.grading.contract import GradeRequest
 from grader.grading.engine import Engine, Job
 from grader.rubric import load_rubric
@@ -90,10 +96,19 @@ def main() -> None:
     graded = time.perf_counter() - start
     assert len(grades) == len(requests)
 
-    # Exactly what grading embeds per answer: its spans, word chunks and two-sentence windows, and itself.
-    texts = [s.text for r in requests for part in _cut(r.answer)[:2] for s in part] + [r.answer for r in requests]
+    # Exactly what grading embeds per answer: its spans, word chunks and two-sentence windows, and itself,
+    # in the chunks grading embeds together (a text repeated within a chunk is embedded once).
+    chunks, rest = [], requests
+    while rest:
+        size = local_backend.FIRST_BATCH_ANSWERS if not chunks else local_backend.MAX_BATCH_ANSWERS
+        chunks.append(
+            [s.text for r in rest[:size] for part in _cut(r.answer)[:2] for s in part] + [r.answer for r in rest[:size]]
+        )
+        rest = rest[size:]
+    texts = [t for chunk in chunks for t in chunk]
     start = time.perf_counter()
-    backend.embedder.embed(texts)
+    for chunk in chunks:
+        backend.embedder.embed(chunk)
     embedded = time.perf_counter() - start
 
     rate, limit = len(requests) / graded, len(requests) / embedded
@@ -113,6 +128,30 @@ def main() -> None:
     ):
         first_out, last_out = first_outcome(backend, requests, first)
         w(f"  {label + ':':30} first outcome after {first_out:5.2f} s, all after {last_out:6.2f} s\n")
+    texts = rewrite_texts()
+    timed = {}
+    for label, embed in (
+        ("each distinct text once", backend.embedder.embed),
+        ("every text (before)", backend.embedder.embed_each),
+    ):
+        start = time.perf_counter()
+        embed(texts)
+        timed[label] = time.perf_counter() - start
+    w(
+        f"one chunk of the counterfactual suite ({local_backend.MAX_BATCH_ANSWERS} answers and rewrites, "
+        f"{len(texts)} texts, {len(set(texts))} distinct):\n"
+    )
+    for label, seconds in timed.items():
+        w(f"  {label + ':':30} {seconds:6.2f} s\n")
+    w(f"  speed-up: {timed['every text (before)'] / timed['each distinct text once']:.1f}x\n")
+
+
+def rewrite_texts() -> list[str]:
+    """What grading embeds for the first chunk of the counterfactual suite: each answer's reading, cut into
+    spans and windows, and the reading whole."""
+    cases = load("counterfactual").cases[: local_backend.MAX_BATCH_ANSWERS]
+    readings = [read(c.answer).text for c in cases]
+    return [s.text for text in readings for part in _cut(text)[:2] for s in part] + readings
 
 
 def first_outcome(backend: LocalBackend, requests: list[GradeRequest], first_chunk: int) -> tuple[float, float]:

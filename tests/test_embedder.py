@@ -80,6 +80,22 @@ def test_rows_follow_input_order_across_batches(embedder: Embedder) -> None:
     np.testing.assert_allclose(whole, small_batches, atol=1e-4)
 
 
+def test_a_repeated_text_is_embedded_once_and_gets_its_own_row(embedder: Embedder, monkeypatch) -> None:
+    """Rewrites of the same answers repeat most of their spans: each distinct text goes to the model once,
+    and every row is still its text's vector."""
+    seen: list[int] = []
+    batch = embedder._embed_batch
+    monkeypatch.setattr(embedder, "_embed_batch", lambda encodings: (seen.append(len(encodings)), batch(encodings))[1])
+    texts = [TEXTS[0], TEXTS[1], TEXTS[0], TEXTS[2], TEXTS[1], TEXTS[0]]
+    vectors = embedder.embed(texts)
+    assert sum(seen) == 3
+    assert vectors.shape == (len(texts), embedder.dim)
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_array_equal(vectors[1], vectors[4])
+    monkeypatch.undo()
+    np.testing.assert_allclose(vectors, embedder.embed(TEXTS[:3])[[0, 1, 0, 2, 1, 0]], atol=1e-6)
+
+
 def test_paraphrases_are_closer_than_unrelated_texts(embedder: Embedder) -> None:
     a, b, c = embedder.embed(
         [

@@ -129,12 +129,21 @@ class Embedder:
         Texts are truncated to `max_length` tokens. They are sorted by token count before batching,
         so each batch is padded only to its own longest text, and the rows come back in input order.
         A batch holds at most `batch_size` texts and, to bound memory on long texts, at most
-        MAX_BATCH_TOKENS padded tokens.
+        MAX_BATCH_TOKENS padded tokens. A text given more than once is embedded once: a batch of rewrites
+        of the same answers (the counterfactual probes, a name changed) repeats most of its spans.
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not one string: wrap it in a list")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        unique = list(dict.fromkeys(texts))
+        if len(unique) < len(texts):
+            row = {text: i for i, text in enumerate(unique)}
+            return self.embed_each(unique, batch_size)[[row[t] for t in texts]]
+        return self.embed_each(texts, batch_size)
+
+    def embed_each(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """`embed` without looking for repeats: every text goes to the model (the benchmarks' baseline)."""
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         if len(texts) == 0:
             return vectors
