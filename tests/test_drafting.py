@@ -621,6 +621,33 @@ def test_a_note_to_whoever_grades_is_listed_for_review_not_dropped(embed):
     assert "grading_notes" not in {n.kind for n in review_notes(rubric.with_questions([reviewed]), embed)}
 
 
+def test_rubric_new_on_a_pasted_bank_counts_in_words_and_lists_its_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(
+        "1. How do you make a backend service observable?\n"
+        'Great Response: "I cover the three pillars:\n'
+        "● Structured logs with a request id on every line.\n"
+        "● Metrics for latency and errors, with alerts on the SLOs users feel (2 points)\n"
+        "● Distributed tracing with OpenTelemetry for every failed request.\n"
+        'Note: an answer that only names the pillars is mediocre."\n'
+        'Mediocre Response: "I add logging and some metrics, and I look at dashboards when something breaks."\n'
+        'Poor Response: "I print to stdout and check the server when users complain."\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["rubric", "new", str(bank), "-o", str(out), "--no-self-test", "-b", "local"])
+    assert result.exit_code == 0, result.output
+    assert "drafted 3 key points, 1 red flag (" in result.output
+    assert "1 question, checked" in result.output
+    assert "great: Note: an answer that only names the pillars is mediocre." in result.output
+    (q,) = load_rubric(out).questions
+    assert [p.text for p in q.key_points] == [
+        "Structured logs with a request id on every line",
+        "Metrics for latency and errors, with alerts on the SLOs users feel",
+        "Distributed tracing with OpenTelemetry for every failed request",
+    ]
+
+
 def test_rubric_new_then_edit_keeps_ids_and_unchanged_points(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
     bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"

@@ -209,7 +209,9 @@ def new(
         console.print(f"kept the points of {kept} unchanged questions from {out}")
     save_rubric(drafted, out)
     load_rubric(out)  # the check: what was written reads back valid
-    console.print(f"wrote {out}: {len(drafted.questions)} questions, checked")
+    console.print(
+        f"wrote {out}: {len(drafted.questions)} question{'' if len(drafted.questions) == 1 else 's'}, checked"
+    )
     from grader.backends.local.embedder import Embedder
 
     notes = review_notes(drafted, Embedder.load().embed)
