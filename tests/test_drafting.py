@@ -275,6 +275,14 @@ def test_a_pasted_list_is_read_as_its_items_without_markers_scores_or_notes():
         "Sampling keeps the cost down.",
     ]
     assert [c.opens_list for c in got] == [True, False, False, False, False, False]
+    got = split_claims(
+        "I follow the principle of least privilege and implement the controls below:\n● Role-based access"
+    )
+    assert [(c.text, c.opens_list) for c in got] == [
+        ("I follow the principle of least privilege", False),  # an act of its own
+        ("implement the controls below", True),
+        ("Role-based access", False),
+    ]
     assert claims("Discovery of topology") == []  # not a list item: too short to be a claim
     assert claims("I led our move to Kubernetes (2019).") == ["I led our move to Kubernetes (2019)."]  # a year
     assert claims("Benefits:\n● Faster convergence to a global optimum.") == ["Faster convergence to a global optimum."]

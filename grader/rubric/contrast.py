@@ -338,10 +338,12 @@ def split_claims(text: str) -> list[Claim]:
             first = clause.split()[0] if clause.split() else ""
             continues = j > 0 and spoken and first in verbs
             opens_list = j == len(clauses) - 1 and clause.rstrip().endswith(":")
-            for i, part in enumerate(_second_acts(clause, verbs)):
+            acts = _second_acts(clause, verbs)
+            for i, part in enumerate(acts):
                 part = part.strip(" ,;:—–-")
                 if _long_enough(part, listed=item is not None):
-                    out.append(Claim(part, goes_on=i > 0 or continues, opens_list=opens_list))
+                    # only the act the colon ends opens the list: "I follow least privilege and use these:"
+                    out.append(Claim(part, goes_on=i > 0 or continues, opens_list=opens_list and i == len(acts) - 1))
     return out
 
 
