@@ -504,6 +504,33 @@ def test_measure_drafting_crosses_one_rubrics_key_points_with_anothers_red_flags
         assert q.references == h.references
 
 
+def test_measure_saf_points_grades_in_uqs_condition_with_the_great_reference_alone(monkeypatch):
+    """`scripts/measure_saf_points.py`: the mechanical split and the contrast draft of the saf-ua rubric, as
+    saf-ua shows it or from the great reference alone, as saf-uq has it."""
+    import importlib.util
+    from pathlib import Path
+
+    from grader.eval.suites import load
+    from grader.rubric.draft import draft_by_splitting
+    from grader.rubric.model import References
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))
+    spec = importlib.util.spec_from_file_location("measure_saf_points", scripts / "measure_saf_points.py")
+    assert spec is not None and spec.loader is not None
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+    ua = load("saf-ua").rubric
+    ua = ua.with_questions(ua.questions[:3])
+    alone = measure.rubric_for(ua, "mechanical", one_reference=True)
+    assert all(not q.references.mediocre and not q.references.poor and not q.red_flags for q in alone.questions)
+    great_only = [q.model_copy(update={"references": References(great=q.references.great)}) for q in ua.questions]
+    assert [q.point_ids for q in alone.questions] == [[p.id for p in draft_by_splitting(q)[0]] for q in great_only]
+    shown = measure.rubric_for(ua, "drafted", one_reference=False)
+    assert [q.references for q in shown.questions] == [q.references for q in ua.questions]
+    assert all(p.draft and p.quote for q in shown.questions for p in q.key_points)
+
+
 def test_a_chat_draft_of_a_story_loses_its_opening_too(embed):
     from grader.rubric.contrast import screen
 
