@@ -288,19 +288,22 @@ def test_a_pasted_list_is_read_as_its_items_without_markers_scores_or_notes():
     assert claims("Benefits:\n● Faster convergence to a global optimum.") == ["Faster convergence to a global optimum."]
 
 
+#: A question whose great reference was pasted from a document: a line opening a list, its items, a note.
+PASTED = question(
+    "observe",
+    7,
+    "How do you make a backend service observable?",
+    great="I cover the three pillars:\n● Structured logs with a request id on every line.\n"
+    "● Metrics for latency and errors, with alerts on the SLOs users feel.\n"
+    "● Distributed tracing with OpenTelemetry for every failed request.\n"
+    "Note: an answer that only names the pillars is mediocre.",
+    mediocre="I add logging and some metrics, and I look at dashboards when something breaks.",
+    poor="I print to stdout and check the server when users complain.",
+)
+
+
 def test_the_line_that_opens_a_list_only_tops_up_the_key_points(embed):
-    q = question(
-        "observe",
-        7,
-        "How do you make a backend service observable?",
-        great="I cover the three pillars:\n● Structured logs with a request id on every line.\n"
-        "● Metrics for latency and errors, with alerts on the SLOs users feel.\n"
-        "● Distributed tracing with OpenTelemetry for every failed request.\n"
-        "Note: an answer that only names the pillars is mediocre.",
-        mediocre="I add logging and some metrics, and I look at dashboards when something breaks.",
-        poor="I print to stdout and check the server when users complain.",
-    )
-    key_points, red_flags = draft_by_contrast(q, embed)
+    key_points, red_flags = draft_by_contrast(PASTED, embed)
     assert [p.quote for p in key_points] == [
         "Structured logs with a request id on every line.",
         "Metrics for latency and errors, with alerts on the SLOs users feel.",
@@ -844,16 +847,6 @@ def test_a_chat_draft_is_screened_for_a_line_that_opens_a_list(embed):
     from grader.rubric import KeyPoint
     from grader.rubric.contrast import screen
 
-    q = question(
-        "observe",
-        3,
-        "How do you make a backend service observable?",
-        great="I cover the three pillars:\n● Structured logs with a request id on every line.\n"
-        "● Metrics for latency and errors, with alerts on the SLOs users feel.\n"
-        "● Distributed tracing with OpenTelemetry for every failed request.",
-        mediocre="I add logging and some metrics, and I look at dashboards when something breaks.",
-        poor="I print to stdout and check the server when users complain.",
-    )
     quotes = [
         "I cover the three pillars:",
         "Structured logs with a request id on every line.",
@@ -861,7 +854,7 @@ def test_a_chat_draft_is_screened_for_a_line_that_opens_a_list(embed):
         "Distributed tracing with OpenTelemetry for every failed request.",
     ]
     kps = [KeyPoint(id=f"q03.p{i}", text=t, quote=t, draft=True) for i, t in enumerate(quotes)]
-    kept, _, dropped = screen(q, kps, [], embed)
+    kept, _, dropped = screen(PASTED, kps, [], embed)
     assert [p.id for p in kept] == ["q03.p1", "q03.p2", "q03.p3"]
     assert dropped == ["q03.p0"]
 

@@ -320,14 +320,21 @@ def claims(text: str) -> list[str]:
     return [c.text for c in split_claims(text)]
 
 
+def _sentences(text: str) -> list[tuple[str, bool]]:
+    """A reference's sentences (wrapped lines joined), each without its list marker and whether it had one."""
+    out = []
+    for sentence in _SENTENCES.split(_WRAPPED.sub(" ", text.strip())):
+        item = re.match(_BULLET, sentence)
+        out.append((sentence[item.end() :], True) if item else (sentence, False))
+    return out
+
+
 def split_claims(text: str) -> list[Claim]:
     """The claims of a reference: sentences, cut at clause joints and where the speaker goes on to a
     second thing done ("..., and implement role-based access controls")."""
     verbs = _VERBS | {v for v in _SAYS.findall(text) if v not in STOP and not v.endswith(("ed", "ly"))}
     out: list[Claim] = []
-    for sentence in _SENTENCES.split(_WRAPPED.sub(" ", text.strip())):
-        item = re.match(_BULLET, sentence)
-        sentence = sentence[item.end() :] if item else sentence
+    for sentence, listed in _sentences(text):
         if _NOTE.match(sentence):
             continue
         sentence = _MARK.sub("", _NOTE_ASIDE.sub("", sentence))
@@ -341,7 +348,7 @@ def split_claims(text: str) -> list[Claim]:
             acts = _second_acts(clause, verbs)
             for i, part in enumerate(acts):
                 part = part.strip(" ,;:—–-")
-                if _long_enough(part, listed=item is not None):
+                if _long_enough(part, listed=listed):
                     # only the act the colon ends opens the list: "I follow least privilege and use these:"
                     out.append(Claim(part, goes_on=i > 0 or continues, opens_list=opens_list and i == len(acts) - 1))
     return out
@@ -352,9 +359,7 @@ def grading_notes(text: str) -> list[str]:
     mediocre", "(NB: either order is fine)"), verbatim: no claim is drafted from them, so a person reads
     them (`grader rubric new` lists them) and makes a point or flag of what they say."""
     out: list[str] = []
-    for sentence in _SENTENCES.split(_WRAPPED.sub(" ", text.strip())):
-        item = re.match(_BULLET, sentence)
-        sentence = sentence[item.end() :] if item else sentence
+    for sentence, _listed in _sentences(text):
         if _NOTE.match(sentence):
             out.append(sentence.strip())
         else:
@@ -658,7 +663,8 @@ def screen(
 
         embed = Embedder.load().embed
     refs = question.references
-    great = claims(refs.great) or [refs.great.strip()]
+    great_claims = split_claims(refs.great)
+    great = [c.text for c in great_claims] or [refs.great.strip()]
     weaker = [*claims(refs.mediocre or ""), *claims(refs.poor or "")]
     weaker_words = set(content_words(" ".join(filter(None, (refs.mediocre, refs.poor)))))
     quotes = [p.quote or p.text for p in key_points]
@@ -669,7 +675,7 @@ def screen(
     scores = _distinct(quotes, kv, wv, weaker_words)
     ranked = sorted(range(len(key_points)), key=lambda i: -scores[i])
     scene, poor_scene = _scenes(question)
-    lead_in = {c.text for c in split_claims(refs.great) if c.opens_list}  # "The controller's tasks are:"
+    lead_in = {c.text for c in great_claims if c.opens_list}  # "The controller's tasks are:"
     acts = _acts_first(
         ranked, lambda i: quotes[i].strip(" .:") in lead_in or not_a_point(quotes[i]) or _within(quotes[i], scene)
     )
