@@ -266,7 +266,7 @@ def test_the_cli_writes_three_reports_with_the_documented_keys(tmp_path):
     )
     assert data["unknown"] == {"sex": 3, "race_ethnicity": 2}
     md = (out / "audit.md").read_text()
-    assert "| Female | 47 |" in md and "excluded (< 2 %)" in md and "not the independent bias audit" in md
+    assert "| Female | 47 |" in md and "excluded (under 2 %)" in md and "not the independent bias audit" in md
 
 
 def test_interviewers_are_audited_next_to_the_model_on_the_same_answers(tmp_path):
@@ -331,3 +331,123 @@ def test_the_html_report_renders_in_chromium_with_its_chart_and_escapes_names(tm
     assert page.images_total == 2 and page.images_loaded == 2  # scoring and selection charts
     assert "Female × Black" in page.text and "<script>alert(1)</script>" in page.text
     assert "not the independent bias audit" in page.text
+
+
+# --- found by trying the audit on small and odd files ---------------------------------------------
+
+
+def small_audit(tmp_path: Path, tiers: dict[str, Tier], people: str) -> tuple[Path, Path]:
+    path = tmp_path / "g.jsonl"
+    path.write_text("".join(json.dumps(record(c, t)) + "\n" for c, t in tiers.items()))
+    people_path = tmp_path / "p.csv"
+    people_path.write_text(people)
+    return path, people_path
+
+
+def test_a_small_audit_with_no_interval_anywhere_still_writes_its_three_reports(tmp_path):
+    # One F: her ratio has no interval, so the chart has none to scale its axis by.
+    grades, people = small_audit(
+        tmp_path,
+        {"c1": Tier.poor, "c2": Tier.great, "c3": Tier.great, "c4": Tier.poor},
+        "candidate,sex\nc1,F\nc2,M\nc3,M\nc4,M\n",
+    )
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", "sex", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["audit.html", "audit.json", "audit.md"]
+    sex = json.loads((out / "audit.json").read_text())["scoring"]["dimensions"]["sex"]["categories"]
+    assert sex["F"]["impact_ratio"] == 0.0 and sex["F"]["ci_95"] is None
+    # The highest (M, 2 of 3 above the median 1) is itself too few to trust: said on its own row too.
+    assert sex["M"]["highest"] and sex["M"]["trusted"] is False and "only 3 units" in sex["M"]["caution"]
+
+
+def test_one_resample_with_no_ratio_does_not_throw_the_interval_away():
+    # 1 of 15 against 5 of 15: of 2,000 resamples about one has both rates 0 (no ratio at all).
+    interval = ratio_interval([True] + [False] * 14, [True] * 5 + [False] * 10)
+    assert interval is not None and interval[0] == 0.0 and 0.5 < interval[1] <= 1.5
+
+
+def test_an_answer_id_given_twice_in_grades_is_an_error_not_counted_twice(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    lines = grades.read_text().splitlines(keepends=True)
+    grades.write_text("".join(lines + lines[:1]))
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 19, result.output
+    assert f"{grades}:{len(lines) + 1}: id 'a-c1' already on line 1" in result.output
+
+
+def test_none_is_a_category_and_a_column_given_twice_is_named(tmp_path):
+    tiers = {f"c{i}": (Tier.great if i % 3 == 0 else Tier.poor) for i in range(60)}
+    people_text = "candidate,disability\n" + "".join(f"c{i},{'None' if i % 2 else 'Some'}\n" for i in range(60))
+    grades, people = small_audit(tmp_path, tiers, people_text)
+    report = build_report(read_grades(str(grades)), read_people(people, ("disability",)))
+    assert set(report.scoring.dimensions["disability"].categories) == {"None", "Some"}
+    assert report.unknown == {"disability": 0}
+    people.write_text("candidate,sex,Sex\nc1,F,M\n")
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", "sex", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 19 and "column 'Sex' appears twice" in result.output
+
+
+def test_a_tiny_fisher_p_keeps_its_figures_and_left_out_people_are_named(tmp_path):
+    tiers = {f"f{i}": Tier.poor for i in range(30)} | {f"m{i}": Tier.great for i in range(30)}
+    people_text = "candidate,sex\n" + "".join(f"f{i},F\n" for i in range(30)) + "".join(f"m{i},M\n" for i in range(31))
+    grades, people = small_audit(tmp_path, tiers, people_text)
+    with grades.open("a") as f:
+        failure = GradeFailure(kind=FailureKind.transport, message="down", question_id=Q)
+        f.write(json.dumps(rows.to_record(failure, {"id": "a-lost", "question": Q, "answer": "x", "candidate": "f0"})))
+    report = build_report(read_grades(str(grades)), read_people(people, None), selected=Tier.great)
+    female = report.selection.dimensions["sex"].categories["F"]
+    expected = fisher_exact([[0, 30], [30, 0]]).pvalue  # about 8.5e-18: rounded to 4 places it would be 0
+    assert female.fisher_p == pytest.approx(expected, rel=1e-3) and female.fisher_p > 0
+    from grader.audit.report import summary_lines
+
+    summary = "\n".join(summary_lines(report))
+    assert "1 answer the model failed to grade: a-lost" in summary
+    assert "1 person in the demographics has no graded answer: m30" in summary
+
+
+def test_with_one_known_category_the_summary_says_no_ratio_was_computed(tmp_path):
+    tiers = {f"c{i}": (Tier.great if i % 2 else Tier.poor) for i in range(40)}
+    people_text = "candidate,sex\n" + "".join(f"c{i},{'F' if i < 39 else ''}\n" for i in range(40))
+    grades, people = small_audit(tmp_path, tiers, people_text)
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", "sex", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "no impact ratio could be computed" in result.output and "no impact ratio under 0.8" not in result.output
+
+
+def test_interviewer_grades_are_checked_as_calibrate_checks_them(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    human = tmp_path / "human.csv"
+    header = "interviewer,question,tier,id,candidate\n"
+    for rows_text, message in [
+        (f"dana,{Q},great,a-c1,c1\ndana,{Q},poor,a-c1,c1\n", "'dana' already graded answer 'a-c1' on line 2"),
+        (f"dana,{Q},great,a-c1,c1\neli,no-such-question,poor,a-c1,c1\n", "id 'a-c1' is question"),
+        ("dana,backend-security,great,a-c1,c1\n", "does not match the grade of id 'a-c1'"),
+    ]:
+        human.write_text(header + rows_text)
+        args = ["audit", str(grades), "-d", str(people), "--interviewers", str(human), "-o", str(tmp_path / "r")]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 20, result.output
+        assert message in result.output and str(human) in result.output
+
+
+def test_a_report_folder_that_cannot_be_written_is_exit_15_and_names_it(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-o", str(blocker)])
+    assert result.exit_code == 15, result.output
+    assert f"cannot write {blocker}" in result.output and "Traceback" not in result.output
+
+
+def test_markdown_shows_a_category_written_as_html_as_text(tmp_path):
+    tiers = {f"c{i}": (Tier.great if i % 2 else Tier.poor) for i in range(40)}
+    people_text = "candidate,sex\n" + "".join(f"c{i},{'<b>x</b>' if i < 20 else 'y'}\n" for i in range(40))
+    grades, people = small_audit(tmp_path, tiers, people_text)
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", "sex", "-o", str(out)]).exit_code == 0
+    md = (out / "audit.md").read_text()
+    assert "&lt;b>x&lt;/b>" in md and "<b>" not in md
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", " ", "-o", str(out)])
+    assert result.exit_code == 2 and "--category: an empty column name" in result.output

@@ -113,7 +113,7 @@ def test_a_random_interviewer():
     assert m.bias == "no clear bias"
 
 
-def test_three_grades_give_a_wide_interval_and_a_warning():
+def test_three_grades_give_their_figures_a_warning_and_no_interval():
     # dave: great/great, poor/mediocre, poor/poor. p_o = 2/3; marginals dave (1/3, 0, 2/3), model
     # (1/3, 1/3, 1/3); p_e = 1/9 + 2/9 = 1/3; kappa = (2/3 - 1/3) / (2/3) = 0.5.
     # QWK: observed = 1/3 * 1/4 = 1/12; expected = 1/3 * (4+1+0)/12 + 2/3 * (0+1+4)/12 = 5/12;
@@ -122,12 +122,17 @@ def test_three_grades_give_a_wide_interval_and_a_warning():
     assert m.kappa.value == pytest.approx(0.5, abs=1e-4)
     assert m.qwk.value == pytest.approx(0.8, abs=1e-4)
     assert m.leniency.value == pytest.approx(-1 / 3, abs=1e-4)
-    assert m.exact_agreement.ci == (0.0, 1.0)
+    assert (m.exact_agreement.ci, m.kappa.ci, m.qwk.ci, m.leniency.ci) == (None, None, None, None)
     assert m.bias == "too few grades"
     assert m.warnings == ["only 3 grades, fewer than 10: too few to conclude"]
     # Resamples where both sides gave one and the same tier have no kappa: skipped and counted.
     assert 1500 < m.kappa.resamples_used < 2000
     assert m.leniency.resamples_used == 2000
+    # Three grades that all agree resample to three that agree: an interval would be zero-width.
+    same = agreement(["great", "poor", "poor"], ["great", "poor", "poor"], Settings())
+    assert same.exact_agreement.value == 1.0 and same.exact_agreement.ci is None
+    ten = agreement([*DAVE.values()] * 4, ["great", "mediocre", "poor"] * 4, Settings())
+    assert ten.n == 12 and ten.exact_agreement.ci is not None and ten.exact_agreement.ci[0] < ten.exact_agreement.ci[1]
 
 
 def test_kappa_is_undefined_when_everything_is_one_tier():
@@ -266,7 +271,11 @@ GOOD = ["interviewer", "question", "tier", "id"]
         ("interviewer,question,id\nalice,1,a01\n", "id", r"human\.csv:1: missing column tier"),
         ("interviewer,tier,id\nalice,great,a01\n", "id", r"human\.csv:1: missing column question"),
         ("question,tier,id\n1,great,a01\n", "id", r"human\.csv:1: missing column interviewer"),
-        ("interviewer,question,tier\nalice,1,great\n", "id", r"human\.csv:1: missing column id .*--model-grades"),
+        (
+            "interviewer,question,tier\nalice,1,great\n",
+            "id",
+            r"human\.csv:1: missing column id .*joined to the model.s grade of the same answer by `id`",
+        ),
         ("interviewer,question,tier,id\nalice,1,great,a01\n", "answer", r"human\.csv:1: missing column answer"),
         ("interviewer,question,tier,tier,id\n", "id", r"human\.csv:1: column 'tier' appears twice"),
         ("", "id", r"human\.csv: empty file"),
@@ -279,8 +288,13 @@ GOOD = ["interviewer", "question", "tier", "id"]
         ("interviewer,question,tier,id\nalice,1,,a01\n", "id", r"human\.csv:2: empty tier"),
         ("interviewer,question,tier,id\n ,1,great,a01\n", "id", r"human\.csv:2: empty interviewer"),
         ("interviewer,question,tier,id\nalice,1,great,\n", "id", r"human\.csv:2: empty id"),
-        ("interviewer,question,tier,id\nalice,1,great\n", "id", r"human\.csv:2: empty id"),
-        ("interviewer,question,tier,id\nalice,1\n", "id", r"human\.csv:2: empty tier"),
+        (
+            "interviewer,question,tier,id\nalice,1,great\n",
+            "id",
+            r"human\.csv:2: the row ends before the id column \(3 cells",
+        ),
+        ("interviewer,question,tier,id\nalice,1\n", "id", r"human\.csv:2: the row ends before the tier column"),
+        ('interviewer,question,tier,id\nalice,1,"great,a01\nbob,1,poor,a02\n', "id", r"human\.csv:\d: malformed CSV"),
         (
             "interviewer,question,tier,id\nalice,1,great,a01,extra\n",
             "id",
@@ -312,6 +326,7 @@ GOOD = ["interviewer", "question", "tier", "id"]
         "empty-id",
         "short-row-without-id",
         "short-row",
+        "unclosed-quote",
         "long-row",
         "short-row-without-answer",
         "line-numbers-after-a-multiline-answer",
@@ -628,8 +643,8 @@ def test_an_output_folder_that_is_a_file(calibration_files, tmp_path):
     human, grades = calibration_files
     (tmp_path / "taken").write_text("x")
     result = invoke(str(human), "-g", str(grades), "-o", str(tmp_path / "taken"), "--resamples", "100")
-    assert result.exit_code == 1
-    assert "taken: cannot write the report" in result.stderr
+    assert result.exit_code == 15
+    assert f"cannot write {tmp_path / 'taken'}: File exists" in result.stderr
 
 
 def test_installed_entry_point_reports_a_bad_row(tmp_path):
@@ -820,3 +835,11 @@ def test_no_ids_in_common_is_an_error_not_a_table_of_na(tmp_path):
     result = CliRunner().invoke(app, ["calibrate", str(human), "--model-grades", str(grades)])
     assert result.exit_code == 20
     assert "none of its 2 grade(s) could be paired" in result.stderr and "2 with no model grade" in result.stderr
+
+
+def test_a_batch_csv_given_as_model_grades_is_told_they_are_json_lines(tmp_path):
+    path = tmp_path / "graded.csv"
+    path.write_text("id,question,answer,tier\na01,1,x,great\n")
+    with pytest.raises(CalibrationDataError, match=r"graded\.csv:1: invalid JSON.*JSON lines") as caught:
+        read_model_grades(path)
+    assert "grader batch" in str(caught.value)

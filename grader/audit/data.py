@@ -5,7 +5,8 @@
   grades carry the candidate the API was given and whose reviews are the interviewers' grades.
 - Demographics: a CSV with a `candidate` column and one column per category (`sex`, `race_ethnicity`, or
   any named with `--category`). A blank cell, or `unknown`, `declined`, `prefer not to say`, `n/a`,
-  is an unknown category: counted, never compared.
+  is an unknown category: counted, never compared. `None` is a value like any other (no disability, no
+  veteran status), not an unknown one.
 - Interviewers (`--interviewers`): `grader calibrate`'s human.csv (`interviewer`, `question`, `tier`, `id`),
   joined to GRADES by `id`.
 
@@ -26,15 +27,29 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from grader.calibration.data import read_human_grades
-from grader.errors import AuditDataError, EncodingError
+from grader.calibration import question_resolver
+from grader.calibration.data import check_same_answer, check_unique, read_human_grades
+from grader.errors import AuditDataError, CalibrationDataError, EncodingError
 from grader.grading import rows
 from grader.grading.contract import Grade, Tier
 from grader.textfiles import open_text
 
 #: Cells that say the category is not known (compared after trimming and lower-casing).
 UNKNOWN_VALUES = frozenset(
-    {"", "unknown", "not known", "declined", "decline", "prefer not to say", "not disclosed", "n/a", "na", "none"}
+    {
+        "",
+        "unknown",
+        "not known",
+        "declined",
+        "decline",
+        "decline to self-identify",
+        "prefer not to say",
+        "prefer not to answer",
+        "not disclosed",
+        "not specified",
+        "n/a",
+        "na",
+    }
 )
 DEFAULT_CATEGORIES = ("sex", "race_ethnicity")
 _GRADE_FILES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -98,6 +113,16 @@ def read_grades(source: str) -> Grades:
     answers = list(_jsonl_answers(path) if kind == "jsonl" else _csv_answers(path))
     if not answers:
         raise AuditDataError(f"{path}: no grades")
+    seen: dict[str, str] = {}
+    for answer in answers:  # an answer counted twice would weigh twice in its candidate's score
+        if answer.id is None:
+            continue
+        if answer.id in seen:
+            raise AuditDataError(
+                f"{answer.where}: id {answer.id!r} already on line {seen[answer.id].rsplit(':', 1)[1]}",
+                hint="keep one grade per answer",
+            )
+        seen[answer.id] = answer.where
     return Grades(str(path), answers)
 
 
@@ -207,6 +232,9 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
             if not header:
                 raise AuditDataError(f"{path}: empty file; expected a header row with candidate and categories")
             names = [h.strip().lower() for h in header]
+            twice = next((h for i, h in enumerate(header) if names[i] in names[:i]), None)
+            if twice is not None:
+                raise AuditDataError(f"{path}:1: column {twice.strip()!r} appears twice")
             if "candidate" not in names:
                 raise AuditDataError(f"{path}:1: no `candidate` column (the header has {', '.join(header)})")
             wanted = columns or tuple(c for c in DEFAULT_CATEGORIES if c in names)
@@ -257,8 +285,14 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
 
 
 def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade], int]:
-    """human.csv joined to GRADES by id: the interviewer grades, and how many named an id GRADES lacks."""
-    human = read_human_grades(path, join="id")  # its errors name the file and line (exit 20, as calibrate's)
+    """human.csv joined to GRADES by id: the interviewer grades, and how many named an id GRADES lacks.
+
+    Checked as `grader calibrate` checks it (exit 20, naming the line): one grade per interviewer and
+    answer, one question per id, and that question the one GRADES graded under that id."""
+    human = read_human_grades(path, join="id")
+    check_same_answer(path, human)
+    check_unique(path, human, [r.id or "" for r in human])
+    resolve = question_resolver()
     by_id = {a.id: a for a in grades.answers if a.id is not None}
     out: list[InterviewerGrade] = []
     unmatched = 0
@@ -267,6 +301,12 @@ def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade
         if found is None:
             unmatched += 1
             continue
+        if found.question and row.question != found.question and resolve(row.question) != found.question:
+            raise CalibrationDataError(
+                f"{path}:{row.line}: question {row.question!r} does not match the grade of id {row.id!r} "
+                f"(question {found.question!r}, {found.where})",
+                hint="check the ids, or write the question as GRADES does",
+            )
         candidate = row.candidate or found.candidate
         out.append(InterviewerGrade(row.interviewer, row.id or "", candidate, row.tier, found.tier))
     return out, unmatched

@@ -154,8 +154,16 @@ def _compared(rate: Rate, best: Rate, hits: list[bool], best_hits: list[bool], *
 
     ratio = rate.rate / best.rate
     if rate is best:
+        few = f"only {best.n} unit{'s' if best.n != 1 else ''} (under {MIN_UNITS})" if best.n < MIN_UNITS else None
         return Rate(
-            **{**rate.__dict__, "highest": True, "impact_ratio": 1.0, "below_four_fifths": False, "trusted": True}
+            **{
+                **rate.__dict__,
+                "highest": True,
+                "impact_ratio": 1.0,
+                "below_four_fifths": False,
+                "trusted": few is None,
+                "caution": few,
+            }
         )
     interval = ratio_interval(hits, best_hits, resamples=resamples, seed=seed)
     table = [[rate.hits, rate.n - rate.hits], [best.hits, best.n - best.hits]]
@@ -186,8 +194,9 @@ def ratio_interval(
     hits: Sequence[bool], best_hits: Sequence[bool], *, resamples: int = RESAMPLES, seed: int = SEED
 ) -> tuple[float, float] | None:
     """A percentile-bootstrap interval for rate(hits) / rate(best_hits), each sample resampled on its own
-    (scipy.stats.bootstrap); None when either holds one unit, or when the resampled ratios are not finite
-    (the highest rate resampled to 0)."""
+    (scipy.stats.bootstrap). A resample where both rates are 0 has no ratio and is left out of the
+    percentiles; None when either sample holds one unit, or when a bound is not finite (the highest rate
+    resampled to 0 too often)."""
     from scipy.stats import bootstrap
 
     def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -210,7 +219,12 @@ def ratio_interval(
             batch=200,
             rng=np.random.default_rng(seed),
         )
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    # scipy's own bounds turn NaN when a single resample is 0/0: the same percentiles, without the
+    # ratios that do not exist
+    tail = (1 - LEVEL) / 2 * 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # every ratio undefined: nanpercentile warns and gives NaN
+        low, high = (float(b) for b in np.nanpercentile(result.bootstrap_distribution, [tail, 100 - tail]))
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
     return (low, high)

@@ -19,7 +19,7 @@ from grader.audit.metrics import CROSS, Dimension, Unit
 from grader.errors import AuditDataError
 from grader.grading.contract import Tier
 from grader.reports import files, pages, plots
-from grader.reports.files import ReportModel, markdown_table
+from grader.reports.files import ReportModel, markdown_table, markdown_text
 
 STEM = "audit"
 #: Candidates named in a message or the report before "and N more".
@@ -85,6 +85,13 @@ class Counts(ReportModel):
     unknown_candidates: int = Field(description="Candidates graded but missing from the demographics.")
     missing_from_demographics: list[str] = Field(description=f"Their ids (the first {SHOWN}).")
     not_graded: int = Field(description="People in the demographics with no graded answer.")
+    not_graded_people: list[str] = Field(default_factory=list, description=f"Their ids (the first {SHOWN}).")
+    failed_answers: list[str] = Field(
+        default_factory=list, description=f"The failed answers' ids, or lines where a row has none (the first {SHOWN})."
+    )
+    no_candidate_answers: list[str] = Field(
+        default_factory=list, description=f"The ids (or lines) of graded answers with no candidate (the first {SHOWN})."
+    )
 
 
 class InterviewerResult(ReportModel):
@@ -175,7 +182,7 @@ def _dimension(d: Dimension) -> DimensionResult:
                 rate=round(r.rate, 4),
                 impact_ratio=_round(r.impact_ratio),
                 ci_95=(round(r.interval[0], 4), round(r.interval[1], 4)) if r.interval else None,
-                fisher_p=_round(r.fisher_p),
+                fisher_p=float(f"{r.fisher_p:.4g}") if r.fisher_p is not None else None,  # 4 figures: 5.8e-06 is no 0
                 below_four_fifths=r.below_four_fifths,
                 excluded=r.excluded,
                 highest=r.highest,
@@ -216,6 +223,7 @@ def build_report(
     units = units_of(scored, people)
     candidates = {a.candidate for a in with_candidate if a.candidate}
     missing = sorted(c for c in candidates if c not in people.categories)
+    not_graded = [c for c in people.categories if c not in candidates]
     if candidates and len(missing) == len(candidates):
         raise AuditDataError(
             f"{people.path}: none of the {len(candidates)} graded candidates is in it "
@@ -239,7 +247,10 @@ def build_report(
             units=len(units),
             unknown_candidates=len(missing),
             missing_from_demographics=missing[:SHOWN],
-            not_graded=sum(1 for c in people.categories if c not in candidates),
+            not_graded=len(not_graded),
+            not_graded_people=not_graded[:SHOWN],
+            failed_answers=[a.id or a.where for a in grades.answers if a.tier is None][:SHOWN],
+            no_candidate_answers=[a.id or a.where for a in graded if not a.candidate][:SHOWN],
         ),
         unknown=unknown,
         scoring=scoring,
@@ -304,7 +315,7 @@ HEAD = ["category", "n", "share", "rate", "impact ratio", "95 % interval", "Fish
 
 def category_cells(name: str, c: CategoryResult) -> list[str]:
     if c.excluded:
-        ratio, flag = "excluded (< 2 %)", ""
+        ratio, flag = "excluded (under 2 %)", ""
     elif c.impact_ratio is None:
         ratio, flag = "n/a", ""
     else:
@@ -319,24 +330,30 @@ def category_cells(name: str, c: CategoryResult) -> list[str]:
 def summary_lines(report: AuditReport) -> list[str]:
     c = report.counts
     lines = [
-        f"grades: {report.source} ({c.rows} answers: {c.graded} graded, {c.failed} failed and left out"
-        + (f", {c.no_candidate} with no candidate and left out" if c.no_candidate else "")
-        + ")",
+        f"grades: {report.source} ({_count(c.rows, 'answer', 'answers')}: {c.graded} graded, {c.failed} failed "
+        "and left out" + (f", {c.no_candidate} with no candidate and left out" if c.no_candidate else "") + ")",
         f"demographics: {report.demographics} (columns {', '.join(report.categories)}); "
         f"{c.units} {report.unit}s audited",
         "unknown category: " + ", ".join(f"{col} {n}" for col, n in report.unknown.items()),
     ]
     if c.unknown_candidates:
-        shown = ", ".join(c.missing_from_demographics)
-        more = c.unknown_candidates - len(c.missing_from_demographics)
         lines.append(
             f"{_count(c.unknown_candidates, 'graded candidate is', 'graded candidates are')} missing from the "
-            "demographics (counted as unknown): " + shown + (f" and {more} more" if more > 0 else "")
+            "demographics (counted as unknown): " + _named(c.missing_from_demographics, c.unknown_candidates)
+        )
+    if c.failed:
+        lines.append(
+            f"{_count(c.failed, 'answer', 'answers')} the model failed to grade: " + _named(c.failed_answers, c.failed)
+        )
+    if c.no_candidate:
+        lines.append(
+            f"{_count(c.no_candidate, 'graded answer names', 'graded answers name')} no candidate: "
+            + _named(c.no_candidate_answers, c.no_candidate)
         )
     if c.not_graded:
         lines.append(
             f"{_count(c.not_graded, 'person', 'people')} in the demographics "
-            f"{'has' if c.not_graded == 1 else 'have'} no graded answer"
+            f"{'has' if c.not_graded == 1 else 'have'} no graded answer: " + _named(c.not_graded_people, c.not_graded)
         )
     for analysis in (report.scoring, report.selection):
         if analysis is None:
@@ -344,13 +361,23 @@ def summary_lines(report: AuditReport) -> list[str]:
         flagged = [
             f"{dim}: {', '.join(d.below_four_fifths)}" for dim, d in analysis.dimensions.items() if d.below_four_fifths
         ]
-        untrusted = sum(
-            1 for d in analysis.dimensions.values() for cat in d.categories.values() if cat.trusted is False
-        )
+        ratios = [
+            cat for d in analysis.dimensions.values() for cat in d.categories.values() if cat.impact_ratio is not None
+        ]
+        untrusted = sum(1 for cat in ratios if cat.trusted is False)
+        if flagged:
+            verdict = f"impact ratio under 0.8 for {'; '.join(flagged)}"
+        elif any(not cat.highest for cat in ratios):
+            verdict = "no impact ratio under 0.8"
+        else:  # one known category, or no unit counts: nothing was compared
+            verdict = "no impact ratio could be computed (see each dimension's note)"
         lines.append(
-            f"{analysis.kind} ({analysis.rule}): "
-            + (f"impact ratio under 0.8 for {'; '.join(flagged)}" if flagged else "no impact ratio under 0.8")
-            + (f"; {untrusted} ratios cannot be trusted (too few units or a wide interval)" if untrusted else "")
+            f"{analysis.kind} ({analysis.rule}): {verdict}"
+            + (
+                f"; {_count(untrusted, 'ratio', 'ratios')} cannot be trusted (too few units or a wide interval)"
+                if untrusted
+                else ""
+            )
         )
     return lines
 
@@ -359,15 +386,21 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def _named(shown: list[str], total: int) -> str:
+    """`a, b, c` and, past those listed, `and N more`."""
+    more = total - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
 def _analysis_md(analysis: Analysis, level: str = "##") -> list[str]:
     lines = [f"{level} {analysis.kind.capitalize()}: {analysis.rule}", ""]
     lines.append(f"{analysis.hits} of {analysis.units} units count.")
     for name, d in analysis.dimensions.items():
-        lines += ["", f"{level}# {name}", ""]
+        lines += ["", f"{level}# {markdown_text(name)}", ""]
         lines += markdown_table(HEAD, [category_cells(cat, c) for cat, c in d.categories.items()])
-        lines += ["", f"Unknown {name}: {d.unknown}."]
+        lines += ["", markdown_text(f"Unknown {name}: {d.unknown}.")]
         if d.excluded:
-            lines.append(f"Excluded from the ratios (under 2 % of the units): {', '.join(d.excluded)}.")
+            lines.append(markdown_text(f"Excluded from the ratios (under 2 % of the units): {', '.join(d.excluded)}."))
         if d.note:
             lines.append(d.note + ".")
     return lines
@@ -375,16 +408,16 @@ def _analysis_md(analysis: Analysis, level: str = "##") -> list[str]:
 
 def to_markdown(report: AuditReport) -> str:
     lines = ["# Bias audit", ""]
-    lines += [f"- {line}" for line in summary_lines(report)]
+    lines += [f"- {markdown_text(line)}" for line in summary_lines(report)]
     lines.append("")
     lines += _analysis_md(report.scoring)
     if report.selection is not None:
         lines += ["", *_analysis_md(report.selection)]
     if report.interviewers is not None:
         lines += ["", "## Interviewers and the model on the same candidates", ""]
-        lines += [f"- {line}" for line in interviewer_lines(report)]
+        lines += [f"- {markdown_text(line)}" for line in interviewer_lines(report)]
         for r in report.interviewers:
-            lines += ["", f"### {r.interviewer} ({r.answers} answers, {r.units} {report.unit}s)", ""]
+            lines += ["", f"### {markdown_text(interviewer_heading(r, report.unit))}", ""]
             lines += markdown_table(INTERVIEWER_HEAD, interviewer_rows(r))
     lines += ["", "## Limits", "", *(f"- {line}" for line in report.limits)]
     return "\n".join(lines).rstrip() + "\n"
@@ -430,17 +463,36 @@ def _ratio(c: CategoryResult) -> str:
     return f"{c.impact_ratio:.2f}{flag}" + (" (not trusted)" if c.trusted is False else "")
 
 
+def interviewer_heading(r: InterviewerResult, unit: str) -> str:
+    """`alice (12 answers, 5 candidates)`; with answers as the units, `alice (12 answers)`."""
+    counted = _count(r.answers, "answer", "answers")
+    return (
+        f"{r.interviewer} ({counted})"
+        if unit == "answer"
+        else f"{r.interviewer} ({counted}, {_count(r.units, unit, unit + 's')})"
+    )
+
+
 def interviewer_lines(report: AuditReport) -> list[str]:
     c = report.interviewer_counts
     if c is None:
         return []
-    lines = [f"{c.grades} interviewer grades; medians are each scorer's own on these candidates; * under 0.8"]
+    grades = _count(c.grades, "interviewer grade", "interviewer grades")
+    lines = [f"{grades}; medians are each scorer's own on these candidates; * under 0.8"]
     if c.unmatched:
-        lines.append(f"{c.unmatched} interviewer grades name an answer id that GRADES does not hold (left out)")
+        lines.append(
+            f"{_count(c.unmatched, 'interviewer grade names', 'interviewer grades name')} an answer id that GRADES "
+            "does not hold (left out)"
+        )
     if c.model_failed:
-        lines.append(f"{c.model_failed} interviewer grades are of answers the model failed to grade (left out)")
+        lines.append(
+            f"{_count(c.model_failed, 'interviewer grade is', 'interviewer grades are')} of answers the model "
+            "failed to grade (left out)"
+        )
     if c.no_candidate:
-        lines.append(f"{c.no_candidate} interviewer grades have no candidate (left out)")
+        lines.append(
+            f"{_count(c.no_candidate, 'interviewer grade has', 'interviewer grades have')} no candidate (left out)"
+        )
     return lines
 
 
@@ -468,7 +520,7 @@ def ratios_png(analysis: Analysis) -> bytes | None:
         ax.axvline(metrics.FOUR_FIFTHS, color="#b91c1c", linestyle="--", linewidth=1)
         ax.set_yticks(range(len(rows)), [f"{label} (n={c.n})" for label, c in reversed(rows)])
         ax.set_xlabel("impact ratio (95 % interval); dashed: four-fifths line; faded: not trusted")
-        ax.set_xlim(0, max(1.5, *(c.ci_95[1] for _, c in rows if c.ci_95)) * 1.02)
+        ax.set_xlim(0, max([1.5, *(c.ci_95[1] for _, c in rows if c.ci_95)]) * 1.02)
         ax.set_title(f"{analysis.kind}: {analysis.rule}", fontsize=10)
 
     return plots.draw((8.5, 1.3 + 0.34 * len(rows)), paint)
@@ -497,7 +549,7 @@ def to_html(report: AuditReport) -> str:
         head=HEAD,
         analyses=analyses,
         interviewer_head=INTERVIEWER_HEAD,
-        interviewers=[(r, interviewer_rows(r)) for r in report.interviewers or []],
+        interviewers=[(interviewer_heading(r, report.unit), interviewer_rows(r)) for r in report.interviewers or []],
         interviewer_summary=interviewer_lines(report),
     )
 

@@ -7,6 +7,7 @@ computes agreement with bootstrap intervals, and `report` writes JSON, Markdown 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from grader.calibration.data import Pair, join_model_grades, read_human_grades, read_model_grades
@@ -22,6 +23,12 @@ def pair_with_model_grades(human_path: Path, grades_path: Path, rubric_path: Pat
     """
     rows = read_human_grades(human_path, join="id")
     grades = read_model_grades(grades_path)
+    return join_model_grades(human_path, rows, grades, grades_path, question_resolver(rubric_path))
+
+
+def question_resolver(rubric_path: Path | None = None) -> Callable[[str], str | None]:
+    """A CSV's question (`3`, `q03`, a slug) as the rubric's question id, or None where it names none. The
+    rubric is only read when first asked (a CSV that writes the grades' own ids never needs it)."""
     loaded: list[Rubric] = []
 
     def resolve(ref: str) -> str | None:
@@ -32,7 +39,7 @@ def pair_with_model_grades(human_path: Path, grades_path: Path, rubric_path: Pat
         except UnknownQuestionError:
             return None
 
-    return join_model_grades(human_path, rows, grades, grades_path, resolve)
+    return resolve
 
 
-__all__ = ["Pair", "pair_with_model_grades"]
+__all__ = ["Pair", "pair_with_model_grades", "question_resolver"]

@@ -81,7 +81,7 @@ def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
     """
     path = Path(path)
     with open_text(path, encoding="utf-8-sig") as stream:
-        reader = csv.reader(stream)
+        reader = csv.reader(stream, strict=True)  # a quote left open is an error, not the rest of the file
         line = 1
         try:
             header = next(reader, None)
@@ -96,7 +96,7 @@ def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
                 start, line = line, reader.line_num + 1
                 if not cells or not any(c.strip() for c in cells):
                     continue
-                yield _row(path, start, cells, columns, width)
+                yield _row(path, start, cells, columns, width, join)
         except UnicodeDecodeError as exc:
             raise EncodingError(f"{path}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})") from None
         except csv.Error as exc:
@@ -119,7 +119,7 @@ def _columns(path: Path, header: list[str], join: Join) -> dict[str, int]:
         )
     if join not in columns:
         hint = (
-            "with --model-grades, grades are joined on `id`"
+            "each interviewer grade is joined to the model's grade of the same answer by `id`"
             if join == "id"
             else "without --model-grades the answers are graded here; add an `answer` column or pass --model-grades"
         )
@@ -127,7 +127,7 @@ def _columns(path: Path, header: list[str], join: Join) -> dict[str, int]:
     return columns
 
 
-def _row(path: Path, line: int, cells: list[str], columns: dict[str, int], width: int) -> HumanGrade:
+def _row(path: Path, line: int, cells: list[str], columns: dict[str, int], width: int, join: Join) -> HumanGrade:
     where = f"{path}:{line}"
     if len(cells) > width:
         raise CalibrationDataError(f"{where}: {len(cells)} cells but the header has {width} columns")
@@ -138,6 +138,13 @@ def _row(path: Path, line: int, cells: list[str], columns: dict[str, int], width
             return None
         return cells[i]
 
+    # A row may stop before trailing columns it leaves blank (candidate), never before one it needs.
+    needed = [*REQUIRED_COLUMNS, join]
+    short = next((name for name in needed if name in columns and columns[name] >= len(cells)), None)
+    if short is not None:
+        raise CalibrationDataError(
+            f"{where}: the row ends before the {short} column ({len(cells)} cells, the header has {width})"
+        )
     values: dict[str, str] = {}
     for name in REQUIRED_COLUMNS:
         value = (cell(name) or "").strip()
@@ -154,8 +161,6 @@ def _row(path: Path, line: int, cells: list[str], columns: dict[str, int], width
     if "id" in columns and not (row_id or "").strip():
         raise CalibrationDataError(f"{where}: empty id")
     answer = cell("answer")
-    if "answer" in columns and answer is None:
-        raise CalibrationDataError(f"{where}: the row ends before the answer column")
     candidate = (cell("candidate") or "").strip() or None
     return HumanGrade(
         line=line,
@@ -198,7 +203,8 @@ def _model_line(where: str, number: int, text: str) -> ModelGrade:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CalibrationDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        hint = "model grades are JSON lines: `grader batch ... -o grades.jsonl`" if number == 1 else None
+        raise CalibrationDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})", hint=hint) from None
     except RecursionError:
         raise CalibrationDataError(f"{where}: JSON nested too deeply") from None
     if not isinstance(obj, dict):

@@ -169,13 +169,21 @@ def agreement(human: Sequence[Tier | str], model: Sequence[Tier | str], settings
     diagonal = np.trace(counts, axis1=1, axis2=2)
     i, j = np.indices((3, 3))
     shift = ((i - j) * counts).sum(axis=(1, 2))
-    kappa_interval = interval(kappa(h, m), kappa_from_tables(counts), settings)
-    leniency_interval = interval(leniency(h, m), shift / total, settings)
+    # Under min_n no interval is drawn: resampling 3 grades that all agree gives 3 that agree every time,
+    # a zero-width interval that would read as certainty. The figures stand alone, with the warning.
+    drawn = n >= settings.min_n
+
+    def estimate(value: float | None, replicates: np.ndarray) -> Interval:
+        found = interval(value, replicates, settings)
+        return found if drawn else found.model_copy(update={"ci": None})
+
+    kappa_interval = estimate(kappa(h, m), kappa_from_tables(counts))
+    leniency_interval = estimate(leniency(h, m), shift / total)
     return Agreement(
         n=n,
-        exact_agreement=interval(exact_agreement(h, m), diagonal / total, settings),
+        exact_agreement=estimate(exact_agreement(h, m), diagonal / total),
         kappa=kappa_interval,
-        qwk=interval(kappa(h, m, weights="quadratic"), kappa_from_tables(counts, weights="quadratic"), settings),
+        qwk=estimate(kappa(h, m, weights="quadratic"), kappa_from_tables(counts, weights="quadratic")),
         leniency=leniency_interval,
         confusion=Confusion(labels=list(TIERS), rows="human", columns="model", matrix=confusion(human, model)),
         warnings=_warnings(n, kappa_interval, settings),

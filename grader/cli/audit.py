@@ -59,8 +59,11 @@ def audit(
     """Audit grades for adverse impact: scoring rates and impact ratios per category and intersection."""
     from grader.audit.data import read_grades, read_interviewers, read_people
     from grader.audit.report import build_report, summary_lines, write_reports
+    from grader.errors import UsageError
 
-    people = read_people(demographics, tuple(dict.fromkeys(category)) if category else None)
+    if category and any(not c.strip() for c in category):
+        raise UsageError("--category: an empty column name", hint="name a column of the demographics file")
+    people = read_people(demographics, tuple(dict.fromkeys(c.strip() for c in category)) if category else None)
     source = read_grades(grades)
     human, unmatched = source.interviewers, 0
     if interviewers is not None:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from grader.errors import GraderError
+from grader.errors import OutputError
 
 
 class ReportModel(BaseModel):
@@ -37,13 +37,20 @@ def write_reports(
         for path, text in zip(paths, texts, strict=True):
             path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise GraderError(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+        raise OutputError.of(out, exc) from None
     return paths
 
 
+def markdown_text(text: Any) -> str:
+    """Text from the user's files inside Markdown: a `<` is written as `&lt;`, so a name or an answer
+    cannot open an HTML tag where the Markdown is rendered (`<script>` shows as written)."""
+    return str(text).replace("<", "&lt;")
+
+
 def markdown_cell(text: Any) -> str:
-    """One Markdown table cell: pipes, backslashes and line breaks cannot break the table."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """One Markdown table cell: pipes, backslashes and line breaks cannot break the table, nor `<` open
+    a tag."""
+    return markdown_text(str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " "))
 
 
 def markdown_table(head: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
