@@ -141,6 +141,22 @@ def test_duplicates_are_graded_once_and_the_cache_serves_a_rerun(tmp_path, rubri
     assert {g.source for g in done} == {"cache"} and rerun.stats.model_calls == 0 and rerun.stats.cached == 6
 
 
+def test_a_failure_is_not_kept_for_a_later_job_of_the_same_answer(tmp_path, rubric, q1):
+    # A long-running engine (`grader serve`) meets the same answer again after its model came back: it
+    # must ask again, not answer with the failure of an hour ago.
+    down = [True]
+
+    def respond(_c, request):
+        return {"tier": "great"} if down[0] else reply_for(request.question)  # invalid while "down"
+
+    engine = _engine(FakeBackend(responder=respond), rubric, cache=GradeCache(tmp_path / "grades.sqlite"))
+    first = asyncio.run(engine.grade(Job(q1, "I check the logs.", tag=0)))
+    assert isinstance(first.outcome, GradeFailure)
+    down[0] = False
+    second = asyncio.run(engine.grade(Job(q1, "I check the logs.", tag=1)))
+    assert isinstance(second.outcome, Grade) and second.source == "model"
+
+
 def test_the_cache_key_changes_with_everything_that_decides_a_grade(tmp_path, rubric, q1):
     backend = FakeBackend(responder=lambda _c, request: reply_for(request.question))
     cache = GradeCache(tmp_path / "grades.sqlite")

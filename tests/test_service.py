@@ -422,7 +422,11 @@ def test_a_body_over_max_body_bytes_is_413(api, chunked):
             "candidate: String should have at most",
             id="long-candidate",
         ),
-        pytest.param("/v1/grades", [1, 2], "Input should be a valid dictionary", id="not-an-object"),
+        pytest.param("/v1/grades", [1, 2], "body: expected a JSON object", id="not-an-object"),
+        pytest.param("/v1/grades", {"question": True, "answer": "a"}, "question: Input should be", id="question-bool"),
+        pytest.param(
+            "/v1/grades", {"question": 1, "answer": "a\x00b"}, "answer: Value error, contains a NUL", id="nul-answer"
+        ),
         pytest.param("/v1/batches", {"rows": []}, "rows: List should have at least 1 item", id="batch-no-rows"),
         pytest.param(
             "/v1/batches",
@@ -446,6 +450,38 @@ def test_a_body_that_is_not_json_is_422(api):
     headers = {**Server.auth(api.alice), "Content-Type": "application/json"}
     response = httpx.post(api.url("/v1/grades"), content=b'{"question": 1, "answer": ', headers=headers)
     assert response.status_code == 422 and "JSON" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "detail"),
+    [
+        pytest.param("/v1/grades", b"", "body: no JSON object (send one, with Content-Type", id="empty-body"),
+        pytest.param("/v1/grades", b'{"question": 1, "answer": }', "body: invalid JSON at character 26", id="broken"),
+        # JSON can carry what no text can: a lone surrogate. It was a 500 (the cache key could not encode it).
+        pytest.param(
+            "/v1/grades",
+            b'{"question": 1, "answer": "I check \\ud800 the logs"}',
+            "answer: Value error, contains a lone UTF-16 surrogate (not text) at character 8",
+            id="surrogate-answer",
+        ),
+        pytest.param(
+            "/v1/batches",
+            b'{"rows": [{"question": 1, "answer": "ok", "candidate": "\\udfff"}]}',
+            "rows.0.candidate: ",
+            id="surrogate-in-a-batch",
+        ),
+        pytest.param("/v1/reviews", b'{"grade_id": "x", "tier": "great", "note": "\\ud83d"}', "note: ", id="note"),
+        # A NaN in an invalid body was echoed back in the 422, which JSON cannot encode: a 500.
+        pytest.param("/v1/grades", b'{"question": NaN, "answer": "a"}', "question: Input should be", id="nan"),
+        pytest.param("/v1/grades", b'{"question": 1, "answer": "a", "x": NaN}', "x: Extra inputs", id="nan-extra"),
+    ],
+)
+def test_bodies_json_allows_but_text_does_not_are_422_never_500(api, path, raw, detail):
+    headers = {**Server.auth(api.alice), "Content-Type": "application/json"}
+    response = httpx.post(api.url(path), content=raw, headers=headers)
+    assert response.status_code == 422, response.text
+    assert detail in response.json()["detail"]
+    assert all("input" not in e for e in response.json()["errors"])  # the body is not echoed back
 
 
 def test_a_review_of_an_unknown_grade_or_point_is_refused(api):
@@ -765,3 +801,66 @@ def test_a_reviewed_grade_is_shown_with_later_grades_of_similar_answers(local):
     assert local.post("/v1/reviews", {"grade_id": "learn-base", "tier": "poor"}, local.bob).status_code == 201
     again = grade("learn-again", 1, base + " Afterwards I write it up.")
     assert "shown reviewed answers: learn-base (poor)" in again["notes"]
+
+
+# --- found by a user's trial of the API ---------------------------------------------------------------
+
+
+def test_a_failed_grade_is_graded_again_when_its_request_is_sent_again(api):
+    grade_id = uid("retry")
+    body = {"question": 1, "answer": answer_text(grade_id), "id": grade_id, "candidate": "cand-r"}
+    api.llm.fault = lambda n: "malformed"  # every reply invalid: the grade fails, and is stored as failed
+    try:
+        failed = api.post("/v1/grades", body)
+    finally:
+        api.llm.fault = None
+    assert failed.status_code == 201 and failed.json()["status"] == "failed", failed.text
+    calls = api.llm.calls
+    again = api.post("/v1/grades", body)  # the model is back: the same request grades it, not the old failure
+    assert again.status_code == 200 and again.json()["status"] == "graded", again.text
+    assert api.llm.calls > calls
+    assert api.get(f"/v1/grades/{grade_id}").json() == again.json()
+    assert rows_of(api.db, "select status from grades where id = ?", grade_id) == [("graded",)]
+    assert api.post("/v1/grades", body).json() == again.json()  # and now it is the stored grade
+    other = api.post("/v1/grades", {**body, "candidate": "someone else"})
+    assert other.status_code == 409 and "(its candidate differs)" in other.json()["detail"]
+
+
+def test_a_batch_names_every_problem_in_one_answer(api):
+    stored = a_grade(api, uid("taken"))["id"]
+    rows = [
+        {"question": 999, "answer": "x"},
+        {"question": 1, "answer": "fine", "id": stored},
+        {"question": 1, "answer": "   "},
+        {"question": 1, "answer": "fine again", "id": "twice"},
+        {"question": 1, "answer": "and again", "id": "twice"},
+    ]
+    response = api.post("/v1/batches", {"rows": rows})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("rows.0.question: unknown question")
+    assert "rows.2.answer" in detail and "rows.4: id 'twice' is used twice in this batch (rows.3)" in detail
+    assert f"rows.1.id: {stored!r} is already stored" in detail  # in the same answer, not a second round trip
+
+
+def test_health_answers_head_and_reviews_keep_each_point_once(api):
+    assert httpx.head(api.url("/healthz")).status_code == 200
+    grade = a_grade(api, uid("dedupe"))
+    point = Q1.key_points[0].id
+    review = api.post("/v1/reviews", {"grade_id": grade["id"], "tier": "great", "covered": [point, point]})
+    assert review.status_code == 201 and review.json()["covered"] == [point]
+
+
+def test_the_docs_work_offline_and_the_schema_says_what_errors_look_like(api):
+    page = httpx.get(api.url("/docs"))
+    assert page.status_code == 200 and "cdn" not in page.text and "https://" not in page.text
+    script = next(part.split('"')[1] for part in page.text.split("src=")[1:] if "swagger-ui-bundle" in part)
+    assert httpx.get(api.url(script)).status_code == 200  # served by this server, from the installed package
+    schema = httpx.get(api.url("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    post = schema["paths"]["/v1/grades"]["post"]
+    error = post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+    assert error.endswith("/ErrorOut") and "HTTPValidationError" not in json.dumps(schema)
+    assert {"401", "404", "409", "413", "422"} <= set(post["responses"])
+    question = schema["components"]["schemas"]["GradeIn"]["properties"]["question"]
+    assert question["anyOf"] == [{"type": "string"}, {"type": "integer"}]

@@ -291,7 +291,11 @@ class Engine:
             self._inflight.pop(key, None)
             raise
         future.set_result(outcome)
-        if self.cache is not None and isinstance(outcome, Grade):
+        if isinstance(outcome, GradeFailure):
+            # Duplicates already waiting share it; a later job asks the model again. Kept, one failure
+            # would answer every later request for that answer in a long-running `grader serve`.
+            del self._inflight[key]
+        elif self.cache is not None:
             self.cache.put(key, outcome)
             del self._inflight[key]  # later duplicates find it in the cache: memory stays flat
         return outcome

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import to_json
+from pydantic_core import PydanticCustomError, to_json
 
 from grader.backends import Backend, BackendOptions, get_backend
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
@@ -71,18 +73,49 @@ class Settings:
 # --- the API's bodies: the grade contract plus what the service adds ---------------------------------
 
 
-class GradeIn(BaseModel):
+#: What JSON can carry but no text file can: a lone UTF-16 surrogate (`"\ud800"`), which nothing can
+#: store or encode, and NUL, which the CLI refuses in an answer too.
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+class Body(BaseModel):
+    """A request body: no field it does not know, and every string in it text that can be stored."""
+
     model_config = ConfigDict(extra="forbid")
 
-    question: str | int = Field(description="The rubric question: its id or number.")
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and (bad := _NOT_TEXT.search(item)):
+                what = "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate (not text)"
+                raise ValueError(f"contains {what} at character {bad.start()}")
+        return value
+
+
+def _str_or_int(schema: dict[str, Any]) -> None:
+    """The schema of a question reference: what `_question_text` accepts, for OpenAPI's clients."""
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "string"}, {"type": "integer"}]
+
+
+class GradeIn(Body):
+    question: str = Field(description="The rubric question: its id or number.", json_schema_extra=_str_or_int)
     answer: str = Field(description="The candidate's answer (plain text; shown escaped everywhere).")
     id: Id | None = Field(default=None, description="Your id for this answer (default: one is made).")
-    candidate: str | None = Field(default=None, max_length=200, description="Who wrote it.")
+    candidate: str | None = Field(default=None, max_length=200, description="Who wrote it (blank: nobody named).")
 
-    @field_validator("question")
+    @field_validator("question", mode="before")
     @classmethod
-    def _question_text(cls, value: str | int) -> str:
+    def _question_text(cls, value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):  # `true` is no question 1
+            raise PydanticCustomError("question_type", "Input should be a question's id (a string) or number")
         return str(value)
+
+    @field_validator("candidate")
+    @classmethod
+    def _candidate(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
 
 class StoredGrade(Grade):
@@ -102,9 +135,7 @@ class StoredFailure(GradeFailure):
     candidate: str | None = None
 
 
-class BatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BatchIn(Body):
     rows: list[GradeIn] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 
@@ -118,9 +149,7 @@ class BatchOut(BaseModel):
     results: str = Field(description="Where the rows' outcomes are streamed as JSON lines.")
 
 
-class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReviewIn(Body):
     grade_id: str = Field(min_length=1, max_length=200)
     tier: Tier
     covered: list[str] | None = Field(
@@ -142,6 +171,23 @@ class ReviewOut(BaseModel):
     red_flags: list[str] | None
     note: str | None
     agrees: bool = Field(description="Whether the reviewer's tier is the model's.")
+
+
+class ErrorOut(BaseModel):
+    """Every error's body: one line saying what is wrong (naming the field), and for a 422 each problem."""
+
+    detail: str = Field(description="`rows.3.answer: Field required`; several problems joined by `; `.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="A 422's problems one by one: `loc`, `msg`, `type` (the input is not echoed)."
+    )
+
+
+#: Documented on every API call (FastAPI's own 422 schema is not the body this service sends).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid token."},
+    413: {"model": ErrorOut, "description": "The body is over `--max-body-bytes`."},
+    422: {"model": ErrorOut, "description": "The body is invalid: `detail` names each bad field."},
+}
 
 
 class QuestionOut(BaseModel):
@@ -292,7 +338,9 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc served from the installed package (fastapi-offline), not a CDN: `/docs`
+    # works on a machine with no internet access.
+    app = FastAPIOffline(
         title="grader",
         version="1",
         summary="Grade written interview answers against a rubric; review and correct the grades.",
@@ -309,13 +357,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # One readable line per problem, naming the field: `rows.3.answer: Field required`.
-        lines = [
-            ".".join(str(p) for p in e["loc"] if p != "body") + f": {e['msg']}" for e in exc.errors() if "loc" in e
+        # One readable line per problem, naming the field: `rows.3.answer: Field required`. The input is
+        # not echoed: it can be megabytes, or a NaN that JSON cannot carry back.
+        problems = [_problem(e) for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
-        return JSONResponse(
-            {"detail": "; ".join(lines) or "invalid request", "errors": jsonable_encoder(exc.errors())}, 422
-        )
+        return JSONResponse({"detail": "; ".join(problems) or "invalid request", "errors": errors}, 422)
 
     from grader.service import pages
 
@@ -324,22 +372,40 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     return app
 
 
+def _problem(error: Any) -> str:
+    """One validation error as a line: the field's path, then what is wrong with it."""
+    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    kind = error.get("type", "")
+    if kind == "json_invalid":  # the loc's number is a character offset, not a field
+        reason = (error.get("ctx") or {}).get("error", "")
+        return f"body: invalid JSON at character {loc[0] if loc else '?'}" + (f": {reason}" if reason else "")
+    if kind == "missing" and not loc:
+        return "body: no JSON object (send one, with Content-Type: application/json)"
+    if kind == "model_attributes_type" and not loc:
+        return "body: expected a JSON object (and Content-Type: application/json)"
+    return ".".join(loc) + f": {error.get('msg', '')}"
+
+
 def service_of(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-async def caller(request: Request) -> Principal:
-    """The token or session a request comes with; 401 without one that is valid (and live).
+_bearer = HTTPBearer(auto_error=False, description="A token made by `grader tokens create NAME`.")
+
+
+async def caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The token or session a request comes with; 401 without one that is valid (and live). The bearer
+    scheme is declared to OpenAPI, so /docs has an Authorize button.
 
     Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, and under load those
     threads fought the event loop for the GIL and for the database's connection pool (issue 15)."""
     service = service_of(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
     principal = None
-    if scheme.lower() == "bearer" and token.strip():
-        principal = service.store.authenticate(token.strip())
+    if credentials is not None and credentials.credentials.strip():
+        principal = service.store.authenticate(credentials.credentials.strip())
     elif cookie := request.cookies.get(SESSION_COOKIE):
         principal = service.store.session_principal(cookie)
     if principal is None:
@@ -364,13 +430,13 @@ def _new_id(prefix: str) -> str:
 
 
 def _install_api(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["service"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"])
     async def healthz(request: Request) -> dict[str, Any]:
         """200 once the service is ready (no token needed; says nothing about the data)."""
         service = service_of(request)
         return {"status": "ok", "backend": service.backend.name, "model": service.backend.model}
 
-    @app.get("/v1/questions", tags=["grades"])
+    @app.get("/v1/questions", tags=["grades"], responses=ERRORS)
     async def questions(request: Request, _who: Caller) -> list[QuestionOut]:
         """The rubric's questions, with their key points and red flags."""
         return [
@@ -384,39 +450,75 @@ def _install_api(app: FastAPI) -> None:
             for q in service_of(request).rubric
         ]
 
-    @app.post("/v1/grades", status_code=201, tags=["grades"], response_model=StoredGrade | StoredFailure)
+    @app.post(
+        "/v1/grades",
+        status_code=201,
+        tags=["grades"],
+        response_model=StoredGrade | StoredFailure,
+        responses={
+            **ERRORS,
+            200: {"model": StoredGrade | StoredFailure, "description": "This id and answer were graded before."},
+            404: {"model": ErrorOut, "description": "No such question (the closest ids are named)."},
+            409: {"model": ErrorOut, "description": "The id is stored for another answer, or is still grading."},
+        },
+    )
     async def post_grade(body: GradeIn, request: Request, who: Caller) -> Response:
-        """Grade one answer now and store the grade (or the failure that stopped it)."""
+        """Grade one answer now and store the grade (or the failure that stopped it). The same id and answer
+        again returns the stored grade; if that was a failure (the model's server was down), it is graded
+        again and the new outcome replaces it."""
         service = service_of(request)
         question = service.question(str(body.question))
         check_answer(body.answer, max_chars=service.settings.max_answer_chars, where="answer")
         grade_id = body.id or _new_id("g_")
+        retry = False
         if body.id is not None and (old := service.store.grade(body.id)) is not None:
-            if old.question_id != question.id or old.answer != body.answer:
-                raise Conflict(f"grade id {body.id!r} is already stored for another answer")
+            if old.question_id != question.id or old.answer != body.answer or old.candidate != body.candidate:
+                differs = [
+                    name
+                    for name, same in (
+                        ("question", old.question_id == question.id),
+                        ("answer", old.answer == body.answer),
+                        ("candidate", old.candidate == body.candidate),
+                    )
+                    if not same
+                ]
+                raise Conflict(
+                    f"grade id {body.id!r} is already stored for another answer (its {' and '.join(differs)} differs)"
+                )
             if old.status == "pending":
                 raise Conflict(f"grade id {body.id!r} is a row of batch {old.batch_id}, still grading")
-            return _stored_json(old, status_code=200)  # the same request again: the stored grade
+            if old.status != "failed":
+                return _stored_json(old, status_code=200)  # the same request again: the stored grade
+            retry = True  # a failure is no answer: grade it again
         graded = await service.engine.grade(Job(question, body.answer, tag=grade_id, where="answer"))
         if graded.source == "input" and isinstance(graded.outcome, GradeFailure):
             raise HTTPException(422, graded.outcome.message)
+        if retry:
+            service.store.set_outcome(grade_id, graded.outcome)
+            return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=200)
         new = NewGrade(grade_id, question.id, body.answer, body.candidate, graded.outcome, who.name)
         if (stored_before := await service.writer.add(new)) is not None:  # the same request, stored meanwhile
             return _stored_json(stored_before, status_code=201)
         return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=201)
 
-    @app.get("/v1/grades/{grade_id}", tags=["grades"])
+    @app.get(
+        "/v1/grades/{grade_id}",
+        tags=["grades"],
+        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such grade, or its batch is still grading."}},
+    )
     async def get_grade(grade_id: str, request: Request, _who: Caller) -> StoredGrade | StoredFailure:
         row = service_of(request).store.grade(grade_id)
         if row is None or row.status == "pending":
             raise HTTPException(404, f"no grade {grade_id!r}" + (" yet (its batch is still grading)" if row else ""))
         return _typed(stored(row))
 
-    @app.post("/v1/batches", status_code=202, tags=["batches"])
+    @app.post("/v1/batches", status_code=202, tags=["batches"], responses=ERRORS)
     async def post_batch(body: BatchIn, request: Request, who: Caller) -> BatchOut:
         """Store many answers and grade them in the background; the batch survives a restart."""
         service = service_of(request)
-        rows, problems, seen = [], [], set()
+        rows: list[dict[str, Any]] = []
+        problems: list[str] = []
+        seen: dict[str, int] = {}  # each id's first row
         for i, item in enumerate(body.rows):
             try:
                 question = service.question(str(item.question))
@@ -430,11 +532,12 @@ def _install_api(app: FastAPI) -> None:
                 continue
             row_id = item.id or _new_id("g_")
             if row_id in seen:
-                problems.append(f"rows.{i}: id {row_id!r} is used twice in this batch")
-            seen.add(row_id)
+                problems.append(f"rows.{i}: id {row_id!r} is used twice in this batch (rows.{seen[row_id]})")
+            seen.setdefault(row_id, i)
             rows.append({"id": row_id, "question_id": question.id, "answer": item.answer, "candidate": item.candidate})
-        if not problems and (taken := service.store.existing(seen)):
-            problems += [f"id {i!r} is already stored" for i in sorted(taken)[:10]]
+        # In the same pass as the rows' own problems: one round trip shows everything to fix.
+        if taken := service.store.existing(seen):
+            problems += [f"rows.{seen[i]}.id: {i!r} is already stored" for i in sorted(taken, key=seen.__getitem__)]
         if problems:
             raise HTTPException(
                 422, "; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else "")
@@ -444,7 +547,11 @@ def _install_api(app: FastAPI) -> None:
         service.wake.set()
         return _batch_out(service, batch_id)
 
-    @app.get("/v1/batches/{batch_id}", tags=["batches"])
+    @app.get(
+        "/v1/batches/{batch_id}",
+        tags=["batches"],
+        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such batch."}},
+    )
     async def get_batch(batch_id: str, request: Request, _who: Caller) -> BatchOut:
         service = service_of(request)
         if service.store.batch(batch_id) is None:
@@ -455,7 +562,11 @@ def _install_api(app: FastAPI) -> None:
         "/v1/batches/{batch_id}/results",
         tags=["batches"],
         response_class=StreamingResponse,
-        responses={200: {"content": {"application/x-ndjson": {}}, "description": "One stored grade per line."}},
+        responses={
+            **ERRORS,
+            200: {"content": {"application/x-ndjson": {}}, "description": "One stored grade per line."},
+            404: {"model": ErrorOut, "description": "No such batch."},
+        },
     )
     async def batch_results(batch_id: str, request: Request, _who: Caller) -> StreamingResponse:
         """The batch's rows in order, one JSON object per line: the stored grade (as `POST /v1/grades`
@@ -477,7 +588,12 @@ def _install_api(app: FastAPI) -> None:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
-    @app.post("/v1/reviews", status_code=201, tags=["reviews"])
+    @app.post(
+        "/v1/reviews",
+        status_code=201,
+        tags=["reviews"],
+        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No graded answer with that id."}},
+    )
     async def post_review(body: ReviewIn, request: Request, who: Caller) -> ReviewOut:
         """Agree with a grade or correct it. The reviewer is the token's name."""
         service = service_of(request)
@@ -492,7 +608,10 @@ def _install_api(app: FastAPI) -> None:
             unknown = sorted(set(given or ()) - set(known))
             if unknown:
                 raise HTTPException(422, f"{name}: {', '.join(unknown)} not in question {question.id}")
-        review = service.store.add_review(body.grade_id, who.name, body.tier, body.covered, body.red_flags, body.note)
+        covered, flags = (
+            list(dict.fromkeys(ids)) if ids is not None else None for ids in (body.covered, body.red_flags)
+        )
+        review = service.store.add_review(body.grade_id, who.name, body.tier, covered, flags, body.note)
         model = row.result()
         if service.settings.learn:
             service.reviews.add(row.question_id, joined(review, row, model).as_reviewed())
@@ -501,8 +620,8 @@ def _install_api(app: FastAPI) -> None:
             grade_id=row.id,
             reviewer=who.name,
             tier=body.tier,
-            covered=body.covered,
-            red_flags=body.red_flags,
+            covered=covered,
+            red_flags=flags,
             note=body.note,
             agrees=isinstance(model, Grade) and model.tier is body.tier,
         )
