@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from grader.errors import RubricError, UnknownQuestionError
+from grader.cli import app
+from grader.errors import OutputError, RubricError, UnknownQuestionError
 from grader.resources import data_dir
-from grader.rubric import dump_rubric, load_rubric, parse_rubric
+from grader.rubric import dump_rubric, load_rubric, parse_rubric, save_rubric
 from grader.rubric.importer import import_bank, parse_bank, slugify
 
 SEED = data_dir("rubric") / "recruiters-questions.txt"
@@ -193,3 +196,107 @@ def test_fingerprint_is_stable_and_follows_edits(rubric):
     edited = q.model_copy(update={"text": q.text + " Why?"})
     assert edited.fingerprint() != first  # the copy does not inherit the cached value
     assert q.model_copy().fingerprint() == first
+
+
+# --- writing rubrics never destroys what a person wrote (found by a user's trial) -------------------------
+
+runner = CliRunner()
+ONE = (
+    "1. How do you roll out a risky database migration?\n"
+    'Great Response: "I make it backward compatible, run it in batches behind a flag and keep a rollback ready."\n'
+    'Mediocre Response: "I test it in staging first and run it at night."\n'
+    'Poor Response: "I run it in production and fix whatever breaks."\n'
+)
+
+
+def rubric_new(bank: Path, out: Path, *more: str):
+    return runner.invoke(app, ["rubric", "new", str(bank), "-o", str(out), "--no-self-test", "-b", "local", *more])
+
+
+def test_rubric_new_never_replaces_a_rubric_it_cannot_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(ONE, encoding="utf-8")
+    assert rubric_new(bank, out).exit_code == 0
+    reviewed = out.read_text(encoding="utf-8").replace("red_flags:", "red_flgs:", 1)  # one typo in a reviewed file
+    out.write_text(reviewed, encoding="utf-8")
+    result = rubric_new(bank, out)
+    assert result.exit_code == RubricError.exit_code, result.output
+    assert "red_flgs" in result.output and f"{out} was not written" in result.output
+    assert out.read_text(encoding="utf-8") == reviewed  # untouched
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n", encoding="utf-8")
+    assert rubric_new(bank, notes).exit_code == RubricError.exit_code and notes.read_text() == "# my notes\n"
+    same = rubric_new(bank, bank)
+    assert same.exit_code == 2 and "is the question bank" in same.output and bank.read_text(encoding="utf-8") == ONE
+
+
+def test_rubric_new_says_which_reviewed_points_an_edited_reference_drops_and_keeps_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(ONE, encoding="utf-8")
+    assert rubric_new(bank, out).exit_code == 0
+    out.write_text(out.read_text(encoding="utf-8").replace("draft: true", "draft: false"), encoding="utf-8")
+    reviewed = load_rubric(out)
+    bank.write_text(ONE.replace("at night", "at night, with a backup"), encoding="utf-8")
+    result = rubric_new(bank, out)
+    assert result.exit_code == 0, result.output
+    backup = tmp_path / "mine.yaml.bak"
+    assert "its references changed, so its reviewed points are drafted again" in result.output
+    assert str(backup) in result.output and load_rubric(backup) == reviewed
+
+
+def test_a_rubric_is_written_through_a_link_and_never_over_a_device(tmp_path):
+    rubric = parse_rubric(dump_rubric(load_rubric()), "packaged")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("old", encoding="utf-8")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(shared)
+    save_rubric(rubric, link)
+    assert link.is_symlink() and load_rubric(shared) == rubric  # the shared file changed, the link stayed
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="not a regular file"):
+        save_rubric(rubric, fifo)
+    save_rubric(rubric, tmp_path / "new" / "folder" / "r.yaml")  # a folder that does not exist is made
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match=r"cannot write .*file/r\.yaml"):
+        save_rubric(rubric, tmp_path / "file" / "r.yaml")
+
+
+def test_a_rubric_read_stops_at_its_size_bound_and_names_the_line_of_a_bad_byte(tmp_path, monkeypatch):
+    import grader.rubric.model as model
+
+    monkeypatch.setattr(model, "MAX_RUBRIC_BYTES", 1000)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"\0" * 5000)  # as `/dev/zero` reads: it would never end
+    with pytest.raises(RubricError, match="not a rubric file"):
+        load_rubric(big)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"name: x\nquestions:\n- text: caf\xe9\n")
+    with pytest.raises(RubricError, match=r"latin\.yaml:3: not UTF-8 text \(invalid byte 0xe9\)"):
+        load_rubric(latin)
+
+
+def test_rubric_draft_to_an_existing_out_needs_force(tmp_path):
+    source, out = tmp_path / "in.yaml", tmp_path / "out.yaml"
+    runner.invoke(app, ["rubric", "import", str(SEED), "-o", str(source)])
+    out.write_text("reviewed: yes\n", encoding="utf-8")
+    result = runner.invoke(app, ["rubric", "draft", str(source), "-o", str(out), "-b", "local"])
+    assert result.exit_code == 2 and "pass --force" in result.output and out.read_text() == "reviewed: yes\n"
+
+
+@pytest.mark.parametrize(
+    ("poor", "line"),
+    [
+        ("Poor Response: I run it in production\nand fix whatever breaks.", "and fix whatever breaks."),
+        ('Poor Response: "I say "ship it"\nand fix whatever breaks."', 'and fix whatever breaks."'),
+    ],
+    ids=["unquoted-two-lines", "quote-closed-early"],
+)
+def test_a_last_response_on_two_lines_is_an_error_not_cut_short(poor, line):
+    text = ONE.replace('Poor Response: "I run it in production and fix whatever breaks."', poor)
+    with pytest.raises(RubricError, match=r"bank:5: text right after question 1's last response") as caught:
+        parse_bank(text, label="bank")
+    assert line[:20] in str(caught.value)
+    assert parse_bank(ONE + "Last updated: May\n", label="bank").ignored_lines == [(5, "Last updated: May")]

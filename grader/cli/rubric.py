@@ -13,6 +13,7 @@ from rich.table import Table
 
 from grader.backends import BackendOptions, get_backend, resolve_name
 from grader.cli._common import (
+    AttemptsOpt,
     BackendOpt,
     BaseUrlOpt,
     FormatOpt,
@@ -57,7 +58,8 @@ def list_questions(
     for col in ("#", "id", "question", "points", "flags"):
         table.add_column(col, no_wrap=col != "question")
     for q in loaded:
-        drafts = f" ({len(q.draft_ids)} draft)" if q.draft_ids else ""
+        n_drafts = sum(p.draft for p in q.key_points)  # of the points shown: flags have their own column
+        drafts = f" ({n_drafts} draft)" if n_drafts else ""
         table.add_row(str(q.number), q.id, q.text, f"{len(q.key_points)}{drafts}", str(len(q.red_flags)))
     console.print(table)
 
@@ -98,9 +100,10 @@ def import_(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Import a question bank into a rubric file (key points come next, with `grader rubric draft`)."""
+    _not_the_bank(source, out)
     if out.exists() and not force:
         raise UsageError(f"{out} exists", hint="pass --force to overwrite it")
-    result = import_bank(source, name=name, known=_known(out))
+    result = import_bank(source, name=name, known=_known(_readable(out)))
     for lineno, text in result.ignored_lines:
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
     save_rubric(result.rubric, out)
@@ -111,16 +114,20 @@ def import_(
 def draft(
     rubric: Annotated[Path, typer.Argument(help="Rubric file to fill in (written back in place).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     backend: BackendOpt = "auto",
     model: ModelOpt = None,
     base_url: BaseUrlOpt = None,
     prompts: PromptsOpt = None,
     timeout: TimeoutOpt = 120.0,
+    max_attempts: AttemptsOpt = 5,
 ) -> None:
     """Propose key points and red flags for questions that lack them, marked as drafts to review.
 
     Each drafted question is saved as it is done: a killed run keeps them, and running it again drafts
     only the questions still without key points."""
+    if out is not None and out.exists() and not force and not _same_file(out, rubric):
+        raise UsageError(f"{out} exists", hint="pass --force to overwrite it, or draft in place without --out")
     loaded = load_rubric(rubric)
     target = out or rubric
     options = backend_options(
@@ -129,7 +136,7 @@ def draft(
         temperature=0.0,
         seed=42,
         timeout=timeout,
-        max_attempts=5,
+        max_attempts=max_attempts,
         reasks=2,
         prompts=prompts,
     )
@@ -152,15 +159,12 @@ def _saving_to(path: Path) -> Callable[[Rubric, str], None]:
     return save
 
 
-def _known(out: Path) -> Rubric:
-    """The ids a new import keeps: the rubric being replaced (when it can be read), then the packaged one,
-    so re-importing an edited bank, or the bank the packaged rubric was written from, changes no id."""
+def _known(previous: Rubric | None) -> Rubric:
+    """The ids a new import keeps: the rubric being replaced (`previous`, when there is one), then the
+    packaged one, so re-importing an edited bank, or the bank the packaged rubric was written from,
+    changes no id."""
     packaged = load_rubric()
-    if not out.exists():
-        return packaged
-    try:
-        previous = load_rubric(out)
-    except RubricError:
+    if previous is None:
         return packaged
     taken = {q.id for q in previous.questions}
     extra = [q for q in packaged.questions if q.id not in taken]
@@ -180,6 +184,7 @@ def new(
     base_url: BaseUrlOpt = None,
     prompts: PromptsOpt = None,
     timeout: TimeoutOpt = 120.0,
+    max_attempts: AttemptsOpt = 5,
 ) -> None:
     """Import a question bank, draft its key points and red flags, check it, and self-test it, in one go.
 
@@ -187,18 +192,29 @@ def new(
     not change keeps its (reviewed) points."""
     from grader.rubric.selftest import review_notes
 
-    previous = _readable(out)
-    result = import_bank(source, name=name, known=_known(out))
+    _not_the_bank(source, out)
+    previous = _previous(out)
+    result = import_bank(source, name=name, known=_known(previous))
     for lineno, text in result.ignored_lines:
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
-    rubric, kept = _keep_points(result.rubric, previous)
+    rubric, kept, redrafted = _keep_points(result.rubric, previous)
+    if redrafted and previous is not None:
+        backup = out.with_name(out.name + ".bak")
+        save_rubric(previous, backup)
+        for qid, ids in redrafted.items():
+            err_console.print(
+                f"{out}: question {qid}: its references changed, so its reviewed points are drafted again "
+                f"({', '.join(ids)}; kept in {backup})",
+                markup=False,
+                highlight=False,
+            )
     options = backend_options(
         model=model,
         base_url=base_url,
         temperature=0.0,
         seed=42,
         timeout=timeout,
-        max_attempts=5,
+        max_attempts=max_attempts,
         reasks=2,
         prompts=prompts,
     )
@@ -206,7 +222,7 @@ def new(
     # those questions' points, as it keeps any unchanged question's.
     drafted, report = asyncio.run(_draft(rubric, backend, options, _saving_to(out)))
     if kept:
-        console.print(f"kept the points of {kept} unchanged questions from {out}")
+        console.print(f"kept the points of {kept} unchanged question{'' if kept == 1 else 's'} from {out}")
     save_rubric(drafted, out)
     load_rubric(out)  # the check: what was written reads back valid
     console.print(
@@ -223,18 +239,43 @@ def new(
 
 
 def _readable(path: Path) -> Rubric | None:
+    """The rubric at `path`, or None when there is none that can be read (`import --force` replaces it)."""
     try:
         return load_rubric(path) if path.exists() else None
     except RubricError:
         return None
 
 
-def _keep_points(rubric: Rubric, previous: Rubric | None) -> tuple[Rubric, int]:
-    """Questions whose references are unchanged keep the previous rubric's points and flags."""
+def _previous(out: Path) -> Rubric | None:
+    """The rubric `rubric new` updates. One that exists but does not read is an error, never replaced:
+    it may hold a reviewer's work and one typo."""
+    if not out.exists():
+        return None
+    try:
+        return load_rubric(out)
+    except RubricError as exc:
+        raise RubricError(
+            exc.message, hint=f"{out} was not written: fix it (grader rubric check {out}) or give another --out"
+        ) from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.samefile(b)
+
+
+def _not_the_bank(source: Path, out: Path) -> None:
+    if _same_file(source, out):
+        raise UsageError(f"--out {out} is the question bank {source}", hint="write the rubric to a .yaml file")
+
+
+def _keep_points(rubric: Rubric, previous: Rubric | None) -> tuple[Rubric, int, dict[str, list[str]]]:
+    """Questions whose references are unchanged keep the previous rubric's points and flags; the others
+    are drafted again, and those that had reviewed points (not `draft: true`) are returned by id with
+    those points' ids, so that the loss is said, not silent."""
     if previous is None:
-        return rubric, 0
+        return rubric, 0, {}
     before = {q.id: q for q in previous.questions}
-    questions, kept = [], 0
+    questions, kept, redrafted = [], 0, {}
     for q in rubric.questions:
         old = before.get(q.id)
         if old is not None and old.references == q.references and old.key_points:
@@ -242,7 +283,9 @@ def _keep_points(rubric: Rubric, previous: Rubric | None) -> tuple[Rubric, int]:
             kept += 1
         else:
             questions.append(q)
-    return rubric.model_copy(update={"questions": questions}), kept
+            if old is not None and (reviewed := [i for i in (*old.point_ids, *old.flag_ids) if i not in old.draft_ids]):
+                redrafted[q.id] = reviewed
+    return rubric.model_copy(update={"questions": questions}), kept, redrafted
 
 
 def _print_self_test(rubric: Rubric, backend_name: str, options: BackendOptions) -> None:

@@ -85,6 +85,8 @@ def parse_bank(
     current: _Draft | None = None
     open_tier: str | None = None  # a quoted response still waiting for its closing quote
     open_close = ""
+    after_response = False  # the line before was a response's (or its quote's last) line
+    unquoted = False  # and that response had no quotes around it
     lines = text.lstrip("\ufeff").splitlines()
 
     def fail(lineno: int, message: str) -> RubricError:
@@ -97,7 +99,9 @@ def parse_bank(
             if line.endswith(open_close):
                 current.responses[open_tier] = current.responses[open_tier].rstrip()[: -len(open_close)]
                 open_tier = None
+                after_response = True
             continue
+        follows_response, after_response = after_response, False
         if not line:
             continue
         if m := _RESPONSE.match(line):
@@ -112,6 +116,7 @@ def parse_bank(
             current.responses[tier] = body
             if still_open:
                 open_tier, open_close = tier, close
+            after_response, unquoted = not still_open, not close
             continue
         if m := _QUESTION.match(line):
             if current is not None:
@@ -129,7 +134,20 @@ def parse_bank(
             drafts.append(current)
             continue
         if current is not None and 0 < len(current.responses) < 3:
-            raise fail(lineno, f"unexpected text inside question {current.number}: {line[:60]!r}")
+            raise fail(
+                lineno,
+                f"unexpected text inside question {current.number}: {line[:60]!r} (a response that runs over "
+                'several lines needs quotes around it: Great Response: "...")',
+            )
+        tail = line.endswith(tuple(_OPEN_QUOTES.values())) and not line.startswith(tuple(_OPEN_QUOTES))
+        if current is not None and len(current.responses) == 3 and follows_response and (unquoted or tail):
+            # Right under an unquoted last response, or ending in a closing quote: that response's next
+            # line, not a note after the question. Ignored, the poor reference would be cut short unsaid.
+            raise fail(
+                lineno,
+                f"text right after question {current.number}'s last response: {line[:60]!r} (quote a response "
+                "that runs over several lines; leave a blank line before a note that is not part of it)",
+            )
         if current is not None and not current.responses:
             raise fail(lineno, f"question {current.number} has text before its responses: {line[:60]!r}")
         ignored.append((lineno, line))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -14,10 +16,12 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from grader.errors import InputFileError, RubricError, UnknownQuestionError
+from grader.errors import InputFileError, OutputError, RubricError, UnknownQuestionError
 from grader.resources import data_dir
 
 DEFAULT_RUBRIC_NAME = "backend-engineering.yaml"
+#: Read no further: the packaged rubric is 140 KB, and a device given as a rubric would never end.
+MAX_RUBRIC_BYTES = 20 * 2**20
 # libyaml's loader when PyYAML was built with it (the wheels are): the shipped rubric loads in 3 ms, not 45.
 _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -200,15 +204,21 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
     path = Path(path) if path is not None else default_rubric_path()
     label = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_RUBRIC_BYTES + 1)  # a bound: `/dev/zero` given by mistake never ends
     except FileNotFoundError:  # a file that cannot be read is exit 6 like any other, not an invalid rubric
         raise InputFileError(f"{label}: no such rubric file") from None
     except IsADirectoryError:
         raise InputFileError(f"{label}: is a directory, not a rubric file") from None
-    except UnicodeDecodeError as exc:
-        raise RubricError(f"{label}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise RubricError(f"{label}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_RUBRIC_BYTES:
+        raise RubricError(f"{label}: over {MAX_RUBRIC_BYTES // 2**20} MB: not a rubric file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RubricError(f"{label}:{line}: not UTF-8 text (invalid byte {raw[exc.start]:#04x})") from None
     return parse_rubric(text, label)
 
 
@@ -298,8 +308,22 @@ def dump_rubric(rubric: Rubric) -> str:
 
 
 def save_rubric(rubric: Rubric, path: str | Path) -> None:
-    """Write a rubric atomically (a crash never leaves half a file)."""
+    """Write a rubric atomically (a crash never leaves half a file), through a symbolic link to the file
+    it names (a rubric shared by a link stays shared), keeping the file's permissions; never over
+    something that is not a regular file (`/dev/null`). A folder that does not exist yet is made."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        raise OutputError(f"cannot write {path}: not a regular file", hint="give a .yaml file to write")
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_rubric(rubric), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(dump_rubric(rubric), encoding="utf-8")
+        if path.exists():
+            shutil.copymode(path, tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OutputError.of(path, exc) from None
