@@ -159,6 +159,15 @@ def test_no_tier_token_means_no_confidence():
         pytest.param("mediocre", 0, [], "covers none of the 8 key points", id="nothing-covered"),
         pytest.param("great", 3, [], "covers only 3 of 8 key points (great needs 4)", id="great-under-half"),
         pytest.param("poor", 4, [], "covers 4 of 8 key points and shows no red flag", id="poor-with-half"),
+        # A great answer that denies a red flag ("I never use POST for everything") matches it: poor on the
+        # flag alone against most of the points goes to a person.
+        pytest.param(
+            "poor",
+            6,
+            ["q01.no-root-cause"],
+            "graded poor for red flag(s) q01.no-root-cause although it covers 6 of 8 key points",
+            id="poor-on-a-flag-against-most-points",
+        ),
         pytest.param("great", 4, [], None, id="consistent-great"),
         pytest.param("poor", 1, ["q01.no-root-cause"], None, id="consistent-poor"),
         pytest.param(

@@ -4,21 +4,30 @@ review policy every backend shares."""
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 
 from grader.backends.prompts import addressed_to_grader
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
-from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError, GradingFailedError
+from grader.errors import AnswerTooLongError, EmptyAnswerError, EncodingError, GraderError, GradingFailedError
 from grader.grading.contract import Grade, Tier, Usage
 from grader.rubric import Question
 
 SAMPLE_TEMPERATURE = 0.7
 #: The most a grade of a question without key points may claim: a coin toss between two tiers.
 NO_POINTS_CONFIDENCE = 0.5
+#: A UTF-16 surrogate: in a str, only ever a lone one (a pair decodes to its character).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, where: str = "answer") -> str:
-    """Reject what cannot be graded: an empty answer, or one over the size limit."""
+    """Reject what cannot be graded: text that is not text, an empty answer, or one over the size limit.
+
+    Not text is a lone UTF-16 surrogate (JSON's `"\\ud83d"`, half of an emoji an exporter cut; bytes that
+    are not UTF-8 on the command line): UTF-8 cannot encode it, so no cache key, prompt or output could
+    hold it. It is refused as a file's NUL characters are, as not UTF-8 text (exit 7)."""
+    if bad := _SURROGATE.search(answer):
+        raise EncodingError(f"{where}: not UTF-8 text (a lone UTF-16 surrogate at character {bad.start()})")
     if not answer.strip():
         raise EmptyAnswerError(f"{where} is empty")
     if len(answer) > max_chars:
@@ -91,8 +100,16 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
         reasons.append(f"graded poor on no evidence: covers none of the {n_points} key points and shows no red flag")
     elif grade.tier is Tier.great and n_points and covered < half:
         reasons.append(f"graded great but covers only {covered} of {n_points} key points (great needs {half})")
-    if grade.tier is Tier.poor and n_points and covered >= half and not grade.red_flags:
-        reasons.append(f"graded poor although it covers {covered} of {n_points} key points and shows no red flag")
+    if grade.tier is Tier.poor and n_points and covered >= half:
+        if not grade.red_flags:
+            reasons.append(f"graded poor although it covers {covered} of {n_points} key points and shows no red flag")
+        else:
+            # Poor on a red flag against most of the points: the flag is the whole case, and a match on a
+            # sentence that says the opposite ("I never ...") looks the same to a matcher.
+            reasons.append(
+                f"graded poor for red flag(s) {', '.join(grade.red_flags)} although it covers {covered} of "
+                f"{n_points} key points"
+            )
     if question.draft_ids:
         reasons.append("the rubric question has unreviewed draft points")
         notes.append("unreviewed draft points used: " + ", ".join(question.draft_ids))
