@@ -300,3 +300,17 @@ def test_a_last_response_on_two_lines_is_an_error_not_cut_short(poor, line):
         parse_bank(text, label="bank")
     assert line[:20] in str(caught.value)
     assert parse_bank(ONE + "Last updated: May\n", label="bank").ignored_lines == [(5, "Last updated: May")]
+
+
+def test_rubric_errors_name_a_typo_a_duplicates_line_and_a_bank_given_as_a_rubric():
+    packaged = load_rubric()
+    text = dump_rubric(packaged)
+    with pytest.raises(RubricError, match=r"r\.yaml:9: .*refrences: unknown field \(did you mean 'references'\?\)"):
+        parse_rubric(text.replace("references:", "refrences:", 1), "r.yaml")
+    first, second = packaged.questions[0].id, packaged.questions[1].id
+    twice = text.replace(f"id: {second}\n", f"id: {first}\n", 1)
+    line = 1 + twice.splitlines().index(f"- id: {first}", 1 + twice.splitlines().index(f"- id: {first}"))
+    with pytest.raises(RubricError, match=rf"r\.yaml:{line}: duplicate question id '{first}' \(first on line \d+\)"):
+        parse_rubric(twice, "r.yaml")
+    with pytest.raises(RubricError, match=r"reads as a question bank: make a rubric of it first \(grader rubric new"):
+        load_rubric(SEED)

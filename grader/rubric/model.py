@@ -222,16 +222,25 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
     return parse_rubric(text, label)
 
 
+#: A line of the recruiters' text format: a question bank given where a rubric is expected.
+_BANK_LINE = re.compile(r"^\s*(great|mediocre|poor)\s+(response|answer)\s*:", re.IGNORECASE | re.MULTILINE)
+
+
 def parse_rubric(text: str, label: str = "<rubric>") -> Rubric:
+    hint = (
+        f"it reads as a question bank: make a rubric of it first (grader rubric new {label} -o rubric.yaml)"
+        if _BANK_LINE.search(text)
+        else None
+    )
     try:
         data = yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader)
     except yaml.MarkedYAMLError as exc:
         where = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
-        raise RubricError(f"{label}{where}: invalid YAML: {exc.problem or exc}") from None
+        raise RubricError(f"{label}{where}: invalid YAML: {exc.problem or exc}", hint=hint) from None
     except yaml.YAMLError as exc:
-        raise RubricError(f"{label}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise RubricError(f"{label}: invalid YAML: {str(exc).splitlines()[0]}", hint=hint) from None
     if not isinstance(data, dict):
-        raise RubricError(f"{label}: a rubric is a mapping with `name` and `questions`")
+        raise RubricError(f"{label}: a rubric is a mapping with `name` and `questions`", hint=hint)
     try:
         return Rubric.model_validate(data)
     except ValidationError as exc:
@@ -240,10 +249,17 @@ def parse_rubric(text: str, label: str = "<rubric>") -> Rubric:
 
 
 def _describe(exc: ValidationError, data: Any, node: Any, label: str) -> str:
-    """One line: file:line: question <id>: field.path: message."""
-    err = exc.errors()[0]
+    """One line: file:line: question <id>: field.path: message. An unknown field is named before a missing
+    one: `refrences:` is a typo of `references`, not a question without references."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = list(err["loc"])
     line = _line_of(node, loc)
+    if dup := re.match(r"Value error, duplicate (question id|question number|point id) '(.*)'$", err["msg"]):
+        lines = _lines_of_value(node, "number" if dup.group(1) == "question number" else "id", dup.group(2))
+        if len(lines) > 1:
+            line = lines[1]
+            err = {**err, "msg": f"{err['msg']} (first on line {lines[0]})"}
     where = f"{label}:{line}" if line else label
     parts: list[str] = []
     if len(loc) >= 2 and loc[0] == "questions" and isinstance(loc[1], int):
@@ -254,7 +270,9 @@ def _describe(exc: ValidationError, data: Any, node: Any, label: str) -> str:
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        message = "unknown field"
+        missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == err["loc"][:-1]]
+        close = difflib.get_close_matches(str(loc[-1]), missing, n=1) if loc else []
+        message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":
         message = f"invalid id {err.get('input')!r} (lowercase letters, digits, '-', '.')"
     elif err["type"] == "string_pattern_mismatch":
@@ -284,6 +302,20 @@ def _line_of(node: Any, loc: list[Any]) -> int | None:
         else:
             node = None
     return line
+
+
+def _lines_of_value(node: Any, key: str, value: str) -> list[int]:
+    """The lines where `key: value` is written anywhere in the YAML document, in order."""
+    found: list[int] = []
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if k.value == key and isinstance(v, yaml.ScalarNode) and v.value == value:
+                found.append(k.start_mark.line + 1)
+            found += _lines_of_value(v, key, value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found += _lines_of_value(item, key, value)
+    return found
 
 
 class _Dumper(yaml.SafeDumper):
