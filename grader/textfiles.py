@@ -57,7 +57,7 @@ def read_stream(stream: BinaryIO, label: str, *, limit: int | None = None) -> st
 
     Never asks for more bytes than characters still wanted, so past the limit not one byte more is read
     than those characters take (a single-byte text: `limit + 1` bytes). Errors name `label`."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()  # a BOM (Windows editors) is no part of the text
     parts: list[str] = []
     chars = consumed = 0  # characters decoded, bytes read
     while limit is None or chars <= limit:
@@ -67,7 +67,10 @@ def read_stream(stream: BinaryIO, label: str, *, limit: int | None = None) -> st
             text = decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             offset = consumed - pending + exc.start
-            raise EncodingError(f"{label}: not UTF-8 text (invalid byte at offset {offset})") from None
+            line = sum(p.count("\n") for p in parts) + exc.object[: exc.start].count(b"\n") + 1
+            raise EncodingError(
+                f"{label}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x} at offset {offset})"
+            ) from None
         if "\0" in text:
             offset = chars + text.index("\0")
             raise EncodingError(

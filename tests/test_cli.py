@@ -90,10 +90,19 @@ def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, message):
 
 def test_non_utf8_file(tmp_path):
     path = tmp_path / "answer.txt"
-    path.write_bytes(b"caf\xe9 latin-1")
+    path.write_bytes(b"I check the logs.\ncaf\xe9 latin-1")
     result = invoke("grade", "-q", "1", "-f", str(path))
     assert result.exit_code == 7
-    assert f"{path}: not UTF-8 text (invalid byte at offset 3)" in result.stderr
+    assert f"{path}:2: not UTF-8 text (invalid byte 0xe9 at offset 21)" in result.stderr
+
+
+def test_a_bom_is_not_part_of_the_answer(tmp_path):
+    path = tmp_path / "answer.txt"
+    path.write_bytes("I check the logs and the recent deployments first.".encode("utf-8-sig"))
+    result = invoke("grade", "-q", "1", "-f", str(path), "--format", "json")
+    assert result.exit_code == 0, result.output
+    quotes = [p["evidence"] for p in json.loads(result.stdout)["covered_points"]]
+    assert quotes and not any("\ufeff" in q for q in quotes)
 
 
 def test_directory_as_answer_file(tmp_path):
