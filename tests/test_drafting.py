@@ -336,6 +336,32 @@ def test_a_second_verb_after_and_is_turned_too(claim, expected):
 
 
 @pytest.mark.parametrize(
+    ("claim", "expected"),
+    [
+        # a verb of a series after a comma, when it is one of the known verbs
+        (
+            "Then I switch reads behind a flag, verify the data with checksums.",
+            "Switches reads behind a flag, verifies the data with checksums",
+        ),
+        ("I test each change, via the pipeline.", "Tests each change, via the pipeline"),  # no verb: as it is
+        # an adverb stays after the modal it follows
+        (
+            "I would just run ALTER TABLE in production and wait for it.",
+            "Would just run ALTER TABLE in production and wait for it",
+        ),
+    ],
+)
+def test_a_series_verb_after_a_comma_is_turned_and_an_adverb_stays_after_would(claim, expected):
+    assert statement(claim) == expected
+
+
+def test_a_sentence_opened_by_first_or_then_goes_on_with_the_speakers_verb():
+    great = "First I add the new column without removing anything, then deploy code that writes to both schemas."
+    drafted = [statement(c.text, c.goes_on) for c in split_claims(great)]
+    assert drafted == ["Adds the new column without removing anything", "Deploys code that writes to both schemas"]
+
+
+@pytest.mark.parametrize(
     ("claim", "point"),
     [
         ("Observability is essential in distributed systems.", False),

@@ -300,7 +300,7 @@ def _acts_first(candidates: Sequence[int], not_point: Callable[[int], bool]) -> 
 #: "I implement", "we also use": the verbs a reference puts after its speaker (not "don" of "don't").
 _SAYS = re.compile(r"\b(?:I|[Ww]e)\s+(?:also\s+|then\s+|always\s+|usually\s+)?([a-z]{3,})\b(?!['’])")
 #: The speaker opening a clause, after a short lead ("For authorization, I ...").
-_SPEAKER_START = re.compile(r"^(?:[^,]{0,40},\s*)?(?:I|[Ww]e)\s+")
+_SPEAKER_START = re.compile(r"^(?:[^,]{0,40},\s*|(?:First|Then|Next|Finally|Afterwards|Also|So)\s+)?(?:I|[Ww]e)\s+")
 #: An infinitive the speaker's act goes on with: "to share knowledge" (an "and <verb>" after it is its own).
 _TO_VERB = re.compile(r"\bto\s+(?!(?:the|a|an|my|our|their|them|us|me|it|this|that|each|every|all)\b)[a-z]+")
 
@@ -444,9 +444,13 @@ def statement(claim: str, goes_on: bool = False) -> str:
         if not subject.group(1):
             present = _in_present(verb)
             verb = _third_person(verb)
+            text = _kept(subject.group(2)) + verb + text[subject.end() :]
         elif not (verb in _PAST or verb.endswith("ed")):  # "We'd had" is "we had had", not "would had"
-            verb = f"would {verb}"
-        text = _kept(subject.group(2)) + verb + text[subject.end() :]
+            text = (
+                f"would {_kept(subject.group(2))}{verb}" + text[subject.end() :]
+            )  # "would just run", not "just would"
+        else:
+            text = _kept(subject.group(2)) + verb + text[subject.end() :]
     elif goes_on and (bare := re.match(r"^" + _VERB + r"\b", text)):
         present = _in_present(bare.group(1))
         text = _third_person(bare.group(1)) + text[bare.end() :]
@@ -455,8 +459,9 @@ def statement(claim: str, goes_on: bool = False) -> str:
     ):
         present = _in_present(lead.group(3))
         text = f"{lead.group(1)}, {_kept(lead.group(2))}{_third_person(lead.group(3))}" + text[lead.end() :]
-    if present:  # "...and check the server" -> "...and checks the server"
+    if present:  # "...and check the server" -> "...and checks the server"; "..., verify the data" too
         text = _AND_VERB.sub(lambda m: m.group(1) + _third_person(m.group(2)), text)
+        text = _COMMA_VERB.sub(lambda m: m.group(1) + _third_person(m.group(2)), text)
     for pattern, replacement in _PRONOUNS:
         text = re.sub(pattern, replacement, text)
     text = _shorten(text).rstrip(" .,;:")
@@ -474,6 +479,14 @@ _AND_VERB = re.compile(
     r"(,?\s+and\s+(?:then\s+)?)(?!(?:" + "|".join(sorted(STOP)) + r")\b)"
     r"([a-z]+(?<!ing)(?<!ed)(?<!ly)(?<![^su]s))\b"
     r"(?=\s+(?:the|a|an|my|our|their|its|it|them|that|this|those|these|each|every|all|any|what|how|why|whatever|whichever|everything|anything|something)\b)"
+)
+
+
+#: A verb of the speaker's in a series after a comma ("..., verify the data with checksums"): only the
+#: known verbs, since after a comma a word before "the" is as often a preposition ("via the", "per the").
+_COMMA_VERB = re.compile(
+    r"(,\s+(?:then\s+)?)(" + "|".join(sorted(_VERBS)) + r")\b"
+    r"(?=\s+(?:the|a|an|my|our|their|its|it|them|that|this|those|these|each|every|all|any)\b)"
 )
 
 
