@@ -983,3 +983,193 @@ def test_the_server_memory_and_the_vector_cache_are_private_too(tmp_path, monkey
         os.umask(old)
     for name in ("servers.json", "vectors.sqlite"):
         assert (tmp_path / "cache" / name).stat().st_mode & 0o777 == 0o600, name
+
+
+# --- the output is the input; text that is no text; resuming another input's output; unknown formats ---------
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot-slash", "other-folder", "symlink", "hard-link"])
+@pytest.mark.parametrize("mode", ["--force", "--resume"])
+def test_an_output_that_is_the_input_is_refused_before_it_is_touched(tmp_path, server_env, rubric, spelling, mode):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(3, rubric))
+    before = source.read_bytes()
+    (tmp_path / "sub").mkdir()
+    output = {
+        "same": str(source),
+        "dot-slash": str(tmp_path / "." / "in.jsonl"),
+        "other-folder": str(tmp_path / "sub" / ".." / "in.jsonl"),
+        "symlink": str(tmp_path / "link.jsonl"),
+        "hard-link": str(tmp_path / "hard.jsonl"),
+    }[spelling]
+    if spelling == "symlink":
+        os.symlink(source, output)
+    elif spelling == "hard-link":
+        os.link(source, output)
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", output, mode)
+        assert server.calls == 0
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"grader: error: --output {output} is the input file {source}: writing it would wipe the answers "
+        "(write the grades to another file)"
+    ]
+    assert source.read_bytes() == before
+    assert not Path(output + ".lock").exists()
+
+
+def test_export_requests_onto_the_input_is_refused(tmp_path, server_env, rubric):
+    source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
+    before = source.read_bytes()
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", str(tmp_path / "out.jsonl"), "--export-requests", str(source))
+    assert result.exit_code == 2 and "--export-requests" in result.stderr and str(source) in result.stderr
+    assert source.read_bytes() == before
+
+
+LONE = "\\ud83d"  # JSON text for half of an emoji: valid JSON, and no text UTF-8 can encode
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        pytest.param(
+            '{"id": "cut", "question": 1, "answer": "I check the logs ' + LONE + ' first."}',
+            "answer contains a lone UTF-16 surrogate (not text) at character 17",
+            id="answer",
+        ),
+        pytest.param(
+            '{"id": "cut", "question": 1, "answer": "I check the logs.", "candidate": "Sam ' + LONE + '"}',
+            "candidate contains a lone UTF-16 surrogate (not text) at character 4",
+            id="candidate",
+        ),
+        pytest.param(
+            '{"id": "cut' + LONE + '", "question": 1, "answer": "I check the logs."}',
+            "id contains a lone UTF-16 surrogate (not text) at character 3",
+            id="id",
+        ),
+        pytest.param(
+            '{"id": "cut", "question": 1, "answer": "I check the logs.", "tags": [{"x": "a' + LONE + '"}]}',
+            "tags contains a lone UTF-16 surrogate (not text)",
+            id="nested",
+        ),
+        pytest.param(
+            '{"id": "cut", "question": 1, "answer": "I check the logs.", "note' + LONE + '": "x"}',
+            "a column name ('note\\ud83d') contains a lone UTF-16 surrogate (not text)",
+            id="column-name",
+        ),
+    ],
+)
+def test_a_lone_surrogate_in_a_jsonl_row_is_a_malformed_row(tmp_path, server_env, rubric, row, message):
+    good = answers(2, rubric)
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(good[0]) + "\n" + row + "\n" + json.dumps(good[1]) + "\n")
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM() as server:
+        server_env(server)
+        refused = batch(str(source), "-o", str(out))
+        assert server.calls == 0
+        assert refused.exit_code == 13, refused.output
+        assert f"{source}:2: {message}" in refused.stderr and "internal error" not in refused.stderr
+        assert not out.exists()
+        skipped = batch(str(source), "-o", str(out), "--skip-invalid")
+    assert skipped.exit_code == 0, skipped.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in records) == ["r0", "r1"] and all(r["tier"] for r in records)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_lone_surrogate_in_a_jsonl_row_never_reaches_a_csv_or_jsonl_output(tmp_path, server_env, rubric, suffix):
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(answers(1, rubric)[0]) + '\n{"id": "x", "question": 1, "answer": "a ' + LONE + '"}\n')
+    out = tmp_path / f"out.{suffix}"
+    with LoopbackLLM() as server:
+        server_env(server)
+        result = batch(str(source), "-o", str(out), "--skip-invalid", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "r0" in out.read_text(encoding="utf-8") and "UnicodeEncodeError" not in result.output
+
+
+def test_the_engine_refuses_a_lone_surrogate_as_not_utf8_text_instead_of_crashing(rubric):
+    from grader import grade_many
+    from grader.backends.fake import FakeBackend
+    from grader.grading.engine import Engine, Job
+
+    engine = Engine(FakeBackend(responder=lambda *_: AssertionError("no model call")), rubric=rubric)
+    graded = asyncio.run(engine.grade(Job(1, "I check the logs \ud83d first.", tag=None, where="row 7")))
+    assert graded.outcome.kind.value == "error" and graded.source == "input"
+    assert graded.outcome.message == "row 7: not UTF-8 text (a lone UTF-16 surrogate at character 17)"
+    (outcome,) = grade_many([(1, "half an emoji \udc00")], backend="nearest", cache=False)
+    assert "not UTF-8 text" in outcome.message
+    # `grader grade` refuses it before the engine, in one line (exit 7), as it refuses NUL characters
+    result = runner.invoke(app, ["grade", "-q", "1", "-b", "nearest", "-a", "I check the logs \ud83d first."])
+    assert result.exit_code == 7 and "not UTF-8 text" in result.stderr and "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+@pytest.mark.parametrize("change", ["another-answer", "another-id", "another-question"])
+def test_resume_refuses_an_output_made_from_another_input_with_the_same_header(
+    tmp_path, server_env, rubric, suffix, change
+):
+    first = answers(4, rubric)
+    source = write_jsonl(tmp_path / "a.jsonl", first)
+    other = [dict(r) for r in first]
+    key, value = {
+        "another-answer": ("answer", "I restart the server and hope."),
+        "another-id": ("id", "zz"),
+        "another-question": ("question", rubric.questions[-1].number),
+    }[change]
+    other[2][key] = value
+    second = write_jsonl(tmp_path / "b.jsonl", other)
+    out = tmp_path / f"out.{suffix}"
+    with LoopbackLLM() as server:
+        server_env(server)
+        assert batch(str(source), "-o", str(out), "--workers", "1").exit_code == 0
+        written = out.read_bytes()
+        same = batch(str(source), "-o", str(out), "--resume", "--workers", "1")
+        assert same.exit_code == 0 and "skipped 4 already in" in same.stdout, same.output
+        calls = server.calls
+        result = batch(str(second), "-o", str(out), "--resume", "--workers", "1")
+        assert server.calls == calls
+    assert result.exit_code == 13, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert re.fullmatch(
+        rf"grader: error: {re.escape(str(out))}:\d+: is not an output of this input \(no row of "
+        rf"{re.escape(str(second))} has its id 'r2' with its question and answer\) \(is this the right output file\?\)",
+        line,
+    ), line
+    assert out.read_bytes() == written
+
+
+def test_resume_checks_rows_by_id_whatever_order_they_were_written_in(tmp_path, server_env, rubric):
+    rows = answers(6, rubric)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM() as server:
+        server_env(server)
+        assert batch(str(source), "-o", str(out)).exit_code == 0
+        lines = out.read_text().splitlines(keepends=True)
+        out.write_text("".join(reversed(lines[:4])))  # another order, two rows missing
+        resumed = batch(str(source), "-o", str(out), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert sorted(json.loads(line)["id"] for line in out.read_text().splitlines()) == sorted(r["id"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("source_name", "output_name", "message"),
+    [
+        pytest.param("in.jsonl", "grades.txt", "grades.txt: unknown output format '.txt'", id="output-txt"),
+        pytest.param("in.jsonl", "grades", "grades: unknown output format '(none)'", id="output-no-extension"),
+        pytest.param("in.txt", "grades.jsonl", "in.txt: unknown input format '.txt'", id="input-txt"),
+        pytest.param("in", "grades.jsonl", "in: unknown input format '(none)'", id="input-no-extension"),
+    ],
+)
+def test_an_unknown_input_or_output_format_is_a_usage_error(tmp_path, rubric, source_name, output_name, message):
+    source = write_jsonl(tmp_path / source_name, answers(2, rubric))
+    result = batch(str(source), "-o", str(tmp_path / output_name), "-b", "fake")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"grader: error: {tmp_path}/{message}; use .csv or .jsonl (or .ndjson)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [source_name]  # no output, no lock file

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch.files import Writer
+from grader.batch.files import Columns, Writer, row_fingerprint
 from grader.grading.contract import CoveredPoint, FailureKind, Grade, GradeFailure, Outcome, Usage
 from grader.grading.rows import OUTCOME_COLUMNS, column_names, decode_cells, encode_cell, from_record, to_record
 
@@ -162,3 +162,31 @@ def test_formula_cells_are_neutralised_in_the_file_and_round_trip(tmp_path):
     decoded = [decode_cells(row) for row in raw]
     assert [from_record(row) for row in decoded] == [grade, failure]
     assert {k: decoded[0][k] for k in carried} == carried
+
+
+# --- what `--resume` checks a written row against -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_written_row_read_back_has_the_fingerprint_of_its_input_row(tmp_path, suffix):
+    """`--resume` tells this input's rows from another's by id, question and answer: the row read back,
+    from either format, must match the input row it carries (a JSON number included), and no other."""
+    rows = [
+        dict(INPUT),
+        {**INPUT, "id": 7, "question": 3, "answer": 2.5},
+        {**INPUT, "id": "=1+1", "question": "-1", "answer": '@x\n"y", \u00fc'},
+    ]
+    path = tmp_path / f"out.{suffix}"
+    writer = Writer(path, column_names(list(INPUT)), append=False)
+    for row in rows:
+        writer.write(to_record(OUTCOMES[1], row))
+    writer.close()
+    if suffix == "csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            back = [decode_cells(r) for r in csv.DictReader(handle)]
+    else:
+        back = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    columns = Columns()
+    assert [row_fingerprint(r, columns) for r in back] == [row_fingerprint(r, columns) for r in rows]
+    for key in ("id", "question", "answer"):
+        assert row_fingerprint({**back[0], key: "other"}, columns) != row_fingerprint(rows[0], columns), key

@@ -16,7 +16,7 @@ import grader.backends
 from grader.backends.fake import FakeBackend
 from grader.backends.local.embedder import Embedder
 from grader.cli import app
-from grader.errors import EncodingError, InputFileError, TranscriptError
+from grader.errors import EncodingError, InputFileError, TranscriptError, UsageError
 from grader.grading.contract import Grade
 from grader.rubric import load_rubric
 from grader.transcripts.match import DEFAULT_MATCH_THRESHOLD, QuestionMatcher
@@ -178,6 +178,18 @@ def test_parser_cases(text, turns):
             id="json-bad-time",
         ),
         pytest.param("csv.txt", "speaker,text\nA,hi\nB,hello\n", "no recognisable speakers", id="csv"),
+        pytest.param(  # half of an emoji, cut by an exporter: valid JSON, and no text UTF-8 can encode
+            "cut.json",
+            '[{"speaker": "A", "text": "How?"}, {"speaker": "B", "text": "Logs \\ud83d first."}]',
+            "cut.json: turn 2: text: contains a lone UTF-16 surrogate (not text) at character 5",
+            id="json-lone-surrogate",
+        ),
+        pytest.param(
+            "who.json",
+            '[{"speaker": "A", "text": "How?"}, {"speaker": "B\\udc00", "text": "Logs."}]',
+            "who.json: turn 2: speaker: contains a lone UTF-16 surrogate (not text) at character 1",
+            id="json-lone-surrogate-speaker",
+        ),
     ],
 )
 def test_junk_is_a_clear_error_naming_the_file(tmp_path, name, content, message):
@@ -195,7 +207,7 @@ def test_unreadable_files(tmp_path):
         read_transcript(tmp_path / "missing.vtt")
     latin = tmp_path / "latin.txt"
     latin.write_bytes(b"Dana: caf\xe9\nSam: ok\n")
-    with pytest.raises(EncodingError, match="latin.txt: not UTF-8"):
+    with pytest.raises(EncodingError, match="latin.txt:1: not UTF-8"):
         read_transcript(latin)
 
 
@@ -638,6 +650,92 @@ def test_cli_errors_are_one_line(tmp_path, files, args, code, message):
     assert result.exit_code == code, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_transcripts_with_one_name_in_two_folders_get_a_scorecard_each(tmp_path, monkeypatch):
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    for folder, name in (("a", "Sam Carter"), ("b", "Kim Park")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "call.txt").write_text(CALL.read_text().replace("Sam Carter", name))
+    (tmp_path / "a" / "call.srt").write_text((DATA / "call.srt").read_text())
+    out = tmp_path / "cards"
+    files = [tmp_path / "a" / "call.txt", tmp_path / "b" / "call.txt", tmp_path / "a" / "call.srt"]
+    result = invoke(*map(str, files), "-o", str(out), "-b", "fake")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"wrote {out}/a-call.md",
+        f"wrote {out}/b-call.md",
+        f"wrote {out}/call.srt.md",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["a-call.md", "b-call.md", "call.srt.md"]
+    assert (out / "a-call.md").read_text().startswith("# Scorecard: Sam Carter")
+    assert (out / "b-call.md").read_text().startswith("# Scorecard: Kim Park")
+
+
+def test_scorecard_names_go_up_the_folders_as_far_as_it_takes(tmp_path):
+    from grader.cli.transcript import _output_names
+
+    paths = [tmp_path / "x" / "a" / "call.txt", tmp_path / "y" / "a" / "call.txt", tmp_path / "call.vtt"]
+    assert _output_names(paths, tmp_path, ".md") == ["x-a-call.md", "y-a-call.md", "call.vtt.md"]
+    assert _output_names([tmp_path / "a" / "Call.txt", tmp_path / "b" / "call.txt"], tmp_path, ".md") == [
+        "a-Call.md",  # one name to a file system that ignores case
+        "b-call.md",
+    ]
+    assert _output_names([tmp_path / "one.txt"], tmp_path, ".html") == ["one.html"]
+    with pytest.raises(UsageError, match=r"A\.txt and .*a\.txt would both be written to .*A\.txt\.md"):
+        _output_names([tmp_path / "A.txt", tmp_path / "a.txt"], tmp_path, ".md")
+
+
+def test_a_transcript_given_twice_with_an_output_folder_is_refused_before_grading(tmp_path, monkeypatch):
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    monkeypatch.chdir(DATA)
+    out = tmp_path / "cards"
+    other = f"../{DATA.name}/{CALL.name}"
+    result = invoke(CALL.name, other, "-o", str(out), "-b", "fake")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"grader: error: {CALL.name} is given twice (also as {other}) (name each transcript once)"
+    ]
+    assert not out.exists()
+
+
+def test_a_folder_with_a_stray_file_grades_the_transcripts_and_names_the_stray(tmp_path, monkeypatch):
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    folder = tmp_path / "interviews"
+    (folder / "archive").mkdir(parents=True)
+    (folder / "archive" / "old.txt").write_text(CALL.read_text())
+    (folder / "call.srt").write_text((DATA / "call.srt").read_text())
+    (folder / "debugging_call.txt").write_text(CALL.read_text())
+    (folder / "notes.txt").write_text("remember to book the room\n")
+    (folder / "zz.json").write_bytes("[]".encode("utf-16"))
+    out = tmp_path / "cards"
+    result = invoke(str(folder), "-o", str(out), "-b", "fake")
+    assert result.exit_code == 14, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["call.md", "debugging_call.md"]
+    assert result.stderr.strip().splitlines() == [
+        f"grader: note: {folder}/archive: a folder inside {folder}, not searched (name it to grade its transcripts)",
+        f"grader: warning: {folder}/notes.txt: no recognisable speakers: not WebVTT, SRT or JSON, and no line "
+        "starts with a speaker label (expected lines like 'Interviewer: ...', 'Candidate: ...' or "
+        "'[00:01:02] Name: ...') (skipped)",
+        f"grader: warning: {folder}/zz.json:1: not UTF-8 text (invalid byte 0xff at offset 0) (skipped)",
+        "grader: error: 2 of 4 files skipped (listed above); the others were graded",
+    ]
+    as_json = invoke(str(folder), "--format", "json", "-b", "fake")
+    assert as_json.exit_code == 14
+    assert [card["source"] for card in json.loads(as_json.stdout)] == [
+        f"{folder}/call.srt",
+        f"{folder}/debugging_call.txt",
+    ]
+
+
+def test_a_folder_of_nothing_but_stray_files_is_one_line_each_and_exit_14(tmp_path):
+    (tmp_path / "a.txt").write_text("no speakers here\n")
+    (tmp_path / "b.txt").write_text("nor here\n")
+    result = invoke(str(tmp_path), "-b", "fake")
+    assert result.exit_code == 14, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and "a.txt: no recognisable speakers" in lines[0] and "b.txt" in lines[1]
+    assert lines[2] == "grader: error: none of the 2 files is a transcript (listed above)"
 
 
 def test_cli_grading_failure_is_a_warning_not_a_crash(scripted):

@@ -1,11 +1,13 @@
 """Input rows and output grades as files.
 
 Inputs are CSV or JSON lines (a UTF-8 byte-order mark allowed), read as a stream (never loaded whole)
-and validated in a first pass that names the line of every structural problem before any model call.
+and validated in a first pass that names the line of every structural problem before any model call
+(a JSON row holding a lone UTF-16 surrogate, which no UTF-8 file can hold, is one).
 Outputs are JSON lines or CSV (rows from `grader.grading.rows`), appended one grade at a time with one
 write, undone if it fails, so a killed run or a full disk keeps every finished grade and no partial
 record; `resume_output` reads them back record by record (CSV records span lines), cuts off a torn last
-record, refuses another program's file and takes out the failed rows to grade again. `OutputLock`
+record, refuses another program's file or another input's rows (`Origin`) and takes out the failed rows
+to grade again. `OutputLock`
 keeps a second run off the same output.
 """
 
@@ -17,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from grader.errors import EncodingError, GraderError, InputFileError, OutputError, OutputLockedError
+from grader.errors import EncodingError, GraderError, OutputError, OutputLockedError, UsageError
 from grader.grading.rows import FAILURE_COLUMNS, PREFIX, decode_cells, encode_cell
 from grader.textfiles import open_text
 
@@ -71,18 +74,19 @@ _FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 def input_format(path: Path) -> str:
-    return _format(path, "input", InputFileError)
+    return _format(path, "input")
 
 
 def output_format(path: Path) -> str:
-    return _format(path, "output", GraderError)
+    return _format(path, "output")
 
 
-def _format(path: Path, role: str, error: type[GraderError]) -> str:
-    """csv or jsonl, by the file's extension."""
+def _format(path: Path, role: str) -> str:
+    """csv or jsonl, by the file's extension; any other is a usage error (exit 2), found before anything
+    is read or written."""
     suffix = path.suffix.lower()
     if suffix not in _FORMATS:
-        raise error(f"{path}: unknown {role} format {suffix or '(none)'!r}; use .csv or .jsonl")
+        raise UsageError(f"{path}: unknown {role} format {suffix or '(none)'!r}; use .csv or .jsonl (or .ndjson)")
     return _FORMATS[suffix]
 
 
@@ -143,7 +147,35 @@ def _jsonl_rows(handle: IO[str], columns: Columns) -> Iterator[Row | Problem]:
         if not isinstance(record, dict):
             yield Problem(number, "expected a JSON object")
             continue
+        if "\\u" in line and (bad := _not_text(record)):  # only an escape can make a lone surrogate
+            yield Problem(number, bad)
+            continue
         yield _row(number, record, columns)
+
+
+#: A UTF-16 surrogate: in a decoded str, only ever a lone one (JSON's `"\ud83d"`; a pair decodes whole).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_text(record: dict[str, Any]) -> str | None:
+    """What in a JSON row is not text: a lone UTF-16 surrogate (`"\\ud83d"`, half of an emoji an exporter
+    cut), which JSON can carry but UTF-8 cannot encode, so neither the grade cache's key nor the output
+    could hold the row. In any column, nested values and column names too (every column is written out)."""
+    for key, value in record.items():
+        if _SURROGATE.search(key):
+            return f"a column name ({ascii(key)}) contains a lone UTF-16 surrogate (not text)"
+        stack = [value]
+        while stack:  # a loop, not recursion: the JSON may nest as deep as the parser allowed
+            item = stack.pop()
+            if isinstance(item, str):
+                if bad := _SURROGATE.search(item):
+                    at = f" at character {bad.start()}" if item is value else ""
+                    return f"{key} contains a lone UTF-16 surrogate (not text){at}"
+            elif isinstance(item, dict):
+                stack += [*item.keys(), *item.values()]
+            elif isinstance(item, list):
+                stack += item
+    return None
 
 
 def _row(line: int, record: dict[str, Any], columns: Columns) -> Row | Problem:
@@ -172,14 +204,35 @@ class Scan:
     rows: int = 0
     problems: list[Problem] = field(default_factory=list)
     header: list[str] = field(default_factory=list)
+    #: With `scan(..., fingerprints=True)`: each valid row's `row_fingerprint` (what `--resume` checks).
+    fingerprints: set[int] = field(default_factory=set)
 
     @property
     def bad_lines(self) -> set[int]:
         return {p.line for p in self.problems}
 
 
-def scan(path: Path, columns: Columns) -> Scan:
-    """Validate the whole file without grading: structure, required fields, duplicate ids."""
+def _canonical(value: Any) -> str:
+    """A cell as text, the same whichever file carried it: an input's JSON number and the CSV output's
+    cell for it (`encode_cell`, JSON) compare equal."""
+    if isinstance(value, str):
+        return value
+    if type(value) is int:
+        return repr(value)  # what JSON writes, without the encoder's cost (a question number on every row)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def row_fingerprint(record: dict[str, Any], columns: Columns) -> int:
+    """A short digest of a row's id, question and answer, from an input row or from an output row that
+    carries them: Python's own 64-bit hash, whatever the answer's size. It is salted per process, so it
+    is compared within one run only (the validation pass against `--resume`'s reading), never stored."""
+    question, answer = record.get(columns.question), record.get(columns.answer)
+    return hash((str(record.get(columns.id)), _canonical(question), _canonical(answer)))
+
+
+def scan(path: Path, columns: Columns, *, fingerprints: bool = False) -> Scan:
+    """Validate the whole file without grading: structure, required fields, duplicate ids. With
+    `fingerprints`, also keep each valid row's `row_fingerprint` (for `--resume`'s `Origin`)."""
     result = Scan()
     first_seen: dict[bytes, int] = {}  # id digests, not ids: memory stays small for big files
     seen_columns: set[str] = set()
@@ -197,6 +250,8 @@ def scan(path: Path, columns: Columns) -> Scan:
             continue
         first_seen[digest] = item.line
         result.rows += 1
+        if fingerprints:
+            result.fingerprints.add(row_fingerprint(item.data, columns))
     return result
 
 
@@ -350,6 +405,20 @@ class OutputLock:
         self._fd = -1
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The input an output is resumed from: every row `resume_output` reads back must carry the id, question
+    and answer of one of its rows (by `row_fingerprint`, so a big input costs a small int a row, not its
+    text), or the output was made from another input, whatever its header says."""
+
+    source: Path
+    columns: Columns
+    fingerprints: set[int]
+
+    def holds(self, record: dict[str, Any]) -> bool:
+        return row_fingerprint(record, self.columns) in self.fingerprints
+
+
 @dataclass
 class Resumed:
     """What `--resume` found in an output file."""
@@ -366,11 +435,11 @@ class _Span:
     failed: bool
 
 
-def resume_output(path: Path, id_column: str, header: list[str] | None = None) -> Resumed:
+def resume_output(path: Path, id_column: str, header: list[str] | None = None, origin: Origin | None = None) -> Resumed:
     """Read an output back for `--resume`: cut off a torn last record (a run killed mid-write), refuse a
-    file that is not this input's output (`header`, the columns this run writes), and take the rows whose
-    last outcome was a failure out of the file (rewritten atomically), so that they are graded again and
-    every id stays in it once."""
+    file that is not this input's output (`header`, the columns this run writes; `origin`, the rows each
+    record must come from), and take the rows whose last outcome was a failure out of the file (rewritten
+    atomically), so that they are graded again and every id stays in it once."""
     if not path.exists() or not stat.S_ISREG(path.stat().st_mode):
         return Resumed()  # nothing yet, or a device (/dev/null): nothing to read back
     fmt = output_format(path)
@@ -378,10 +447,10 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None) -
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if fmt == "csv":
-                head, spans, end = _csv_spans(handle, path, size, id_column, header)
+                head, spans, end = _csv_spans(handle, path, size, id_column, header, origin)
             else:
                 head = 0
-                spans, end = _jsonl_spans(handle, path, id_column)
+                spans, end = _jsonl_spans(handle, path, id_column, origin)
     except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc.strerror}") from None
     result = Resumed()
@@ -421,7 +490,7 @@ def _lines(handle: BinaryIO, state: dict[str, int]) -> Iterator[str]:
 
 
 def _csv_spans(
-    handle: BinaryIO, path: Path, size: int, id_column: str, header: list[str] | None
+    handle: BinaryIO, path: Path, size: int, id_column: str, header: list[str] | None, origin: Origin | None
 ) -> tuple[int, list[_Span], int]:
     """The header's end, each whole record's byte span, and where the whole records end. The records are
     parsed by the csv module (strict), not split at newlines: a quoted answer holds newlines of its own.
@@ -462,7 +531,7 @@ def _csv_spans(
                 record = decode_cells(dict(zip(columns, fields, strict=True)))
             except ValueError as exc:
                 raise _not_ours(path, f":{line}", str(exc)) from None
-            spans.append(_Span(start, state["pos"], *_outcome_of(record, id_column, path, line)))
+            spans.append(_Span(start, state["pos"], *_outcome_of(record, id_column, path, line, origin)))
         start = state["pos"]
     if columns is None:
         return 0, [], 0  # not even a whole header: the writer starts the file again
@@ -478,7 +547,7 @@ def _difference(found: list[str], expected: list[str]) -> str:
     return f"it has extra column(s) {', '.join(found[len(expected) :][:3])}"
 
 
-def _jsonl_spans(handle: BinaryIO, path: Path, id_column: str) -> tuple[list[_Span], int]:
+def _jsonl_spans(handle: BinaryIO, path: Path, id_column: str, origin: Origin | None) -> tuple[list[_Span], int]:
     """Each record's byte span, and where the whole lines end (a last line without its newline is torn)."""
     spans: list[_Span] = []
     pos = end = 0
@@ -495,7 +564,7 @@ def _jsonl_spans(handle: BinaryIO, path: Path, id_column: str) -> tuple[list[_Sp
             raise _not_ours(path, f":{number}", "not a grade record") from None
         if not isinstance(record, dict):
             raise _not_ours(path, f":{number}", "not a grade record")
-        spans.append(_Span(start, pos, *_outcome_of(record, id_column, path, number)))
+        spans.append(_Span(start, pos, *_outcome_of(record, id_column, path, number, origin)))
     return spans, end
 
 
@@ -503,13 +572,22 @@ def _jsonl_spans(handle: BinaryIO, path: Path, id_column: str) -> tuple[list[_Sp
 _KIND = FAILURE_COLUMNS["kind"]
 
 
-def _outcome_of(record: dict[str, Any], id_column: str, path: Path, line: int) -> tuple[str, bool]:
+def _outcome_of(
+    record: dict[str, Any], id_column: str, path: Path, line: int, origin: Origin | None = None
+) -> tuple[str, bool]:
     """A row's id and whether its outcome is a failure; a row with neither a grade nor a failure is not
-    one of ours."""
+    one of ours, nor one whose id, question and answer are no row of `origin`."""
     kind = record[PREFIX + _KIND] if PREFIX + _KIND in record else record.get(_KIND)
     tier = record["grade_tier"] if "grade_tier" in record else record.get("tier")
     if record.get(id_column) in (None, "") or (kind in (None, "") and tier in (None, "")):
         raise _not_ours(path, f":{line}", "not a grade record")
+    if origin is not None and not origin.holds(record):
+        raise _not_ours(
+            path,
+            f":{line}",
+            f"is not an output of this input (no row of {origin.source} has its id {record[id_column]!r} "
+            "with its question and answer)",
+        )
     return str(record[id_column]), kind not in (None, "")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from grader.backends import Backend, BackendOptions, get_backend
 from grader.batch.files import (
     BatchInputError,
     Columns,
+    Origin,
     OutputLock,
     Resumed,
     Row,
     Scan,
     Writer,
+    input_format,
     output_format,
     read_rows,
     resume_output,
@@ -98,7 +101,11 @@ def batch(
 ) -> None:
     """Grade every answer in a CSV or JSONL file; each grade is written the moment it is done."""
     columns = Columns(id=id_column, question=question_column, answer=answer_column)
+    input_format(source)
     output_format(output)
+    _not_the_input(source, output, "--output")
+    if export_requests_to is not None:
+        _not_the_input(source, export_requests_to, "--export-requests")
     if output.exists() and not (resume or force):
         raise UsageError(f"{output} exists", hint="pass --resume to finish it, or --force to start over")
     if resume and force:
@@ -107,7 +114,7 @@ def batch(
     # One run per output, from before it is read (--resume) to the last worker's last line.
     lock: AbstractContextManager[object] = OutputLock(output) if export_requests_to is None else nullcontext()
     with lock:
-        found = scan(source, columns)
+        found = scan(source, columns, fingerprints=resume)
         if found.problems:
             for problem in found.problems[:MAX_PROBLEMS_SHOWN]:
                 err_console.print(f"{source}:{problem.line}: {problem.message}", markup=False, highlight=False)
@@ -123,7 +130,8 @@ def batch(
 
         rubric_ = load_rubric(rubric)
         backend_ = get_backend(backend, options)
-        resumed = resume_output(output, id_column, column_names(found.header)) if resume else Resumed()
+        origin = Origin(source, columns, found.fingerprints)
+        resumed = resume_output(output, id_column, column_names(found.header), origin) if resume else Resumed()
         if resumed.failed:
             err_console.print(
                 f"--resume: {resumed.failed} failed row(s) taken out of {output}, to be graded again", markup=False
@@ -159,6 +167,20 @@ def batch(
                 job.cache.close()
     if stats is not None and stats.failed:
         raise typer.Exit(1)
+
+
+def _not_the_input(source: Path, path: Path, option: str) -> None:
+    """A file this run writes must not be its input (another spelling, a symlink or a hard link to it
+    included): opening it for writing would wipe the answers before a single one is read."""
+    try:
+        same = os.path.samefile(source, path)
+    except OSError:  # one of them does not exist (yet): not the same file
+        same = False
+    if same:
+        raise UsageError(
+            f"{option} {path} is the input file {source}: writing it would wipe the answers",
+            hint="write the grades to another file",
+        )
 
 
 @dataclass

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections import Counter
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -26,12 +29,12 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MATCH_THRESHOLD, DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import InputFileError, TranscriptError, error_for
+from grader.errors import EncodingError, GraderError, InputFileError, TranscriptError, UsageError, error_for
 from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
-from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, read_transcript
+from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, Transcript, read_transcript
 from grader.transcripts.scorecard import RENDERERS, Scorecard
-from grader.transcripts.segment import detect_roles
+from grader.transcripts.segment import Roles, detect_roles
 
 
 class Format(StrEnum):
@@ -91,12 +94,14 @@ def transcript(
 
     Exits 0 when at least one answer was graded (failed answers are reported on their question and on
     stderr), and with the failure's own code when not a single answer of any transcript could be graded.
+    Of several files, one that is not a transcript is named on stderr and skipped, the others are graded,
+    and the command then exits 14.
     """
     files = _collect(paths)
-    transcripts = [read_transcript(f) for f in files]  # every file is checked before anything is graded
-    roles = [detect_roles(t, interviewers=interviewer or (), candidate=candidate) for t in transcripts]
-    if out is None and output_format is Format.html and len(transcripts) > 1:
+    if out is None and output_format is Format.html and len(files) > 1:
         raise TranscriptError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
+    files, transcripts, roles, skipped = _read_all(files, interviewer or (), candidate)
+    names = _output_names(files, out, _suffix(output_format)) if out is not None else []
     from grader.transcripts.pipeline import Settings  # numpy and the embedder: only when this command runs
 
     the_rubric = load_rubric(rubric)
@@ -127,7 +132,7 @@ def transcript(
                 markup=False,
             )
     if out is not None:
-        _write(cards, files, out, output_format)
+        _write(cards, names, out, output_format)
     elif output_format is Format.text:
         for card in cards:
             print_scorecard(card)
@@ -138,6 +143,43 @@ def transcript(
         for card in cards:
             console.out(render(card), end="", highlight=False)
     _fail_if_nothing_graded(cards)
+    if skipped:
+        raise TranscriptError(
+            f"{len(skipped)} of {len(skipped) + len(cards)} files skipped (listed above); the others were graded"
+        )
+
+
+#: What makes one file of several no transcript to grade: it is skipped, named on stderr, and the run goes on.
+_NOT_A_TRANSCRIPT = (TranscriptError, EncodingError, InputFileError)
+
+
+def _read_all(
+    files: list[Path], interviewers: Sequence[str], candidate: str | None
+) -> tuple[list[Path], list[Transcript], list[Roles], list[GraderError]]:
+    """Every file read and its roles found before anything is graded. Of several files, one that is not a
+    transcript (unknown format, no speakers, no such --candidate, not UTF-8, unreadable) is reported on
+    stderr and skipped (the command exits 14 in the end); a single file stops the run with its own error,
+    and so does finding no transcript at all (exit 14)."""
+    kept: list[Path] = []
+    transcripts: list[Transcript] = []
+    roles: list[Roles] = []
+    skipped: list[GraderError] = []
+    for file in files:
+        try:
+            transcript = read_transcript(file)
+            found = detect_roles(transcript, interviewers=interviewers, candidate=candidate)
+        except _NOT_A_TRANSCRIPT as exc:
+            if len(files) == 1:
+                raise
+            skipped.append(exc)
+            err_console.print(f"grader: warning: {exc} (skipped)", markup=False, highlight=False)
+            continue
+        kept.append(file)
+        transcripts.append(transcript)
+        roles.append(found)
+    if not kept:
+        raise TranscriptError(f"none of the {len(files)} files is a transcript (listed above)")
+    return kept, transcripts, roles, skipped
 
 
 def _fail_if_nothing_graded(cards: list[Scorecard]) -> None:
@@ -154,16 +196,69 @@ def _fail_if_nothing_graded(cards: list[Scorecard]) -> None:
 
 
 def _collect(paths: list[Path]) -> list[Path]:
+    """The files to read: each path given, and a folder's files with a transcript's suffix. A folder's
+    subfolders are not searched, each with a note on stderr."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES)
+            entries = sorted(path.iterdir())
+            for sub in (p for p in entries if p.is_dir()):
+                err_console.print(
+                    f"grader: note: {sub}: a folder inside {path}, not searched (name it to grade its transcripts)",
+                    markup=False,
+                    highlight=False,
+                )
+            found = [p for p in entries if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES]
             if not found:
                 raise InputFileError(f"{path}: no transcripts ({', '.join(TRANSCRIPT_SUFFIXES)}) in this folder")
             files += found
         else:
             files.append(path)
     return files
+
+
+def _suffix(output_format: Format) -> str:
+    return RENDERERS["markdown" if output_format is Format.text else output_format.value][1]
+
+
+def _output_names(files: list[Path], out: Path, suffix: str) -> list[str]:
+    """Each transcript's scorecard file name in `out`, all different (case aside, for file systems that
+    ignore it): the file's stem (`call.md`); where stems clash, its name (`call.txt.md` next to
+    `call.vtt.md`); where names clash too, its parent folder's name before it (`a-call.md`, `b-call.md`
+    for `a/call.txt` and `b/call.txt`), then the grandparent's, as far as it takes. Two paths to one file
+    (it was named twice), or names in one folder that differ only in case, can never differ: a usage error,
+    before anything is graded."""
+    options = [_name_options(file) for file in files]
+    level = [0] * len(files)
+    while True:
+        names = [options[i][level[i]] for i in range(len(files))]
+        taken = Counter(name.casefold() for name in names)
+        clashing = [i for i, name in enumerate(names) if taken[name.casefold()] > 1]
+        if not clashing:
+            return [name + suffix for name in names]
+        for i in clashing:
+            if level[i] + 1 == len(options[i]):
+                j = next(j for j in clashing if j != i and names[j].casefold() == names[i].casefold())
+                first, second = files[min(i, j)], files[max(i, j)]  # in the order they were given
+                if os.path.abspath(first) == os.path.abspath(second):
+                    also = "" if str(first) == str(second) else f" (also as {second})"
+                    raise UsageError(f"{first} is given twice{also}", hint="name each transcript once")
+                raise UsageError(  # names that differ only in case: one file on some systems
+                    f"{first} and {second} would both be written to {out / (first.name + suffix)}",
+                    hint="rename one of them",
+                )
+        for i in clashing:
+            level[i] += 1
+
+
+def _name_options(file: Path) -> list[str]:
+    """A file's possible scorecard names, shortest first: stem, name, then each with more parent folders."""
+    parts = Path(os.path.abspath(file)).parts[1:-1]  # the folders, without the root
+    options = [file.stem, file.name]
+    for depth in range(1, len(parts) + 1):
+        prefix = "-".join(parts[-depth:])
+        options += [f"{prefix}-{file.stem}", f"{prefix}-{file.name}"]
+    return options
 
 
 async def _score(transcripts, roles, rubric, backend_name, options, threshold, settings) -> list[Scorecard]:  # noqa: ANN001
@@ -189,17 +284,14 @@ async def _score(transcripts, roles, rubric, backend_name, options, threshold, s
         await the_backend.aclose()
 
 
-def _write(cards: list[Scorecard], files: list[Path], out: Path, output_format: Format) -> None:
-    kind = "markdown" if output_format is Format.text else output_format.value
-    render, suffix = RENDERERS[kind]
+def _write(cards: list[Scorecard], names: list[str], out: Path, output_format: Format) -> None:
+    """One scorecard file per transcript, named by `_output_names` (all different)."""
+    render, _ = RENDERERS["markdown" if output_format is Format.text else output_format.value]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputFileError(f"{out}: cannot create the output folder: {exc.strerror}") from None
-    stems = [f.stem for f in files]
-    for card, file in zip(cards, files, strict=True):
-        # Two transcripts with one stem (call.vtt, call.txt) keep their suffix apart.
-        name = (file.stem if stems.count(file.stem) == 1 else file.name) + suffix
+    for card, name in zip(cards, names, strict=True):
         target = out / name
         target.write_text(render(card), encoding="utf-8")
         console.print(f"wrote {escape(str(target))}")

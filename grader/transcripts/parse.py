@@ -330,6 +330,10 @@ def _too_deep(text: str, depth: int = 100) -> int:
     return 1
 
 
+#: A UTF-16 surrogate: in a decoded str, only ever a lone one (a pair decodes to its character).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class _JsonTurn(BaseModel):
     """One item of a JSON transcript: `{speaker, text, start?, end?}`; times in seconds or `HH:MM:SS.mmm`."""
 
@@ -339,6 +343,15 @@ class _JsonTurn(BaseModel):
     text: str
     start: float | None = None
     end: float | None = None
+
+    @field_validator("speaker", "text", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        # JSON can carry what no UTF-8 file can: a lone UTF-16 surrogate ("\ud83d", half of a cut emoji),
+        # which nothing downstream could encode (the grade cache's key, the scorecard file).
+        if isinstance(value, str) and (bad := _SURROGATE.search(value)):
+            raise ValueError(f"contains a lone UTF-16 surrogate (not text) at character {bad.start()}")
+        return value
 
     @field_validator("start", "end", mode="before")
     @classmethod
