@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -28,11 +29,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     bindparam,
     create_engine,
     event,
+    false,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -465,36 +469,79 @@ class Store:
     def queue(
         self,
         *,
+        questions: Sequence[str],
         question: str | None = None,
         candidate: str | None = None,
         tier: str | None = None,
         reviewed: bool | None = False,
+        after: str | None = None,
+        before: str | None = None,
         limit: int = 200,
-    ) -> list[tuple[GradeRow, int]]:
-        """Graded answers for the review page, `needs_review` first, each with its number of reviews;
-        `reviewed=False` keeps those nobody has reviewed yet, None keeps all."""
-        reviews = (
-            select(ReviewRow.grade_id, func.count().label("n")).group_by(ReviewRow.grade_id).subquery("review_counts")
-        )
-        n = func.coalesce(reviews.c.n, 0)
-        query = (
-            select(GradeRow, n)
-            .outerjoin(reviews, reviews.c.grade_id == GradeRow.id)
-            .where(GradeRow.status == "graded")
-            .order_by(GradeRow.needs_review.desc(), GradeRow.confidence.asc().nulls_first(), GradeRow.created_at)
-        )
+    ) -> QueuePage:
+        """`limit` graded answers of the rubric's `questions` in the queue's order: the first, those after the grade
+        `after`, or those before the grade `before` (the first page when fewer are left before it). Paged by the
+        grades' place in the order, not by an offset: reviewing a page does not make the next one skip grades."""
+        counts = select(ReviewRow.grade_id, func.count().label("n")).group_by(ReviewRow.grade_id).subquery("counts")
+        n = func.coalesce(counts.c.n, 0)
+        where: list[ColumnElement[bool]] = [GradeRow.status == "graded"]
         if question:
-            query = query.where(GradeRow.question_id == question)
+            where.append(GradeRow.question_id == question)
         if candidate:
-            query = query.where(GradeRow.candidate == candidate)
+            where.append(GradeRow.candidate == candidate)
         if tier:
-            query = query.where(GradeRow.tier == tier)
+            where.append(GradeRow.tier == tier)
         if reviewed is False:
-            query = query.where(n == 0)
+            where.append(n == 0)
         elif reviewed is True:
-            query = query.where(n > 0)
+            where.append(n > 0)
+        known = GradeRow.question_id.in_(list(questions))
+        listed = select(GradeRow, n).outerjoin(counts, counts.c.grade_id == GradeRow.id).where(*where, known)
+        first = listed.order_by(*_QUEUE_ORDER).limit(limit)
+
+        def count(s: Session, *more: ColumnElement[bool]) -> int:
+            query = select(func.count()).select_from(GradeRow).outerjoin(counts, counts.c.grade_id == GradeRow.id)
+            return int(s.scalar(query.where(*where, known, *more)) or 0)
+
         with self.session() as s:
-            return [(row, int(count)) for row, count in s.execute(query.limit(limit)).all()]
+            key = None
+            if after or before:
+                row = s.get(GradeRow, after or before)
+                if row is None:
+                    raise UsageError(f"no grade {after or before!r} to page from", hint="start from the first page")
+                key = _key(row)
+            if key is None:
+                rows = s.execute(first).all()
+            elif after:
+                rows = s.execute(first.where(_beside(key, later=True))).all()
+            else:
+                earlier = listed.where(_beside(key, later=False)).order_by(*_QUEUE_ORDER_REVERSED).limit(limit)
+                rows = s.execute(earlier).all()[::-1]
+                if len(rows) < limit:  # grades were reviewed since: the first page, full
+                    rows = s.execute(first).all()
+            total = count(s)
+            start = count(s, _beside(_key(rows[0][0]), later=False)) if rows else total
+            retired = s.execute(
+                select(GradeRow.question_id, func.count())
+                .outerjoin(counts, counts.c.grade_id == GradeRow.id)
+                .where(*where, ~known)
+                .group_by(GradeRow.question_id)
+                .order_by(GradeRow.question_id)
+            ).all()
+        return QueuePage([(r, int(k)) for r, k in rows], total, start, {q: int(k) for q, k in retired})
+
+    def latest_reviews(self, grade_ids: Sequence[str]) -> dict[str, list[ReviewRow]]:
+        """Each reviewer's latest review of each of these grades, the newest first: what the review page shows of
+        a reviewed grade (the first is what its form starts from)."""
+        latest = (
+            select(func.max(ReviewRow.id))
+            .where(ReviewRow.grade_id.in_(list(grade_ids)))
+            .group_by(ReviewRow.grade_id, ReviewRow.reviewer)
+        )
+        found: dict[str, list[ReviewRow]] = {}
+        with self.session() as s:
+            for review in s.scalars(select(ReviewRow).where(ReviewRow.id.in_(latest)).order_by(ReviewRow.id.desc())):
+                found.setdefault(review.grade_id, []).append(review)
+        return found
 
     def overview(self) -> dict[str, Any]:
         with self.session() as s:
@@ -695,3 +742,61 @@ def review_bank(db: str | Path) -> ReviewBank:
         return ReviewBank((r.question_id, r.as_reviewed()) for r in store.reviewed_grades())
     finally:
         store.close()
+
+
+# --- the review page's queue, a page at a time (grader/service/pages.py) -----------------------------
+
+#: The queue's order, as `Store.queue` has it, with the id last so that no two grades tie.
+_QUEUE_ORDER = (
+    GradeRow.needs_review.desc(),
+    GradeRow.confidence.asc().nulls_first(),
+    GradeRow.created_at.asc(),
+    GradeRow.id.asc(),
+)
+_QUEUE_ORDER_REVERSED = (
+    GradeRow.needs_review.asc(),
+    GradeRow.confidence.desc().nulls_last(),
+    GradeRow.created_at.desc(),
+    GradeRow.id.desc(),
+)
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """A page of the review queue (`queue_page`): its grades, each with its number of reviews; how many grades
+    match the filters (`total`) and how many of them come before this page (`start`); and the grades left out
+    because their question is no longer in the rubric (no review of them could be saved), by question id."""
+
+    rows: list[tuple[GradeRow, int]]
+    total: int
+    start: int
+    retired: dict[str, int]
+
+
+def _key(row: GradeRow) -> tuple[bool, float | None, datetime, str]:
+    return row.needs_review, row.confidence, row.created_at, row.id
+
+
+def _beside(key: tuple[bool, float | None, datetime, str], *, later: bool) -> ColumnElement[bool]:
+    """The grades after (`later`) or before the grade whose `_key` is `key` in the queue's order: flagged
+    first, then those with no confidence, the least confident, the oldest, and by id."""
+    flagged, confidence, created, grade_id = key
+    if later:
+        tie = or_(GradeRow.created_at > created, and_(GradeRow.created_at == created, GradeRow.id > grade_id))
+    else:
+        tie = or_(GradeRow.created_at < created, and_(GradeRow.created_at == created, GradeRow.id < grade_id))
+    same: ColumnElement[bool]
+    past: ColumnElement[bool]
+    if confidence is None:
+        same = GradeRow.confidence.is_(None)
+        past = GradeRow.confidence.is_not(None) if later else false()
+    else:
+        same = GradeRow.confidence == confidence
+        if later:
+            past = GradeRow.confidence > confidence
+        else:
+            past = or_(GradeRow.confidence.is_(None), GradeRow.confidence < confidence)
+    within = or_(past, and_(same, tie))
+    if flagged is later:  # after a flagged grade come the unflagged ones; before an unflagged one, the flagged
+        return or_(GradeRow.needs_review.is_(not flagged), and_(GradeRow.needs_review.is_(flagged), within))
+    return and_(GradeRow.needs_review.is_(flagged), within)

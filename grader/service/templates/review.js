@@ -1,5 +1,6 @@
 // The review queue: agree or correct a grade with one click or one key. Posts to /v1/reviews with the
-// session cookie (SameSite=Strict); text from the server is only ever set as textContent.
+// session cookie (SameSite=Strict); text from the server is only ever set as textContent. Agree saves what
+// the item's data-agree holds: the latest review's tier and points, or the model's tier.
 "use strict";
 (function () {
   const items = Array.from(document.querySelectorAll("article.item"));
@@ -26,7 +27,7 @@
     const status = form.querySelector(".status");
     const body = { grade_id: item.dataset.gradeId };
     if (agree) {
-      body.tier = item.dataset.modelTier;
+      Object.assign(body, JSON.parse(item.dataset.agree));
     } else {
       body.tier = (form.querySelector('input[name="tier"]:checked') || {}).value;
       if (form.querySelector('input[name="covered"]')) body.covered = values(form, "covered");
@@ -47,7 +48,7 @@
       const data = await response.json().catch(() => ({}));
       if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
       status.className = "status ok";
-      status.textContent = data.agrees ? `saved: agreed (${data.tier})` : `saved: corrected to ${data.tier}`;
+      status.textContent = agree || data.agrees ? `saved: agreed (${data.tier})` : `saved: corrected to ${data.tier}`;
       item.classList.add("done");
       item.dataset.reviewed = data.tier;
       const index = items.indexOf(item);
