@@ -77,7 +77,11 @@ class UnknownQuestionError(GraderError):
     failure_kind = FailureKind.unknown_question
 
     def __init__(self, ref: str, suggestions: list[str]) -> None:
-        hint = ("did you mean " + ", ".join(suggestions) + "?") if suggestions else "see `grader rubric list`"
+        hint = (
+            ("did you mean " + ", ".join(suggestions) + "?")
+            if suggestions
+            else "list them with `grader rubric list`, given the same --rubric"
+        )
         super().__init__(f"unknown question {ref!r}", hint=hint)
         self.ref = ref
         self.suggestions = suggestions

@@ -78,6 +78,12 @@ def server_env(monkeypatch):
             "a.jsonl:2: duplicate id '1' (first at line 1)",
             id="duplicate-id",
         ),
+        pytest.param(
+            "a.jsonl",
+            '{"id": "1", "question": 1, "answer": "I check the logs.", "answer": "I restart it."}\n',
+            "a.jsonl:1: key 'answer' given twice",
+            id="key-twice",
+        ),
         pytest.param("a.jsonl", '{"id": "1", "answer": "x"}\n', "a.jsonl:1: missing question", id="missing-field"),
         pytest.param("a.jsonl", "[1, 2]\n", "a.jsonl:1: expected a JSON object", id="not-object"),
         pytest.param(

@@ -242,7 +242,10 @@ def test_installed_entry_point_bad_input_exit_code(tmp_path):
         [*_entry_point(), "grade", "-q", "99", "-a", "x"], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
     assert proc.returncode == 3
-    assert proc.stderr.strip() == "grader: error: unknown question '99' (see `grader rubric list`)"
+    assert (
+        proc.stderr.strip()
+        == "grader: error: unknown question '99' (list them with `grader rubric list`, given the same --rubric)"
+    )
 
 
 def test_the_command_line_starts_without_the_heavy_libraries():

@@ -314,3 +314,31 @@ def test_rubric_errors_name_a_typo_a_duplicates_line_and_a_bank_given_as_a_rubri
         parse_rubric(twice, "r.yaml")
     with pytest.raises(RubricError, match=r"reads as a question bank: make a rubric of it first \(grader rubric new"):
         load_rubric(SEED)
+
+
+def test_slugs_that_would_clash_take_more_words_and_accents_are_folded():
+    def bank(*questions: str) -> str:
+        return "".join(
+            f'{i}. {q}\nGreat Response: "a b c d e"\nMediocre Response: "a b"\nPoor Response: "a"\n\n'
+            for i, q in enumerate(questions, start=1)
+        )
+
+    text = bank(
+        "How do you set up an on-call rotation for a small team?",
+        "How do you set up an on-call rotation for a small company?",
+        "¿Cómo depuras un error en producción?",
+    )
+    assert [q.id for q in parse_bank(text).rubric.questions] == [
+        "set-up-an-on-call-rotation-for-a-small-team",
+        "set-up-an-on-call-rotation-for-a-small-company",
+        "como-depuras-un-error-en",
+    ]
+
+
+def test_a_numbered_list_in_an_unquoted_response_is_named_as_the_cause():
+    text = ONE.replace(
+        'Great Response: "I make it backward compatible, run it in batches behind a flag and keep a rollback ready."',
+        "Great Response: I do three things:\n1) make it backward compatible\n2) run it in batches",
+    )
+    with pytest.raises(RubricError, match=r"line 3 reads as the next question: a numbered list inside a response"):
+        parse_bank(text, label="bank")

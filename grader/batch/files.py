@@ -137,9 +137,12 @@ def _jsonl_rows(handle: IO[str], columns: Columns) -> Iterator[Row | Problem]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_no_key_twice)
         except json.JSONDecodeError as exc:
             yield Problem(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except _KeyTwice as exc:
+            yield Problem(number, f"key {exc.key!r} given twice (which one is meant?)")
             continue
         except RecursionError:
             yield Problem(number, "JSON nested too deeply")
@@ -151,6 +154,24 @@ def _jsonl_rows(handle: IO[str], columns: Columns) -> Iterator[Row | Problem]:
             yield Problem(number, bad)
             continue
         yield _row(number, record, columns)
+
+
+class _KeyTwice(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_key_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it gives a key twice: `json` would keep the last silently."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _KeyTwice(key)
+            seen.add(key)
+    return record
 
 
 #: A UTF-16 surrogate: in a decoded str, only ever a lone one (JSON's `"\ud83d"`; a pair decodes whole).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,8 @@ def slugify(question: str, max_words: int = 5) -> str:
     """A short, readable id from a question: `How do you approach debugging a production issue?` ->
     `debugging-a-production-issue`. Never longer than `_MAX_SLUG` characters (room for a `-N` suffix
     under the rubric's 80), whatever the question's words."""
-    text = _LEAD_INS.sub("", question.strip()).lower()
-    words = re.findall(r"[a-z0-9]+", text)
+    text = unicodedata.normalize("NFKD", _LEAD_INS.sub("", question.strip()).lower())  # "cómo" -> "como"
+    words = re.findall(r"[a-z0-9]+", text.encode("ascii", "ignore").decode())
     while words and words[0] in _FILLER:
         words.pop(0)
     words = [w[:_MAX_SLUG] for w in words[:max_words]]
@@ -65,6 +66,18 @@ def slugify(question: str, max_words: int = 5) -> str:
     while len("-".join(words)) > _MAX_SLUG and len(words) > 1:
         words.pop()
     return "-".join(words) or "question"
+
+
+def distinct_slugs(questions: list[str]) -> list[str]:
+    """Each question's slug, with more of its words where two would be the same: "set up an on-call
+    rotation for a small team" and "... company" are told apart by their last word, not by `-2`."""
+    slugs = [slugify(q) for q in questions]
+    for more in range(6, 16):
+        clash = {s for s in slugs if slugs.count(s) > 1}
+        if not clash:
+            break
+        slugs = [slugify(q, max_words=more) if s in clash else s for s, q in zip(slugs, questions, strict=True)]
+    return slugs
 
 
 def import_bank(path: str | Path, *, name: str | None = None, known: Rubric | None = None) -> ImportResult:
@@ -120,7 +133,7 @@ def parse_bank(
             continue
         if m := _QUESTION.match(line):
             if current is not None:
-                _check_complete(current, label)
+                _check_complete(current, label, cut_at=lineno if current.responses else None)
             digits = m.group(1)
             if len(digits.lstrip("0")) > _MAX_NUMBER_DIGITS:
                 raise fail(lineno, f"question number {digits[:12]}… is too large")
@@ -162,8 +175,10 @@ def parse_bank(
     questions: list[Question] = []
     kept = known_ids(drafts, known)
     used: set[str] = set(kept.values())
+    new = [d for d in drafts if d.number not in kept]
+    fresh = dict(zip([d.number for d in new], distinct_slugs([d.text for d in new]), strict=True))
     for d in drafts:
-        slug = kept.get(d.number) or slugify(d.text)
+        slug = kept.get(d.number) or fresh[d.number]
         if d.number not in kept:
             base, n = slug, 2
             while slug in used:
@@ -234,10 +249,18 @@ def _unquote(body: str) -> tuple[str, bool, str]:
     return body, False, ""
 
 
-def _check_complete(draft: _Draft, label: str) -> None:
+def _check_complete(draft: _Draft, label: str, cut_at: int | None = None) -> None:
+    """Each question needs its three responses. `cut_at`: the line of the next question, which came while
+    this one had some of them: a numbered list inside an unquoted response ("1) ...") reads as one."""
     missing = [t for t in ("great", "mediocre", "poor") if t not in draft.responses]
     if missing:
+        why = (
+            f"; line {cut_at} reads as the next question: a numbered list inside a response needs quotes "
+            'around the whole response (Great Response: "...")'
+            if cut_at is not None
+            else ""
+        )
         raise RubricError(
             f"{label}:{draft.line}: question {draft.number} has no {' or '.join(missing)} response (each question "
-            "needs a great, a mediocre and a poor one: the points are drafted from how they differ)"
+            f"needs a great, a mediocre and a poor one: the points are drafted from how they differ{why})"
         )
