@@ -56,6 +56,15 @@ def test_tokens_create_prints_the_token_alone_on_its_last_line_and_stores_only_i
     store.close()
 
 
+def test_a_second_live_token_for_one_name_says_both_sign_as_that_name(tmp_path):
+    db = str(tmp_path / "s.sqlite")
+    first = invoke("tokens", "create", "dana", "--db", db)
+    assert first.exit_code == 0 and "already has" not in first.stderr
+    second = invoke("tokens", "create", "dana", "--db", db)
+    assert second.exit_code == 0 and second.stdout.strip().splitlines()[-1].startswith(TOKEN_PREFIX)
+    assert "dana already has 1 live token; reviews through any of them are signed dana" in second.stderr
+
+
 def test_a_blank_token_name_and_a_missing_database_are_one_line_errors(tmp_path):
     blank = invoke("tokens", "create", "  ", "--db", str(tmp_path / "s.sqlite"))
     assert blank.exit_code == 2 and "non-empty NAME" in blank.output

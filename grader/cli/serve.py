@@ -131,10 +131,18 @@ def create(
 
     store = Store(db)
     try:
+        live = sum(1 for t in store.tokens() if t.name == name.strip() and t.revoked_at is None)
         token = store.create_token(name)
     finally:
         store.close()
     err_console.print(f"created a token for {name.strip()} in {store.label}; keep it secret", markup=False)
+    if live:
+        # One name, one reviewer: a second person given the same name would have their reviews counted as one.
+        err_console.print(
+            f"note: {name.strip()} already has {live} live token{'s' if live > 1 else ''}; reviews through any of "
+            f"them are signed {name.strip()} (revoke the old one once this one works: grader tokens revoke)",
+            markup=False,
+        )
     typer.echo(token)
 
 
