@@ -45,7 +45,8 @@ def error_for(failure: GradeFailure) -> GraderError:
             kind=failure.kind,
         )
     error = GraderError(failure.message)
-    error.exit_code = next((c.exit_code for c in _subclasses(GraderError) if c.failure_kind is failure.kind), 1)
+    if failure.kind is not FailureKind.error:  # `error` is every other error's kind: which one is not known
+        error.exit_code = next((c.exit_code for c in _subclasses(GraderError) if c.failure_kind is failure.kind), 1)
     return error
 
 
@@ -195,6 +196,14 @@ class OutputError(GraderError):
     def of(cls, path: object, exc: BaseException, *, hint: str | None = None) -> OutputError:
         """`cannot write PATH: CAUSE`, the cause in the system's words (`No space left on device`)."""
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        if isinstance(exc, FileExistsError | NotADirectoryError):  # the system's words for "a file is in the way"
+            from pathlib import Path
+
+            blocking = next((p for p in Path(str(path)).parents if p.exists() and not p.is_dir()), None)
+            if blocking is not None:
+                cause = f"{blocking} is a file, not a folder"
+            elif Path(str(path)).exists() and not Path(str(path)).is_dir():
+                cause = "a file is there, where a folder is expected"
         return cls(f"cannot write {path}: {cause}", hint=hint)
 
 

@@ -260,7 +260,7 @@ def test_a_rubric_is_written_through_a_link_and_never_over_a_device(tmp_path):
         save_rubric(rubric, fifo)
     save_rubric(rubric, tmp_path / "new" / "folder" / "r.yaml")  # a folder that does not exist is made
     (tmp_path / "file").write_text("")
-    with pytest.raises(OutputError, match=r"cannot write .*file/r\.yaml"):
+    with pytest.raises(OutputError, match=r"cannot write .*file/r\.yaml: .*file is a file, not a folder"):
         save_rubric(rubric, tmp_path / "file" / "r.yaml")
 
 
@@ -342,3 +342,21 @@ def test_a_numbered_list_in_an_unquoted_response_is_named_as_the_cause():
     )
     with pytest.raises(RubricError, match=r"line 3 reads as the next question: a numbered list inside a response"):
         parse_bank(text, label="bank")
+
+
+def test_rubric_import_and_new_refuse_a_pipe_or_a_folder_as_out_before_reading_it(tmp_path):
+    bank = tmp_path / "bank.txt"
+    bank.write_text(ONE, encoding="utf-8")
+    fifo, folder = tmp_path / "pipe.yaml", tmp_path / "folder.yaml"
+    os.mkfifo(fifo)  # read, it would never end
+    folder.mkdir()
+    for out in (fifo, folder):
+        for args in (
+            ["rubric", "import", str(bank), "-o", str(out), "--force"],
+            ["rubric", "new", str(bank), "-o", str(out)],
+        ):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 15, result.output
+            assert f"cannot write {out}: not a regular file" in result.output
+    under = runner.invoke(app, ["rubric", "import", str(bank), "-o", str(bank / "r.yaml")])
+    assert under.exit_code == 15 and f"{bank} is a file, not a folder" in under.output

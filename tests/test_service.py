@@ -335,7 +335,9 @@ def test_an_unknown_question_is_404_with_the_closest_ids(api):
     assert response.status_code == 404, response.text
     detail = response.json()["detail"]
     assert "debuging-a-production-isue" in detail and Q1.id in detail
-    assert api.post("/v1/grades", {"question": 999, "answer": "I check logs."}).status_code == 404
+    unknown = api.post("/v1/grades", {"question": 999, "answer": "I check logs."})
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "question: unknown question '999' (GET /v1/questions lists them)"
     batch = api.post("/v1/batches", {"rows": [{"question": 1, "answer": "fine"}, {"question": 999, "answer": "x"}]})
     assert batch.status_code == 422 and batch.json()["detail"].startswith("rows.1.question: unknown question")
     assert api.llm.calls == calls
@@ -824,6 +826,8 @@ def test_a_failed_grade_is_graded_again_when_its_request_is_sent_again(api):
     assert api.post("/v1/grades", body).json() == again.json()  # and now it is the stored grade
     other = api.post("/v1/grades", {**body, "candidate": "someone else"})
     assert other.status_code == 409 and "(its candidate differs)" in other.json()["detail"]
+    left_out = api.post("/v1/grades", {k: v for k, v in body.items() if k != "candidate"})
+    assert left_out.status_code == 200 and left_out.json() == again.json()  # the same request, a field left out
 
 
 def test_a_batch_names_every_problem_in_one_answer(api):
@@ -862,5 +866,6 @@ def test_the_docs_work_offline_and_the_schema_says_what_errors_look_like(api):
     error = post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error.endswith("/ErrorOut") and "HTTPValidationError" not in json.dumps(schema)
     assert {"401", "404", "409", "413", "422"} <= set(post["responses"])
+    assert list(schema["paths"]["/healthz"]) == ["get"]  # HEAD answers, but is no second operation
     question = schema["components"]["schemas"]["GradeIn"]["properties"]["question"]
     assert question["anyOf"] == [{"type": "string"}, {"type": "integer"}]

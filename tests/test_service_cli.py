@@ -63,6 +63,7 @@ def test_a_second_live_token_for_one_name_says_both_sign_as_that_name(tmp_path):
     second = invoke("tokens", "create", "dana", "--db", db)
     assert second.exit_code == 0 and second.stdout.strip().splitlines()[-1].startswith(TOKEN_PREFIX)
     assert "dana already has 1 live token; reviews through any of them are signed dana" in second.stderr
+    assert "grader tokens revoke 1;" in second.stderr
 
 
 def test_a_blank_token_name_and_a_missing_database_are_one_line_errors(tmp_path):

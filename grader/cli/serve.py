@@ -131,7 +131,7 @@ def create(
 
     store = Store(db)
     try:
-        live = sum(1 for t in store.tokens() if t.name == name.strip() and t.revoked_at is None)
+        live = [t.id for t in store.tokens() if t.name == name.strip() and t.revoked_at is None]
         token = store.create_token(name)
     finally:
         store.close()
@@ -139,8 +139,10 @@ def create(
     if live:
         # One name, one reviewer: a second person given the same name would have their reviews counted as one.
         err_console.print(
-            f"note: {name.strip()} already has {live} live token{'s' if live > 1 else ''}; reviews through any of "
-            f"them are signed {name.strip()} (revoke the old one once this one works: grader tokens revoke)",
+            f"note: {name.strip()} already has {len(live)} live token{'s' if len(live) > 1 else ''}; reviews through "
+            f"any of them are signed {name.strip()} (revoke the old once this one works: "
+            + ", ".join(f"grader tokens revoke {n}" for n in live)
+            + "; revoking by name would revoke this one too)",
             markup=False,
         )
     typer.echo(token)

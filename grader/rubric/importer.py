@@ -156,10 +156,15 @@ def parse_bank(
         if current is not None and len(current.responses) == 3 and follows_response and (unquoted or tail):
             # Right under an unquoted last response, or ending in a closing quote: that response's next
             # line, not a note after the question. Ignored, the poor reference would be cut short unsaid.
+            how = (
+                "a quote inside a quoted response ends it early: write inner quotes as ' or “”"
+                if tail and not unquoted
+                else "quote a response that runs over several lines"
+            )
             raise fail(
                 lineno,
-                f"text right after question {current.number}'s last response: {line[:60]!r} (quote a response "
-                "that runs over several lines; leave a blank line before a note that is not part of it)",
+                f"text right after question {current.number}'s last response: {line[:60]!r} ({how}; leave a blank "
+                "line before a note that is not part of it)",
             )
         if current is not None and not current.responses:
             raise fail(lineno, f"question {current.number} has text before its responses: {line[:60]!r}")

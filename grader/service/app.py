@@ -109,7 +109,9 @@ class GradeIn(Body):
     @classmethod
     def _question_text(cls, value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int):  # `true` is no question 1
-            raise PydanticCustomError("question_type", "Input should be a question's id (a string) or number")
+            raise PydanticCustomError(
+                "question_type", "Input should be a question's id (a string) or number (an integer)"
+            )
         return str(value)
 
     @field_validator("candidate")
@@ -353,7 +355,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         status = 404 if isinstance(exc, UnknownQuestionError) else 409 if isinstance(exc, Conflict) else 422
         if exc.failure_kind.fatal:
             status = 503  # the backend refuses every request (a bad key): not the caller's fault
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+        detail = f"question: {_unknown(exc)}" if isinstance(exc, UnknownQuestionError) else str(exc)
+        return JSONResponse({"detail": detail}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -370,6 +373,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     pages.install(app)
     _install_api(app)
     return app
+
+
+def _unknown(exc: UnknownQuestionError) -> str:
+    """An unknown question in the API's words: the closest ids, or where the questions are listed (the
+    CLI's hint names a command an API client cannot run)."""
+    hint = f"did you mean {', '.join(exc.suggestions)}?" if exc.suggestions else "GET /v1/questions lists them"
+    return f"unknown question {exc.ref!r} ({hint})"
 
 
 def _problem(error: Any) -> str:
@@ -430,11 +440,15 @@ def _new_id(prefix: str) -> str:
 
 
 def _install_api(app: FastAPI) -> None:
-    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"])
+    @app.get("/healthz", tags=["service"])
     async def healthz(request: Request) -> dict[str, Any]:
         """200 once the service is ready (no token needed; says nothing about the data)."""
         service = service_of(request)
         return {"status": "ok", "backend": service.backend.name, "model": service.backend.model}
+
+    @app.head("/healthz", include_in_schema=False)  # one operation in the schema: no duplicate id
+    async def healthz_head(request: Request) -> dict[str, Any]:
+        return await healthz(request)
 
     @app.get("/v1/questions", tags=["grades"], responses=ERRORS)
     async def questions(request: Request, _who: Caller) -> list[QuestionOut]:
@@ -472,13 +486,15 @@ def _install_api(app: FastAPI) -> None:
         grade_id = body.id or _new_id("g_")
         retry = False
         if body.id is not None and (old := service.store.grade(body.id)) is not None:
-            if old.question_id != question.id or old.answer != body.answer or old.candidate != body.candidate:
+            # A replay that leaves the optional candidate out is the same request; one that names another is not.
+            same_candidate = body.candidate is None or old.candidate == body.candidate
+            if old.question_id != question.id or old.answer != body.answer or not same_candidate:
                 differs = [
                     name
                     for name, same in (
                         ("question", old.question_id == question.id),
                         ("answer", old.answer == body.answer),
-                        ("candidate", old.candidate == body.candidate),
+                        ("candidate", same_candidate),
                     )
                     if not same
                 ]
@@ -522,8 +538,8 @@ def _install_api(app: FastAPI) -> None:
         for i, item in enumerate(body.rows):
             try:
                 question = service.question(str(item.question))
-            except GraderError as exc:
-                problems.append(f"rows.{i}.question: {exc}")
+            except UnknownQuestionError as exc:
+                problems.append(f"rows.{i}.question: {_unknown(exc)}")
                 continue
             try:
                 check_answer(item.answer, max_chars=service.settings.max_answer_chars, where=f"rows.{i}.answer")
