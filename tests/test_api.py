@@ -10,7 +10,7 @@ import pytest
 
 from grader import FailureKind, Grade, GradeFailure, agrade_many, grade
 from grader.backends.fake import FakeBackend
-from grader.errors import GraderError
+from grader.errors import GraderError, error_for
 from tests.conftest import reply_for
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -38,3 +38,16 @@ def test_grade_raises_what_a_failure_stands_for():
     with pytest.raises(GraderError) as info:
         grade(1, "   ", backend="local")
     assert info.value.exit_code == 4
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [(FailureKind.unknown_question, 3), (FailureKind.empty_answer, 4), (FailureKind.answer_too_long, 5)],
+)
+def test_a_failure_ends_a_command_with_its_own_errors_exit_code(kind, code):
+    assert error_for(GradeFailure(kind=kind, message="m")).exit_code == code
+
+
+def test_a_failure_of_the_generic_kind_is_exit_1_not_some_other_errors_code():
+    # `error` is every other error's kind (not UTF-8 text, a usage error...): which one is not known, so not 6
+    assert error_for(GradeFailure(kind=FailureKind.error, message="answer: not UTF-8 text")).exit_code == 1
