@@ -644,7 +644,7 @@ def test_an_output_folder_that_is_a_file(calibration_files, tmp_path):
     (tmp_path / "taken").write_text("x")
     result = invoke(str(human), "-g", str(grades), "-o", str(tmp_path / "taken"), "--resamples", "100")
     assert result.exit_code == 15
-    assert f"cannot write {tmp_path / 'taken'}: File exists" in result.stderr
+    assert f"cannot write {tmp_path / 'taken'}: a file is there, where a folder is expected" in result.stderr
 
 
 def test_installed_entry_point_reports_a_bad_row(tmp_path):

@@ -360,3 +360,13 @@ def test_rubric_import_and_new_refuse_a_pipe_or_a_folder_as_out_before_reading_i
             assert f"cannot write {out}: not a regular file" in result.output
     under = runner.invoke(app, ["rubric", "import", str(bank), "-o", str(bank / "r.yaml")])
     assert under.exit_code == 15 and f"{bank} is a file, not a folder" in under.output
+
+
+def test_counts_of_one_are_singular(tmp_path):
+    out = tmp_path / "one.yaml"
+    (tmp_path / "bank.txt").write_text(ONE, encoding="utf-8")
+    imported = runner.invoke(app, ["rubric", "import", str(tmp_path / "bank.txt"), "-o", str(out)])
+    assert f"wrote {out}: 1 question;" in imported.output
+    checked = runner.invoke(app, ["rubric", "check", str(out)])
+    assert "ok, 1 question, 0 key points, 0 red flags" in checked.output
+    assert "warning: 1 question without key points yet" in checked.output

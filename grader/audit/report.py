@@ -20,6 +20,7 @@ from grader.errors import AuditDataError
 from grader.grading.contract import Tier
 from grader.reports import files, pages, plots
 from grader.reports.files import ReportModel, markdown_table, markdown_text
+from grader.wording import counted
 
 STEM = "audit"
 #: Candidates named in a message or the report before "and N more".
@@ -330,7 +331,7 @@ def category_cells(name: str, c: CategoryResult) -> list[str]:
 def summary_lines(report: AuditReport) -> list[str]:
     c = report.counts
     lines = [
-        f"grades: {report.source} ({_count(c.rows, 'answer', 'answers')}: {c.graded} graded, {c.failed} failed "
+        f"grades: {report.source} ({counted(c.rows, 'answer', 'answers')}: {c.graded} graded, {c.failed} failed "
         "and left out" + (f", {c.no_candidate} with no candidate and left out" if c.no_candidate else "") + ")",
         f"demographics: {report.demographics} (columns {', '.join(report.categories)}); "
         f"{c.units} {report.unit}s audited",
@@ -338,21 +339,21 @@ def summary_lines(report: AuditReport) -> list[str]:
     ]
     if c.unknown_candidates:
         lines.append(
-            f"{_count(c.unknown_candidates, 'graded candidate is', 'graded candidates are')} missing from the "
+            f"{counted(c.unknown_candidates, 'graded candidate is', 'graded candidates are')} missing from the "
             "demographics (counted as unknown): " + _named(c.missing_from_demographics, c.unknown_candidates)
         )
     if c.failed:
         lines.append(
-            f"{_count(c.failed, 'answer', 'answers')} the model failed to grade: " + _named(c.failed_answers, c.failed)
+            f"{counted(c.failed, 'answer', 'answers')} the model failed to grade: " + _named(c.failed_answers, c.failed)
         )
     if c.no_candidate:
         lines.append(
-            f"{_count(c.no_candidate, 'graded answer names', 'graded answers name')} no candidate: "
+            f"{counted(c.no_candidate, 'graded answer names', 'graded answers name')} no candidate: "
             + _named(c.no_candidate_answers, c.no_candidate)
         )
     if c.not_graded:
         lines.append(
-            f"{_count(c.not_graded, 'person', 'people')} in the demographics "
+            f"{counted(c.not_graded, 'person', 'people')} in the demographics "
             f"{'has' if c.not_graded == 1 else 'have'} no graded answer: " + _named(c.not_graded_people, c.not_graded)
         )
     for analysis in (report.scoring, report.selection):
@@ -374,16 +375,12 @@ def summary_lines(report: AuditReport) -> list[str]:
         lines.append(
             f"{analysis.kind} ({analysis.rule}): {verdict}"
             + (
-                f"; {_count(untrusted, 'ratio', 'ratios')} cannot be trusted (too few units or a wide interval)"
+                f"; {counted(untrusted, 'ratio', 'ratios')} cannot be trusted (too few units or a wide interval)"
                 if untrusted
                 else ""
             )
         )
     return lines
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
 
 
 def _named(shown: list[str], total: int) -> str:
@@ -465,11 +462,9 @@ def _ratio(c: CategoryResult) -> str:
 
 def interviewer_heading(r: InterviewerResult, unit: str) -> str:
     """`alice (12 answers, 5 candidates)`; with answers as the units, `alice (12 answers)`."""
-    counted = _count(r.answers, "answer", "answers")
+    answers = counted(r.answers, "answer")
     return (
-        f"{r.interviewer} ({counted})"
-        if unit == "answer"
-        else f"{r.interviewer} ({counted}, {_count(r.units, unit, unit + 's')})"
+        f"{r.interviewer} ({answers})" if unit == "answer" else f"{r.interviewer} ({answers}, {counted(r.units, unit)})"
     )
 
 
@@ -477,21 +472,21 @@ def interviewer_lines(report: AuditReport) -> list[str]:
     c = report.interviewer_counts
     if c is None:
         return []
-    grades = _count(c.grades, "interviewer grade", "interviewer grades")
+    grades = counted(c.grades, "interviewer grade", "interviewer grades")
     lines = [f"{grades}; medians are each scorer's own on these candidates; * under 0.8"]
     if c.unmatched:
         lines.append(
-            f"{_count(c.unmatched, 'interviewer grade names', 'interviewer grades name')} an answer id that GRADES "
+            f"{counted(c.unmatched, 'interviewer grade names', 'interviewer grades name')} an answer id that GRADES "
             "does not hold (left out)"
         )
     if c.model_failed:
         lines.append(
-            f"{_count(c.model_failed, 'interviewer grade is', 'interviewer grades are')} of answers the model "
+            f"{counted(c.model_failed, 'interviewer grade is', 'interviewer grades are')} of answers the model "
             "failed to grade (left out)"
         )
     if c.no_candidate:
         lines.append(
-            f"{_count(c.no_candidate, 'interviewer grade has', 'interviewer grades have')} no candidate (left out)"
+            f"{counted(c.no_candidate, 'interviewer grade has', 'interviewer grades have')} no candidate (left out)"
         )
     return lines
 

@@ -58,6 +58,7 @@ from grader.config import cache_dir
 from grader.errors import BackendError, GraderError, GradingFailedError
 from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
 from grader.rubric import Question
+from grader.wording import counted
 
 Message = dict[str, str]
 Mode = Literal["checklist", "holistic", "tier"]
@@ -291,7 +292,7 @@ class ChatBackend(Backend):
                 continue
             except TransientError as exc:
                 raise GradingFailedError(
-                    f"{self.base_url or self.name} kept failing ({exc}); gave up after {requests} requests",
+                    f"{self.base_url or self.name} kept failing ({exc}); gave up after {counted(requests, 'request')}",
                     attempts=requests,
                     kind=FailureKind.transport,
                     hint="check the server, or raise --max-attempts",

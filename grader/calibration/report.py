@@ -20,6 +20,7 @@ from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
 from grader.reports import files, pages, plots
 from grader.reports.files import ReportModel, markdown_table
+from grader.wording import counted
 
 #: Disagreements listed in the Markdown and HTML pages (the JSON holds them all).
 SHOWN_DISAGREEMENTS = 200
@@ -220,8 +221,8 @@ def summary_lines(report: CalibrationReport) -> list[str]:
     source = f"model grades from {inputs.model_grades}" if inputs.model_grades else "answers graded by this run"
     by = ", ".join(inputs.graded_by) or "none"
     return [
-        f"interviewer grades: {inputs.human} ({c.rows} rows, {c.interviewers} interviewers, "
-        f"{c.questions} questions, {c.answers} answers); {source} (graded by {by})",
+        f"interviewer grades: {inputs.human} ({counted(c.rows, 'row')}, {counted(c.interviewers, 'interviewer')}, "
+        f"{counted(c.questions, 'question')}, {counted(c.answers, 'answer')}); {source} (graded by {by})",
         f"paired {c.paired}; failed model grades {c.failed}; ids with no model grade {c.unmatched} "
         "(neither enters the metrics)",
         f"{s.level:.0%} bootstrap intervals from {s.resamples} resamples (seed {s.seed}); "

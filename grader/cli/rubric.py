@@ -30,6 +30,7 @@ from grader.errors import OutputError, RubricError, UsageError
 from grader.rubric import Rubric, default_rubric_path, load_rubric, save_rubric
 from grader.rubric.draft import draft_rubric
 from grader.rubric.importer import import_bank
+from grader.wording import counted
 
 app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help=True)
 
@@ -54,7 +55,7 @@ def list_questions(
         ]
         console.print_json(json.dumps({"rubric": loaded.name, "questions": questions}))
         return
-    table = Table(title=f"{loaded.name} ({len(loaded.questions)} questions)", title_justify="left")
+    table = Table(title=f"{loaded.name} ({counted(len(loaded.questions), 'question')})", title_justify="left")
     for col in ("#", "id", "question", "points", "flags"):
         table.add_column(col, no_wrap=col != "question")
     for q in loaded:
@@ -79,10 +80,15 @@ def check(
             continue
         points = sum(len(q.key_points) for q in rubric)
         flags = sum(len(q.red_flags) for q in rubric)
-        console.print(f"{path}: ok, {len(rubric.questions)} questions, {points} key points, {flags} red flags")
+        console.print(
+            f"{path}: ok, {counted(len(rubric.questions), 'question')}, {counted(points, 'key point')}, "
+            f"{counted(flags, 'red flag')}"
+        )
         bare = [q.id for q in rubric if not q.key_points]
         if bare:
-            console.print(f"  warning: {len(bare)} questions have no key points yet (run `grader rubric draft {path}`)")
+            console.print(
+                f"  warning: {counted(len(bare), 'question')} without key points yet (run `grader rubric draft {path}`)"
+            )
         drafts = sum(len(q.draft_ids) for q in rubric)
         if drafts:
             console.print(
@@ -108,7 +114,7 @@ def import_(
     for lineno, text in result.ignored_lines:
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
     save_rubric(result.rubric, out)
-    console.print(f"wrote {out}: {len(result.rubric.questions)} questions; next: grader rubric draft {out}")
+    console.print(f"wrote {out}: {counted(len(result.rubric.questions), 'question')}; next: grader rubric draft {out}")
 
 
 @app.command("draft")
@@ -226,12 +232,10 @@ def new(
     # those questions' points, as it keeps any unchanged question's.
     drafted, report = asyncio.run(_draft(rubric, backend, options, _saving_to(out)))
     if kept:
-        console.print(f"kept the points of {kept} unchanged question{'' if kept == 1 else 's'} from {out}")
+        console.print(f"kept the points of {counted(kept, 'unchanged question')} from {out}")
     save_rubric(drafted, out)
     load_rubric(out)  # the check: what was written reads back valid
-    console.print(
-        f"wrote {out}: {len(drafted.questions)} question{'' if len(drafted.questions) == 1 else 's'}, checked"
-    )
+    console.print(f"wrote {out}: {counted(len(drafted.questions), 'question')}, checked")
     from grader.backends.local.embedder import Embedder
 
     notes = review_notes(drafted, Embedder.load().embed)

@@ -25,6 +25,7 @@ from grader.errors import BackendError, GradingFailedError
 from grader.grading.contract import GradeRequest
 from grader.rubric import KeyPoint, Question, RedFlag, Rubric
 from grader.rubric.importer import slugify
+from grader.wording import counted
 
 MAX_WORDS = 16
 #: Other ways a candidate may say a point: the offline backend matches answers against these too, and they
@@ -256,11 +257,6 @@ def draft_by_splitting(question: Question) -> tuple[list[KeyPoint], list[RedFlag
     return _to_points(question, as_points, as_flags)
 
 
-def _counted(n: int, noun: str) -> str:
-    """`n` and the noun, plural unless one: "1 red flag", "3 key points"."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def _shorten(claim: str, limit: int = 200) -> str:
     """Cut a long claim at the last comma in its second half, else at a word boundary."""
     if len(claim) <= limit:
@@ -313,7 +309,7 @@ async def draft_rubric(
         if q.red_flags:
             rfs = list(q.red_flags)
         questions.append(q.model_copy(update={"key_points": kps, "red_flags": rfs}))
-        report.append(f"{q.id}: drafted {_counted(len(kps), 'key point')}, {_counted(len(rfs), 'red flag')} ({how})")
+        report.append(f"{q.id}: drafted {counted(len(kps), 'key point')}, {counted(len(rfs), 'red flag')} ({how})")
         if on_drafted is not None:
             on_drafted(rubric.with_questions([*questions, *rubric.questions[len(questions) :]]), report[-1])
     return rubric.with_questions(questions), report

@@ -50,6 +50,7 @@ from grader.backends.local.text import (
 from grader.backends.local.vectors import VectorCache
 from grader.grading.contract import TIERS, CoveredPoint, Grade, GradeRequest, Reviewed, Tier, Usage
 from grader.rubric import Question, Rubric, load_rubric
+from grader.wording import counted
 
 MAX_BATCH_ANSWERS = 256
 #: The first chunk of a flush; the next ones are MAX_BATCH_ANSWERS. A 256-answer chunk takes 10-13 s on two
@@ -542,7 +543,7 @@ def guard_rail(a: Analysis, rule: TierRule) -> tuple[float, str] | None:
         return float(np.clip(0.5 + gap / max(abs(threshold), 1e-9), 0.5, 0.99))
 
     if a.n_words < g.min_words:
-        return margin(a.n_words, g.min_words), f"it is too short to be an answer ({a.n_words} words)"
+        return margin(a.n_words, g.min_words), f"it is too short to be an answer ({counted(a.n_words, 'word')})"
     if a.echo > g.echo:
         return margin(a.echo, g.echo, above=True), "it repeats the question instead of answering it"
     if a.repetition > g.repetition:
