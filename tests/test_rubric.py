@@ -370,3 +370,14 @@ def test_counts_of_one_are_singular(tmp_path):
     checked = runner.invoke(app, ["rubric", "check", str(out)])
     assert "ok, 1 question, 0 key points, 0 red flags" in checked.output
     assert "warning: 1 question without key points yet" in checked.output
+
+
+def test_rubric_new_over_another_banks_rubric_names_the_questions_it_leaves_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    bank, out = tmp_path / "bank.txt", tmp_path / "theirs.yaml"
+    bank.write_text(ONE, encoding="utf-8")
+    save_rubric(load_rubric(), out)
+    result = rubric_new(bank, out)
+    assert result.exit_code == 0, result.output
+    assert f"{out}: 20 questions of it not in {bank} and left out: debugging-a-production-issue" in result.output
+    assert load_rubric(tmp_path / "theirs.yaml.bak") == load_rubric()

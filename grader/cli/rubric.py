@@ -208,9 +208,18 @@ def new(
     for lineno, text in result.ignored_lines:
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
     rubric, kept, redrafted = _keep_points(result.rubric, previous)
-    if redrafted and previous is not None:
-        backup = out.with_name(out.name + ".bak")
+    dropped = [q.id for q in previous.questions if q.id not in {n.id for n in rubric}] if previous else []
+    backup = out.with_name(out.name + ".bak")
+    if (redrafted or dropped) and previous is not None:
         save_rubric(previous, backup)
+    if dropped:
+        err_console.print(
+            f"{out}: {counted(len(dropped), 'question')} of it not in {source} and left out: {', '.join(dropped)} "
+            f"(kept in {backup})",
+            markup=False,
+            highlight=False,
+        )
+    if redrafted:
         for qid, ids in redrafted.items():
             err_console.print(
                 f"{out}: question {qid}: its references changed, so its reviewed points are drafted again "
