@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from grader.batch.files import Columns, Writer, done_ids, scan
 from grader.cli import app
 from grader.grading.rows import column_names
+from grader.rubric import save_rubric
 from tests.support.loopback import LoopbackLLM
 
 runner = CliRunner()
@@ -834,11 +835,13 @@ def test_an_unwritable_output_or_cache_is_one_line_with_exit_15(tmp_path, server
         # tests run as root, where permissions stop nothing: a path under a regular file cannot be written
         output = batch(str(source), "-o", str(a_file / "out.jsonl"), "--workers", "1")
         assert output.exit_code == 15, output.output
-        assert output.stderr.startswith(f"grader: error: cannot write {a_file / 'out.jsonl'}: Not a directory")
+        assert output.stderr.startswith(
+            f"grader: error: cannot write {a_file / 'out.jsonl'}: {a_file} is a file, not a folder"
+        )
         monkeypatch.setenv("GRADER_CACHE_DIR", str(a_file / "cache"))
         cache = batch(str(source), "-o", str(tmp_path / "o1.jsonl"), "--workers", "1")
         assert cache.exit_code == 15, cache.output
-        assert f"cannot write {a_file / 'cache'}: Not a directory" in cache.stderr
+        assert f"cannot write {a_file / 'cache'}: {a_file} is a file, not a folder" in cache.stderr
         broken = tmp_path / "broken-cache"
         (broken / "grades.sqlite").mkdir(parents=True)  # a folder where the database should be
         monkeypatch.setenv("GRADER_CACHE_DIR", str(broken))
@@ -1179,3 +1182,31 @@ def test_an_unknown_input_or_output_format_is_a_usage_error(tmp_path, rubric, so
         f"grader: error: {tmp_path}/{message}; use .csv or .jsonl (or .ndjson)"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == [source_name]  # no output, no lock file
+
+
+def test_resume_says_when_kept_rows_were_graded_against_another_version_of_the_rubric(tmp_path, server_env, rubric):
+    rows = answers(4, rubric)
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with LoopbackLLM() as server:
+        server_env(server)
+        assert batch(str(source), "-o", str(out)).exit_code == 0
+        same = batch(str(source), "-o", str(out), "--resume")
+        assert same.exit_code == 0 and "another version of the rubric" not in same.stderr
+        edited = rubric.model_copy(
+            update={
+                "questions": [
+                    q.model_copy(update={"text": q.text + " (edited)"}) if i == 0 else q
+                    for i, q in enumerate(rubric.questions)
+                ]
+            }
+        )
+        changed = tmp_path / "edited.yaml"
+        save_rubric(edited, changed)
+        resumed = batch(str(source), "-o", str(out), "--resume", "--rubric", str(changed))
+    assert resumed.exit_code == 0, resumed.output
+    first = rubric.questions[0].id
+    n = sum(1 for r in rows if rubric.find(r["question"]).id == first)
+    said = f"{n} row of {out} was" if n == 1 else f"{n} rows of {out} were"
+    assert n and f"--resume: {said} graded against another version of the rubric" in resumed.stderr
+    assert f"({first})" in resumed.stderr

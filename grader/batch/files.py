@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,6 +447,8 @@ class Resumed:
 
     done: set[str] = field(default_factory=set)  # ids graded (or failed on their input) and kept
     failed: int = 0  # failed rows taken out of the file, to be graded again
+    #: The kept grades by (question id, rubric version): what they were graded against
+    versions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -454,6 +457,7 @@ class _Span:
     end: int
     id: str
     failed: bool
+    version: tuple[str, str] | None = None  # a grade's (question id, rubric version)
 
 
 def resume_output(path: Path, id_column: str, header: list[str] | None = None, origin: Origin | None = None) -> Resumed:
@@ -483,6 +487,7 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None, o
     last = {span.id: span.failed for span in spans}  # each id's last outcome
     again = {id_ for id_, failed in last.items() if failed}
     result.done = set(last) - again
+    result.versions = Counter(s.version for s in spans if s.version and not (s.failed or s.id in again))
     drop = [span for span in spans if span.failed or span.id in again]
     if drop:
         result.failed = sum(span.failed for span in drop)
@@ -595,9 +600,10 @@ _KIND = FAILURE_COLUMNS["kind"]
 
 def _outcome_of(
     record: dict[str, Any], id_column: str, path: Path, line: int, origin: Origin | None = None
-) -> tuple[str, bool]:
-    """A row's id and whether its outcome is a failure; a row with neither a grade nor a failure is not
-    one of ours, nor one whose id, question and answer are no row of `origin`."""
+) -> tuple[str, bool, tuple[str, str] | None]:
+    """A row's id, whether its outcome is a failure, and a grade's question and rubric version; a row with
+    neither a grade nor a failure is not one of ours, nor one whose id, question and answer are no row of
+    `origin`."""
     kind = record[PREFIX + _KIND] if PREFIX + _KIND in record else record.get(_KIND)
     tier = record["grade_tier"] if "grade_tier" in record else record.get("tier")
     if record.get(id_column) in (None, "") or (kind in (None, "") and tier in (None, "")):
@@ -609,7 +615,9 @@ def _outcome_of(
             f"is not an output of this input (no row of {origin.source} has its id {record[id_column]!r} "
             "with its question and answer)",
         )
-    return str(record[id_column]), kind not in (None, "")
+    question, version = (record.get(PREFIX + c, record.get(c)) for c in ("question_id", "rubric_version"))
+    graded = kind in (None, "") and question not in (None, "") and version not in (None, "")
+    return str(record[id_column]), kind not in (None, ""), (str(question), str(version)) if graded else None
 
 
 def _rewrite(path: Path, spans: list[tuple[int, int]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from grader.grading.engine import Engine, ReviewSource
 from grader.grading.rows import column_names
 from grader.reports.pricing import BATCH_DISCOUNT, estimate_cost
 from grader.rubric import Rubric, load_rubric
+from grader.wording import counted
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -136,6 +138,15 @@ def batch(
             err_console.print(
                 f"--resume: {resumed.failed} failed row(s) taken out of {output}, to be graded again", markup=False
             )
+        if stale := _graded_against_another_rubric(resumed, rubric_):
+            questions = sorted({q for q, _ in stale})
+            err_console.print(
+                f"--resume: {counted(stale.total(), 'row')} of {output} {'was' if stale.total() == 1 else 'were'} "
+                f"graded against another version of the rubric ({', '.join(questions[:5])}"
+                f"{' and more' if len(questions) > 5 else ''}); kept as graded (--force grades every row again)",
+                markup=False,
+                highlight=False,
+            )
         job = _Job(
             source=source,
             output=output,
@@ -167,6 +178,13 @@ def batch(
                 job.cache.close()
     if stats is not None and stats.failed:
         raise typer.Exit(1)
+
+
+def _graded_against_another_rubric(resumed: Resumed, rubric: Rubric) -> Counter[tuple[str, str]]:
+    """The kept grades (by question and rubric version) whose question is no longer in the rubric, or has
+    changed since: a resumed file would hold grades of two rubrics without a word."""
+    current = {q.id: q.fingerprint() for q in rubric}
+    return Counter({key: n for key, n in resumed.versions.items() if current.get(key[0]) != key[1]})
 
 
 def _not_the_input(source: Path, path: Path, option: str) -> None:
