@@ -808,3 +808,12 @@ def test_browser_check_catches_console_errors_and_external_requests(tmp_path):
     assert any("undefinedFunction" in e for e in check.console_errors)
     assert check.external_requests == ["https://example.invalid/x.png"]
     assert check.images_total == 1 and check.images_loaded == 0 and "hello" in check.text
+
+
+def test_an_output_folder_that_cannot_be_made_is_exit_15_naming_the_file_in_the_way(tmp_path, monkeypatch):
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    blocker = tmp_path / "cards"
+    blocker.write_text("not a folder")
+    result = invoke(str(CALL), "-o", str(blocker / "out"), "-b", "fake")
+    assert result.exit_code == 15, result.output
+    assert f"{blocker} is a file, not a folder" in result.stderr

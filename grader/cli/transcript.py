@@ -29,7 +29,15 @@ from grader.cli._common import (
     with_backend_options,
 )
 from grader.config import DEFAULT_MATCH_THRESHOLD, DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
-from grader.errors import EncodingError, GraderError, InputFileError, TranscriptError, UsageError, error_for
+from grader.errors import (
+    EncodingError,
+    GraderError,
+    InputFileError,
+    OutputError,
+    TranscriptError,
+    UsageError,
+    error_for,
+)
 from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
 from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, Transcript, read_transcript
@@ -287,13 +295,13 @@ async def _score(transcripts, roles, rubric, backend_name, options, threshold, s
 def _write(cards: list[Scorecard], names: list[str], out: Path, output_format: Format) -> None:
     """One scorecard file per transcript, named by `_output_names` (all different)."""
     render, _ = RENDERERS["markdown" if output_format is Format.text else output_format.value]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputFileError(f"{out}: cannot create the output folder: {exc.strerror}") from None
     for card, name in zip(cards, names, strict=True):
         target = out / name
-        target.write_text(render(card), encoding="utf-8")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            target.write_text(render(card), encoding="utf-8")
+        except OSError as exc:  # a full disk, a file where the folder should be: exit 15, as every writer
+            raise OutputError.of(target, exc) from None
         console.print(f"wrote {escape(str(target))}")
 
 
