@@ -9,10 +9,15 @@ file) is refused as not UTF-8 text, like any other bytes that are not UTF-8.
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
 from typing import IO, BinaryIO
 
 from grader.errors import EncodingError, InputFileError
+
+#: A lone UTF-16 surrogate: JSON can carry one (`"\ud83d"`, half of an emoji an exporter cut), UTF-8 cannot
+#: encode it, so no file, cache key or prompt can hold it. In a decoded str a surrogate is always a lone one.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Bytes read at a time when there is no limit to stop at.
 _CHUNK = 1 << 16

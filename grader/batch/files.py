@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import stat
 import tempfile
 from collections import Counter
@@ -30,7 +29,7 @@ from typing import IO, Any, BinaryIO
 
 from grader.errors import EncodingError, GraderError, OutputError, OutputLockedError, UsageError
 from grader.grading.rows import FAILURE_COLUMNS, PREFIX, decode_cells, encode_cell
-from grader.textfiles import open_text
+from grader.textfiles import LONE_SURROGATE, open_text
 
 try:
     import fcntl
@@ -175,22 +174,18 @@ def _no_key_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-#: A UTF-16 surrogate: in a decoded str, only ever a lone one (JSON's `"\ud83d"`; a pair decodes whole).
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _not_text(record: dict[str, Any]) -> str | None:
     """What in a JSON row is not text: a lone UTF-16 surrogate (`"\\ud83d"`, half of an emoji an exporter
     cut), which JSON can carry but UTF-8 cannot encode, so neither the grade cache's key nor the output
     could hold the row. In any column, nested values and column names too (every column is written out)."""
     for key, value in record.items():
-        if _SURROGATE.search(key):
+        if LONE_SURROGATE.search(key):
             return f"a column name ({ascii(key)}) contains a lone UTF-16 surrogate (not text)"
         stack = [value]
         while stack:  # a loop, not recursion: the JSON may nest as deep as the parser allowed
             item = stack.pop()
             if isinstance(item, str):
-                if bad := _SURROGATE.search(item):
+                if bad := LONE_SURROGATE.search(item):
                     at = f" at character {bad.start()}" if item is value else ""
                     return f"{key} contains a lone UTF-16 surrogate (not text){at}"
             elif isinstance(item, dict):

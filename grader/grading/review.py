@@ -4,7 +4,6 @@ review policy every backend shares."""
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 
 from grader.backends.prompts import addressed_to_grader
@@ -12,12 +11,11 @@ from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.errors import AnswerTooLongError, EmptyAnswerError, EncodingError, GraderError, GradingFailedError
 from grader.grading.contract import Grade, Tier, Usage
 from grader.rubric import Question
+from grader.textfiles import LONE_SURROGATE
 
 SAMPLE_TEMPERATURE = 0.7
 #: The most a grade of a question without key points may claim: a coin toss between two tiers.
 NO_POINTS_CONFIDENCE = 0.5
-#: A UTF-16 surrogate: in a str, only ever a lone one (a pair decodes to its character).
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, where: str = "answer") -> str:
@@ -26,7 +24,7 @@ def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, wher
     Not text is a lone UTF-16 surrogate (JSON's `"\\ud83d"`, half of an emoji an exporter cut; bytes that
     are not UTF-8 on the command line): UTF-8 cannot encode it, so no cache key, prompt or output could
     hold it. It is refused as a file's NUL characters are, as not UTF-8 text (exit 7)."""
-    if bad := _SURROGATE.search(answer):
+    if bad := LONE_SURROGATE.search(answer):
         raise EncodingError(f"{where}: not UTF-8 text (a lone UTF-16 surrogate at character {bad.start()})")
     if not answer.strip():
         raise EmptyAnswerError(f"{where} is empty")

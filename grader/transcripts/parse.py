@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from grader.errors import TranscriptError
-from grader.textfiles import read_text
+from grader.textfiles import LONE_SURROGATE, read_text
 
 #: What `grader transcript FOLDER` picks up.
 TRANSCRIPT_SUFFIXES = (".txt", ".vtt", ".srt", ".json")
@@ -330,10 +330,6 @@ def _too_deep(text: str, depth: int = 100) -> int:
     return 1
 
 
-#: A UTF-16 surrogate: in a decoded str, only ever a lone one (a pair decodes to its character).
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 class _JsonTurn(BaseModel):
     """One item of a JSON transcript: `{speaker, text, start?, end?}`; times in seconds or `HH:MM:SS.mmm`."""
 
@@ -349,7 +345,7 @@ class _JsonTurn(BaseModel):
     def _text(cls, value: Any) -> Any:
         # JSON can carry what no UTF-8 file can: a lone UTF-16 surrogate ("\ud83d", half of a cut emoji),
         # which nothing downstream could encode (the grade cache's key, the scorecard file).
-        if isinstance(value, str) and (bad := _SURROGATE.search(value)):
+        if isinstance(value, str) and (bad := LONE_SURROGATE.search(value)):
             raise ValueError(f"contains a lone UTF-16 surrogate (not text) at character {bad.start()}")
         return value
 
