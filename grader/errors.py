@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from grader.grading.contract import FailureKind, GradeFailure, Usage
 
@@ -197,8 +198,6 @@ class OutputError(GraderError):
         """`cannot write PATH: CAUSE`, the cause in the system's words (`No space left on device`)."""
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         if isinstance(exc, FileExistsError | NotADirectoryError):  # the system's words for "a file is in the way"
-            from pathlib import Path
-
             blocking = next((p for p in Path(str(path)).parents if p.exists() and not p.is_dir()), None)
             if blocking is not None:
                 cause = f"{blocking} is a file, not a folder"

@@ -34,6 +34,15 @@ def open_text(path: Path, *, encoding: str = "utf-8") -> IO[str]:
         raise _unreadable(path, exc) from None
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (another spelling, a symbolic or hard link); False while either
+    does not exist yet."""
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def _unreadable(path: Path, exc: OSError) -> InputFileError:
     if isinstance(exc, FileNotFoundError):
         return InputFileError(f"{path}: no such file")

@@ -28,8 +28,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from grader.calibration import question_resolver
-from grader.calibration.data import check_same_answer, check_unique, read_human_grades
-from grader.errors import AuditDataError, CalibrationDataError, EncodingError
+from grader.calibration.data import check_question, check_same_answer, check_unique, read_human_grades
+from grader.errors import AuditDataError, EncodingError
 from grader.grading import rows
 from grader.grading.contract import Grade, Tier
 from grader.textfiles import open_text
@@ -301,12 +301,9 @@ def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade
         if found is None:
             unmatched += 1
             continue
-        if found.question and row.question != found.question and resolve(row.question) != found.question:
-            raise CalibrationDataError(
-                f"{path}:{row.line}: question {row.question!r} does not match the grade of id {row.id!r} "
-                f"(question {found.question!r}, {found.where})",
-                hint="check the ids, or write the question as GRADES does",
-            )
+        if found.question:
+            hint = "check the ids, or write the question as GRADES does"
+            check_question(path, row, found.question, found.where, resolve, what="grade", hint=hint)
         candidate = row.candidate or found.candidate
         out.append(InterviewerGrade(row.interviewer, row.id or "", candidate, row.tier, found.tier))
     return out, unmatched

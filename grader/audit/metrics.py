@@ -154,7 +154,7 @@ def _compared(rate: Rate, best: Rate, hits: list[bool], best_hits: list[bool], *
 
     ratio = rate.rate / best.rate
     if rate is best:
-        few = f"only {best.n} unit{'s' if best.n != 1 else ''} (under {MIN_UNITS})" if best.n < MIN_UNITS else None
+        few = _too_few(best.n)
         return Rate(
             **{
                 **rate.__dict__,
@@ -169,8 +169,8 @@ def _compared(rate: Rate, best: Rate, hits: list[bool], best_hits: list[bool], *
     table = [[rate.hits, rate.n - rate.hits], [best.hits, best.n - best.hits]]
     p = float(fisher_exact(table, alternative="two-sided").pvalue)
     cautions = []
-    if rate.n < MIN_UNITS:
-        cautions.append(f"only {rate.n} unit{'s' if rate.n != 1 else ''} (under {MIN_UNITS})")
+    if few := _too_few(rate.n):
+        cautions.append(few)
     if best.n < MIN_UNITS:
         cautions.append(f"the highest category has only {best.n} (under {MIN_UNITS})")
     if interval is None:
@@ -188,6 +188,11 @@ def _compared(rate: Rate, best: Rate, hits: list[bool], best_hits: list[bool], *
             "caution": "; ".join(cautions) or None,
         }
     )
+
+
+def _too_few(n: int) -> str | None:
+    """The caution on a category of fewer than `MIN_UNITS` units, or None."""
+    return f"only {n} unit{'s' if n != 1 else ''} (under {MIN_UNITS})" if n < MIN_UNITS else None
 
 
 def ratio_interval(

@@ -305,6 +305,26 @@ def check_same_answer(path: str | Path, rows: list[HumanGrade]) -> None:
             raise CalibrationDataError(f"{path}:{row.line}: id {row.id!r} has a different answer on line {other.line}")
 
 
+def check_question(
+    path: str | Path,
+    row: HumanGrade,
+    graded: str,
+    where: str,
+    resolve: Callable[[str], str | None],
+    *,
+    what: str,
+    hint: str,
+) -> None:
+    """The CSV's question (`row.question`: an id, a number) must be `graded`, the question the grade of its
+    id (`what`, at `where`) was made for: a wrong join is caught rather than scored."""
+    if row.question != graded and resolve(row.question) != graded:
+        raise CalibrationDataError(
+            f"{path}:{row.line}: question {row.question!r} does not match the {what} of id {row.id!r} "
+            f"(question {graded!r}, {where})",
+            hint=hint,
+        )
+
+
 def join_model_grades(
     path: str | Path,
     rows: list[HumanGrade],
@@ -332,12 +352,15 @@ def join_model_grades(
             pairs.append(Pair(row, question, row.id, "failed", failure=found.failure, answer=answer))
             continue
         question = found.grade.question_id
-        if row.question != question and resolve(row.question) != question:
-            raise CalibrationDataError(
-                f"{path}:{row.line}: question {row.question!r} does not match the model grade of id {row.id!r} "
-                f"(question {question!r}, {grades_path}:{found.line})",
-                hint="check the ids, or pass the rubric the grades were made with (--rubric)",
-            )
+        check_question(
+            path,
+            row,
+            question,
+            f"{grades_path}:{found.line}",
+            resolve,
+            what="model grade",
+            hint="check the ids, or pass the rubric the grades were made with (--rubric)",
+        )
         pairs.append(Pair(row, question, row.id, "paired", model=found.grade, answer=row.answer or found.answer))
     return pairs
 

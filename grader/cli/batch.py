@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -54,6 +53,7 @@ from grader.grading.engine import Engine, ReviewSource
 from grader.grading.rows import column_names
 from grader.reports.pricing import BATCH_DISCOUNT, estimate_cost
 from grader.rubric import Rubric, load_rubric
+from grader.textfiles import same_file
 from grader.wording import counted
 
 MAX_PROBLEMS_SHOWN = 20
@@ -190,11 +190,7 @@ def _graded_against_another_rubric(resumed: Resumed, rubric: Rubric) -> Counter[
 def _not_the_input(source: Path, path: Path, option: str) -> None:
     """A file this run writes must not be its input (another spelling, a symlink or a hard link to it
     included): opening it for writing would wipe the answers before a single one is read."""
-    try:
-        same = os.path.samefile(source, path)
-    except OSError:  # one of them does not exist (yet): not the same file
-        same = False
-    if same:
+    if same_file(source, path):
         raise UsageError(
             f"{option} {path} is the input file {source}: writing it would wipe the answers",
             hint="write the grades to another file",

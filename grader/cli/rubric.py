@@ -26,10 +26,12 @@ from grader.cli._common import (
     console,
     err_console,
 )
-from grader.errors import OutputError, RubricError, UsageError
+from grader.errors import RubricError, UsageError
 from grader.rubric import Rubric, default_rubric_path, load_rubric, save_rubric
 from grader.rubric.draft import draft_rubric
 from grader.rubric.importer import import_bank
+from grader.rubric.model import rubric_target
+from grader.textfiles import same_file
 from grader.wording import counted
 
 app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help=True)
@@ -107,7 +109,7 @@ def import_(
 ) -> None:
     """Import a question bank into a rubric file (key points come next, with `grader rubric draft`)."""
     _not_the_bank(source, out)
-    _a_file_to_write(out)
+    rubric_target(out)
     if out.exists() and not force:
         raise UsageError(f"{out} exists", hint="pass --force to overwrite it")
     result = import_bank(source, name=name, known=_known(_readable(out)))
@@ -134,8 +136,8 @@ def draft(
     Each drafted question is saved as it is done: a killed run keeps them, and running it again drafts
     only the questions still without key points."""
     if out is not None:
-        _a_file_to_write(out)
-    if out is not None and out.exists() and not force and not _same_file(out, rubric):
+        rubric_target(out)
+    if out is not None and out.exists() and not force and not same_file(out, rubric):
         raise UsageError(f"{out} exists", hint="pass --force to overwrite it, or draft in place without --out")
     loaded = load_rubric(rubric)
     target = out or rubric
@@ -202,7 +204,7 @@ def new(
     from grader.rubric.selftest import review_notes
 
     _not_the_bank(source, out)
-    _a_file_to_write(out)
+    rubric_target(out)
     previous = _previous(out)
     result = import_bank(source, name=name, known=_known(previous))
     for lineno, text in result.ignored_lines:
@@ -276,20 +278,8 @@ def _previous(out: Path) -> Rubric | None:
         ) from None
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.exists() and b.exists() and a.samefile(b)
-
-
-def _a_file_to_write(out: Path) -> None:
-    """`--out` is a regular file, or nothing yet: a folder, a pipe or a device is refused before it is read
-    (a pipe never ends, a device may not either) or written."""
-    target = out.resolve() if out.is_symlink() else out
-    if target.exists() and not target.is_file():
-        raise OutputError(f"cannot write {out}: not a regular file", hint="give a .yaml file to write")
-
-
 def _not_the_bank(source: Path, out: Path) -> None:
-    if _same_file(source, out):
+    if same_file(source, out):
         raise UsageError(f"--out {out} is the question bank {source}", hint="write the rubric to a .yaml file")
 
 

@@ -339,15 +339,21 @@ def dump_rubric(rubric: Rubric) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
+def rubric_target(path: str | Path) -> Path:
+    """Where writing a rubric to `path` goes: the file a symbolic link names (a rubric shared by a link
+    stays shared). Anything there but a regular file (a folder, a pipe, `/dev/null`) is an OutputError,
+    found before it is read or written: a pipe read never ends."""
+    given = Path(path)
+    target = given.resolve() if given.is_symlink() else given
+    if target.exists() and not target.is_file():
+        raise OutputError(f"cannot write {given}: not a regular file", hint="give a .yaml file to write")
+    return target
+
+
 def save_rubric(rubric: Rubric, path: str | Path) -> None:
-    """Write a rubric atomically (a crash never leaves half a file), through a symbolic link to the file
-    it names (a rubric shared by a link stays shared), keeping the file's permissions; never over
-    something that is not a regular file (`/dev/null`). A folder that does not exist yet is made."""
-    path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    if path.exists() and not path.is_file():
-        raise OutputError(f"cannot write {path}: not a regular file", hint="give a .yaml file to write")
+    """Write a rubric atomically (a crash never leaves half a file) to `rubric_target(path)`, keeping the
+    file's permissions. A folder that does not exist yet is made."""
+    path = rubric_target(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
