@@ -38,7 +38,7 @@ from grader.grading.engine import Engine, Graded, Job
 from grader.grading.review import check_answer
 from grader.grading.reviews import ReviewBank
 from grader.rubric import Question, Rubric, load_rubric
-from grader.service.store import Conflict, GradeRow, NewGrade, Principal, Store, joined
+from grader.service.store import Conflict, GradeRow, NewGrade, Principal, Store, conflict, differences, joined
 
 log = logging.getLogger("grader.service")
 
@@ -486,21 +486,8 @@ def _install_api(app: FastAPI) -> None:
         grade_id = body.id or _new_id("g_")
         retry = False
         if body.id is not None and (old := service.store.grade(body.id)) is not None:
-            # A replay that leaves the optional candidate out is the same request; one that names another is not.
-            same_candidate = body.candidate is None or old.candidate == body.candidate
-            if old.question_id != question.id or old.answer != body.answer or not same_candidate:
-                differs = [
-                    name
-                    for name, same in (
-                        ("question", old.question_id == question.id),
-                        ("answer", old.answer == body.answer),
-                        ("candidate", same_candidate),
-                    )
-                    if not same
-                ]
-                raise Conflict(
-                    f"grade id {body.id!r} is already stored for another answer (its {' and '.join(differs)} differs)"
-                )
+            if differs := differences(old, question.id, body.answer, body.candidate):
+                raise conflict(body.id, differs)
             if old.status == "pending":
                 raise Conflict(f"grade id {body.id!r} is a row of batch {old.batch_id}, still grading")
             if old.status != "failed":
@@ -513,8 +500,9 @@ def _install_api(app: FastAPI) -> None:
             service.store.set_outcome(grade_id, graded.outcome)
             return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=200)
         new = NewGrade(grade_id, question.id, body.answer, body.candidate, graded.outcome, who.name)
-        if (stored_before := await service.writer.add(new)) is not None:  # the same request, stored meanwhile
-            return _stored_json(stored_before, status_code=201)
+        if (stored_before := await service.writer.add(new)) is not None:
+            # The same request, stored meanwhile by another (one sent at the same time): that one created it.
+            return _stored_json(stored_before, status_code=200)
         return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=201)
 
     @app.get(
@@ -528,9 +516,18 @@ def _install_api(app: FastAPI) -> None:
             raise HTTPException(404, f"no grade {grade_id!r}" + (" yet (its batch is still grading)" if row else ""))
         return _typed(stored(row))
 
-    @app.post("/v1/batches", status_code=202, tags=["batches"], responses=ERRORS)
-    async def post_batch(body: BatchIn, request: Request, who: Caller) -> BatchOut:
-        """Store many answers and grade them in the background; the batch survives a restart."""
+    @app.post(
+        "/v1/batches",
+        status_code=202,
+        tags=["batches"],
+        responses={
+            **ERRORS,
+            200: {"model": BatchOut, "description": "This batch was posted before (the same ids, rows and order)."},
+        },
+    )
+    async def post_batch(body: BatchIn, request: Request, response: Response, who: Caller) -> BatchOut:
+        """Store many answers and grade them in the background; the batch survives a restart. The same batch
+        again (every row with its id, as before: say its 202 was lost) returns the stored batch, with 200."""
         service = service_of(request)
         rows: list[dict[str, Any]] = []
         problems: list[str] = []
@@ -552,7 +549,11 @@ def _install_api(app: FastAPI) -> None:
             seen.setdefault(row_id, i)
             rows.append({"id": row_id, "question_id": question.id, "answer": item.answer, "candidate": item.candidate})
         # In the same pass as the rows' own problems: one round trip shows everything to fix.
-        if taken := service.store.existing(seen):
+        taken = service.store.existing(seen)
+        if taken and not problems and (before := _posted_before(service.store, rows, taken)) is not None:
+            response.status_code = 200
+            return _batch_out(service, before)
+        if taken:
             problems += [f"rows.{seen[i]}.id: {i!r} is already stored" for i in sorted(taken, key=seen.__getitem__)]
         if problems:
             raise HTTPException(
@@ -691,6 +692,21 @@ def _typed(item: StoredGrade | StoredFailure | dict[str, Any]) -> StoredGrade | 
     if isinstance(item, dict):
         raise HTTPException(404, f"no grade {item['id']!r} yet (its batch is still grading)")
     return item
+
+
+def _posted_before(store: Store, rows: list[dict[str, Any]], taken: dict[str, GradeRow]) -> str | None:
+    """The stored batch these rows are, every one with its id, question, answer and place; else None."""
+    batches = {row.batch_id for row in taken.values()}
+    if len(taken) != len(rows) or len(batches) != 1 or (batch_id := batches.pop()) is None:
+        return None
+    stored = store.batch(batch_id)
+    if stored is None or stored.total != len(rows):
+        return None
+    for i, row in enumerate(rows):
+        old = taken[row["id"]]
+        if old.seq != i or differences(old, row["question_id"], row["answer"], row["candidate"]):
+            return None
+    return batch_id
 
 
 def _batch_out(service: Service, batch_id: str) -> BatchOut:

@@ -378,8 +378,8 @@ class Store:
             existing = self.grade(grade.id)
             if existing is None:
                 raise
-            if existing.question_id != grade.question_id or existing.answer != grade.answer:
-                raise Conflict(f"grade id {grade.id!r} is already stored for another answer") from None
+            if differs := differences(existing, grade.question_id, grade.answer, grade.candidate):
+                raise conflict(grade.id, differs) from None
             return existing
         return None
 
@@ -661,6 +661,21 @@ class Store:
         if not any(p.status == "paired" for p in pairs):
             return None
         return build_report(pairs, settings=Settings(resamples=resamples), human_path=f"reviews in {self.label}")
+
+
+def differences(row: GradeRow, question_id: str, answer: str, candidate: str | None) -> list[str]:
+    """What of a request differs from the row stored under its id: `question`, `answer`, `candidate`. A
+    request that leaves the candidate out is the same request; one that names another is not."""
+    same = (
+        ("question", row.question_id == question_id),
+        ("answer", row.answer == answer),
+        ("candidate", candidate is None or row.candidate == candidate),
+    )
+    return [name for name, equal in same if not equal]
+
+
+def conflict(grade_id: str, differs: list[str]) -> Conflict:
+    return Conflict(f"grade id {grade_id!r} is already stored for another answer (its {' and '.join(differs)} differs)")
 
 
 def joined(review: ReviewRow, grade: GradeRow, model: Outcome | None) -> ReviewedGrade:
