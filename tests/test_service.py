@@ -476,6 +476,13 @@ def test_a_body_that_is_not_json_is_422(api):
         # A NaN in an invalid body was echoed back in the 422, which JSON cannot encode: a 500.
         pytest.param("/v1/grades", b'{"question": NaN, "answer": "a"}', "question: Input should be", id="nan"),
         pytest.param("/v1/grades", b'{"question": 1, "answer": "a", "x": NaN}', "x: Extra inputs", id="nan-extra"),
+        # Not UTF-8 (Latin-1 from an old client): FastAPI's own bare 400 "There was an error parsing the body".
+        pytest.param(
+            "/v1/batches",
+            b'{"rows": [{"question": 1, "answer": "caf\xe9"}]}',
+            "body: not UTF-8 text (byte 40 is 0xe9)",
+            id="latin-1",
+        ),
     ],
 )
 def test_bodies_json_allows_but_text_does_not_are_422_never_500(api, path, raw, detail):

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError, to_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grader.backends import Backend, BackendOptions, get_backend
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
@@ -367,6 +369,19 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         return JSONResponse({"detail": "; ".join(problems) or "invalid request", "errors": errors}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body it cannot decode with a bare 400 ("There was an error parsing the body"):
+        # a body that is not UTF-8 is invalid JSON like any other, a 422 naming where.
+        if exc.status_code == 400 and request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                (await request.body()).decode("utf-8")
+            except UnicodeDecodeError as bad:
+                msg = f"not UTF-8 text (byte {bad.start} is 0x{bad.object[bad.start]:02x}); JSON is sent as UTF-8"
+                error = {"loc": ["body", bad.start], "msg": msg, "type": "utf8_invalid"}
+                return JSONResponse({"detail": f"body: {msg}", "errors": [error]}, 422)
+        return await http_exception_handler(request, exc)
 
     from grader.service import pages
 
