@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -71,9 +72,27 @@ def read_stream(stream: BinaryIO, label: str, *, limit: int | None = None) -> st
 
     Never asks for more bytes than characters still wanted, so past the limit not one byte more is read
     than those characters take (a single-byte text: `limit + 1` bytes). Errors name `label`."""
+    return "".join(_decoded(stream, label, limit=limit))
+
+
+def encoding_error(path: Path) -> EncodingError:
+    """The error for a file that failed to decode while it was streamed, naming the line and byte offset
+    of the first bad byte (a text stream's UnicodeDecodeError knows only an offset within its last read,
+    ahead of the line being parsed). Reads the file once more, keeping nothing."""
+    try:
+        with path.open("rb") as handle:
+            for _ in _decoded(handle, str(path)):
+                pass
+    except EncodingError as exc:
+        return exc
+    except OSError:
+        pass
+    return EncodingError(f"{path}: not UTF-8 text")
+
+
+def _decoded(stream: BinaryIO, label: str, *, limit: int | None = None) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()  # a BOM (Windows editors) is no part of the text
-    parts: list[str] = []
-    chars = consumed = 0  # characters decoded, bytes read
+    chars = consumed = lines = 0  # characters decoded, bytes read, newlines passed
     while limit is None or chars <= limit:
         data = stream.read(_CHUNK if limit is None else min(_CHUNK, limit + 1 - chars))
         pending = len(decoder.getstate()[0])  # bytes of a character split across reads
@@ -81,7 +100,7 @@ def read_stream(stream: BinaryIO, label: str, *, limit: int | None = None) -> st
             text = decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             offset = consumed - pending + exc.start
-            line = sum(p.count("\n") for p in parts) + exc.object[: exc.start].count(b"\n") + 1
+            line = lines + exc.object[: exc.start].count(b"\n") + 1
             raise EncodingError(
                 f"{label}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x} at offset {offset})"
             ) from None
@@ -92,10 +111,10 @@ def read_stream(stream: BinaryIO, label: str, *, limit: int | None = None) -> st
             )
         consumed += len(data)
         chars += len(text)
-        parts.append(text)
+        lines += text.count("\n")
+        yield text
         if not data:
             break
-    return "".join(parts)
 
 
 def check_text(text: str, label: str) -> str:

@@ -25,9 +25,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from grader.audit.data import read_grades, read_people
 from grader.backends.openai import OpenAIBackend
 from grader.backends.retry import RetryPolicy
-from grader.calibration.data import read_model_grades
+from grader.batch.files import Columns, read_rows
+from grader.calibration.data import iter_model_grades, read_human_grades, read_model_grades
 from grader.cli import app
 from grader.cli._common import read_input
 from grader.errors import (
@@ -611,3 +613,33 @@ def test_each_documented_exit_code_is_what_its_cause_exits_with(code, tmp_path, 
     assert result.exit_code == code, f"{_readme_exit_codes()[code]}: {args}\n{result.output}"
     if code != 1:
         assert "Traceback" not in result.output and result.stderr.strip(), result.output
+
+
+def _deep(tmp_path: Path, name: str, head: str) -> Path:
+    """A file whose first bad byte is on line 6, after blank lines (which every reader skips): a text
+    stream decodes ahead of the line it parses, so the line it was on is not the bad byte's."""
+    path = tmp_path / name
+    path.write_bytes(head.encode() + b"\n" * 5 + b"caf\xe9\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "read"),
+    [
+        pytest.param("in.csv", "id,question,answer", lambda p: list(read_rows(p, Columns())), id="batch-csv"),
+        pytest.param("in.jsonl", "", lambda p: list(read_rows(p, Columns())), id="batch-jsonl"),
+        pytest.param("grades.csv", "id,question,tier,candidate", lambda p: read_grades(str(p)), id="audit-grades"),
+        pytest.param("grades.jsonl", "", lambda p: read_grades(str(p)), id="audit-grades-jsonl"),
+        pytest.param("people.csv", "candidate,sex", lambda p: read_people(p, None), id="audit-people"),
+        pytest.param("model.jsonl", "", lambda p: list(iter_model_grades(p)), id="calibrate-model"),
+        pytest.param(
+            "human.csv", "id,question,interviewer,tier", lambda p: read_human_grades(p, join="id"), id="calibrate-human"
+        ),
+    ],
+)
+def test_a_bad_byte_is_named_with_its_own_line(tmp_path, name, head, read):
+    path = _deep(tmp_path, name, head)
+    with pytest.raises(EncodingError) as caught:
+        read(path)
+    offset = len(head.encode()) + 5 + 3
+    assert str(caught.value) == f"{path}:6: not UTF-8 text (invalid byte 0xe9 at offset {offset})"

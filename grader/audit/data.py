@@ -29,10 +29,10 @@ from pydantic import ValidationError
 
 from grader.calibration import question_resolver
 from grader.calibration.data import check_question, check_same_answer, check_unique, read_human_grades
-from grader.errors import AuditDataError, EncodingError
+from grader.errors import AuditDataError
 from grader.grading import rows
 from grader.grading.contract import Grade, Tier
-from grader.textfiles import open_text
+from grader.textfiles import encoding_error, open_text
 
 #: Cells that say the category is not known (compared after trimming and lower-casing).
 UNKNOWN_VALUES = frozenset(
@@ -128,9 +128,8 @@ def read_grades(source: str) -> Grades:
 
 def _jsonl_answers(path: Path) -> Iterator[GradedAnswer]:
     with open_text(path, encoding="utf-8-sig") as stream:
-        number = 0
         try:
-            for number, text in enumerate(stream, start=1):  # noqa: B007 - `number` names the failing line
+            for number, text in enumerate(stream, start=1):
                 if not text.strip():
                     continue
                 where = f"{path}:{number}"
@@ -143,10 +142,8 @@ def _jsonl_answers(path: Path) -> Iterator[GradedAnswer]:
                 if not isinstance(record, dict):
                     raise AuditDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
                 yield _answer(where, record)
-        except UnicodeDecodeError as exc:
-            raise EncodingError(
-                f"{path}:{number + 1}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})"
-            ) from None
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
 
 
 def _csv_answers(path: Path) -> Iterator[GradedAnswer]:
@@ -166,8 +163,8 @@ def _csv_answers(path: Path) -> Iterator[GradedAnswer]:
                 except ValueError as exc:
                     raise AuditDataError(f"{where}: {exc}") from None
                 yield _answer(where, decoded)
-        except UnicodeDecodeError as exc:
-            raise EncodingError(f"{path}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})") from None
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
         except csv.Error as exc:
             raise AuditDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
 
@@ -269,8 +266,8 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
                         None if cell.lower() in UNKNOWN_VALUES else spelled.setdefault((column, cell.lower()), cell)
                     )
                 people.categories[candidate] = values
-        except UnicodeDecodeError as exc:
-            raise EncodingError(f"{path}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})") from None
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
         except csv.Error as exc:
             raise AuditDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
     if not people.categories:

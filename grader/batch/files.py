@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from grader.errors import EncodingError, GraderError, OutputError, OutputLockedError, UsageError
+from grader.errors import GraderError, OutputError, OutputLockedError, UsageError
 from grader.grading.rows import FAILURE_COLUMNS, PREFIX, decode_cells, encode_cell
-from grader.textfiles import LONE_SURROGATE, open_text
+from grader.textfiles import LONE_SURROGATE, encoding_error, open_text
 
 try:
     import fcntl
@@ -99,8 +99,8 @@ def read_rows(path: Path, columns: Columns) -> Iterator[Row | Problem]:
                 yield from _csv_rows(handle, columns)
             else:
                 yield from _jsonl_rows(handle, columns)
-    except UnicodeDecodeError as exc:
-        raise EncodingError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    except UnicodeDecodeError:
+        raise encoding_error(path) from None
 
 
 def _csv_rows(handle: IO[str], columns: Columns) -> Iterator[Row | Problem]:

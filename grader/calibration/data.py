@@ -28,10 +28,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from grader.errors import CalibrationDataError, EncodingError
+from grader.errors import CalibrationDataError
 from grader.grading import rows
 from grader.grading.contract import FailureKind, Grade, GradeFailure, HoldsOutcome, Outcome, Tier
-from grader.textfiles import open_text
+from grader.textfiles import encoding_error, open_text
 
 #: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.
 TIER_SYNONYMS: dict[str, Tier] = {
@@ -97,8 +97,8 @@ def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
                 if not cells or not any(c.strip() for c in cells):
                     continue
                 yield _row(path, start, cells, columns, width, join)
-        except UnicodeDecodeError as exc:
-            raise EncodingError(f"{path}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})") from None
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
         except csv.Error as exc:
             raise CalibrationDataError(f"{path}:{line}: malformed CSV: {exc}") from None
 
@@ -188,15 +188,12 @@ def iter_model_grades(path: str | Path) -> Iterator[ModelGrade]:
     """Stream the model-grades JSON lines, one ModelGrade a line (blank lines skipped)."""
     path = Path(path)
     with open_text(path, encoding="utf-8-sig") as stream:
-        number = 0
         try:
-            for number, text in enumerate(stream, start=1):  # noqa: B007 - `number` names the failing line
+            for number, text in enumerate(stream, start=1):
                 if text.strip():
                     yield _model_line(f"{path}:{number}", number, text)
-        except UnicodeDecodeError as exc:
-            raise EncodingError(
-                f"{path}:{number + 1}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x})"
-            ) from None
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
 
 
 def _model_line(where: str, number: int, text: str) -> ModelGrade:
