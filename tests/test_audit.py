@@ -277,8 +277,8 @@ def test_interviewers_are_audited_next_to_the_model_on_the_same_answers(tmp_path
         w.writerow(["interviewer", "question", "tier", "id", "candidate"])
         # dana grades the 20 White men (c1-c20) great and the 20 White women (c51-c70) poor
         for sex, n in (("Male", range(1, 21)), ("Female", range(51, 71))):
-            for i in n:
-                w.writerow(["dana", Q, "great" if sex == "Male" else "poor", f"a-c{i}", f"c{i}"])
+            for i in n:  # a spreadsheet's "Dana" is the "dana" of the rows above: one person
+                w.writerow(["dana" if i % 3 else "Dana", Q, "great" if sex == "Male" else "poor", f"a-c{i}", f"c{i}"])
         w.writerow(["dana", Q, "great", "a-missing", "c999"])  # no such id in GRADES
     out = tmp_path / "r"
     result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "--interviewers", str(human), "-o", str(out)])
@@ -293,6 +293,8 @@ def test_interviewers_are_audited_next_to_the_model_on_the_same_answers(tmp_path
     # The model on the same 40 answers: Male x White 10 great of 20, Female x White 6 of 20; its own median.
     assert model["Male"]["n"] == 20 and model["Female"]["n"] == 20
     assert "## Interviewers and the model on the same candidates" in (out / "audit.md").read_text()
+    assert data["interviewer_counts"]["respelt"] == {"Dana": "dana"}
+    assert "differ only in case or spacing are read as one person: 'Dana' as 'dana'" in (out / "audit.md").read_text()
 
 
 def test_a_service_database_is_a_source_and_its_reviews_are_the_interviewers(tmp_path):

@@ -843,3 +843,28 @@ def test_a_batch_csv_given_as_model_grades_is_told_they_are_json_lines(tmp_path)
     with pytest.raises(CalibrationDataError, match=r"graded\.csv:1: invalid JSON.*JSON lines") as caught:
         read_model_grades(path)
     assert "grader batch" in str(caught.value)
+
+
+def test_interviewer_names_differing_in_case_or_spacing_are_one_person(calibration_files, tmp_path):
+    human, grades = calibration_files
+    rows = human_rows()
+    for row in rows:  # a spreadsheet where half of Bob's rows say "Bob " and one of Carol's "CAROL"
+        if row[0] == "bob" and int(row[3][1:]) % 2 == 0:
+            row[0] = " Bob"
+    last_carol = max(i for i, r in enumerate(rows) if r[0] == "carol")
+    rows[last_carol][0] = "CAROL"
+    respelt = write_csv(tmp_path / "respelt.csv", ["interviewer", "question", "tier", "id", "candidate"], rows)
+    result = invoke(str(respelt), "--model-grades", str(grades), "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert sorted(report["interviewers"]) == ["alice", "bob", "carol", "dave"]  # as each was first written
+    assert report["interviewers"]["bob"]["n"] == 18 and report["counts"]["interviewers"] == 4
+    expected = json.loads(invoke(str(human), "--model-grades", str(grades), "--format", "json").stdout)
+    assert report["interviewers"]["bob"]["kappa"] == expected["interviewers"]["bob"]["kappa"]
+    warning = (
+        "interviewer names that differ only in case or spacing are read as one person: "
+        f"'Bob' (line 21) as 'bob', 'CAROL' (line {last_carol + 2}) as 'carol'"
+    )
+    assert warning in report["overall"]["warnings"]
+    printed = invoke(str(respelt), "--model-grades", str(grades))
+    assert f"grader: warning: overall: {warning}" in printed.stderr

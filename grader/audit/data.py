@@ -75,6 +75,7 @@ class InterviewerGrade:
     candidate: str | None
     tier: Tier
     model: Tier | None
+    written: str | None = None  # the interviewer as spelt on this row, where read as an earlier spelling
 
 
 @dataclass
@@ -302,5 +303,5 @@ def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade
             hint = "check the ids, or write the question as GRADES does"
             check_question(path, row, found.question, found.where, resolve, what="grade", hint=hint)
         candidate = row.candidate or found.candidate
-        out.append(InterviewerGrade(row.interviewer, row.id or "", candidate, row.tier, found.tier))
+        out.append(InterviewerGrade(row.interviewer, row.id or "", candidate, row.tier, found.tier, row.written))
     return out, unmatched

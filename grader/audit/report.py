@@ -108,6 +108,10 @@ class InterviewerCounts(ReportModel):
     unmatched: int = Field(description="Interviewer grades whose id GRADES does not hold.")
     model_failed: int = Field(description="Interviewer grades of answers the model failed to grade.")
     no_candidate: int
+    respelt: dict[str, str] = Field(
+        default_factory=dict,
+        description="Interviewer names read as an earlier spelling (differing only in case or spacing).",
+    )
 
 
 class AuditReport(ReportModel):
@@ -304,6 +308,7 @@ def _interviewers(
         unmatched=unmatched,
         model_failed=sum(g.model is None for g in grades),
         no_candidate=sum(g.model is not None and not g.candidate for g in grades),
+        respelt={g.written: g.interviewer for g in grades if g.written is not None},
     )
     return results, counts
 
@@ -487,6 +492,11 @@ def interviewer_lines(report: AuditReport) -> list[str]:
     if c.no_candidate:
         lines.append(
             f"{counted(c.no_candidate, 'interviewer grade has', 'interviewer grades have')} no candidate (left out)"
+        )
+    if c.respelt:
+        lines.append(
+            "interviewer names that differ only in case or spacing are read as one person: "
+            + ", ".join(f"{written!r} as {name!r}" for written, name in c.respelt.items())
         )
     return lines
 

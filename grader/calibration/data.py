@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +62,9 @@ class HumanGrade:
     id: str | None = None
     answer: str | None = None
     candidate: str | None = None
+    #: The interviewer as this row spells it, where another row spelt the same name first (`alice` after
+    #: `Alice`, `Alice  Smith` after `Alice Smith`): `interviewer` is then that first spelling.
+    written: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,31 @@ def read_human_grades(path: str | Path, *, join: Join) -> list[HumanGrade]:
     rows = list(iter_human_grades(path, join=join))
     if not rows:
         raise CalibrationDataError(f"{path}: no grades (only a header)")
-    return rows
+    return one_spelling(rows)
+
+
+def one_spelling(rows: list[HumanGrade]) -> list[HumanGrade]:
+    """Interviewer names that differ only in case or spacing read as one person, spelt as first written
+    (each other spelling is kept in `written`, and reports say so): a spreadsheet's `alice` is the
+    `Alice` of the rows above, not a second interviewer with half her grades."""
+    first: dict[str, str] = {}
+    out = []
+    for row in rows:
+        name = first.setdefault(" ".join(row.interviewer.split()).casefold(), row.interviewer)
+        out.append(row if name == row.interviewer else replace(row, interviewer=name, written=row.interviewer))
+    return out
+
+
+def respelt(rows: Iterable[HumanGrade]) -> str | None:
+    """A sentence naming the interviewer spellings read as another's, or None when there were none."""
+    first: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row.written is not None:
+            first.setdefault((row.written, row.interviewer), row.line)
+    if not first:
+        return None
+    named = [f"{written!r} (line {line}) as {name!r}" for (written, name), line in first.items()]
+    return "interviewer names that differ only in case or spacing are read as one person: " + ", ".join(named)
 
 
 # --- model grades ----------------------------------------------------------------------------------

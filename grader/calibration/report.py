@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from grader.calibration.data import Pair
+from grader.calibration.data import Pair, respelt
 from grader.calibration.metrics import Agreement, HumanAgreement, Interval, agreement, human_agreement
 from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
@@ -111,6 +111,9 @@ def build_report(
     def metrics(group: list[Pair]) -> Agreement:
         return agreement([p.human.tier for p in group], [_model_tier(p) for p in group], settings)
 
+    overall = metrics(paired)
+    if note := respelt(p.human for p in pairs):
+        overall.warnings.append(note)
     return CalibrationReport(
         kind="calibration",
         inputs=Inputs(human=human_path, model_grades=model_grades_path, graded_by=models),
@@ -124,7 +127,7 @@ def build_report(
             questions=len({p.question for p in pairs}),
             answers=len({p.answer_id for p in pairs}),
         ),
-        overall=metrics(paired),
+        overall=overall,
         interviewers={name: metrics(group) for name, group in sorted(by_interviewer.items())},
         questions={name: metrics(group) for name, group in sorted(by_question.items())},
         human_agreement=human_agreement(
