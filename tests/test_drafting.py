@@ -982,3 +982,23 @@ def test_a_request_the_server_refuses_falls_back_offline_but_a_bad_key_stops(sta
     drafted, report = asyncio.run(draft_rubric(bank, backend))
     assert drafted.questions[0].key_points and all(p.draft for p in drafted.questions[0].key_points)
     assert "offline, because the model gave no valid draft" in report[0] and "HTTP 400" in report[0]
+
+
+def test_a_short_great_reference_with_few_drafted_points_is_listed_for_review(embed):
+    q = question(
+        "idempotent",
+        6,
+        "What makes an HTTP method idempotent?",
+        great="Sending it twice leaves the server as sending it once does.",
+        mediocre="It is safe to retry.",
+        poor="It is fast.",
+    )
+    kps, rfs = draft_by_contrast(q, embed)
+    assert 0 < len(kps) < 3, [p.text for p in kps]
+    drafted = q.model_copy(update={"key_points": kps, "red_flags": rfs})
+    notes = [n for n in review_notes(stripped(1).with_questions([drafted]), embed) if n.kind == "few_points"]
+    assert [n.message.split(":")[0] for n in notes] == [f"only {len(kps)} key point{'s' * (len(kps) > 1)} drafted"]
+    # Reviewed (or written by hand), a short list is the team's choice: no note.
+    reviewed = [p.model_copy(update={"draft": False}) for p in kps]
+    notes = review_notes(stripped(1).with_questions([drafted.model_copy(update={"key_points": reviewed})]), embed)
+    assert "few_points" not in {n.kind for n in notes}

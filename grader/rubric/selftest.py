@@ -32,24 +32,28 @@ import numpy as np
 
 from grader.rubric.contrast import claims, grading_notes
 from grader.rubric.model import Question, Rubric
+from grader.wording import counted
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 TOO_ALIKE = 0.9
 #: A point whose best weaker-reference claim is within this of its best great-reference claim.
 NOT_SEPARATED = 0.05
 SAME_ELSEWHERE = 0.85
+#: Fewer drafted key points than this are too few to grade by (a short great reference).
+FEW_POINTS = 3
 
 
 @dataclass(frozen=True)
 class Note:
     question: str
-    kind: str  # too_alike, not_separated, same_elsewhere, no_points, grading_notes, unreviewed_flags, unreviewed
+    kind: str  # one of ORDER
     message: str
 
     #: The order a reviewer should read them in.
     ORDER = (
         "too_alike",
         "no_points",
+        "few_points",
         "not_separated",
         "same_elsewhere",
         "grading_notes",
@@ -102,6 +106,15 @@ def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
                 )
             )
         points = [p.id for p in q.key_points if p.draft]
+        if len(points) == len(q.key_points) < FEW_POINTS:
+            notes.append(
+                Note(
+                    q.id,
+                    "few_points",
+                    f"only {counted(len(points), 'key point')} drafted: the great reference makes few claims the "
+                    "others lack, and with so few one point decides a tier; add what a great answer must say",
+                )
+            )
         if points:
             notes.append(Note(q.id, "unreviewed", f"{len(points)} drafted key points not reviewed yet"))
     for i, (qa, pa, va) in enumerate(point_vecs):
