@@ -142,6 +142,12 @@ def test_drafted_points_are_short_quoted_and_readably_named(embed):
         ("I only test the happy path.", "Only tests the happy path"),
         ("I seldom write tests first.", "Seldom writes tests first"),
         ("I can't always reproduce it locally.", "Can't always reproduce it locally"),
+        # "while" is an aside, "for a while" is not (it was cut to "If it locks the table for a")
+        (
+            "If it locks the table for a while, users will just have to retry.",
+            "If it locks the table for a while, users will just have to retry",
+        ),
+        ("I keep the main build green while the team ships features.", "Keeps the main build green"),
     ],
 )
 def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, expected):

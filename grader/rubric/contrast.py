@@ -111,8 +111,9 @@ _LEAD = re.compile(
     re.IGNORECASE,
 )
 _ASIDES = re.compile(
-    r"\s*(?:,\s*)?\b(?:while|since|because|so that|which|if possible|as well as|as needed|whenever possible|"
-    r"that might|that may|in order to|rather than|so (?:we|they|I) can)\b"
+    # "while", not "for a while" ("If it locks the table for a while, ..." was cut to "...for a")
+    r"\s*(?:,\s*)?\b(?:(?<!\b[Aa] )while|since|because|so that|which|if possible|as well as|as needed|"
+    r"whenever possible|that might|that may|in order to|rather than|so (?:we|they|I) can)\b"
 )
 _FLAG_CUES = re.compile(
     r"\b(rather than|instead of|just|only|skip|don'?t|do not|never|no need|usually|quick(?:ly)?|"
