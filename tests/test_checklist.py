@@ -18,11 +18,13 @@ from grader.backends.checklist import (
     Item,
     Verdict,
     check_checklist,
+    checklist_grade,
     checklist_items,
     checklist_schema,
 )
 from grader.backends.fake import FakeBackend
-from grader.grading.contract import GradeRequest, Tier
+from grader.errors import BackendNotConfiguredError, InputFileError, UsageError
+from grader.grading.contract import GradeRequest, Tier, Usage
 from grader.grading.review import apply_review_policy
 from tests.conftest import chat_body
 
@@ -189,14 +191,41 @@ def test_an_unquoted_yes_can_be_made_not_to_count():
     assert not ChecklistRule(unquoted_counts=False).covers(unquoted)
 
 
+def test_a_tier_that_rests_on_unquoted_verdicts_is_sent_for_review(q1):
+    """A model that says yes to every point with quotes the answer does not hold: the verdicts still count
+    (a small model paraphrases), but the grade goes to a person, since counting only quoted ones the tier
+    would be another."""
+    items = [item for item in checklist_items(q1) if not item.flag]
+
+    def grade(quoted: int):
+        verdicts = [Verdict(item, True, 0.95, "q", quote_found=i < quoted) for i, item in enumerate(items)]
+        return checklist_grade(
+            q1, verdicts, ChecklistRule(), backend="fake", model="m", usage=Usage(), attempts=1, confidence_source=None
+        )
+
+    invented = grade(0)
+    assert invented.tier is Tier.great and invented.needs_review
+    assert invented.review_reasons[0].endswith("counting only quoted ones it would be poor")
+    assert not grade(len(items)).needs_review  # every quote found
+    # Half the points quoted is great either way: paraphrased quotes that decide nothing are only noted.
+    half = grade(math.ceil(len(items) / 2))
+    assert half.tier is Tier.great and not half.needs_review and half.notes
+
+
 def test_rules_load_by_name_and_a_bad_name_lists_the_packaged_ones(tmp_path):
     assert ChecklistRule.load("policy") == ChecklistRule()
     assert ChecklistRule.load("qwen2.5-coder-1.5b").name == "qwen2.5-coder-1.5b"  # a dot in a name is no suffix
-    with pytest.raises(FileNotFoundError, match="policy"):
+    with pytest.raises(UsageError, match="policy"):
         ChecklistRule.load("nope")
+    with pytest.raises(InputFileError, match="no such file"):
+        ChecklistRule.load(str(tmp_path / "missing.json"))
     bad = tmp_path / "rule.json"
     bad.write_text('{"point_threshold": 0.4, "colour": "red"}')
-    with pytest.raises(ValueError, match="colour"):
+    with pytest.raises(BackendNotConfiguredError, match="colour"):
+        ChecklistRule.load(str(bad))
+    # A field of the wrong type is refused when the rule is read, not when a paid reply is graded by it.
+    bad.write_text('{"point_threshold": "x"}')
+    with pytest.raises(BackendNotConfiguredError, match=r"rule\.json: not a checklist rule \(point_threshold: "):
         ChecklistRule.load(str(bad))
     good = tmp_path / "mine.json"
     good.write_text('{"name": "mine", "point_threshold": 0.3}')

@@ -25,17 +25,22 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from grader.backends.confidence import TokenLogprob, value_distribution
 from grader.backends.replies import last_valid, one_line, quote_in_answer
+from grader.errors import BackendNotConfiguredError, UsageError
 from grader.grading.contract import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question
+from grader.textfiles import read_text
 
 RULES_DIR = Path(__file__).with_name("checklist_rules")
 QUOTE_MAX_CHARS = 100
+MAX_RULE_CHARS = 100_000  # a rule file is a few fields
 VERDICTS = ("yes", "no")
 
 
@@ -241,18 +246,26 @@ class ChecklistRule:
         path = Path(name)
         if path.suffix != ".json" and "/" not in name:  # a packaged name (names may hold dots: "1.5b")
             path = RULES_DIR / f"{name}.json"
-        if not path.is_file():
-            available = ", ".join(sorted(p.stem for p in RULES_DIR.glob("*.json")))
-            raise FileNotFoundError(f"checklist rule {name!r} not found (packaged: {available})")
+            if not path.is_file():
+                available = ", ".join(sorted(p.stem for p in RULES_DIR.glob("*.json")))
+                raise UsageError(
+                    f"--checklist-rule: no packaged rule {name!r}", hint=f"packaged: {available}; or a .json file"
+                )
+        text = read_text(path, limit=MAX_RULE_CHARS)  # missing, a folder, not UTF-8: one line naming it
         try:
-            data = json.loads(path.read_text())
-            allowed = {f.name for f in fields(cls)}
-            extra = sorted(set(data) - allowed)
-            if extra:
-                raise ValueError(f"unknown fields {extra}")
-            return cls(**data)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: not a checklist rule ({exc})") from None
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BackendNotConfiguredError(f"{path}: not a checklist rule (invalid JSON: {exc.msg})") from None
+        if not isinstance(data, dict):
+            raise BackendNotConfiguredError(f"{path}: not a checklist rule (a JSON object of its fields)")
+        extra = sorted(set(data) - {f.name for f in fields(cls)})
+        if extra:
+            raise BackendNotConfiguredError(f"{path}: not a checklist rule (unknown fields {extra})")
+        try:  # each field its type, before any model is asked: "x" is no threshold
+            return TypeAdapter(cls).validate_python(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise BackendNotConfiguredError(f"{path}: not a checklist rule ({problems})") from None
 
     @property
     def fingerprint(self) -> str:
@@ -332,6 +345,14 @@ def checklist_grade(
         if v.yes and v.quote and not v.quote_found
     ]
     reasons = []
+    unquoted = [v.item.id for v in verdicts if v.yes and not v.quote_found and rule.covers(v)]
+    if unquoted and (strict := replace(rule, unquoted_counts=False).tier(verdicts)) is not tier:
+        # A "yes" whose quote is not in the answer still counts (a small model paraphrases its quotes),
+        # but a tier that rests on such verdicts is unchecked: a model that invents its evidence.
+        reasons.append(
+            f"the tier rests on verdicts whose quotes are not in the answer ({', '.join(unquoted)}): "
+            f"counting only quoted ones it would be {strict.value}"
+        )
     if model_tier is not None and model_tier is not tier:
         reasons.append(f"the model's own tier ({model_tier.value}) differs from its checklist's ({tier.value})")
         notes.append(f"model's own tier: {model_tier.value}")
