@@ -78,6 +78,26 @@ def test_grade_text_from_stdin(scripted, q1):
         pytest.param(
             ["-q", "1", "-a", "x", "--rubric", "/nonexistent.yaml"], 6, "no such rubric file", id="missing-rubric"
         ),
+        # A chat backend's options, refused before any model is asked (the fake backend has no replies).
+        pytest.param(["-q", "1", "-a", "x", "-b", "fake", "--mode", "nope"], 2, "unknown grading mode", id="mode"),
+        pytest.param(
+            ["-q", "1", "-a", "x", "-b", "fake", "--checklist-calls", "two"], 2, "--checklist-calls", id="calls"
+        ),
+        pytest.param(
+            ["-q", "1", "-a", "x", "-b", "fake", "--checklist-calls", "per-item", "--prose"],
+            2,
+            "cannot add --prose",
+            id="per-item-prose",
+        ),
+        pytest.param(
+            ["-q", "1", "-a", "x", "-b", "fake", "--checklist-rule", "nope"], 2, "no packaged rule 'nope'", id="rule"
+        ),
+        pytest.param(
+            ["-q", "1", "-a", "x", "-b", "fake", "--checklist-rule", "/nonexistent/rule.json"],
+            6,
+            "/nonexistent/rule.json: no such file",
+            id="rule-file",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, message):

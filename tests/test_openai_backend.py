@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import httpx
 import pytest
@@ -221,6 +222,22 @@ def test_logprobs_give_the_confidence_of_the_chosen_tier(api, make_backend, q1):
 def test_not_configured_is_a_clear_error():
     with pytest.raises(BackendNotConfiguredError):
         OpenAIBackend()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # Each was retried as a network failure for 12 s, then "cannot connect" (exit 10).
+        ("127.0.0.1:8080/v1", "is not an http(s) URL"),
+        ("not a url", "is not an http(s) URL"),
+        ("ftp://models.example/v1", "is not an http(s) URL"),
+        ("http://", "is not an http(s) URL"),
+        ("http://user:secret@models.example/v1", "holds credentials"),
+    ],
+)
+def test_a_server_url_that_cannot_work_is_refused_before_any_request(url, message):
+    with pytest.raises(BackendNotConfiguredError, match=re.escape(message)):
+        OpenAIBackend(api_key="k", base_url=url)
 
 
 @pytest.mark.parametrize(

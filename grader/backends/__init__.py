@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from grader.backends.base import Backend
 from grader.backends.retry import RetryPolicy
 from grader.config import DEFAULT_MODE, openai_configured
-from grader.errors import BackendNotConfiguredError, GraderError
+from grader.errors import BackendNotConfiguredError, GraderError, UsageError
 from grader.grading.contract import GradeRequest
 
 if TYPE_CHECKING:
@@ -67,20 +67,20 @@ def _http_chat(module: str, name: str) -> Callable[[BackendOptions], Backend]:
 
 def _chat(options: BackendOptions) -> dict[str, Any]:
     """The grading-mode settings every chat backend takes."""
+    from grader.backends.chat import check_mode
     from grader.backends.checklist import ChecklistRule
 
-    try:
-        rule = ChecklistRule.load(options.checklist_rule)
-    except (FileNotFoundError, ValueError) as exc:
-        raise BackendNotConfiguredError(str(exc)) from None
     if options.checklist_calls not in ("one", "per-item"):
-        raise GraderError(f"unknown --checklist-calls {options.checklist_calls!r}", hint="choose one or per-item")
+        raise UsageError(f"unknown --checklist-calls {options.checklist_calls!r}", hint="choose one or per-item")
+    per_item = options.checklist_calls == "per-item"
+    check_mode(options.mode, per_item=per_item, prose=options.prose, ask_tier=options.ask_tier)
+    rule = ChecklistRule.load(options.checklist_rule)
     return {
         "mode": options.mode,
         "rule": rule,
         "prose": options.prose,
         "ask_tier": options.ask_tier,
-        "per_item": options.checklist_calls == "per-item",
+        "per_item": per_item,
     }
 
 

@@ -55,7 +55,7 @@ from grader.backends.prompts import ANSWER_TAG, Prompts, fence_answer
 from grader.backends.replies import ReplyCheck, check_reply, grade_from_reply, last_valid, one_line, reply_schema
 from grader.backends.retry import InvalidReply, RetryPolicy, TransientError, reasks, transport
 from grader.config import cache_dir
-from grader.errors import BackendError, GraderError, GradingFailedError
+from grader.errors import BackendError, GraderError, GradingFailedError, UsageError
 from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
 from grader.rubric import Question
 from grader.wording import counted
@@ -190,6 +190,14 @@ class ServerMemory:
         tmp.replace(self.path)
 
 
+def check_mode(mode: str, *, per_item: bool, prose: bool, ask_tier: bool) -> None:
+    """Refuse a grading mode and options that do not go together, before any model is asked."""
+    if mode not in MODES:
+        raise UsageError(f"unknown grading mode {mode!r}", hint="choose one of: " + ", ".join(MODES))
+    if per_item and mode == "checklist" and (prose or ask_tier):
+        raise UsageError("--checklist-calls per-item asks one item per call: it cannot add --prose or --ask-tier")
+
+
 class ChatBackend(Backend):
     """A backend that grades by asking a chat model, in one of three `MODES`."""
 
@@ -214,8 +222,7 @@ class ChatBackend(Backend):
         seed: int | None = 42,
         max_tokens: int | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise GraderError(f"unknown grading mode {mode!r}", hint="choose one of: " + ", ".join(MODES))
+        check_mode(mode, per_item=per_item, prose=prose, ask_tier=ask_tier)
         self.prompts = prompts or Prompts()
         self.policy = policy or RetryPolicy()
         self.mode: Mode = mode
@@ -223,8 +230,6 @@ class ChatBackend(Backend):
         self.prose = prose
         self.ask_tier = ask_tier
         self.per_item = per_item and mode == "checklist"
-        if self.per_item and (prose or ask_tier):
-            raise GraderError("--checklist-calls per-item asks one item per call: it cannot add --prose or --ask-tier")
         self.base_url = base_url
         self.temperature = temperature
         self.seed = seed

@@ -105,7 +105,13 @@ class OpenAIBackend(ChatBackend):
                 hint="set OPENAI_API_KEY (and OPENAI_BASE_URL for a self-hosted server), or use --backend local",
             )
         base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        if urlsplit(base_url).username is not None:  # `user:password@host`: the SDK cannot send both
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:  # a typo, not a network to retry for
+            raise BackendNotConfiguredError(
+                f"the server URL (--base-url or OPENAI_BASE_URL) {base_url!r} is not an http(s) URL",
+                hint="write it whole, e.g. http://127.0.0.1:8080/v1",
+            )
+        if parts.username is not None:  # `user:password@host`: the SDK cannot send both
             raise BackendNotConfiguredError(
                 "the server URL (--base-url or OPENAI_BASE_URL) holds credentials (user:password@host)",
                 hint="remove them from the URL and put the key in OPENAI_API_KEY",
