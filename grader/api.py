@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.backends import Backend, BackendOptions, get_backend
+from grader.backends.retry import RetryPolicy
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import error_for
 from grader.grading.cache import GradeCache
@@ -39,17 +40,30 @@ async def agrade_many(
     review_threshold: float = DEFAULT_REVIEW_THRESHOLD,
     max_answer_chars: int = DEFAULT_MAX_ANSWER_CHARS,
     learn_from: ReviewSource | str | Path | None = None,
+    max_attempts: int | None = None,
+    reasks: int | None = None,
     **options: Any,
 ) -> list[Outcome]:
     """Grade many (question, answer) pairs; one outcome each, in order: a Grade, or a GradeFailure for
     an answer that could not be graded. A failure that would fail them all (a refused key) is raised.
 
     `learn_from` shows each grade the most similar reviewed answers: a `grader serve` database (path or
-    URL), or a `ReviewBank` you built."""
+    URL), or a `ReviewBank` you built. `max_attempts` (requests per model call) and `reasks` (model calls
+    more when a reply is invalid) are the CLI's `--max-attempts` and `--reasks`."""
+    pairs = list(items)
+    for i, (_, answer) in enumerate(pairs):  # not deep in the engine, as "cannot use a string pattern..."
+        if not isinstance(answer, str):
+            raise TypeError(f"item {i}: the answer must be a str, not {type(answer).__name__}")
     bank = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     owned = not isinstance(backend, Backend)
     if temperature is not None:
         options["temperature"] = temperature
+    if max_attempts is not None or reasks is not None:
+        default = RetryPolicy()
+        options["policy"] = RetryPolicy(
+            attempts=default.attempts if max_attempts is None else max_attempts,
+            reasks=default.reasks if reasks is None else reasks,
+        )
     the_backend = get_backend(backend, BackendOptions(**options)) if isinstance(backend, str) else backend
     grade_cache = GradeCache() if cache else None
     engine = Engine(
@@ -63,7 +77,7 @@ async def agrade_many(
         max_answer_chars=max_answer_chars,
         reviews=_reviews(learn_from),
     )
-    jobs = [Job(q if isinstance(q, Question) else str(q), answer, tag=i) for i, (q, answer) in enumerate(items)]
+    jobs = [Job(q if isinstance(q, Question) else str(q), answer, tag=i) for i, (q, answer) in enumerate(pairs)]
     try:
         return [graded.outcome for graded in await engine.grade_all(jobs)]
     finally:

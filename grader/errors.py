@@ -45,9 +45,15 @@ def error_for(failure: GradeFailure) -> GraderError:
             last_output=failure.last_output,
             kind=failure.kind,
         )
-    error = GraderError(failure.message)
-    if failure.kind is not FailureKind.error:  # `error` is every other error's kind: which one is not known
-        error.exit_code = next((c.exit_code for c in _subclasses(GraderError) if c.failure_kind is failure.kind), 1)
+    # The subclass the failure's kind stands for (`except UnknownQuestionError` catches it); `error` is
+    # every other error's kind, so which one is not known: the base class, exit 1.
+    cls = GraderError
+    if failure.kind is not FailureKind.error:
+        cls = next((c for c in _subclasses(GraderError) if c.failure_kind is failure.kind), GraderError)
+    error = cls.__new__(cls)
+    GraderError.__init__(error, failure.message)  # the message as stored: its hint is already part of it
+    if isinstance(error, UnknownQuestionError):
+        error.ref, error.suggestions = failure.question_id or "", []
     return error
 
 

@@ -10,8 +10,16 @@ import pytest
 
 from grader import FailureKind, Grade, GradeFailure, agrade_many, grade
 from grader.backends.fake import FakeBackend
-from grader.errors import GraderError, error_for
+from grader.errors import (
+    AnswerTooLongError,
+    EmptyAnswerError,
+    GraderError,
+    GradingFailedError,
+    UnknownQuestionError,
+    error_for,
+)
 from tests.conftest import reply_for
+from tests.support.loopback import LoopbackLLM
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -41,6 +49,21 @@ def test_grade_raises_what_a_failure_stands_for():
 
 
 @pytest.mark.parametrize(
+    ("question", "answer", "error"),
+    [
+        ("nope", "I check the logs.", UnknownQuestionError),
+        (1, "   ", EmptyAnswerError),
+        (1, "x" * 200, AnswerTooLongError),
+    ],
+)
+def test_grade_raises_the_typed_error_so_it_can_be_caught_by_its_class(question, answer, error):
+    # It raised the base GraderError with the subclass's exit code: `except UnknownQuestionError` caught nothing.
+    with pytest.raises(error) as info:
+        grade(question, answer, backend="local", max_answer_chars=100)
+    assert type(info.value) is error and str(info.value)
+
+
+@pytest.mark.parametrize(
     ("kind", "code"),
     [(FailureKind.unknown_question, 3), (FailureKind.empty_answer, 4), (FailureKind.answer_too_long, 5)],
 )
@@ -51,3 +74,23 @@ def test_a_failure_ends_a_command_with_its_own_errors_exit_code(kind, code):
 def test_a_failure_of_the_generic_kind_is_exit_1_not_some_other_errors_code():
     # `error` is every other error's kind (not UTF-8 text, a usage error...): which one is not known, so not 6
     assert error_for(GradeFailure(kind=FailureKind.error, message="answer: not UTF-8 text")).exit_code == 1
+
+
+def test_max_attempts_and_reasks_reach_the_backend(monkeypatch):
+    """The CLI's --max-attempts and --reasks as keywords (they were a TypeError), against a real server."""
+    with LoopbackLLM(fault=lambda n: "500") as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        with pytest.raises(GradingFailedError):
+            grade(1, "I check the logs.", backend="openai", max_attempts=2)
+        assert llm.calls == 2  # 5 by default
+    with LoopbackLLM(fault=lambda n: "malformed") as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        with pytest.raises(GradingFailedError):
+            grade(1, "I check the logs.", backend="openai", mode="holistic", reasks=0)
+        assert llm.calls == 1
+
+
+@pytest.mark.parametrize("answer", [b"I check the logs.", None])
+def test_an_answer_that_is_not_text_is_a_type_error_naming_the_item(answer):
+    with pytest.raises(TypeError, match=f"item 0: the answer must be a str, not {type(answer).__name__}"):
+        grade(1, answer, backend="local")  # type: ignore[arg-type]
