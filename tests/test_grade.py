@@ -9,10 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from grader.api import agrade
+from grader.backends.checklist import checklist_items
 from grader.backends.confidence import TokenLogprob, tier_distribution
 from grader.backends.fake import FakeBackend
 from grader.backends.replies import reply_schema
-from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError
+from grader.errors import AnswerTooLongError, EmptyAnswerError, GraderError, GradingFailedError
 from grader.grading.contract import CoveredPoint, Grade
 from grader.grading.review import apply_review_policy, check_answer
 from tests.conftest import reply_for
@@ -95,6 +96,26 @@ def test_samples_confidence_is_the_share_that_agrees(q1):
     assert grade.confidence == 0.6 and grade.confidence_source == "samples"
     assert grade.attempts == 5
     assert [c.messages for c in backend.sent][0] == [c.messages for c in backend.sent][1]
+
+
+@pytest.mark.parametrize("mode", ["holistic", "checklist"])
+def test_a_failed_samples_tokens_and_calls_are_counted(q1, mode):
+    """Sample 1 never gives a valid reply (3 calls: the first and 2 re-asks): its calls and tokens were
+    paid for, so the grade counts them (they were left out)."""
+    no = {item.key: {"verdict": "no"} for item in checklist_items(q1)}
+    valid = reply_for(q1, tier="great") if mode == "holistic" else no
+    backend = FakeBackend(responder=lambda _c, request: "not json" if request.sample == 1 else valid, mode=mode)
+    grade = asyncio.run(agrade(q1, "I reproduce it.", backend=backend, samples=3))
+    assert len(backend.sent) == 5 and grade.attempts == 5
+    assert grade.usage.prompt_tokens == sum(
+        len(" ".join(m["content"] for m in c.messages).split()) for c in backend.sent
+    )
+    assert grade.notes[-1].endswith("failed 1")
+
+    every = FakeBackend(responder=lambda _c, _r: "not json", mode=mode)
+    with pytest.raises(GradingFailedError, match=r"every one of 3 samples failed \(9 model calls\)") as info:
+        asyncio.run(agrade(q1, "I reproduce it.", backend=every, samples=3))
+    assert info.value.exit_code == 10
 
 
 def test_answer_checks():

@@ -55,7 +55,7 @@ from grader.backends.prompts import ANSWER_TAG, Prompts, fence_answer
 from grader.backends.replies import ReplyCheck, check_reply, grade_from_reply, last_valid, one_line, reply_schema
 from grader.backends.retry import InvalidReply, RetryPolicy, TransientError, reasks, transport
 from grader.config import cache_dir
-from grader.errors import BackendError, GraderError, GradingFailedError, UsageError
+from grader.errors import BackendError, GradingFailedError, UsageError
 from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
 from grader.rubric import Question
 from grader.wording import counted
@@ -589,10 +589,10 @@ class ChatBackend(Backend):
         the majority tier."""
         if self.mode != "checklist":
             return super().combine_samples(question, results)
+        from grader.grading.review import sampled
+
+        _, usage, attempts = sampled(results)  # a failed sample's tokens and calls count too
         grades = [r for r in results if isinstance(r, Grade) and r.point_scores]
-        for failure in results:
-            if isinstance(failure, BaseException) and not isinstance(failure, GraderError):
-                raise failure
         if not grades:
             return super().combine_samples(question, results)
         verdicts = []
@@ -607,8 +607,8 @@ class ChatBackend(Backend):
             self.rule,
             backend=self.name,
             model=self.model,
-            usage=sum((g.usage for g in grades), Usage()),
-            attempts=sum(g.attempts for g in grades),
+            usage=usage,
+            attempts=attempts,
             confidence_source="samples",
         )
         tally = ", ".join(f"{t.value} {n}" for t in Tier if (n := sum(g.tier is t for g in grades)))

@@ -36,21 +36,41 @@ def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, wher
     return answer
 
 
-def combine_samples(results: list[Grade | BaseException]) -> Grade:
-    """The majority grade, with confidence = share of samples agreeing (failed samples disagree)."""
+def sampled(results: list[Grade | BaseException]) -> tuple[list[Grade], Usage, int]:
+    """The samples that gave a grade, and the tokens and model calls of all of them, failed ones too (they
+    were paid for). An error that is no grading failure is raised; so is the failure when every sample
+    failed, counting every sample's calls."""
     grades = [r for r in results if isinstance(r, Grade)]
     failures = [r for r in results if not isinstance(r, Grade)]
     for failure in failures:
         if not isinstance(failure, GraderError):
             raise failure
+    failed = [f for f in failures if isinstance(f, GradingFailedError)]
+    usage = sum((g.usage for g in grades), Usage()) + sum((f.usage or Usage() for f in failed), Usage())
+    attempts = sum(g.attempts for g in grades) + sum(f.attempts for f in failed)
     if not grades:
-        raise failures[0]
+        first = failures[0]
+        if not isinstance(first, GradingFailedError):
+            raise first
+        raise GradingFailedError(
+            f"every one of {len(results)} samples failed ({attempts} model calls); the first: {first.message}",
+            attempts=attempts,
+            usage=usage,
+            last_output=first.last_output,
+            kind=first.failure_kind,
+            hint=first.hint,
+        )
+    return grades, usage, attempts
+
+
+def combine_samples(results: list[Grade | BaseException]) -> Grade:
+    """The majority grade, with confidence = share of samples agreeing (failed samples disagree)."""
+    grades, usage, attempts = sampled(results)
+    failures = [r for r in results if not isinstance(r, Grade)]
     counts = Counter(g.tier for g in grades)
     # Ties go to the lower tier: a grader that cannot decide should not inflate.
     majority = max(counts, key=lambda t: (counts[t], -t.rank))
     chosen = next(g for g in grades if g.tier == majority)
-    usage = sum((g.usage for g in grades), Usage())
-    attempts = sum(g.attempts for g in grades) + sum(f.attempts for f in failures if isinstance(f, GradingFailedError))
     tally = ", ".join(f"{t.value} {counts[t]}" for t in Tier if counts[t])
     notes = [*chosen.notes, f"{len(results)} samples: {tally}" + (f", failed {len(failures)}" if failures else "")]
     return chosen.model_copy(
