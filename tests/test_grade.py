@@ -121,6 +121,9 @@ def test_a_failed_samples_tokens_and_calls_are_counted(q1, mode):
 def test_answer_checks():
     with pytest.raises(EmptyAnswerError):
         check_answer(" \n\t")
+    with pytest.raises(EmptyAnswerError, match="only invisible characters"):
+        check_answer("\u200b \u200b\u00ad\u200d\ufeff")  # what the model would be shown: nothing
+    assert check_answer("\u200bI check the logs.") == "\u200bI check the logs."
     with pytest.raises(AnswerTooLongError, match="30 characters; the limit is 10"):
         check_answer("x" * 30, max_chars=10)
 

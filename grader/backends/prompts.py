@@ -79,14 +79,18 @@ def addressed_to_grader(answer: str) -> list[str]:
     return [m.group(0) for m in _ADDRESSED.finditer(fence_answer(answer))]
 
 
+def visible(text: str) -> str:
+    """`text` without the invisible characters `fence_answer` drops (zero-width spaces, soft hyphens...)."""
+    return text.translate(_INVISIBLE) if _HAS_INVISIBLE.search(text) else text
+
+
 @functools.lru_cache(maxsize=64)  # each answer is fenced for its prompt and looked at by the review policy
 def fence_answer(answer: str) -> str:
     """Make the answer safe to place between our delimiters: Unicode-normalise it (NFKC folds full-width
     brackets into ASCII), drop invisible characters, neutralise anything that looks like our tag (in any
     near-miss form) and chat-template control tokens. What the answer says is otherwise untouched."""
     text = unicodedata.normalize("NFKC", answer)
-    if _HAS_INVISIBLE.search(text):  # str.translate walks every character: only when there is one to drop
-        text = text.translate(_INVISIBLE)
+    text = visible(text)  # str.translate walks every character: only when there is one to drop
     text = _TEMPLATE_TOKEN.sub("[template token removed]", text)
     folded = text.translate(_LOOKALIKE) if _HAS_LOOKALIKE.search(text) else text
     pieces, last = [], 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from grader.backends.prompts import addressed_to_grader
+from grader.backends.prompts import addressed_to_grader, visible
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.errors import AnswerTooLongError, EmptyAnswerError, EncodingError, GraderError, GradingFailedError
 from grader.grading.contract import Grade, Tier, Usage
@@ -28,6 +28,8 @@ def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, wher
         raise EncodingError(f"{where}: not UTF-8 text (a lone UTF-16 surrogate at character {bad.start()})")
     if not answer.strip():
         raise EmptyAnswerError(f"{where} is empty")
+    if not visible(answer).strip():  # zero-width spaces and soft hyphens alone: the model would see nothing
+        raise EmptyAnswerError(f"{where} is empty (only invisible characters)")
     if len(answer) > max_chars:
         raise AnswerTooLongError(
             f"{where} is {len(answer):,} characters; the limit is {max_chars:,}",
