@@ -237,6 +237,12 @@ class AuditDataError(GraderError):
     exit_code = 19
 
 
+class ThresholdsError(GraderError):
+    """`grader eval --thresholds`: a file that is no thresholds file (names the file, line and key)."""
+
+    exit_code = 21
+
+
 class UsageError(GraderError):
     """The command line asks for something it cannot do: a missing or contradictory option, an unknown
     backend or suite, an output that exists. Exit 2, as the CLI framework's own usage errors."""

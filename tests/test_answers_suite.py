@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from grader.errors import GraderError
+from grader.errors import GraderError, UsageError
 from grader.eval import suites
 from grader.eval.cases import EvalCase
 from grader.eval.report import calibration, gamed, point_metrics, review_metrics
@@ -96,7 +96,7 @@ def test_a_broken_answers_file_names_the_file_and_the_place(tmp_path, edit, mess
 
 
 def test_answers_suite_refuses_another_rubric(tmp_path):
-    with pytest.raises(GraderError, match="drop --rubric"):
+    with pytest.raises(UsageError, match=r"cannot be run with --rubric \(or GRADER_RUBRIC\)"):
         suites.load("answers", tmp_path / "r.yaml")
 
 

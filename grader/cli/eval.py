@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
@@ -23,13 +22,15 @@ from grader.cli._common import (
     progress_bar,
     with_backend_options,
 )
-from grader.errors import GraderError, InputFileError, UsageError
+from grader.errors import UsageError
 from grader.grading.cache import GradeCache
+from grader.reports.files import report_folder
 
 if TYPE_CHECKING:
     from grader.eval.cases import Suite
     from grader.eval.report import EvalReport
     from grader.eval.runner import CaseResult
+    from grader.eval.thresholds import Thresholds
 from grader.resources import data_dir
 
 
@@ -41,7 +42,7 @@ def eval_(
             "--suite",
             "-s",
             help="answers, answers-dev, references, perturbations, adversarial, injections, counterfactual, "
-            "counterfactual-dev, saf-ua or saf-uq (repeat or comma-separate).",
+            "counterfactual-dev, stories-dev, saf-ua or saf-uq (repeat or comma-separate).",
         ),
     ] = None,
     backend: BackendOpt = "auto",
@@ -71,20 +72,32 @@ def eval_(
     output_format: FormatOpt = TableFormat.text,
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
-    """Grade eval suites and report accuracy, kappa, flips and cost. Default: references + perturbations."""
+    """Grade eval suites and report accuracy, kappa, flips and cost. Default: answers, references,
+    perturbations, adversarial and injections; with --rubric, the suites built from it (references,
+    perturbations, adversarial)."""
     from grader.eval import suites
     from grader.eval.report import check_thresholds, write_reports
 
-    names = [n.strip() for item in (suite or list(suites.DEFAULT_SUITES)) for n in item.split(",") if n.strip()]
+    if rubric is not None and suites.is_packaged(rubric):
+        rubric = None  # every suite runs with the packaged rubric, named or not
+    # With a rubric of your own, the suites built from it: the self-test of your bank.
+    default = suites.DEFAULT_SUITES if rubric is None else suites.RUBRIC_SUITES
+    names = [n.strip() for item in (suite or list(default)) for n in item.split(",") if n.strip()]
     choose = "choose from " + ", ".join(suites.SUITES)
     if not names:
         raise UsageError("--suite names no suite", hint=choose)
     if unknown := [n for n in names if n not in suites.SUITES]:
         raise UsageError(f"unknown suite {unknown[0]!r}", hint=choose)
+    # What can be wrong before grading is found before grading: a thresholds file, a report folder.
+    gate = _thresholds(thresholds) if check else None
+    if thresholds is not None and not check:
+        err_console.print(f"grader: warning: --thresholds {thresholds} is read only with --check", markup=False)
+    if out is not None:
+        report_folder(out)
     loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
     reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out, floor))
     broken: list[str] = []
-    limits = _thresholds(thresholds).get(reports[0].backend, {}) if check and reports else {}
+    limits = gate.get(reports[0].backend, {}) if gate is not None and reports else {}
     as_json = output_format is TableFormat.json
     notes = err_console if as_json else console  # with --format json, standard output is the JSON alone
     for report in reports:
@@ -177,22 +190,13 @@ def _source(path: Path | None) -> Path:
     return path if path is not None else data_dir("evals") / "thresholds.yaml"
 
 
-def _thresholds(path: Path | None) -> dict[str, Any]:
-    """Backend -> suite -> {threshold: value}, from `path` or the packaged file."""
-    source = _source(path)
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise InputFileError(f"{source}: cannot read thresholds: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise GraderError(f"{source}: cannot read thresholds: {' '.join(str(exc).split())}") from None
-    ok = isinstance(data, dict) and all(
-        isinstance(suites, dict) and all(isinstance(limits, dict) for limits in suites.values())
-        for suites in data.values()
-    )
-    if not ok:
-        raise GraderError(f"{source}: thresholds must map backend -> suite -> threshold: value")
-    return data
+def _thresholds(path: Path | None) -> Thresholds:
+    """Backend -> suite -> {threshold: value}, from `path` or the packaged file, every key and value checked."""
+    from grader.backends import REGISTRY
+    from grader.eval import suites
+    from grader.eval.thresholds import load_thresholds
+
+    return load_thresholds(_source(path), backends=tuple(REGISTRY), suites=suites.SUITES)
 
 
 def _print(report: EvalReport) -> None:

@@ -593,7 +593,8 @@ def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
     for name, limit in limits.items():
         value = values.get(name)
         if value is None:
-            broken.append(f"{report.suite}: {name} cannot be measured")
+            why = " (the floor was not graded: run without --no-floor)" if "floor" in name and not margin else ""
+            broken.append(f"{report.suite}: {name} cannot be measured{why}")
         elif name.startswith("min_") and value < limit:
             broken.append(f"{report.suite}: {name.removeprefix('min_')} {value} is below {limit}")
         elif name.startswith("max_") and value > limit:

@@ -24,11 +24,13 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from grader.errors import GraderError
+from grader.errors import GraderError, UsageError
 from grader.eval.cases import EvalCase, Suite, load_suite_file
 from grader.grading.contract import Tier
 from grader.resources import data_dir
 from grader.rubric import Question, Rubric, load_rubric
+from grader.rubric.model import default_rubric_path
+from grader.textfiles import same_file
 
 SUITES = (
     "answers",
@@ -44,6 +46,8 @@ SUITES = (
     "saf-uq",
 )
 DEFAULT_SUITES = ("answers", "references", "perturbations", "adversarial", "injections")
+#: The suites built from whatever rubric is given: the default with `--rubric` (the self-test of a bank).
+RUBRIC_SUITES = ("references", "perturbations", "adversarial")
 #: What each split of the `answers` suite is for: fit and tune on dev; report test.
 ANSWER_SUITES = {"answers": "test", "answers-dev": "dev"}
 #: The same halves rewritten by the counterfactual probes.
@@ -103,20 +107,33 @@ _STOP = set(
 )
 
 
+def _not_with_a_rubric(what: str) -> UsageError:
+    return UsageError(
+        f"{what}: it cannot be run with --rubric (or GRADER_RUBRIC)",
+        hint="a rubric of your own is self-tested by " + ", ".join(RUBRIC_SUITES),
+    )
+
+
+def is_packaged(rubric_path: Path) -> bool:
+    """Whether a rubric file is the packaged rubric (the file itself, or the same questions): every suite
+    runs with it, as with no `--rubric` at all."""
+    return same_file(rubric_path, default_rubric_path()) or load_rubric(rubric_path) == load_rubric()
+
+
 def load(name: str, rubric_path: Path | None = None, *, holdout: bool = True) -> Suite:
     if name in ANSWER_SUITES:
         if rubric_path is not None:
-            raise GraderError(f"the {name} suite is graded against the packaged rubric; drop --rubric")
+            raise _not_with_a_rubric(f"the {name} suite is graded against the packaged rubric")
         return answers_suite(ANSWER_SUITES[name])
     if name == "adversarial":
         return adversarial_suite(load_rubric(rubric_path))
     if name == "injections":
         if rubric_path is not None:
-            raise GraderError("the injections suite is built from the packaged answers; drop --rubric")
+            raise _not_with_a_rubric("the injections suite is built from the packaged answers")
         return injections_suite()
     if name in COUNTERFACTUAL_SUITES:
         if rubric_path is not None:
-            raise GraderError(f"the {name} suite is built from the packaged answers; drop --rubric")
+            raise _not_with_a_rubric(f"the {name} suite is built from the packaged answers")
         from grader.eval.counterfactual import counterfactual_suite
 
         return counterfactual_suite(COUNTERFACTUAL_SUITES[name])
@@ -126,7 +143,7 @@ def load(name: str, rubric_path: Path | None = None, *, holdout: bool = True) ->
         return perturbations_suite(load_rubric(rubric_path))
     if name in ("stories-dev", "saf-ua", "saf-uq"):
         if rubric_path is not None:
-            raise GraderError(f"the {name} suite brings its own rubric; drop --rubric")
+            raise _not_with_a_rubric(f"the {name} suite brings its own rubric")
         if name == "stories-dev":
             return stories_suite()
         return load_suite_file(data_dir("evals") / "saf" / f"{name}.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,18 @@ class ReportModel(BaseModel):
 
 
 R = TypeVar("R", bound=ReportModel)
+
+
+def report_folder(out: Path) -> Path:
+    """Make the report folder `out` and check a file can be written in it, before a long run whose
+    reports would go there (exit 15 naming the path, not after every case is graded)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".grader-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError.of(out, exc) from None
+    return out
 
 
 def write_reports(

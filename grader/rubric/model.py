@@ -48,6 +48,8 @@ class _Loader(_BASE_LOADER):  # type: ignore[misc,valid-type]
 
 
 _LOADER = _Loader
+#: For other YAML files a person writes (`evals/thresholds.yaml`): the same refusal of a key given twice.
+UniqueKeyLoader = _Loader
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=80)]
 PointId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*$", max_length=80)]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from grader.errors import UsageError
 from grader.grading.contract import TIERS
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class TierRule:
         `saf` (params-saf.json, its tier model refitted on SAF's training split)."""
         packaged = {"default": "params.json", "saf": "params-saf.json"}
         if (name or "default") not in packaged:
-            raise ValueError(f"unknown local rule {name!r}; packaged rules: {', '.join(packaged)}")
+            raise UsageError(f"unknown local rule {name!r}", hint=f"packaged rules: {', '.join(packaged)}")
         here = files("grader.backends.local")
         rule = cls.from_dict(json.loads((here / packaged[name or "default"]).read_text(encoding="utf-8")))
         if (name or "default") == "default":
