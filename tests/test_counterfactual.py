@@ -13,7 +13,7 @@ from grader.backends.local.reading import american
 from grader.cli import app
 from grader.eval.cases import EvalCase
 from grader.eval.counterfactual import NAME_FRAMES, NAME_SETS, PROBES, counterfactual_suite
-from grader.eval.report import check_thresholds, counterfactual_flips, summarize
+from grader.eval.report import check_thresholds, counterfactual_flips, summarize, to_html, to_markdown
 from grader.eval.runner import CaseResult
 from grader.eval.suites import answers_suite
 from grader.grading.contract import FailureKind, Grade, GradeFailure, Tier
@@ -175,6 +175,19 @@ def test_thresholds_on_flips_in_all_and_per_kind_or_probe():
     ]
 
 
+def test_the_html_report_has_the_probes_and_the_questions_the_markdown_has():
+    """The page a team reads: it had neither the probe table nor the per-question one."""
+    report = summarize("counterfactual-dev", flips_table(), backend="fake", model="m")
+    page, md = to_html(report), to_markdown(report)
+    for text in ("Counterfactual probes", "Per question"):
+        assert text in md and text in page
+    probes = page.split('<table id="probes">', 1)[1].split("</table>", 1)[0]
+    assert probes.count("<tr>") == 1 + len(report.counterfactual.per_kind) + len(report.counterfactual.per_probe)
+    assert "a+dialect-y" in probes and "counterfactual flips</th><td>2 of 3" in page
+    questions = page.split('<table id="questions">', 1)[1].split("</table>", 1)[0]
+    assert questions.count("<tr>") == 1 + len(report.per_question)
+
+
 def test_cli_reports_flips_per_probe(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
     result = CliRunner().invoke(
@@ -190,3 +203,15 @@ def test_cli_reports_flips_per_probe(tmp_path, monkeypatch):
     assert len(names) == 12 and all(p["compared"] >= 1 for p in names)
     # The local backend reads identity lines away: a name or pronoun never moves its tier.
     assert cf["per_kind"]["name"]["flips"] == 0 and cf["per_kind"]["pronoun"]["flips"] == 0
+
+
+def test_a_floor_threshold_under_no_floor_says_why_it_cannot_be_measured():
+    plain = summarize("answers", flips_table()[:1], backend="fake", model="m")
+    assert check_thresholds(plain, {"min_margin_over_floor": 0.1}) == [
+        "answers: min_margin_over_floor cannot be measured (the floor was not graded: run without --no-floor)"
+    ]
+
+
+def test_an_unknown_local_rule_is_a_usage_error():
+    result = CliRunner().invoke(app, ["eval", "-b", "local", "-s", "references", "--local-rule", "nosuch"])
+    assert result.exit_code == 2 and "unknown local rule 'nosuch'" in result.stderr, result.output

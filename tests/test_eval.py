@@ -301,3 +301,25 @@ def test_the_cases_of_the_html_report_in_a_headless_browser(rubric, tmp_path):
             view.screenshot(path=str(ARTIFACTS / "eval" / "eval-cases-open.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_a_suite_labelled_with_one_tier_reports_no_recall_or_kappa_for_the_others():
+    """adversarial and injections are all poor: recall 0.00 for great and kappa 0 were shown as measured."""
+    m = tier_metrics(["poor"] * 4, ["poor", "poor", "great", "mediocre"])
+    assert m.recall == {"great": None, "mediocre": None, "poor": 0.5}
+    assert m.qwk is None and m.macro_f1 == pytest.approx(2 / 3, abs=1e-4)  # the F1 of poor alone
+    both = tier_metrics(["poor", "great"], ["poor", "poor"])
+    assert both.recall == {"great": 0.0, "mediocre": None, "poor": 1.0} and both.qwk is not None
+
+
+def test_the_terminal_table_shows_the_majority_floor(tmp_path, monkeypatch, rubric):
+    from typer.testing import CliRunner
+
+    from grader.cli import app
+
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["eval", "-b", "nearest", "--no-floor", "--limit", "12"]
+    shown = CliRunner().invoke(app, [*args, "-s", "answers"])
+    assert shown.exit_code == 0 and "majority-class floor (always great): accuracy" in shown.stdout, shown.output
+    one_label = CliRunner().invoke(app, [*args, "-s", "adversarial"])  # every case poor: no floor to beat
+    assert one_label.exit_code == 0 and "majority-class floor" not in one_label.stdout

@@ -218,8 +218,16 @@ def _print(report: EvalReport) -> None:
             ("accuracy", _num(o.accuracy)),
             ("macro-F1", _num(o.macro_f1)),
             ("quadratic-weighted kappa", _num(o.qwk)),
-            ("recall great / mediocre / poor", " / ".join(f"{v:.2f}" for v in (o.recall or {}).values())),
+            ("recall great / mediocre / poor", " / ".join(_num(v, ".2f") for v in (o.recall or {}).values())),
         ]
+    if (m := report.majority_floor) is not None and o.accuracy is not None and m.accuracy < 1:
+        # Always answering the most frequent label: on SAF (64 % great) the grader must beat it too.
+        rows.append(
+            (
+                f"majority-class floor (always {m.tier.value}): accuracy",
+                f"{_num(m.accuracy)}  (margin {o.accuracy - m.accuracy:+.3f})",
+            )
+        )
     floor, margin = report.floor, report.margin_over_floor
     if floor and floor.overall.n and margin:
         rows.append(

@@ -41,7 +41,7 @@ class TierMetrics(ReportModel):
     macro_f1: float | None = None
     qwk: float | None = Field(default=None, description="Quadratic-weighted kappa; null when one tier only.")
     confusion: Confusion | None = None
-    recall: dict[str, float] | None = None
+    recall: dict[str, float | None] | None = Field(default=None, description="None for a tier no case is labelled.")
 
 
 class PointMetrics(ReportModel):
@@ -238,24 +238,23 @@ def tier_metrics(labels: list[str], predicted: list[str]) -> TierMetrics:
     if not labels:
         return TierMetrics(n=0)
     tiers = list(TIERS)
+    # A tier no case is labelled with has no recall (it is not 0), and adds nothing to the macro-F1: on a
+    # suite whose cases are all poor (adversarial, injections) neither says anything of the other tiers.
+    present = [t for t in tiers if t in set(labels)]
+    recalls = recall_score(labels, predicted, labels=tiers, average=None, zero_division=0)
     return TierMetrics(
         n=len(labels),
         accuracy=round(float(accuracy_score(labels, predicted)), 4),
-        macro_f1=round(float(f1_score(labels, predicted, labels=tiers, average="macro", zero_division=0)), 4),
+        macro_f1=round(float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)), 4),
         qwk=_qwk(labels, predicted),
         confusion=Confusion(labels=tiers, matrix=confusion_matrix(labels, predicted, labels=tiers).tolist()),
-        recall={
-            t: round(float(r), 4)
-            for t, r in zip(
-                tiers, recall_score(labels, predicted, labels=tiers, average=None, zero_division=0), strict=True
-            )
-        },
+        recall={t: round(float(r), 4) if t in present else None for t, r in zip(tiers, recalls, strict=True)},
     )
 
 
 def _qwk(labels: list[str], predicted: list[str]) -> float | None:
-    if len(set(labels) | set(predicted)) < 2:
-        return None  # kappa is undefined when everything is one tier
+    if len(set(labels)) < 2 or len(set(labels) | set(predicted)) < 2:
+        return None  # kappa is undefined when everything is one tier, and says nothing when every label is
     return round(
         float(cohen_kappa_score([_rank(t) for t in labels], [_rank(t) for t in predicted], weights="quadratic")), 4
     )
@@ -627,7 +626,7 @@ def to_markdown(report: EvalReport) -> str:
         lines += [
             f"- accuracy {fmt(o.accuracy)}, macro-F1 {fmt(o.macro_f1)}, quadratic-weighted kappa "
             f"{o.qwk if o.qwk is None else format(o.qwk, '.3f')}",
-            "- recall: " + ", ".join(f"{t} {v:.3f}" for t, v in (o.recall or {}).items()),
+            "- recall: " + ", ".join(f"{t} {fmt(v)}" for t, v in (o.recall or {}).items()),
         ]
     majority = report.majority_floor
     if majority:
