@@ -78,6 +78,11 @@ def test_grade_text_from_stdin(scripted, q1):
         pytest.param(
             ["-q", "1", "-a", "x", "--rubric", "/nonexistent.yaml"], 6, "no such rubric file", id="missing-rubric"
         ),
+        # Usage errors are one line too, not typer's five-line framed box.
+        pytest.param(
+            ["-q", "1", "-a", "x", "--max-answer-chars", "abc"], 2, "Invalid value for '--max-answer-chars'", id="int"
+        ),
+        pytest.param(["-q", "1", "-a", "x", "--nope"], 2, "No such option: --nope", id="unknown-option"),
         # A chat backend's options, refused before any model is asked (the fake backend has no replies).
         pytest.param(["-q", "1", "-a", "x", "-b", "fake", "--mode", "nope"], 2, "unknown grading mode", id="mode"),
         pytest.param(

@@ -596,6 +596,9 @@ def _cause(code: int, tmp: Path, monkeypatch: pytest.MonkeyPatch, stack: ExitSta
         (tmp / "human.csv").write_text("id,interviewer,question,tier\na,dana,1,poor\n")
         (tmp / "model.jsonl").write_text('{"id": "a"}\n')
         return ["calibrate", str(tmp / "human.csv"), "--model-grades", str(tmp / "model.jsonl")]
+    if code == 21:
+        (tmp / "gate.yaml").write_text("local:\n  answers:\n    min_accuracy: high\n")
+        return ["eval", "-s", "answers", "-b", "local", "--check", "--thresholds", str(tmp / "gate.yaml")]
     raise AssertionError(f"the README documents exit {code}, but this test runs no cause for it: add one")
 
 

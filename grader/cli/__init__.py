@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click.exceptions import ClickException, UsageError  # typer >= 0.29 vendors click
 from typer.core import TyperGroup
 
 from grader.cli._common import err_console
@@ -14,7 +16,36 @@ from grader.errors import GraderError, redact
 
 
 class _Group(TyperGroup):
-    """Turns every GraderError into one line on stderr and its exit code: never a traceback."""
+    """Turns every GraderError into one line on stderr and its exit code: never a traceback. A usage error
+    (an unknown option, a value that is no integer) is one line too, exit 2, not typer's framed box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except UsageError as exc:
+            if not exc.format_message().strip():  # a group with no command: typer has shown its help
+                sys.exit(exc.exit_code)
+            where = exc.ctx.command_path if exc.ctx is not None else "grader"
+            message = " ".join(exc.format_message().split())
+            err_console.print(f"grader: error: {message} (see {where} -h)", markup=False, highlight=False)
+            sys.exit(exc.exit_code)
+        except ClickException as exc:  # a file option that cannot be opened, say
+            err_console.print(f"grader: error: {' '.join(exc.format_message().split())}", markup=False)
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # Ctrl-C at a prompt
+            err_console.print("grader: interrupted", markup=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:  # click's Context, vendored inside typer
         try:
