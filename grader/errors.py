@@ -66,6 +66,7 @@ _INPUT_KINDS = frozenset(
         FailureKind.refused,
         FailureKind.not_configured,
         FailureKind.template,
+        FailureKind.output,
         FailureKind.error,
     }
 )
@@ -198,6 +199,7 @@ class OutputError(GraderError):
     is not a folder. The user's environment, not a bug: one line naming the path and the cause."""
 
     exit_code = 15
+    failure_kind = FailureKind.output  # the same for every answer: a run stops at the first
 
     @classmethod
     def of(cls, path: object, exc: BaseException, *, hint: str | None = None) -> OutputError:

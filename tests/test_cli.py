@@ -280,3 +280,17 @@ def test_the_command_line_starts_without_the_heavy_libraries():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for heavy in ("numpy", "onnxruntime", "tokenizers", "sklearn", "matplotlib", "openai"):
         assert f"'{heavy}'" not in loaded
+
+
+def test_a_cache_folder_that_is_a_file_is_exit_15_with_or_without_the_grade_cache(tmp_path, monkeypatch):
+    """The local backend's vector cache lives there too: with --no-cache its failure was a generic exit 1."""
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "afile"))
+    for extra in ([], ["--no-cache"]):
+        result = invoke("grade", "-q", "1", "-a", "I check the logs.", "-b", "local", *extra)
+        assert result.exit_code == 15 and "cannot write" in result.stderr, (extra, result.output)
+
+
+def test_a_folder_given_as_the_answer_file_points_at_what_grades_many():
+    result = invoke("grade", "-q", "1", "-f", ".")
+    assert result.exit_code == 6 and "`grader batch` on a .csv or .jsonl file" in result.stderr

@@ -250,7 +250,10 @@ def read_input(path: Path, *, limit: int | None = None) -> str:
         text = read_stream(sys.stdin.buffer, label, limit=limit)
     else:
         if path.is_dir():
-            raise InputFileError(f"{path}: is a directory; grade a folder with `grader batch`")
+            raise InputFileError(
+                f"{path}: is a directory",
+                hint="grade many answers with `grader batch` on a .csv or .jsonl file of them",
+            )
         label = str(path)
         text = read_text(path, limit=limit)
     if limit is not None and len(text) > limit:

@@ -138,6 +138,7 @@ class FailureKind(StrEnum):
     refused = "refused"  # the server refused the request (bad key, unknown model): the same for every answer
     not_configured = "not_configured"  # no backend, or a backend option it cannot use
     template = "template"  # a prompt template is missing or broken
+    output = "output"  # the grade or vector cache (or another output) cannot be written
     missing_result = "missing_result"  # Batch API: no result line for this answer
     batch_error = "batch_error"  # Batch API: the provider reported the request failed
     error = "error"  # anything else grader refused on purpose
@@ -145,7 +146,7 @@ class FailureKind(StrEnum):
     @property
     def fatal(self) -> bool:
         """The same cause would fail every other answer: a run stops at the first one."""
-        return self in (FailureKind.refused, FailureKind.not_configured, FailureKind.template)
+        return self in (FailureKind.refused, FailureKind.not_configured, FailureKind.template, FailureKind.output)
 
 
 class GradeFailure(BaseModel):
