@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 
 import httpx
@@ -69,6 +70,33 @@ def test_429_honours_retry_after_then_succeeds(api, make_backend, q1, waits):
     assert grade.attempts == 2
 
 
+def test_a_long_wait_is_said_as_it_starts_and_short_ones_are_not(api, make_backend, q1, waits, caplog):
+    """A server's Retry-After of an hour made grader sit silent (up to 120 s a try, 8 minutes in all)."""
+    limited = {"error": {"message": "Rate limit reached"}}
+    api.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(429, headers={"retry-after": "3600"}, json=limited),
+            httpx.Response(429, headers={"retry-after": "2"}, json=limited),
+            ok(reply_for(q1, covered=GOOD)),
+        ]
+    )
+    with caplog.at_level(logging.WARNING, logger="grader.retry"):
+        run(make_backend(), q1)
+    assert waits == [120.0, 2.0]
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "grader.retry"]
+    assert "waiting 120 s before request 2 of 5 (the server asked for 3600 s; at most 120 are waited)" in said
+
+
+def test_an_html_error_page_says_so_and_the_status_is_not_repeated(api, make_backend, q1, waits):
+    """nginx's 502 page read 'HTTP 502: Error code: 502': the SDK's prefix, and nothing of the page."""
+    page = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
+    api.post("/chat/completions").mock(return_value=httpx.Response(502, text=page))
+    with pytest.raises(GradingFailedError) as info:
+        run(make_backend(policy=RetryPolicy(attempts=2)), q1)
+    assert "HTTP 502: an HTML page, not a JSON error: is OPENAI_BASE_URL the API's address?" in str(info.value)
+    assert "Error code" not in str(info.value)
+
+
 def test_500_until_attempts_run_out_raises_a_typed_error(api, make_backend, q1, waits):
     route = api.post("/chat/completions").mock(
         return_value=httpx.Response(500, json={"error": {"message": "upstream overloaded"}})
@@ -100,6 +128,15 @@ def test_invalid_json_is_reasked_with_the_error_and_usage_is_summed(api, make_ba
     assert "not valid JSON" in reask[-1]["content"]
     assert grade.attempts == 2
     assert grade.usage.prompt_tokens == 1800 and grade.usage.completion_tokens == 240
+
+
+def test_an_empty_reply_is_called_empty_not_invalid_json(api, make_backend, q1):
+    no_choices = {**chat_body("x"), "choices": []}
+    route = api.post("/chat/completions").mock(
+        side_effect=[httpx.Response(200, json=no_choices), ok(reply_for(q1, covered=GOOD))]
+    )
+    run(make_backend(mode="holistic"), q1)
+    assert "the reply is empty (no choices, or a message with no content)" in sent(route, 1)["messages"][-1]["content"]
 
 
 def test_unknown_point_id_is_reasked(api, make_backend, q1):

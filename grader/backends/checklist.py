@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from grader.backends.confidence import TokenLogprob, value_distribution
-from grader.backends.replies import last_valid, one_line, quote_in_answer
+from grader.backends.replies import last_valid, not_json, one_line, quote_in_answer
 from grader.errors import BackendNotConfiguredError, UsageError
 from grader.grading.contract import CoveredPoint, Grade, Tier, Usage
 from grader.rubric import Question
@@ -154,7 +154,7 @@ def check_checklist(raw: str, question: Question, answer: str, *, prose: bool, t
 def _check(data: object, items: list[Item], answer: str, *, prose: bool, tier: bool) -> ChecklistCheck:
     check = ChecklistCheck()
     if isinstance(data, json.JSONDecodeError):
-        check.errors.append(f"the reply is not valid JSON ({data.msg} at line {data.lineno} column {data.colno})")
+        check.errors.append(not_json(data))
         return check
     if not isinstance(data, dict):
         check.errors.append("the reply must be a JSON object")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +23,7 @@ from grader.backends.chat import OUTPUT_MODE, ChatBackend, Completion, Conversat
 from grader.backends.checklist import ChecklistRule
 from grader.backends.confidence import TokenLogprob
 from grader.backends.prompts import Prompts
+from grader.backends.replies import one_line
 from grader.backends.retry import RetryPolicy, TransientError, parse_retry_after
 from grader.config import DEFAULT_OPENAI_MODEL
 from grader.errors import BackendError, BackendNotConfiguredError, add_secret, redact
@@ -216,11 +218,21 @@ class OpenAIBackend(ChatBackend):
                 return TransientError(problem)
             if isinstance(exc, openai.APITimeoutError):
                 return TransientError("request timed out")
+            if _closed_early(exc):  # it connected: the server hung up before its answer was whole
+                return TransientError("the server closed the connection before its answer was complete")
             return TransientError(f"cannot connect to {self.base_url}")
         if not isinstance(exc, openai.APIStatusError):
             return exc
         status = exc.status_code
         message = redact(exc.message)  # before it is cut to one line: no part of a key survives the cut
+        message = _SDK_PREFIX.sub("", message).strip()  # "Error code: 502 - " repeats the status
+        if not message and exc.response is not None:
+            text = exc.response.text.lstrip()
+            message = (
+                "an HTML page, not a JSON error: is OPENAI_BASE_URL the API's address?"
+                if text.startswith("<")
+                else one_line(text, 120) or "no message"
+            )
         body = f"{message} {exc.response.text if exc.response is not None else ''}".lower()
         if status in (400, 422, 500, 501) and any(s in body for s in ("json_schema", "response_format", "json_object")):
             return Rejected(OUTPUT_MODE)
@@ -265,6 +277,25 @@ class OpenAIBackend(ChatBackend):
         return Completion(text=text, usage=usage, logprobs=tokens, requests=requests)
 
 
+_SDK_PREFIX = re.compile(r"^Error code: \d+\s*-?\s*")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    causes: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in causes:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return causes
+
+
+def _closed_early(exc: BaseException) -> bool:
+    """Whether the server closed the connection mid-answer (aiohttp's payload and disconnect errors, or
+    httpx's incomplete read), not refused it."""
+    names = {type(c).__name__ for c in _causes(exc)}
+    return bool(names & {"ClientPayloadError", "ServerDisconnectedError", "RemoteProtocolError", "IncompleteRead"})
+
+
 def connection_problem(exc: BaseException, base_url: str) -> str | None:
     """What a failed connection was, read from the exception's causes: `connection refused to HOST:PORT`,
     `HOST does not resolve`, or `cannot connect to HOST:PORT (reason)`; None when no cause says."""
@@ -275,11 +306,7 @@ def connection_problem(exc: BaseException, base_url: str) -> str | None:
     except ValueError:
         port = None
     where = f"{host}:{port}" if port is not None else host
-    causes: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and cause not in causes:
-        causes.append(cause)
-        cause = cause.__cause__ or cause.__context__
+    causes = _causes(exc)
     if any(isinstance(c, socket.gaierror) for c in causes):
         return f"{host} does not resolve"
     if any(isinstance(c, ConnectionRefusedError) for c in causes):

@@ -235,6 +235,14 @@ def last_valid(raw: str, check: Callable[[object], C]) -> C:
     return first
 
 
+def not_json(error: json.JSONDecodeError) -> str:
+    """What to tell the model (and the user) of a reply that does not parse: an empty one says so (a
+    server that sent no choices, or a message with no content), not "Expecting value at line 1 column 1"."""
+    if not error.doc.strip():
+        return "the reply is empty (no choices, or a message with no content)"
+    return f"the reply is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+
+
 def check_reply(raw: str, question: Question, answer: str) -> ReplyCheck:
     return last_valid(raw, lambda data: _check_data(data, question, answer))
 
@@ -242,7 +250,7 @@ def check_reply(raw: str, question: Question, answer: str) -> ReplyCheck:
 def _check_data(data: object, question: Question, answer: str) -> ReplyCheck:
     check = ReplyCheck()
     if isinstance(data, json.JSONDecodeError):
-        check.errors.append(f"the reply is not valid JSON ({data.msg} at line {data.lineno} column {data.colno})")
+        check.errors.append(not_json(data))
         return check
     try:
         reply = GradeReply.model_validate(data)

@@ -9,6 +9,7 @@ so this module knows nothing about any one SDK. Tests replace `sleep` to run wit
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from tenacity import (
 )
 
 MAX_RETRY_AFTER = 120.0
+#: A pause this long (seconds) is logged as it starts (`grader.retry`, shown by the command line).
+LONG_WAIT = 10.0
+log = logging.getLogger("grader.retry")
 
 
 class TransientError(Exception):
@@ -78,6 +82,20 @@ def transport(policy: RetryPolicy) -> AsyncRetrying:
         listener = transient_listener.get()
         if listener is not None and isinstance(exc, TransientError):
             listener(exc)
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        if wait >= LONG_WAIT and isinstance(exc, TransientError):  # a long silence is said, not sat through
+            asked = exc.retry_after
+            said = ""
+            if asked and asked > wait:
+                said = f" (the server asked for {asked:.0f} s; at most {MAX_RETRY_AFTER:.0f} are waited)"
+            log.warning(
+                "%s; waiting %.0f s before request %d of %d%s",
+                exc,
+                wait,
+                state.attempt_number + 1,
+                policy.attempts,
+                said,
+            )
 
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientError),

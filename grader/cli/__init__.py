@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,13 @@ from typer.core import TyperGroup
 
 from grader.cli._common import err_console
 from grader.errors import GraderError, redact
+
+
+class _Notes(logging.Handler):
+    """What the library logs while a command waits (a server's long Retry-After), as a line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"grader: note: {redact(record.getMessage())}", markup=False, highlight=False)
 
 
 class _Group(TyperGroup):
@@ -28,6 +36,10 @@ class _Group(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        retry_log = logging.getLogger("grader.retry")
+        if not any(isinstance(h, _Notes) for h in retry_log.handlers):
+            retry_log.addHandler(_Notes())
+            retry_log.propagate = False
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
