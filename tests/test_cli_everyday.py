@@ -95,5 +95,7 @@ def test_grade_reuses_a_cached_grade(tmp_path, monkeypatch, q1):
     replies.write_text(json.dumps(reply_for(q1, tier="great")) + "\n")  # the model would now say great
     second, fresh = invoke(*args), invoke(*args, "--no-cache")
     assert first.exit_code == second.exit_code == fresh.exit_code == 0, second.output
-    assert json.loads(second.stdout) == json.loads(first.stdout)  # served by the cache
-    assert json.loads(fresh.stdout)["tier"] == "great"
+    cached = json.loads(second.stdout)
+    assert cached["notes"][-1].startswith("from the grade cache: no model call now")  # its usage is no new cost
+    assert {**cached, "notes": cached["notes"][:-1]} == json.loads(first.stdout)  # served by the cache
+    assert json.loads(fresh.stdout)["tier"] == "great" and not json.loads(first.stdout)["notes"]

@@ -113,7 +113,15 @@ async def _grade(
     if graded.failure is not None:
         raise error_for(graded.failure)
     assert graded.grade is not None
+    if graded.source == "cache":  # said on what is printed: its usage is the first grading's, not a new cost
+        return graded.grade.model_copy(update={"notes": [*graded.grade.notes, FROM_CACHE]})
     return graded.grade
+
+
+#: The note on a grade `grader grade` read from the grade cache.
+FROM_CACHE = (
+    "from the grade cache: no model call now (usage and attempts are the first grading's; --no-cache grades afresh)"
+)
 
 
 def print_grade(grade: Grade, question: Question) -> None:
