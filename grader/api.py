@@ -97,6 +97,8 @@ def _reviews(source: ReviewSource | str | Path | None) -> ReviewSource | None:
 
 async def agrade(question: QuestionRef, answer: str, **kwargs: Any) -> Grade:
     """Grade one answer; raise the GraderError its failure stands for."""
+    if not isinstance(answer, str):
+        raise TypeError(f"the answer must be a str, not {type(answer).__name__}")
     (outcome,) = await agrade_many([(question, answer)], **kwargs)
     if not isinstance(outcome, Grade):
         raise error_for(outcome)

@@ -89,7 +89,7 @@ class UnknownQuestionError(GraderError):
         hint = (
             ("did you mean " + ", ".join(suggestions) + "?")
             if suggestions
-            else "list them with `grader rubric list`, given the same --rubric"
+            else "list them with `grader rubric list` given the same --rubric, or load_rubric() in Python"
         )
         super().__init__(f"unknown question {ref!r}", hint=hint)
         self.ref = ref

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import FailureKind, Grade, GradeFailure, agrade_many, grade
+from grader import FailureKind, Grade, GradeFailure, agrade_many, grade, grade_many
 from grader.backends.fake import FakeBackend
 from grader.errors import (
     AnswerTooLongError,
@@ -16,6 +16,7 @@ from grader.errors import (
     GraderError,
     GradingFailedError,
     UnknownQuestionError,
+    UsageError,
     error_for,
 )
 from tests.conftest import reply_for
@@ -92,5 +93,13 @@ def test_max_attempts_and_reasks_reach_the_backend(monkeypatch):
 
 @pytest.mark.parametrize("answer", [b"I check the logs.", None])
 def test_an_answer_that_is_not_text_is_a_type_error_naming_the_item(answer):
-    with pytest.raises(TypeError, match=f"item 0: the answer must be a str, not {type(answer).__name__}"):
+    with pytest.raises(TypeError, match=f"^the answer must be a str, not {type(answer).__name__}$"):
         grade(1, answer, backend="local")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=f"^item 1: the answer must be a str, not {type(answer).__name__}$"):
+        grade_many([(1, "I check the logs."), (1, answer)], backend="local")  # type: ignore[list-item]
+
+
+def test_an_unknown_backend_is_a_usage_error_as_on_the_command_line():
+    with pytest.raises(UsageError, match="unknown backend 'bogus'") as info:
+        grade(1, "I check the logs.", backend="bogus")
+    assert info.value.exit_code == 2

@@ -85,6 +85,11 @@ def test_grade_text_from_stdin(scripted, q1):
         pytest.param(["-q", "1", "-a", "x", "--nope"], 2, "No such option: --nope", id="unknown-option"),
         # A chat backend's options, refused before any model is asked (the fake backend has no replies).
         pytest.param(["-q", "1", "-a", "x", "-b", "fake", "--mode", "nope"], 2, "unknown grading mode", id="mode"),
+        # ... whichever backend is picked: a bad GRADER_MODE is found before a key is ever set.
+        pytest.param(
+            ["-q", "1", "-a", "x", "-b", "local", "--mode", "nope"], 2, "unknown grading mode", id="mode-local"
+        ),
+        pytest.param(["-q", "1", "-a", "x", "--format", "xml"], 2, "'xml' is not one of 'text', 'json'", id="format"),
         pytest.param(
             ["-q", "1", "-a", "x", "-b", "fake", "--checklist-calls", "two"], 2, "--checklist-calls", id="calls"
         ),
@@ -269,7 +274,8 @@ def test_installed_entry_point_bad_input_exit_code(tmp_path):
     assert proc.returncode == 3
     assert (
         proc.stderr.strip()
-        == "grader: error: unknown question '99' (list them with `grader rubric list`, given the same --rubric)"
+        == "grader: error: unknown question '99' (list them with `grader rubric list` given the same --rubric, "
+        "or load_rubric() in Python)"
     )
 
 
@@ -294,3 +300,17 @@ def test_a_cache_folder_that_is_a_file_is_exit_15_with_or_without_the_grade_cach
 def test_a_folder_given_as_the_answer_file_points_at_what_grades_many():
     result = invoke("grade", "-q", "1", "-f", ".")
     assert result.exit_code == 6 and "`grader batch` on a .csv or .jsonl file" in result.stderr
+
+
+def test_output_closed_early_ends_quietly():
+    """`grader eval --help | head` was an internal error (exit 70, BrokenPipeError)."""
+    for args in (["eval", "--help"], ["rubric", "list"]):
+        proc = subprocess.run(
+            f"{sys.executable} -m grader {' '.join(args)} | head -8 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            shell=True,
+            executable="/bin/bash",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.stdout.strip() in {"0", "1"} and "error" not in proc.stderr, (args, proc.stdout, proc.stderr)

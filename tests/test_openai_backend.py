@@ -269,12 +269,19 @@ def test_not_configured_is_a_clear_error():
         ("not a url", "is not an http(s) URL"),
         ("ftp://models.example/v1", "is not an http(s) URL"),
         ("http://", "is not an http(s) URL"),
+        ("http://[::1/v1", "is not an http(s) URL"),  # a crash: urlsplit's ValueError (exit 70)
+        ("http://127.0.0.1:99999/v1", "is not an http(s) URL"),  # retried 12 s as "cannot connect"
         ("http://user:secret@models.example/v1", "holds credentials"),
     ],
 )
 def test_a_server_url_that_cannot_work_is_refused_before_any_request(url, message):
     with pytest.raises(BackendNotConfiguredError, match=re.escape(message)):
         OpenAIBackend(api_key="k", base_url=url)
+
+
+def test_the_whitespace_a_shell_or_env_file_leaves_on_the_url_is_no_part_of_it():
+    for url in ("http://127.0.0.1:8080/v1\n", " http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1/\t"):
+        assert OpenAIBackend(api_key="k", base_url=url).base_url == "http://127.0.0.1:8080/v1"
 
 
 @pytest.mark.parametrize(

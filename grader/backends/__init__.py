@@ -66,12 +66,13 @@ def _http_chat(module: str, name: str) -> Callable[[BackendOptions], Backend]:
 
 
 def _chat(options: BackendOptions) -> dict[str, Any]:
-    """The grading-mode settings every chat backend takes."""
+    """The grading-mode settings every chat backend takes; refused when they are not valid settings, for
+    every backend (`get_backend`): a bad GRADER_MODE is found before a key is ever set, not after."""
     from grader.backends.chat import check_mode
     from grader.backends.checklist import ChecklistRule
 
     if options.checklist_calls not in ("one", "per-item"):
-        raise UsageError(f"unknown --checklist-calls {options.checklist_calls!r}", hint="choose one or per-item")
+        raise UsageError(f"unknown --checklist-calls {options.checklist_calls!r}", hint="choose one of: one, per-item")
     per_item = options.checklist_calls == "per-item"
     check_mode(options.mode, per_item=per_item, prose=options.prose, ask_tier=options.ask_tier)
     rule = ChecklistRule.load(options.checklist_rule)
@@ -135,8 +136,10 @@ def get_backend(name: str = "auto", options: BackendOptions | None = None) -> Ba
     try:
         factory = REGISTRY[resolved]
     except KeyError:
-        raise GraderError(f"unknown backend {name!r}", hint="choose one of: auto, " + ", ".join(REGISTRY)) from None
-    return factory(options or BackendOptions())
+        raise UsageError(f"unknown backend {name!r}", hint="choose one of: auto, " + ", ".join(REGISTRY)) from None
+    options = options or BackendOptions()
+    _chat(options)  # the chat settings are checked whichever backend is picked
+    return factory(options)
 
 
 __all__ = ["REGISTRY", "Backend", "BackendOptions", "GradeRequest", "get_backend", "resolve_name"]

@@ -300,7 +300,7 @@ class ChatBackend(Backend):
                     f"{self.base_url or self.name} kept failing ({exc}); gave up after {counted(requests, 'request')}",
                     attempts=requests,
                     kind=FailureKind.transport,
-                    hint="check the server, or raise --max-attempts",
+                    hint="check the server, or raise --max-attempts (max_attempts= in Python)",
                 ) from None
             except GradingFailedError as exc:  # counted one request: add the failed ones before it
                 exc.attempts += requests - 1

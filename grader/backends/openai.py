@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx2
 import openai
@@ -106,11 +106,12 @@ class OpenAIBackend(ChatBackend):
                 "the openai backend is not configured",
                 hint="set OPENAI_API_KEY (and OPENAI_BASE_URL for a self-hosted server), or use --backend local",
             )
-        base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:  # a typo, not a network to retry for
+        given = base_url or DEFAULT_BASE_URL
+        base_url = given.strip().rstrip("/")  # a newline a shell or .env file left on it is no part of it
+        parts = _http_url(base_url)
+        if parts is None:  # a typo, not a network to retry for
             raise BackendNotConfiguredError(
-                f"the server URL (--base-url or OPENAI_BASE_URL) {base_url!r} is not an http(s) URL",
+                f"the server URL (--base-url or OPENAI_BASE_URL) {given!r} is not an http(s) URL",
                 hint="write it whole, e.g. http://127.0.0.1:8080/v1",
             )
         if parts.username is not None:  # `user:password@host`: the SDK cannot send both
@@ -275,6 +276,18 @@ class OpenAIBackend(ChatBackend):
             top = tuple((alt.token, alt.logprob) for alt in (item.top_logprobs or []))
             tokens.append(TokenLogprob(item.token, item.logprob, top))
         return Completion(text=text, usage=usage, logprobs=tokens, requests=requests)
+
+
+def _http_url(url: str) -> SplitResult | None:
+    """`url` split, when it is an http(s) URL with a host, a valid port and nothing unprintable; else None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range or not a number
+    except ValueError:  # "http://[::1/v1": an IPv6 host not closed
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0 or not url.isprintable():
+        return None
+    return parts if " " not in url else None
 
 
 _SDK_PREFIX = re.compile(r"^Error code: \d+\s*-?\s*")

@@ -48,7 +48,7 @@ class _Group(TyperGroup):
             if not exc.format_message().strip():  # a group with no command: typer has shown its help
                 sys.exit(exc.exit_code)
             where = exc.ctx.command_path if exc.ctx is not None else "grader"
-            message = " ".join(exc.format_message().split())
+            message = " ".join(exc.format_message().replace("Value error, ", "").split())  # pydantic's prefix
             err_console.print(f"grader: error: {message} (see {where} -h)", markup=False, highlight=False)
             sys.exit(exc.exit_code)
         except ClickException as exc:  # a file option that cannot be opened, say
@@ -57,6 +57,9 @@ class _Group(TyperGroup):
         except typer.Abort:  # Ctrl-C at a prompt
             err_console.print("grader: interrupted", markup=False)
             sys.exit(130)
+        except BrokenPipeError:  # `grader ... | head`: the reader has what it wanted; say nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail flushing at exit
+            sys.exit(1)  # as rich does when help meets a closed pipe, and Python's documentation advises
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:  # click's Context, vendored inside typer
@@ -68,7 +71,7 @@ class _Group(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("grader: interrupted", markup=False)
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, typer.TyperException):
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
             raise
         except Exception as exc:
             if os.environ.get("GRADER_DEBUG"):

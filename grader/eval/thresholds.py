@@ -92,7 +92,8 @@ def _known(fail: Any, keys: list[str], what: str, known: tuple[str, ...]) -> Non
 
 def _number(fail: Any, keys: list[str], metric: str, value: Any) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise fail(keys, f"{value!r} is not a number")
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)  # YAML's `true`, not Python's
+        raise fail(keys, f"{shown} is not a number")
     if "margin" in metric:
         low, high, what = -1.0, 1.0, "a margin from -1 to 1"
     elif metric.startswith("min_"):

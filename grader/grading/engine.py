@@ -194,7 +194,7 @@ class Engine:
             raise UsageError(
                 f"--samples needs a chat backend that samples (openai, ollama); the {backend.name} backend is "
                 "deterministic",
-                hint="add --backend openai or --backend ollama, or drop --samples",
+                hint="use the openai or ollama backend, or grade once (no --samples, samples=1 in Python)",
             )
         self.backend = backend
         self.rubric = rubric

@@ -33,7 +33,7 @@ def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, wher
     if len(answer) > max_chars:
         raise AnswerTooLongError(
             f"{where} is {len(answer):,} characters; the limit is {max_chars:,}",
-            hint="raise it with --max-answer-chars or GRADER_MAX_ANSWER_CHARS",
+            hint="raise it with --max-answer-chars or GRADER_MAX_ANSWER_CHARS (max_answer_chars= in Python)",
         )
     return answer
 
