@@ -240,14 +240,14 @@ TIERS_BY_WORD = {"alpha": "great", "beta": "mediocre", "gamma": "poor"}
     [
         (["poor", "great", "poor", "mediocre"], "poor", 0.5),
         (["mediocre", "poor", "poor", "mediocre"], "mediocre", 0.5),  # a tie goes to the better tier
-        (["great"], "great", 1.0),
     ],
-    ids=["most-frequent", "tie", "one"],
+    ids=["most-frequent", "tie"],
 )
 def test_majority_floor_is_always_answering_the_most_frequent_label(labels, tier, accuracy):
     floor = majority_floor(labels)
     assert floor is not None and floor.tier == tier and floor.accuracy == accuracy
     assert majority_floor([]) is None
+    assert majority_floor(["poor", "poor"]) is None  # one label: no floor to beat (it would read 1.000)
 
 
 def test_the_report_keeps_the_majority_floor_answers_and_justifications(rubric):
@@ -307,7 +307,7 @@ def test_a_suite_labelled_with_one_tier_reports_no_recall_or_kappa_for_the_other
     """adversarial and injections are all poor: recall 0.00 for great and kappa 0 were shown as measured."""
     m = tier_metrics(["poor"] * 4, ["poor", "poor", "great", "mediocre"])
     assert m.recall == {"great": None, "mediocre": None, "poor": 0.5}
-    assert m.qwk is None and m.macro_f1 == pytest.approx(2 / 3, abs=1e-4)  # the F1 of poor alone
+    assert m.qwk is None and m.macro_f1 is None
     both = tier_metrics(["poor", "great"], ["poor", "poor"])
     assert both.recall == {"great": 0.0, "mediocre": None, "poor": 1.0} and both.qwk is not None
 

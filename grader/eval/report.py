@@ -245,7 +245,11 @@ def tier_metrics(labels: list[str], predicted: list[str]) -> TierMetrics:
     return TierMetrics(
         n=len(labels),
         accuracy=round(float(accuracy_score(labels, predicted)), 4),
-        macro_f1=round(float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)), 4),
+        macro_f1=(
+            round(float(f1_score(labels, predicted, labels=present, average="macro", zero_division=0)), 4)
+            if len(present) > 1
+            else None
+        ),
         qwk=_qwk(labels, predicted),
         confusion=Confusion(labels=tiers, matrix=confusion_matrix(labels, predicted, labels=tiers).tolist()),
         recall={t: round(float(r), 4) if t in present else None for t, r in zip(tiers, recalls, strict=True)},
@@ -410,8 +414,9 @@ def _scored_metrics(results: list[CaseResult]) -> TierMetrics:
 
 
 def majority_floor(labels: list[str]) -> MajorityFloor | None:
-    """The accuracy of always answering the most frequent of `labels` (ties go to the better tier)."""
-    if not labels:
+    """The accuracy of always answering the most frequent of `labels` (ties go to the better tier); None
+    when there is one label only (adversarial, injections: every case poor, where what counts is `passed`)."""
+    if len(set(labels)) < 2:
         return None
     counts = Counter(labels)
     tier = max(TIERS, key=lambda t: counts[t])  # `max` keeps the first of equals, TIERS runs best first
