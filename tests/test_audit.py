@@ -18,7 +18,7 @@ from grader.audit.report import build_report
 from grader.cli import app
 from grader.grading import rows
 from grader.grading.contract import FailureKind, Grade, GradeFailure, Tier
-from grader.rubric import load_rubric
+from grader.rubric import dump_rubric, load_rubric
 from tests.support.browser import ARTIFACTS, check_page
 
 runner = CliRunner()
@@ -453,3 +453,31 @@ def test_markdown_shows_a_category_written_as_html_as_text(tmp_path):
     assert "&lt;b>x&lt;/b>" in md and "<b>" not in md
     result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", " ", "-o", str(out)])
     assert result.exit_code == 2 and "--category: an empty column name" in result.output
+
+
+def test_interviewer_questions_are_read_as_calibrate_reads_them(tmp_path):
+    """Written as the batch input wrote them (`first`, a team's own name), or through the team's rubric (--rubric): audit refused
+    both (exit 20) where calibrate --rubric took the file."""
+    packaged = load_rubric()
+    grades = tmp_path / "graded.jsonl"
+    numbered = [
+        rows.to_record(a_grade(Tier.great), {"id": f"a{i}", "question": "first", "answer": "t", "candidate": f"c{i}"})
+        for i in range(4)
+    ]
+    grades.write_text("".join(json.dumps(g) + "\n" for g in numbered), encoding="utf-8")
+    people = tmp_path / "people.csv"
+    people.write_text("candidate,sex\n" + "".join(f"c{i},{'Female' if i % 2 else 'Male'}\n" for i in range(4)))
+    human = tmp_path / "human.csv"
+    human.write_text("interviewer,question,tier,id\n" + "".join(f"dana,first,great,a{i}\n" for i in range(4)))
+    args = ["audit", str(grades), "-d", str(people), "--interviewers", str(human), "-c", "sex"]
+    assert runner.invoke(app, [*args, "-o", str(tmp_path / "r1")]).exit_code == 0
+
+    # The team's rubric numbers that question 7: only the rubric can say that "7" is it.
+    team = packaged.with_questions([packaged.questions[0].model_copy(update={"number": 7})])
+    team_path = tmp_path / "team.yaml"
+    team_path.write_text(dump_rubric(team), encoding="utf-8")
+    human.write_text("interviewer,question,tier,id\n" + "".join(f"dana,7,great,a{i}\n" for i in range(4)))
+    refused = runner.invoke(app, [*args, "-o", str(tmp_path / "r2")])
+    assert refused.exit_code == 20 and "give the rubric (--rubric)" in refused.stderr
+    taken = runner.invoke(app, [*args, "--rubric", str(team_path), "-o", str(tmp_path / "r3")])
+    assert taken.exit_code == 0, taken.output

@@ -64,6 +64,7 @@ class GradedAnswer:
     candidate: str | None
     question: str | None
     tier: Tier | None
+    asked: str | None = None  # the question as the batch input wrote it (`1`, a slug): its `question` column
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ def _answer(where: str, record: dict[str, Any]) -> GradedAnswer:
         raise AuditDataError(f"{where}: no grade (no `tier` and no error): not `grader batch` output")
     question = outcome.question_id
     tier = outcome.tier if isinstance(outcome, Grade) else None
-    return GradedAnswer(where, _text(record.get("id")), _text(record.get("candidate")), question, tier)
+    asked = _text(record.get("question"))
+    return GradedAnswer(where, _text(record.get("id")), _text(record.get("candidate")), question, tier, asked)
 
 
 def _from_database(source: str) -> Grades:
@@ -282,7 +284,7 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
     return people
 
 
-def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade], int]:
+def read_interviewers(path: Path, grades: Grades, rubric: Path | None = None) -> tuple[list[InterviewerGrade], int]:
     """human.csv joined to GRADES by id: the interviewer grades, and how many named an id GRADES lacks.
 
     Checked as `grader calibrate` checks it (exit 20, naming the line): one grade per interviewer and
@@ -290,7 +292,7 @@ def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade
     human = read_human_grades(path, join="id")
     check_same_answer(path, human)
     check_unique(path, human, [r.id or "" for r in human])
-    resolve = question_resolver()
+    resolve = question_resolver(rubric)  # `3` or a slug read through the rubric, as calibrate --rubric reads it
     by_id = {a.id: a for a in grades.answers if a.id is not None}
     out: list[InterviewerGrade] = []
     unmatched = 0
@@ -299,8 +301,8 @@ def read_interviewers(path: Path, grades: Grades) -> tuple[list[InterviewerGrade
         if found is None:
             unmatched += 1
             continue
-        if found.question:
-            hint = "check the ids, or write the question as GRADES does"
+        if found.question and row.question != found.asked:  # written as the batch input wrote it: the same
+            hint = "check the ids, write the question as GRADES does, or give the rubric (--rubric)"
             check_question(path, row, found.question, found.where, resolve, what="grade", hint=hint)
         candidate = row.candidate or found.candidate
         out.append(InterviewerGrade(row.interviewer, row.id or "", candidate, row.tier, found.tier, row.written))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from grader.cli._common import FormatOpt, TableFormat, console, err_console
+from grader.cli._common import FormatOpt, RubricOpt, TableFormat, console, err_console
 from grader.grading.contract import Tier
 
 
@@ -54,6 +54,7 @@ def audit(
             "to the model's on the same answers. A database's reviews are used without it.",
         ),
     ] = None,
+    rubric: RubricOpt = None,
     output_format: FormatOpt = TableFormat.text,
 ) -> None:
     """Audit grades for adverse impact: scoring rates and impact ratios per category and intersection."""
@@ -67,7 +68,7 @@ def audit(
     source = read_grades(grades)
     human, unmatched = source.interviewers, 0
     if interviewers is not None:
-        human, unmatched = read_interviewers(interviewers, source)
+        human, unmatched = read_interviewers(interviewers, source, rubric)
     report = build_report(
         source,
         people,
