@@ -192,6 +192,11 @@ def test_no_tier_token_means_no_confidence():
             "graded poor for red flag(s) q01.no-root-cause although it covers 6 of 8 key points",
             id="poor-on-a-flag-against-most-points",
         ),
+        # Every point and no flag is what great asks for: a mediocre there was graded at 0.94 with no review.
+        pytest.param(
+            "mediocre", 8, [], "graded mediocre although it covers all 8 key points", id="mediocre-with-every-point"
+        ),
+        pytest.param("mediocre", 7, [], None, id="mediocre-with-most-points"),
         pytest.param("great", 4, [], None, id="consistent-great"),
         pytest.param("poor", 1, ["q01.no-root-cause"], None, id="consistent-poor"),
         pytest.param(

@@ -120,6 +120,9 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
         reasons.append(f"graded poor on no evidence: covers none of the {n_points} key points and shows no red flag")
     elif grade.tier is Tier.great and n_points and covered < half:
         reasons.append(f"graded great but covers only {covered} of {n_points} key points (great needs {half})")
+    elif grade.tier is Tier.mediocre and n_points >= 2 and covered == n_points and not grade.red_flags:
+        # Every point and no flag is what great asks for: the tier disagrees with its own evidence.
+        reasons.append(f"graded mediocre although it covers all {n_points} key points and shows no red flag")
     if grade.tier is Tier.poor and n_points and covered >= half:
         if not grade.red_flags:
             reasons.append(f"graded poor although it covers {covered} of {n_points} key points and shows no red flag")
