@@ -1209,4 +1209,15 @@ def test_resume_says_when_kept_rows_were_graded_against_another_version_of_the_r
     n = sum(1 for r in rows if rubric.find(r["question"]).id == first)
     said = f"{n} row of {out} was" if n == 1 else f"{n} rows of {out} were"
     assert n and f"--resume: {said} graded against another version of the rubric" in resumed.stderr
-    assert f"({first})" in resumed.stderr
+    assert f"({first} changed since)" in resumed.stderr
+
+    # A question renamed since: its rows keep the old id, and the message says which is gone.
+    renamed = edited.with_questions(
+        [q.model_copy(update={"id": "renamed-first"}) if i == 0 else q for i, q in enumerate(edited.questions)]
+    )
+    save_rubric(renamed, changed)
+    with LoopbackLLM() as server:
+        server_env(server)
+        again = batch(str(source), "-o", str(out), "--resume", "--rubric", str(changed))
+    assert again.exit_code == 0, again.output
+    assert f"{first} no longer in the rubric (renamed or removed: their rows keep the old id)" in again.stderr

@@ -139,11 +139,16 @@ def batch(
                 f"--resume: {resumed.failed} failed row(s) taken out of {output}, to be graded again", markup=False
             )
         if stale := _graded_against_another_rubric(resumed, rubric_):
-            questions = sorted({q for q, _ in stale})
+            known = {q.id for q in rubric_}
+            gone = sorted({q for q, _ in stale if q not in known})  # renamed or removed since
+            changed = sorted({q for q, _ in stale if q in known})
+            parts = [f"{_some(changed)} changed since"] if changed else []
+            if gone:
+                parts.append(f"{_some(gone)} no longer in the rubric (renamed or removed: their rows keep the old id)")
             err_console.print(
                 f"--resume: {counted(stale.total(), 'row')} of {output} {'was' if stale.total() == 1 else 'were'} "
-                f"graded against another version of the rubric ({', '.join(questions[:5])}"
-                f"{' and more' if len(questions) > 5 else ''}); kept as graded (--force grades every row again)",
+                f"graded against another version of the rubric ({'; '.join(parts)}); kept as graded: the file "
+                "mixes two rubrics (--force grades every row again)",
                 markup=False,
                 highlight=False,
             )
@@ -178,6 +183,10 @@ def batch(
                 job.cache.close()
     if stats is not None and stats.failed:
         raise typer.Exit(1)
+
+
+def _some(ids: list[str]) -> str:
+    return ", ".join(ids[:5]) + (" and more" if len(ids) > 5 else "")
 
 
 def _graded_against_another_rubric(resumed: Resumed, rubric: Rubric) -> Counter[tuple[str, str]]:
