@@ -148,6 +148,8 @@ def test_drafted_points_are_short_quoted_and_readably_named(embed):
             "If it locks the table for a while, users will just have to retry",
         ),
         ("I keep the main build green while the team ships features.", "Keeps the main build green"),
+        # every first person read as the third ("they fixed it myself" was drafted)
+        ("When their code had bugs I just fixed it myself.", "When their code had bugs they just fixed it themselves"),
     ],
 )
 def test_statement_turns_a_first_person_claim_into_a_third_person_point(claim, expected):

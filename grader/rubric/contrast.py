@@ -181,6 +181,8 @@ _PRONOUNS = (
     (r"\b(?:I|we)\b", "they"),
     (r"\b(?:my|our)\b", "their"),
     (r"\b(?:me|us)\b", "them"),
+    (r"\b(?:myself|ourselves)\b", "themselves"),  # "they fixed it myself" was drafted
+    (r"\b(?:mine|ours)\b", "theirs"),
     (r"\bthey was\b", "they were"),
     (r"\bthey wasn't\b", "they weren't"),
     (r"\bthey am\b", "they are"),
