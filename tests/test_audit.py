@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from fractions import Fraction
 from pathlib import Path
 
@@ -481,3 +482,29 @@ def test_interviewer_questions_are_read_as_calibrate_reads_them(tmp_path):
     assert refused.exit_code == 20 and "give the rubric (--rubric)" in refused.stderr
     taken = runner.invoke(app, [*args, "--rubric", str(team_path), "-o", str(tmp_path / "r3")])
     assert taken.exit_code == 0, taken.output
+
+
+def test_a_candidate_named_in_another_unicode_form_case_or_spacing_is_one_person(tmp_path):
+    """An exporter's decomposed "í", "grace kim", "Bob  Okafor": each was two people (graded but missing
+    from the demographics, and in the demographics with no grade)."""
+    names = ["Carmen Díaz", "Grace Kim", "Bob Okafor", "Ana Li"]
+    listed = [unicodedata.normalize("NFD", names[0]), "grace kim", "Bob  Okafor", "Ana Li"]
+    grades = tmp_path / "graded.jsonl"
+    grades.write_text(
+        "".join(json.dumps(record(n, Tier.great if i % 2 else Tier.poor)) + "\n" for i, n in enumerate(names)),
+        encoding="utf-8",
+    )
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "candidate,sex\n" + "".join(f"{n},{'Female' if i < 2 else 'Male'}\n" for i, n in enumerate(listed))
+    )
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", "sex", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    counts = json.loads((tmp_path / "r" / "audit.json").read_text())["counts"]
+    assert counts["unknown_candidates"] == 0 and counts["not_graded"] == 0 and counts["units"] == 4
+    assert counts["respelt_candidates"] == dict(zip(names[:3], listed[:3], strict=True))
+    assert "read as one person: 'Carmen Díaz' as " in (tmp_path / "r" / "audit.md").read_text()
+
+    people.write_text("candidate,sex\nGrace Kim,Female\ngrace  kim,Female\n")  # one person listed twice
+    twice = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", "sex", "-o", str(tmp_path / "r2")])
+    assert twice.exit_code == 19 and "candidate 'grace  kim' already on line 2 (as 'Grace Kim')" in twice.stderr

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,41 @@ class People:
     path: str
     columns: tuple[str, ...]
     categories: dict[str, dict[str, str | None]] = field(default_factory=dict)
+
+
+def person_key(name: str) -> str:
+    """A name as compared: Unicode-normalised (an exporter's decomposed "í" is the composed one), spacing
+    and case folded. Two spellings with one key are one person."""
+    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+
+
+class Spellings:
+    """Candidates spelt as the demographics spell them, where only Unicode form, case or spacing differ
+    (`spell(name)`); `respelt` keeps each spelling read so, {the other file's: the demographics'}."""
+
+    def __init__(self, people: People) -> None:
+        self.people = people
+        self.listed = {person_key(name): name for name in people.categories}
+        self.respelt: dict[str, str] = {}
+
+    def __call__(self, name: str | None) -> str | None:
+        if name is None or name in self.people.categories:
+            return name
+        if (found := self.listed.get(person_key(name))) is not None:
+            self.respelt[name] = found
+            return found
+        return name
+
+    def grades(self, grades: Grades) -> Grades:
+        """`grades` with every candidate (the answers', a database's reviews') spelt as listed."""
+        return Grades(
+            grades.label,
+            [replace(a, candidate=self(a.candidate)) for a in grades.answers],
+            None if grades.interviewers is None else self.interviewers(grades.interviewers),
+        )
+
+    def interviewers(self, rows: list[InterviewerGrade]) -> list[InterviewerGrade]:
+        return [replace(g, candidate=self(g.candidate)) for g in rows]
 
 
 def is_database(source: str) -> bool:
@@ -248,7 +284,7 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
                 raise AuditDataError(f"{path}:1: no column {', '.join(missing)} (the header has {', '.join(header)})")
             index = {c: names.index(c.lower()) for c in ("candidate", *wanted)}
             people = People(str(path), tuple(wanted))
-            seen: dict[str, int] = {}
+            seen: dict[str, tuple[str, int]] = {}  # each person's first spelling and line, by `person_key`
             spelled: dict[tuple[str, str], str] = {}  # one spelling per value: `female` and `Female` are one
             for cells in reader:
                 line = reader.line_num
@@ -259,9 +295,11 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
                 candidate = cells[index["candidate"]].strip()
                 if not candidate:
                     raise AuditDataError(f"{path}:{line}: empty candidate")
-                if candidate in seen:
-                    raise AuditDataError(f"{path}:{line}: candidate {candidate!r} already on line {seen[candidate]}")
-                seen[candidate] = line
+                if (key := person_key(candidate)) in seen:
+                    first, at = seen[key]
+                    also = "" if first == candidate else f" (as {first!r})"
+                    raise AuditDataError(f"{path}:{line}: candidate {candidate!r} already on line {at}{also}")
+                seen[key] = (candidate, line)
                 values: dict[str, str | None] = {}
                 for column in wanted:
                     cell = " ".join(cells[index[column]].split())

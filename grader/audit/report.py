@@ -87,6 +87,11 @@ class Counts(ReportModel):
     missing_from_demographics: list[str] = Field(description=f"Their ids (the first {SHOWN}).")
     not_graded: int = Field(description="People in the demographics with no graded answer.")
     not_graded_people: list[str] = Field(default_factory=list, description=f"Their ids (the first {SHOWN}).")
+    respelt_candidates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Candidates named in GRADES (or the interviewers' file) as the demographics name them but "
+        "for Unicode form, case or spacing: read as one person, {that spelling: the demographics'}.",
+    )
     failed_answers: list[str] = Field(
         default_factory=list, description=f"The failed answers' ids, or lines where a row has none (the first {SHOWN})."
     )
@@ -216,6 +221,7 @@ def build_report(
     selected: Tier | None = None,
     interviewers: list[InterviewerGrade] | None = None,
     unmatched: int = 0,
+    respelt: dict[str, str] | None = None,
 ) -> AuditReport:
     """The whole audit of `grades` against `people`."""
     graded = [a for a in grades.answers if a.tier is not None]
@@ -254,6 +260,7 @@ def build_report(
             missing_from_demographics=missing[:SHOWN],
             not_graded=len(not_graded),
             not_graded_people=not_graded[:SHOWN],
+            respelt_candidates=dict(respelt or {}),
             failed_answers=[a.id or a.where for a in grades.answers if a.tier is None][:SHOWN],
             no_candidate_answers=[a.id or a.where for a in graded if not a.candidate][:SHOWN],
         ),
@@ -342,6 +349,9 @@ def summary_lines(report: AuditReport) -> list[str]:
         f"{c.units} {report.unit}s audited",
         "unknown category: " + ", ".join(f"{col} {n}" for col, n in report.unknown.items()),
     ]
+    if c.respelt_candidates:
+        shown = ", ".join(f"{a!r} as {b!r}" for a, b in list(c.respelt_candidates.items())[:SHOWN])
+        lines.append(f"candidate names differing only in Unicode form, case or spacing are read as one person: {shown}")
     if c.unknown_candidates:
         lines.append(
             f"{counted(c.unknown_candidates, 'graded candidate is', 'graded candidates are')} missing from the "

@@ -58,17 +58,19 @@ def audit(
     output_format: FormatOpt = TableFormat.text,
 ) -> None:
     """Audit grades for adverse impact: scoring rates and impact ratios per category and intersection."""
-    from grader.audit.data import read_grades, read_interviewers, read_people
+    from grader.audit.data import Spellings, read_grades, read_interviewers, read_people
     from grader.audit.report import build_report, summary_lines, write_reports
     from grader.errors import UsageError
 
     if category and any(not c.strip() for c in category):
         raise UsageError("--category: an empty column name", hint="name a column of the demographics file")
     people = read_people(demographics, tuple(dict.fromkeys(c.strip() for c in category)) if category else None)
-    source = read_grades(grades)
+    spell = Spellings(people)  # "grace kim" in GRADES is the demographics' "Grace Kim": one person, said so
+    source = spell.grades(read_grades(grades))
     human, unmatched = source.interviewers, 0
     if interviewers is not None:
         human, unmatched = read_interviewers(interviewers, source, rubric)
+        human = spell.interviewers(human)
     report = build_report(
         source,
         people,
@@ -76,6 +78,7 @@ def audit(
         selected=selected,
         interviewers=human or None,
         unmatched=unmatched,
+        respelt=spell.respelt,
     )
     paths = write_reports(report, out)
     if output_format is TableFormat.json:
