@@ -837,12 +837,31 @@ def test_no_ids_in_common_is_an_error_not_a_table_of_na(tmp_path):
     assert "none of its 2 grade(s) could be paired" in result.stderr and "2 with no model grade" in result.stderr
 
 
-def test_a_batch_csv_given_as_model_grades_is_told_they_are_json_lines(tmp_path):
-    path = tmp_path / "graded.csv"
-    path.write_text("id,question,answer,tier\na01,1,x,great\n")
-    with pytest.raises(CalibrationDataError, match=r"graded\.csv:1: invalid JSON.*JSON lines") as caught:
-        read_model_grades(path)
-    assert "grader batch" in str(caught.value)
+def test_grader_batch_csv_output_is_read_as_its_jsonl_output(tmp_path):
+    """The CSV `grader batch` writes (audit read it; calibrate said "invalid JSON")."""
+    answers = tmp_path / "in.csv"
+    with answers.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "question", "answer"])
+        for i, text in enumerate(
+            ["I check the logs, reproduce it, roll back, then a post-mortem.", "I restart.", "No idea."]
+        ):
+            w.writerow([f"a{i}", "1", text])
+    human = write_csv(
+        tmp_path / "human.csv",
+        ["interviewer", "question", "tier", "id"],
+        [["dana", "1", t, f"a{i}"] for i, t in enumerate(["great", "mediocre", "poor"])],
+    )
+    reports = []
+    for suffix in ("csv", "jsonl"):
+        graded = tmp_path / f"graded.{suffix}"
+        batch = CliRunner().invoke(app, ["batch", str(answers), "-o", str(graded), "-b", "local"])
+        assert batch.exit_code == 0, batch.output
+        result = invoke(str(human), "--model-grades", str(graded), "--format", "json")
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.stdout))
+    assert reports[0]["counts"]["paired"] == 3
+    assert reports[0]["grades"] == reports[1]["grades"] and reports[0]["overall"] == reports[1]["overall"]
 
 
 def test_interviewer_names_differing_in_case_or_spacing_are_one_person(calibration_files, tmp_path):

@@ -212,8 +212,12 @@ def respelt(rows: Iterable[HumanGrade]) -> str | None:
 
 
 def iter_model_grades(path: str | Path) -> Iterator[ModelGrade]:
-    """Stream the model-grades JSON lines, one ModelGrade a line (blank lines skipped)."""
+    """Stream the model grades, one ModelGrade a line (blank lines skipped): JSON lines, or `grader
+    batch`'s CSV output (`.csv`)."""
     path = Path(path)
+    if path.suffix.lower() == ".csv":
+        yield from _csv_model_grades(path)
+        return
     with open_text(path, encoding="utf-8-sig") as stream:
         try:
             for number, text in enumerate(stream, start=1):
@@ -227,12 +231,40 @@ def _model_line(where: str, number: int, text: str) -> ModelGrade:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = "model grades are JSON lines: `grader batch ... -o grades.jsonl`" if number == 1 else None
+        hint = "model grades are JSON lines or `grader batch`'s CSV output" if number == 1 else None
         raise CalibrationDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})", hint=hint) from None
     except RecursionError:
         raise CalibrationDataError(f"{where}: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise CalibrationDataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return _model_record(where, number, obj)
+
+
+def _csv_model_grades(path: Path) -> Iterator[ModelGrade]:
+    """`grader batch`'s CSV output, read by the row codec that wrote it (as `grader audit` reads it)."""
+    with open_text(path, encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream, strict=True)
+        line = 1
+        try:
+            if not reader.fieldnames:
+                raise CalibrationDataError(f"{path}: empty file; expected `grader batch` output with a header row")
+            for record in reader:
+                line = reader.line_num
+                where = f"{path}:{line}"
+                if None in record:
+                    raise CalibrationDataError(f"{where}: more cells than the header has columns")
+                try:
+                    decoded = rows.decode_cells(record)
+                except ValueError as exc:
+                    raise CalibrationDataError(f"{where}: {exc}") from None
+                yield _model_record(where, line, decoded)
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
+        except csv.Error as exc:
+            raise CalibrationDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+
+
+def _model_record(where: str, number: int, obj: dict[str, Any]) -> ModelGrade:
     raw_id = obj.get("id")
     if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or not str(raw_id).strip():
         raise CalibrationDataError(f"{where}: no `id` (a string or number that human.csv's id column refers to)")
