@@ -1010,3 +1010,23 @@ def test_a_short_great_reference_with_few_drafted_points_is_listed_for_review(em
     reviewed = [p.model_copy(update={"draft": False}) for p in kps]
     notes = review_notes(stripped(1).with_questions([drafted.model_copy(update={"key_points": reviewed})]), embed)
     assert "few_points" not in {n.kind for n in notes}
+
+
+def test_the_self_test_names_its_perturbations_as_generated_only():
+    """`grader eval --rubric` adds eight hand-written perturbations: the same name gave different figures."""
+    import asyncio
+
+    from grader.backends import get_backend
+    from grader.eval.suites import perturbations_suite
+    from grader.rubric.selftest import self_test
+
+    rubric = load_rubric().with_questions(load_rubric().questions[:2])
+    backend = get_backend("nearest")
+    try:
+        figures = asyncio.run(self_test(rubric, backend))
+    finally:
+        asyncio.run(backend.aclose())
+    assert list(figures) == ["references", "perturbations (generated only)"]
+    generated = perturbations_suite(rubric, hand_written=False)
+    assert figures["perturbations (generated only)"]["cases"] == len(generated.cases)
+    assert len(perturbations_suite(rubric).cases) > len(generated.cases)
