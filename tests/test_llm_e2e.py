@@ -1,7 +1,7 @@
 """End to end against a real local LLM (opt-in): llama.cpp's OpenAI-compatible server on 127.0.0.1.
 
     bash scripts/local-llm.sh all                       # build the server, assemble the model, serve
-    GRADER_LLM_BASE_URL=http://127.0.0.1:8765/v1 python -m pytest -m llm
+    GRADER_LLM_BASE_URL=http://127.0.0.1:8765/v1 python -m pytest -m llm -n 0
 
 Skipped unless asked for: the default run deselects the `llm` marker.
 """
