@@ -167,6 +167,7 @@ class BackendError(GraderError):
 
     exit_code = 11
     failure_kind = FailureKind.refused
+    status: int | None = None  # also on one `error_for` rebuilt from a stored failure, which has no status
 
     def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
         super().__init__(message, hint=hint)
