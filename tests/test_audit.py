@@ -295,7 +295,10 @@ def test_interviewers_are_audited_next_to_the_model_on_the_same_answers(tmp_path
     assert model["Male"]["n"] == 20 and model["Female"]["n"] == 20
     assert "## Interviewers and the model on the same candidates" in (out / "audit.md").read_text()
     assert data["interviewer_counts"]["respelt"] == {"Dana": "dana"}
-    assert "differ only in case or spacing are read as one person: 'Dana' as 'dana'" in (out / "audit.md").read_text()
+    assert (
+        "differ only in Unicode form, case or spacing are read as one person: 'Dana' as 'dana'"
+        in (out / "audit.md").read_text()
+    )
 
 
 def test_a_service_database_is_a_source_and_its_reviews_are_the_interviewers(tmp_path):

@@ -881,7 +881,7 @@ def test_interviewer_names_differing_in_case_or_spacing_are_one_person(calibrati
     expected = json.loads(invoke(str(human), "--model-grades", str(grades), "--format", "json").stdout)
     assert report["interviewers"]["bob"]["kappa"] == expected["interviewers"]["bob"]["kappa"]
     warning = (
-        "interviewer names that differ only in case or spacing are read as one person: "
+        "interviewer names that differ only in Unicode form, case or spacing are read as one person: "
         f"'Bob' (line 21) as 'bob', 'CAROL' (line {last_carol + 2}) as 'carol'"
     )
     assert warning in report["overall"]["warnings"]

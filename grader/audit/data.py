@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from grader.calibration import question_resolver
-from grader.calibration.data import check_question, check_same_answer, check_unique, read_human_grades
+from grader.calibration.data import check_question, check_same_answer, check_unique, person_key, read_human_grades
 from grader.errors import AuditDataError
 from grader.grading import rows
 from grader.grading.contract import Grade, Tier
@@ -96,12 +95,6 @@ class People:
     path: str
     columns: tuple[str, ...]
     categories: dict[str, dict[str, str | None]] = field(default_factory=dict)
-
-
-def person_key(name: str) -> str:
-    """A name as compared: Unicode-normalised (an exporter's decomposed "í" is the composed one), spacing
-    and case folded. Two spellings with one key are one person."""
-    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
 
 
 class Spellings:

@@ -505,7 +505,7 @@ def interviewer_lines(report: AuditReport) -> list[str]:
         )
     if c.respelt:
         lines.append(
-            "interviewer names that differ only in case or spacing are read as one person: "
+            "interviewer names that differ only in Unicode form, case or spacing are read as one person: "
             + ", ".join(f"{written!r} as {name!r}" for written, name in c.respelt.items())
         )
     return lines

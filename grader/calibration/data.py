@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -184,14 +185,20 @@ def read_human_grades(path: str | Path, *, join: Join) -> list[HumanGrade]:
     return one_spelling(rows)
 
 
+def person_key(name: str) -> str:
+    """A name as compared: Unicode-normalised (an exporter's decomposed "í" is the composed one), spacing
+    and case folded. Two spellings with one key are one person (an interviewer, a candidate)."""
+    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+
+
 def one_spelling(rows: list[HumanGrade]) -> list[HumanGrade]:
-    """Interviewer names that differ only in case or spacing read as one person, spelt as first written
+    """Interviewer names that differ only in Unicode form, case or spacing read as one person, spelt as first written
     (each other spelling is kept in `written`, and reports say so): a spreadsheet's `alice` is the
     `Alice` of the rows above, not a second interviewer with half her grades."""
     first: dict[str, str] = {}
     out = []
     for row in rows:
-        name = first.setdefault(" ".join(row.interviewer.split()).casefold(), row.interviewer)
+        name = first.setdefault(person_key(row.interviewer), row.interviewer)
         out.append(row if name == row.interviewer else replace(row, interviewer=name, written=row.interviewer))
     return out
 
@@ -205,7 +212,9 @@ def respelt(rows: Iterable[HumanGrade]) -> str | None:
     if not first:
         return None
     named = [f"{written!r} (line {line}) as {name!r}" for (written, name), line in first.items()]
-    return "interviewer names that differ only in case or spacing are read as one person: " + ", ".join(named)
+    return "interviewer names that differ only in Unicode form, case or spacing are read as one person: " + ", ".join(
+        named
+    )
 
 
 # --- model grades ----------------------------------------------------------------------------------
