@@ -887,3 +887,25 @@ def test_interviewer_names_differing_in_case_or_spacing_are_one_person(calibrati
     assert warning in report["overall"]["warnings"]
     printed = invoke(str(respelt), "--model-grades", str(grades))
     assert f"grader: warning: overall: {warning}" in printed.stderr
+
+
+def test_a_question_written_as_the_batch_input_wrote_it_joins_and_a_missing_rubric_is_an_error(tmp_path):
+    """The batch row's own `question` column ("7": the team's numbering) is the interviewer's question as
+    well: calibrate refused it (exit 20) where audit took it. A --rubric that is not there was ignored."""
+    grades = tmp_path / "graded.jsonl"
+    grades.write_text(
+        "".join(
+            json.dumps({"id": f"a{i}", "question": "7", **grade(Q1, tier, f"a{i}").model_dump(mode="json")}) + "\n"
+            for i, tier in enumerate(["great", "mediocre", "poor"])
+        )
+    )
+    human = write_csv(
+        tmp_path / "human.csv",
+        ["interviewer", "question", "tier", "id"],
+        [["dana", "7", t, f"a{i}"] for i, t in enumerate(["great", "poor", "poor"])],
+    )
+    result = invoke(str(human), "--model-grades", str(grades), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["paired"] == 3
+    missing = invoke(str(human), "--model-grades", str(grades), "--rubric", str(tmp_path / "no-such.yaml"))
+    assert missing.exit_code == 6 and "no-such.yaml" in missing.stderr, missing.output

@@ -332,9 +332,11 @@ def read_interviewers(path: Path, grades: Grades, rubric: Path | None = None) ->
         if found is None:
             unmatched += 1
             continue
-        if found.question and row.question != found.asked:  # written as the batch input wrote it: the same
-            hint = "check the ids, write the question as GRADES does, or give the rubric (--rubric)"
-            check_question(path, row, found.question, found.where, resolve, what="grade", hint=hint)
+        if found.question:
+            hint = "check the ids, or write the question as GRADES does" + (
+                "" if rubric else " or give the rubric (--rubric)"
+            )
+            check_question(path, row, found.question, found.where, resolve, what="grade", hint=hint, asked=found.asked)
         candidate = row.candidate or found.candidate
         out.append(InterviewerGrade(row.interviewer, row.id or "", candidate, row.tier, found.tier, row.written))
     return out, unmatched

@@ -5,6 +5,7 @@ categories left out under the 2 % rule, and the number of unknown category."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -350,7 +351,7 @@ def summary_lines(report: AuditReport) -> list[str]:
         "unknown category: " + ", ".join(f"{col} {n}" for col, n in report.unknown.items()),
     ]
     if c.respelt_candidates:
-        shown = ", ".join(f"{a!r} as {b!r}" for a, b in list(c.respelt_candidates.items())[:SHOWN])
+        shown = ", ".join(f"{a!r} as {b!r}{_same_letters(a, b)}" for a, b in list(c.respelt_candidates.items())[:SHOWN])
         lines.append(f"candidate names differing only in Unicode form, case or spacing are read as one person: {shown}")
     if c.unknown_candidates:
         lines.append(
@@ -480,6 +481,15 @@ def interviewer_heading(r: InterviewerResult, unit: str) -> str:
     answers = counted(r.answers, "answer")
     return (
         f"{r.interviewer} ({answers})" if unit == "answer" else f"{r.interviewer} ({answers}, {counted(r.units, unit)})"
+    )
+
+
+def _same_letters(a: str, b: str) -> str:
+    """Said where two spellings print alike: the same letters in another Unicode form."""
+    return (
+        " (the same letters in another Unicode form)"
+        if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b)
+        else ""
     )
 
 

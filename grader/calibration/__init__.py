@@ -21,15 +21,17 @@ def pair_with_model_grades(human_path: Path, grades_path: Path, rubric_path: Pat
     The rubric is read only if a CSV question is not written as the grade's `question_id` (a number,
     say), to resolve it.
     """
+    resolve = question_resolver(rubric_path)  # a rubric given is read now: a wrong path is an error, not ignored
     rows = read_human_grades(human_path, join="id")
     grades = read_model_grades(grades_path)
-    return join_model_grades(human_path, rows, grades, grades_path, question_resolver(rubric_path))
+    return join_model_grades(human_path, rows, grades, grades_path, resolve, rubric_given=rubric_path is not None)
 
 
 def question_resolver(rubric_path: Path | None = None) -> Callable[[str], str | None]:
-    """A CSV's question (`3`, `q03`, a slug) as the rubric's question id, or None where it names none. The
-    rubric is only read when first asked (a CSV that writes the grades' own ids never needs it)."""
-    loaded: list[Rubric] = []
+    """A CSV's question (`3`, `q03`, a slug) as the rubric's question id, or None where it names none. A
+    rubric given is read at once (a wrong path is an error); the packaged one only when first asked (a CSV
+    that writes the grades' own ids never needs it)."""
+    loaded: list[Rubric] = [load_rubric(rubric_path)] if rubric_path is not None else []
 
     def resolve(ref: str) -> str | None:
         if not loaded:

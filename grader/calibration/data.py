@@ -76,6 +76,7 @@ class ModelGrade(HoldsOutcome):
     id: str
     outcome: Outcome
     answer: str | None = None
+    asked: str | None = None  # a `grader batch` row's own `question` column: the question as its input wrote it
 
 
 def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
@@ -279,6 +280,8 @@ def _model_record(where: str, number: int, obj: dict[str, Any]) -> ModelGrade:
         raise CalibrationDataError(f"{where}: no `id` (a string or number that human.csv's id column refers to)")
     grade_id = str(raw_id).strip()
     answer = obj.get("answer") if isinstance(obj.get("answer"), str) else None
+    asked = obj.get("question")
+    asked = str(asked).strip() if isinstance(asked, str | int) and not isinstance(asked, bool) else None
     if "grade" in obj:
         payload, prefix = obj["grade"], "grade."
         if not isinstance(payload, dict):
@@ -294,7 +297,7 @@ def _model_record(where: str, number: int, obj: dict[str, Any]) -> ModelGrade:
         raise CalibrationDataError(f"{where}: {prefix}{field}: {message}" if field else f"{where}: {message}") from None
     if outcome is None:
         raise CalibrationDataError(f"{where}: tier: missing (neither a grade nor an error)")
-    return ModelGrade(number, grade_id, outcome, answer=answer)
+    return ModelGrade(number, grade_id, outcome, answer=answer, asked=asked)
 
 
 def _legacy_error(obj: dict[str, Any]) -> dict[str, Any]:
@@ -379,10 +382,12 @@ def check_question(
     *,
     what: str,
     hint: str,
+    asked: str | None = None,
 ) -> None:
     """The CSV's question (`row.question`: an id, a number) must be `graded`, the question the grade of its
-    id (`what`, at `where`) was made for: a wrong join is caught rather than scored."""
-    if row.question != graded and resolve(row.question) != graded:
+    id (`what`, at `where`) was made for, or be written as the batch input that grade came from wrote it
+    (`asked`): a wrong join is caught rather than scored."""
+    if row.question not in (graded, asked) and resolve(row.question) != graded:
         raise CalibrationDataError(
             f"{path}:{row.line}: question {row.question!r} does not match the {what} of id {row.id!r} "
             f"(question {graded!r}, {where})",
@@ -396,6 +401,8 @@ def join_model_grades(
     grades: dict[str, ModelGrade],
     grades_path: str | Path,
     resolve: Callable[[str], str | None],
+    *,
+    rubric_given: bool = False,
 ) -> list[Pair]:
     """Pair each human grade with the model grade of its id.
 
@@ -424,7 +431,9 @@ def join_model_grades(
             f"{grades_path}:{found.line}",
             resolve,
             what="model grade",
-            hint="check the ids, or pass the rubric the grades were made with (--rubric)",
+            hint="check the ids"
+            + ("" if rubric_given else ", or pass the rubric the grades were made with (--rubric)"),
+            asked=found.asked,
         )
         pairs.append(Pair(row, question, row.id, "paired", model=found.grade, answer=row.answer or found.answer))
     return pairs
