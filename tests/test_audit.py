@@ -485,6 +485,10 @@ def test_interviewer_questions_are_read_as_calibrate_reads_them(tmp_path):
     assert refused.exit_code == 20 and "give the rubric (--rubric)" in refused.stderr
     taken = runner.invoke(app, [*args, "--rubric", str(team_path), "-o", str(tmp_path / "r3")])
     assert taken.exit_code == 0, taken.output
+    wrong = runner.invoke(
+        app, [*args[:4], "-c", "sex", "--rubric", str(tmp_path / "nope.yaml"), "-o", str(tmp_path / "r4")]
+    )
+    assert wrong.exit_code == 6 and "nope.yaml: no such rubric file" in wrong.stderr  # never ignored
 
 
 def test_a_candidate_named_in_another_unicode_form_case_or_spacing_is_one_person(tmp_path):

@@ -65,6 +65,10 @@ def audit(
     if category and any(not c.strip() for c in category):
         raise UsageError("--category: an empty column name", hint="name a column of the demographics file")
     people = read_people(demographics, tuple(dict.fromkeys(c.strip() for c in category)) if category else None)
+    if rubric is not None:  # read now, used or not: a wrong path is an error, never ignored
+        from grader.rubric import load_rubric
+
+        load_rubric(rubric)
     spell = Spellings(people)  # "grace kim" in GRADES is the demographics' "Grace Kim": one person, said so
     source = spell.grades(read_grades(grades))
     human, unmatched = source.interviewers, 0
