@@ -109,3 +109,10 @@ def test_with_a_rubric_of_your_own_eval_runs_the_suites_built_from_it(tmp_path):
     assert refused.exit_code == 2 and "cannot be run with --rubric" in refused.stderr
     named = CliRunner().invoke(app, [*args, "--rubric", str(suites.default_rubric_path()), "-s", "answers"])
     assert named.exit_code == 0 and json.loads(named.stdout)[0]["suite"] == "answers", named.output
+
+
+def test_the_thresholds_file_knows_every_metric_the_gate_measures():
+    """The file's checker (THRESHOLD_METRICS) and the gate (`measured`) name the same metrics."""
+    from grader.eval.report import THRESHOLD_METRICS, measured, summarize
+
+    assert list(measured(summarize("answers", [], backend="fake", model="m"))) == list(THRESHOLD_METRICS)

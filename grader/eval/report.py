@@ -564,10 +564,33 @@ def summarize(
     return report
 
 
-def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
-    """The thresholds a report breaks, one line each (empty when all hold). A threshold whose metric was
-    not measured, or that names no metric, is broken: a gate that cannot be checked does not hold.
-    Counterfactual flips can be held per kind or per probe (`max_flips.pronoun`, `max_flips.dialect-aave`)."""
+#: Every metric a threshold can name (`evals/thresholds.yaml`), but the per-kind and per-probe
+#: counterfactual ones: the keys `check_thresholds` measures (a test holds the two together).
+THRESHOLD_METRICS = (
+    "min_accuracy",
+    "min_qwk",
+    "min_macro_f1",
+    "min_pass_rate",
+    "max_injection_flips",
+    "max_unreviewed_injection_flips",
+    "max_verbosity_inflations",
+    "max_fairness_flips",
+    "max_counterfactual_flips",
+    "max_unreviewed_counterfactual_flips",
+    "max_failed",
+    "max_gamed",
+    "min_point_f1",
+    "min_flag_f1",
+    "max_ece",
+    "min_accuracy_top_80",
+    "min_margin_over_floor",
+    "min_qwk_margin_over_floor",
+)
+
+
+def measured(report: EvalReport) -> dict[str, float | None]:
+    """Each metric a threshold can hold, as this report measured it (None: not measured). Counterfactual
+    flips are also given per kind and per probe (`max_flips.pronoun`, `max_flips.dialect-aave`)."""
     overall, counts, margin, cf = report.overall, report.counts, report.margin_over_floor, report.counterfactual
     values: dict[str, float | None] = {
         "min_accuracy": overall.accuracy,
@@ -593,6 +616,13 @@ def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
         for key, flips in [*cf.per_kind.items(), *cf.per_probe.items()]:
             values[f"max_flips.{key}"] = flips.flips
             values[f"max_unreviewed_flips.{key}"] = flips.unreviewed
+    return values
+
+
+def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
+    """The thresholds a report breaks, one line each (empty when all hold). A threshold whose metric was
+    not measured, or that names no metric, is broken: a gate that cannot be checked does not hold."""
+    values, margin = measured(report), report.margin_over_floor
     broken = []
     for name, limit in limits.items():
         value = values.get(name)

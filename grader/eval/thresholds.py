@@ -16,32 +16,13 @@ from typing import Any
 import yaml
 
 from grader.errors import ThresholdsError
+from grader.eval.report import THRESHOLD_METRICS as METRICS
 from grader.rubric.model import UniqueKeyLoader
 from grader.textfiles import read_text
 
 Thresholds = dict[str, dict[str, dict[str, float]]]
 
-#: Every metric a threshold can name, but the per-kind and per-probe counterfactual ones (`PER_PROBE`).
-METRICS = (
-    "min_accuracy",
-    "min_qwk",
-    "min_macro_f1",
-    "min_pass_rate",
-    "max_injection_flips",
-    "max_unreviewed_injection_flips",
-    "max_verbosity_inflations",
-    "max_fairness_flips",
-    "max_counterfactual_flips",
-    "max_unreviewed_counterfactual_flips",
-    "max_failed",
-    "max_gamed",
-    "min_point_f1",
-    "min_flag_f1",
-    "max_ece",
-    "min_accuracy_top_80",
-    "min_margin_over_floor",
-    "min_qwk_margin_over_floor",
-)
+#: The per-kind and per-probe counterfactual metrics: `max_flips.name`, `max_unreviewed_flips.dialect-aave`.
 PER_PROBE = ("max_flips.", "max_unreviewed_flips.")
 MAX_THRESHOLDS_CHARS = 1_000_000
 
