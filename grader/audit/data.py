@@ -178,26 +178,8 @@ def _jsonl_answers(path: Path) -> Iterator[GradedAnswer]:
 
 
 def _csv_answers(path: Path) -> Iterator[GradedAnswer]:
-    with open_text(path, encoding="utf-8-sig") as stream:
-        reader = csv.DictReader(stream, strict=True)
-        line = 1
-        try:
-            if not reader.fieldnames:
-                raise AuditDataError(f"{path}: empty file; expected `grader batch` output with a header row")
-            for record in reader:
-                line = reader.line_num
-                where = f"{path}:{line}"
-                if None in record:
-                    raise AuditDataError(f"{where}: more cells than the header has columns")
-                try:
-                    decoded = rows.decode_cells(record)
-                except ValueError as exc:
-                    raise AuditDataError(f"{where}: {exc}") from None
-                yield _answer(where, decoded)
-        except UnicodeDecodeError:
-            raise encoding_error(path) from None
-        except csv.Error as exc:
-            raise AuditDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+    for where, _, record in rows.read_csv(path, AuditDataError):
+        yield _answer(where, record)
 
 
 def _text(value: Any) -> str | None:

@@ -252,26 +252,8 @@ def _model_line(where: str, number: int, text: str) -> ModelGrade:
 
 def _csv_model_grades(path: Path) -> Iterator[ModelGrade]:
     """`grader batch`'s CSV output, read by the row codec that wrote it (as `grader audit` reads it)."""
-    with open_text(path, encoding="utf-8-sig") as stream:
-        reader = csv.DictReader(stream, strict=True)
-        line = 1
-        try:
-            if not reader.fieldnames:
-                raise CalibrationDataError(f"{path}: empty file; expected `grader batch` output with a header row")
-            for record in reader:
-                line = reader.line_num
-                where = f"{path}:{line}"
-                if None in record:
-                    raise CalibrationDataError(f"{where}: more cells than the header has columns")
-                try:
-                    decoded = rows.decode_cells(record)
-                except ValueError as exc:
-                    raise CalibrationDataError(f"{where}: {exc}") from None
-                yield _model_record(where, line, decoded)
-        except UnicodeDecodeError:
-            raise encoding_error(path) from None
-        except csv.Error as exc:
-            raise CalibrationDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+    for where, line, record in rows.read_csv(path, CalibrationDataError):
+        yield _model_record(where, line, record)
 
 
 def _model_record(where: str, number: int, obj: dict[str, Any]) -> ModelGrade:

@@ -16,15 +16,19 @@ stays as it is, and `decode_cells` takes the quote off again.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
+from grader.errors import GraderError
 from grader.grading.contract import Grade, GradeFailure, Outcome
+from grader.textfiles import encoding_error, open_text
 
 GRADE_COLUMNS: tuple[str, ...] = tuple(Grade.model_fields)
 FAILURE_PREFIX = "error_"
@@ -129,6 +133,30 @@ def decode_cells(row: Mapping[str, str]) -> dict[str, Any]:
             except json.JSONDecodeError:
                 raise ValueError(f"{name}: not a JSON value: {cell[:60]!r}") from None
     return out
+
+
+def read_csv(path: Path, error: type[GraderError]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """`grader batch`'s CSV output, each row decoded by this codec: (`path:line`, line, record). A file
+    that is no such output is an `error` naming the line (a bad byte: EncodingError, with its own line)."""
+    with open_text(path, encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream, strict=True)
+        try:
+            if not reader.fieldnames:
+                raise error(f"{path}: empty file; expected `grader batch` output with a header row")
+            for record in reader:
+                line = reader.line_num
+                where = f"{path}:{line}"
+                if None in record:
+                    raise error(f"{where}: more cells than the header has columns")
+                try:
+                    decoded = decode_cells(record)
+                except ValueError as exc:
+                    raise error(f"{where}: {exc}") from None
+                yield where, line, decoded
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
+        except csv.Error as exc:
+            raise error(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
 
 
 def _is_text(annotation: Any) -> bool:
