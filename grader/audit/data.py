@@ -19,7 +19,6 @@ the file and line.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -158,23 +157,8 @@ def read_grades(source: str) -> Grades:
 
 
 def _jsonl_answers(path: Path) -> Iterator[GradedAnswer]:
-    with open_text(path, encoding="utf-8-sig") as stream:
-        try:
-            for number, text in enumerate(stream, start=1):
-                if not text.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise AuditDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-                except RecursionError:
-                    raise AuditDataError(f"{where}: JSON nested too deeply") from None
-                if not isinstance(record, dict):
-                    raise AuditDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                yield _answer(where, record)
-        except UnicodeDecodeError:
-            raise encoding_error(path) from None
+    for where, _, record in rows.read_jsonl(path, AuditDataError):
+        yield _answer(where, record)
 
 
 def _csv_answers(path: Path) -> Iterator[GradedAnswer]:

@@ -20,7 +20,6 @@ present, is shown next to disagreements.
 from __future__ import annotations
 
 import csv
-import json
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -228,26 +227,9 @@ def iter_model_grades(path: str | Path) -> Iterator[ModelGrade]:
     if path.suffix.lower() == ".csv":
         yield from _csv_model_grades(path)
         return
-    with open_text(path, encoding="utf-8-sig") as stream:
-        try:
-            for number, text in enumerate(stream, start=1):
-                if text.strip():
-                    yield _model_line(f"{path}:{number}", number, text)
-        except UnicodeDecodeError:
-            raise encoding_error(path) from None
-
-
-def _model_line(where: str, number: int, text: str) -> ModelGrade:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        hint = "model grades are JSON lines or `grader batch`'s CSV output" if number == 1 else None
-        raise CalibrationDataError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})", hint=hint) from None
-    except RecursionError:
-        raise CalibrationDataError(f"{where}: JSON nested too deeply") from None
-    if not isinstance(obj, dict):
-        raise CalibrationDataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    return _model_record(where, number, obj)
+    hint = "model grades are JSON lines or `grader batch`'s CSV output"
+    for where, line, obj in rows.read_jsonl(path, CalibrationDataError, first_line_hint=hint):
+        yield _model_record(where, line, obj)
 
 
 def _csv_model_grades(path: Path) -> Iterator[ModelGrade]:

@@ -135,6 +135,32 @@ def decode_cells(row: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+def read_jsonl(
+    path: Path, error: type[GraderError], *, first_line_hint: str | None = None
+) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """JSON lines, one object a line (blank lines skipped): (`path:line`, line, object). A line that is no
+    JSON object is an `error` naming it; `first_line_hint` goes with such an error on line 1 (a file of
+    another format)."""
+    with open_text(path, encoding="utf-8-sig") as stream:
+        try:
+            for line, text in enumerate(stream, start=1):
+                if not text.strip():
+                    continue
+                where = f"{path}:{line}"
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    hint = first_line_hint if line == 1 else None
+                    raise error(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})", hint=hint) from None
+                except RecursionError:
+                    raise error(f"{where}: JSON nested too deeply") from None
+                if not isinstance(obj, dict):
+                    raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
+                yield where, line, obj
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
+
+
 def read_csv(path: Path, error: type[GraderError]) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """`grader batch`'s CSV output, each row decoded by this codec: (`path:line`, line, record). A file
     that is no such output is an `error` naming the line (a bad byte: EncodingError, with its own line)."""
