@@ -17,7 +17,7 @@ import yaml
 
 from grader.errors import ThresholdsError
 from grader.eval.report import THRESHOLD_METRICS as METRICS
-from grader.rubric.model import UniqueKeyLoader
+from grader.rubric.model import UniqueKeyLoader, line_of, load_yaml
 from grader.textfiles import read_text
 
 Thresholds = dict[str, dict[str, dict[str, float]]]
@@ -30,19 +30,14 @@ MAX_THRESHOLDS_CHARS = 1_000_000
 def load_thresholds(path: Path, *, backends: tuple[str, ...], suites: tuple[str, ...]) -> Thresholds:
     """The thresholds in `path`, each key and value checked."""
     text = read_text(path, limit=MAX_THRESHOLDS_CHARS)
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a safe loader)
-    except yaml.MarkedYAMLError as exc:
-        where = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
-        raise ThresholdsError(f"{path}{where}: invalid YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ThresholdsError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml(text, str(path), ThresholdsError)
     if data is None:
         return {}
     node = yaml.compose(text, Loader=UniqueKeyLoader)  # for the line numbers; it parsed once already
 
     def fail(keys: list[str], message: str) -> ThresholdsError:
-        return ThresholdsError(f"{path}:{_line(node, keys)}: {'.'.join(keys) + ': ' if keys else ''}{message}")
+        line = line_of(node, keys) or 1  # the file's first line for the file as a whole
+        return ThresholdsError(f"{path}:{line}: {'.'.join(keys) + ': ' if keys else ''}{message}")
 
     def mapping(value: Any, keys: list[str], what: str) -> dict[Any, Any]:
         if not isinstance(value, dict):
@@ -84,16 +79,3 @@ def _number(fail: Any, keys: list[str], metric: str, value: Any) -> int | float:
     if not low <= value <= high:
         raise fail(keys, f"{value!r} is not {what}")
     return value  # an int stays one: "failed 1 is above 0", not "above 0.0"
-
-
-def _line(node: Any, keys: list[str]) -> int:
-    """The 1-based line of the key at `keys` (of the file's first line when it names none)."""
-    line = node.start_mark.line + 1 if node is not None else 1
-    for key in keys:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        found = next(((k, v) for k, v in node.value if str(k.value) == key), None)
-        if found is None:
-            break
-        line, node = found[0].start_mark.line + 1, found[1]
-    return line

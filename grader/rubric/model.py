@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from grader.errors import InputFileError, OutputError, RubricError, UnknownQuestionError
+from grader.errors import GraderError, InputFileError, OutputError, RubricError, UnknownQuestionError
 from grader.resources import data_dir
 
 DEFAULT_RUBRIC_NAME = "backend-engineering.yaml"
@@ -228,19 +228,25 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
 _BANK_LINE = re.compile(r"^\s*(great|mediocre|poor)\s+(response|answer)\s*:", re.IGNORECASE | re.MULTILINE)
 
 
+def load_yaml(text: str, label: str, error: type[GraderError], *, hint: str | None = None) -> Any:
+    """YAML a person wrote (a rubric, a thresholds file), read with the safe loader that refuses a key
+    given twice; invalid YAML is an `error` naming `label` and the line."""
+    try:
+        return yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader)
+    except yaml.MarkedYAMLError as exc:
+        where = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
+        raise error(f"{label}{where}: invalid YAML: {exc.problem or exc}", hint=hint) from None
+    except yaml.YAMLError as exc:
+        raise error(f"{label}: invalid YAML: {str(exc).splitlines()[0]}", hint=hint) from None
+
+
 def parse_rubric(text: str, label: str = "<rubric>") -> Rubric:
     hint = (
         f"it reads as a question bank: make a rubric of it first (grader rubric new {label} -o rubric.yaml)"
         if _BANK_LINE.search(text)
         else None
     )
-    try:
-        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader)
-    except yaml.MarkedYAMLError as exc:
-        where = f":{exc.problem_mark.line + 1}" if exc.problem_mark is not None else ""
-        raise RubricError(f"{label}{where}: invalid YAML: {exc.problem or exc}", hint=hint) from None
-    except yaml.YAMLError as exc:
-        raise RubricError(f"{label}: invalid YAML: {str(exc).splitlines()[0]}", hint=hint) from None
+    data = load_yaml(text, label, RubricError, hint=hint)
     if not isinstance(data, dict):
         raise RubricError(f"{label}: a rubric is a mapping with `name` and `questions`", hint=hint)
     try:
@@ -256,7 +262,7 @@ def _describe(exc: ValidationError, data: Any, node: Any, label: str) -> str:
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = list(err["loc"])
-    line = _line_of(node, loc)
+    line = line_of(node, loc)
     if dup := re.match(r"Value error, duplicate (question id|question number|point id) '(.*)'$", err["msg"]):
         lines = _lines_of_value(node, "number" if dup.group(1) == "question number" else "id", dup.group(2))
         if len(lines) > 1:
@@ -284,8 +290,8 @@ def _describe(exc: ValidationError, data: Any, node: Any, label: str) -> str:
     return f"{where}: {': '.join(parts + [message])}"
 
 
-def _line_of(node: Any, loc: list[Any]) -> int | None:
-    """The 1-based line of the YAML node at a pydantic error location (best effort)."""
+def line_of(node: Any, loc: list[Any]) -> int | None:
+    """The 1-based line of the YAML node at a location (a pydantic error's, a list of keys; best effort)."""
     line = None
     for key in loc:
         if node is None:
