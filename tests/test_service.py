@@ -907,3 +907,75 @@ def test_the_docs_work_offline_and_the_schema_says_what_errors_look_like(api):
     assert list(schema["paths"]["/healthz"]) == ["get"]  # HEAD answers, but is no second operation
     question = schema["components"]["schemas"]["GradeIn"]["properties"]["question"]
     assert question["anyOf"] == [{"type": "string"}, {"type": "integer"}]
+
+
+# --- idempotency keys: a request without ids, sent again after its answer was lost --------------------
+
+
+def keyed(api: Api, path: str, body: Any, key: str, token: str | None = None) -> httpx.Response:
+    headers = {**Server.auth(token or api.alice), "Idempotency-Key": key}
+    return httpx.post(api.url(path), json=body, headers=headers, timeout=60)
+
+
+def test_a_grade_sent_again_with_its_idempotency_key_is_the_stored_grade(api):
+    key = uid("key")
+    body = {"question": 1, "answer": answer_text(key)}  # no id: without the key, each post is a new grade
+    calls = api.llm.calls
+    first = keyed(api, "/v1/grades", body, key)
+    assert first.status_code == 201, first.text
+    again = keyed(api, "/v1/grades", {**body, "question": Q1.id}, key)  # the question by id: the same request
+    assert again.status_code == 200 and again.json() == first.json(), again.text
+    assert api.llm.calls == calls + 1
+    assert rows_of(api.db, "select count(*) from grades where answer = ?", body["answer"]) == [(1,)]
+
+    other = keyed(api, "/v1/grades", {**body, "answer": answer_text(key + "-other")}, key)
+    assert other.status_code == 422, other.text
+    assert other.json()["detail"].startswith(f"Idempotency-Key {key!r} was sent before with another request")
+    assert first.json()["id"] in other.json()["detail"]
+
+    # Keys are each caller's own: bob's request with alice's key is his own.
+    bobs = keyed(api, "/v1/grades", body, key, api.bob)
+    assert bobs.status_code == 201 and bobs.json()["id"] != first.json()["id"], bobs.text
+
+
+def test_a_batch_without_ids_sent_again_with_its_idempotency_key_is_the_stored_batch(api):
+    key = uid("bkey")
+    rows = [{"question": 1, "answer": answer_text(f"{key}-{i}")} for i in range(3)]
+    first = keyed(api, "/v1/batches", {"rows": rows}, key)
+    assert first.status_code == 202, first.text
+    api.wait_batch(first.json()["id"])
+    calls, batches = api.llm.calls, rows_of(api.db, "select count(*) from batches")
+    again = keyed(api, "/v1/batches", {"rows": rows}, key)
+    assert again.status_code == 200 and again.json() == first.json() | {"graded": 3, "pending": 0, "done": True}
+    assert api.llm.calls == calls and rows_of(api.db, "select count(*) from batches") == batches
+
+    for other in (rows[::-1], rows[:2], [{**rows[0], "candidate": "someone"}, *rows[1:]]):
+        response = keyed(api, "/v1/batches", {"rows": other}, key)
+        assert response.status_code == 422 and "was sent before with another request" in response.text
+    as_grade = keyed(api, "/v1/grades", rows[0], key)  # a batch's key is no grade's
+    assert as_grade.status_code == 422 and f"which made batch {first.json()['id']}" in as_grade.text
+    assert keyed(api, "/v1/batches", {"rows": rows}, uid("bkey")).status_code == 202  # a new key: a new batch
+
+
+def test_identical_batches_sent_at_once_make_one_batch(api):
+    async def at_once(body: dict[str, Any], headers: dict[str, str], n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=api.server.url, headers=headers, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/batches", json=body) for _ in range(n)))
+
+    auth = Server.auth(api.alice)
+    key = uid("ckey")
+    unnamed = {"rows": [{"question": 1, "answer": answer_text(f"{key}-{i}")} for i in range(4)]}
+    named = {"rows": [{"question": 1, "answer": answer_text(f"{key}-n{i}"), "id": uid("cid")} for i in range(4)]}
+    for body, headers in ((unnamed, {**auth, "Idempotency-Key": key}), (named, auth)):
+        responses = asyncio.run(at_once(body, headers, 6))
+        assert sorted(r.status_code for r in responses) == [200] * 5 + [202], [r.text for r in responses]
+        assert len({r.json()["id"] for r in responses}) == 1
+        answers = [row["answer"] for row in body["rows"]]
+        stored = rows_of(api.db, "select count(*) from grades where answer in (?, ?, ?, ?)", *answers)
+        assert stored == [(4,)]
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256])
+def test_a_malformed_idempotency_key_is_422(api, key):
+    response = keyed(api, "/v1/grades", {"question": 1, "answer": "x"}, key)
+    assert response.status_code == 422 and response.json()["detail"].startswith("Idempotency-Key: must be")

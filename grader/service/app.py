@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
@@ -29,6 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError, to_json
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grader.backends import Backend, BackendOptions, get_backend
@@ -40,7 +41,18 @@ from grader.grading.engine import Engine, Graded, Job
 from grader.grading.review import check_answer
 from grader.grading.reviews import ReviewBank
 from grader.rubric import Question, Rubric, load_rubric
-from grader.service.store import Conflict, GradeRow, NewGrade, Principal, Store, conflict, differences, joined
+from grader.service.store import (
+    Conflict,
+    GradeRow,
+    KeyRow,
+    NewGrade,
+    NewKey,
+    Principal,
+    Store,
+    conflict,
+    differences,
+    joined,
+)
 
 log = logging.getLogger("grader.service")
 
@@ -440,6 +452,41 @@ async def caller(
 
 Caller = Annotated[Principal, Depends(caller)]
 
+#: Printable ASCII, no spaces: what the IETF draft's sf-string allows, at the length Stripe allows.
+_KEY = re.compile(r"[!-~]{1,255}")
+
+
+def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Your key for this request (up to 255 printable ASCII characters, no spaces): sent "
+            "again with the same body, it returns what the first request made (200) instead of making it "
+            "twice; with another body it is a 422. Keys are each token name's own and are kept.",
+        ),
+    ] = None,
+) -> str | None:
+    if key is not None and not _KEY.fullmatch(key):
+        raise HTTPException(
+            422, "Idempotency-Key: must be 1 to 255 printable ASCII characters without spaces (a UUID will do)"
+        )
+    return key
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+def _same_request(stored: KeyRow, key: NewKey, kind: str) -> None:
+    """A key sent again must come with the request it was first sent with (the IETF draft's 422)."""
+    if stored.kind != kind or stored.request != key.request:
+        first = f"{stored.kind} {stored.target}"
+        raise HTTPException(
+            422,
+            f"Idempotency-Key {key.key!r} was sent before with another request, which made {first}; "
+            "a new request needs a new key",
+        )
+
 
 def stored(row: GradeRow) -> StoredGrade | StoredFailure | dict[str, Any]:
     outcome = row.result()
@@ -491,20 +538,26 @@ def _install_api(app: FastAPI) -> None:
             409: {"model": ErrorOut, "description": "The id is stored for another answer, or is still grading."},
         },
     )
-    async def post_grade(body: GradeIn, request: Request, who: Caller) -> Response:
+    async def post_grade(body: GradeIn, request: Request, who: Caller, key: IdempotencyKey) -> Response:
         """Grade one answer now and store the grade (or the failure that stopped it). The same id and answer
         again returns the stored grade; if that was a failure (the model's server was down), it is graded
-        again and the new outcome replaces it."""
+        again and the new outcome replaces it. An `Idempotency-Key` does the same for a request without an id."""
         service = service_of(request)
         question = service.question(str(body.question))
         check_answer(body.answer, max_chars=service.settings.max_answer_chars, where="answer")
         grade_id = body.id or _new_id("g_")
+        known = body.id  # an id that may be stored already
+        if key is not None:
+            sent = NewKey.of(key, {"grade": [question.id, body.answer, body.candidate, body.id]})
+            claimed = service.store.claim_key(who.name, sent, "grade", grade_id)
+            _same_request(claimed, sent, "grade")
+            grade_id = known = claimed.target  # an earlier request's id, when it sent this key first
         retry = False
-        if body.id is not None and (old := service.store.grade(body.id)) is not None:
+        if known is not None and (old := service.store.grade(known)) is not None:
             if differs := differences(old, question.id, body.answer, body.candidate):
-                raise conflict(body.id, differs)
+                raise conflict(known, differs)
             if old.status == "pending":
-                raise Conflict(f"grade id {body.id!r} is a row of batch {old.batch_id}, still grading")
+                raise Conflict(f"grade id {known!r} is a row of batch {old.batch_id}, still grading")
             if old.status != "failed":
                 return _stored_json(old, status_code=200)  # the same request again: the stored grade
             retry = True  # a failure is no answer: grade it again
@@ -540,11 +593,15 @@ def _install_api(app: FastAPI) -> None:
             200: {"model": BatchOut, "description": "This batch was posted before (the same ids, rows and order)."},
         },
     )
-    async def post_batch(body: BatchIn, request: Request, response: Response, who: Caller) -> BatchOut:
+    async def post_batch(
+        body: BatchIn, request: Request, response: Response, who: Caller, key: IdempotencyKey
+    ) -> BatchOut:
         """Store many answers and grade them in the background; the batch survives a restart. The same batch
-        again (every row with its id, as before: say its 202 was lost) returns the stored batch, with 200."""
+        again (every row with its id, as before: say its 202 was lost) returns the stored batch, with 200; so
+        does the same body sent again with the same `Idempotency-Key`, ids or not."""
         service = service_of(request)
         rows: list[dict[str, Any]] = []
+        sent: list[list[str | None]] = []  # the rows as sent, for the idempotency key
         problems: list[str] = []
         seen: dict[str, int] = {}  # each id's first row
         for i, item in enumerate(body.rows):
@@ -563,6 +620,12 @@ def _install_api(app: FastAPI) -> None:
                 problems.append(f"rows.{i}: id {row_id!r} is used twice in this batch (rows.{seen[row_id]})")
             seen.setdefault(row_id, i)
             rows.append({"id": row_id, "question_id": question.id, "answer": item.answer, "candidate": item.candidate})
+            sent.append([question.id, item.answer, item.candidate, item.id])
+        new_key = NewKey.of(key, {"batch": sent}) if key is not None else None
+        if new_key is not None and not problems and (known := service.store.idempotency_key(who.name, new_key.key)):
+            _same_request(known, new_key, "batch")
+            response.status_code = 200
+            return _batch_out(service, known.target)
         # In the same pass as the rows' own problems: one round trip shows everything to fix.
         taken = service.store.existing(seen)
         if taken and not problems and (before := _posted_before(service.store, rows, taken)) is not None:
@@ -575,7 +638,19 @@ def _install_api(app: FastAPI) -> None:
                 422, "; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else "")
             )
         batch_id = _new_id("b_")
-        service.store.add_batch(batch_id, rows, who.name)
+        try:
+            service.store.add_batch(batch_id, rows, who.name, key=new_key)
+        except IntegrityError:  # the same batch (or key), stored meanwhile by a request sent at the same time
+            if new_key is not None and (known := service.store.idempotency_key(who.name, new_key.key)):
+                _same_request(known, new_key, "batch")
+                response.status_code = 200
+                return _batch_out(service, known.target)
+            taken = service.store.existing(seen)
+            if (before := _posted_before(service.store, rows, taken)) is not None:
+                response.status_code = 200
+                return _batch_out(service, before)
+            ids = sorted(taken, key=seen.__getitem__)
+            raise HTTPException(422, "; ".join(f"rows.{seen[i]}.id: {i!r} is already stored" for i in ids)) from None
         service.wake.set()
         return _batch_out(service, batch_id)
 

@@ -138,6 +138,20 @@ class ReviewRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class KeyRow(Base):
+    """An `Idempotency-Key` a caller sent: what it names (a grade or a batch) and the request it came with,
+    hashed, so the same key with another request is refused rather than answered with the first one's."""
+
+    __tablename__ = "idempotency_keys"
+
+    caller: Mapped[str] = mapped_column(String(200), primary_key=True)  # keys are each caller's own
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "grade" or "batch"
+    target: Mapped[str] = mapped_column(String(200))  # the grade's or the batch's id
+    request: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request it came with
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -190,6 +204,19 @@ class NewGrade:
             "created_at": _now(),
             **_outcome_values(self.outcome),
         }
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """An `Idempotency-Key` header's value and the hash of the request it came with."""
+
+    key: str
+    request: str
+
+    @classmethod
+    def of(cls, key: str, request: Any) -> NewKey:
+        canonical = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return cls(key, hashlib.sha256(canonical.encode()).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -392,11 +419,14 @@ class Store:
                 found.update({r.id: r for r in s.scalars(select(GradeRow).where(GradeRow.id.in_(chunk)))})
         return found
 
-    def add_batch(self, batch_id: str, rows: list[dict[str, Any]], by: str) -> None:
+    def add_batch(self, batch_id: str, rows: list[dict[str, Any]], by: str, key: NewKey | None = None) -> None:
         """Store a batch and its rows (`id`, `question_id`, `answer`, `candidate`), all pending, in one
-        transaction: once this returns, the batch survives a restart."""
+        transaction: once this returns, the batch survives a restart. With `key`, the caller's idempotency key
+        is stored in the same transaction (an `IntegrityError` if it was taken meanwhile)."""
         with self.session() as s, s.begin():
             s.add(BatchRow(id=batch_id, created_by=by, total=len(rows)))
+            if key is not None:
+                s.add(KeyRow(caller=by, key=key.key, kind="batch", target=batch_id, request=key.request))
             s.flush()
             s.add_all(
                 GradeRow(
@@ -411,6 +441,25 @@ class Store:
                 )
                 for i, r in enumerate(rows)
             )
+
+    # --- idempotency keys ---------------------------------------------------------------------------------
+
+    def idempotency_key(self, caller: str, key: str) -> KeyRow | None:
+        with self.session() as s:
+            return s.get(KeyRow, (caller, key))
+
+    def claim_key(self, caller: str, key: NewKey, kind: str, target: str) -> KeyRow:
+        """The caller's key, stored for `target` if it was new; else as it was stored (by an earlier request,
+        or one sent at the same time)."""
+        try:
+            with self.session() as s, s.begin():
+                s.add(KeyRow(caller=caller, key=key.key, kind=kind, target=target, request=key.request))
+        except IntegrityError:
+            stored = self.idempotency_key(caller, key.key)
+            if stored is None:
+                raise
+            return stored
+        return KeyRow(caller=caller, key=key.key, kind=kind, target=target, request=key.request)
 
     def batch(self, batch_id: str) -> BatchRow | None:
         with self.session() as s:
