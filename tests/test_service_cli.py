@@ -159,3 +159,32 @@ def test_a_database_url_that_cannot_be_opened_is_one_line(url):
     result = invoke("tokens", "list", "--db", url)
     assert result.exit_code == 17 and "cannot open the database" in result.output
     assert "Traceback" not in result.output
+
+
+# --- found by a user's trial of the review flow ----------------------------------------------------------
+
+
+def test_calibrate_db_reads_reviewers_differing_only_in_case_as_one_person(tmp_path):
+    db, _ = _reviewed_db(tmp_path)
+    store = Store(db)
+    store.add_review("g3", "Bob ", Tier.great, None, None, None)  # bob's latest of g3, through another token
+    store.add_review("g1", "ALICE", Tier.poor, None, None, None)  # and alice's of g1
+    store.close()
+    result = invoke("calibrate", "--db", str(db), "--format", "json", "--resamples", "200")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {name: m["n"] for name, m in report["interviewers"].items()} == {"alice": 2, "bob": 2}
+    assert report["counts"]["paired"] == 4  # each person's latest review of a grade, once
+    grades = {(g["interviewer"], g["id"]): g["human"] for g in report["grades"]}
+    assert grades[("alice", "g1")] == "poor" and grades[("bob", "g3")] == "great"
+    assert "'ALICE'" in json.dumps(report["overall"]["warnings"]) and "as 'alice'" in json.dumps(report)
+
+
+def test_a_token_named_like_another_but_for_case_says_they_are_one_reviewer(tmp_path):
+    db = str(tmp_path / "s.sqlite")
+    assert invoke("tokens", "create", "alice", "--db", db).exit_code == 0
+    other = invoke("tokens", "create", "Alice", "--db", db)
+    assert other.exit_code == 0 and other.stdout.strip().splitlines()[-1].startswith(TOKEN_PREFIX)
+    assert "note: 'alice' differs from 'Alice' only in case, spacing or Unicode form" in other.stderr
+    assert "one reviewer" in other.stderr
+    assert "differs" not in invoke("tokens", "create", "bob", "--db", db).stderr

@@ -127,11 +127,15 @@ def create(
     db: DbOpt = "grader.sqlite",
 ) -> None:
     """Create a token; it is printed once, alone on the last line (only its hash is stored)."""
+    from grader.calibration.data import person_key
     from grader.service.store import Store
 
     store = Store(db)
     try:
         live = [t.id for t in store.tokens() if t.name == name.strip() and t.revoked_at is None]
+        others = sorted(
+            {t.name for t in store.tokens() if t.name != name.strip() and person_key(t.name) == person_key(name)}
+        )
         token = store.create_token(name)
     finally:
         store.close()
@@ -143,6 +147,12 @@ def create(
             f"any of them are signed {name.strip()} (revoke the old once this one works: "
             + ", ".join(f"grader tokens revoke {n}" for n in live)
             + "; revoking by name would revoke this one too)",
+            markup=False,
+        )
+    if others:
+        err_console.print(
+            f"note: {', '.join(map(repr, others))} differ{'s' if len(others) == 1 else ''} from {name.strip()!r} only "
+            "in case, spacing or Unicode form: calibration reads them as one reviewer (give two people two names)",
             markup=False,
         )
     typer.echo(token)

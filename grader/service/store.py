@@ -681,19 +681,29 @@ class Store:
     def calibration_pairs(self) -> list[Pair]:
         """Every reviewer's latest review of each grade as an interviewer's grade of that answer, paired
         with the model's grade: what `grader calibrate --db` and the overview page measure."""
-        from grader.calibration.data import HumanGrade, Pair
+        from grader.calibration.data import HumanGrade, Pair, one_spelling, person_key
 
+        reviewed = list(self.reviewed_grades())
+        humans = one_spelling(
+            [
+                HumanGrade(
+                    line=r.review_id,
+                    interviewer=r.reviewer,
+                    question=r.question_id,
+                    tier=r.tier,
+                    id=r.grade_id,
+                    answer=r.answer,
+                    candidate=r.candidate,
+                )
+                for r in reviewed
+            ]
+        )
+        # Tokens named `alice` and `Alice` are one reviewer, as in a CSV: their latest review of a grade counts.
+        latest = {(r.grade_id, person_key(r.reviewer)): r.review_id for r in reviewed}  # in review order
         pairs = []
-        for r in self.reviewed_grades():
-            human = HumanGrade(
-                line=r.review_id,
-                interviewer=r.reviewer,
-                question=r.question_id,
-                tier=r.tier,
-                id=r.grade_id,
-                answer=r.answer,
-                candidate=r.candidate,
-            )
+        for r, human in zip(reviewed, humans, strict=True):
+            if latest[r.grade_id, person_key(r.reviewer)] != r.review_id:
+                continue
             if isinstance(r.model, Grade):
                 pairs.append(Pair(human, r.question_id, r.grade_id, "paired", model=r.model, answer=r.answer))
             else:
