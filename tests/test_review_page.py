@@ -32,6 +32,7 @@ VIEWPORT = {"width": 1280, "height": 900}
 Q1 = "debugging-a-production-issue"
 Q2 = "api-design"
 Q3 = "backend-security"
+Q4 = "database-performance"
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"> I check the logs first.'
 #: (question, candidate, answer). The local backend flags the API-design answer (low confidence) and the
 #: one addressed to the grader (an instruction to ignore the rubric) for review.
@@ -495,6 +496,7 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A server of its own (the tests above count every grade of theirs), its grades written straight into
     its database: one of Q2, one of Q3 with direction controls in every text, hundreds of Q1 (more than a
     page) and three of a question the rubric no longer has."""
+    from grader.grading.contract import Tier
     from grader.service.store import NewGrade, Store
 
     quote = "hash</b> passwords \u2067and\u2069 rotate"
@@ -542,6 +544,16 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         )
         for i in range(FILLERS)
     ]
+    stored.append(
+        NewGrade(
+            "retired-point",
+            Q4,
+            "I monitor and profile the slow queries first, then add the indexes they need.",
+            "rita",
+            made(Q4, "poor", {"q04.monitor-profile": "I monitor and profile the slow queries first"}),
+            "alice",
+        )
+    )
     stored += [
         NewGrade(
             f"old-{i}", RETIRED, f"an answer to a retired question {i}", "old-timer", made(RETIRED, "poor", {}), "x"
@@ -555,6 +567,8 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         store = Store(server.db)
         try:
             assert store.add_grades(stored) == [None] * len(stored)
+            # A review ticking a point the rubric has since lost: Agree must still save.
+            store.add_review("retired-point", "bob", Tier.mediocre, ["q04.monitor-profile", "q04.gone"], None, "old")
         finally:
             store.close()
         grades = {g.id: {**g.outcome.model_dump(mode="json"), "answer": g.answer} for g in stored[:2]}
@@ -786,3 +800,97 @@ def test_the_pages_ask_for_no_favicon_that_is_not_there(browser, service):
         assert errors == []
     finally:
         context.close()
+
+
+# --- found by a user's trial of the review flow -----------------------------------------------------------
+
+
+def test_agree_after_saving_a_correction_saves_the_correction_not_the_models_tier(crowded_tab, crowded):
+    from playwright.sync_api import expect
+
+    page = crowded_tab.page
+    log_in(page, crowded)
+    page.goto(crowded.url + f"/review?question={Q1}&candidate=cand-5")
+    first = page.locator("article.item").first
+    grade_id = first.get_attribute("data-grade-id")
+    assert first.get_attribute("data-model-tier") == "great"
+    page.keyboard.press("3")
+    page.keyboard.press("Enter")
+    expect(first.locator(".status")).to_have_text("saved: corrected to poor")
+    expect(first.locator("button.agree")).to_have_text("Agree with alice (poor)")
+    page.keyboard.press("k")  # back to it, and agree: with the correction just saved
+    page.keyboard.press("a")
+    expect(first.locator(".status")).to_have_text("saved: agreed (poor)")
+    latest = [r for r in crowded.reviews() if r["grade_id"] == grade_id][-2:]
+    assert [r["tier"] for r in latest] == ["poor", "poor"]
+    assert first.locator("input[name=tier]:checked").get_attribute("value") == "poor"
+
+    # The model's tier kept, a point ticked: that corrects the points, it is no plain agreement.
+    second = page.locator("article.item").nth(1)
+    second.locator("input[name=tier][value=great]").check()
+    second.locator("input[name=covered][value='q01.reproduce']").check()
+    second.locator("button.save").click()
+    expect(second.locator(".status")).to_have_text("saved: kept the tier (great), corrected points or flags")
+    assert crowded_tab.errors == [] and crowded_tab.external == []
+
+
+def test_a_review_made_since_the_page_loaded_is_named_when_saving_over_it(crowded_tab, crowded):
+    from playwright.sync_api import expect
+
+    page = crowded_tab.page
+    log_in(page, crowded)
+    page.goto(crowded.url + f"/review?question={Q1}&candidate=cand-6")
+    first = page.locator("article.item").first
+    grade_id = first.get_attribute("data-grade-id")
+    bob = crowded.server.token("bob")
+    meanwhile = httpx.post(
+        crowded.url + "/v1/reviews", headers=Server.auth(bob), json={"grade_id": grade_id, "tier": "poor"}, timeout=30
+    )
+    assert meanwhile.status_code == 201, meanwhile.text
+    first.locator("button.agree").click()  # alice's page still shows the model's great
+    expect(first.locator(".status")).to_have_text(
+        "saved: agreed (great); note: reviewed since this page loaded by bob (poor), which this review now follows"
+    )
+    expect(first.locator(".status")).to_have_class("status warn")
+    first.locator("button.agree").click()  # bob's review is known now: nothing new to name
+    expect(first.locator(".status")).to_have_text("saved: agreed (great)")
+
+
+def test_agree_leaves_out_a_point_the_rubric_no_longer_has(crowded_tab, crowded):
+    from playwright.sync_api import expect
+
+    page = crowded_tab.page
+    log_in(page, crowded)
+    page.goto(crowded.url + f"/review?show=reviewed&question={Q4}")
+    assert shown_ids(page) == ["retired-point"]
+    item = page.locator("article.item").first
+    item.locator("button.agree").click()
+    expect(item.locator(".status")).to_have_text("saved: agreed (mediocre)")
+    latest = [r for r in crowded.reviews() if r["grade_id"] == "retired-point"][-1]
+    assert latest == {
+        "grade_id": "retired-point",
+        "reviewer": "alice",
+        "tier": "mediocre",
+        "covered": ["q04.monitor-profile"],
+        "red_flags": None,
+    }
+
+
+def test_pages_and_api_answers_are_kept_by_no_cache_so_back_after_logging_out_shows_no_answers(tab, service):
+    from playwright.sync_api import expect
+
+    auth = Server.auth(service.token)
+    grade_id = next(iter(service.grades))
+    for path in ("/review", "/", f"/v1/grades/{grade_id}", "/v1/questions", "/login"):
+        response = httpx.get(service.url + path, headers=auth, timeout=30)
+        assert response.headers.get("cache-control") == "no-store", path
+    assert httpx.get(service.url + "/static/review.js", timeout=30).headers["cache-control"] == "no-cache"
+
+    page = tab.page
+    log_in(page, service)
+    expect(page.locator("article.item").first).to_be_visible()
+    page.click("header button:has-text('Log out')")
+    page.wait_for_url(service.url + "/login")
+    page.go_back()
+    expect(page.locator("#token")).to_be_visible()  # the login form, from the server: not the queue
+    assert page.locator("article.item").count() == 0

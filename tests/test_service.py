@@ -497,9 +497,31 @@ def test_a_review_of_an_unknown_grade_or_point_is_refused(api):
     graded = a_grade(api, uid("review-checks"))
     missing = api.post("/v1/reviews", {"grade_id": "no-such-grade", "tier": "great"})
     assert missing.status_code == 404 and "no-such-grade" in missing.json()["detail"]
-    bad = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": "great", "covered": ["q99.nope"]})
-    assert bad.status_code == 422 and "covered: q99.nope" in bad.json()["detail"]
+    point = Q1.key_points[0].id
+    bad = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": "great", "covered": [point, "q99.nope"]})
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == f"covered.1: 'q99.nope' is no key point of question {Q1.id}"
+    assert [e["loc"] for e in bad.json()["errors"]] == [["body", "covered", 1]]  # as every 422: a field to mark
+    flags = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": "great", "red_flags": ["x", "y"]})
+    assert [e["loc"] for e in flags.json()["errors"]] == [["body", "red_flags", 0], ["body", "red_flags", 1]]
     assert rows_of(api.db, "select count(*) from reviews where grade_id = ?", graded["id"]) == [(0,)]
+
+
+def test_a_review_of_a_grade_whose_question_left_the_rubric_is_409_saying_so(api):
+    from grader.grading.contract import Grade
+    from grader.service.store import Store
+
+    grade_id = uid("left")
+    outcome = Grade(question_id="gone-question", tier="poor", justification="x", backend="fake", model="m")
+    store = Store(api.db)
+    try:
+        store.add_grade(grade_id, "gone-question", "an answer", None, outcome, by="alice")
+    finally:
+        store.close()
+    assert api.get(f"/v1/grades/{grade_id}").status_code == 200
+    response = api.post("/v1/reviews", {"grade_id": grade_id, "tier": "great"})
+    assert response.status_code == 409, response.text
+    assert response.json()["detail"].startswith(f"grade {grade_id!r} answers question 'gone-question', which is not in")
 
 
 # --- hostile answers -------------------------------------------------------------------------------------
@@ -979,3 +1001,4 @@ def test_identical_batches_sent_at_once_make_one_batch(api):
 def test_a_malformed_idempotency_key_is_422(api, key):
     response = keyed(api, "/v1/grades", {"question": 1, "answer": "x"}, key)
     assert response.status_code == 422 and response.json()["detail"].startswith("Idempotency-Key: must be")
+    assert [e["loc"] for e in response.json()["errors"]] == [["header", "Idempotency-Key"]]

@@ -176,6 +176,18 @@ class ReviewIn(Body):
     reviewer: str | None = Field(
         default=None, description="Ignored: a review's reviewer is always the name of the token that sent it."
     )
+    seen: int | None = Field(
+        default=None,
+        ge=0,
+        description="The id of the newest review of this grade you were shown (0: none). The answer's `newer` then "
+        "lists other reviewers' reviews made since, which this one now follows.",
+    )
+
+
+class NewerReview(BaseModel):
+    id: int
+    reviewer: str
+    tier: Tier
 
 
 class ReviewOut(BaseModel):
@@ -187,6 +199,10 @@ class ReviewOut(BaseModel):
     red_flags: list[str] | None
     note: str | None
     agrees: bool = Field(description="Whether the reviewer's tier is the model's.")
+    newer: list[NewerReview] = Field(
+        default_factory=list,
+        description="Other reviewers' reviews made after the one given as `seen` (empty without `seen`).",
+    )
 
 
 class ErrorOut(BaseModel):
@@ -363,6 +379,7 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(NoStore)
 
     @app.exception_handler(GraderError)
     async def _grader_error(_request: Request, exc: GraderError) -> JSONResponse:
@@ -411,7 +428,7 @@ def _unknown(exc: UnknownQuestionError) -> str:
 
 def _problem(error: Any) -> str:
     """One validation error as a line: the field's path, then what is wrong with it."""
-    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "header")]
     kind = error.get("type", "")
     if kind == "json_invalid":  # the loc's number is a character offset, not a field
         reason = (error.get("ctx") or {}).get("error", "")
@@ -468,13 +485,18 @@ def idempotency_key(
     ] = None,
 ) -> str | None:
     if key is not None and not _KEY.fullmatch(key):
-        raise HTTPException(
-            422, "Idempotency-Key: must be 1 to 255 printable ASCII characters without spaces (a UUID will do)"
-        )
+        msg = "must be 1 to 255 printable ASCII characters without spaces (a UUID will do)"
+        raise invalid(("header", "Idempotency-Key"), msg, "idempotency_key")
     return key
 
 
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+def invalid(loc: Sequence[str | int], msg: str, kind: str) -> RequestValidationError:
+    """A 422 found after validation (an id the rubric does not know, a header), in the shape of every 422:
+    `detail` naming the field, and `errors` with its `loc`."""
+    return RequestValidationError([{"loc": tuple(loc), "msg": msg, "type": kind}])
 
 
 def _same_request(stored: KeyRow, key: NewKey, kind: str) -> None:
@@ -699,7 +721,11 @@ def _install_api(app: FastAPI) -> None:
         "/v1/reviews",
         status_code=201,
         tags=["reviews"],
-        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No graded answer with that id."}},
+        responses={
+            **ERRORS,
+            404: {"model": ErrorOut, "description": "No graded answer with that id."},
+            409: {"model": ErrorOut, "description": "The grade's question is not in the rubric the server runs with."},
+        },
     )
     async def post_review(body: ReviewIn, request: Request, who: Caller) -> ReviewOut:
         """Agree with a grade or correct it. The reviewer is the token's name."""
@@ -707,18 +733,38 @@ def _install_api(app: FastAPI) -> None:
         row = service.store.grade(body.grade_id)
         if row is None or row.status != "graded":
             raise HTTPException(404, f"no graded answer {body.grade_id!r} to review")
-        question = service.question(row.question_id)
-        for name, given, known in (
-            ("covered", body.covered, question.point_ids),
-            ("red_flags", body.red_flags, question.flag_ids),
+        try:
+            question = service.question(row.question_id)
+        except UnknownQuestionError:
+            raise Conflict(
+                f"grade {row.id!r} answers question {row.question_id!r}, which is not in the rubric this server "
+                "runs with: its review could not name its points (serve with a rubric that has it)"
+            ) from None
+        for name, given, known, what in (
+            ("covered", body.covered, question.point_ids, "key point"),
+            ("red_flags", body.red_flags, question.flag_ids, "red flag"),
         ):
-            unknown = sorted(set(given or ()) - set(known))
+            unknown = [(i, x) for i, x in enumerate(given or ()) if x not in known]
             if unknown:
-                raise HTTPException(422, f"{name}: {', '.join(unknown)} not in question {question.id}")
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": ("body", name, i),
+                            "msg": f"{x!r} is no {what} of question {question.id}",
+                            "type": "unknown_id",
+                        }
+                        for i, x in unknown
+                    ]
+                )
         covered, flags = (
             list(dict.fromkeys(ids)) if ids is not None else None for ids in (body.covered, body.red_flags)
         )
         review = service.store.add_review(body.grade_id, who.name, body.tier, covered, flags, body.note)
+        newer = [
+            NewerReview(id=r.id, reviewer=r.reviewer, tier=Tier(r.tier))
+            for r in service.store.reviews_of(row.id)
+            if body.seen is not None and body.seen < r.id < review.id and r.reviewer != who.name
+        ]
         model = row.result()
         if service.settings.learn:
             service.reviews.add(row.question_id, joined(review, row, model).as_reviewed())
@@ -731,6 +777,7 @@ def _install_api(app: FastAPI) -> None:
             red_flags=flags,
             note=body.note,
             agrees=isinstance(model, Grade) and model.tier is body.tier,
+            newer=newer,
         )
 
     @app.post("/login", include_in_schema=False)
@@ -844,6 +891,28 @@ class BodyLimit:
             await self.app(scope, counted, send)
         except _TooLarge:
             await _too_large(self.limit, send)
+
+
+class NoStore:
+    """`Cache-Control: no-store` on every response that sets no cache policy of its own: pages and API answers
+    hold candidates' answers, and a page the browser kept would show them after logging out (Back), or show
+    a queue from before its latest reviews."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_no_store(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 class _TooLarge(HTTPException):

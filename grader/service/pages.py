@@ -159,13 +159,24 @@ class Item:
 
     @property
     def agree(self) -> dict[str, Any]:
-        """What Agree posts: the tier, and the points and flags when a review changed the model's."""
+        """What Agree posts: the tier, and the points and flags when a review changed the model's (those still
+        in the rubric: a point removed since cannot be reviewed, and the form shows no box for it)."""
         body: dict[str, Any] = {"tier": self.tier}
         if self.latest and self.latest[0].covered is not None:
-            body["covered"] = self.latest[0].covered
+            body["covered"] = [p for p in self.latest[0].covered if p in self.question.point_ids]
         if self.latest and self.latest[0].red_flags is not None:
-            body["red_flags"] = self.latest[0].red_flags
+            body["red_flags"] = [f for f in self.latest[0].red_flags if f in self.question.flag_ids]
         return body
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The model's points and flags, which the page compares a saved review with ("agreed" or not)."""
+        return {"covered": [p.id for p in self.grade.covered_points], "red_flags": self.grade.red_flags}
+
+    @property
+    def seen(self) -> int | None:
+        """The newest review shown: saving tells whether another came since the page was loaded."""
+        return max((r.id for r in self.latest), default=None)
 
 
 def page_link(filters: dict[str, str], **cursor: str) -> str:

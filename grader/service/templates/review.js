@@ -21,6 +21,40 @@
     return Array.from(form.querySelectorAll(`input[name="${name}"]:checked`)).map((input) => input.value);
   }
 
+  const sorted = (ids) => JSON.stringify([...ids].sort());
+
+  // What the save did, in words: agreeing keeps the tier and the points and flags; a form that kept the
+  // model's tier but changed a point or flag corrected those.
+  function said(item, agree, data) {
+    if (agree) return `saved: agreed (${data.tier})`;
+    if (!data.agrees) return `saved: corrected to ${data.tier}`;
+    const model = JSON.parse(item.dataset.model);
+    const kept = ["covered", "red_flags"].every((k) => data[k] == null || sorted(data[k]) === sorted(model[k]));
+    return kept ? `saved: agreed (${data.tier})` : `saved: kept the tier (${data.tier}), corrected points or flags`;
+  }
+
+  // The saved review is now the latest: Agree saves it again (not the model's grade the page was loaded
+  // with), and the form shows it.
+  function remember(item, form, data) {
+    const latest = { tier: data.tier };
+    if (data.covered != null) latest.covered = data.covered;
+    if (data.red_flags != null) latest.red_flags = data.red_flags;
+    item.dataset.agree = JSON.stringify(latest);
+    item.dataset.seen = String(data.id);
+    form.querySelector("button.agree").textContent = `Agree with ${data.reviewer} (${data.tier})`;
+    const radio = form.querySelector(`input[name="tier"][value="${data.tier}"]`);
+    if (radio) radio.checked = true;
+    for (const name of ["covered", "red_flags"]) {
+      if (data[name] == null) continue;
+      form.querySelectorAll(`input[name="${name}"]`).forEach((box) => (box.checked = data[name].includes(box.value)));
+    }
+  }
+
+  // A page the browser brings back from its memory (Back) shows the queue as it was: load it again.
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) location.reload();
+  });
+
   async function send(item, agree) {
     if (item.dataset.saving) return; // a second key press while the first is on its way
     const form = item.querySelector("form.review");
@@ -35,6 +69,7 @@
     }
     const note = form.querySelector('input[name="note"]').value.trim();
     if (note) body.note = note;
+    body.seen = Number(item.dataset.seen || 0); // the answer then names reviews made since this page loaded
     status.className = "status";
     status.textContent = "saving…";
     item.dataset.saving = "1";
@@ -48,9 +83,15 @@
       const data = await response.json().catch(() => ({}));
       if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
       status.className = "status ok";
-      status.textContent = agree || data.agrees ? `saved: agreed (${data.tier})` : `saved: corrected to ${data.tier}`;
+      status.textContent = said(item, agree, data);
+      if (data.newer && data.newer.length) {
+        status.className = "status warn";
+        const others = data.newer.map((r) => `${r.reviewer} (${r.tier})`).join(", ");
+        status.textContent += `; note: reviewed since this page loaded by ${others}, which this review now follows`;
+      }
       item.classList.add("done");
       item.dataset.reviewed = data.tier;
+      remember(item, form, data);
       const index = items.indexOf(item);
       if (index === current) select(current + 1);
     } catch (error) {
