@@ -305,3 +305,203 @@ def test_a_transcript_with_nothing_to_grade_is_not_a_failure(tmp_path, monkeypat
     result = invoke(str(path), "--format", "json", "-b", "fake")
     assert result.exit_code == 0, result.output
     assert "no question matched the rubric" in result.stderr
+
+
+# --- found by a user's trial of transcripts --------------------------------------------------------------
+
+
+def test_two_rubric_questions_asked_at_once_are_each_graded_with_the_reply_and_sent_for_review(matcher, rubric):
+    text = (
+        "Interviewer: Two related ones. How do you handle technical disagreements with team members? "
+        "And how do you handle mentoring junior developers on your team?\n"
+        "Candidate: On disagreements I restate their points and compare options on objective criteria. "
+        "On mentoring I pair program and give specific review feedback.\n"
+        "Interviewer: Thanks. Describe your experience with scaling backend systems.\n"
+        "Candidate: Stateless services behind load balancers, read replicas and a cache.\n"
+    )
+    transcript = parse_transcript(text)
+    prepared = prepare(transcript, detect_roles(transcript), matcher)
+    got = [(ex.question_id, ex.opening, ex.answer, ex.together) for ex in prepared.exchanges]
+    assert got == [
+        ("technical-disagreements", [0], [1], ["mentoring-junior-developers"]),
+        ("mentoring-junior-developers", [0], [1], ["technical-disagreements"]),
+        ("scaling-backend-systems", [2], [3], []),
+    ]
+    card = asyncio.run(
+        score_transcript(
+            transcript,
+            detect_roles(transcript),
+            rubric=rubric,
+            backend=FakeBackend(responder=lambda c, r: reply_for(r.question, tier="great")),
+            matcher=matcher,
+        )
+    )
+    shared = {
+        q.question_id: q.grade.review_reasons[-1]
+        for q in card.questions
+        if q.grade.needs_review and "asked together" in q.grade.review_reasons[-1]
+    }
+    assert set(shared) == {"technical-disagreements", "mentoring-junior-developers"}
+    assert shared["technical-disagreements"].startswith("asked together with mentoring-junior-developers")
+    answers = {q.question_id: q.answer for q in card.questions}
+    assert answers["technical-disagreements"] == answers["mentoring-junior-developers"] == transcript.turns[1].text
+
+
+def test_two_interviewer_turns_in_a_row_asking_two_rubric_questions_lose_neither(matcher):
+    text = (
+        "Dana Lee: How do you approach debugging a production issue?\n"
+        "Dana Lee: Actually, let me start with a different one. Describe your experience with API design.\n"
+        "Sam Patel: I version from day one and document with OpenAPI.\n"
+        "Dana Lee: Great. How do you handle technical disagreements with team members?\n"
+        "Sam Patel: I compare the options on objective criteria.\n"
+    )
+    transcript = parse_transcript(text)
+    prepared = prepare(transcript, detect_roles(transcript), matcher)
+    assert {ex.question_id for ex in prepared.exchanges} == {
+        "debugging-a-production-issue",
+        "api-design",
+        "technical-disagreements",
+    }
+    assert all(kind.kind == "rubric" for kind in prepared.accounted().values())
+
+
+def test_a_follow_up_in_the_same_turn_is_no_second_question(matcher):
+    text = (
+        "Interviewer: How do you approach debugging a production issue? What do you look at first?\n"
+        "Candidate: The logs and the last deploy.\n"
+        "Interviewer: How do you keep your services secure?\n"
+        "Candidate: Least privilege.\n"
+    )
+    transcript = parse_transcript(text)
+    prepared = prepare(transcript, detect_roles(transcript), matcher)
+    assert [(ex.question_id, ex.together) for ex in prepared.exchanges] == [
+        ("debugging-a-production-issue", []),
+        ("backend-security", []),
+    ]
+
+
+@pytest.mark.parametrize(
+    "interviewer, candidate",
+    [
+        pytest.param("Élodie Durand", "Łukasz Wiśniewski", id="accented-capitals"),
+        pytest.param("Ömer Yılmaz", "Ana de la Cruz", id="particles"),
+        pytest.param("Priya Raman", "Joost van der Berg", id="van-der"),
+    ],
+)
+def test_names_with_accented_capitals_or_particles_are_speaker_labels(interviewer, candidate):
+    text = (
+        f"[00:00:01] {interviewer}: How do you approach debugging a production issue?\n"
+        f"[00:00:05] {candidate}: I start with the logs and the recent deploys.\n"
+        f"[00:00:20] {interviewer}: How do you keep your services secure?\n"
+        f"[00:00:25] {candidate}: Least privilege and short-lived tokens.\n"
+    )
+    transcript = parse_transcript(text)
+    assert transcript.speakers == [interviewer, candidate]
+    roles = detect_roles(transcript)
+    assert roles.candidate == candidate
+    vtt = (
+        f"WEBVTT\n\n00:00:01.000 --> 00:00:04.000\n{interviewer}: How do you approach debugging?\n\n"
+        f"00:00:05.000 --> 00:00:09.000\n{candidate}: I start with the logs.\n"
+    )
+    assert parse_transcript(vtt).speakers == [interviewer, candidate]
+
+
+def test_words_after_a_lower_case_word_are_speech_not_a_label():
+    text = (
+        "Dana: How do you approach debugging a production issue?\n"
+        "Sam: I look at the logs.\n"
+        "So I told them: roll it back.\n"
+        "Dana: And then?\n"
+        "Sam: It worked.\n"
+    )
+    transcript = parse_transcript(text)
+    assert transcript.speakers == ["Dana", "Sam"]
+    assert transcript.turns[1].text == "I look at the logs. So I told them: roll it back."
+
+
+def test_a_transcribers_sound_notes_are_neither_speakers_nor_speech():
+    text = (
+        "Interviewer: How do you approach debugging a production issue?\n"
+        "Candidate: First I gather the logs and recent deployments.\n"
+        "[crosstalk] then I reproduce it in staging,\n"
+        "[inaudible 00:01:02] roll back if it is critical,\n"
+        "[crosstalk] and run a blameless post-mortem (laughs).\n"
+        "Interviewer: How do you keep your services secure?\n"
+        "Candidate: Least privilege (static typing helps too).\n"
+    )
+    transcript = parse_transcript(text)
+    assert transcript.speakers == ["Interviewer", "Candidate"]
+    assert transcript.turns[1].text == (
+        "First I gather the logs and recent deployments. then I reproduce it in staging, "
+        "roll back if it is critical, and run a blameless post-mortem ."
+    )
+    assert transcript.turns[3].text == "Least privilege (static typing helps too)."  # not a sound note
+
+
+def test_a_panelist_who_speaks_once_is_a_speaker_and_asks_their_question(matcher):
+    text = (
+        "Priya Raman: Hi Jamal, welcome. How do you approach debugging a production issue?\n"
+        "Jamal Okafor: I check logs and recent deploys, reproduce it in staging, then find the root cause.\n"
+        "Marcus Chen: Let me tell you a bit about the team first. We are twelve engineers across three time "
+        "zones and we own the payments platform. So: describe your experience with microservices architecture?\n"
+        "Jamal Okafor: I have run fifteen services on Kubernetes with an API gateway and tracing.\n"
+        "Priya Raman: How do you handle version control and branching strategies?\n"
+        "Jamal Okafor: Trunk-based, short-lived branches and feature flags.\n"
+        "Priya Raman: Root Cause: did you write one up?\n"
+        "Jamal Okafor: Yes.\n"
+    )
+    transcript = parse_transcript(text)
+    assert transcript.speakers == ["Priya Raman", "Jamal Okafor", "Marcus Chen"]
+    roles = detect_roles(transcript)
+    assert roles.candidate == "Jamal Okafor" and roles.interviewers == {"Priya Raman", "Marcus Chen"}
+    prepared = prepare(transcript, roles, matcher)
+    assert "microservices-architecture" in {ex.question_id for ex in prepared.exchanges}
+    assert all("Let me tell you" not in transcript.turns[i].text for ex in prepared.exchanges for i in ex.answer)
+
+
+def test_a_name_given_on_the_command_line_is_a_speaker_even_when_seen_once():
+    text = (
+        "Dana: How do you approach debugging a production issue?\n"
+        "Sam: I look at the logs.\n"
+        "Dana: And security?\n"
+        "Sam: Least privilege.\n"
+        "Lee: Quick one?\n"
+        "Sam: Sure.\n"
+    )
+    assert "Lee" not in parse_transcript(text).speakers  # seen once, short: a colon in speech
+    assert parse_transcript(text, speakers=["lee"]).speakers == ["Dana", "Sam", "Lee"]
+
+
+def test_the_candidates_own_questions_at_the_end_do_not_make_them_the_interviewer():
+    text = (
+        "Sam Patel: Welcome Dana. How do you approach debugging a production issue?\n"
+        "Dana Lee: I gather logs, reproduce it and roll back if needed, then find the root cause.\n"
+        "Sam Patel: Great. How do you handle version control and branching strategies?\n"
+        "Dana Lee: Trunk-based development with short-lived branches and feature flags.\n"
+        "Sam Patel: Do you have any questions for me?\n"
+        "Dana Lee: Yes, a few. How big is the team? Do you use Kubernetes already? How do you handle migrations? "
+        "What does on-call look like? How do you do code review? What would my first project be?\n"
+        "Sam Patel: Twelve people, yes, with Flyway, a weekly rotation, two approvals, the billing service.\n"
+    )
+    roles = detect_roles(parse_transcript(text))
+    assert roles.candidate == "Dana Lee" and roles.interviewers == {"Sam Patel"}
+
+
+@pytest.mark.parametrize("start", ["NaN", "Infinity", "-5", "1e300"])
+def test_a_json_turn_time_that_is_no_time_is_refused_naming_the_turn(start):
+    from grader.errors import TranscriptError
+
+    text = f'[{{"speaker": "A", "text": "How?"}}, {{"speaker": "B", "text": "So.", "start": {start}}}]'
+    with pytest.raises(TranscriptError, match=r"^t\.json: turn 2: start: .* is not a time in the interview"):
+        parse_transcript(text, label="t.json", suffix=".json")
+
+
+def test_a_mistyped_cue_timing_is_named_not_skipped():
+    from grader.errors import TranscriptError
+
+    vtt = (
+        "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nDana: How do you debug?\n\n"
+        "00:00:05.000 -> 00:00:40.000\nSam: I start with the logs.\n"
+    )
+    with pytest.raises(TranscriptError, match=r"^c\.vtt:6: not a WebVTT cue timing: '00:00:05.000 -> 00:00:40.000'"):
+        parse_transcript(vtt, label="c.vtt", suffix=".vtt")

@@ -637,7 +637,7 @@ def test_cli_terminal_output(monkeypatch):
         pytest.param(
             {"a.txt": "Dana: Hi?\nSam: Hi.\n", "b.txt": "Dana: Hi?\nSam: Hi.\n"},
             ["--format", "html"],
-            14,
+            2,
             "need a folder to write to",
             id="html-needs-a-folder",
         ),
@@ -684,6 +684,18 @@ def test_scorecard_names_go_up_the_folders_as_far_as_it_takes(tmp_path):
     assert _output_names([tmp_path / "one.txt"], tmp_path, ".html") == ["one.html"]
     with pytest.raises(UsageError, match=r"A\.txt and .*a\.txt would both be written to .*A\.txt\.md"):
         _output_names([tmp_path / "A.txt", tmp_path / "a.txt"], tmp_path, ".md")
+
+
+@pytest.mark.parametrize("link", ["symlink_to", "hardlink_to"])
+def test_a_transcript_given_again_through_a_link_is_refused_before_grading(tmp_path, monkeypatch, link):
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    linked = tmp_path / "again.txt"
+    getattr(linked, link)(CALL)
+    result = invoke(str(CALL), str(linked), "-b", "fake", "--format", "json")
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr.strip() == f"grader: error: {CALL} is given twice (also as {linked}) (name each transcript once)"
+    )
 
 
 def test_a_transcript_given_twice_with_an_output_folder_is_refused_before_grading(tmp_path, monkeypatch):

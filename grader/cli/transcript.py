@@ -107,7 +107,7 @@ def transcript(
     """
     files = _collect(paths)
     if out is None and output_format is Format.html and len(files) > 1:
-        raise TranscriptError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
+        raise UsageError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
     files, transcripts, roles, skipped = _read_all(files, interviewer or (), candidate)
     names = _output_names(files, out, _suffix(output_format)) if out is not None else []
     from grader.transcripts.pipeline import Settings  # numpy and the embedder: only when this command runs
@@ -174,7 +174,7 @@ def _read_all(
     skipped: list[GraderError] = []
     for file in files:
         try:
-            transcript = read_transcript(file)
+            transcript = read_transcript(file, speakers=[*interviewers, *([candidate] if candidate else [])])
             found = detect_roles(transcript, interviewers=interviewers, candidate=candidate)
         except _NOT_A_TRANSCRIPT as exc:
             if len(files) == 1:
@@ -222,6 +222,16 @@ def _collect(paths: list[Path]) -> list[Path]:
             files += found
         else:
             files.append(path)
+    seen: dict[tuple[int, int], Path] = {}
+    for file in files:  # another path to it, or a link (hard or symbolic), is the same file: graded once
+        try:
+            info = file.stat()
+        except OSError:
+            continue  # reading it names the problem
+        first = seen.setdefault((info.st_dev, info.st_ino), file)
+        if first is not file:
+            also = "" if str(first) == str(file) else f" (also as {file})"
+            raise UsageError(f"{first} is given twice{also}", hint="name each transcript once")
     return files
 
 

@@ -12,6 +12,7 @@ import html
 import io
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ FORMATS = ("text", "vtt", "srt", "json")
 
 #: The longest transcript read (characters): about twenty hours of speech, where an interview is one or two.
 MAX_TRANSCRIPT_CHARS = 2_000_000
+#: The latest time a turn may start or end (seconds): a day, where an interview is an hour or two.
+MAX_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -79,16 +82,18 @@ def format_time(seconds: float | None) -> str | None:
 # --- speaker labels --------------------------------------------------------------------------------
 
 # A label is one to four words, the first starting with a letter and the others capitalised ("Dana",
-# "Dana Lee", "Speaker 2", "Candidate (Sam)"), then a colon and a space. A timestamp may come before it,
-# in brackets or not, or after it in brackets: `[00:01:02] Dana:`, `00:01:02 Dana:`, `Dana (00:01:02):`, `Dana [1:02]:`.
-_LABEL = r"[A-Za-z][\w.'’-]*(?:[ \t]+[A-Z0-9(][\w.'’()-]*){0,3}"
+# "Dana Lee", "Speaker 2", "Candidate (Sam)", "Élodie Durand"), or name particles ("Ana de la Cruz"), then
+# a colon and a space (`_label` checks the capitals: a regular expression cannot tell case outside ASCII).
+# A timestamp may come before it, in brackets or not, or after it in brackets: `[00:01:02] Dana:`,
+# `00:01:02 Dana:`, `Dana (00:01:02):`, `Dana [1:02]:`.
+_LABEL = r"[^\W\d_][\w.'’-]*(?:[ \t]+[\w(][\w.'’()-]*){0,5}"
 _LINE = re.compile(
     rf"^\s*(?:[\[(]?(?P<t1>{_TIME})[\])]?\s*[-–—]?\s*)?"
     rf"(?P<speaker>{_LABEL}?)"
     rf"(?:\s*[\[(](?P<t2>{_TIME})[\])])?"
     r"\s*:(?:\s+|$)(?P<text>.*)$"
 )
-_BRACKET_LABEL = re.compile(r"^\s*\[(?P<speaker>[A-Za-z][^\]:]{0,40})\]\s*(?P<text>.*)$")
+_BRACKET_LABEL = re.compile(r"^\s*\[(?P<speaker>[^\W\d_][^\]:]{0,40})\]\s*(?P<text>.*)$")
 _TIME_ONLY = re.compile(rf"^\s*[\[(]?(?P<t>{_TIME})[\])]?\s*$")
 # Words that open a line like a label does but are not speakers.
 _NOT_SPEAKERS = frozenset(
@@ -97,11 +102,28 @@ _NOT_SPEAKERS = frozenset(
 )
 
 
+#: Lower-case words inside a name ("Ana de la Cruz", "Joost van der Berg", "Omar bin Said").
+_PARTICLES = frozenset("de la le du des del della di da das dos van von der den ter ten bin ibn al el y".split())
+#: What a transcriber writes for sounds, not speech: `[crosstalk]`, `[inaudible 00:12:03]`, `(laughter)`.
+_NOISE = re.compile(
+    r"[\[(](?:cross[- ]?talk|inaudible|unintelligible|indiscernible|laugh(?:s|ter|ing)?|music|silence|applause|"
+    r"pause|noise|background noise|cough(?:s|ing)?|overlapping(?: speech)?|static|audio cuts? out|no audio|"
+    r"phone rings|beep)(?:\s+\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?\s*[\])]",
+    re.IGNORECASE,
+)
+
+
 def _label(match: re.Match[str] | None) -> str | None:
     if match is None:
         return None
     speaker = " ".join(match.group("speaker").split())
-    if not speaker or len(speaker) > 40 or speaker.lower() in _NOT_SPEAKERS:
+    if not speaker or len(speaker) > 40 or speaker.lower() in _NOT_SPEAKERS or _NOISE.fullmatch(f"[{speaker}]"):
+        return None
+    words = speaker.split()
+    named = [w for w in words[1:] if w not in _PARTICLES]
+    if len(words) - len(named) > 3 or len(named) > 3 or words[-1] in _PARTICLES:
+        return None
+    if not all(w[0].isupper() or w[0].isdigit() or w[0] == "(" for w in named):  # "So I said: ..." is speech
         return None
     return speaker
 
@@ -109,7 +131,7 @@ def _label(match: re.Match[str] | None) -> str | None:
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def read_transcript(path: str | Path) -> Transcript:
+def read_transcript(path: str | Path, *, speakers: Collection[str] = ()) -> Transcript:
     """Read and parse one transcript file; every failure names the file. A file over
     `MAX_TRANSCRIPT_CHARS` is refused after reading one character past the limit, not whole."""
     path = Path(path)
@@ -119,24 +141,30 @@ def read_transcript(path: str | Path) -> Transcript:
             f"{path}: over the limit of {MAX_TRANSCRIPT_CHARS:,} characters; is this one interview's transcript?",
             hint="split a longer recording into one transcript per interview",
         )
-    return parse_transcript(text, label=str(path), suffix=path.suffix.lower())
+    return parse_transcript(text, label=str(path), suffix=path.suffix.lower(), speakers=speakers)
 
 
-def parse_transcript(text: str, *, label: str = "<transcript>", suffix: str = "") -> Transcript:
-    """Parse transcript text: the format is sniffed from the content, the file suffix breaks ties."""
+def parse_transcript(
+    text: str, *, label: str = "<transcript>", suffix: str = "", speakers: Collection[str] = ()
+) -> Transcript:
+    """Parse transcript text: the format is sniffed from the content, the file suffix breaks ties. `speakers`
+    (the names given with --interviewer and --candidate) are speaker labels even where seen once."""
     text = text.lstrip("\ufeff")
     stripped = text.strip()
     if not stripped:
         raise TranscriptError(f"{label}: the transcript is empty")
     kind = sniff(stripped, suffix)
-    turns = {"vtt": _parse_vtt, "srt": _parse_srt, "json": _parse_json, "text": _parse_text}[kind](text, label)
+    if kind == "text":
+        turns = _parse_text(text, label, speakers)
+    else:
+        turns = {"vtt": _parse_vtt, "srt": _parse_srt, "json": _parse_json}[kind](text, label)
     turns = [t for t in turns if t.text]
     if not turns:
         raise TranscriptError(f"{label}: no speech found in the {_NAMES[kind]} transcript")
-    speakers = list(dict.fromkeys(t.speaker for t in turns))
-    if len(speakers) < 2:
+    found = list(dict.fromkeys(t.speaker for t in turns))
+    if len(found) < 2:
         raise TranscriptError(
-            f"{label}: only one speaker ({speakers[0]}) found; an interview needs an interviewer and a candidate",
+            f"{label}: only one speaker ({found[0]}) found; an interview needs an interviewer and a candidate",
             hint="label each turn with its speaker, e.g. 'Interviewer: ...' and 'Candidate: ...'",
         )
     return Transcript(source=label, format=kind, turns=turns)
@@ -162,7 +190,7 @@ def sniff(stripped: str, suffix: str = "") -> str:
 # --- plain text --------------------------------------------------------------------------------------
 
 
-def _parse_text(text: str, label: str) -> list[Turn]:
+def _parse_text(text: str, label: str, known: Collection[str] = ()) -> list[Turn]:
     lines: list[tuple[str | None, str, float | None]] = []  # (speaker label or None, text, start)
     pending_time: float | None = None
     for line in text.splitlines():
@@ -183,7 +211,7 @@ def _parse_text(text: str, label: str) -> list[Turn]:
             pending_time = None
         else:
             lines.append((None, line, None))
-    speakers = _real_speakers(lines)
+    speakers = _real_speakers(lines, known)
     turns: list[list[Any]] = []
     for speaker, body, start in lines:
         if speaker in speakers:
@@ -199,22 +227,37 @@ def _parse_text(text: str, label: str) -> list[Turn]:
     return [Turn(speaker, _clean(body), start) for speaker, body, start in turns]
 
 
-def _real_speakers(lines: list[tuple[str | None, str, float | None]]) -> set[str]:
+def _real_speakers(lines: list[tuple[str | None, str, float | None]], known: Collection[str] = ()) -> set[str]:
     """Labels that name speakers. Every label counts, except one seen once, without a timestamp, in a
-    file where at least two other labels recur: that is a line of speech that happens to hold a colon."""
+    file where at least two other labels recur: that is a line of speech that happens to hold a colon.
+    A label seen once still counts when it is a name given on the command line (`known`), or a full name
+    ("Marcus Chen": two capitalised words) opening a turn of at least `_SPOKEN_WORDS` words: a panelist
+    who asks one question."""
     counts: dict[str, int] = {}
     stamped: set[str] = set()
-    for speaker, _, start in lines:
+    longest: dict[str, int] = {}
+    for speaker, body, start in lines:
         if speaker is not None:
             counts[speaker] = counts.get(speaker, 0) + 1
+            longest[speaker] = max(longest.get(speaker, 0), len(body.split()))
             if start is not None:
                 stamped.add(speaker)
     recurring = [s for s, n in counts.items() if n >= 2]
+    keys = {" ".join(k.split()).casefold() for k in known}
     return {
         s
         for s, n in counts.items()
-        if n >= 2 or s in stamped or _ROLE_WORD.search(s) or len([r for r in recurring if r != s]) < 2
+        if n >= 2
+        or s in stamped
+        or _ROLE_WORD.search(s)
+        or len([r for r in recurring if r != s]) < 2
+        or s.casefold() in keys
+        or (len(s.split()) >= 2 and longest[s] >= _SPOKEN_WORDS)
     }
+
+
+#: A once-seen full-name label opening a line this long is a speaker, not a colon in speech ("Root Cause: DB").
+_SPOKEN_WORDS = 12
 
 
 _ROLE_WORD = re.compile(
@@ -228,7 +271,8 @@ def _unlabelled(speaker: str | None, body: str) -> str:
 
 
 def _clean(text: str) -> str:
-    return " ".join(text.split())
+    """One line of speech: a transcriber's sound notes (`[crosstalk]`, `[laughter]`) out, spacing folded."""
+    return " ".join(_NOISE.sub(" ", text).split())
 
 
 # --- captions ----------------------------------------------------------------------------------------
@@ -237,9 +281,27 @@ _VOICE = re.compile(r"<v(?:\.[\w.-]+)?(?:\s+(?P<name>[^>]*))?>", re.IGNORECASE)
 _TAG = re.compile(r"</?[a-zA-Z][^>]*>|<\d{1,2}:\d{2}[^>]*>")
 
 
+#: A line meant as a cue's timing: two times with something arrow-like between them.
+_TIMING_LIKE = re.compile(rf"^\s*{_TIME}\s*(?:[-–—=]+>?|>|to)\s*{_TIME}\b")
+_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s|$)")
+
+
+def _check_timings(text: str, label: str, kind: str) -> None:
+    """A cue whose timing line is mistyped (`00:00:12.500 -> 00:00:40.000`) is skipped by the caption reader
+    without a word, and its speech with it: name the line instead."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if _TIMING_LIKE.match(line) and not _TIMING.match(line):
+            raise TranscriptError(
+                f"{label}:{number}: not a {kind} cue timing: {line.strip()[:60]!r}",
+                hint="a cue's timing line reads 'start --> end', e.g. 00:00:12.500 --> 00:00:40.000",
+            )
+
+
 def _parse_vtt(text: str, label: str) -> list[Turn]:
     import webvtt
     from webvtt.errors import MalformedCaptionError, MalformedFileError
+
+    _check_timings(text, label, "WebVTT")
 
     try:
         captions = webvtt.from_buffer(io.StringIO(text), format="vtt").captions
@@ -251,6 +313,8 @@ def _parse_vtt(text: str, label: str) -> list[Turn]:
 def _parse_srt(text: str, label: str) -> list[Turn]:
     import webvtt
     from webvtt.errors import MalformedCaptionError, MalformedFileError
+
+    _check_timings(text, label, "SRT")
 
     try:
         captions = webvtt.from_buffer(io.StringIO(text), format="srt").captions
@@ -356,6 +420,14 @@ class _JsonTurn(BaseModel):
             if not re.fullmatch(_TIME, value.strip()):
                 raise ValueError(f"{value!r} is not seconds or a HH:MM:SS timestamp")
             return parse_time(value)
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_range(cls, value: float | None) -> float | None:
+        # Python's json writes NaN and Infinity, which no time is; nor is a negative one or a year in.
+        if value is not None and not 0 <= value <= MAX_SECONDS:
+            raise ValueError(f"{value!r} is not a time in the interview (0 to {MAX_SECONDS:,} seconds)")
         return value
 
 

@@ -157,6 +157,12 @@ async def score_transcript(
         match = prepared.matches[ex.asked]
         texts = {p.id: p.text for p in [*question.key_points, *question.red_flags]}
         grade = _restored(result, restore) if isinstance(result, Grade) else None
+        if grade is not None and ex.together:  # one reply to two questions: which part answers which is a guess
+            shared = (
+                f"asked together with {', '.join(ex.together)} and answered in one reply, graded for each: "
+                "check which part answers this question"
+            )
+            grade = grade.model_copy(update={"needs_review": True, "review_reasons": [*grade.review_reasons, shared]})
         failure = result if isinstance(result, GradeFailure) else None
         evidence = []
         if isinstance(result, Grade):

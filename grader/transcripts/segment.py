@@ -224,7 +224,9 @@ class Roles:
 def detect_roles(transcript: Transcript, *, interviewers: Sequence[str] = (), candidate: str | None = None) -> Roles:
     """Who interviews and who is the candidate: names given on the command line, else role labels
     ("Interviewer", "Candidate"), else the speaker who asks the most questions interviews and, of the
-    others, the one who says the most is the candidate. Other speakers count as interviewers."""
+    others, the one who says the most in turns that ask nothing is the candidate. Other speakers count as
+    interviewers. Questions from the closing "any questions for us?" on are not counted: there the
+    candidate asks."""
     speakers = transcript.speakers
     by_key = {s.casefold(): s for s in speakers}
 
@@ -244,9 +246,15 @@ def detect_roles(transcript: Transcript, *, interviewers: Sequence[str] = (), ca
         return Roles(frozenset(s for s in speakers if s != chosen), chosen, detected=not given)
     questions = {s: 0 for s in speakers}
     words = {s: 0 for s in speakers}
+    closing = False
     for turn in transcript.turns:
-        questions[turn.speaker] += sum(asks(x) for x in sentences(turn.text))
-        words[turn.speaker] += word_count(turn.text)
+        asked = sum(asks(x) for x in sentences(turn.text))
+        # From "any questions for us?" on, the candidate asks: their questions say nothing about who interviews.
+        if not closing:
+            questions[turn.speaker] += asked
+            closing = any(_CLOSING.search(c) for c in clauses(turn.text)) and asked > 0
+        if not asked:  # what answers: a panelist's long question, or the candidate's own questions, do not
+            words[turn.speaker] += word_count(turn.text)
     if not given:
         labelled = [s for s in speakers if _INTERVIEWER_LABEL.match(s)]
         given = set(labelled) or {max(speakers, key=lambda s: (questions[s], -speakers.index(s)))}
@@ -284,6 +292,7 @@ class Exchange:
     clarifications: list[int] = field(default_factory=list)  # the candidate's clarifying questions
     question_id: str | None = None  # set by the matcher
     reasked: list[int] = field(default_factory=list)  # openings of later exchanges on the same question
+    together: list[str] = field(default_factory=list)  # rubric questions asked in the same breath, one answer
 
     def question_text(self, turns: Sequence[Turn]) -> str:
         return " ".join(turns[i].text for i in self.opening)
@@ -374,10 +383,22 @@ def segment(transcript: Transcript, roles: Roles, *, match: MatchFn | None = Non
     if match is not None and asking:
         keys = list(asking)
         matched = dict(zip(keys, match([asking[k] for k in keys]), strict=True))
+    # Two rubric questions asked at once ("How do you handle disagreements? And how do you mentor juniors?"),
+    # or in two turns in a row: each is a question of its own, answered by the same reply.
+    together: dict[int, list[tuple[str, str]]] = {}  # block -> (question id, the clause that asks it), in order
+    if match is not None:
+        asked_clauses = {b: [c for c in clauses(text) if asks(c)] for b, text in asking.items()}
+        pairs = [(b, c) for b, cs in asked_clauses.items() if len(cs) >= 2 for c in cs]
+        if pairs:
+            for (b, clause), qid in zip(pairs, match([c for _, c in pairs]), strict=True):
+                if qid is not None and qid not in [q for q, _ in together.get(b, [])]:
+                    together.setdefault(b, []).append((qid, clause))
+            together = {b: found for b, found in together.items() if len(found) >= 2}
 
     exchanges: list[Exchange] = []
     skipped: list[int] = []
     small_talk: list[Aside] = []
+    asked_with: dict[int, list[tuple[str, str]]] = {}  # id() of an exchange -> the other questions asked with it
     current: Exchange | None = None
     chatting = False  # after small talk: the candidate's reply is chat, not part of the answer
     reply_to: Aside | None = None  # the small talk question that reply answers
@@ -423,9 +444,36 @@ def segment(transcript: Transcript, roles: Roles, *, match: MatchFn | None = Non
         start = block.turns.index(openings[b][0])
         skipped += block.turns[:start]
         current = Exchange(opening=openings[b], asked=question, turns=block.turns[start:], question_id=matched.get(b))
+        if b in together:
+            ids = [q for q, _ in together[b]]
+            if current.question_id not in ids:  # the whole text matched none of them: the first clause's
+                current.question_id, current.asked = together[b][0]
+            current.together = [q for q in ids if q != current.question_id]
+            asked_with[id(current)] = [(q, c) for q, c in together[b] if q != current.question_id]
         exchanges.append(current)
         chatting, reply_to = False, None
-    return Segmentation(exchanges, skipped, small_talk)
+    return Segmentation(_with_companions(exchanges, asked_with), skipped, small_talk)
+
+
+def _with_companions(exchanges: list[Exchange], asked_with: dict[int, list[tuple[str, str]]]) -> list[Exchange]:
+    """Each exchange followed by one for every other rubric question asked with it, answered by its reply."""
+    out: list[Exchange] = []
+    for ex in exchanges:
+        out.append(ex)
+        for qid, clause in asked_with.get(id(ex), []):
+            out.append(
+                Exchange(
+                    opening=list(ex.opening),
+                    asked=clause,
+                    turns=list(ex.turns),
+                    answer=list(ex.answer),
+                    followups=list(ex.followups),
+                    clarifications=list(ex.clarifications),
+                    question_id=qid,
+                    together=[q for q in [ex.question_id, *ex.together] if q is not None and q != qid],
+                )
+            )
+    return out
 
 
 def _opening(own: list[int], turns: Sequence[Turn]) -> list[int]:
