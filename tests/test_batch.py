@@ -11,8 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from grader.cli import app
 from grader.grading.rows import column_names
 from grader.rubric import save_rubric
 from tests.support.loopback import LoopbackLLM
+from tests.support.process import foreground_job, wait_until
 
 runner = CliRunner()
 SECRET = "sk-test-do-not-leak-4242"
@@ -227,14 +226,6 @@ def test_resume_repairs_a_torn_line_and_grades_only_what_is_missing(tmp_path, se
     assert sorted(ids) == sorted(r["id"] for r in rows)
 
 
-def _wait_until(ready: Callable[[], bool], *, seconds: float) -> None:
-    """Poll another process's visible state (a file, /proc) until `ready()` or `seconds` pass: it waits on
-    that process, it is not a timed assertion (the caller asserts the state afterwards)."""
-    deadline = time.monotonic() + seconds
-    while not ready() and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -273,12 +264,12 @@ def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubr
             str(workers),
         ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
+        wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
         children = _children(proc.pid)
         assert len(children) == (workers if workers > 1 else 0)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        _wait_until(lambda: all(map(_gone, children)), seconds=30)  # nothing keeps writing behind --resume
+        wait_until(lambda: all(map(_gone, children)), seconds=30)  # nothing keeps writing behind --resume
         assert all(map(_gone, children))
         partial = out.read_text()
         assert 8 <= partial.count("\n") < 40
@@ -317,18 +308,8 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
             "--workers",
             str(workers),
         ]
-        # Its own process group, as a terminal's foreground job: Ctrl-C reaches the parent and its workers.
-        # A job a non-interactive shell puts in the background (`bash -c '... &'`, as a CI runner may) has
-        # SIGINT ignored, and an ignored signal stays ignored across exec: give the child Ctrl-C as a
-        # terminal would (a handled signal is reset to its default on exec).
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            proc = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-            )
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        _wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
+        proc = foreground_job(cmd, env)
+        wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130, stderr
@@ -727,7 +708,7 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first(tmp_path, r
         cmd = [sys.executable, "-m", "grader", "batch", str(source), "-o", str(out), "-c", "2", "--workers", "2"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_until(lambda: server.calls >= 5, seconds=60)  # requests held in flight: the run is going
+            wait_until(lambda: server.calls >= 5, seconds=60)  # requests held in flight: the run is going
             assert server.calls >= 5
             second = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=60)
             calls = server.calls

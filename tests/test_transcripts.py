@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +31,8 @@ from grader.transcripts.scorecard import Scorecard, ScoredQuestion, summarize, t
 from grader.transcripts.segment import detect_roles, segment
 from tests.conftest import reply_for
 from tests.support.browser import ARTIFACTS, check_page, require_chromium
+from tests.support.loopback import LoopbackLLM
+from tests.support.process import foreground_job, wait_until
 
 DATA = Path(__file__).parent / "data" / "transcripts"
 CALL = DATA / "debugging_call.txt"
@@ -829,3 +835,47 @@ def test_an_output_folder_that_cannot_be_made_is_exit_15_naming_the_file_in_the_
     result = invoke(str(CALL), "-o", str(blocker / "out"), "-b", "fake")
     assert result.exit_code == 15, result.output
     assert f"{blocker} is a file, not a folder" in result.stderr
+
+
+# --- an interrupted run --------------------------------------------------------------------------------
+
+
+def test_ctrl_c_keeps_the_scorecards_finished_and_their_grades_for_the_rerun(tmp_path):
+    """Each scorecard is written when its transcript is done: Ctrl-C on the second of two keeps the first's
+    file and its grades in the cache (all were written at the end, so an interrupted run left nothing)."""
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    (folder / "a.txt").write_text(CALL.read_text())
+    (folder / "b.vtt").write_text((DATA / "panel.vtt").read_text())
+    out = tmp_path / "cards"
+    env_of = {"OPENAI_API_KEY": "sk-test", "GRADER_MODEL": "gpt-4.1-mini"}
+    with LoopbackLLM() as counting:  # how many requests each transcript takes, graded alone
+        env = {**env_of, "OPENAI_BASE_URL": counting.base_url}
+        assert runner.invoke(app, ["transcript", str(folder / "a.txt"), "--no-cache"], env=env).exit_code == 0
+        first = counting.calls
+        assert runner.invoke(app, ["transcript", str(folder / "b.vtt"), "--no-cache"], env=env).exit_code == 0
+        second = counting.calls - first
+    assert first > 0 and second > 0
+
+    with LoopbackLLM(hold_from=first) as server:  # the second transcript's requests wait: the run is mid-way
+        env = {**os.environ, **env_of, "OPENAI_BASE_URL": server.base_url, "GRADER_CACHE_DIR": str(tmp_path / "c")}
+        cmd = [sys.executable, "-m", "grader", "transcript", str(folder), "-o", str(out)]
+        proc = foreground_job(cmd, env)
+        try:
+            wait_until(lambda: server.calls > first, seconds=120)
+            os.killpg(proc.pid, signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            server.release()  # a held request would keep the server from stopping
+        assert proc.returncode == 130, stderr
+        assert sorted(p.name for p in out.iterdir()) == ["a.md"]
+        assert f"1 of 2 scorecard(s) written to {out} before the interrupt" in stderr
+        assert "Traceback" not in stderr
+        kept = (out / "a.md").read_text()
+
+        before = server.calls
+        rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        assert server.calls - before == second  # the first transcript's grades came from the cache
+    assert sorted(p.name for p in out.iterdir()) == ["a.md", "b.md"]
+    assert (out / "a.md").read_text() == kept

@@ -121,35 +121,38 @@ def transcript(
         cache=grade_cache,
         reviews=review_bank(learn_from),
     )
+    several_json = output_format is Format.json and len(transcripts) > 1  # one JSON array, printed at the end
+    cards: list[Scorecard] = []
+
+    def finished(card: Scorecard) -> None:
+        """Each scorecard the moment its transcript is graded: written (or printed) then, so what was done
+        before a Ctrl-C or a fatal failure is kept, and its grades are in the grade cache for the rerun."""
+        _warn(card)
+        if out is not None:
+            _write(card, out / names[len(cards)], output_format)
+        elif output_format is Format.text:
+            print_scorecard(card)
+        elif not several_json:
+            render, _ = RENDERERS[output_format.value]
+            console.out(render(card), end="", highlight=False)
+        cards.append(card)
+
     try:
-        cards = asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings))
+        asyncio.run(_score(transcripts, roles, the_rubric, backend, options, match_threshold, settings, finished))
+    except KeyboardInterrupt:
+        if out is not None:
+            err_console.print(
+                f"grader: note: {len(cards)} of {len(transcripts)} scorecard(s) written to {out} before the interrupt"
+                + ("; a rerun takes the grades done from the cache" if grade_cache is not None else ""),
+                markup=False,
+                highlight=False,
+            )
+        raise
     finally:
         if grade_cache is not None:
             grade_cache.close()
-
-    for card in cards:
-        if card.summary.failed:
-            err_console.print(
-                f"grader: warning: {card.source}: {card.summary.failed} answer(s) could not be graded "
-                "(see the scorecard)",
-                markup=False,
-            )
-        if not card.questions:
-            err_console.print(
-                f"grader: warning: {card.source}: no question matched the rubric ({len(card.unmatched)} unmatched)",
-                markup=False,
-            )
-    if out is not None:
-        _write(cards, names, out, output_format)
-    elif output_format is Format.text:
-        for card in cards:
-            print_scorecard(card)
-    elif output_format is Format.json and len(cards) > 1:
+    if several_json:
         console.out("[\n" + ",\n".join(c.model_dump_json(indent=2) for c in cards) + "\n]", highlight=False)
-    else:
-        render, _ = RENDERERS[output_format.value]
-        for card in cards:
-            console.out(render(card), end="", highlight=False)
     _fail_if_nothing_graded(cards)
     if skipped:
         raise TranscriptError(
@@ -279,7 +282,7 @@ def _name_options(file: Path) -> list[str]:
     return options
 
 
-async def _score(transcripts, roles, rubric, backend_name, options, threshold, settings) -> list[Scorecard]:  # noqa: ANN001
+async def _score(transcripts, roles, rubric, backend_name, options, threshold, settings, finished) -> None:  # noqa: ANN001
     from grader.backends.local.embedder import Embedder
     from grader.transcripts.match import QuestionMatcher
     from grader.transcripts.pipeline import score_transcript
@@ -288,31 +291,42 @@ async def _score(transcripts, roles, rubric, backend_name, options, threshold, s
     try:
         # Matching always uses the packaged MiniLM: the threshold was measured with it.
         matcher = QuestionMatcher(rubric, Embedder.load(), threshold)
-        cards: list[Scorecard] = []
+        failed = 0
         with progress_bar() as progress:  # shown on a terminal only, and only for several transcripts
             task = progress.add_task("transcripts", total=len(transcripts), failed=0, visible=len(transcripts) > 1)
             for t, r in zip(transcripts, roles, strict=True):
                 card = await score_transcript(
                     t, r, rubric=rubric, backend=the_backend, matcher=matcher, settings=settings
                 )
-                cards.append(card)
-                progress.update(task, advance=1, failed=sum(c.summary.failed for c in cards))
-        return cards
+                finished(card)
+                failed += card.summary.failed
+                progress.update(task, advance=1, failed=failed)
     finally:
         await the_backend.aclose()
 
 
-def _write(cards: list[Scorecard], names: list[str], out: Path, output_format: Format) -> None:
-    """One scorecard file per transcript, named by `_output_names` (all different)."""
+def _warn(card: Scorecard) -> None:
+    if card.summary.failed:
+        err_console.print(
+            f"grader: warning: {card.source}: {card.summary.failed} answer(s) could not be graded (see the scorecard)",
+            markup=False,
+        )
+    if not card.questions:
+        err_console.print(
+            f"grader: warning: {card.source}: no question matched the rubric ({len(card.unmatched)} unmatched)",
+            markup=False,
+        )
+
+
+def _write(card: Scorecard, target: Path, output_format: Format) -> None:
+    """One transcript's scorecard file (its name from `_output_names`, all different)."""
     render, _ = RENDERERS["markdown" if output_format is Format.text else output_format.value]
-    for card, name in zip(cards, names, strict=True):
-        target = out / name
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            target.write_text(render(card), encoding="utf-8")
-        except OSError as exc:  # a full disk, a file where the folder should be: exit 15, as every writer
-            raise OutputError.of(target, exc) from None
-        console.print(f"wrote {escape(str(target))}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render(card), encoding="utf-8")
+    except OSError as exc:  # a full disk, a file where the folder should be: exit 15, as every writer
+        raise OutputError.of(target, exc) from None
+    console.print(f"wrote {escape(str(target))}")
 
 
 def print_scorecard(card: Scorecard) -> None:

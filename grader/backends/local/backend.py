@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -182,6 +184,10 @@ class LocalBackend(Backend):
         self._anchors: dict[str, _Anchors] = {}
         self._pending: list[tuple[GradeRequest, asyncio.Future[Grade]]] = []
         self._flushing = False
+        #: Set when the flush waiting on a worker thread is cancelled (Ctrl-C) or the backend is closed:
+        #: the thread's embedding stops at its next batch, where it would otherwise grade its whole chunk
+        #: (seconds to tens of seconds, a cold rubric) for nobody while the process waits for it to end.
+        self._halt = threading.Event()
 
     @property
     def model(self) -> str:
@@ -214,12 +220,16 @@ class LocalBackend(Backend):
 
     async def _flush(self) -> None:
         size = FIRST_BATCH_ANSWERS  # a small first chunk: the first grades are written within a second or two
+        self._halt.clear()
         try:
             while self._pending:
                 chunk, self._pending = self._pending[:size], self._pending[size:]
                 size = MAX_BATCH_ANSWERS
                 try:
                     grades = await asyncio.to_thread(self.grade_many, [r for r, _ in chunk])
+                except asyncio.CancelledError:
+                    self._halt.set()
+                    raise
                 except Exception as exc:  # every waiter learns why, none hangs
                     for _, future in chunk:
                         if not future.done():
@@ -270,7 +280,7 @@ class LocalBackend(Backend):
         readings = [read(r.answer) for r in requests]
         cuts = [_cut(x.text) for x in readings]
         texts = [s.text for found, wins, _ in cuts for s in [*found, *wins]] + [x.text for x in readings]
-        vectors = self.embedder.embed(texts)
+        vectors = self._embed(texts)
         whole = vectors[len(texts) - len(requests) :]
         out, offset = [], 0
         for i, request in enumerate(requests):
@@ -312,9 +322,13 @@ class LocalBackend(Backend):
 
     def _rubric_vectors(self, texts: list[str]) -> np.ndarray:
         """The rubric side's vectors, through the on-disk cache (answers are embedded directly)."""
-        return self._vectors.embed(texts, self.embedder.embed)
+        return self._vectors.embed(texts, self._embed)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(texts, stop=self._halt)
 
     async def aclose(self) -> None:
+        self._halt.set()  # first: a worker thread holding the vector cache lets go of it at its next batch
         self._vectors.close()
 
     @property

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -37,6 +38,11 @@ MAX_SEQ_LENGTH = 256
 MAX_BATCH_TOKENS = 4096
 
 _OUTPUT_NAME = "last_hidden_state"
+
+
+class Stopped(Exception):
+    """Embedding was stopped between two batches because its `stop` event was set (the run that wanted
+    the vectors was interrupted)."""
 
 
 class Embedder:
@@ -123,7 +129,9 @@ class Embedder:
             max_length=max_length,
         )
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed(
+        self, texts: Sequence[str], batch_size: int = 64, *, stop: threading.Event | None = None
+    ) -> np.ndarray:
         """Embed `texts`; returns a float32 array of shape (len(texts), dim) with unit-length rows.
 
         Texts are truncated to `max_length` tokens. They are sorted by token count before batching,
@@ -131,6 +139,8 @@ class Embedder:
         A batch holds at most `batch_size` texts and, to bound memory on long texts, at most
         MAX_BATCH_TOKENS padded tokens. A text given more than once is embedded once: a batch of rewrites
         of the same answers (the counterfactual probes, a name changed) repeats most of its spans.
+        When `stop` is set, `Stopped` is raised before the next batch: a worker thread embedding
+        thousands of texts can be told to give up (Ctrl-C), where it would otherwise run to the end.
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not one string: wrap it in a list")
@@ -139,10 +149,12 @@ class Embedder:
         unique = list(dict.fromkeys(texts))
         if len(unique) < len(texts):
             row = {text: i for i, text in enumerate(unique)}
-            return self.embed_each(unique, batch_size)[[row[t] for t in texts]]
-        return self.embed_each(texts, batch_size)
+            return self.embed_each(unique, batch_size, stop=stop)[[row[t] for t in texts]]
+        return self.embed_each(texts, batch_size, stop=stop)
 
-    def embed_each(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def embed_each(
+        self, texts: Sequence[str], batch_size: int = 64, *, stop: threading.Event | None = None
+    ) -> np.ndarray:
         """`embed` without looking for repeats: every text goes to the model (the benchmarks' baseline)."""
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         if len(texts) == 0:
@@ -153,6 +165,8 @@ class Embedder:
         order = np.argsort(-lengths, kind="stable")  # longest first, as sentence-transformers does
         start = 0
         while start < len(order):
+            if stop is not None and stop.is_set():
+                raise Stopped(f"stopped after {start} of {len(texts)} texts")
             width = int(lengths[order[start]])  # the longest text of this batch comes first
             rows = order[start : start + max(1, min(batch_size, MAX_BATCH_TOKENS // width))]
             vectors[rows] = self._embed_batch([encodings[i] for i in rows])

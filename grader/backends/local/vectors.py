@@ -16,6 +16,10 @@ import numpy as np
 
 from grader.config import cache_dir, private_sqlite
 
+#: Texts embedded between two writes: a cold cache embeds the whole bank (thousands of texts, several
+#: seconds), and what a run stopped by Ctrl-C had embedded is kept.
+SAVE_EVERY = 512
+
 _SCHEMA = "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)"
 
 
@@ -61,15 +65,16 @@ class VectorCache:
             except sqlite3.Error:
                 found = {}
         missing = [i for i, k in enumerate(keys) if k not in found]
-        if missing:
-            fresh = embed([texts[i] for i in missing])
-            for i, vec in zip(missing, fresh, strict=True):
+        for start in range(0, len(missing), SAVE_EVERY):  # stored as it goes: an interrupted run keeps them
+            part = missing[start : start + SAVE_EVERY]
+            fresh = embed([texts[i] for i in part])
+            for i, vec in zip(part, fresh, strict=True):
                 found[keys[i]] = np.asarray(vec, dtype=np.float32)
             if db is not None:
                 try:
                     db.executemany(
                         "INSERT OR REPLACE INTO vectors (key, vec) VALUES (?, ?)",
-                        [(keys[i], found[keys[i]].tobytes()) for i in missing],
+                        [(keys[i], found[keys[i]].tobytes()) for i in part],
                     )
                 except sqlite3.Error:
                     pass
