@@ -567,6 +567,61 @@ def test_html_and_markdown_escape_every_text(matcher, rubric):
     assert "<img src=x" not in markdown and "<b>reproduce" not in markdown and "&lt;b&gt;reproduce" in markdown
 
 
+def test_every_format_shows_what_the_json_has(matcher, rubric):
+    """A reviewer reading Markdown, HTML or the terminal can check that no question was lost: the small
+    talk listed, each graded answer, its confidence, a close runner-up, an unmatched question's follow-up.
+    (Only the JSON had them; the Markdown put the file name in a code span a backtick could break.)"""
+    text = (
+        "Interviewer: Can you hear me okay?\n"
+        "Candidate: Yes, loud and clear.\n"
+        "Interviewer: How do you approach debugging a production issue?\n"
+        "Candidate: I reproduce it first in staging, then read the logs and bisect the recent deploys.\n"
+        "Interviewer: What's your favourite pizza topping?\n"
+        "Candidate: Mushrooms.\n"
+        "Interviewer: And why is that?\n"
+        "Candidate: They taste good.\n"
+    )
+    transcript = parse_transcript(text, label="Sam`s call.txt")
+    backend = FakeBackend(responder=lambda conversation, request: reply_for(request.question, tier="great"))
+    card = asyncio.run(
+        score_transcript(transcript, detect_roles(transcript), rubric=rubric, backend=backend, matcher=matcher)
+    )
+    card.questions[0].grade = card.questions[0].grade.model_copy(update={"confidence": 0.83})
+    card.questions[0].also_close = "How do you monitor a service?"
+    assert [t.asked for t in card.small_talk] == ["Can you hear me okay?"]
+    assert [u.followups for u in card.unmatched] == [["And why is that?"]]
+
+    markdown = to_markdown(card)
+    assert "- Transcript: Sam\\`s call.txt (text)" in markdown
+    assert "## Small talk (not graded)" in markdown and "“Can you hear me okay?”; 1 candidate turn(s)" in markdown
+    assert "> I reproduce it first in staging" in markdown and "Confidence 0.83" in markdown
+    assert "also close: How do you monitor a service?" in markdown
+    assert "  - follow-up: “And why is that?”" in markdown
+
+    page = to_html(card)
+    assert "Small talk, not graded (1)" in page and "“Can you hear me okay?”" in page
+    assert "follow-up: “And why is that?”" in page
+
+    from grader.cli.transcript import console, print_scorecard
+
+    with console.capture() as captured:
+        print_scorecard(card)
+    terminal = " ".join(captured.get().split())
+    assert "confidence 0.83" in terminal and "also close: How do you monitor a service?" in terminal
+    assert "answer (1 turn(s)): I reproduce it first in staging" in terminal.replace("│ ", "")
+    assert "small talk: “Can you hear me okay?” (not graded, 1 candidate turn(s) in reply skipped)" in terminal
+
+
+def test_a_card_with_no_rubric_question_says_so_under_its_questions(matcher, rubric):
+    transcript = parse_transcript("Interviewer: How are you today?\nCandidate: Good, thanks.\n", label="t.txt")
+    card = asyncio.run(
+        score_transcript(transcript, detect_roles(transcript), rubric=rubric, backend=FakeBackend(), matcher=matcher)
+    )
+    markdown = to_markdown(card)
+    questions = markdown.split("## Questions")[1].split("## Unmatched")[0]
+    assert "None matched the rubric" in questions
+
+
 # --- the command, with the fake backend ------------------------------------------------------------------------
 
 

@@ -346,14 +346,18 @@ def print_scorecard(card: Scorecard) -> None:
         at = f" at {q.asked_at}" if q.asked_at else ""
         if q.grade is None:
             title = f"[bold magenta]NOT GRADED[/]  Q{q.number} {escape(q.question_id)}"
-            console.print(
-                Panel(escape(q.failure.message if q.failure else ""), title=title, title_align="left"), soft_wrap=False
-            )
+            answer = escape(" ".join(q.answer.split()))
+            body = f"{escape(q.failure.message if q.failure else '')}\n[dim]answer: {answer}[/]"
+            console.print(Panel(body, title=title, title_align="left"), soft_wrap=False)
             continue
         tier = q.grade.tier.value
-        title = f"[{TIER_STYLE[tier]}]{tier.upper()}[/]  Q{q.number} {escape(q.question_id)}"
-        lines = [
-            f"[dim]asked{escape(at)}: “{escape(q.asked)}” (match {q.match_score:.2f})[/]",
+        sure = f"  [dim]confidence {q.grade.confidence:.2f}[/]" if q.grade.confidence is not None else ""
+        title = f"[{TIER_STYLE[tier]}]{tier.upper()}[/]  Q{q.number} {escape(q.question_id)}{sure}"
+        lines = [f"[dim]asked{escape(at)}: “{escape(q.asked)}” (match {q.match_score:.2f})[/]"]
+        if q.also_close:
+            lines.append(f"[yellow]also close:[/] {escape(q.also_close)} [dim](check the match)[/]")
+        lines += [
+            f"[dim]answer ({q.answer_turns} turn(s)): {escape(' '.join(q.answer.split()))}[/]",
             "",
             escape(q.grade.justification),
         ]
@@ -377,4 +381,5 @@ def print_scorecard(card: Scorecard) -> None:
             console.print(f"    [dim]follow-up: “{escape(followup)}”[/]")
     for talk in card.small_talk:
         at = f" at {talk.asked_at}" if talk.asked_at else ""
-        console.print(f"[dim]small talk{escape(at)}: “{escape(talk.asked)}” (not graded)[/]")
+        replies = f", {talk.reply_turns} candidate turn(s) in reply skipped" if talk.reply_turns else ""
+        console.print(f"[dim]small talk{escape(at)}: “{escape(talk.asked)}” (not graded{replies})[/]")

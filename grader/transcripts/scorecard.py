@@ -175,7 +175,7 @@ def to_markdown(card: Scorecard) -> str:
     lines = [
         f"# Scorecard: {_md(card.candidate)}",
         "",
-        f"- Transcript: `{card.source}` ({card.format})",
+        f"- Transcript: {_md(card.source)} ({card.format})",
         f"- Interviewer(s): {_md(', '.join(card.interviewers))}",
         f"- Rubric: {_md(card.rubric)}; graded by {_md(card.backend)} ({_md(card.model)})"
         + ("; names, e-mails, phones and URLs redacted before grading" if card.redacted else ""),
@@ -192,16 +192,21 @@ def to_markdown(card: Scorecard) -> str:
         "",
         "## Questions",
     ]
+    if not card.questions:
+        lines += ["", "None matched the rubric: see the unmatched questions and the small talk below."]
     for q in card.questions:
         tier = q.grade.tier.value.upper() if q.grade else "NOT GRADED"
         lines += ["", f"### Q{q.number}. {_md(q.question)} — {tier}", ""]
         lines.append(f"Asked{_at(q.asked_at)}: “{_md(q.asked)}” (match {q.match_score:.2f})")
         if q.also_close:
             lines.append(f"  (also close: {_md(q.also_close)})")
-        lines.append("")
+        lines += ["", f"Answer ({q.answer_turns} turn(s)):", "", *_quoted(q.answer), ""]
         if q.grade is None:
             lines.append(f"Not graded: {_md(q.failure.message if q.failure else 'unknown failure')}")
             continue
+        if q.grade.confidence is not None:
+            source = f" ({q.grade.confidence_source})" if q.grade.confidence_source else ""
+            lines += [f"Confidence {q.grade.confidence:.2f}{source}", ""]
         lines += [_md(q.grade.justification), ""]
         for e in q.evidence:
             quote = f"“{_md(e.quote)}”" if e.quote else "(quote dropped)"
@@ -220,7 +225,22 @@ def to_markdown(card: Scorecard) -> str:
     for u in card.unmatched:
         closest = f"; closest rubric question: {_md(u.closest)} at {u.score:.2f}" if u.closest else ""
         lines.append(f"- “{_md(u.asked)}”{_at(u.asked_at)}{closest}")
+        lines += [f"  - follow-up: “{_md(f)}”" for f in u.followups]
+    lines += ["", "## Small talk (not graded)", ""]
+    if not card.small_talk:
+        lines.append("None.")
+    for t in card.small_talk:
+        lines.append(f"- “{_md(t.asked)}”{_at(t.asked_at)}; {t.reply_turns} candidate turn(s) in reply, skipped")
     return "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> list[str]:
+    """The answer as a Markdown quote block: each line (a turn) its own paragraph, escaped."""
+    paragraphs = [_md(line) for line in text.split("\n") if line.strip()] or [""]
+    out: list[str] = []
+    for paragraph in paragraphs:
+        out += [">"] * bool(out) + [f"> {paragraph}"]
+    return out
 
 
 # --- HTML ----------------------------------------------------------------------------------------------

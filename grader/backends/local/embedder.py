@@ -129,9 +129,7 @@ class Embedder:
             max_length=max_length,
         )
 
-    def embed(
-        self, texts: Sequence[str], batch_size: int = 64, *, stop: threading.Event | None = None
-    ) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 64, *, stop: threading.Event | None = None) -> np.ndarray:
         """Embed `texts`; returns a float32 array of shape (len(texts), dim) with unit-length rows.
 
         Texts are truncated to `max_length` tokens. They are sorted by token count before batching,
