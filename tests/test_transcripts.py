@@ -170,12 +170,23 @@ def test_parser_cases(text, turns):
         pytest.param("bad.srt", "1\nnot a time\nhello\n", "not a valid SRT file", id="srt-junk"),
         pytest.param("bad.json", '[{"speaker": "A", "text": "x"},', "bad.json:1: invalid JSON", id="json-syntax"),
         pytest.param("obj.json", '{"turns": []}', "a JSON transcript is a list", id="json-object"),
-        pytest.param("typo.json", '[{"speaker": "A", "txt": "hi"}]', "turn 1: text: Field required", id="json-field"),
+        pytest.param(
+            "typo.json",
+            '[{"speaker": "A", "txt": "hi"}]',
+            "turn 1: txt: unknown field (did you mean 'text'?)",
+            id="json-field",
+        ),
         pytest.param(
             "extra.json",
             '[{"speaker": "A", "text": "hi", "start_time": 1}]',
-            "turn 1: start_time: unknown",
-            id="json-unknown-field",
+            "turn 1: start_time: unknown field (did you mean 'start'?)",
+            id="json-dressed-field",
+        ),
+        pytest.param(
+            "typo2.json",
+            '[{"speaker": "A", "text": "hi", "strat": 1}]',
+            "turn 1: strat: unknown field (did you mean 'start'?)",
+            id="json-misspelt-field",
         ),
         pytest.param(
             "time.json",
@@ -381,6 +392,7 @@ def test_match_reports_the_closest_question_when_unmatched(matcher):
             "in 2019-2020, on 2024-05-12 at 10.0.0.12, 10 000 rps",
             id="numbers-that-are-not-phones",
         ),
+        pytest.param("ticket INC-2024-5531, call 555-0134 567", "ticket INC-2024-5531, call [PHONE_1]", id="ticket-id"),
         pytest.param(
             "ASP.NET and Node.js, the same danaish word",
             "ASP.NET and Node.js, the same danaish word",
@@ -696,6 +708,13 @@ def test_cli_terminal_output(monkeypatch):
         ),
         pytest.param({}, [], 6, "no transcripts (.txt, .vtt, .srt, .json) in this folder", id="empty-folder"),
         pytest.param(
+            {"call.docx": "", "notes.md": "", ".hidden": ""},
+            [],
+            6,
+            "no transcripts (.txt, .vtt, .srt, .json) in this folder (it holds call.docx, notes.md)",
+            id="only-other-files",
+        ),
+        pytest.param(
             {"a.txt": "Dana: Hi?\nSam: Hi.\n", "b.txt": "Dana: Hi?\nSam: Hi.\n"},
             ["--format", "html"],
             2,
@@ -781,12 +800,15 @@ def test_a_folder_with_a_stray_file_grades_the_transcripts_and_names_the_stray(t
     (folder / "debugging_call.txt").write_text(CALL.read_text())
     (folder / "notes.txt").write_text("remember to book the room\n")
     (folder / "zz.json").write_bytes("[]".encode("utf-16"))
+    (folder / "call.docx").write_bytes(b"PK")
+    (folder / ".DS_Store").write_bytes(b"")
     out = tmp_path / "cards"
     result = invoke(str(folder), "-o", str(out), "-b", "fake")
     assert result.exit_code == 14, result.output
     assert sorted(p.name for p in out.iterdir()) == ["call.md", "debugging_call.md"]
     assert result.stderr.strip().splitlines() == [
         f"grader: note: {folder}/archive: a folder inside {folder}, not searched (name it to grade its transcripts)",
+        f"grader: note: {folder}: call.docx not read (a transcript ends in .txt, .vtt, .srt, .json)",
         f"grader: warning: {folder}/notes.txt: no recognisable speakers: not WebVTT, SRT or JSON, and no line "
         "starts with a speaker label (expected lines like 'Interviewer: ...', 'Candidate: ...' or "
         "'[00:01:02] Name: ...') (skipped)",
@@ -799,6 +821,26 @@ def test_a_folder_with_a_stray_file_grades_the_transcripts_and_names_the_stray(t
         f"{folder}/call.srt",
         f"{folder}/debugging_call.txt",
     ]
+
+
+def test_a_json_exports_extra_fields_are_left_out_and_named(tmp_path, monkeypatch):
+    """An ASR export's turns carry more than speaker, text and times (`confidence`, `words`): the turns are
+    read and a note names what was not (the whole file was refused for one such field)."""
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    turns = [
+        {"speaker": "Dana", "text": "How do you approach debugging a production issue?", "start": 1, "confidence": 0.9},
+        {"speaker": "Sam", "text": "I reproduce it and read the logs.", "start": 4.5, "confidence": 0.8, "words": []},
+    ]
+    path = tmp_path / "asr.json"
+    path.write_text(json.dumps(turns))
+    transcript = read_transcript(path)
+    assert [(t.speaker, t.start) for t in transcript.turns] == [("Dana", 1.0), ("Sam", 4.5)]
+    note = f"{path}: fields not read: confidence (in 2 of 2 turns), words (in 1 of 2 turns); a turn is read from"
+    assert transcript.notes[0].startswith(note)
+    result = invoke(str(path), "--format", "json", "-b", "fake")
+    assert result.exit_code == 0, result.output
+    assert f"grader: note: {note}" in result.stderr
+    assert json.loads(result.stdout)["questions"][0]["question_id"] == "debugging-a-production-issue"
 
 
 def test_a_folder_of_nothing_but_stray_files_is_one_line_each_and_exit_14(tmp_path):

@@ -77,7 +77,8 @@ def transcript(
     redact: Annotated[
         bool,
         typer.Option(
-            "--redact/--no-redact", help="Hide names, e-mails, phones and URLs from the backend; restored locally."
+            "--redact/--no-redact",
+            help="Hide the speakers' names (not others'), e-mails, phones and URLs from the backend; restored locally.",
         ),
     ] = False,
     match_threshold: Annotated[
@@ -185,6 +186,8 @@ def _read_all(
             skipped.append(exc)
             err_console.print(f"grader: warning: {exc} (skipped)", markup=False, highlight=False)
             continue
+        for note in transcript.notes:
+            err_console.print(f"grader: note: {note}", markup=False, highlight=False)
         kept.append(file)
         transcripts.append(transcript)
         roles.append(found)
@@ -220,8 +223,17 @@ def _collect(paths: list[Path]) -> list[Path]:
                     highlight=False,
                 )
             found = [p for p in entries if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES]
+            others = [p.name for p in entries if p.is_file() and p not in found and not p.name.startswith(".")]
             if not found:
-                raise InputFileError(f"{path}: no transcripts ({', '.join(TRANSCRIPT_SUFFIXES)}) in this folder")
+                held = f" (it holds {_some(others)})" if others else ""
+                raise InputFileError(f"{path}: no transcripts ({', '.join(TRANSCRIPT_SUFFIXES)}) in this folder{held}")
+            if others:
+                err_console.print(
+                    f"grader: note: {path}: {_some(others)} not read (a transcript ends in "
+                    f"{', '.join(TRANSCRIPT_SUFFIXES)})",
+                    markup=False,
+                    highlight=False,
+                )
             files += found
         else:
             files.append(path)
@@ -236,6 +248,12 @@ def _collect(paths: list[Path]) -> list[Path]:
             also = "" if str(first) == str(file) else f" (also as {file})"
             raise UsageError(f"{first} is given twice{also}", hint="name each transcript once")
     return files
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """`a.docx, b.md` or `a.docx, b.md, ... and 4 more`."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _suffix(output_format: Format) -> str:

@@ -8,10 +8,12 @@ naming the file.
 
 from __future__ import annotations
 
+import difflib
 import html
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,8 @@ class Transcript:
     source: str
     format: str
     turns: list[Turn]
+    #: What was read but left out, for the person running it (a JSON export's extra fields).
+    notes: tuple[str, ...] = ()
 
     @property
     def speakers(self) -> list[str]:
@@ -154,10 +158,13 @@ def parse_transcript(
     if not stripped:
         raise TranscriptError(f"{label}: the transcript is empty")
     kind = sniff(stripped, suffix)
+    notes: list[str] = []
     if kind == "text":
         turns = _parse_text(text, label, speakers)
+    elif kind == "json":
+        turns = _parse_json(text, label, notes)
     else:
-        turns = {"vtt": _parse_vtt, "srt": _parse_srt, "json": _parse_json}[kind](text, label)
+        turns = {"vtt": _parse_vtt, "srt": _parse_srt}[kind](text, label)
     turns = [t for t in turns if t.text]
     if not turns:
         raise TranscriptError(f"{label}: no speech found in the {_NAMES[kind]} transcript")
@@ -167,7 +174,7 @@ def parse_transcript(
             f"{label}: only one speaker ({found[0]}) found; an interview needs an interviewer and a candidate",
             hint="label each turn with its speaker, e.g. 'Interviewer: ...' and 'Candidate: ...'",
         )
-    return Transcript(source=label, format=kind, turns=turns)
+    return Transcript(source=label, format=kind, turns=turns, notes=tuple(notes))
 
 
 _NAMES = {"vtt": "WebVTT", "srt": "SRT", "json": "JSON", "text": "plain-text"}
@@ -431,7 +438,24 @@ class _JsonTurn(BaseModel):
         return value
 
 
-def _parse_json(text: str, label: str) -> list[Turn]:
+_JSON_FIELDS = ("speaker", "text", "start", "end")
+
+
+def _meant(key: str, missing: list[str]) -> str | None:
+    """The turn field a key stands for, when the turn lacks it: misspelt (`strat`) or dressed (`start_time`,
+    `StartTime`). Read as an extra field, its value (the turn's time, say) would be lost."""
+    bare = re.sub(r"[^a-z]", "", key.lower())
+    for field in missing:
+        if bare.startswith(field) or bare.endswith(field):
+            return field
+    close = difflib.get_close_matches(key.lower(), missing, 1, 0.75)
+    return close[0] if close else None
+
+
+def _parse_json(text: str, label: str, notes: list[str]) -> list[Turn]:
+    """The turns of a JSON transcript. A field an ASR export adds (`confidence`, `words`) is left out and
+    named in `notes`; one that looks like a misspelt turn field (`strat`) is an error, as its value would
+    be lost."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -441,9 +465,15 @@ def _parse_json(text: str, label: str) -> list[Turn]:
     if not isinstance(data, list):
         raise TranscriptError(f"{label}: a JSON transcript is a list of {{speaker, text, start?, end?}} turns")
     turns = []
+    extra: Counter[str] = Counter()
     for i, item in enumerate(data):
         if not isinstance(item, dict):
             raise TranscriptError(f"{label}: turn {i + 1}: expected an object with speaker and text")
+        for key in [k for k in item if k not in _JSON_FIELDS]:
+            if meant := _meant(key, [f for f in _JSON_FIELDS if f not in item]):
+                raise TranscriptError(f"{label}: turn {i + 1}: {key}: unknown field (did you mean '{meant}'?)")
+            extra[key] += 1
+            item = {k: v for k, v in item.items() if k != key}
         try:
             turn = _JsonTurn.model_validate(item)
         except ValidationError as exc:
@@ -452,4 +482,7 @@ def _parse_json(text: str, label: str) -> list[Turn]:
             message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             raise TranscriptError(f"{label}: turn {i + 1}: {field}: {message}") from None
         turns.append(Turn(" ".join(turn.speaker.split()), _clean(turn.text), turn.start, turn.end))
+    if extra:
+        read = ", ".join(f"{k} (in {n} of {len(data)} turns)" for k, n in extra.items())
+        notes.append(f"{label}: fields not read: {read}; a turn is read from {', '.join(_JSON_FIELDS)}")
     return turns

@@ -19,8 +19,11 @@ _URL = re.compile(
     re.IGNORECASE,
 )
 # International or national numbers: optional +country code, then groups split by spaces, dots, dashes
-# or a parenthesised area code; at least 7 digits in all, so years and version numbers are left alone.
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])")
+# or a parenthesised area code; at least 7 digits in all, so years and version numbers are left alone. Not
+# after a word and a dash: a ticket id (INC-2024-5531) is no phone number.
+_PHONE = re.compile(
+    r"(?<![\w+])(?<![A-Za-z]-)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])"
+)
 # Number runs that are not phone numbers: ISO dates, year ranges, IPv4 addresses.
 _NOT_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}|(?:19|20)\d\d\s*[-–]\s*(?:19|20)\d\d|\d{1,3}(?:\.\d{1,3}){3}")
 _PLACEHOLDER = re.compile(r"\[(?:EMAIL|PHONE|URL|NAME)_\d+\]")
