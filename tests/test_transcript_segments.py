@@ -505,3 +505,36 @@ def test_a_mistyped_cue_timing_is_named_not_skipped():
     )
     with pytest.raises(TranscriptError, match=r"^c\.vtt:6: not a WebVTT cue timing: '00:00:05.000 -> 00:00:40.000'"):
         parse_transcript(vtt, label="c.vtt", suffix=".vtt")
+
+
+def test_an_aside_in_reply_to_logistics_is_not_part_of_the_next_question(matcher):
+    """In one cue a panelist says they cut out and the interviewer answers "I heard it fine"; her next cue
+    asks the question. The aside was glued to the question, and its time taken for the question's."""
+    vtt = (
+        "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\n<v Priya Raman>How do you design a REST API?\n\n"
+        "00:00:04.500 --> 00:00:20.000\n<v Sam Patel>I version it from day one and document it with OpenAPI.\n\n"
+        "00:01:02.500 --> 00:01:08.000\n<v Marcus O'Brien>Sorry, you cut out there. <v Priya Raman>I heard it fine.\n\n"
+        "00:01:08.500 --> 00:01:20.000\n<v Priya Raman>Okay, switching gears. How do you handle technical "
+        "disagreements with team members?\n\n"
+        "00:01:21.000 --> 00:01:40.000\n<v Sam Patel>I compare the options on objective criteria.\n"
+    )
+    transcript = parse_transcript(vtt, label="t.vtt")
+    prepared = prepare(transcript, detect_roles(transcript, interviewers=["Priya Raman", "Marcus O'Brien"]), matcher)
+    [disagreements] = [ex for ex in prepared.exchanges if ex.question_id == "technical-disagreements"]
+    turns = prepared.transcript.turns
+    assert disagreements.question_text(turns).startswith("Okay, switching gears. How do you handle")
+    assert disagreements.asked_at(turns) == 68.5
+
+
+def test_cues_before_the_first_speaker_are_nobodys_and_named_in_a_note():
+    """ "Recording started." before anyone is named was a speaker called Unknown, shown as an interviewer."""
+    vtt = (
+        "WEBVTT\n\n00:00:00.000 --> 00:00:03.000\nRecording started.\n\n"
+        "00:00:03.500 --> 00:00:06.000\n<v Dana>How do you debug a production issue?\n\n"
+        "00:00:06.500 --> 00:00:09.000\n<v Sam>I start with the logs.\n\n"
+        "00:00:09.500 --> 00:00:10.000\nand the deploys.\n"
+    )
+    transcript = parse_transcript(vtt, label="t.vtt")
+    assert transcript.speakers == ["Dana", "Sam"]
+    assert transcript.turns[-1].speaker == "Sam"  # a cue without a speaker after one still continues it
+    assert transcript.notes == ("t.vtt: 1 cue(s) before the first speaker left out: 'Recording started.'",)

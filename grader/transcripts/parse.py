@@ -161,10 +161,8 @@ def parse_transcript(
     notes: list[str] = []
     if kind == "text":
         turns = _parse_text(text, label, speakers)
-    elif kind == "json":
-        turns = _parse_json(text, label, notes)
     else:
-        turns = {"vtt": _parse_vtt, "srt": _parse_srt}[kind](text, label)
+        turns = {"vtt": _parse_vtt, "srt": _parse_srt, "json": _parse_json}[kind](text, label, notes)
     turns = [t for t in turns if t.text]
     if not turns:
         raise TranscriptError(f"{label}: no speech found in the {_NAMES[kind]} transcript")
@@ -304,7 +302,7 @@ def _check_timings(text: str, label: str, kind: str) -> None:
             )
 
 
-def _parse_vtt(text: str, label: str) -> list[Turn]:
+def _parse_vtt(text: str, label: str, notes: list[str]) -> list[Turn]:
     import webvtt
     from webvtt.errors import MalformedCaptionError, MalformedFileError
 
@@ -314,10 +312,10 @@ def _parse_vtt(text: str, label: str) -> list[Turn]:
         captions = webvtt.from_buffer(io.StringIO(text), format="vtt").captions
     except (MalformedFileError, MalformedCaptionError) as exc:
         raise TranscriptError(f"{label}: not a valid WebVTT file ({exc})") from None
-    return _caption_turns(captions, label, "WebVTT")
+    return _caption_turns(captions, label, "WebVTT", notes)
 
 
-def _parse_srt(text: str, label: str) -> list[Turn]:
+def _parse_srt(text: str, label: str, notes: list[str]) -> list[Turn]:
     import webvtt
     from webvtt.errors import MalformedCaptionError, MalformedFileError
 
@@ -327,15 +325,17 @@ def _parse_srt(text: str, label: str) -> list[Turn]:
         captions = webvtt.from_buffer(io.StringIO(text), format="srt").captions
     except (MalformedFileError, MalformedCaptionError) as exc:
         raise TranscriptError(f"{label}: not a valid SRT file ({exc})") from None
-    return _caption_turns(captions, label, "SRT")
+    return _caption_turns(captions, label, "SRT", notes)
 
 
-def _caption_turns(captions: list[Any], label: str, kind: str) -> list[Turn]:
+def _caption_turns(captions: list[Any], label: str, kind: str, notes: list[str]) -> list[Turn]:
     """Speakers come from voice tags (`<v Dana>`) or a label in the cue text (`Dana: ...`, `[Dana] ...`);
-    a cue with neither continues the speaker before it."""
+    a cue with neither continues the speaker before it. Cues before the first speaker ("Recording
+    started.") are nobody's: left out, and named in `notes`."""
     turns: list[Turn] = []
     named = False
-    speaker = "Unknown"
+    speaker = ""
+    nobodys: list[str] = []
     for caption in captions:
         start = caption.start_time.in_milliseconds() / 1000
         end = caption.end_time.in_milliseconds() / 1000
@@ -351,8 +351,13 @@ def _caption_turns(captions: list[Any], label: str, kind: str) -> list[Turn]:
                     found, match = (_label(bracket), bracket) if bracket else (None, None)
                 if found is not None and match is not None:
                     speaker, named, body = found, True, match.group("text").strip()
-            if body:
+            if body and not named:
+                nobodys.append(body)
+            elif body:
                 turns.append(Turn(speaker, body, start, end))
+    if nobodys and named:
+        said = "; ".join(nobodys)
+        notes.append(f"{label}: {len(nobodys)} cue(s) before the first speaker left out: {said[:80]!r}")
     if not captions:
         raise TranscriptError(f"{label}: the {kind} file has no cues")
     if not named:

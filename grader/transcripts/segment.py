@@ -124,7 +124,8 @@ _BACKCHANNEL_WORDS = frozenset(
 )
 # A leading turn made only of these asks nothing and says nothing: it is not part of the question.
 _PLEASANTRY_WORDS = _BACKCHANNEL_WORDS | frozenset(
-    "good well doing fine glad to hear that too pretty not bad same here ha haha lovely welcome".split()
+    "good well doing fine glad to hear that too pretty not bad same here ha haha lovely welcome "
+    "can heard loud and clear now back".split()  # "I heard it fine", "I can hear you now": a reply to logistics
 )
 # Words too common in interviews to show that a question refers back to the answer.
 _COMMON = frozenset(
