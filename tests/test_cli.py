@@ -147,9 +147,20 @@ def test_grading_failure_exit(scripted):
     assert "no valid reply after 3 model calls" in result.stderr
 
 
-def test_rubric_list_and_check():
-    listed = invoke("rubric", "list")
-    assert listed.exit_code == 0 and "debugging-a-production-issue" in listed.stdout
+def test_rubric_list_and_check(monkeypatch):
+    listed = invoke("rubric", "list")  # piped: one tab-separated line a question (a table wrapped each word)
+    assert listed.exit_code == 0
+    lines = listed.stdout.splitlines()
+    assert lines[:2] == [
+        "#\tid\tpoints\tflags\tquestion",
+        "1\tdebugging-a-production-issue\t8\t2\tHow do you approach debugging a production issue?",
+    ]
+    assert len(lines) == 21
+    from grader.cli._common import console
+
+    monkeypatch.setattr(console, "_force_terminal", True)
+    table = invoke("rubric", "list")
+    assert "backend-engineering (20 questions)" in table.stdout and "┃ id" in table.stdout
     checked = invoke("rubric", "check")
     assert checked.exit_code == 0 and "ok, 20 questions" in checked.stdout
 

@@ -57,13 +57,21 @@ def list_questions(
         ]
         console.print_json(json.dumps({"rubric": loaded.name, "questions": questions}))
         return
-    table = Table(title=f"{loaded.name} ({counted(len(loaded.questions), 'question')})", title_justify="left")
-    for col in ("#", "id", "question", "points", "flags"):
-        table.add_column(col, no_wrap=col != "question")
+    rows = []
     for q in loaded:
         n_drafts = sum(p.draft for p in q.key_points)  # of the points shown: flags have their own column
         drafts = f" ({n_drafts} draft)" if n_drafts else ""
-        table.add_row(str(q.number), q.id, q.text, f"{len(q.key_points)}{drafts}", str(len(q.red_flags)))
+        rows.append(
+            (str(q.number), q.id, f"{len(q.key_points)}{drafts}", str(len(q.red_flags)), " ".join(q.text.split()))
+        )
+    if not console.is_terminal:  # piped: a table 80 columns wide wrapped each question a word a line
+        typer.echo("\n".join("\t".join(row) for row in [("#", "id", "points", "flags", "question"), *rows]))
+        return
+    table = Table(title=f"{loaded.name} ({counted(len(loaded.questions), 'question')})", title_justify="left")
+    for col in ("#", "id", "question", "points", "flags"):
+        table.add_column(col, no_wrap=col != "question")
+    for number, qid, points, flags, text in rows:
+        table.add_row(number, qid, text, points, flags)
     console.print(table)
 
 
