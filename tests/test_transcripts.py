@@ -843,6 +843,26 @@ def test_a_json_exports_extra_fields_are_left_out_and_named(tmp_path, monkeypatc
     assert json.loads(result.stdout)["questions"][0]["question_id"] == "debugging-a-production-issue"
 
 
+def test_a_rerun_names_the_earlier_scorecard_of_a_transcript_it_skips(tmp_path, monkeypatch):
+    """A transcript that became unreadable keeps its old scorecard in the folder: the rerun says so (a reader
+    took it for this run's), and the other cards keep their names."""
+    monkeypatch.setattr(grader.backends, "REGISTRY", {**grader.backends.REGISTRY, "fake": _fake_for_all})
+    folder, out = tmp_path / "calls", tmp_path / "cards"
+    folder.mkdir()
+    (folder / "call.txt").write_text(CALL.read_text())
+    (folder / "call.srt").write_text((DATA / "call.srt").read_text())
+    assert invoke(str(folder), "-o", str(out), "-b", "fake").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["call.srt.md", "call.txt.md"]
+    (folder / "call.srt").write_text("")
+    result = invoke(str(folder), "-o", str(out), "-b", "fake")
+    assert result.exit_code == 14, result.output
+    assert (
+        f"grader: warning: {out}/call.srt.md: a scorecard from an earlier run, left as it was "
+        f"({folder}/call.srt was skipped)" in result.stderr
+    )
+    assert result.stdout.splitlines() == [f"wrote {out}/call.txt.md"]  # not renamed call.md now it is alone
+
+
 def test_a_folder_of_nothing_but_stray_files_is_one_line_each_and_exit_14(tmp_path):
     (tmp_path / "a.txt").write_text("no speakers here\n")
     (tmp_path / "b.txt").write_text("nor here\n")

@@ -109,8 +109,12 @@ def transcript(
     files = _collect(paths)
     if out is None and output_format is Format.html and len(files) > 1:
         raise UsageError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
+    # Named from every file given, read or not: a file skipped this time does not rename the others' cards.
+    named = dict(zip(files, _output_names(files, out, _suffix(output_format)), strict=True)) if out else {}
     files, transcripts, roles, skipped = _read_all(files, interviewer or (), candidate)
-    names = _output_names(files, out, _suffix(output_format)) if out is not None else []
+    names = [named[file] for file in files] if out else []
+    if out:
+        _name_stale(out, {file: name for file, name in named.items() if file not in files})
     from grader.transcripts.pipeline import Settings  # numpy and the embedder: only when this command runs
 
     the_rubric = load_rubric(rubric)
@@ -194,6 +198,18 @@ def _read_all(
     if not kept:
         raise TranscriptError(f"none of the {len(files)} files is a transcript (listed above)")
     return kept, transcripts, roles, skipped
+
+
+def _name_stale(out: Path, skipped: dict[Path, str]) -> None:
+    """A skipped transcript's scorecard from an earlier run into the same folder stays there: say so, as a
+    reader of the folder would take it for this run's."""
+    for file, name in skipped.items():
+        if (out / name).exists():
+            err_console.print(
+                f"grader: warning: {out / name}: a scorecard from an earlier run, left as it was ({file} was skipped)",
+                markup=False,
+                highlight=False,
+            )
 
 
 def _fail_if_nothing_graded(cards: list[Scorecard]) -> None:
