@@ -165,6 +165,45 @@ def test_sentences_are_exact_slices(answer, expected):
     assert all(answer[s.start : s.end] == s.text for s in found)
 
 
+@pytest.mark.parametrize(
+    ("answer", "piece", "quote"),
+    [
+        pytest.param(
+            "Sign-in uses OAuth 2.0 and short JWTs. Then I rotate.",
+            "OAuth 2.",
+            "Sign-in uses OAuth 2.0 and short JWTs.",
+            id="end",
+        ),
+        pytest.param(
+            "Sign-in uses OAuth 2.0 and short JWTs. Then I rotate.",
+            "0 and short JWTs.",
+            "Sign-in uses OAuth 2.0 and short JWTs.",
+            id="start",
+        ),
+        pytest.param("We run Node.js v2.3.1 in prod. Fine.", "js v2.", "We run Node.js v2.3.1 in prod.", id="several"),
+        pytest.param("Logs first. Then deploys.", "Logs first.", "Logs first.", id="a-real-end"),
+    ],
+)
+def test_a_quote_is_whole_tokens_where_the_splitter_cut_inside_one(answer, piece, quote):
+    from grader.backends.local.text import Span, sentences, whole_tokens
+
+    cut = next(s for s in sentences(answer) if s.text.endswith(piece) or s.text.startswith(piece))
+    widened = whole_tokens(answer, cut)
+    assert widened.text == quote and answer[widened.start : widened.end] == quote
+    assert whole_tokens(answer, Span(answer, 0, len(answer))) == Span(answer, 0, len(answer))
+
+
+def test_evidence_quotes_keep_version_numbers_whole(local, rubric):
+    """ "OAuth 2." was quoted, with "0 and short-lived JWTs" left for another span (from a user trial)."""
+    answer = (
+        "I layer defenses. For sign-in we use OAuth 2.0 and short-lived JWTs with refresh tokens. "
+        "Every query is parameterized and I validate input on the server."
+    )
+    result = grade(local, rubric.find(3), answer)
+    quotes = [p.evidence for p in result.covered_points if p.evidence and "OAuth" in p.evidence]
+    assert quotes and all("OAuth 2.0" in q and q in answer for q in quotes)
+
+
 def test_windows_and_chunks_are_exact_slices_of_the_answer():
     answer = "I check the logs. Then I diff the deploys. Finally I write it up."
     cut = text.sentences(answer)

@@ -46,6 +46,7 @@ from grader.backends.local.text import (
     repetition,
     sentences,
     spans,
+    whole_tokens,
     windows,
     words,
 )
@@ -316,7 +317,7 @@ class LocalBackend(Backend):
                 echo=echo(reading.text, request.question.text),
                 negated=negated_share(cut),
             )
-            evidence = [reading.source(s) for s in [*found, *wins]]
+            evidence = [whole_tokens(reading.answer, reading.source(s)) for s in [*found, *wins]]
             out.append((analysis, evidence, whole[i]))
         return out
 

@@ -66,6 +66,26 @@ def spans(answer: str, cut: list[Span] | None = None) -> list[Span]:
     return out
 
 
+def whole_tokens(answer: str, span: Span) -> Span:
+    """`span` of `answer` widened where the sentence splitter cut inside a token: at a dot between two
+    letters or digits ("OAuth 2." then "0 and short-lived JWTs", "Node." then "js"). The splitter keeps that
+    cut, as the fitted rule was measured with it (refitted on whole tokens, dev leave-one-question-out went
+    from 0.750 to 0.742); a quote shown to a person is whole tokens, still verbatim."""
+    start, end = span.start, span.end
+    if not (_inside(answer, end - 1) or _inside(answer, start - 1)):
+        return span
+    pieces = [(m.start(), m.end()) for m in _SENTENCE.finditer(answer)]
+    while _inside(answer, end - 1) and (after := next((b for a, b in pieces if a == end), None)) is not None:
+        end = after
+    while _inside(answer, start - 1) and (before := next((a for a, b in pieces if b == start), None)) is not None:
+        start = before
+    return _strip(answer, start, end) or span
+
+
+def _inside(text: str, i: int) -> bool:
+    return 0 < i < len(text) - 1 and text[i] == "." and text[i - 1].isalnum() and text[i + 1].isalnum()
+
+
 def _strip(text: str, start: int, end: int) -> Span | None:
     while start < end and (text[start].isspace() or text[start] in ",;:"):
         start += 1
