@@ -538,3 +538,30 @@ def test_cues_before_the_first_speaker_are_nobodys_and_named_in_a_note():
     assert transcript.speakers == ["Dana", "Sam"]
     assert transcript.turns[-1].speaker == "Sam"  # a cue without a speaker after one still continues it
     assert transcript.notes == ("t.vtt: 1 cue(s) before the first speaker left out: 'Recording started.'",)
+
+
+def test_otters_text_export_reads_a_name_and_time_line_as_the_speaker_of_the_lines_below():
+    """Otter's default export ("Dana Lee  0:06", the speech below) was "no recognisable speakers" (exit 14)."""
+    otter = (
+        "Dana Lee  0:00\nHi Sam. How do you approach debugging a production issue?\n\n"
+        "Sam Patel  0:06\nI check the logs first,\nthen what was deployed recently.\n\n"
+        "Marcus Chen  0:41\nOne from me: how would you design the rate limiter for our public API, per key?\n\n"
+        "Sam Patel  1:02:05\nA token bucket per key.\n"
+    )
+    transcript = parse_transcript(otter, label="otter.txt")
+    assert [(t.speaker, t.start) for t in transcript.turns] == [
+        ("Dana Lee", 0.0),
+        ("Sam Patel", 6.0),
+        ("Marcus Chen", 41.0),  # speaks once: a full name over a long turn, as with 'Name: ...' labels
+        ("Sam Patel", 3725.0),
+    ]
+    assert transcript.turns[1].text == "I check the logs first, then what was deployed recently."
+
+
+def test_a_word_and_a_time_alone_on_a_line_of_speech_stays_speech():
+    text = (
+        "Dana: How do you debug?\nSam: I read the logs.\nTuesday  10:30\nthen I roll back.\nDana: Thanks.\nSam: Sure.\n"
+    )
+    turns = parse_transcript(text).turns
+    assert [t.speaker for t in turns] == ["Dana", "Sam", "Dana", "Sam"]
+    assert turns[1].text == "I read the logs. Tuesday 10:30 then I roll back."

@@ -110,10 +110,12 @@ def transcript(
     if out is None and output_format is Format.html and len(files) > 1:
         raise UsageError("several transcripts as HTML need a folder to write to", hint="add -o FOLDER")
     # Named from every file given, read or not: a file skipped this time does not rename the others' cards.
-    named = dict(zip(files, _output_names(files, out, _suffix(output_format)), strict=True)) if out else {}
+    named = {}
+    if out is not None:
+        named = dict(zip(files, _output_names(files, out, _suffix(output_format)), strict=True))
     files, transcripts, roles, skipped = _read_all(files, interviewer or (), candidate)
-    names = [named[file] for file in files] if out else []
-    if out:
+    names = [named[file] for file in files] if out is not None else []
+    if out is not None:
         _name_stale(out, {file: name for file, name in named.items() if file not in files})
     from grader.transcripts.pipeline import Settings  # numpy and the embedder: only when this command runs
 

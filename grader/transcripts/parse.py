@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import html
 import io
+import itertools
 import json
 import re
 from collections import Counter
@@ -99,6 +100,8 @@ _LINE = re.compile(
 )
 _BRACKET_LABEL = re.compile(r"^\s*\[(?P<speaker>[^\W\d_][^\]:]{0,40})\]\s*(?P<text>.*)$")
 _TIME_ONLY = re.compile(rf"^\s*[\[(]?(?P<t>{_TIME})[\])]?\s*$")
+# Otter's text export: the speaker and the time on a line of their own ("Dana Lee  0:06"), the speech below.
+_HEADER = re.compile(rf"^\s*(?P<speaker>{_LABEL}?)[ \t]+(?P<t>{_TIME})\s*$")
 # Words that open a line like a label does but are not speakers.
 _NOT_SPEAKERS = frozenset(
     "note notes step example edit update warning error re subject ps todo tip http https ftp mailto "
@@ -197,6 +200,7 @@ def sniff(stripped: str, suffix: str = "") -> str:
 
 def _parse_text(text: str, label: str, known: Collection[str] = ()) -> list[Turn]:
     lines: list[tuple[str | None, str, float | None]] = []  # (speaker label or None, text, start)
+    headers: dict[int, str] = {}  # lines that are a name and a time alone (Otter), as written
     pending_time: float | None = None
     for line in text.splitlines():
         if not line.strip():
@@ -204,6 +208,12 @@ def _parse_text(text: str, label: str, known: Collection[str] = ()) -> list[Turn
         only_time = _TIME_ONLY.match(line)
         if only_time:  # a timestamp on a line of its own stamps the next turn
             pending_time = parse_time(only_time.group("t"))
+            continue
+        header = _HEADER.match(line)
+        if (speaker := _label(header)) is not None and header is not None:
+            lines.append((speaker, "", parse_time(header.group("t"))))
+            headers[len(lines) - 1] = line.strip()  # the whole line again, should the name be no speaker
+            pending_time = None
             continue
         match = _LINE.match(line)
         speaker = _label(match)
@@ -216,13 +226,13 @@ def _parse_text(text: str, label: str, known: Collection[str] = ()) -> list[Turn
             pending_time = None
         else:
             lines.append((None, line, None))
-    speakers = _real_speakers(lines, known)
+    speakers = _real_speakers(lines, known, headers)
     turns: list[list[Any]] = []
-    for speaker, body, start in lines:
+    for i, (speaker, body, start) in enumerate(lines):
         if speaker in speakers:
             turns.append([speaker, body.strip(), start])
         elif turns:  # a wrapped line, or a 'Word:' that is not a speaker, continues the turn above
-            turns[-1][1] = f"{turns[-1][1]} {_unlabelled(speaker, body)}".strip()
+            turns[-1][1] = f"{turns[-1][1]} {headers.get(i) or _unlabelled(speaker, body)}".strip()
         # lines before the first label (a title, a date) are not speech
     if not turns:
         raise TranscriptError(
@@ -232,20 +242,27 @@ def _parse_text(text: str, label: str, known: Collection[str] = ()) -> list[Turn
     return [Turn(speaker, _clean(body), start) for speaker, body, start in turns]
 
 
-def _real_speakers(lines: list[tuple[str | None, str, float | None]], known: Collection[str] = ()) -> set[str]:
+def _real_speakers(
+    lines: list[tuple[str | None, str, float | None]], known: Collection[str] = (), headers: Collection[int] = ()
+) -> set[str]:
     """Labels that name speakers. Every label counts, except one seen once, without a timestamp, in a
     file where at least two other labels recur: that is a line of speech that happens to hold a colon.
     A label seen once still counts when it is a name given on the command line (`known`), or a full name
     ("Marcus Chen": two capitalised words) opening a turn of at least `_SPOKEN_WORDS` words: a panelist
-    who asks one question."""
+    who asks one question. A header (`headers`: "Dana Lee  0:06" alone on its line, the speech below)
+    always has a time, so its time says nothing; its turn is the lines below it."""
     counts: dict[str, int] = {}
     stamped: set[str] = set()
     longest: dict[str, int] = {}
-    for speaker, body, start in lines:
+    for i, (speaker, body, start) in enumerate(lines):
         if speaker is not None:
             counts[speaker] = counts.get(speaker, 0) + 1
-            longest[speaker] = max(longest.get(speaker, 0), len(body.split()))
-            if start is not None:
+            said = len(body.split())
+            if i in headers:
+                below = itertools.takewhile(lambda line: line[0] is None, lines[i + 1 :])
+                said = sum(len(text.split()) for _, text, _ in below)
+            longest[speaker] = max(longest.get(speaker, 0), said)
+            if start is not None and i not in headers:
                 stamped.add(speaker)
     recurring = [s for s, n in counts.items() if n >= 2]
     keys = {" ".join(k.split()).casefold() for k in known}
