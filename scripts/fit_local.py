@@ -29,7 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 
-from grader.backends.local.backend import ORDER_MIN_WORDS, LocalBackend, guard_rail
+from grader.backends.local.backend import NEGATED_MIN_SENTENCES, ORDER_MIN_WORDS, LocalBackend, guard_rail
 from grader.backends.local.rule import (
     MATCH_FEATURES,
     TIER_FEATURES,
@@ -613,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         negated=0.5,
     )
+    negated = [a for a in analyses if a.negated > guards.negated]
     out += [
         "",
         "## Guard rails",
@@ -636,8 +637,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- echo (share of the question's words): dev max {max(a.echo for a in analyses):.3f}, all real texts' 99th "
         f"percentile {np.percentile(real_echo, 99):.3f}; "
         f"threshold {guards.echo}",
-        f"- negated sentences: dev share over {guards.negated}: "
-        f"{sum(a.negated > guards.negated for a in analyses)} of {len(analyses)} (sent for review, not graded down)",
+        f"- negated sentences: dev share over {guards.negated}: {len(negated)} of {len(analyses)}, of them with at "
+        f"least {NEGATED_MIN_SENTENCES} negated sentences (sent for review, not graded down): "
+        f"{sum(a.negations >= NEGATED_MIN_SENTENCES for a in negated)}",
     ]
 
     # --- the shipped rule: everything fitted on all of dev -------------------------------------------

@@ -245,7 +245,7 @@ def test_echo_negation_and_stems():
     assert text.echo(q, q) == 1.0
     assert text.echo("I read the logs first and reproduce it.", q) == 0.0
     cut = text.sentences("I would NOT check logs. We never test. I write docs.")
-    assert text.negated_share(cut) == pytest.approx(2 / 3)
+    assert text.negated_share(cut) == pytest.approx(2 / 3) and text.negated_sentences(cut) == 2
     assert text.stem("deployments") == text.stem("deployment") == "deploy"
     assert text.content_stems("I check the deployments") == frozenset({"check", "deploy"})
 
@@ -266,6 +266,20 @@ def test_another_questions_answer_is_off_topic(local, rubric):
     result = grade(local, q1, q2.references.great)
     assert result.tier.value == "poor"
     assert f"it answers another question ({q2.id})" in result.justification
+
+
+def test_a_few_natural_negations_are_not_sent_for_review_but_a_reference_made_to_say_the_opposite_is(local, q1):
+    """ "I don't touch anything yet" in a one-sentence answer was "100% of its sentences are negated"
+    (a false review flag on 6 dev answers, and on a great answer in a user trial)."""
+    from grader.eval.suites import negate
+
+    natural = (
+        "First I don't touch anything yet: I pull up the logs and the error messages, check what was "
+        "deployed recently, reproduce it in staging and roll back if users are hurting."
+    )
+    assert not any("negated" in r for r in grade(local, q1, natural).review_reasons)
+    opposite = grade(local, q1, negate(q1.references.great))
+    assert opposite.tier.value == "poor" or any("negated" in r for r in opposite.review_reasons)
 
 
 def test_a_red_flag_shown_makes_the_answer_poor(local, q1):

@@ -41,6 +41,7 @@ from grader.backends.local.text import (
     chunks,
     content_stems,
     echo,
+    negated_sentences,
     negated_share,
     prose_ratio,
     repetition,
@@ -61,6 +62,10 @@ MAX_BATCH_ANSWERS = 256
 #: small: chunks doubling from 16 cost 12 % of throughput on 500 answers, one small chunk 3.5 % (medians
 #: of 3 runs; embedding is most efficient in large calls).
 FIRST_BATCH_ANSWERS = 16
+#: A negated answer is sent for review from this many negated sentences on (and over the rule's share): a
+#: great reference made to say the opposite has 5 to 10, while on the dev half the 6 answers the share
+#: alone flagged said what they seemed to in 1 to 3 ("I don't touch anything yet", "never raw string SQL").
+NEGATED_MIN_SENTENCES = 4
 #: Shuffled words are only looked for from 40 words on: a shorter salad has too few words to match much.
 ORDER_MIN_WORDS = 40
 #: Learning from reviews (`learn_from_reviews`): a reviewed answer at cosine s to the answer votes for its
@@ -201,7 +206,7 @@ class LocalBackend(Backend):
         learn = f"{NEIGHBOUR_TAU}/{NEIGHBOUR_PRIOR}/{NEIGHBOUR_POINTS}"
         return (
             f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}:learn={learn}"
-            f":reading={READING_VERSION}"
+            f":reading={READING_VERSION}:negations={NEGATED_MIN_SENTENCES}"
         )
 
     @property
@@ -316,6 +321,7 @@ class LocalBackend(Backend):
                 elsewhere_id=elsewhere_id,
                 echo=echo(reading.text, request.question.text),
                 negated=negated_share(cut),
+                negations=negated_sentences(cut),
             )
             evidence = [whole_tokens(reading.answer, reading.source(s)) for s in [*found, *wins]]
             out.append((analysis, evidence, whole[i]))
@@ -489,7 +495,7 @@ class LocalBackend(Backend):
         if a.n_words >= ORDER_MIN_WORDS and a.order < rule.guards.order and tier is not Tier.poor:
             # Not graded down: terse technical answers (formulas, lists) can read as disordered too.
             review.append("its word order looks shuffled (a model of prose finds it unlikely)")
-        if a.negated > rule.guards.negated and tier is not Tier.poor:
+        if a.negated > rule.guards.negated and a.negations >= NEGATED_MIN_SENTENCES and tier is not Tier.poor:
             review.append(f"{a.negated:.0%} of its sentences are negated: check that it says what it seems to")
 
         return Grade(

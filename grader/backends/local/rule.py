@@ -109,6 +109,7 @@ class Analysis:
     elsewhere_id: str | None  # that question
     echo: float  # share of the answer's words that are the question's
     negated: float  # share of sentences with a negation
+    negations: int = 0  # how many sentences those are
 
 
 @dataclass(frozen=True)

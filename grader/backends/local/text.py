@@ -128,7 +128,11 @@ _NEGATION = re.compile(
 def negated_share(cut: list[Span]) -> float:
     """Share of sentences that carry a negation: a great answer with "NOT" inserted everywhere reads
     like the great answer to an embedding model."""
-    return sum(bool(_NEGATION.search(s.text)) for s in cut) / len(cut) if cut else 0.0
+    return negated_sentences(cut) / len(cut) if cut else 0.0
+
+
+def negated_sentences(cut: list[Span]) -> int:
+    return sum(bool(_NEGATION.search(s.text)) for s in cut)
 
 
 def repetition(text: str) -> float:
