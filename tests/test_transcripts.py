@@ -551,6 +551,31 @@ def test_summary_strongest_and_weakest():
     assert summarize([_scored(1, "poor", 0, 3)], 0).strongest == []
 
 
+def test_a_strength_waiting_for_review_says_so_in_every_format():
+    """A grade sent for review was listed as a strength like any other (a user trial)."""
+    questions = [_scored(1, "great", 4, 0), _scored(2, "poor", 0, 4)]
+    questions[0].grade = questions[0].grade.model_copy(update={"needs_review": True, "review_reasons": ["x"]})
+    summary = summarize(questions, unmatched=0)
+    assert [(a.question_id, a.needs_review) for a in summary.strongest] == [("q1", True)]
+    card = Scorecard(
+        source="c.txt",
+        format="text",
+        candidate="Sam",
+        interviewers=["Dana"],
+        rubric="r",
+        backend="fake",
+        model="m",
+        redacted=False,
+        match_threshold=0.4,
+        questions=questions,
+        unmatched=[],
+        skipped_turns=0,
+        summary=summary,
+    )
+    assert "- Strongest: Question 1 (great, needs review)" in to_markdown(card)
+    assert "Question 1 <small>(great, needs review)</small>" in to_html(card)
+
+
 # --- rendering -------------------------------------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ from grader.errors import (
 from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
 from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, Transcript, read_transcript
-from grader.transcripts.scorecard import RENDERERS, Scorecard
+from grader.transcripts.scorecard import RENDERERS, Area, Scorecard
 from grader.transcripts.segment import Roles, detect_roles
 
 
@@ -365,6 +365,10 @@ def _write(card: Scorecard, target: Path, output_format: Format) -> None:
     console.print(f"wrote {escape(str(target))}")
 
 
+def _area(area: Area) -> str:
+    return area.question + (" (needs review)" if area.needs_review else "")
+
+
 def print_scorecard(card: Scorecard) -> None:
     """A readable scorecard for the terminal."""
     s = card.summary
@@ -374,8 +378,8 @@ def print_scorecard(card: Scorecard) -> None:
         f"[bold]{escape(card.candidate)}[/]  ·  {escape(card.source)}  ·  interviewer(s) "
         f"{escape(', '.join(card.interviewers))}",
         counts + ("  ·  " + escape(", ".join(extra)) if extra else ""),
-        "strongest: " + (escape(", ".join(a.question for a in s.strongest)) or "none"),
-        "weakest: " + (escape(", ".join(a.question for a in s.weakest)) or "none"),
+        "strongest: " + (escape(", ".join(_area(a) for a in s.strongest)) or "none"),
+        "weakest: " + (escape(", ".join(_area(a) for a in s.weakest)) or "none"),
     ]
     console.print(Panel("\n".join(head), title="scorecard", title_align="left"), soft_wrap=False)
     for q in card.questions:

@@ -82,6 +82,7 @@ class Area(_Model):
     question_id: str
     question: str
     tier: Tier
+    needs_review: bool = Field(default=False, description="The grade is waiting for a person: not yet a strength.")
 
 
 class Summary(_Model):
@@ -131,8 +132,9 @@ def summarize(questions: list[ScoredQuestion], unmatched: int, *, small_talk: in
     k = min(3, max(1, len(ranked) // 2))
 
     def area(q: ScoredQuestion) -> Area:
-        assert q.grade is not None
-        return Area(question_id=q.question_id, question=q.question, tier=q.grade.tier)
+        grade = q.grade
+        assert grade is not None
+        return Area(question_id=q.question_id, question=q.question, tier=grade.tier, needs_review=grade.needs_review)
 
     strongest = [q for q in ranked[:k] if q.grade and q.grade.tier is not Tier.poor]
     weakest = [q for q in reversed(ranked[-k:]) if q.grade and q.grade.tier is not Tier.great and q not in strongest]
@@ -166,6 +168,10 @@ def _md(text: str) -> str:
     return out
 
 
+def _area_grade(area: Area) -> str:
+    return area.tier.value + (", needs review" if area.needs_review else "")
+
+
 def _at(stamp: str | None) -> str:
     return f" ({stamp})" if stamp else ""
 
@@ -187,8 +193,8 @@ def to_markdown(card: Scorecard) -> str:
         f"| {s.tier_counts['great']} | {s.tier_counts['mediocre']} | {s.tier_counts['poor']} | {s.failed} | "
         f"{s.unmatched} | {s.needs_review} |",
         "",
-        "- Strongest: " + (", ".join(f"{_md(a.question)} ({a.tier.value})" for a in s.strongest) or "none"),
-        "- Weakest: " + (", ".join(f"{_md(a.question)} ({a.tier.value})" for a in s.weakest) or "none"),
+        "- Strongest: " + (", ".join(f"{_md(a.question)} ({_area_grade(a)})" for a in s.strongest) or "none"),
+        "- Weakest: " + (", ".join(f"{_md(a.question)} ({_area_grade(a)})" for a in s.weakest) or "none"),
         "",
         "## Questions",
     ]
