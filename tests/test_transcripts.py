@@ -1021,3 +1021,23 @@ def test_ctrl_c_keeps_the_scorecards_finished_and_their_grades_for_the_rerun(tmp
         assert server.calls - before == second  # the first transcript's grades came from the cache
     assert sorted(p.name for p in out.iterdir()) == ["a.md", "b.md"]
     assert (out / "a.md").read_text() == kept
+
+
+def test_a_scorecard_or_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Killed while writing, the earlier file stays as it was and no half file is left beside it."""
+    from grader.reports.files import write_whole
+
+    card = tmp_path / "call.md"
+    card.write_text("the earlier run's card")
+
+    def killed(self, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_whole(card, "half of the new card")
+    assert card.read_text() == "the earlier run's card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.md"]
+    monkeypatch.undo()
+    write_whole(card, "the new card")
+    assert card.read_text() == "the new card" and sorted(p.name for p in tmp_path.iterdir()) == ["call.md"]

@@ -39,6 +39,7 @@ from grader.errors import (
     error_for,
 )
 from grader.grading.cache import GradeCache
+from grader.reports.files import write_whole
 from grader.rubric import load_rubric
 from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, Transcript, read_transcript
 from grader.transcripts.scorecard import RENDERERS, Area, Scorecard
@@ -359,7 +360,7 @@ def _write(card: Scorecard, target: Path, output_format: Format) -> None:
     render, _ = RENDERERS["markdown" if output_format is Format.text else output_format.value]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(render(card), encoding="utf-8")
+        write_whole(target, render(card))
     except OSError as exc:  # a full disk, a file where the folder should be: exit 15, as every writer
         raise OutputError.of(target, exc) from None
     console.print(f"wrote {escape(str(target))}")
