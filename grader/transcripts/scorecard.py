@@ -241,7 +241,7 @@ def to_markdown(card: Scorecard) -> str:
 
 
 def _quoted(text: str) -> list[str]:
-    """The answer as a Markdown quote block: each line (a turn) its own paragraph, escaped."""
+    """The answer as a Markdown quote block, escaped: each of its lines a paragraph."""
     paragraphs = [_md(line) for line in text.split("\n") if line.strip()] or [""]
     out: list[str] = []
     for paragraph in paragraphs:
