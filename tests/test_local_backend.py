@@ -361,6 +361,31 @@ def test_a_cancelled_flush_tells_its_worker_thread_to_stop(local, q1, monkeypatc
     assert entered.is_set() and told.is_set()
 
 
+def test_closing_the_backend_while_it_grades_is_a_grader_error(local, q1, monkeypatch):
+    """aclose() mid-grade stops the worker thread; the waiting grade gets a GraderError (a run stops with
+    its exit code), not the embedder's internal Stopped (a crash, exit 70)."""
+    from grader.backends.local.embedder import Stopped
+
+    entered = threading.Event()
+
+    def embed(texts, batch_size=64, *, stop=None):
+        entered.set()
+        if stop is not None and stop.wait(timeout=60):
+            raise Stopped("stopped")
+        return np.zeros((len(texts), local.embedder.dim), dtype=np.float32)
+
+    monkeypatch.setattr(local.embedder, "embed", embed)
+
+    async def closed_mid_way() -> None:
+        pending = asyncio.create_task(local.grade(GradeRequest(q1, "I read the logs first.")))
+        await asyncio.to_thread(entered.wait, 60)
+        await local.aclose()
+        with pytest.raises(GraderError, match="closed while it was grading"):
+            await pending
+
+    asyncio.run(closed_mid_way())
+
+
 def test_a_run_gets_its_first_grades_after_a_small_chunk(local, rubric, monkeypatch):
     """A killed run keeps what was written: the first grades come after 16 answers are embedded, not 256."""
     from grader.backends.local.backend import FIRST_BATCH_ANSWERS, MAX_BATCH_ANSWERS

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from grader.backends.base import Backend
-from grader.backends.local.embedder import Embedder
+from grader.backends.local.embedder import Embedder, Stopped
 from grader.backends.local.reading import READING_VERSION, read
 from grader.backends.local.rule import Analysis, Match, TierRule, tier_features
 from grader.backends.local.text import (
@@ -52,6 +52,7 @@ from grader.backends.local.text import (
     words,
 )
 from grader.backends.local.vectors import VectorCache
+from grader.errors import GraderError
 from grader.grading.contract import TIERS, CoveredPoint, Grade, GradeRequest, Reviewed, Tier, Usage
 from grader.rubric import Question, Rubric, load_rubric
 from grader.wording import counted
@@ -237,6 +238,8 @@ class LocalBackend(Backend):
                     self._halt.set()
                     raise
                 except Exception as exc:  # every waiter learns why, none hangs
+                    if isinstance(exc, Stopped):  # aclose() while grading: no grade is coming (a GraderError)
+                        exc = GraderError("the local backend was closed while it was grading")
                     for _, future in chunk:
                         if not future.done():
                             future.set_exception(exc)
