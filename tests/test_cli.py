@@ -325,3 +325,16 @@ def test_output_closed_early_ends_quietly():
             timeout=120,
         )
         assert proc.stdout.strip() in {"0", "1"} and "error" not in proc.stderr, (args, proc.stdout, proc.stderr)
+
+
+def test_a_bad_option_names_its_environment_variable_only_when_the_value_came_from_it(monkeypatch):
+    """ "(env var: 'GRADER_REVIEW_THRESHOLD')" after a flag typed on the command line sent people to look
+    for a variable they never set."""
+    typed = invoke("grade", "-q", "1", "--answer", "I read the logs.", "--review-threshold", "abc")
+    assert typed.exit_code == 2
+    assert "grader: error: Invalid value for '--review-threshold': Input should be a valid number" in typed.stderr
+    assert "GRADER_REVIEW_THRESHOLD" not in typed.stderr
+    monkeypatch.setenv("GRADER_REVIEW_THRESHOLD", "abc")
+    from_env = invoke("grade", "-q", "1", "--answer", "I read the logs.")
+    assert from_env.exit_code == 2
+    assert "Invalid value for '--review-threshold' (from GRADER_REVIEW_THRESHOLD): Input" in from_env.stderr

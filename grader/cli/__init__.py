@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click.core import ParameterSource
 from typer._click.exceptions import ClickException, UsageError  # typer >= 0.29 vendors click
 from typer.core import TyperGroup
 
@@ -48,7 +49,7 @@ class _Group(TyperGroup):
             if not exc.format_message().strip():  # a group with no command: typer has shown its help
                 sys.exit(exc.exit_code)
             where = exc.ctx.command_path if exc.ctx is not None else "grader"
-            message = " ".join(exc.format_message().replace("Value error, ", "").split())  # pydantic's prefix
+            message = " ".join(_said_where(exc).replace("Value error, ", "").split())  # pydantic's prefix
             err_console.print(f"grader: error: {message} (see {where} -h)", markup=False, highlight=False)
             sys.exit(exc.exit_code)
         except ClickException as exc:  # a file option that cannot be opened, say
@@ -138,3 +139,16 @@ _register()
 
 def main() -> None:
     sys.exit(app())
+
+
+def _said_where(exc: UsageError) -> str:
+    """A bad option's message names its environment variable only when the value came from it ("(from
+    GRADER_MATCH_THRESHOLD)"): "(env var: ...)" after a flag typed on the command line sent people to
+    look for a variable they never set."""
+    message = exc.format_message()
+    param = getattr(exc, "param", None)
+    envvar = getattr(param, "envvar", None)
+    if param is None or exc.ctx is None or not isinstance(envvar, str) or not param.name:
+        return message
+    from_env = exc.ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT
+    return message.replace(f" (env var: '{envvar}')", f" (from {envvar})" if from_env else "")
