@@ -21,7 +21,7 @@ from grader.errors import AuditDataError
 from grader.grading.contract import Tier
 from grader.reports import files, pages, plots
 from grader.reports.files import ReportModel, markdown_table, markdown_text
-from grader.wording import counted
+from grader.wording import counted, named
 
 STEM = "audit"
 #: Candidates named in a message or the report before "and N more".
@@ -356,21 +356,21 @@ def summary_lines(report: AuditReport) -> list[str]:
     if c.unknown_candidates:
         lines.append(
             f"{counted(c.unknown_candidates, 'graded candidate is', 'graded candidates are')} missing from the "
-            "demographics (counted as unknown): " + _named(c.missing_from_demographics, c.unknown_candidates)
+            "demographics (counted as unknown): " + named(c.missing_from_demographics, c.unknown_candidates)
         )
     if c.failed:
         lines.append(
-            f"{counted(c.failed, 'answer', 'answers')} the model failed to grade: " + _named(c.failed_answers, c.failed)
+            f"{counted(c.failed, 'answer', 'answers')} the model failed to grade: " + named(c.failed_answers, c.failed)
         )
     if c.no_candidate:
         lines.append(
             f"{counted(c.no_candidate, 'graded answer names', 'graded answers name')} no candidate: "
-            + _named(c.no_candidate_answers, c.no_candidate)
+            + named(c.no_candidate_answers, c.no_candidate)
         )
     if c.not_graded:
         lines.append(
             f"{counted(c.not_graded, 'person', 'people')} in the demographics "
-            f"{'has' if c.not_graded == 1 else 'have'} no graded answer: " + _named(c.not_graded_people, c.not_graded)
+            f"{'has' if c.not_graded == 1 else 'have'} no graded answer: " + named(c.not_graded_people, c.not_graded)
         )
     for analysis in (report.scoring, report.selection):
         if analysis is None:
@@ -397,12 +397,6 @@ def summary_lines(report: AuditReport) -> list[str]:
             )
         )
     return lines
-
-
-def _named(shown: list[str], total: int) -> str:
-    """`a, b, c` and, past those listed, `and N more`."""
-    more = total - len(shown)
-    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _analysis_md(analysis: Analysis, level: str = "##") -> list[str]:

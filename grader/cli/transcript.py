@@ -44,6 +44,7 @@ from grader.rubric import load_rubric
 from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, Transcript, read_transcript
 from grader.transcripts.scorecard import RENDERERS, Area, Scorecard
 from grader.transcripts.segment import Roles, detect_roles
+from grader.wording import named
 
 
 class Format(StrEnum):
@@ -243,13 +244,13 @@ def _collect(paths: list[Path]) -> list[Path]:
                 )
             found = [p for p in entries if p.is_file() and p.suffix.lower() in TRANSCRIPT_SUFFIXES]
             others = [p.name for p in entries if p.is_file() and p not in found and not p.name.startswith(".")]
+            listed = named(others[:5], len(others))
             if not found:
-                held = f" (it holds {_some(others)})" if others else ""
+                held = f" (it holds {listed})" if others else ""
                 raise InputFileError(f"{path}: no transcripts ({', '.join(TRANSCRIPT_SUFFIXES)}) in this folder{held}")
             if others:
                 err_console.print(
-                    f"grader: note: {path}: {_some(others)} not read (a transcript ends in "
-                    f"{', '.join(TRANSCRIPT_SUFFIXES)})",
+                    f"grader: note: {path}: {listed} not read (a transcript ends in {', '.join(TRANSCRIPT_SUFFIXES)})",
                     markup=False,
                     highlight=False,
                 )
@@ -267,12 +268,6 @@ def _collect(paths: list[Path]) -> list[Path]:
             also = "" if str(first) == str(file) else f" (also as {file})"
             raise UsageError(f"{first} is given twice{also}", hint="name each transcript once")
     return files
-
-
-def _some(names: list[str], shown: int = 5) -> str:
-    """`a.docx, b.md` or `a.docx, b.md, ... and 4 more`."""
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 def _suffix(output_format: Format) -> str:
