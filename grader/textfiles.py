@@ -1,4 +1,4 @@
-"""Opening the user's text files, with one-line errors that name the file.
+"""Opening the user's text files, with one-line errors that name the file, and writing ours whole.
 
 Reads are bounded where a limit applies: a file or standard input is read to one character past the
 limit and no further, so `/dev/zero` or a huge file costs what the limit allows, not the machine's
@@ -9,7 +9,9 @@ file) is refused as not UTF-8 text, like any other bytes that are not UTF-8.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -127,3 +129,19 @@ def check_text(text: str, label: str) -> str:
     if "\0" in text:
         raise EncodingError(f"{label}: not UTF-8 text (a NUL character at character {text.index(chr(0))})")
     return text
+
+
+def write_whole(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all: written beside it, then renamed over it, so a run killed
+    while writing (Ctrl-C, a full disk) leaves the earlier file or none, never half of one. A file written
+    over keeps its permissions, and a symbolic link is written through, as an ordinary write would."""
+    target = path.resolve() if path.is_symlink() else path
+    part = target.with_name(f".{target.name}.part")
+    try:
+        part.write_text(text, encoding="utf-8")
+        if target.exists():
+            shutil.copymode(target, part)
+        part.replace(target)
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)

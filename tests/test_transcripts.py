@@ -1025,10 +1025,11 @@ def test_ctrl_c_keeps_the_scorecards_finished_and_their_grades_for_the_rerun(tmp
 
 def test_a_scorecard_or_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """Killed while writing, the earlier file stays as it was and no half file is left beside it."""
-    from grader.reports.files import write_whole
+    from grader.textfiles import write_whole
 
     card = tmp_path / "call.md"
     card.write_text("the earlier run's card")
+    card.chmod(0o600)
 
     def killed(self, target):
         raise KeyboardInterrupt
@@ -1041,3 +1042,4 @@ def test_a_scorecard_or_report_is_written_whole_or_not_at_all(tmp_path, monkeypa
     monkeypatch.undo()
     write_whole(card, "the new card")
     assert card.read_text() == "the new card" and sorted(p.name for p in tmp_path.iterdir()) == ["call.md"]
+    assert card.stat().st_mode & 0o777 == 0o600  # written over, it keeps its permissions as a plain write did

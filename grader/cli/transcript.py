@@ -39,8 +39,8 @@ from grader.errors import (
     error_for,
 )
 from grader.grading.cache import GradeCache
-from grader.reports.files import write_whole
 from grader.rubric import load_rubric
+from grader.textfiles import write_whole
 from grader.transcripts.parse import TRANSCRIPT_SUFFIXES, Transcript, read_transcript
 from grader.transcripts.scorecard import RENDERERS, Area, Scorecard
 from grader.transcripts.segment import Roles, detect_roles

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from grader.errors import OutputError
+from grader.textfiles import write_whole
 
 
 class ReportModel(BaseModel):
@@ -52,17 +53,6 @@ def write_reports(
     except OSError as exc:
         raise OutputError.of(out, exc) from None
     return paths
-
-
-def write_whole(path: Path, text: str) -> None:
-    """`text` into `path` whole or not at all: written beside it, then renamed over it, so a run killed
-    while writing (Ctrl-C, a full disk) leaves the earlier file or none, never half a report."""
-    part = path.with_name(f".{path.name}.part")
-    try:
-        part.write_text(text, encoding="utf-8")
-        part.replace(path)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def markdown_text(text: Any) -> str:

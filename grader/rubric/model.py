@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import json
 import re
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from grader.errors import GraderError, InputFileError, OutputError, RubricError, UnknownQuestionError
 from grader.resources import data_dir
+from grader.textfiles import write_whole
 
 DEFAULT_RUBRIC_NAME = "backend-engineering.yaml"
 #: Read no further: the packaged rubric is 140 KB, and a device given as a rubric would never end.
@@ -362,14 +361,8 @@ def save_rubric(rubric: Rubric, path: str | Path) -> None:
     """Write a rubric atomically (a crash never leaves half a file) to `rubric_target(path)`, keeping the
     file's permissions. A folder that does not exist yet is made."""
     path = rubric_target(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(dump_rubric(rubric), encoding="utf-8")
-        if path.exists():
-            shutil.copymode(path, tmp)
-        tmp.replace(path)
+        write_whole(path, dump_rubric(rubric))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise OutputError.of(path, exc) from None
