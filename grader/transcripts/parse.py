@@ -259,7 +259,7 @@ def _real_speakers(
             counts[speaker] = counts.get(speaker, 0) + 1
             said = len(body.split())
             if i in headers:
-                below = itertools.takewhile(lambda line: line[0] is None, lines[i + 1 :])
+                below = itertools.takewhile(lambda line: line[0] is None, itertools.islice(lines, i + 1, None))
                 said = sum(len(text.split()) for _, text, _ in below)
             longest[speaker] = max(longest.get(speaker, 0), said)
             if start is not None and i not in headers:
