@@ -42,14 +42,16 @@ async def agrade_many(
     learn_from: ReviewSource | str | Path | None = None,
     max_attempts: int | None = None,
     reasks: int | None = None,
+    deadline: float | None = None,
     **options: Any,
 ) -> list[Outcome]:
     """Grade many (question, answer) pairs; one outcome each, in order: a Grade, or a GradeFailure for
     an answer that could not be graded. A failure that would fail them all (a refused key) is raised.
 
     `learn_from` shows each grade the most similar reviewed answers: a `grader serve` database (path or
-    URL), or a `ReviewBank` you built. `max_attempts` (requests per model call) and `reasks` (model calls
-    more when a reply is invalid) are the CLI's `--max-attempts` and `--reasks`."""
+    URL), or a `ReviewBank` you built. `max_attempts` (requests per model call), `reasks` (model calls
+    more when a reply is invalid) and `deadline` (seconds a grade may take with the model, all of its
+    requests, pauses and re-asks) are the CLI's `--max-attempts`, `--reasks` and `--deadline`."""
     pairs = list(items)
     for i, (_, answer) in enumerate(pairs):  # not deep in the engine, as "cannot use a string pattern..."
         if not isinstance(answer, str):
@@ -58,11 +60,12 @@ async def agrade_many(
     owned = not isinstance(backend, Backend)
     if temperature is not None:
         options["temperature"] = temperature
-    if max_attempts is not None or reasks is not None:
+    if max_attempts is not None or reasks is not None or deadline is not None:
         default = RetryPolicy()
         options["policy"] = RetryPolicy(
             attempts=default.attempts if max_attempts is None else max_attempts,
             reasks=default.reasks if reasks is None else reasks,
+            deadline=deadline,
         )
     the_backend = get_backend(backend, BackendOptions(**options)) if isinstance(backend, str) else backend
     grade_cache = GradeCache() if cache else None

@@ -91,6 +91,20 @@ def test_max_attempts_and_reasks_reach_the_backend(monkeypatch):
         assert llm.calls == 1
 
 
+def test_a_deadline_reaches_the_backend_from_python_and_the_command_line(monkeypatch, waits):
+    """Against a real server that answers 429 with Retry-After: 30 (the waits are recorded, not slept)."""
+    from tests.test_cli import invoke
+
+    with LoopbackLLM(fault=lambda n: "429", retry_after="30") as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        with pytest.raises(GradingFailedError, match="within the deadline of 45 s; the last request failed"):
+            grade(1, "I check the logs.", backend="openai", deadline=45)
+        assert llm.calls == 2 and waits == [30.0]  # 5 calls and 4 pauses without it
+        result = invoke("grade", "-q", "1", "-a", "I check the logs.", "-b", "openai", "--deadline", "45")
+        assert result.exit_code == 10, result.output
+        assert "within the deadline of 45 s" in result.output and llm.calls == 4
+
+
 @pytest.mark.parametrize("answer", [b"I check the logs.", None])
 def test_an_answer_that_is_not_text_is_a_type_error_naming_the_item(answer):
     with pytest.raises(TypeError, match=f"^the answer must be a str, not {type(answer).__name__}$"):

@@ -322,3 +322,65 @@ def test_a_batch_result_is_checked_and_built_by_the_method_the_direct_path_uses(
         backend.grade_completion(request, backend.completion_from(bad), attempts=1)
     assert info.value.failure_kind == "invalid_output" and info.value.attempts == 1
     assert info.value.last_output == '{"tier": "excellent"}' and info.value.usage.completion_tokens == 120
+
+
+# --- one deadline for a grade: requests, pauses and re-asks ---------------------------------------------
+
+
+def test_the_deadline_stops_before_a_pause_that_would_pass_it(api, make_backend, q1, waits):
+    """Five requests of 120 s each and pauses of up to 120 s: a grade could take 18 minutes, unbounded."""
+    limited = {"error": {"message": "Rate limit reached"}}
+    route = api.post("/chat/completions").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "30"}, json=limited)
+    )
+    with pytest.raises(GradingFailedError) as info:
+        run(make_backend(policy=RetryPolicy(deadline=45)), q1)
+    assert route.call_count == 2 and waits == [30.0]  # a second pause would end at 60 s
+    assert info.value.failure_kind == "transport" and info.value.attempts == 2
+    assert str(info.value).startswith("no grade from http://llm.test/v1 within the deadline of 45 s; the last request")
+    assert "Rate limit reached" in str(info.value) and "--deadline" in info.value.hint
+
+
+def test_without_a_deadline_the_same_server_gets_every_attempt(api, make_backend, q1, waits):
+    limited = {"error": {"message": "Rate limit reached"}}
+    route = api.post("/chat/completions").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "30"}, json=limited)
+    )
+    with pytest.raises(GradingFailedError, match="kept failing"):
+        run(make_backend(), q1)
+    assert route.call_count == 5 and waits == [30.0] * 4
+
+
+def test_a_reask_is_not_sent_past_the_deadline(api, make_backend, q1, waits):
+    def slow_and_malformed(request):
+        waits.append(100.0)  # the clock moves on 100 s while the server answers
+        return ok('{"points": {"q01.reproduce": ')
+
+    route = api.post("/chat/completions").mock(side_effect=slow_and_malformed)
+    with pytest.raises(GradingFailedError) as info:
+        run(make_backend(policy=RetryPolicy(deadline=60)), q1)
+    assert route.call_count == 1  # two re-asks by default, none sent
+    hint = " (raise --deadline (deadline= in Python), or check the server)"
+    assert str(info.value) == "no grade from http://llm.test/v1 within the deadline of 60 s" + hint
+    assert info.value.attempts == 1
+
+
+def test_a_request_still_waiting_at_the_deadline_is_cut(q1):
+    import httpx2
+
+    async def never(request: httpx2.Request) -> httpx2.Response:
+        await asyncio.Event().wait()  # a server that accepted the request and says nothing
+        raise AssertionError("unreachable")
+
+    backend = OpenAIBackend(
+        base_url="http://llm.test/v1",
+        api_key="k",
+        model="m",
+        policy=RetryPolicy(deadline=0.05),
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(never)),
+    )
+    with pytest.raises(GradingFailedError) as info:
+        run(backend, q1)
+    assert str(info.value).startswith(
+        "no grade from http://llm.test/v1 within the deadline of 0.05 s; a request was still waiting for its answer ("
+    )

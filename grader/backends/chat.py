@@ -22,6 +22,7 @@ other candidates' answers an interviewer graded) come between the two, quoted li
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -53,7 +54,7 @@ from grader.backends.checklist import (
 from grader.backends.confidence import TokenLogprob, tier_confidence
 from grader.backends.prompts import ANSWER_TAG, Prompts, fence_answer
 from grader.backends.replies import ReplyCheck, check_reply, grade_from_reply, last_valid, one_line, reply_schema
-from grader.backends.retry import InvalidReply, RetryPolicy, TransientError, reasks, transport
+from grader.backends.retry import InvalidReply, RetryPolicy, TransientError, reasks, time_left, transport, within
 from grader.config import cache_dir
 from grader.errors import BackendError, GradingFailedError, UsageError
 from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
@@ -154,6 +155,14 @@ class Answered:
 
 #: The `facts` key of the structured-output mode, and the feature a server refuses when it refuses the mode.
 OUTPUT_MODE = "mode"
+
+
+class _Late(Exception):
+    """The grade's deadline (`RetryPolicy.deadline`) came before a reply; says what was under way, if anything."""
+
+    def __init__(self, what: str | None) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 class Rejected(Exception):
@@ -273,9 +282,21 @@ class ChatBackend(Backend):
             if failed is not None:  # the retry loop's first attempt is the request that already failed
                 first, failed = failed, None
                 raise first
+            left = time_left()
+            if left is not None and left <= 0:
+                raise _Late(None)
             requests += 1
+            timer = asyncio.timeout(left)  # no deadline: None, no limit but the request's own --timeout
             try:
-                return await self.send(conversation, request)
+                async with timer:
+                    return await self.send(conversation, request)
+            except TimeoutError as exc:
+                if timer.expired():
+                    raise _Late("a request was still waiting for its answer") from exc
+                error = self.classify(exc)
+                if error is exc:
+                    raise
+                raise error from exc
             except Exception as exc:
                 error = self.classify(exc)
                 if error is exc:
@@ -284,6 +305,7 @@ class ChatBackend(Backend):
 
         while True:
             facts = dict(self.facts)  # what this request is sent with
+            before = requests
             try:
                 try:  # most requests succeed at once: the retry loop is only built when one does not
                     completion = await attempt_once()
@@ -296,18 +318,32 @@ class ChatBackend(Backend):
                 self._learn(rejected.feature, facts)
                 continue
             except TransientError as exc:
+                if requests - before < self.policy.attempts:  # stopped before a pause that would pass the deadline
+                    raise self._late(requests, f"the last request failed: {exc}") from None
                 raise GradingFailedError(
                     f"{self.base_url or self.name} kept failing ({exc}); gave up after {counted(requests, 'request')}",
                     attempts=requests,
                     kind=FailureKind.transport,
                     hint="check the server, or raise --max-attempts (max_attempts= in Python)",
                 ) from None
+            except _Late as late:
+                raise self._late(requests, late.what) from None
             except GradingFailedError as exc:  # counted one request: add the failed ones before it
                 exc.attempts += requests - 1
                 raise
             if requests > 1:
                 completion = dataclasses.replace(completion, requests=completion.requests + requests - 1)
             return completion
+
+    def _late(self, requests: int, what: str | None) -> GradingFailedError:
+        deadline = f"the deadline of {self.policy.deadline:g} s" if self.policy.deadline else "the deadline"
+        said = f"; {what}" if what else ""
+        return GradingFailedError(
+            f"no grade from {self.base_url or self.name} within {deadline}{said}",
+            attempts=requests,
+            kind=FailureKind.transport,
+            hint="raise --deadline (deadline= in Python), or check the server",
+        )
 
     def _learn(self, feature: str, sent: dict[str, Any]) -> None:
         """Stop sending what the server refused in a request sent with the facts `sent`: ask in the next
@@ -482,7 +518,11 @@ class ChatBackend(Backend):
 
     async def ask(self, conversation: Conversation, request: GradeRequest, check: Callable[[str], Check]) -> Answered:
         """Ask until a reply passes `check`, re-asking with the problems; raise when attempts run out
-        unless the last reply is `acceptable`."""
+        unless the last reply is `acceptable`. Within the policy's deadline, unless a grade already set one."""
+        with within(self.policy.deadline):
+            return await self._ask(conversation, request, check)
+
+    async def _ask(self, conversation: Conversation, request: GradeRequest, check: Callable[[str], Check]) -> Answered:
         usage, attempts = Usage(), 0
         last: tuple[Completion, Check] | None = None
 
@@ -519,10 +559,11 @@ class ChatBackend(Backend):
         return _accept(last[0], last[1], usage=usage, attempts=attempts)
 
     async def grade(self, request: GradeRequest) -> Grade:
-        if self.per_item:
-            return await self._grade_per_item(request)
-        answered = await self.ask(self.conversation(request), request, self.checker(request))
-        return self.finish(request, answered)
+        with within(self.policy.deadline):  # one deadline for all of a grade's calls (per-item: one per point)
+            if self.per_item:
+                return await self._grade_per_item(request)
+            answered = await self.ask(self.conversation(request), request, self.checker(request))
+            return self.finish(request, answered)
 
     def grade_completion(
         self, request: GradeRequest, completion: Completion, *, usage: Usage | None = None, attempts: int = 1

@@ -2,7 +2,8 @@
 
 Two loops, both here: `transport()` retries a single request on transient failures (429 honouring
 Retry-After, 5xx, timeouts, lost connections) with exponential backoff and jitter; `reasks()` re-asks the
-model when its reply fails validation. Backends translate their SDK's exceptions into `TransientError`
+model when its reply fails validation. `within()` puts both under one deadline: a grade's requests,
+pauses and re-asks end by it, or the grade fails. Backends translate their SDK's exceptions into `TransientError`
 so this module knows nothing about any one SDK. Tests replace `sleep` to run with zero waits.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC
@@ -22,6 +25,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 MAX_RETRY_AFTER = 120.0
 #: A pause this long (seconds) is logged as it starts (`grader.retry`, shown by the command line).
@@ -48,6 +52,7 @@ class RetryPolicy:
     reasks: int = 2  # extra model calls when a reply fails validation
     initial_wait: float = 0.5
     max_wait: float = 30.0
+    deadline: float | None = None  # seconds a grade may take with the model, all requests, pauses and re-asks
 
 
 #: Told about every transient failure before the pause: the grading engine sets it to its concurrency
@@ -57,6 +62,38 @@ transient_listener: ContextVar[Callable[[TransientError], None] | None] = Contex
 
 # Replaced in tests (zero waits, recorded); the real thing everywhere else.
 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+#: What deadlines are read against; tests move it on by the waits they skip.
+clock: Callable[[], float] = time.monotonic
+
+#: When (on `clock`) the grade being made must be done; None: no deadline.
+_deadline: ContextVar[float | None] = ContextVar("grade_deadline", default=None)
+
+
+@contextmanager
+def within(seconds: float | None) -> Iterator[None]:
+    """Make what runs inside end within `seconds` (`time_left`); inside another `within`, the outer holds."""
+    if seconds is None or _deadline.get() is not None:
+        yield
+        return
+    token = _deadline.set(clock() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds until the deadline `within` set (negative once past); None when there is none."""
+    at = _deadline.get()
+    return None if at is None else at - clock()
+
+
+class _PastDeadline(stop_base):
+    """Stop rather than start a pause that would end at or after the deadline."""
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        left = time_left()
+        return left is not None and retry_state.upcoming_sleep >= left
 
 
 def sleep_for(seconds: float) -> Awaitable[None]:
@@ -100,7 +137,7 @@ def transport(policy: RetryPolicy) -> AsyncRetrying:
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientError),
         wait=_wait(policy),
-        stop=stop_after_attempt(policy.attempts),
+        stop=stop_after_attempt(policy.attempts) | _PastDeadline(),
         sleep=sleep_for,
         before_sleep=notify,
         reraise=True,

@@ -80,6 +80,17 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", envvar="GRADER_TIMEOUT",
 AttemptsOpt = Annotated[
     int, typer.Option("--max-attempts", envvar="GRADER_MAX_ATTEMPTS", min=1, help="Requests per model call.")
 ]
+DeadlineOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--deadline",
+        envvar="GRADER_DEADLINE",
+        min=1.0,
+        help="Seconds a grade may take with the model, every request, pause and re-ask included "
+        "(none by default: each request is bounded by --timeout).",
+        show_default=False,
+    ),
+]
 ReasksOpt = Annotated[
     int, typer.Option("--reasks", envvar="GRADER_REASKS", min=0, max=5, help="Re-asks after an invalid reply.")
 ]
@@ -170,6 +181,7 @@ _BACKEND_FLAGS: tuple[tuple[str, Any, Any], ...] = (
     ("timeout", TimeoutOpt, 120.0),
     ("max_attempts", AttemptsOpt, 5),
     ("reasks", ReasksOpt, 2),
+    ("deadline", DeadlineOpt, None),
     ("model_path", ModelPathOpt, None),
     ("local_rule", LocalRuleOpt, None),
     ("mode", ModeOpt, DEFAULT_MODE),
@@ -215,6 +227,7 @@ def backend_options(
     timeout: float = 120.0,
     max_attempts: int = 5,
     reasks: int = 2,
+    deadline: float | None = None,
     prompts: Path | None = None,
     model_path: Path | None = None,
     local_rule: str | None = None,
@@ -238,7 +251,7 @@ def backend_options(
         prose=prose,
         ask_tier=ask_tier,
         checklist_calls=checklist_calls,
-        policy=RetryPolicy(attempts=max_attempts, reasks=reasks),
+        policy=RetryPolicy(attempts=max_attempts, reasks=reasks, deadline=deadline),
     )
 
 

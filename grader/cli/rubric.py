@@ -16,6 +16,7 @@ from grader.cli._common import (
     AttemptsOpt,
     BackendOpt,
     BaseUrlOpt,
+    DeadlineOpt,
     FormatOpt,
     ModelOpt,
     PromptsOpt,
@@ -138,6 +139,7 @@ def draft(
     prompts: PromptsOpt = None,
     timeout: TimeoutOpt = 120.0,
     max_attempts: AttemptsOpt = 5,
+    deadline: DeadlineOpt = None,
 ) -> None:
     """Propose key points and red flags for questions that lack them, marked as drafts to review.
 
@@ -156,6 +158,7 @@ def draft(
         seed=42,
         timeout=timeout,
         max_attempts=max_attempts,
+        deadline=deadline,
         reasks=2,
         prompts=prompts,
     )
@@ -204,6 +207,7 @@ def new(
     prompts: PromptsOpt = None,
     timeout: TimeoutOpt = 120.0,
     max_attempts: AttemptsOpt = 5,
+    deadline: DeadlineOpt = None,
 ) -> None:
     """Import a question bank, draft its key points and red flags, check it, and self-test it, in one go.
 
@@ -244,6 +248,7 @@ def new(
         seed=42,
         timeout=timeout,
         max_attempts=max_attempts,
+        deadline=deadline,
         reasks=2,
         prompts=prompts,
     )
