@@ -246,6 +246,13 @@ class ThresholdsError(GraderError):
     exit_code = 21
 
 
+class EvalCasesError(GraderError):
+    """`grader eval --cases`: a file that is no cases file, or a case that does not fit the rubric (names the
+    file, line and field)."""
+
+    exit_code = 22
+
+
 class UsageError(GraderError):
     """The command line asks for something it cannot do: a missing or contradictory option, an unknown
     backend or suite, an output that exists. Exit 2, as the CLI framework's own usage errors."""

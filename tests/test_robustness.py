@@ -599,6 +599,11 @@ def _cause(code: int, tmp: Path, monkeypatch: pytest.MonkeyPatch, stack: ExitSta
     if code == 21:
         (tmp / "gate.yaml").write_text("local:\n  answers:\n    min_accuracy: high\n")
         return ["eval", "-s", "answers", "-b", "local", "--check", "--thresholds", str(tmp / "gate.yaml")]
+    if code == 22:
+        (tmp / "mine.yaml").write_text(
+            "cases:\n  - id: a\n    question: 1\n    answer: I check logs.\n    label: grate\n"
+        )
+        return ["eval", "--cases", str(tmp / "mine.yaml"), "-b", "nearest"]
     raise AssertionError(f"the README documents exit {code}, but this test runs no cause for it: add one")
 
 

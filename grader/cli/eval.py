@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from grader.backends import BackendOptions, get_backend
+from grader.backends.base import Backend
 from grader.cli._common import (
     DEFAULT_OPTIONS,
     BackendOpt,
@@ -22,9 +24,10 @@ from grader.cli._common import (
     progress_bar,
     with_backend_options,
 )
-from grader.errors import UsageError
+from grader.errors import GraderError, UsageError
 from grader.grading.cache import GradeCache
 from grader.reports.files import report_folder
+from grader.wording import counted, named
 
 if TYPE_CHECKING:
     from grader.eval.cases import Suite
@@ -43,6 +46,15 @@ def eval_(
             "-s",
             help="answers, answers-dev, references, perturbations, adversarial, injections, counterfactual, "
             "counterfactual-dev, stories-dev, saf-ua or saf-uq (repeat or comma-separate).",
+        ),
+    ] = None,
+    cases: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--cases",
+            "-c",
+            help="A YAML file of your own answers graded by hand, graded against --rubric with every metric of "
+            "the answers suite (repeatable; alone, it is all that runs).",
         ),
     ] = None,
     backend: BackendOpt = "auto",
@@ -74,45 +86,67 @@ def eval_(
 ) -> None:
     """Grade eval suites and report accuracy, kappa, flips and cost. Default: answers, references,
     perturbations, adversarial and injections; with --rubric, the suites built from it (references,
-    perturbations, adversarial)."""
+    perturbations, adversarial); with --cases, those files alone."""
     from grader.eval import suites
     from grader.eval.report import check_thresholds, write_reports
+    from grader.rubric import load_rubric
 
     if rubric is not None and suites.is_packaged(rubric):
         rubric = None  # every suite runs with the packaged rubric, named or not
     # With a rubric of your own, the suites built from it: the self-test of your bank.
-    default = suites.DEFAULT_SUITES if rubric is None else suites.RUBRIC_SUITES
+    default: tuple[str, ...] = () if cases else suites.DEFAULT_SUITES if rubric is None else suites.RUBRIC_SUITES
     names = [n.strip() for item in (suite or list(default)) for n in item.split(",") if n.strip()]
-    choose = "choose from " + ", ".join(suites.SUITES)
-    if not names:
+    choose = "choose from " + ", ".join(suites.SUITES) + ", or give your own answers with --cases FILE"
+    if not names and not cases:
         raise UsageError("--suite names no suite", hint=choose)
     if unknown := [n for n in names if n not in suites.SUITES]:
         raise UsageError(f"unknown suite {unknown[0]!r}", hint=choose)
-    # What can be wrong before grading is found before grading: a thresholds file, a report folder.
-    gate = _thresholds(thresholds) if check else None
+    # What can be wrong before grading is found before grading: the cases, a thresholds file, a report folder.
+    own = [suites.cases_suite(path, load_rubric(rubric)) for path in cases or []]
+    if len({s.name for s in own}) < len(own):
+        twice = next(s.name for s in own if [o.name for o in own].count(s.name) > 1)
+        raise UsageError(f"two --cases files make a suite named {twice!r}", hint="give each file its own `name:`")
+    gate = _thresholds(thresholds, extra=tuple(s.name for s in own)) if check else None
     if thresholds is not None and not check:
         err_console.print(f"grader: warning: --thresholds {thresholds} is read only with --check", markup=False)
     if out is not None:
         report_folder(out)
-    loaded = [suites.load(n, rubric, holdout=holdout) for n in names]
-    reports = asyncio.run(_run(loaded, backend, options, concurrency, cache, limit, price_in, price_out, floor))
+    loaded = [suites.load(n, rubric, holdout=holdout) for n in names] + own
+    the_backend = get_backend(backend, options)
+    limits = gate.get(the_backend.name, {}) if gate is not None else {}
+    if gate is not None and (ungated := [x.name for x in loaded if not limits.get(x.name)]):
+        # A gate with nothing to hold is not a gate that holds: said before a paid run, not after it.
+        where = f"under {the_backend.name}" if limits else f"for the {the_backend.name} backend"
+        asyncio.run(the_backend.aclose())
+        raise GraderError(  # exit 1, as a broken threshold: the gate does not hold
+            f"--check: no thresholds {where} for {named(ungated, len(ungated))} in {_source(thresholds)}",
+            hint="add them to the file (backend -> suite -> metric), or run without --check",
+        )
     broken: list[str] = []
-    limits = gate.get(reports[0].backend, {}) if gate is not None and reports else {}
     as_json = output_format is TableFormat.json
     notes = err_console if as_json else console  # with --format json, standard output is the JSON alone
-    for report in reports:
+    reports: list[EvalReport] = []
+
+    def done(report: EvalReport) -> None:
+        """Each suite's report the moment it is graded: Ctrl-C keeps the suites finished before it."""
+        reports.append(report)
         if not as_json:
             _print(report)
         if out is not None:
             paths = write_reports(report, out)
             notes.print("wrote " + ", ".join(str(p) for p in paths))
         if check:
-            if not limits.get(report.suite):  # a gate with nothing to hold is not a gate that holds
-                broken.append(
-                    f"{report.suite}: no thresholds for the {report.backend} backend in {_source(thresholds)}"
-                )
-                continue
-            broken += check_thresholds(report, limits[report.suite])
+            broken.extend(check_thresholds(report, limits[report.suite]))
+
+    try:
+        asyncio.run(_run(loaded, the_backend, options, concurrency, cache, limit, price_in, price_out, floor, done))
+    except KeyboardInterrupt:
+        finished = f"{len(reports)} of {counted(len(loaded), 'suite')} finished" + (
+            f" and written to {out}" if out is not None and reports else ""
+        )
+        kept = "; the grades made are cached: the same command again grades only what is left" if cache else ""
+        err_console.print(f"grader: interrupted: {finished}{kept}", markup=False, highlight=False)
+        raise typer.Exit(130) from None
     if as_json:
         console.out("[\n" + ",\n".join(r.to_json().rstrip() for r in reports) + "\n]", highlight=False)
     if check:
@@ -123,28 +157,38 @@ def eval_(
         notes.print("thresholds hold")
 
 
+#: Why the references suite has no floor: with a reference held out, no exemplar of its tier is left.
+NO_FLOOR_ON_REFERENCES = (
+    "no floor on this suite: the nearest-reference floor would be 0 by construction (each reference is graded "
+    "with itself hidden, so no exemplar of its tier is left) or 1 with --no-holdout (it finds itself)"
+)
+
+
 async def _run(
     loaded: list[Suite],
-    backend_name: str,
+    backend: Backend,
     options: BackendOptions,
     concurrency: int | None,
     use_cache: bool,
     limit: int | None,
     price_in: float | None,
     price_out: float | None,
-    with_floor: bool = True,
-) -> list[EvalReport]:
+    with_floor: bool,
+    done: Callable[[EvalReport], None],
+) -> None:
+    """Grade each suite (and its floor, in the same run) and hand its report to `done` as it finishes."""
     from grader.eval.report import summarize  # scikit-learn: only when evaluating
     from grader.eval.runner import run_suite
 
-    backend = get_backend(backend_name, options)
     floor = get_backend("nearest", options) if with_floor and backend.name != "nearest" else None
     cache = GradeCache() if use_cache else None
-    reports = []
     try:
         for suite in loaded:
             floor_results = None
-            if floor is not None:
+            notes = []
+            if suite.name == "references" and floor is not None:
+                notes.append(NO_FLOOR_ON_REFERENCES)
+            elif floor is not None:
                 floor_results = await run_suite(
                     suite, floor, cache=cache, limit=limit, concurrency=floor.default_concurrency
                 )
@@ -166,7 +210,7 @@ async def _run(
                     on_result=tick,
                     concurrency=concurrency or backend.default_concurrency,
                 )
-            reports.append(
+            done(
                 summarize(
                     suite.name,
                     results,
@@ -175,6 +219,8 @@ async def _run(
                     price_in=price_in,
                     price_out=price_out,
                     floor=(floor.name, floor_results) if floor is not None and floor_results is not None else None,
+                    rubric=suite.rubric,
+                    notes=notes,
                 )
             )
     finally:
@@ -183,27 +229,30 @@ async def _run(
             await floor.aclose()
         if cache is not None:
             cache.close()
-    return reports
 
 
 def _source(path: Path | None) -> Path:
     return path if path is not None else data_dir("evals") / "thresholds.yaml"
 
 
-def _thresholds(path: Path | None) -> Thresholds:
-    """Backend -> suite -> {threshold: value}, from `path` or the packaged file, every key and value checked."""
+def _thresholds(path: Path | None, extra: tuple[str, ...] = ()) -> Thresholds:
+    """Backend -> suite -> {threshold: value}, from `path` or the packaged file, every key and value checked;
+    `extra` names the --cases suites it may hold too."""
     from grader.backends import REGISTRY
     from grader.eval import suites
     from grader.eval.thresholds import load_thresholds
 
-    return load_thresholds(_source(path), backends=tuple(REGISTRY), suites=suites.SUITES)
+    return load_thresholds(_source(path), backends=tuple(REGISTRY), suites=(*suites.SUITES, *extra))
 
 
 def _print(report: EvalReport) -> None:
     from grader.eval.report import fmt as _num
 
     o, c, usage = report.overall, report.counts, report.usage
-    table = Table(title=f"{report.suite} · {report.backend} · {report.model}", title_justify="left")
+    title = f"{report.suite} · {report.backend} · {report.model}"
+    if report.rubric is not None:
+        title += f" · rubric {report.rubric.name}"
+    table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
@@ -285,6 +334,8 @@ def _print(report: EvalReport) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
     if o.confusion:
         cm = Table(title="confusion (rows: label, columns: graded)", title_justify="left")
         cm.add_column("")

@@ -10,6 +10,7 @@ of the JSON.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,12 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix,
 
 from grader.eval.runner import CaseResult
 from grader.grading.contract import TIERS, Tier
+from grader.grading.review import DRAFT_REASON
 from grader.reports import files, pages, plots
 from grader.reports.files import ReportModel
 from grader.reports.pricing import estimate_cost
+from grader.rubric import Rubric
+from grader.wording import counted
 
 #: Share of the most confident grades whose accuracy is reported (`accuracy_top_80`).
 TOP = 0.8
@@ -106,14 +110,14 @@ class Margin(ReportModel):
 class QuestionStats(ReportModel):
     n: int
     passed: int
-    accuracy: float
+    accuracy: float | None = Field(description="Over the scored cases, as the overall figure; null when none is.")
 
 
 class KindStats(ReportModel):
     n: int
     passed: int
     pass_rate: float
-    accuracy: float
+    accuracy: float | None = Field(description="Over the scored cases, as the overall figure; null when none is.")
     gamed: int
     outcomes: dict[str, int]
 
@@ -193,12 +197,25 @@ class CaseRow(ReportModel):
     justification: str | None = Field(default=None, description="The grade's justification; unset when unscored.")
 
 
+class RubricRef(ReportModel):
+    """Which rubric a suite was graded against: two reports of one name and fingerprint graded the same."""
+
+    name: str
+    fingerprint: str = Field(description="Of the whole rubric, as its grades' cache keys use it.")
+    questions: int
+
+
 class EvalReport(ReportModel):
     """Every metric of one suite's run: what `grader eval` prints, writes and checks thresholds on."""
 
     suite: str
     backend: str
     model: str
+    rubric: RubricRef | None = Field(default=None, description="Unset in reports written before it was added.")
+    generated: str | None = Field(default=None, description="When the report was made (UTC, ISO 8601).")
+    notes: list[str] = Field(
+        default_factory=list, description="What the figures cannot say here: too few cases, a floor that cannot hit."
+    )
     cases: int
     scored: int
     rejected: int
@@ -347,20 +364,48 @@ def review_metrics(results: list[CaseResult]) -> ReviewMetrics:
     )
 
 
-def _accuracy(rs: list[CaseResult]) -> float:
-    return round(sum(r.verdict == r.case.label.value for r in rs) / len(rs), 4)
+#: Under this many scored cases a suite's figures are called rough in its report.
+FEW_CASES = 30
+
+
+def caveats(results: list[CaseResult]) -> list[str]:
+    """What a report's figures cannot say on these results: too few cases; reviews that only an unreviewed
+    draft asked for (they keep `gamed` at 0 whatever the grades are)."""
+    out = []
+    scored = sum(r.scored for r in results)
+    if 0 < scored < FEW_CASES:
+        out.append(
+            f"only {scored} scored cases (under {FEW_CASES}): one case moves accuracy by {1 / scored:.3f}, and "
+            "kappa, the confidence bins and the per-question rows are rough at this size"
+        )
+    drafts = [r for r in results if r.grade is not None and r.grade.review_reasons == [DRAFT_REASON]]
+    if drafts:
+        above = sum(_above_expected(r) for r in drafts)
+        out.append(
+            f"{counted(len(drafts), 'grade')} went to review only because the question's points are unreviewed "
+            f"drafts; {above} of them graded above every expected tier would count as gamed once the points "
+            "are reviewed (`gamed` and the review figures say little before that)"
+        )
+    return out
+
+
+def _accuracy(rs: list[CaseResult]) -> float | None:
+    """Over the scored cases, as the overall accuracy (a rejected or failed case is counted apart)."""
+    scored = [r for r in rs if r.scored]
+    return round(sum(r.verdict == r.case.label.value for r in scored) / len(scored), 4) if scored else None
 
 
 def gamed(results: list[CaseResult]) -> list[str]:
     """Cases graded above every outcome they may get, without being sent for review."""
-    out = []
-    for r in results:
-        if r.grade is None or r.grade.needs_review or r.passed:
-            continue
-        allowed = [_rank(t) for t in r.case.expected if t != "rejected"]
-        if allowed and _rank(r.verdict) > max(allowed):
-            out.append(r.case.id)
-    return out
+    return [r.case.id for r in results if r.grade is not None and not r.grade.needs_review and _above_expected(r)]
+
+
+def _above_expected(r: CaseResult) -> bool:
+    """Graded above every tier the case may get."""
+    if r.grade is None or r.passed:
+        return False
+    allowed = [_rank(t) for t in r.case.expected if t != "rejected"]
+    return bool(allowed) and _rank(r.verdict) > max(allowed)
 
 
 def counterfactual_flips(results: list[CaseResult]) -> Counterfactual | None:
@@ -436,8 +481,11 @@ def summarize(
     price_in: float | None = None,
     price_out: float | None = None,
     floor: tuple[str, list[CaseResult]] | None = None,
+    rubric: Rubric | None = None,
+    notes: list[str] | None = None,
 ) -> EvalReport:
-    """Every metric of one suite's results (and of the floor's, graded in the same run)."""
+    """Every metric of one suite's results (and of the floor's, graded in the same run), with `notes` on
+    what its figures cannot say, the caller's and those the results show."""
     by_id = {r.case.id: r for r in results}
     per_question: dict[str, list[CaseResult]] = defaultdict(list)
     per_kind: dict[str, list[CaseResult]] = defaultdict(list)
@@ -482,6 +530,13 @@ def summarize(
         suite=suite_name,
         backend=backend,
         model=model,
+        rubric=(
+            RubricRef(name=rubric.name, fingerprint=rubric.fingerprint(), questions=len(rubric.questions))
+            if rubric is not None
+            else None
+        ),
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        notes=[*(notes or []), *caveats(results)],
         cases=len(results),
         scored=sum(r.scored for r in results),
         rejected=sum(r.rejected for r in results),
@@ -639,6 +694,16 @@ def check_thresholds(report: EvalReport, limits: dict[str, float]) -> list[str]:
 # --- writers -----------------------------------------------------------------------------------------
 
 
+def about(report: EvalReport) -> str:
+    """The rubric a report graded against and when it was made, in one line."""
+    parts = []
+    if (r := report.rubric) is not None:
+        parts.append(f"rubric {r.name} ({counted(r.questions, 'question')}, fingerprint {r.fingerprint})")
+    if report.generated:
+        parts.append(f"made {report.generated}")
+    return "; ".join(parts)
+
+
 def fmt(value: float | None, spec: str = ".3f") -> str:
     """A figure for a report, or n/a where it could not be measured."""
     return "n/a" if value is None else format(value, spec)
@@ -650,9 +715,12 @@ def _pct(x: float | None) -> str:
 
 def to_markdown(report: EvalReport) -> str:
     o = report.overall
-    lines = [
-        f"# Eval: {report.suite} ({report.backend} · {report.model})",
-        "",
+    lines = [f"# Eval: {files.markdown_text(report.suite)} ({report.backend} · {report.model})", ""]
+    if report.rubric is not None or report.generated:
+        lines += [files.markdown_text(about(report)), ""]
+    lines += [f"> **Note:** {note}" for note in report.notes]
+    lines += [""] if report.notes else []
+    lines += [
         f"- cases: {report.cases} (scored {report.scored}, rejected {report.rejected}, "
         f"failed {report.failed}, from cache {report.cached})",
         f"- passed (outcome among the expected ones): {report.passed} ({_pct(report.pass_rate)})",
@@ -728,7 +796,9 @@ def to_markdown(report: EvalReport) -> str:
     lines += ["", "## Per kind", "", "| kind | n | passed | accuracy | gamed | outcomes |", "|---|--:|--:|--:|--:|---|"]
     for kind, v in sorted(report.per_kind.items()):
         outcomes = ", ".join(f"{name} {n}" for name, n in sorted(v.outcomes.items()))
-        lines.append(f"| {kind} | {v.n} | {v.passed} | {v.accuracy:.2f} | {v.gamed} | {outcomes} |")
+        lines.append(
+            f"| {files.markdown_text(kind)} | {v.n} | {v.passed} | {fmt(v.accuracy, '.2f')} | {v.gamed} | {outcomes} |"
+        )
     if cf is not None:
         lines += [
             "",
@@ -744,11 +814,17 @@ def to_markdown(report: EvalReport) -> str:
             for name, p in rows
         ]
     lines += ["", "## Per question", "", "| question | n | passed | accuracy |", "|---|--:|--:|--:|"]
-    lines += [f"| {q} | {v.n} | {v.passed} | {v.accuracy:.2f} |" for q, v in report.per_question.items()]
+    lines += [
+        f"| {files.markdown_text(q)} | {v.n} | {v.passed} | {fmt(v.accuracy, '.2f')} |"
+        for q, v in report.per_question.items()
+    ]
     misses = [r for r in report.results if not r.passed]
     if misses:
         lines += ["", "## Cases that did not pass", "", "| case | kind | expected | graded |", "|---|---|---|---|"]
-        lines += [f"| {r.id} | {r.kind} | {'/'.join(r.expected)} | {r.outcome} |" for r in misses[:200]]
+        lines += [
+            f"| {files.markdown_text(r.id)} | {files.markdown_text(r.kind)} | {'/'.join(r.expected)} | {r.outcome} |"
+            for r in misses[:200]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -764,7 +840,13 @@ def to_html(report: EvalReport) -> str:
     """A self-contained page: the metrics as a table, the confusion-matrix plot, and every case with its
     answer and justification folded under a `<details>`."""
     return pages.render(
-        "eval.html.jinja", report=report, confusion=confusion_png(report), fmt=fmt, pct=_pct, margin=_margin
+        "eval.html.jinja",
+        report=report,
+        confusion=confusion_png(report),
+        fmt=fmt,
+        pct=_pct,
+        margin=_margin,
+        about=about(report),
     )
 
 

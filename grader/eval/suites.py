@@ -305,6 +305,84 @@ def _cases_file(path: Path, model: type[_File]) -> _File:
         raise GraderError(f"{path}: {'.'.join(map(str, loc))}: {err['msg']}") from None
 
 
+class OwnCasesFile(BaseModel):
+    """`grader eval --cases FILE`: a team's own answers to its own rubric, graded by hand (`label`, and where
+    known the `covered` key points and `red_flags`): what the answers suite is to the packaged bank."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=80,
+        description="The suite's name in reports, report file names and thresholds (default: the file's name).",
+    )
+    description: str = ""
+    policy: str = Field(default="", description="The grading policy the hand grades follow.")
+    cases: list[EvalCase] = Field(min_length=1)
+
+
+MAX_CASES_CHARS = 50_000_000
+
+
+def cases_suite(path: Path, rubric: Rubric) -> Suite:
+    """A suite of your own hand-graded answers (`OwnCasesFile`), checked against `rubric`: a question given
+    by id or number, the point and flag ids it names. Every error is one line naming the file, the line and
+    the case (`EvalCasesError`, exit 22)."""
+    from grader.errors import EvalCasesError, UnknownQuestionError
+    from grader.rubric.model import UniqueKeyLoader, line_of, load_yaml
+    from grader.textfiles import read_text
+
+    text = read_text(path, limit=MAX_CASES_CHARS)
+    label = str(path)
+    data = load_yaml(text, label, EvalCasesError)
+    if not isinstance(data, dict):
+        raise EvalCasesError(f"{label}: a cases file is a mapping with `cases:` (a list of answers)")
+    node = yaml.compose(text, Loader=UniqueKeyLoader)  # for the line numbers; it parsed once already
+    for raw in data.get("cases") or [] if isinstance(data.get("cases"), list) else []:
+        if isinstance(raw, dict) and isinstance(raw.get("question"), int) and not isinstance(raw["question"], bool):
+            raw["question"] = str(raw["question"])  # `question: 2`, the question's number
+
+    def fail(loc: list[str | int], message: str, hint: str | None = None) -> EvalCasesError:
+        line = line_of(node, loc)
+        where = f"{label}:{line}" if line else label
+        parts = []
+        if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+            raw = data["cases"][loc[1]] if isinstance(data.get("cases"), list) else None
+            ident = raw.get("id") if isinstance(raw, dict) else None
+            parts.append(f"case {ident or '#' + str(loc[1] + 1)}")
+            loc = loc[2:]
+        if loc:
+            parts.append("".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip("."))
+        return EvalCasesError(f"{where}: {': '.join([*parts, message])}", hint=hint)
+
+    try:
+        parsed = OwnCasesFile.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise fail(list(err["loc"]), message) from None
+    name = parsed.name or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "cases"
+    if name in SUITES:
+        raise fail(["name"] if parsed.name else [], f"{name!r} is a packaged suite's name: give yours another")
+    cases, seen = [], set()
+    for i, case in enumerate(parsed.cases):
+        if case.id in seen:
+            raise fail(["cases", i, "id"], f"duplicate case id {case.id!r}")
+        seen.add(case.id)
+        try:
+            question = rubric.find(case.question)
+        except UnknownQuestionError as exc:
+            raise fail(["cases", i, "question"], f"{exc.message} in rubric {rubric.name}", exc.hint) from None
+        for field, known in (("covered", question.point_ids), ("red_flags", [f.id for f in question.red_flags])):
+            if unknown := sorted(set(getattr(case, field) or ()) - set(known)):
+                raise fail(["cases", i, field], f"{', '.join(unknown)}: not in question {question.id}")
+        kind = case.kind if "kind" in case.model_fields_set else "answer"  # not a reference: a candidate's
+        cases.append(case.model_copy(update={"question": question.id, "kind": kind}))
+    return Suite(name=name, description=parsed.description, rubric=rubric, cases=cases)
+
+
 def stories_suite(folder: Path | None = None) -> Suite:
     """`stories-dev`: fresh answers to story questions ("Tell me about a time...") that are not in the
     packaged bank, with their own references and hand-written rubric (`evals/stories/`). All dev: the

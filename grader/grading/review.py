@@ -17,6 +17,9 @@ SAMPLE_TEMPERATURE = 0.7
 #: The most a grade of a question without key points may claim: a coin toss between two tiers.
 NO_POINTS_CONFIDENCE = 0.5
 
+#: The review reason of a grade whose question has unreviewed draft points (eval reports count it apart).
+DRAFT_REASON = "the rubric question has unreviewed draft points"
+
 
 def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, where: str = "answer") -> str:
     """Reject what cannot be graded: text that is not text, an empty answer, or one over the size limit.
@@ -134,7 +137,7 @@ def apply_review_policy(grade: Grade, question: Question, threshold: float, *, a
                 f"{n_points} key points"
             )
     if question.draft_ids:
-        reasons.append("the rubric question has unreviewed draft points")
+        reasons.append(DRAFT_REASON)
         notes.append("unreviewed draft points used: " + ", ".join(question.draft_ids))
     return grade.model_copy(update={**update, "needs_review": bool(reasons), "review_reasons": reasons, "notes": notes})
 
