@@ -14,6 +14,7 @@ from grader.backends.openai import OpenAIBackend, ServerMemory
 from grader.backends.retry import RetryPolicy
 from grader.errors import BackendError, BackendNotConfiguredError, GradingFailedError
 from grader.grading.contract import GradeRequest
+from grader.rubric import load_rubric
 from tests.conftest import chat_body, ok, reply_for
 
 ANSWER = (
@@ -71,20 +72,91 @@ def test_429_honours_retry_after_then_succeeds(api, make_backend, q1, waits):
 
 
 def test_a_long_wait_is_said_as_it_starts_and_short_ones_are_not(api, make_backend, q1, waits, caplog):
-    """A server's Retry-After of an hour made grader sit silent (up to 120 s a try, 8 minutes in all)."""
+    """A server's Retry-After of a minute made grader sit silent."""
     limited = {"error": {"message": "Rate limit reached"}}
     api.post("/chat/completions").mock(
         side_effect=[
-            httpx.Response(429, headers={"retry-after": "3600"}, json=limited),
+            httpx.Response(429, headers={"retry-after": "60"}, json=limited),
             httpx.Response(429, headers={"retry-after": "2"}, json=limited),
             ok(reply_for(q1, covered=GOOD)),
         ]
     )
     with caplog.at_level(logging.WARNING, logger="grader.retry"):
         run(make_backend(), q1)
-    assert waits == [120.0, 2.0]
+    assert waits == [60.0, 2.0]
     (said,) = [r.getMessage() for r in caplog.records if r.name == "grader.retry"]
-    assert "waiting 120 s before request 2 of 5 (the server asked for 3600 s; at most 120 are waited)" in said
+    assert "HTTP 429: Rate limit reached; waiting 60 s before request 2 of 5" in said
+
+
+def test_a_wait_longer_than_grader_ever_waits_stops_at_once(api, make_backend, q1, waits):
+    """A daily quota's Retry-After: 86400 was waited 120 s four times (8 minutes) for each answer, then the hint
+    said to raise --max-attempts."""
+    route = api.post("/chat/completions").mock(
+        return_value=httpx.Response(
+            429, headers={"retry-after": "86400"}, json={"error": {"message": "Daily request limit reached"}}
+        )
+    )
+    with pytest.raises(BackendError) as info:
+        run(make_backend(), q1)
+    assert route.call_count == 1 and waits == []
+    assert info.value.status == 429 and info.value.failure_kind == "refused"  # every answer would get it: a run stops
+    assert str(info.value).startswith(
+        "http://llm.test/v1 asks for 24 h before the next request (HTTP 429: Daily request limit reached); "
+        "grader waits at most 120 s (run it again later"
+    )
+
+
+def test_a_spent_quota_is_not_retried(api, make_backend, q1, waits):
+    body = {"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                      "type": "insufficient_quota", "code": "insufficient_quota"}}  # fmt: skip
+    route = api.post("/chat/completions").mock(return_value=httpx.Response(429, json=body))
+    with pytest.raises(BackendError, match="no quota left"):
+        run(make_backend(), q1)
+    assert route.call_count == 1 and waits == []
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (400, "This model's maximum context length is 8192 tokens. However, your messages resulted in 9120 tokens."),
+        (400, "the request exceeds the available context size, try increasing it"),  # llama.cpp
+        (413, "Request Entity Too Large"),
+    ],
+)
+def test_an_answer_too_long_for_the_model_fails_that_grade_and_the_run_goes_on(api, make_backend, q1, status, message):
+    """One answer over the model's context stopped a whole batch (a refused request, like a bad key), and
+    --resume stopped at the same row again."""
+    from grader.grading.engine import Engine, Job
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "very long answer" in request.content.decode():
+            return httpx.Response(status, json={"error": {"message": message, "code": "context_length_exceeded"}})
+        return ok(reply_for(q1, covered=GOOD))
+
+    route = api.post("/chat/completions").mock(side_effect=answer)
+    engine = Engine(make_backend(), rubric=load_rubric())
+    graded = asyncio.run(
+        engine.grade_all([Job(q1.id, ANSWER, tag=1), Job(q1.id, "A very long answer. " + ANSWER, tag=2)])
+    )
+    first, second = (g.outcome for g in graded)
+    assert first.tier is not None  # graded
+    assert second.kind == "answer_too_long" and second.attempts == 1
+    assert "refused this answer as too long for the model's context" in second.message
+    assert route.call_count == 2
+
+
+def test_a_500_that_only_names_the_schema_is_retried_not_taken_as_a_refusal(api, make_backend, q1, tmp_path, waits):
+    """A transient 500 ('out of memory compiling the grammar for response_format json_schema') moved the server
+    to JSON mode for good, saved in servers.json, and nobody was told."""
+    memory = ServerMemory(tmp_path / "servers.json")
+    oom = {"error": {"message": "CUDA out of memory while compiling the grammar for response_format json_schema"}}
+    route = api.post("/chat/completions").mock(
+        side_effect=[httpx.Response(500, json=oom), ok(reply_for(q1, covered=GOOD))]
+    )
+    run(make_backend(memory=memory), q1)
+    assert route.call_count == 2 and len(waits) == 1
+    assert [sent(route, i)["response_format"]["type"] for i in range(2)] == ["json_schema", "json_schema"]
+    assert not (tmp_path / "servers.json").exists() or "json_object" not in (tmp_path / "servers.json").read_text()
 
 
 def test_an_html_error_page_says_so_and_the_status_is_not_repeated(api, make_backend, q1, waits):
@@ -231,6 +303,7 @@ def test_auth_failure_is_not_retried(api, make_backend, q1):
         run(make_backend(), q1)
     assert route.call_count == 1
     assert "sk-test-secret" not in str(info.value)
+    assert info.value.status == 401  # as its docstring says: a bad key, told apart from an unknown model (404)
 
 
 def test_logprobs_give_the_confidence_of_the_chosen_tier(api, make_backend, q1):

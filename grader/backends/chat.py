@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,16 @@ from grader.backends.checklist import (
 from grader.backends.confidence import TokenLogprob, tier_confidence
 from grader.backends.prompts import ANSWER_TAG, Prompts, fence_answer
 from grader.backends.replies import ReplyCheck, check_reply, grade_from_reply, last_valid, one_line, reply_schema
-from grader.backends.retry import InvalidReply, RetryPolicy, TransientError, reasks, time_left, transport, within
+from grader.backends.retry import (
+    MAX_RETRY_AFTER,
+    InvalidReply,
+    RetryPolicy,
+    TransientError,
+    reasks,
+    time_left,
+    transport,
+    within,
+)
 from grader.config import cache_dir
 from grader.errors import BackendError, GradingFailedError, UsageError
 from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
@@ -155,6 +165,23 @@ class Answered:
 
 #: The `facts` key of the structured-output mode, and the feature a server refuses when it refuses the mode.
 OUTPUT_MODE = "mode"
+
+
+#: A server's words for "this request is too long for the model" (OpenAI, vLLM, llama.cpp, TGI, Anthropic-style).
+_TOO_LONG = re.compile(
+    r"context[ _]length|maximum context|context (size|window)|exceed_context_size|too many (input )?tokens"
+    r"|prompt is too long|input is too long|reduce the length",
+    re.IGNORECASE,
+)
+#: A 429 that no wait cures: the account's quota is spent (OpenAI's `insufficient_quota`).
+_NO_QUOTA = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
+
+
+def _duration(seconds: float) -> str:
+    """86400 -> '24 h', 600 -> '10 min'."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 class _Late(Exception):
@@ -376,12 +403,31 @@ class ChatBackend(Backend):
         return temperature, None if self.seed is None else self.seed + request.sample
 
     def status_error(self, status: int, message: str, *, retry_after: float | None = None) -> Exception:
-        """An HTTP error status: worth a retry (408, 409, 429, 5xx), or a BackendError naming the server."""
+        """An HTTP error status: this answer too long for the model (a failed grade, the run goes on), a quota
+        or a wait longer than grader ever waits (a BackendError: every request would get it), worth a retry
+        (408, 409, 429, 5xx), or a BackendError naming the server."""
+        server, said = self.base_url or self.name, one_line(message, 160)
+        if status == 413 or (status in (400, 422) and _TOO_LONG.search(message)):
+            return GradingFailedError(
+                f"{server} refused this answer as too long for the model's context (HTTP {status}: {said})",
+                attempts=1,
+                kind=FailureKind.answer_too_long,
+                hint="shorten it (--max-answer-chars refuses such answers unsent), or use a longer-context model",
+            )
+        if status == 429 and _NO_QUOTA.search(message):
+            return BackendError(
+                f"{server}: no quota left (HTTP 429: {said})", status=status, hint="check the plan and billing"
+            )
+        if status == 429 and retry_after is not None and retry_after > MAX_RETRY_AFTER:
+            return BackendError(
+                f"{server} asks for {_duration(retry_after)} before the next request (HTTP 429: {said}); grader "
+                f"waits at most {MAX_RETRY_AFTER:.0f} s",
+                status=status,
+                hint="run it again later (grader batch --resume goes on from the rows written)",
+            )
         if status in (408, 409, 429) or status >= 500:
-            return TransientError(f"HTTP {status}: {one_line(message, 160)}", retry_after=retry_after, status=status)
-        return BackendError(
-            f"{self.base_url} rejected the request (HTTP {status}): {one_line(message, 160)}", status=status
-        )
+            return TransientError(f"HTTP {status}: {said}", retry_after=retry_after, status=status)
+        return BackendError(f"{server} rejected the request (HTTP {status}): {said}", status=status)
 
     def not_a_completion(
         self, exc: ValidationError, *, attempts: int = 1, hint: str | None = None

@@ -235,17 +235,22 @@ class OpenAIBackend(ChatBackend):
                 else one_line(text, 120) or "no message"
             )
         body = f"{message} {exc.response.text if exc.response is not None else ''}".lower()
-        if status in (400, 422, 500, 501) and any(s in body for s in ("json_schema", "response_format", "json_object")):
+        if any(s in body for s in ("json_schema", "response_format", "json_object")) and (
+            status in (400, 422, 501) or (status == 500 and _REFUSED.search(body))
+        ):  # llama.cpp refuses json_schema with a 500; a 500 that only names it (out of memory) is retried
             return Rejected(OUTPUT_MODE)
         for feature in ("repeat_penalty", "logprobs"):
             if status in (400, 422) and feature in body:
                 return Rejected(feature)
         if status in (401, 403):
-            return BackendError(f"{self.base_url} refused the API key (HTTP {status})", hint="check OPENAI_API_KEY")
+            return BackendError(
+                f"{self.base_url} refused the API key (HTTP {status})", hint="check OPENAI_API_KEY", status=status
+            )
         if status == 404:
             return BackendError(
                 f"{self.base_url}: model {self._model!r} or endpoint not found (HTTP 404)",
                 hint="check --model / GRADER_MODEL and OPENAI_BASE_URL",
+                status=status,
             )
         retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response is not None else None
         return self.status_error(status, message, retry_after=retry_after)
@@ -291,6 +296,11 @@ def _http_url(url: str) -> SplitResult | None:
 
 
 _SDK_PREFIX = re.compile(r"^Error code: \d+\s*-?\s*")
+#: How a server says it refuses a request's field (pydantic's and others' validation words), not that it failed.
+_REFUSED = re.compile(
+    r"input should be|validation|not supported|unsupported|not implemented|invalid|unknown|expected|must be"
+    r"|literal_error"
+)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
