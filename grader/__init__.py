@@ -4,6 +4,7 @@ The Python API (`grade`, `grade_many`, `agrade`, `agrade_many`, see `grader.api`
 use, so the command line does not pay for it at start-up.
 """
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from grader.grading.contract import FailureKind, Grade, GradeFailure, Outcome, Tier
@@ -13,6 +14,10 @@ if TYPE_CHECKING:
     from grader.api import agrade, agrade_many, grade, grade_many
 
 _API = ("agrade", "agrade_many", "grade", "grade_many")
+
+# A library says nothing unless its user asks: the retry layer's notes (`grader.retry`, a long wait) reach
+# stderr only through a handler the application (or the command line) sets, not Python's last resort.
+logging.getLogger("grader").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:

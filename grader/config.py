@@ -8,11 +8,12 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Final
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 DEFAULT_REVIEW_THRESHOLD = 0.6
 #: How chat backends grade: checklist (per-point verdicts, the tier by rule), holistic or tier.
-DEFAULT_MODE = "checklist"
+DEFAULT_MODE: Final = "checklist"
 DEFAULT_MAX_ANSWER_CHARS = 20_000
 #: Cosine similarity an asked question needs to its rubric question (measured: README, "Transcripts").
 DEFAULT_MATCH_THRESHOLD = 0.40
@@ -40,6 +41,20 @@ def cache_dir() -> Path:
             exc = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
         raise OutputError.of(path, exc, hint="set GRADER_CACHE_DIR to a writable folder") from None
     return path
+
+
+def optional_cache_dir() -> Path | None:
+    """`cache_dir()` for what is only a speed-up (embedded vectors, what a server accepts): None when the
+    default folder cannot be made (a read-only home, as in many containers), so grading goes on without it;
+    a folder chosen with GRADER_CACHE_DIR that cannot be made is still an error (OutputError)."""
+    from grader.errors import OutputError
+
+    try:
+        return cache_dir()
+    except OutputError:
+        if os.environ.get("GRADER_CACHE_DIR"):
+            raise
+        return None
 
 
 def private_sqlite(path: Path) -> None:

@@ -109,6 +109,7 @@ def make_backend(api: respx.Router) -> Callable[..., OpenAIBackend]:
     def make(**kwargs: Any) -> OpenAIBackend:
         kwargs.setdefault("api_key", "sk-test-secret")
         kwargs.setdefault("model", "test-model")
+        kwargs.setdefault("mode", "holistic")  # the replies these tests script are whole grades
         return OpenAIBackend(
             base_url=BASE_URL, http_client=httpx2.AsyncClient(transport=respx_transport(api)), **kwargs
         )

@@ -117,3 +117,114 @@ def test_an_unknown_backend_is_a_usage_error_as_on_the_command_line():
     with pytest.raises(UsageError, match="unknown backend 'bogus'") as info:
         grade(1, "I check the logs.", backend="bogus")
     assert info.value.exit_code == 2
+
+
+# --- from a user trial: keys, built backends, inputs ------------------------------------------------------
+
+
+def test_an_api_key_is_a_keyword_and_a_key_or_url_picks_the_openai_backend(monkeypatch):
+    """`api_key=` was a TypeError: a service grading for several teams had to change os.environ."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with LoopbackLLM() as llm:
+        result = grade(1, "I check the logs.", base_url=llm.base_url, api_key="sk-team-a")  # backend="auto"
+        assert isinstance(result, Grade) and result.backend == "openai"
+        assert llm.headers[-1]["authorization"] == "Bearer sk-team-a"
+        from tests.test_cli import invoke
+
+        cli = invoke("grade", "-q", "1", "-a", "I check the logs.", "--base-url", llm.base_url, "--format", "json")
+        assert cli.exit_code == 0 and '"backend": "openai"' in cli.stdout  # --base-url alone graded offline
+    with pytest.raises(UsageError, match="the ollama backend takes no api_key"):
+        grade(1, "I check the logs.", backend="ollama", model="m", api_key="sk-x")
+
+
+def test_a_backend_you_built_grades_again_and_in_the_default_mode(monkeypatch):
+    """A built OpenAIBackend graded in holistic mode (the registry's is checklist), and its second sync grade
+    failed: 'Future attached to a different loop' (a new event loop per call)."""
+    from grader.api import close
+    from grader.backends.openai import OpenAIBackend
+
+    with LoopbackLLM() as llm:
+        backend = OpenAIBackend(base_url=llm.base_url, api_key="sk-built")
+        try:
+            first = grade(1, "I check the logs.", backend=backend)
+            second = grade(2, "I version the API in the path.", backend=backend)
+        finally:
+            close(backend)
+        assert first.tier is not None and second.tier is not None
+        assert [r["response_format"]["json_schema"]["name"] for r in llm.requests] == ["checklist_reply"] * 2
+
+
+@pytest.mark.parametrize(
+    ("items", "error", "message"),
+    [
+        ([(1,)], TypeError, "item 0: expected a (question, answer) pair, not tuple (1,)"),
+        ([(None, "I check the logs.")], TypeError, "item 0: the question must be an id, a number or a Question"),
+        ([(True, "I check the logs.")], TypeError, "not bool"),
+    ],
+)
+def test_a_malformed_item_is_a_type_error_naming_it(items, error, message):
+    with pytest.raises(error) as info:
+        grade_many(items, backend="local")
+    assert message in str(info.value)
+
+
+def test_a_limit_under_one_character_is_refused_up_front():
+    with pytest.raises(ValueError, match="max_answer_chars must be at least 1, not 0"):
+        grade_many([(1, "I check the logs.")], backend="local", max_answer_chars=0)
+
+
+def test_an_answer_that_is_no_text_raises_its_own_error():
+    """A lone surrogate raised the base GraderError (exit 1) where the command line says not UTF-8 (7)."""
+    from grader.errors import EncodingError
+
+    with pytest.raises(EncodingError, match="lone UTF-16 surrogate"):
+        grade(1, "half an emoji \ud83d", backend="local")
+
+
+def test_a_library_call_writes_nothing_to_stderr_unless_asked():
+    """The retry layer's notes reached stderr through Python's last-resort handler."""
+    import subprocess
+    import sys
+
+    code = "import grader, logging; logging.getLogger('grader.retry').warning('waiting 30 s')"
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    asked = code.replace("import grader, logging;", "import grader, logging; logging.basicConfig();")
+    said = subprocess.run([sys.executable, "-c", asked], capture_output=True, text=True, timeout=60)
+    assert "waiting 30 s" in said.stderr  # an application that configures logging still sees it
+
+
+def test_no_writable_home_is_no_reason_not_to_grade(tmp_path, monkeypatch):
+    """With the grade cache off, a read-only home (a container) made every backend fail: exit 15."""
+    from grader.backends.openai import OpenAIBackend
+
+    home = tmp_path / "home"
+    home.write_text("a file: no folder can be made under it, even by root (tests may run as root)")
+    monkeypatch.delenv("GRADER_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    result = grade(1, "I check the logs, reproduce it and roll back.", backend="local")
+    assert result.tier is not None
+    assert OpenAIBackend(base_url="http://127.0.0.1:9/v1").memory.path is None  # remembered for the run only
+
+
+def test_each_outcome_is_handed_over_as_it_is_done_and_a_cached_grade_says_so(q1):
+    """Ctrl-C in grade_many lost every grade it had (the list comes at the end), and a grade reused from
+    the cache looked fresh: adding up usage counted it twice."""
+    import uuid
+
+    from grader.grading.engine import FROM_CACHE
+
+    def backend() -> FakeBackend:
+        return FakeBackend(responder=lambda conversation, request: reply_for(request.question, tier="mediocre"))
+
+    answers = [f"I check the logs, run {uuid.uuid4().hex}." for _ in range(3)]
+    seen: list[tuple[int, object]] = []
+    first = grade_many(
+        [(1, a) for a in answers], backend=backend(), cache=True, on_outcome=lambda i, o: seen.append((i, o))
+    )
+    assert sorted(i for i, _ in seen) == [0, 1, 2] and [o for _, o in sorted(seen, key=lambda x: x[0])] == first
+    assert all(isinstance(g, Grade) and FROM_CACHE not in g.notes for g in first)
+    again = grade_many([(1, a) for a in answers], backend=backend(), cache=True)
+    assert all(isinstance(g, Grade) and g.notes[-1] == FROM_CACHE for g in again)

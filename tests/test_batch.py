@@ -184,7 +184,7 @@ def test_rerun_makes_no_model_calls_and_duplicates_are_graded_once(tmp_path, ser
         assert server.calls == calls == 5
     assert first.exit_code == 0 and second.exit_code == 0
     assert "1 duplicate answer(s) graded once" in first.stdout
-    assert "6 from cache; 0 duplicate answer(s) graded once; 0 model call(s)" in second.stdout
+    assert "6 from cache; 0 duplicate answer(s) graded once; 0 request(s) to the model" in second.stdout
     with (tmp_path / "b.csv").open() as handle:
         records = list(csv.DictReader(handle))
     assert len(records) == 6 and records[0]["candidate"] in {"c0", "c1", "c2"}
@@ -354,10 +354,12 @@ def test_workers_share_a_run_every_id_once_duplicates_graded_once(tmp_path, rubr
         assert server.calls == 30  # the workers' shared SQLite cache answered everything
     assert first.returncode == 1, first.stderr  # the bad question is an error row
     assert "graded 32" in first.stdout and "failed 1 (unknown_question 1)" in first.stdout
-    reused = re.search(r"(\d+) from cache; (\d+) duplicate answer\(s\) graded once; 30 model call\(s\)", first.stdout)
+    reused = re.search(
+        r"(\d+) from cache; (\d+) duplicate answer\(s\) graded once; 30 request\(s\) to the model", first.stdout
+    )
     assert reused and int(reused[1]) + int(reused[2]) == 2  # in flight together, or the first was already cached
     assert "concurrency 8 (lowest 8 after rate limits) over 2 worker processes" in first.stdout
-    assert "32 from cache" in rerun.stdout and "0 model call(s)" in rerun.stdout
+    assert "32 from cache" in rerun.stdout and "0 request(s) to the model" in rerun.stdout
     if suffix == "csv":
         text = out.read_text()
         assert text.count("id,question,answer,candidate") == 1  # one header, written before the workers

@@ -144,7 +144,7 @@ def test_grading_failure_exit(scripted):
     scripted({"tier": "great"}, {"tier": "great"}, {"tier": "great"})
     result = invoke("grade", "-q", "1", "-a", ANSWER, "-b", "fake")
     assert result.exit_code == 10
-    assert "no valid reply after 3 model calls" in result.stderr
+    assert "no valid reply after 3 requests" in result.stderr
 
 
 def test_rubric_list_and_check(monkeypatch):
@@ -338,3 +338,24 @@ def test_a_bad_option_names_its_environment_variable_only_when_the_value_came_fr
     from_env = invoke("grade", "-q", "1", "--answer", "I read the logs.")
     assert from_env.exit_code == 2
     assert "Invalid value for '--review-threshold' (from GRADER_REVIEW_THRESHOLD): Input" in from_env.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "GRADER_FAKE_REPLIES: cannot read {path} (No such file or directory)"),
+        (
+            '{"tier": "great"}\n\n{not json\n',
+            "GRADER_FAKE_REPLIES: {path}:3: not a JSON reply (Expecting property name",
+        ),
+    ],
+)
+def test_a_bad_fake_replies_file_is_exit_8_naming_it(tmp_path, monkeypatch, content, message):
+    """A missing or malformed replies file was an internal error (exit 70) with a traceback's last line."""
+    path = tmp_path / "replies.jsonl"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("GRADER_FAKE_REPLIES", str(path))
+    result = invoke("grade", "-q", "1", "-a", ANSWER, "-b", "fake")
+    assert result.exit_code == 8, result.output
+    assert message.format(path=path) in result.stderr and "internal error" not in result.stderr

@@ -113,7 +113,7 @@ def test_a_failed_samples_tokens_and_calls_are_counted(q1, mode):
     assert grade.notes[-1].endswith("failed 1")
 
     every = FakeBackend(responder=lambda _c, _r: "not json", mode=mode)
-    with pytest.raises(GradingFailedError, match=r"every one of 3 samples failed \(9 model calls\)") as info:
+    with pytest.raises(GradingFailedError, match=r"every one of 3 samples failed \(9 requests\)") as info:
         asyncio.run(agrade(q1, "I reproduce it.", backend=every, samples=3))
     assert info.value.exit_code == 10
 

@@ -457,3 +457,19 @@ def test_a_request_still_waiting_at_the_deadline_is_cut(q1):
     assert str(info.value).startswith(
         "no grade from http://llm.test/v1 within the deadline of 0.05 s; a request was still waiting for its answer ("
     )
+
+
+@pytest.mark.parametrize("spelt", ["Great", " GREAT ", "great\n"])
+def test_a_tier_in_another_case_is_the_tier(api, make_backend, q1, spelt):
+    """JSON mode has no enum: a model's "Great" was re-asked twice, then the grade failed."""
+    reply = {**reply_for(q1, covered=GOOD), "tier": spelt}
+    route = api.post("/chat/completions").mock(return_value=ok(reply))
+    grade = run(make_backend(), q1)
+    assert grade.tier.value == "great" and route.call_count == 1
+
+
+def test_a_word_that_is_no_tier_is_still_refused(api, make_backend, q1):
+    route = api.post("/chat/completions").mock(return_value=ok({**reply_for(q1, covered=GOOD), "tier": "excellent"}))
+    with pytest.raises(GradingFailedError):
+        run(make_backend(), q1)
+    assert route.call_count == 3  # asked, then re-asked twice

@@ -57,6 +57,11 @@ def test_rubric_round_trips_through_yaml(rubric):
             "Tell me about a time you had to make a technical decision with limited information.",
             "make-a-technical-decision",
         ),
+        # "would you" led every such id (a user trial): `would-you-design-an-idempotent`
+        ("How would you design an idempotent ETL job?", "idempotent-etl-job"),
+        ("How would you find and fix a slow Postgres query?", "find-and-fix-a-slow"),
+        ("What would you do if a deploy broke checkout?", "deploy-broke-checkout"),
+        ("How should you handle schema changes in event streams?", "schema-changes-in-event-streams"),
     ],
 )
 def test_slugify(given, wanted):

@@ -509,7 +509,7 @@ def test_a_failed_grade_is_recorded_and_kept_out_of_the_summary(matcher, rubric)
         )
     )
     failed = card.questions[0]
-    assert failed.grade is None and "no valid reply after 3 model calls" in failed.failure.message
+    assert failed.grade is None and "no valid reply after 3 requests" in failed.failure.message
     assert card.summary.failed == 1 and card.summary.graded == 1
     assert card.summary.tier_counts == {"great": 1, "mediocre": 0, "poor": 0}
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ class BackendOptions:
 
     model: str | None = None
     base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # openai: else OPENAI_API_KEY; never printed
     temperature: float = 0.0
     seed: int | None = 42
     timeout: float = 120.0
@@ -50,7 +52,11 @@ def _http_chat(module: str, name: str) -> Callable[[BackendOptions], Backend]:
 
     def build(options: BackendOptions) -> Backend:
         cls = getattr(importlib.import_module(module), name)
+        keyed = {"api_key": options.api_key} if options.api_key is not None else {}
+        if keyed and "api_key" not in inspect.signature(cls).parameters:
+            raise UsageError(f"the {cls.name} backend takes no api_key")
         return cls(
+            **keyed,
             model=options.model,
             base_url=options.base_url,
             temperature=options.temperature,
@@ -124,15 +130,17 @@ REGISTRY: dict[str, Callable[[BackendOptions], Backend]] = {
 }
 
 
-def resolve_name(name: str) -> str:
-    """`auto` means the OpenAI-compatible backend when OPENAI_API_KEY or OPENAI_BASE_URL is set."""
+def resolve_name(name: str, options: BackendOptions | None = None) -> str:
+    """`auto` means the OpenAI-compatible backend when OPENAI_API_KEY or OPENAI_BASE_URL is set, or a key
+    or server URL is given (`--base-url`, `api_key=`)."""
     if name != "auto":
         return name
-    return "openai" if openai_configured() else "local"
+    given = options is not None and (options.api_key or options.base_url)
+    return "openai" if given or openai_configured() else "local"
 
 
 def get_backend(name: str = "auto", options: BackendOptions | None = None) -> Backend:
-    resolved = resolve_name(name)
+    resolved = resolve_name(name, options)
     try:
         factory = REGISTRY[resolved]
     except KeyError:

@@ -65,7 +65,7 @@ from grader.backends.retry import (
     transport,
     within,
 )
-from grader.config import cache_dir
+from grader.config import DEFAULT_MODE, optional_cache_dir
 from grader.errors import BackendError, GradingFailedError, UsageError
 from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
 from grader.rubric import Question
@@ -206,24 +206,33 @@ class ServerMemory:
     first time."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or cache_dir() / "servers.json"
+        if path is None and (folder := optional_cache_dir()) is not None:  # none: remembered for this run only
+            path = folder / "servers.json"
+        self.path = path
 
     def load(self, server: str) -> dict[str, Any]:
+        if self.path is None:
+            return {}
         try:
             return dict(json.loads(self.path.read_text()).get(server, {}))
         except (OSError, ValueError):
             return {}
 
     def save(self, server: str, facts: dict[str, Any]) -> None:
+        if self.path is None:
+            return
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
             data = {}
         data[server] = facts
         tmp = self.path.with_suffix(".tmp")
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True))  # private like the rest of the cache
-        tmp.replace(self.path)
+        try:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+                handle.write(json.dumps(data, indent=2, sort_keys=True))  # private like the rest of the cache
+            tmp.replace(self.path)
+        except OSError:  # a speed-up lost, not a grade: the backend keeps it for this run
+            return
 
 
 def check_mode(mode: str, *, per_item: bool, prose: bool, ask_tier: bool) -> None:
@@ -246,7 +255,7 @@ class ChatBackend(Backend):
         *,
         prompts: Prompts | None = None,
         policy: RetryPolicy | None = None,
-        mode: Mode = "holistic",
+        mode: Mode = DEFAULT_MODE,  # what the command line and the registry use
         rule: ChecklistRule | None = None,
         prose: bool = False,
         ask_tier: bool = False,
@@ -707,9 +716,8 @@ def _accept(completion: Completion, check: Check, *, usage: Usage, attempts: int
     """The reply a grade is built from, or an `invalid_output` GradingFailedError when it is neither ok nor
     acceptable (the direct path's last re-ask and the Batch API's only reply alike)."""
     if not (check.ok or check.acceptable):
-        calls = f"{attempts} model call" + ("s" if attempts != 1 else "")
         raise GradingFailedError(
-            f"no valid reply after {calls}: {check.problem}",
+            f"no valid reply after {counted(attempts, 'request')}: {check.problem}",
             attempts=attempts,
             usage=usage,
             last_output=completion.text,

@@ -37,6 +37,7 @@ class FakeBackend(ChatBackend):
         policy: RetryPolicy | None = None,
         **modes: Any,
     ) -> None:
+        modes.setdefault("mode", "holistic")  # scripted replies are whole grades unless a test says otherwise
         super().__init__(prompts=prompts, policy=policy, **modes)
         self.replies: deque[Reply] = deque(replies)
         self.responder = responder
@@ -50,8 +51,23 @@ class FakeBackend(ChatBackend):
             raise BackendNotConfiguredError(
                 "the fake backend needs scripted replies", hint="set GRADER_FAKE_REPLIES to a JSON-lines file"
             )
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        return cls([json.loads(line) for line in lines if line.strip()], **kwargs)
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise BackendNotConfiguredError(f"GRADER_FAKE_REPLIES: cannot read {path} ({reason})") from None
+        replies = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                replies.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise BackendNotConfiguredError(
+                    f"GRADER_FAKE_REPLIES: {path}:{number}: not a JSON reply ({exc.msg})",
+                    hint="one reply per line: a JSON object, or a JSON string holding raw text",
+                ) from None
+        return cls(replies, **kwargs)
 
     @property
     def model(self) -> str:

@@ -25,7 +25,7 @@ from grader.backends.confidence import TokenLogprob
 from grader.backends.prompts import Prompts
 from grader.backends.replies import one_line
 from grader.backends.retry import RetryPolicy, TransientError, parse_retry_after
-from grader.config import DEFAULT_OPENAI_MODEL
+from grader.config import DEFAULT_MODE, DEFAULT_OPENAI_MODEL
 from grader.errors import BackendError, BackendNotConfiguredError, add_secret, redact
 from grader.grading.contract import GradeRequest, Usage
 
@@ -93,7 +93,7 @@ class OpenAIBackend(ChatBackend):
         prompts: Prompts | None = None,
         policy: RetryPolicy | None = None,
         memory: ServerMemory | None = None,
-        mode: Mode = "holistic",
+        mode: Mode = DEFAULT_MODE,  # what the command line and the registry use
         rule: ChecklistRule | None = None,
         prose: bool = False,
         ask_tier: bool = False,

@@ -76,7 +76,16 @@ PromptsOpt = Annotated[
 ]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", envvar="GRADER_TEMPERATURE", min=0.0, max=2.0)]
 SeedOpt = Annotated[int | None, typer.Option("--seed", envvar="GRADER_SEED", help="Sampling seed.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", envvar="GRADER_TIMEOUT", min=0.1, help="Seconds per request.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        envvar="GRADER_TIMEOUT",
+        min=0.1,
+        help="Seconds the server may keep a request waiting, to connect and between the parts of its answer "
+        "(--deadline bounds a whole grade).",
+    ),
+]
 AttemptsOpt = Annotated[
     int, typer.Option("--max-attempts", envvar="GRADER_MAX_ATTEMPTS", min=1, help="Requests per model call.")
 ]

@@ -417,7 +417,7 @@ def _summary(
         f"skipped {stats.skipped} already in {job.output}"
         + (f" ({job.regrade} failed row(s) graded again)" if job.regrade else "")
         + f"; {stats.cached} from cache; {stats.duplicates} duplicate "
-        f"answer(s) graded once; {stats.model_calls} model call(s)",
+        f"answer(s) graded once; {stats.model_calls} request(s) to the model",
         f"tokens {stats.prompt_tokens} in ({stats.cached_tokens} from the server's prefix cache) / "
         f"{stats.completion_tokens} out; estimated cost "
         + ("unknown (pass --price-in/--price-out)" if cost is None else f"{cost} USD"),

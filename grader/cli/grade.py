@@ -28,6 +28,7 @@ from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import UsageError, error_for
 from grader.grading.cache import GradeCache
 from grader.grading.contract import Grade
+from grader.grading.engine import FROM_CACHE as CACHED
 from grader.grading.engine import Engine, Job, ReviewSource
 from grader.grading.review import check_answer
 from grader.rubric import Question, load_rubric
@@ -113,15 +114,13 @@ async def _grade(
     if graded.failure is not None:
         raise error_for(graded.failure)
     assert graded.grade is not None
-    if graded.source == "cache":  # said on what is printed: its usage is the first grading's, not a new cost
-        return graded.grade.model_copy(update={"notes": [*graded.grade.notes, FROM_CACHE]})
-    return graded.grade
+    noted = graded.noted(FROM_CACHE)  # said on what is printed: its usage is the first grading's, not a new cost
+    assert isinstance(noted, Grade)
+    return noted
 
 
 #: The note on a grade `grader grade` read from the grade cache.
-FROM_CACHE = (
-    "from the grade cache: no model call now (usage and attempts are the first grading's; --no-cache grades afresh)"
-)
+FROM_CACHE = CACHED.removesuffix(")") + "; --no-cache grades afresh)"
 
 
 def print_grade(grade: Grade, question: Question) -> None:

@@ -346,7 +346,7 @@ async def _draft(
     if all(q.key_points for q in rubric):
         return rubric, []
     # Only a chat model can propose points; the local backend means "contrast the references offline".
-    backend = None if resolve_name(backend_name) == "local" else get_backend(backend_name, options)
+    backend = None if resolve_name(backend_name, options) == "local" else get_backend(backend_name, options)
     try:
         return await draft_rubric(rubric, backend, on_drafted)
     finally:

@@ -20,6 +20,14 @@ class Tier(StrEnum):
     mediocre = "mediocre"
     poor = "poor"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Tier | None:
+        """`Great`, ` POOR `: a tier however it is capitalised or padded (a model in JSON mode, a person's
+        file); anything else ('excellent') is still no tier."""
+        if isinstance(value, str):
+            return next((t for t in cls if t.value == value.strip().lower()), None)
+        return None
+
     @property
     def rank(self) -> int:
         """Ordinal position: poor=0, mediocre=1, great=2 (for kappa and leniency)."""

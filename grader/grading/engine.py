@@ -66,6 +66,10 @@ class Job(Generic[T]):
     reviewed: tuple[Reviewed, ...] | None = None  # None: the engine's `reviews` pick them (if it has any)
 
 
+#: The note on a grade read from the grade cache (`Graded.noted`).
+FROM_CACHE = "from the grade cache: no model call now (usage and attempts are the first grading's)"
+
+
 @dataclass(frozen=True)
 class Graded(HoldsOutcome, Generic[T]):
     """A job and what grading it ended in."""
@@ -78,6 +82,13 @@ class Graded(HoldsOutcome, Generic[T]):
     def fresh(self) -> bool:
         """Graded by a model call in this run (what tokens and cost count)."""
         return self.source == "model"
+
+    def noted(self, note: str = FROM_CACHE) -> Outcome:
+        """The outcome as a caller is handed it: a grade read from the grade cache says so in its notes, as
+        its usage and attempts are the first grading's, no new cost."""
+        if self.source == "cache" and isinstance(self.outcome, Grade):
+            return self.outcome.model_copy(update={"notes": [*self.outcome.notes, note]})
+        return self.outcome
 
 
 @dataclass

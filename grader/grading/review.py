@@ -58,7 +58,7 @@ def sampled(results: list[Grade | BaseException]) -> tuple[list[Grade], Usage, i
         if not isinstance(first, GradingFailedError):
             raise first
         raise GradingFailedError(
-            f"every one of {len(results)} samples failed ({attempts} model calls); the first: {first.message}",
+            f"every one of {len(results)} samples failed ({attempts} requests); the first: {first.message}",
             attempts=attempts,
             usage=usage,
             last_output=first.last_output,

@@ -25,7 +25,8 @@ _QUESTION = re.compile(r"^\s*(\d+)\s*[.)]\s+(\S.*?)\s*$")
 _RESPONSE = re.compile(r"^\s*(great|mediocre|poor)\s+(?:response|answer)\s*:\s*(.*?)\s*$", re.IGNORECASE)
 _OPEN_QUOTES = {'"': '"', "“": "”", "„": "“"}
 _LEAD_INS = re.compile(
-    r"^(how do you (approach|handle|ensure|balance|decide|design|manage|go about)?|"
+    r"^(how (do|would|did|should|could|can|will) you( (approach|handle|ensure|balance|decide|design|manage|go about))?|"
+    r"what (would|do|did) you do( (if|when))?|"
     r"describe (your experience with|how you)?|"
     r"tell me about (a time (when )?you|your)|what is your (approach to)?|what are|can you|walk me through|"
     r"explain)\s+",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from grader.config import cache_dir, private_sqlite
+from grader.config import optional_cache_dir, private_sqlite
 
 #: Texts embedded between two writes: a cold cache embeds the whole bank (thousands of texts, several
 #: seconds), and what a run stopped by Ctrl-C had embedded is kept.
@@ -28,12 +28,17 @@ class VectorCache:
         self.model_id = model_id
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._unavailable = False  # no cache folder can be made (a read-only home): embed without one
 
     def _connect(self) -> sqlite3.Connection | None:
-        if self._db is None:
+        if self._db is None and not self._unavailable:
+            folder = optional_cache_dir()
+            if folder is None:  # the default folder cannot be made: the vectors are only a speed-up
+                self._unavailable = True
+                return None
             try:
                 # Grading runs in a worker thread (LocalBackend._flush), closing in the event loop's.
-                path = cache_dir() / "vectors.sqlite"
+                path = folder / "vectors.sqlite"
                 private_sqlite(path)
                 self._db = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
