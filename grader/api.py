@@ -136,7 +136,9 @@ async def agrade(question: QuestionRef, answer: str, **kwargs: Any) -> Grade:
     too long raises its own, EncodingError, EmptyAnswerError, AnswerTooLongError, before any model call)."""
     if not isinstance(answer, str):
         raise TypeError(f"the answer must be a str, not {type(answer).__name__}")
-    check_answer(answer, max_chars=kwargs.get("max_answer_chars", DEFAULT_MAX_ANSWER_CHARS))
+    limit = kwargs.get("max_answer_chars", DEFAULT_MAX_ANSWER_CHARS)
+    if isinstance(limit, int) and limit >= 1:  # else agrade_many says what is wrong with it
+        check_answer(answer, max_chars=limit)
     (outcome,) = await agrade_many([(question, answer)], **kwargs)
     if not isinstance(outcome, Grade):
         raise error_for(outcome)

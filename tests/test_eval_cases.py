@@ -196,7 +196,18 @@ def test_ctrl_c_keeps_the_suites_finished_and_their_grades_for_the_rerun(tmp_pat
     first.write_text(cases_yaml(team_rubric, name="first", prefix="A "))
     second.write_text(cases_yaml(team_rubric, name="second", prefix="B "))
     out = tmp_path / "reports"
-    args = ["eval", "-c", str(first), "-c", str(second), "--rubric", str(team_rubric), "-b", "openai", "--no-floor"]
+    args = [
+        "eval",
+        "--cases",
+        str(first),
+        "--cases",
+        str(second),
+        "--rubric",
+        str(team_rubric),
+        "-b",
+        "openai",
+        "--no-floor",
+    ]
     with LoopbackLLM(hold_from=3) as server:  # the second suite's requests wait: the run is mid-way
         env = {
             **os.environ,

@@ -52,7 +52,6 @@ def eval_(
         list[Path] | None,
         typer.Option(
             "--cases",
-            "-c",
             help="A YAML file of your own answers graded by hand, graded against --rubric with every metric of "
             "the answers suite (repeatable; alone, it is all that runs).",
         ),
