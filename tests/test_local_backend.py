@@ -268,6 +268,26 @@ def test_another_questions_answer_is_off_topic(local, rubric):
     assert f"it answers another question ({q2.id})" in result.justification
 
 
+def test_another_question_of_a_team_s_own_bank_is_looked_for_in_that_bank(rubric):
+    """The guard looked only in the packaged bank, so for a team's questions it never fired: another of
+    their questions' great answer was graded great (a user trial's adversarial suite)."""
+    from grader.grading.engine import Engine, Job
+
+    team = rubric.with_questions([q.model_copy(update={"id": f"team-{q.id}"}) for q in rubric.questions[:4]])
+    q1, q2 = team.questions[0], team.questions[1]
+    backend = LocalBackend()
+    try:
+        engine = Engine(backend, rubric=team)
+        (graded,) = asyncio.run(engine.grade_all([Job(q1.id, q2.references.great, tag=0)]))
+    finally:
+        asyncio.run(backend.aclose())
+    assert graded.grade is not None and graded.grade.tier.value == "poor"
+    assert f"it answers another question ({q2.id})" in graded.grade.justification
+    given = LocalBackend(contrast=rubric)  # a bank given when the backend is made holds
+    given.use_rubric(team)
+    assert given.contrast_bank is rubric
+
+
 def test_a_few_natural_negations_are_not_sent_for_review_but_a_reference_made_to_say_the_opposite_is(local, q1):
     """ "I don't touch anything yet" in a one-sentence answer was "100% of its sentences are negated"
     (a false review flag on 6 dev answers, and on a great answer in a user trial)."""

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from grader.grading.contract import Grade, GradeRequest
-from grader.rubric import Question
+from grader.rubric import Question, Rubric
 
 
 class Backend(ABC):
@@ -42,6 +42,10 @@ class Backend(ABC):
         from grader.grading.review import combine_samples
 
         return combine_samples(results)
+
+    def use_rubric(self, rubric: Rubric) -> None:  # noqa: B027 - optional hook: most grade each question alone
+        """Told the rubric the grades are against before the first (the engine does): a backend that compares
+        an answer with the rubric's other questions reads them here."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or models."""

@@ -217,6 +217,8 @@ class Engine:
         self.sampling = Sampling(temperature=temperature or SAMPLE_TEMPERATURE) if samples > 1 else Sampling()
         self.stats = stats if stats is not None else Stats()
         self.reviews = reviews
+        if rubric is not None:
+            backend.use_rubric(rubric)  # before its cache key: what it compares an answer with is part of it
         self._backend_key = backend.cache_key()
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
 

@@ -183,6 +183,7 @@ class LocalBackend(Backend):
         self.embedder = Embedder.load(model_path)
         self._rule = rule
         self._contrast_bank = contrast
+        self._contrast_given = contrast is not None  # a bank given here holds; else the rubric graded (use_rubric)
         self.order_model = OrderModel.load()
         self._vectors = VectorCache(self.embedder.model_id)
         #: per question fingerprint: the other questions' vectors and ids, None where there are none
@@ -343,11 +344,19 @@ class LocalBackend(Backend):
 
     @property
     def contrast_bank(self) -> Rubric:
-        """The bank an answer is checked against for "answers another question": the packaged rubric
-        unless one is given."""
+        """The bank an answer is checked against for "answers another question": the one given when the
+        backend was made, else the rubric being graded (`use_rubric`), else the packaged rubric."""
         if self._contrast_bank is None:
             self._contrast_bank = load_rubric()
         return self._contrast_bank
+
+    def use_rubric(self, rubric: Rubric) -> None:
+        """Look for "another question" among the graded rubric's own questions: a team's bank had no such
+        guard (its questions are in no packaged bank), so another of its questions' answer was graded great."""
+        if self._contrast_given or (self._contrast_bank is not None and rubric == self._contrast_bank):
+            return
+        self._contrast_bank = rubric
+        self._bank, self._others = None, {}  # the other questions' vectors are this bank's from now on
 
     def _elsewhere(self, question: Question, whole: np.ndarray) -> tuple[float, str | None]:
         """The answer's best similarity to another question of the contrast bank (its text and
