@@ -268,10 +268,11 @@ def test_another_questions_answer_is_off_topic(local, rubric):
     assert f"it answers another question ({q2.id})" in result.justification
 
 
-def test_another_question_of_a_team_s_own_bank_is_looked_for_in_that_bank(rubric):
+def test_another_question_of_a_team_s_own_bank_is_looked_for_in_that_bank(rubric, tmp_path):
     """The guard looked only in the packaged bank, so for a team's questions it never fired: another of
     their questions' great answer was graded great (a user trial's adversarial suite)."""
     from grader.grading.engine import Engine, Job
+    from grader.rubric import dump_rubric
 
     team = rubric.with_questions([q.model_copy(update={"id": f"team-{q.id}"}) for q in rubric.questions[:4]])
     q1, q2 = team.questions[0], team.questions[1]
@@ -283,6 +284,12 @@ def test_another_question_of_a_team_s_own_bank_is_looked_for_in_that_bank(rubric
         asyncio.run(backend.aclose())
     assert graded.grade is not None and graded.grade.tier.value == "poor"
     assert f"it answers another question ({q2.id})" in graded.grade.justification
+    from tests.test_cli import invoke  # the command line tells its engine the rubric too, as batch and eval do
+
+    path = tmp_path / "team.yaml"
+    path.write_text(dump_rubric(team), encoding="utf-8")
+    cli = invoke("grade", "-b", "local", "--rubric", str(path), "-q", q1.id, "-a", q2.references.great, "--no-cache")
+    assert cli.exit_code == 0 and f"it answers another question ({q2.id})" in " ".join(cli.stdout.split())
     given = LocalBackend(contrast=rubric)  # a bank given when the backend is made holds
     given.use_rubric(team)
     assert given.contrast_bank is rubric

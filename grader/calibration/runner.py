@@ -47,6 +47,7 @@ class Plan:
     questions: list[Question]
     answer_ids: list[str]
     answers: dict[tuple[str, str], AnswerResult]
+    rubric: Rubric | None = None  # the questions' rubric: the engine is told it (Backend.use_rubric)
 
     def answer_of(self, row: HumanGrade, question: Question) -> AnswerResult:
         return self.answers[(question.id, (row.answer or "").strip())]
@@ -65,7 +66,7 @@ def plan(path: str | Path, rows: list[HumanGrade], rubric: Rubric) -> Plan:
         key = (question.id, answer.strip())
         if key not in answers:
             answers[key] = AnswerResult(question, answer, where=f"{path}:{row.line}: answer")
-    return Plan(path, rows, questions, ids, answers)
+    return Plan(path, rows, questions, ids, answers, rubric)
 
 
 async def grade_plan(
@@ -83,7 +84,7 @@ async def grade_plan(
     a single answer could be graded, the first failure ends the command (a bad key should not look like
     data).
     """
-    engine = Engine(backend, cache=cache, concurrency=concurrency, max_answer_chars=max_chars)
+    engine = Engine(backend, rubric=work.rubric, cache=cache, concurrency=concurrency, max_answer_chars=max_chars)
     results = list(work.answers.values())
 
     def keep(graded: Graded[AnswerResult]) -> None:

@@ -31,7 +31,7 @@ from grader.grading.contract import Grade
 from grader.grading.engine import FROM_CACHE as CACHED
 from grader.grading.engine import Engine, Job, ReviewSource
 from grader.grading.review import check_answer
-from grader.rubric import Question, load_rubric
+from grader.rubric import Question, Rubric, load_rubric
 from grader.textfiles import check_text
 
 
@@ -74,10 +74,13 @@ def grade(
         text = read_input(answer_file, limit=max_answer_chars)
         where = str(answer_file) if str(answer_file) != "-" else "standard input"
     check_answer(text, max_chars=max_answer_chars, where=where)
-    the_question = load_rubric(rubric).find(question)
+    bank = load_rubric(rubric)
+    the_question = bank.find(question)
     job = Job(the_question, text, tag=None, where=where)
     reviews = review_bank(learn_from)
-    result = asyncio.run(_grade(backend, options, job, samples, review_threshold, max_answer_chars, cache, reviews))
+    result = asyncio.run(
+        _grade(backend, options, job, samples, review_threshold, max_answer_chars, cache, reviews, bank)
+    )
     if output_format is Format.json:
         console.print_json(result.model_dump_json())
     else:
@@ -93,12 +96,14 @@ async def _grade(
     max_chars: int,
     use_cache: bool,
     reviews: ReviewSource | None = None,
+    rubric: Rubric | None = None,
 ) -> Grade:
     backend = get_backend(backend_name, options)
     cache = GradeCache() if use_cache else None
     try:
         engine = Engine(
             backend,
+            rubric=rubric,
             cache=cache,
             samples=samples,
             temperature=options.temperature,
