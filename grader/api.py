@@ -78,6 +78,13 @@ async def agrade_many(
         raise ValueError(f"max_answer_chars must be at least 1, not {max_answer_chars}")
     bank = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     owned = not isinstance(backend, Backend)
+    retries = {"max_attempts": max_attempts, "reasks": reasks, "deadline": deadline}
+    given = [name for name, value in retries.items() if value is not None]
+    if isinstance(backend, Backend) and (given or options):  # they would be silently ignored
+        raise TypeError(
+            f"{', '.join([*given, *options])}: settings of a backend grader builds, not of the {backend.name} "
+            "backend you built: give them to it (policy=RetryPolicy(...), model=...)"
+        )
     if temperature is not None:
         options["temperature"] = temperature
     if max_attempts is not None or reasks is not None or deadline is not None:
@@ -154,8 +161,17 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     runner = getattr(_loops, "runner", None)
     if runner is None:
         runner = _loops.runner = asyncio.Runner()
-        weakref.finalize(threading.current_thread(), runner.close)  # when the thread ends, or at exit
+        weakref.finalize(threading.current_thread(), _close, runner)  # when the thread ends, or at exit
     return runner.run(coro)
+
+
+def _close(runner: asyncio.Runner) -> None:
+    """Close a finished thread's loop; from a thread running a loop of its own that cannot be done, and the
+    loop is left to the garbage collector."""
+    try:
+        runner.close()
+    except RuntimeError:
+        pass
 
 
 def grade_many(items: Iterable[tuple[QuestionRef, str]], **kwargs: Any) -> list[Outcome]:

@@ -228,3 +228,10 @@ def test_each_outcome_is_handed_over_as_it_is_done_and_a_cached_grade_says_so(q1
     assert all(isinstance(g, Grade) and FROM_CACHE not in g.notes for g in first)
     again = grade_many([(1, a) for a in answers], backend=backend(), cache=True)
     assert all(isinstance(g, Grade) and g.notes[-1] == FROM_CACHE for g in again)
+
+
+def test_settings_for_a_backend_you_built_are_refused_not_ignored():
+    """deadline= with a built backend was silently ignored: a grade took 2 s under deadline=0.5."""
+    built = FakeBackend(responder=lambda conversation, request: reply_for(request.question))
+    with pytest.raises(TypeError, match="^deadline, model: settings of a backend grader builds, not of the fake"):
+        grade_many([(1, "I check the logs.")], backend=built, deadline=5, model="m")

@@ -233,3 +233,8 @@ def test_ctrl_c_keeps_the_suites_finished_and_their_grades_for_the_rerun(tmp_pat
         assert rerun.returncode == 0, rerun.stderr
         assert server.calls - before == 3  # the first suite's grades came from the cache
     assert {p.name for p in out.iterdir()} >= {"first.json", "second.json"}
+
+
+def test_expected_outcomes_read_any_case_as_the_label_does():
+    case = EvalCase(id="a", question="q", answer="x", label="Great", expected=["Great", " POOR"])
+    assert case.label.value == "great" and case.expected == ["great", "poor"]

@@ -473,3 +473,31 @@ def test_a_word_that_is_no_tier_is_still_refused(api, make_backend, q1):
     with pytest.raises(GradingFailedError):
         run(make_backend(), q1)
     assert route.call_count == 3  # asked, then re-asked twice
+
+
+@pytest.mark.parametrize(
+    "message", ["Unknown error while applying response_format", "An unexpected error (json_schema)"]
+)
+def test_an_ordinary_500_naming_the_schema_is_no_refusal(api, make_backend, q1, waits, message):
+    """'unknown' and 'expected' read as a validation refusal and moved the server to JSON mode for good."""
+    route = api.post("/chat/completions").mock(
+        side_effect=[httpx.Response(500, json={"error": {"message": message}}), ok(reply_for(q1, covered=GOOD))]
+    )
+    run(make_backend(memory=ServerMemory(None)), q1)
+    assert [sent(route, i)["response_format"]["type"] for i in range(2)] == ["json_schema", "json_schema"]
+
+
+def test_a_completion_budget_over_the_context_is_no_answer_too_long(api, make_backend, q1):
+    """vLLM counts max_tokens in: a five-word answer failed as 'too long, shorten it', row after row."""
+    message = (
+        "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (1000 in the "
+        "messages, 4000 in the completion). Please reduce the length of the messages or completion."
+    )
+    api.post("/chat/completions").mock(return_value=httpx.Response(400, json={"error": {"message": message}}))
+    with pytest.raises(BackendError, match="rejected the request \\(HTTP 400\\)"):
+        run(make_backend(), q1)
+
+
+def test_a_deadline_must_be_above_zero():
+    with pytest.raises(ValueError, match="above 0, not 0"):
+        RetryPolicy(deadline=0)

@@ -173,6 +173,8 @@ _TOO_LONG = re.compile(
     r"|prompt is too long|input is too long|reduce the length",
     re.IGNORECASE,
 )
+#: A context-length refusal that counts the completion asked for (`max_tokens`): the settings, not this answer.
+_BUDGET = re.compile(r"max_tokens|max_completion_tokens|in the completion", re.IGNORECASE)
 #: A 429 that no wait cures: the account's quota is spent (OpenAI's `insufficient_quota`).
 _NO_QUOTA = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
 
@@ -372,7 +374,8 @@ class ChatBackend(Backend):
             return completion
 
     def _late(self, requests: int, what: str | None) -> GradingFailedError:
-        deadline = f"the deadline of {self.policy.deadline:g} s" if self.policy.deadline else "the deadline"
+        seconds = self.policy.deadline
+        deadline = f"the deadline of {seconds:g} s" if seconds is not None else "the deadline"
         said = f"; {what}" if what else ""
         return GradingFailedError(
             f"no grade from {self.base_url or self.name} within {deadline}{said}",
@@ -416,7 +419,7 @@ class ChatBackend(Backend):
         or a wait longer than grader ever waits (a BackendError: every request would get it), worth a retry
         (408, 409, 429, 5xx), or a BackendError naming the server."""
         server, said = self.base_url or self.name, one_line(message, 160)
-        if status == 413 or (status in (400, 422) and _TOO_LONG.search(message)):
+        if status == 413 or (status in (400, 422) and _TOO_LONG.search(message) and not _BUDGET.search(message)):
             return GradingFailedError(
                 f"{server} refused this answer as too long for the model's context (HTTP {status}: {said})",
                 attempts=1,

@@ -297,10 +297,7 @@ def _http_url(url: str) -> SplitResult | None:
 
 _SDK_PREFIX = re.compile(r"^Error code: \d+\s*-?\s*")
 #: How a server says it refuses a request's field (pydantic's and others' validation words), not that it failed.
-_REFUSED = re.compile(
-    r"input should be|validation|not supported|unsupported|not implemented|invalid|unknown|expected|must be"
-    r"|literal_error"
-)
+_REFUSED = re.compile(r"input should be|literal_error|validation error|not supported|unsupported|not implemented")
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -54,6 +54,10 @@ class RetryPolicy:
     max_wait: float = 30.0
     deadline: float | None = None  # seconds a grade may take with the model, all requests, pauses and re-asks
 
+    def __post_init__(self) -> None:
+        if self.deadline is not None and not self.deadline > 0:  # NaN too
+            raise ValueError(f"a deadline must be a number of seconds above 0, not {self.deadline}")
+
 
 #: Told about every transient failure before the pause: the grading engine sets it to its concurrency
 #: limit's `on_transient` for the requests it sends, so a run slows down on 429s.

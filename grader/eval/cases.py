@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grader.errors import GraderError
 from grader.grading.contract import Tier
@@ -52,6 +52,14 @@ class EvalCase(BaseModel):
     )
     red_flags: list[str] | None = Field(default=None, description="Red-flag ids the answer shows, by hand.")
     meta: dict[str, str | float | int] = Field(default_factory=dict)
+
+    @field_validator("expected", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """`[Great]` as `label: Great` is read (Tier reads any case)."""
+        if isinstance(value, list):
+            return [v.strip().lower() if isinstance(v, str) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _default_expected(self) -> EvalCase:

@@ -355,6 +355,8 @@ class LocalBackend(Backend):
         guard (its questions are in no packaged bank), so another of its questions' answer was graded great."""
         if self._contrast_given or (self._contrast_bank is not None and rubric == self._contrast_bank):
             return
+        # One bank at a time: two runs with different rubrics at once on one LocalBackend you built would
+        # share the later one's (build one backend per rubric); every command and suite grades one at a time.
         self._contrast_bank = rubric
         self._bank, self._others = None, {}  # the other questions' vectors are this bank's from now on
 
