@@ -328,14 +328,9 @@ class ChatBackend(Backend):
             try:
                 async with timer:
                     return await self.send(conversation, request)
-            except TimeoutError as exc:
-                if timer.expired():
-                    raise _Late("a request was still waiting for its answer") from exc
-                error = self.classify(exc)
-                if error is exc:
-                    raise
-                raise error from exc
             except Exception as exc:
+                if isinstance(exc, TimeoutError) and timer.expired():
+                    raise _Late("a request was still waiting for its answer") from exc
                 error = self.classify(exc)
                 if error is exc:
                     raise

@@ -101,7 +101,10 @@ def eval_(
     if unknown := [n for n in names if n not in suites.SUITES]:
         raise UsageError(f"unknown suite {unknown[0]!r}", hint=choose)
     # What can be wrong before grading is found before grading: the cases, a thresholds file, a report folder.
-    own = [suites.cases_suite(path, load_rubric(rubric)) for path in cases or []]
+    own: list[Suite] = []
+    if cases:
+        bank = load_rubric(rubric)  # read once for every cases file
+        own = [suites.cases_suite(path, bank) for path in cases]
     if len({s.name for s in own}) < len(own):
         twice = next(s.name for s in own if [o.name for o in own].count(s.name) > 1)
         raise UsageError(f"two --cases files make a suite named {twice!r}", hint="give each file its own `name:`")
