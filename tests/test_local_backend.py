@@ -291,8 +291,46 @@ def test_another_question_of_a_team_s_own_bank_is_looked_for_in_that_bank(rubric
     cli = invoke("grade", "-b", "local", "--rubric", str(path), "-q", q1.id, "-a", q2.references.great, "--no-cache")
     assert cli.exit_code == 0 and f"it answers another question ({q2.id})" in " ".join(cli.stdout.split())
     given = LocalBackend(contrast=rubric)  # a bank given when the backend is made holds
-    given.use_rubric(team)
-    assert given.contrast_bank is rubric
+    assert given.contrast_bank(team) is rubric and backend.contrast_bank(team) is team
+
+
+def test_one_backend_grading_two_banks_at_once_checks_each_answer_against_its_own(rubric):
+    """The backend held one bank at a time, the last engine's: with two rubrics graded at once on one
+    LocalBackend, the first's answers were checked against the second's questions (none of theirs), so
+    another of its questions' great answer was graded great, and cached under the first bank's key."""
+    from grader.grading.engine import Engine, Job
+
+    def team(prefix: str, questions):
+        return rubric.with_questions(
+            [
+                q.model_copy(
+                    update={
+                        "id": f"{prefix}-{q.id}",
+                        "number": i + 1,
+                        "key_points": [p.model_copy(update={"id": f"{prefix}-{p.id}"}) for p in q.key_points],
+                        "red_flags": [f.model_copy(update={"id": f"{prefix}-{f.id}"}) for f in q.red_flags],
+                    }
+                )
+                for i, q in enumerate(questions)
+            ]
+        )
+
+    first, second = team("a", rubric.questions[:4]), team("b", rubric.questions[4:8])
+    backend = LocalBackend()
+    engines = [Engine(backend, rubric=first), Engine(backend, rubric=second)]  # both made before either grades
+
+    async def both():
+        jobs = [[Job(bank.questions[0].id, bank.questions[1].references.great, tag=0)] for bank in (first, second)]
+        return await asyncio.gather(*(engine.grade_all(j) for engine, j in zip(engines, jobs, strict=True)))
+
+    try:
+        (a,), (b,) = asyncio.run(both())
+    finally:
+        asyncio.run(backend.aclose())
+    for graded, bank in ((a, first), (b, second)):
+        assert graded.grade is not None and graded.grade.tier.value == "poor"
+        assert f"it answers another question ({bank.questions[1].id})" in graded.grade.justification
+    assert backend.cache_key(first) != backend.cache_key(second) != backend.cache_key()
 
 
 def test_a_few_natural_negations_are_not_sent_for_review_but_a_reference_made_to_say_the_opposite_is(local, q1):

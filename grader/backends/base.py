@@ -28,8 +28,8 @@ class Backend(ABC):
     def model(self) -> str:
         """The model that grades, as printed in every Grade."""
 
-    def cache_key(self) -> str:
-        """Everything about this backend that decides a grade, for the grade cache."""
+    def cache_key(self, rubric: Rubric | None = None) -> str:  # noqa: ARG002 - most grade each question alone
+        """Everything about this backend that decides a grade of `rubric`'s questions, for the grade cache."""
         return f"{self.name}:{self.model}"
 
     @abstractmethod
@@ -42,10 +42,6 @@ class Backend(ABC):
         from grader.grading.review import combine_samples
 
         return combine_samples(results)
-
-    def use_rubric(self, rubric: Rubric) -> None:  # noqa: B027 - optional hook: most grade each question alone
-        """Told the rubric the grades are against before the first (the engine does): a backend that compares
-        an answer with the rubric's other questions reads them here."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or models."""

@@ -68,7 +68,7 @@ from grader.backends.retry import (
 from grader.config import DEFAULT_MODE, optional_cache_dir
 from grader.errors import BackendError, GradingFailedError, UsageError
 from grader.grading.contract import FailureKind, Grade, GradeRequest, Tier, Usage
-from grader.rubric import Question
+from grader.rubric import Question, Rubric
 from grader.wording import counted
 
 Message = dict[str, str]
@@ -290,8 +290,8 @@ class ChatBackend(Backend):
         if self.facts[OUTPUT_MODE] not in self.output_modes:
             self.facts[OUTPUT_MODE] = self.output_modes[0]
 
-    def cache_key(self) -> str:
-        key = f"{super().cache_key()}:prompts={self.prompts.fingerprint}:mode={self.mode}"
+    def cache_key(self, rubric: Rubric | None = None) -> str:
+        key = f"{super().cache_key(rubric)}:prompts={self.prompts.fingerprint}:mode={self.mode}"
         if self.mode == "checklist":
             key += f":rule={self.rule.fingerprint}:prose={self.prose}:tier={self.ask_tier}:per_item={self.per_item}"
         if self.base_url:

@@ -27,6 +27,7 @@ from grader.batch.runner import BatchStats, jobs_of, run_batch
 from grader.errors import BackendError, GraderError, GradingFailedError
 from grader.grading.contract import FailureKind, Grade, GradeRequest
 from grader.grading.engine import Engine, cache_key
+from grader.rubric import Rubric
 
 ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -151,7 +152,7 @@ class ResultsBackend(Backend):
     def model(self) -> str:
         return self.chat.model
 
-    def cache_key(self) -> str:
+    def cache_key(self, rubric: Rubric | None = None) -> str:  # noqa: ARG002
         return self._key  # the chat backend's: a result graded here is the same grade as a direct one
 
     async def grade(self, request: GradeRequest) -> Grade:

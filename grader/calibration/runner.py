@@ -47,7 +47,7 @@ class Plan:
     questions: list[Question]
     answer_ids: list[str]
     answers: dict[tuple[str, str], AnswerResult]
-    rubric: Rubric | None = None  # the questions' rubric: the engine is told it (Backend.use_rubric)
+    rubric: Rubric | None = None  # the questions' rubric: the engine grades against it (its other questions too)
 
     def answer_of(self, row: HumanGrade, question: Question) -> AnswerResult:
         return self.answers[(question.id, (row.answer or "").strip())]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
-    from grader.rubric import Question
+    from grader.rubric import Question, Rubric
 
 
 class Tier(StrEnum):
@@ -226,7 +226,8 @@ class GradeRequest:
     `exemplars` defaults to the question's three references; evals pass fewer to hide the reference
     being graded (leave-one-out). `reviewed` are the most similar answers people have graded (learning
     from reviews), shown after the references. `sample` numbers repeated grades of the same answer
-    (`--samples k`).
+    (`--samples k`). `bank` is the rubric the question is graded in (the engine's), for a backend that
+    compares an answer with the other questions (the local backend's "answers another question").
     """
 
     question: Question
@@ -235,6 +236,7 @@ class GradeRequest:
     sample: int = 0
     sampling: Sampling = field(default_factory=Sampling)
     reviewed: tuple[Reviewed, ...] = ()
+    bank: Rubric | None = field(default=None, compare=False, repr=False)
 
     @property
     def reference_answers(self) -> tuple[tuple[str, str], ...]:

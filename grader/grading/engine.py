@@ -217,9 +217,7 @@ class Engine:
         self.sampling = Sampling(temperature=temperature or SAMPLE_TEMPERATURE) if samples > 1 else Sampling()
         self.stats = stats if stats is not None else Stats()
         self.reviews = reviews
-        if rubric is not None:
-            backend.use_rubric(rubric)  # before its cache key: what it compares an answer with is part of it
-        self._backend_key = backend.cache_key()
+        self._backend_key = backend.cache_key(rubric)  # a backend comparing with the other questions keys by them
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
 
     # --- one job --------------------------------------------------------------------------------------
@@ -263,7 +261,15 @@ class Engine:
         if reviewed is None:
             reviewed = self.reviews.nearest(question, job.answer) if self.reviews is not None else ()
         requests = [
-            GradeRequest(question, job.answer, job.exemplars, sample=i, sampling=self.sampling, reviewed=reviewed)
+            GradeRequest(
+                question,
+                job.answer,
+                job.exemplars,
+                sample=i,
+                sampling=self.sampling,
+                reviewed=reviewed,
+                bank=self.rubric,
+            )
             for i in range(self.samples)
         ]
         key = cache_key(self._backend_key, requests[0]) + (f":{self.samples}" if self.samples > 1 else "")

@@ -171,6 +171,11 @@ def _topic_level(topic: np.ndarray) -> float:
     return float(sims.max(axis=1).mean())
 
 
+def _bank_key(bank: Rubric) -> str:
+    """A contrast bank's identity: its questions' fingerprints (each computed once per question object)."""
+    return hashlib.sha256("".join(q.fingerprint() for q in bank).encode()).hexdigest()[:16]
+
+
 class LocalBackend(Backend):
     name = "local"
     stochastic = False
@@ -182,13 +187,14 @@ class LocalBackend(Backend):
     ) -> None:
         self.embedder = Embedder.load(model_path)
         self._rule = rule
-        self._contrast_bank = contrast
-        self._contrast_given = contrast is not None  # a bank given here holds; else the rubric graded (use_rubric)
+        self._contrast = contrast  # a bank given here holds for every grade; else each request's (its rubric)
+        self._packaged: Rubric | None = None  # the bank of a request that names none
         self.order_model = OrderModel.load()
         self._vectors = VectorCache(self.embedder.model_id)
-        #: per question fingerprint: the other questions' vectors and ids, None where there are none
-        self._others: dict[str, tuple[np.ndarray, list[str]] | None] = {}
-        self._bank: tuple[np.ndarray, list[str], set[str]] | None = None  # (vectors, owners, fingerprints)
+        #: per bank and question fingerprint: the other questions' vectors and ids, None where there are none
+        self._others: dict[tuple[str, str], tuple[np.ndarray, list[str]] | None] = {}
+        #: per bank fingerprint: its questions' texts' and references' vectors, whose each is, its questions
+        self._banks: dict[str, tuple[np.ndarray, list[str], set[str]]] = {}
         self._anchors: dict[str, _Anchors] = {}
         self._pending: list[tuple[GradeRequest, asyncio.Future[Grade]]] = []
         self._flushing = False
@@ -201,8 +207,8 @@ class LocalBackend(Backend):
     def model(self) -> str:
         return self.embedder.model_id
 
-    def cache_key(self) -> str:
-        contrast = hashlib.sha256("".join(q.fingerprint() for q in self.contrast_bank).encode()).hexdigest()[:16]
+    def cache_key(self, rubric: Rubric | None = None) -> str:
+        contrast = _bank_key(self.contrast_bank(rubric))
         order = hashlib.sha256(self.order_model.to_json().encode()).hexdigest()[:16]
         # How reviewed answers are weighed (none shown: no effect).
         learn = f"{NEIGHBOUR_TAU}/{NEIGHBOUR_PRIOR}/{NEIGHBOUR_POINTS}"
@@ -301,7 +307,7 @@ class LocalBackend(Backend):
             offset += len(found) + len(wins)
             anchors = self._anchors_for(request)
             topic_sims = anchors.topic @ whole[i]
-            elsewhere, elsewhere_id = self._elsewhere(request.question, whole[i])
+            elsewhere, elsewhere_id = self._elsewhere(request, whole[i])
             tier_sims: dict[str, float] = {}
             for tier, sim in zip(anchors.exemplar_tiers, topic_sims[1:], strict=True):
                 tier_sims[tier] = max(tier_sims.get(tier, -1.0), float(sim))
@@ -342,32 +348,29 @@ class LocalBackend(Backend):
         self._halt.set()  # first: a worker thread holding the vector cache lets go of it at its next batch
         self._vectors.close()
 
-    @property
-    def contrast_bank(self) -> Rubric:
-        """The bank an answer is checked against for "answers another question": the one given when the
-        backend was made, else the rubric being graded (`use_rubric`), else the packaged rubric."""
-        if self._contrast_bank is None:
-            self._contrast_bank = load_rubric()
-        return self._contrast_bank
+    def contrast_bank(self, rubric: Rubric | None = None) -> Rubric:
+        """The bank an answer to a question of `rubric` is checked against for "answers another question":
+        the one given when the backend was made, else `rubric` (a team's questions are in no packaged bank,
+        so another of them's great answer was graded great), else the packaged rubric."""
+        if self._contrast is not None:
+            return self._contrast
+        if rubric is not None:
+            return rubric
+        if self._packaged is None:
+            self._packaged = load_rubric()
+        return self._packaged
 
-    def use_rubric(self, rubric: Rubric) -> None:
-        """Look for "another question" among the graded rubric's own questions: a team's bank had no such
-        guard (its questions are in no packaged bank), so another of its questions' answer was graded great."""
-        if self._contrast_given or (self._contrast_bank is not None and rubric == self._contrast_bank):
-            return
-        # One bank at a time: two runs with different rubrics at once on one LocalBackend you built would
-        # share the later one's (build one backend per rubric); every command and suite grades one at a time.
-        self._contrast_bank = rubric
-        self._bank, self._others = None, {}  # the other questions' vectors are this bank's from now on
-
-    def _elsewhere(self, question: Question, whole: np.ndarray) -> tuple[float, str | None]:
+    def _elsewhere(self, request: GradeRequest, whole: np.ndarray) -> tuple[float, str | None]:
         """The answer's best similarity to another question of the contrast bank (its text and
         references) and which one: an answer written for another question is off-topic here however
         well it matches the shared vocabulary. Only the bank's own questions are checked against it
-        (same id or same text are not "another")."""
-        rows = self._others.get(question.fingerprint(), ...)
+        (same id or same text are not "another"). Each request names its bank (its engine's rubric), so
+        one backend grading two rubrics at once checks each answer against its own."""
+        bank = self.contrast_bank(request.bank)
+        key = (_bank_key(bank), request.question.fingerprint())
+        rows = self._others.get(key, ...)
         if rows is ...:
-            rows = self._others[question.fingerprint()] = self._other_questions(question)
+            rows = self._others[key] = self._other_questions(bank, key[0], request.question)
         if rows is None:
             return -1.0, None
         vecs, owners = rows
@@ -375,19 +378,18 @@ class LocalBackend(Backend):
         best = int(sims.argmax())
         return float(sims[best]), owners[best]
 
-    def _other_questions(self, question: Question) -> tuple[np.ndarray, list[str]] | None:
-        """The contrast bank's vectors (question texts and references) of the questions other than this
-        one, and whose each is; None for a question that is not in the bank."""
-        if self._bank is None:
+    def _other_questions(self, bank: Rubric, bank_key: str, question: Question) -> tuple[np.ndarray, list[str]] | None:
+        """The bank's vectors (question texts and references) of the questions other than this one, and
+        whose each is; None for a question that is not in the bank."""
+        if bank_key not in self._banks:
             texts: list[str] = []
             owners: list[str] = []
-            for q in self.contrast_bank:
+            for q in bank:
                 for text in [q.text, *(t for _, t in q.references.items())]:
                     texts.append(text)
                     owners.append(q.id)
-            members = {q.fingerprint() for q in self.contrast_bank}
-            self._bank = (self._rubric_vectors(texts), owners, members)
-        vecs, owners, members = self._bank
+            self._banks[bank_key] = (self._rubric_vectors(texts), owners, {q.fingerprint() for q in bank})
+        vecs, owners, members = self._banks[bank_key]
         if question.fingerprint() not in members:
             return None  # a question of another bank: its neighbours are not known here
         own = self._rubric_vectors([question.text])[0]
@@ -650,7 +652,7 @@ class NearestReferenceBackend(LocalBackend):
 
     name = "nearest"
 
-    def cache_key(self) -> str:
+    def cache_key(self, rubric: Rubric | None = None) -> str:  # noqa: ARG002 - the floor reads no other question
         return f"{self.name}:{self.model}"
 
     def _grade(self, request: GradeRequest, a: Analysis, answer_spans: list[Span]) -> Grade:  # noqa: ARG002
