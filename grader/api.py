@@ -28,7 +28,6 @@ from grader.errors import error_for
 from grader.grading.cache import GradeCache
 from grader.grading.contract import Grade, Outcome
 from grader.grading.engine import Engine, Graded, Job, ReviewSource
-from grader.grading.review import check_answer
 from grader.rubric import Question, Rubric, load_rubric
 
 QuestionRef = str | int | Question
@@ -143,9 +142,6 @@ async def agrade(question: QuestionRef, answer: str, **kwargs: Any) -> Grade:
     too long raises its own, EncodingError, EmptyAnswerError, AnswerTooLongError, before any model call)."""
     if not isinstance(answer, str):
         raise TypeError(f"the answer must be a str, not {type(answer).__name__}")
-    limit = kwargs.get("max_answer_chars", DEFAULT_MAX_ANSWER_CHARS)
-    if isinstance(limit, int) and limit >= 1:  # else agrade_many says what is wrong with it
-        check_answer(answer, max_chars=limit)
     (outcome,) = await agrade_many([(question, answer)], **kwargs)
     if not isinstance(outcome, Grade):
         raise error_for(outcome)

@@ -62,6 +62,7 @@ _INPUT_KINDS = frozenset(
     {
         FailureKind.unknown_question,
         FailureKind.empty_answer,
+        FailureKind.not_text,
         FailureKind.answer_too_long,
         FailureKind.refused,
         FailureKind.not_configured,
@@ -113,9 +114,10 @@ class InputFileError(GraderError):
 
 
 class EncodingError(GraderError):
-    """A file is not valid UTF-8."""
+    """A file is not valid UTF-8, or an answer holds what no text does."""
 
     exit_code = 7
+    failure_kind = FailureKind.not_text
 
 
 class BackendNotConfiguredError(GraderError):

@@ -21,6 +21,8 @@ from grader.errors import EncodingError, InputFileError
 #: A lone UTF-16 surrogate: JSON can carry one (`"\ud83d"`, half of an emoji an exporter cut), UTF-8 cannot
 #: encode it, so no file, cache key or prompt can hold it. In a decoded str a surrogate is always a lone one.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+#: What JSON can carry that no text file holds: a lone surrogate, or a NUL character (binary data).
+NOT_TEXT = re.compile("[\ud800-\udfff\x00]")
 
 #: Bytes read at a time when there is no limit to stop at.
 _CHUNK = 1 << 16

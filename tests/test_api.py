@@ -66,15 +66,20 @@ def test_grade_raises_the_typed_error_so_it_can_be_caught_by_its_class(question,
 
 @pytest.mark.parametrize(
     ("kind", "code"),
-    [(FailureKind.unknown_question, 3), (FailureKind.empty_answer, 4), (FailureKind.answer_too_long, 5)],
+    [
+        (FailureKind.unknown_question, 3),
+        (FailureKind.empty_answer, 4),
+        (FailureKind.answer_too_long, 5),
+        (FailureKind.not_text, 7),
+    ],
 )
 def test_a_failure_ends_a_command_with_its_own_errors_exit_code(kind, code):
     assert error_for(GradeFailure(kind=kind, message="m")).exit_code == code
 
 
 def test_a_failure_of_the_generic_kind_is_exit_1_not_some_other_errors_code():
-    # `error` is every other error's kind (not UTF-8 text, a usage error...): which one is not known, so not 6
-    assert error_for(GradeFailure(kind=FailureKind.error, message="answer: not UTF-8 text")).exit_code == 1
+    # `error` is every other error's kind (a usage error...): which one is not known, so not 6
+    assert error_for(GradeFailure(kind=FailureKind.error, message="answer: something")).exit_code == 1
 
 
 def test_max_attempts_and_reasks_reach_the_backend(monkeypatch):
@@ -180,6 +185,10 @@ def test_an_answer_that_is_no_text_raises_its_own_error():
 
     with pytest.raises(EncodingError, match="lone UTF-16 surrogate"):
         grade(1, "half an emoji \ud83d", backend="local")
+    with pytest.raises(EncodingError, match="a NUL character at character 7"):  # it was graded
+        grade(1, "binary \x00\x01 pasted", backend="local")
+    (outcome,) = grade_many([(1, "half an emoji \ud83d")], backend="local")  # a failure of its own kind, not `error`
+    assert isinstance(outcome, GradeFailure) and outcome.kind is FailureKind.not_text
 
 
 def test_a_library_call_writes_nothing_to_stderr_unless_asked():

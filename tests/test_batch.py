@@ -1051,6 +1051,11 @@ LONE = "\\ud83d"  # JSON text for half of an emoji: valid JSON, and no text UTF-
             "a column name ('note\\ud83d') contains a lone UTF-16 surrogate (not text)",
             id="column-name",
         ),
+        pytest.param(  # binary data: a file holding a NUL is refused as not text; escaped in JSON it was graded
+            '{"id": "nul", "question": 1, "answer": "I check the logs \\u0000\\u0001 first."}',
+            "answer contains a NUL character (not text) at character 17",
+            id="nul",
+        ),
     ],
 )
 def test_a_lone_surrogate_in_a_jsonl_row_is_a_malformed_row(tmp_path, server_env, rubric, row, message):
@@ -1090,8 +1095,10 @@ def test_the_engine_refuses_a_lone_surrogate_as_not_utf8_text_instead_of_crashin
 
     engine = Engine(FakeBackend(responder=lambda *_: AssertionError("no model call")), rubric=rubric)
     graded = asyncio.run(engine.grade(Job(1, "I check the logs \ud83d first.", tag=None, where="row 7")))
-    assert graded.outcome.kind.value == "error" and graded.source == "input"
+    assert graded.outcome.kind.value == "not_text" and graded.source == "input"
     assert graded.outcome.message == "row 7: not UTF-8 text (a lone UTF-16 surrogate at character 17)"
+    graded = asyncio.run(engine.grade(Job(1, "I check the logs \x00 first.", tag=None, where="row 8")))
+    assert graded.outcome.message == "row 8: not UTF-8 text (a NUL character at character 17)"
     (outcome,) = grade_many([(1, "half an emoji \udc00")], backend="nearest", cache=False)
     assert "not UTF-8 text" in outcome.message
     # `grader grade` refuses it before the engine, in one line (exit 7), as it refuses NUL characters

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tempfile
 from collections import Counter
@@ -29,7 +30,7 @@ from typing import IO, Any, BinaryIO
 
 from grader.errors import GraderError, OutputError, OutputLockedError, UsageError
 from grader.grading.rows import FAILURE_COLUMNS, PREFIX, decode_cells, encode_cell
-from grader.textfiles import LONE_SURROGATE, encoding_error, open_text
+from grader.textfiles import NOT_TEXT, encoding_error, open_text
 
 try:
     import fcntl
@@ -150,7 +151,7 @@ def _jsonl_rows(handle: IO[str], columns: Columns) -> Iterator[Row | Problem]:
         if not isinstance(record, dict):
             yield Problem(number, "expected a JSON object")
             continue
-        if "\\u" in line and (bad := _not_text(record)):  # only an escape can make a lone surrogate
+        if "\\u" in line and (bad := _not_text(record)):  # only an escape can make a lone surrogate or a NUL
             yield Problem(number, bad)
             continue
         yield _row(number, record, columns)
@@ -177,22 +178,27 @@ def _no_key_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _not_text(record: dict[str, Any]) -> str | None:
     """What in a JSON row is not text: a lone UTF-16 surrogate (`"\\ud83d"`, half of an emoji an exporter
     cut), which JSON can carry but UTF-8 cannot encode, so neither the grade cache's key nor the output
-    could hold the row. In any column, nested values and column names too (every column is written out)."""
+    could hold the row; or a NUL character (`"\\u0000"`), binary data, refused in a file as it is here. In
+    any column, nested values and column names too (every column is written out)."""
     for key, value in record.items():
-        if LONE_SURROGATE.search(key):
-            return f"a column name ({ascii(key)}) contains a lone UTF-16 surrogate (not text)"
+        if bad := NOT_TEXT.search(key):
+            return f"a column name ({ascii(key)}) contains {_named(bad)} (not text)"
         stack = [value]
         while stack:  # a loop, not recursion: the JSON may nest as deep as the parser allowed
             item = stack.pop()
             if isinstance(item, str):
-                if bad := LONE_SURROGATE.search(item):
+                if bad := NOT_TEXT.search(item):
                     at = f" at character {bad.start()}" if item is value else ""
-                    return f"{key} contains a lone UTF-16 surrogate (not text){at}"
+                    return f"{key} contains {_named(bad)} (not text){at}"
             elif isinstance(item, dict):
                 stack += [*item.keys(), *item.values()]
             elif isinstance(item, list):
                 stack += item
     return None
+
+
+def _named(bad: re.Match[str]) -> str:
+    return "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate"
 
 
 def _row(line: int, record: dict[str, Any], columns: Columns) -> Row | Problem:

@@ -139,6 +139,7 @@ class FailureKind(StrEnum):
 
     unknown_question = "unknown_question"  # the question id or number is not in the rubric
     empty_answer = "empty_answer"
+    not_text = "not_text"  # the answer holds what no text does: a lone UTF-16 surrogate, a NUL character
     answer_too_long = "answer_too_long"
     transport = "transport"  # the server kept failing (timeouts, 5xx, 429) until the attempts ran out
     invalid_output = "invalid_output"  # the model's replies failed validation after every re-ask

@@ -26,9 +26,12 @@ def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, wher
 
     Not text is a lone UTF-16 surrogate (JSON's `"\\ud83d"`, half of an emoji an exporter cut; bytes that
     are not UTF-8 on the command line): UTF-8 cannot encode it, so no cache key, prompt or output could
-    hold it. It is refused as a file's NUL characters are, as not UTF-8 text (exit 7)."""
+    hold it. A NUL character is binary data (a file holding one is refused as not text); from JSON or Python
+    it was graded. Both are refused as not UTF-8 text (exit 7, failure kind `not_text`)."""
     if bad := LONE_SURROGATE.search(answer):
         raise EncodingError(f"{where}: not UTF-8 text (a lone UTF-16 surrogate at character {bad.start()})")
+    if "\0" in answer:
+        raise EncodingError(f"{where}: not UTF-8 text (a NUL character at character {answer.index(chr(0))})")
     if not answer.strip():
         raise EmptyAnswerError(f"{where} is empty")
     if not visible(answer).strip():  # zero-width spaces and soft hyphens alone: the model would see nothing
