@@ -398,6 +398,26 @@ def test_per_item_calls_share_the_prompt_up_to_the_item_and_make_one_grade(q1):
         FakeBackend(mode="checklist", per_item=True, ask_tier=True)
 
 
+def test_a_per_item_grade_that_fails_counts_the_requests_and_tokens_of_the_items_before(q1):
+    """A failure at the third item reported only that item's requests and tokens: the two before were
+    paid for too (a deadline reached mid-checklist is the usual way such a grade fails)."""
+    from grader.backends.retry import RetryPolicy
+    from grader.errors import GradingFailedError
+    from grader.grading.contract import Usage
+
+    def responder(conversation, request):
+        item = conversation.messages[1]["content"].split("# The item to check now\n", 1)[1].split(":", 1)[0]
+        return {"verdict": "yes", "quote": "gathering logs"} if item in ("p1", "p2") else "no verdict here"
+
+    backend = FakeBackend(responder=responder, mode="checklist", per_item=True, policy=RetryPolicy(reasks=1))
+    with pytest.raises(GradingFailedError) as info:
+        run(backend, q1)
+    assert len(backend.sent) == 4  # two items answered, the third asked twice
+    assert info.value.attempts == 4 and "item 3 of" in info.value.message
+    prompt_words = sum(len(" ".join(m["content"] for m in c.messages).split()) for c in backend.sent)
+    assert info.value.usage == Usage(prompt_tokens=prompt_words, completion_tokens=2 * 5 + 2 * 3)
+
+
 def test_a_per_item_reply_reads_its_probability_from_the_verdict_token():
     from grader.backends.checklist import check_item, read_item_probability
     from grader.backends.confidence import TokenLogprob

@@ -647,9 +647,15 @@ class ChatBackend(Backend):
         """Every checklist item's verdict, one call each; with its probability where logprobs came."""
         items = checklist_items(request.question)
         verdicts, usage, attempts = [], Usage(), 0
-        for item in items:
+        for n, item in enumerate(items, 1):
             checker = functools.partial(check_item, item=item, answer=request.answer)
-            answered = await self.ask(self._item_conversation(request, items, item), request, checker)
+            try:
+                answered = await self.ask(self._item_conversation(request, items, item), request, checker)
+            except GradingFailedError as exc:  # the items before were paid for too: count them
+                exc.message = f"item {n} of {len(items)} ({item.id}): {exc.message}"
+                exc.attempts += attempts
+                exc.usage = usage + (exc.usage or Usage())
+                raise
             check = answered.check
             assert isinstance(check, ChecklistCheck)
             verdict = check.verdicts[0]
