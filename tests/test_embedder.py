@@ -170,3 +170,20 @@ def test_user_export_directory_in_hub_layout(tmp_path: Path) -> None:
     loaded = Embedder.load(export)
     assert loaded.model_id == "my-minilm"
     assert loaded.embed(["hello"]).shape == (1, 384)
+
+
+def test_a_home_folder_that_cannot_be_written_prints_nothing_at_import() -> None:
+    """onnxruntime's telemetry printed a coloured 'Failed to persist telemetry device ID' warning at import
+    where $HOME could not be written (a container, a service account), before every command's output."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "ORT_DISABLE_TELEMETRY")}
+    env["HOME"] = "/dev/null/home"  # under a file: nothing can be made there, whoever runs the tests
+    code = "import grader.backends.local.embedder as e, os; print(os.environ['ORT_DISABLE_TELEMETRY'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "1\n" and done.stderr == ""
+    env["ORT_DISABLE_TELEMETRY"] = "0"  # yours to turn on
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "0\n"

@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
-from tokenizers import Encoding, Tokenizer
+
+# onnxruntime's platform telemetry stays off unless you turn it on (ORT_DISABLE_TELEMETRY=0): grader reads
+# candidates' answers offline, and where the home folder cannot be written the library printed a coloured
+# "Failed to persist telemetry device ID" warning at import, on every command. Read once, at import.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # noqa: E402
+from tokenizers import Encoding, Tokenizer  # noqa: E402
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
