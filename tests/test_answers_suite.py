@@ -78,11 +78,13 @@ def test_dev_and_test_halves_split_by_question(parsed):
             id="unknown-point",
         ),
         pytest.param(
-            lambda t: t.replace("  label: great", "  label: superb", 1), r"cases\.0 \(a01-01\)\.label", id="bad-tier"
+            lambda t: t.replace("  label: great", "  label: superb", 1),
+            r"answers\.yaml:\d+: case a01-01: label: Input should be",
+            id="bad-tier",
         ),
         pytest.param(
             lambda t: t.replace("cases:\n", "cases:\n  - [unclosed\n", 1),
-            r"answers\.yaml:\d+: not valid YAML",
+            r"answers\.yaml:\d+: invalid YAML",
             id="bad-yaml",
         ),
     ],

@@ -284,25 +284,20 @@ _File = TypeVar("_File", bound=CasesFile)
 
 
 def _cases_file(path: Path, model: type[_File]) -> _File:
-    """A YAML file of hand-graded cases, validated; errors name the file and line, or the case."""
+    """A packaged YAML file of hand-graded cases, validated; an error names the file, the line and the case,
+    as a cases file of your own does (`cases_suite`)."""
+    from grader.rubric.model import UniqueKeyLoader, describe, load_yaml
+
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise GraderError(f"{path}: cannot read the suite ({exc.strerror})") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise GraderError(f"{path}{where}: not valid YAML ({exc.problem})") from None
+    data = load_yaml(text, str(path), GraderError)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = list(err["loc"])
-        if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int) and isinstance(data, dict):
-            case = data["cases"][loc[1]]
-            ident = case.get("id") if isinstance(case, dict) else None
-            loc[1] = f"{loc[1]} ({ident})" if ident else loc[1]
-        raise GraderError(f"{path}: {'.'.join(map(str, loc))}: {err['msg']}") from None
+        node = yaml.compose(text, Loader=UniqueKeyLoader)  # for the line numbers; it parsed once already
+        raise GraderError(describe(exc, data, node, str(path), items="cases", item="case")) from None
 
 
 class OwnCasesFile(BaseModel):
@@ -330,7 +325,7 @@ def cases_suite(path: Path, rubric: Rubric) -> Suite:
     by id or number, the point and flag ids it names. Every error is one line naming the file, the line and
     the case (`EvalCasesError`, exit 22)."""
     from grader.errors import EvalCasesError, UnknownQuestionError
-    from grader.rubric.model import UniqueKeyLoader, line_of, load_yaml
+    from grader.rubric.model import UniqueKeyLoader, describe, load_yaml, locate
     from grader.textfiles import read_text
 
     text = read_text(path, limit=MAX_CASES_CHARS)
@@ -344,25 +339,12 @@ def cases_suite(path: Path, rubric: Rubric) -> Suite:
             raw["question"] = str(raw["question"])  # `question: 2`, the question's number
 
     def fail(loc: list[str | int], message: str, hint: str | None = None) -> EvalCasesError:
-        line = line_of(node, loc)
-        where = f"{label}:{line}" if line else label
-        parts = []
-        if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
-            raw = data["cases"][loc[1]] if isinstance(data.get("cases"), list) else None
-            ident = raw.get("id") if isinstance(raw, dict) else None
-            parts.append(f"case {ident or '#' + str(loc[1] + 1)}")
-            loc = loc[2:]
-        if loc:
-            parts.append("".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip("."))
-        return EvalCasesError(f"{where}: {': '.join([*parts, message])}", hint=hint)
+        return EvalCasesError(locate(label, node, data, loc, message, items="cases", item="case"), hint=hint)
 
     try:
         parsed = OwnCasesFile.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise fail(list(err["loc"]), message) from None
+        raise EvalCasesError(describe(exc, data, node, label, items="cases", item="case")) from None
     name = parsed.name or re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "cases"
     if name in SUITES:
         raise fail(["name"] if parsed.name else [], f"{name!r} is a packaged suite's name: give yours another")

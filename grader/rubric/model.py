@@ -252,41 +252,63 @@ def parse_rubric(text: str, label: str = "<rubric>") -> Rubric:
         return Rubric.model_validate(data)
     except ValidationError as exc:
         node = yaml.compose(text, Loader=_LOADER)  # for the line numbers; it parsed once already
-        raise RubricError(_describe(exc, data, node, label)) from None
+        raise RubricError(describe(exc, data, node, label)) from None
 
 
-def _describe(exc: ValidationError, data: Any, node: Any, label: str) -> str:
-    """One line: file:line: question <id>: field.path: message. An unknown field is named before a missing
-    one: `refrences:` is a typo of `references`, not a question without references."""
+def describe(
+    exc: ValidationError, data: Any, node: Any, label: str, *, items: str = "questions", item: str = "question"
+) -> str:
+    """A validation error of a YAML file a person wrote, in one line: file:line: question <id>: field.path:
+    message (`items`/`item`: the list the file holds and what one entry is called, `cases`/`case` for a
+    cases file). An unknown field is named before a missing one: `refrences:` is a typo of `references`,
+    not a question without references."""
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = list(err["loc"])
-    line = line_of(node, loc)
-    if dup := re.match(r"Value error, duplicate (question id|question number|point id) '(.*)'$", err["msg"]):
+    line = None
+    message = err["msg"].removeprefix("Value error, ")
+    if dup := re.match(r"duplicate (question id|question number|point id) '(.*)'$", message):
         lines = _lines_of_value(node, "number" if dup.group(1) == "question number" else "id", dup.group(2))
         if len(lines) > 1:
             line = lines[1]
-            err = {**err, "msg": f"{err['msg']} (first on line {lines[0]})"}
-    where = f"{label}:{line}" if line else label
-    parts: list[str] = []
-    if len(loc) >= 2 and loc[0] == "questions" and isinstance(loc[1], int):
-        qs = data.get("questions") or []
-        qid = qs[loc[1]].get("id") if loc[1] < len(qs) and isinstance(qs[loc[1]], dict) else None
-        parts.append(f"question {qid or '#' + str(loc[1] + 1)}")
-        loc = loc[2:]
-    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-    message = err["msg"].removeprefix("Value error, ")
+            message = f"{message} (first on line {lines[0]})"
     if err["type"] == "extra_forbidden":
         missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"][:-1] == err["loc"][:-1]]
         close = difflib.get_close_matches(str(loc[-1]), missing, n=1) if loc else []
         message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif err["type"] == "string_pattern_mismatch" and loc and loc[-1] == "id":
         message = f"invalid id {err.get('input')!r} (lowercase letters, digits, '-', '.')"
-    elif err["type"] == "string_pattern_mismatch":
+    elif err["type"] == "string_pattern_mismatch" and not str(err.get("input", "")).strip():
         message = "must not be empty"
-    if field:
+    return locate(label, node, data, loc, message, items=items, item=item, line=line)
+
+
+def locate(
+    label: str,
+    node: Any,
+    data: Any,
+    loc: list[Any],
+    message: str,
+    *,
+    items: str = "questions",
+    item: str = "question",
+    line: int | None = None,
+) -> str:
+    """`message` about the value at `loc` of a YAML file, in one line: file:line: <item> <id>: field.path:
+    message; the entry is named by its `id`, else its place (`case #3`). Every file a person writes (rubrics,
+    cases, the packaged suites) reports its errors through here."""
+    line = line or line_of(node, loc)
+    parts: list[str] = []
+    if len(loc) >= 2 and loc[0] == items and isinstance(loc[1], int):
+        entries = data.get(items) if isinstance(data, dict) else None
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+        ident = entry.get("id") if isinstance(entry, dict) else None
+        parts.append(f"{item} {ident or '#' + str(loc[1] + 1)}")
+        loc = loc[2:]
+    if field := "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip("."):
         parts.append(field)
-    return f"{where}: {': '.join(parts + [message])}"
+    where = f"{label}:{line}" if line else label
+    return f"{where}: {': '.join([*parts, message])}"
 
 
 def line_of(node: Any, loc: list[Any]) -> int | None:
