@@ -104,6 +104,11 @@ def _decoded(stream: BinaryIO, label: str, *, limit: int | None = None) -> Itera
             text = decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             offset = consumed - pending + exc.start
+            if offset == 0 and data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                raise EncodingError(
+                    f"{label}: UTF-16 text, not UTF-8",
+                    hint="save it as UTF-8 (a spreadsheet's 'CSV UTF-8'), or convert it: iconv -f UTF-16 -t UTF-8",
+                ) from None
             line = lines + exc.object[: exc.start].count(b"\n") + 1
             raise EncodingError(
                 f"{label}:{line}: not UTF-8 text (invalid byte {exc.object[exc.start]:#04x} at offset {offset})"

@@ -132,6 +132,34 @@ def point_map(drafted: Rubric, hand: Rubric, embedder: Embedder) -> dict[str, st
     return out
 
 
+def with_borrowed_phrasings(drafted: Rubric, hand: Rubric, embedder: Embedder) -> Rubric:
+    """The drafted rubric as a reviewer might leave it: each drafted key point and red flag given the other
+    phrasings of the hand-written one its quote maps to (none where it maps to none). A stand-in for the
+    phrasings a person adds in review (`rubric new`'s review list asks for them), written for the
+    hand-written point, so an upper bound: what the review step can be worth, not what it will be."""
+    questions = []
+    for q in drafted.questions:
+        h = hand.find(q.id)
+        update: dict[str, Any] = {}
+        for field, hand_items in (("key_points", h.key_points), ("red_flags", h.red_flags)):
+            items = getattr(q, field)
+            if not items or not hand_items:
+                continue
+            texts = [[x.text, *x.phrasings] for x in hand_items]
+            owner = [i for i, ts in enumerate(texts) for _ in ts]
+            sims = (
+                embedder.embed([p.quote or p.text for p in items]) @ embedder.embed([t for ts in texts for t in ts]).T
+            )
+            borrowed = []
+            for item, row in zip(items, sims, strict=True):
+                best = int(np.argmax(row))
+                phrasings = list(hand_items[owner[best]].phrasings) if row[best] >= MAP_MIN else []
+                borrowed.append(item.model_copy(update={"phrasings": phrasings}))
+            update[field] = borrowed
+        questions.append(q.model_copy(update=update))
+    return drafted.with_questions(questions)
+
+
 def tiers(results: list[CaseResult]) -> dict[str, Any]:
     pairs = [(r.case.label.value, r.grade.tier.value) for r in results if r.grade is not None]
     m = tier_metrics([a for a, _ in pairs], [b for _, b in pairs])
@@ -179,6 +207,12 @@ async def answers(split: str, embedder: Embedder, llm_rubric: Path | None) -> di
         ("drafted offline", drafted, local),
         ("hand-written, no phrasings, default rule", bare, default_only),
         ("drafted offline, default rule", drafted, default_only),
+        # What review could add: the drafted points with the phrasings of the hand-written ones they map to.
+        (
+            "drafted offline, phrasings borrowed from the hand-written points",
+            with_borrowed_phrasings(drafted, hand, embedder),
+            local,
+        ),
         # Which half of the draft costs the grades: its key points with the hand-written red flags, and the
         # hand-written key points with its red flags (both without phrasings, so the companion rule).
         ("drafted key points, hand-written red flags", crossed(drafted, bare), local),

@@ -291,7 +291,7 @@ def test_interviewers_are_audited_next_to_the_model_on_the_same_answers(tmp_path
     sex = dana["interviewer_scoring"]["dimensions"]["sex"]["categories"]
     assert sex["Male"]["rate"] == 1.0 and sex["Female"]["rate"] == 0.0 and sex["Female"]["impact_ratio"] == 0.0
     model = dana["model_scoring"]["dimensions"]["sex"]["categories"]
-    # The model on the same 40 answers: Male x White 10 great of 20, Female x White 6 of 20; its own median.
+    # The model on the same 40 answers: Male x White 10 great of 20, Female x White 6 of 20; the same bar.
     assert model["Male"]["n"] == 20 and model["Female"]["n"] == 20
     assert "## Interviewers and the model on the same candidates" in (out / "audit.md").read_text()
     assert data["interviewer_counts"]["respelt"] == {"Dana": "dana"}
@@ -321,6 +321,13 @@ def test_a_service_database_is_a_source_and_its_reviews_are_the_interviewers(tmp
     data = json.loads((out / "audit.json").read_text())
     assert data["counts"]["units"] == 40 and data["scoring"]["dimensions"]["sex"]["categories"]["F"]["n"] == 20
     assert [r["interviewer"] for r in data["interviewers"]] == ["ravi"] and data["interviewers"][0]["answers"] == 10
+    human = tmp_path / "human.csv"  # given a file too: the database's reviews are replaced, and it says so
+    human.write_text("interviewer,question,tier,id,candidate\nsam," + Q + ",great,g1,c1\n")
+    result = runner.invoke(app, ["audit", str(db), "-d", str(people), "--interviewers", str(human), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "audit.json").read_text())
+    assert [r["interviewer"] for r in data["interviewers"]] == ["sam"]
+    assert any("the 10 reviews in " in w and f"--interviewers {human} takes their place" in w for w in data["warnings"])
 
 
 def test_the_html_report_renders_in_chromium_with_its_chart_and_escapes_names(tmp_path):
@@ -516,3 +523,183 @@ def test_a_candidate_named_in_another_unicode_form_case_or_spacing_is_one_person
     people.write_text("candidate,sex\nGrace Kim,Female\ngrace  kim,Female\n")  # one person listed twice
     twice = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-c", "sex", "-o", str(tmp_path / "r2")])
     assert twice.exit_code == 19 and "candidate 'grace  kim' already on line 2 (as 'Grace Kim')" in twice.stderr
+
+
+# --- found by a people-analytics trial (messy HR exports, a lenient interviewer) ----------------------
+
+
+def test_non_answers_as_hr_systems_word_them_are_unknown_not_categories(tmp_path):
+    """ "Decline to state" got an impact ratio, and became the group every race was divided by."""
+    from grader.audit.data import is_unknown
+
+    for cell in (
+        "Decline to state",
+        "Declined to self-identify",
+        "I don’t wish to answer",
+        "Prefer not to say",
+        "Prefer not to disclose",
+        "Choose not to disclose",
+        "Not declared",
+        "N/A",
+        "n.a.",
+        "",
+    ):
+        assert is_unknown(cell), cell
+    for cell in ("Prefer to self-describe", "None", "Not Hispanic or Latino", "Two or more races", "Female"):
+        assert not is_unknown(cell), cell
+    people = tmp_path / "p.csv"
+    people.write_text("candidate,race_ethnicity\na,White\nb,Decline to state\nc,I don't wish to answer\n")
+    assert read_people(people, None).categories == {
+        "a": {"race_ethnicity": "White"},
+        "b": {"race_ethnicity": None},
+        "c": {"race_ethnicity": None},
+    }
+
+
+def test_spellings_of_one_value_are_one_category_shown_as_the_most_common_and_short_codes_are_warned_of(tmp_path):
+    """`FEMALE ` (the first row's) labelled the women's category; nothing said which spellings were merged;
+    and `F` beside `Female` was silently a category of its own, so women were 'adversely impacted' by women."""
+    tiers = {f"c{i}": Tier.great if i % 2 else Tier.poor for i in range(8)}
+    sexes = ["FEMALE ", "Female", "female", "Female", "F", "Male", "male", "M"]
+    grades, people = small_audit(
+        tmp_path, tiers, "candidate,sex\n" + "".join(f"c{i},{s}\n" for i, s in enumerate(sexes))
+    )
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(people), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "audit.json").read_text())
+    assert sorted(data["scoring"]["dimensions"]["sex"]["categories"]) == ["F", "Female", "M", "Male"]
+    assert data["scoring"]["dimensions"]["sex"]["categories"]["Female"]["n"] == 4
+    assert data["merged_values"] == {"sex": {"Female": ["FEMALE", "Female", "female"], "Male": ["Male", "male"]}}
+    warned = " ".join(data["warnings"])
+    assert "'F' and 'Female' are compared as two categories" in warned and "'M' and 'Male'" in warned
+    said = " ".join(result.stdout.split())
+    assert "warning: sex: 'F' and 'Female'" in said
+    assert "read as one category: 'FEMALE', 'Female', 'female' as 'Female'" in said
+
+
+def test_headers_match_whatever_their_punctuation_and_a_missing_default_column_is_warned_of(tmp_path):
+    """`Race/Ethnicity` was not `race_ethnicity`: the audit covered sex alone, said nothing, and exited 0."""
+    people = tmp_path / "p.csv"
+    people.write_text("Candidate,Sex,Race/Ethnicity\na,Female,White\n")
+    read = read_people(people, None)
+    assert read.columns == ("sex", "race_ethnicity") and read.categories["a"] == {
+        "sex": "Female",
+        "race_ethnicity": "White",
+    }
+    assert read.notes == []
+    people.write_text("candidate,Sex,Ethnic group\na,Female,White\n")
+    read = read_people(people, None)
+    assert read.columns == ("sex",)
+    assert "no race_ethnicity column in p.csv: audited by sex only" in read.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        pytest.param(
+            "candidate,sex,race_ethnicity,,\r\na,Female,White,,\r\nb,Male,Black,,\r\n", "utf-8", id="trailing-empty"
+        ),
+        pytest.param(
+            "candidate;sex;race_ethnicity\r\na;Female;White\r\nb;Male;Black\r\n", "utf-8-sig", id="semicolons"
+        ),
+        pytest.param("candidate\tsex\trace_ethnicity\na\tFemale\tWhite\nb\tMale\tBlack\n", "utf-8", id="tabs"),
+    ],
+)
+def test_spreadsheet_exports_are_read(tmp_path, text, encoding):
+    """Excel's trailing empty columns were "column '' appears twice"; a semicolon export was "no candidate column"."""
+    people = tmp_path / "p.csv"
+    people.write_bytes(text.encode(encoding))
+    assert read_people(people, None).categories == {
+        "a": {"sex": "Female", "race_ethnicity": "White"},
+        "b": {"sex": "Male", "race_ethnicity": "Black"},
+    }
+
+
+def test_a_utf16_export_and_swapped_files_say_what_they_are(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    utf16 = tmp_path / "u.csv"
+    utf16.write_bytes("candidate,sex\r\nc1,Female\r\n".encode("utf-16"))
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(utf16), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 7 and "UTF-16 text, not UTF-8" in result.stderr
+    swapped = runner.invoke(app, ["audit", str(grades), "-d", str(grades), "-o", str(tmp_path / "r")])
+    assert swapped.exit_code == 19 and "reads as JSON, not a CSV of candidates" in swapped.stderr
+    assert len(swapped.stderr) < 400  # it printed the whole first JSON line as "the header"
+    as_category = runner.invoke(
+        app, ["audit", str(grades), "-d", str(people), "-c", "candidate", "-o", str(tmp_path / "r")]
+    )
+    assert as_category.exit_code == 2 and "it is no category" in as_category.stderr
+    empty = tmp_path / "e.csv"
+    empty.write_text("candidate,sex,race_ethnicity\nc1,Female,\n")
+    result = runner.invoke(app, ["audit", str(grades), "-d", str(empty), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 19 and "--category sex" in result.stderr
+
+
+def test_a_batch_input_s_candidate_column_is_read_whatever_its_case(tmp_path):
+    """`Candidate` carried through by `grader batch` was "no `candidate` field", with a hint to add it."""
+    _, people = write_fixture(tmp_path)
+    grades = tmp_path / "g.jsonl"
+    lines = [
+        {("Candidate" if k == "candidate" else k): v for k, v in record(f"c{i}", Tier.great).items()} for i in (1, 2)
+    ]
+    grades.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert [a.candidate for a in read_grades(str(grades)).answers] == ["c1", "c2"]
+
+
+def test_shares_and_rates_are_printed_from_the_counts_not_rounded_twice(tmp_path):
+    """14 of 55 printed as 25.4 % (the JSON's 0.2545 formatted again); it is 25.5 %."""
+    tiers = {f"c{i}": Tier.great if i % 3 else Tier.poor for i in range(55)}
+    grades, people = small_audit(
+        tmp_path, tiers, "candidate,sex\n" + "".join(f"c{i},{'A' if i < 14 else 'B'}\n" for i in range(55))
+    )
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["audit", str(grades), "-d", str(people), "-o", str(out)]).exit_code == 0
+    md = (out / "audit.md").read_text()
+    assert "| A | 14 | 25.5% |" in md and "| B | 41 | 74.5% |" in md
+
+
+def test_an_interviewer_kinder_to_one_group_shows_at_the_audit_s_bar(tmp_path):
+    """Each scorer was held to their own median: Bob, who gives men great and women great or mediocre, had a
+    median of 2, so no one scored above it, every rate was 0 and every ratio n/a: his bias was invisible.
+    --selected did not reach the interviewers at all."""
+    grades, people = write_fixture(tmp_path)  # the audit's median is 1 (the table worked by hand)
+    human = tmp_path / "human.csv"
+    with human.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["interviewer", "question", "tier", "id", "candidate"])
+        for i in range(1, 21):  # 20 White men: great
+            w.writerow(["bob", Q, "great", f"a-c{i}", f"c{i}"])
+        for i in range(51, 71):  # 20 White women: great for 8, mediocre for 12
+            w.writerow(["bob", Q, "great" if i < 59 else "mediocre", f"a-c{i}", f"c{i}"])
+    out = tmp_path / "r"
+    args = [
+        "audit",
+        str(grades),
+        "-d",
+        str(people),
+        "--interviewers",
+        str(human),
+        "--selected",
+        "great",
+        "-o",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (bob,) = json.loads((out / "audit.json").read_text())["interviewers"]
+    assert bob["interviewer_scoring"]["median"] == 1.0
+    sex = bob["interviewer_scoring"]["dimensions"]["sex"]["categories"]
+    assert sex["Male"]["rate"] == 1.0 and sex["Female"]["rate"] == 0.4 and sex["Female"]["impact_ratio"] == 0.4
+    selected = bob["interviewer_selection"]["dimensions"]["sex"]["categories"]
+    assert selected["Female"]["hits"] == 8 and bob["model_selection"]["kind"] == "selection"
+    md = (out / "audit.md").read_text()
+    assert "Scoring: score above the audit's median (1):" in md and "Selection: selected at great" in md
+
+
+def test_per_answer_units_say_so_in_the_limits(tmp_path):
+    grades, people = write_fixture(tmp_path)
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["audit", str(grades), "-d", str(people), "--per-answer", "-o", str(out)]).exit_code == 0
+    limits = json.loads((out / "audit.json").read_text())["limits"]
+    assert not any("averaged per candidate" in line for line in limits)
+    assert any("one per answer" in line and "not independent" in line for line in limits)

@@ -837,7 +837,8 @@ def test_a_folder_with_a_stray_file_grades_the_transcripts_and_names_the_stray(t
         f"grader: warning: {folder}/notes.txt: no recognisable speakers: not WebVTT, SRT or JSON, and no line "
         "starts with a speaker label (expected lines like 'Interviewer: ...', 'Candidate: ...' or "
         "'[00:01:02] Name: ...') (skipped)",
-        f"grader: warning: {folder}/zz.json:1: not UTF-8 text (invalid byte 0xff at offset 0) (skipped)",
+        f"grader: warning: {folder}/zz.json: UTF-16 text, not UTF-8 (save it as UTF-8 (a spreadsheet's 'CSV UTF-8'), "
+        "or convert it: iconv -f UTF-16 -t UTF-8) (skipped)",
         "grader: error: 2 of 4 files skipped (listed above); the others were graded",
     ]
     as_json = invoke(str(folder), "--format", "json", "-b", "fake")

@@ -4,9 +4,14 @@
   through next to the grade's fields), or a `grader serve` database (a SQLite file or a URL), whose
   grades carry the candidate the API was given and whose reviews are the interviewers' grades.
 - Demographics: a CSV with a `candidate` column and one column per category (`sex`, `race_ethnicity`, or
-  any named with `--category`). A blank cell, or `unknown`, `declined`, `prefer not to say`, `n/a`,
-  is an unknown category: counted, never compared. `None` is a value like any other (no disability, no
-  veteran status), not an unknown one.
+  any named with `--category`; headers match whatever their case, spacing or punctuation: `Race/Ethnicity`
+  is `race_ethnicity`). Comma-separated, or semicolon- or tab-separated as spreadsheets export in some
+  locales. A blank cell, or a non-answer (`unknown`, `declined`, `Decline to state`, `prefer not to say`,
+  `I don't wish to answer`, `n/a`...: `is_unknown`) is an unknown category: counted, never compared.
+  `None` is a value like any other (no disability, no veteran status), not an unknown one. Spellings of
+  one value that differ only in case or spacing are one category, shown as its most common spelling, and
+  said so; a one- or two-letter value that is the start of another (`F` and `Female`) is compared as a
+  category of its own, and the report warns of it.
 - Interviewers (`--interviewers`): `grader calibrate`'s human.csv (`interviewer`, `question`, `tier`, `id`),
   joined to GRADES by `id`.
 
@@ -19,6 +24,9 @@ the file and line.
 from __future__ import annotations
 
 import csv
+import re
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,12 +36,12 @@ from pydantic import ValidationError
 
 from grader.calibration import question_resolver
 from grader.calibration.data import check_question, check_same_answer, check_unique, person_key, read_human_grades
-from grader.errors import AuditDataError
+from grader.errors import AuditDataError, UsageError
 from grader.grading import rows
 from grader.grading.contract import Grade, Tier
 from grader.textfiles import encoding_error, open_text
 
-#: Cells that say the category is not known (compared after trimming and lower-casing).
+#: Cells that say the category is not known (compared after `_plain`: lower case, letters and digits).
 UNKNOWN_VALUES = frozenset(
     {
         "",
@@ -41,15 +49,45 @@ UNKNOWN_VALUES = frozenset(
         "not known",
         "declined",
         "decline",
-        "decline to self-identify",
-        "prefer not to say",
-        "prefer not to answer",
-        "not disclosed",
-        "not specified",
-        "n/a",
+        "n a",
         "na",
+        "no answer",
+        "no response",
+        "undisclosed",
+        "unspecified",
+        "unanswered",
+        "withheld",
+        "not applicable",
     }
 )
+#: Non-answers as HR systems word them: "Decline to state", "Declined to self-identify", "I don't wish to
+#: answer" (Greenhouse), "Prefer not to say", "Choose not to disclose", "Not declared". Not "Prefer to
+#: self-describe": that is an answer.
+_NON_ANSWER = re.compile(
+    r"(?:i )?(?:decline[sd]?|refuse[sd]?|choose not|chose not|prefer not|preferred not|(?:do not|don t|dont) "
+    r"(?:wish|want)|would rather not|rather not|not willing)(?: to)?(?: (?:say|state|answer|disclose|self identify|"
+    r"identify|specify|provide|respond|reply|report))?(?: (?:this|it|that|my \w+))?"
+    r"|not (?:disclosed|declared|specified|provided|stated|answered|reported|given|identified|self identified|recorded)"
+)
+
+
+def _plain(cell: str) -> str:
+    """A cell as compared with the non-answers: lower case, apostrophes and punctuation as spaces."""
+    text = unicodedata.normalize("NFKC", cell).casefold()
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+def is_unknown(cell: str) -> bool:
+    """Whether a demographics cell says the category is not known: blank, or a non-answer."""
+    plain = _plain(cell)
+    return plain in UNKNOWN_VALUES or _NON_ANSWER.fullmatch(plain) is not None
+
+
+def column_key(name: str) -> str:
+    """A header as matched: `Race/Ethnicity`, ` race-ethnicity ` and `RACE ETHNICITY` are `race_ethnicity`."""
+    return "_".join(re.sub(r"[^\w]+", " ", unicodedata.normalize("NFKC", name).casefold()).split())
+
+
 DEFAULT_CATEGORIES = ("sex", "race_ethnicity")
 _GRADE_FILES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
@@ -94,6 +132,10 @@ class People:
     path: str
     columns: tuple[str, ...]
     categories: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    #: Warnings for the report: a default column missing, values that may be one category written two ways.
+    notes: list[str] = field(default_factory=list)
+    #: Per column, each value read from several spellings (case, spacing): {shown as: [the spellings]}.
+    merged: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 class Spellings:
@@ -174,10 +216,14 @@ def _text(value: Any) -> str | None:
 
 def _answer(where: str, record: dict[str, Any]) -> GradedAnswer:
     if "candidate" not in record:
-        raise AuditDataError(
-            f"{where}: no `candidate` field",
-            hint="`grader batch` carries input columns through: add a candidate column to its input",
-        )
+        # `Candidate`, ` candidate `: the batch input's column as a spreadsheet wrote it, carried through
+        spelt = next((k for k in record if isinstance(k, str) and column_key(k) == "candidate"), None)
+        if spelt is None:
+            raise AuditDataError(
+                f"{where}: no `candidate` field",
+                hint="`grader batch` carries input columns through: add a candidate column to its input",
+            )
+        record = {**record, "candidate": record[spelt]}
     try:
         outcome = rows.from_record(record)
     except ValidationError as exc:
@@ -221,30 +267,56 @@ def _from_database(source: str) -> Grades:
 def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
     """The demographics file. `columns` None: `sex` and `race_ethnicity`, whichever the file has."""
     with open_text(path, encoding="utf-8-sig") as stream:
-        reader = csv.reader(stream, strict=True)
+        try:
+            first = stream.readline(1 << 16)
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
+        stream.seek(0)
+        # A spreadsheet saved as CSV where the decimal mark is a comma separates cells with ';'.
+        delimiter = next((d for d in (",", ";", "\t") if d in first), ",")
+        reader = csv.reader(stream, strict=True, delimiter=delimiter)
         try:
             header = next(reader, None)
             if not header:
                 raise AuditDataError(f"{path}: empty file; expected a header row with candidate and categories")
-            names = [h.strip().lower() for h in header]
-            twice = next((h for i, h in enumerate(header) if names[i] in names[:i]), None)
+            shown = _shown_header(header)
+            if header[0].lstrip().startswith(("{", "[")):
+                raise AuditDataError(
+                    f"{path}:1: reads as JSON, not a CSV of candidates and categories",
+                    hint="give the grades first and the demographics CSV with --demographics",
+                )
+            names = [column_key(h) for h in header]
+            twice = next((h for i, h in enumerate(header) if names[i] and names[i] in names[:i]), None)
             if twice is not None:
                 raise AuditDataError(f"{path}:1: column {twice.strip()!r} appears twice")
             if "candidate" not in names:
-                raise AuditDataError(f"{path}:1: no `candidate` column (the header has {', '.join(header)})")
-            wanted = columns or tuple(c for c in DEFAULT_CATEGORIES if c in names)
-            if not wanted:
-                raise AuditDataError(
-                    f"{path}:1: no category column",
-                    hint="name them with --category (the header has " + ", ".join(header) + ")",
-                )
-            missing = [c for c in wanted if c.lower() not in names]
+                raise AuditDataError(f"{path}:1: no `candidate` column (the header has {shown})")
+            notes: list[str] = []
+            if columns is None:
+                wanted = tuple(c for c in DEFAULT_CATEGORIES if c in names)
+                if not wanted:
+                    raise AuditDataError(
+                        f"{path}:1: no category column", hint=f"name them with --category (the header has {shown})"
+                    )
+                if absent := [c for c in DEFAULT_CATEGORIES if c not in wanted]:
+                    notes.append(
+                        f"no {' or '.join(absent)} column in {path.name}: audited by {', '.join(wanted)} only "
+                        f"(Local Law 144 asks for sex, race/ethnicity and their intersection; the header has {shown})"
+                    )
+            else:
+                wanted = columns
+                if "candidate" in (column_key(c) for c in wanted):
+                    raise UsageError(
+                        "--category candidate: that column names the candidates, it is no category",
+                        hint="name a column of categories (sex, race_ethnicity...)",
+                    )
+            missing = [c for c in wanted if column_key(c) not in names]
             if missing:
-                raise AuditDataError(f"{path}:1: no column {', '.join(missing)} (the header has {', '.join(header)})")
-            index = {c: names.index(c.lower()) for c in ("candidate", *wanted)}
-            people = People(str(path), tuple(wanted))
+                raise AuditDataError(f"{path}:1: no column {', '.join(missing)} (the header has {shown})")
+            index = {c: names.index(column_key(c)) for c in ("candidate", *wanted)}
+            people = People(str(path), tuple(wanted), notes=notes)
             seen: dict[str, tuple[str, int]] = {}  # each person's first spelling and line, by `person_key`
-            spelled: dict[tuple[str, str], str] = {}  # one spelling per value: `female` and `Female` are one
+            spellings: dict[tuple[str, str], Counter[str]] = {}  # per column and value: how it was spelt
             for cells in reader:
                 line = reader.line_num
                 if not any(c.strip() for c in cells):
@@ -255,16 +327,19 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
                 if not candidate:
                     raise AuditDataError(f"{path}:{line}: empty candidate")
                 if (key := person_key(candidate)) in seen:
-                    first, at = seen[key]
-                    also = "" if first == candidate else f" (as {first!r})"
+                    first_spelt, at = seen[key]
+                    also = "" if first_spelt == candidate else f" (as {first_spelt!r})"
                     raise AuditDataError(f"{path}:{line}: candidate {candidate!r} already on line {at}{also}")
                 seen[key] = (candidate, line)
                 values: dict[str, str | None] = {}
                 for column in wanted:
                     cell = " ".join(cells[index[column]].split())
-                    values[column] = (
-                        None if cell.lower() in UNKNOWN_VALUES else spelled.setdefault((column, cell.lower()), cell)
-                    )
+                    if is_unknown(cell):
+                        values[column] = None
+                    else:
+                        value = unicodedata.normalize("NFKC", cell).casefold()
+                        spellings.setdefault((column, value), Counter())[cell] += 1
+                        values[column] = value
                 people.categories[candidate] = values
         except UnicodeDecodeError:
             raise encoding_error(path) from None
@@ -272,13 +347,48 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
             raise AuditDataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
     if not people.categories:
         raise AuditDataError(f"{path}: no candidates (only a header)")
+    _name_values(people, spellings)
     for column in wanted:
         if all(v[column] is None for v in people.categories.values()):
+            others = [c for c in wanted if c != column]
             raise AuditDataError(
                 f"{path}: column {column!r} is empty: no candidate has a known value",
-                hint="fill it in, or leave it out of --category",
+                hint="fill it in, or audit the others alone (" + " ".join(f"--category {c}" for c in others) + ")"
+                if others
+                else "fill it in, or name another column with --category",
             )
     return people
+
+
+def _name_values(people: People, spellings: dict[tuple[str, str], Counter[str]]) -> None:
+    """Each value shown as its most common spelling (the first of equals): `Female`, `female` and `FEMALE `
+    are one category, and the report says which spellings were read as one. A value of one or two letters
+    that begins another of its column (`F`, `Female`) may be the same category written short: warned of."""
+    label = {key: counts.most_common(1)[0][0] for key, counts in spellings.items()}
+    for values in people.categories.values():
+        for column, value in values.items():
+            if value is not None:
+                values[column] = label[(column, value)]
+    for (column, value), counts in spellings.items():
+        if len(counts) > 1:
+            people.merged.setdefault(column, {})[label[(column, value)]] = list(counts)
+    for column in people.columns:
+        keys = [value for c, value in spellings if c == column]
+        for short in keys:
+            letters = re.sub(r"\W", "", short)
+            if 0 < len(letters) <= 2:
+                for long in keys:
+                    if long != short and re.sub(r"\W", "", long).startswith(letters):
+                        people.notes.append(
+                            f"{column}: {label[(column, short)]!r} and {label[(column, long)]!r} are compared as two "
+                            f"categories; if {label[(column, short)]!r} is {label[(column, long)]!r} written short, "
+                            "write them one way in the demographics"
+                        )
+
+
+def _shown_header(header: list[str], limit: int = 200) -> str:
+    text = ", ".join(header)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_interviewers(path: Path, grades: Grades, rubric: Path | None = None) -> tuple[list[InterviewerGrade], int]:

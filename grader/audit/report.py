@@ -105,8 +105,13 @@ class InterviewerResult(ReportModel):
     interviewer: str
     answers: int = Field(description="Answers this interviewer graded that the model graded too.")
     units: int
-    interviewer_scoring: Analysis = Field(description="Scored by the interviewer's tiers.")
-    model_scoring: Analysis = Field(description="The model's tiers on the same answers.")
+    interviewer_scoring: Analysis = Field(
+        description="Scored by the interviewer's tiers, above the audit's median (the model's, over every unit): "
+        "one bar for the interviewer and the model, so a scorer kinder to one group shows."
+    )
+    model_scoring: Analysis = Field(description="The model's tiers on the same answers, above the same bar.")
+    interviewer_selection: Analysis | None = Field(default=None, description="With --selected: by their tiers.")
+    model_selection: Analysis | None = Field(default=None, description="With --selected: the model's.")
 
 
 class InterviewerCounts(ReportModel):
@@ -135,6 +140,15 @@ class AuditReport(ReportModel):
     interviewer_counts: InterviewerCounts | None = None
     settings: dict[str, float | int]
     limits: list[str]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the reader must know before the figures: a default category column the demographics "
+        "lack, values that may be one category written two ways (`F` and `Female`).",
+    )
+    merged_values: dict[str, dict[str, list[str]]] = Field(
+        default_factory=dict,
+        description="Per column, the values read from several spellings (case or spacing): {shown as: spellings}.",
+    )
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -161,13 +175,20 @@ def units_of(scored: Sequence[Scored], people: People) -> list[Unit]:
 
 
 def analyse(
-    units: Sequence[Unit], people: People, kind: Literal["scoring", "selection"], selected: Tier | None = None
+    units: Sequence[Unit],
+    people: People,
+    kind: Literal["scoring", "selection"],
+    selected: Tier | None = None,
+    *,
+    bar: float | None = None,
 ) -> Analysis:
-    """Every dimension (each column, then their intersection) of one analysis."""
-    median = metrics.median(units)
+    """Every dimension (each column, then their intersection) of one analysis. Scoring is above these units'
+    median, or above `bar` (the audit's median, for the interviewers and the model on their answers)."""
+    median = metrics.median(units) if bar is None else bar
     if kind == "scoring":
         hit: Callable[[Unit], bool] = metrics.above(median if median is not None else 0.0)
-        rule = f"score above the sample's median ({median:g})" if median is not None else "score above the median"
+        whose = "the sample's" if bar is None else "the audit's"
+        rule = f"score above {whose} median ({median:g})" if median is not None else "score above the median"
     else:
         assert selected is not None
         level = metrics.TIER_SCORE[selected]
@@ -214,6 +235,15 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+#: The Limits line on scores when each answer is a unit (`--per-answer`), in place of LIMITS[1].
+PER_ANSWER_LIMIT = (
+    "Scores are tiers (great 2, mediocre 1, poor 0), one per answer; many answers share the median score, "
+    "and 'above the median' is strict, as the rules define it. One candidate's answers are not independent "
+    "of each other, but Fisher's test and the bootstrap interval treat them as if they were: with several "
+    "answers per candidate, read the p-values and intervals as too narrow."
+)
+
+
 def build_report(
     grades: Grades,
     people: People,
@@ -223,6 +253,7 @@ def build_report(
     interviewers: list[InterviewerGrade] | None = None,
     unmatched: int = 0,
     respelt: dict[str, str] | None = None,
+    warnings: Sequence[str] = (),
 ) -> AuditReport:
     """The whole audit of `grades` against `people`."""
     graded = [a for a in grades.answers if a.tier is not None]
@@ -275,21 +306,31 @@ def build_report(
             "level": metrics.LEVEL,
             "seed": metrics.SEED,
         },
-        limits=list(LIMITS),
+        limits=[PER_ANSWER_LIMIT if per_answer and i == 1 else line for i, line in enumerate(LIMITS)],
+        warnings=[*people.notes, *warnings],
+        merged_values=people.merged,
     )
     if selected is not None:
         report.selection = analyse(units, people, "selection", selected)
     if interviewers is not None:
         report.interviewers, report.interviewer_counts = _interviewers(
-            interviewers, people, per_answer=per_answer, unmatched=unmatched
+            interviewers, people, per_answer=per_answer, unmatched=unmatched, bar=scoring.median, selected=selected
         )
     return report
 
 
 def _interviewers(
-    grades: list[InterviewerGrade], people: People, *, per_answer: bool, unmatched: int
+    grades: list[InterviewerGrade],
+    people: People,
+    *,
+    per_answer: bool,
+    unmatched: int,
+    bar: float | None,
+    selected: Tier | None,
 ) -> tuple[list[InterviewerResult], InterviewerCounts]:
-    """Each interviewer's rates on the candidates they graded, next to the model's on the same answers."""
+    """Each interviewer's rates on the candidates they graded, next to the model's on the same answers, at
+    one bar for both: the audit's median. Each scorer's own median hid a scorer kinder to one group: one
+    who gave most men great had a median of 2, so no one scored above it and every rate was 0."""
     usable = [g for g in grades if g.model is not None and g.candidate]
     by_interviewer: dict[str, list[InterviewerGrade]] = defaultdict(list)
     for g in usable:
@@ -307,8 +348,10 @@ def _interviewers(
                 interviewer=name,
                 answers=len(own),
                 units=len(human),
-                interviewer_scoring=analyse(human, people, "scoring"),
-                model_scoring=analyse(model, people, "scoring"),
+                interviewer_scoring=analyse(human, people, "scoring", bar=bar),
+                model_scoring=analyse(model, people, "scoring", bar=bar),
+                interviewer_selection=analyse(human, people, "selection", selected) if selected else None,
+                model_selection=analyse(model, people, "selection", selected) if selected else None,
             )
         )
     counts = InterviewerCounts(
@@ -327,7 +370,9 @@ def _interviewers(
 HEAD = ["category", "n", "share", "rate", "impact ratio", "95 % interval", "Fisher p", "four-fifths", "note"]
 
 
-def category_cells(name: str, c: CategoryResult) -> list[str]:
+def category_cells(name: str, c: CategoryResult, units: int) -> list[str]:
+    """A table row; the share and rate are printed from the counts (the JSON's are rounded to 4 places, and
+    rounding those again printed 14 of 55 as 25.4 %)."""
     if c.excluded:
         ratio, flag = "excluded (under 2 %)", ""
     elif c.impact_ratio is None:
@@ -338,7 +383,7 @@ def category_cells(name: str, c: CategoryResult) -> list[str]:
     interval = f"{c.ci_95[0]:.2f}-{c.ci_95[1]:.2f}" if c.ci_95 else ""
     p = f"{c.fisher_p:.3g}" if c.fisher_p is not None else ""
     note = f"not trusted: {c.caution}" if c.trusted is False else ""
-    return [name, str(c.n), f"{c.share:.1%}", f"{c.rate:.1%}", ratio, interval, p, flag, note]
+    return [name, str(c.n), f"{c.n / units:.1%}", f"{c.hits / c.n:.1%}", ratio, interval, p, flag, note]
 
 
 def summary_lines(report: AuditReport) -> list[str]:
@@ -350,6 +395,12 @@ def summary_lines(report: AuditReport) -> list[str]:
         f"{c.units} {report.unit}s audited",
         "unknown category: " + ", ".join(f"{col} {n}" for col, n in report.unknown.items()),
     ]
+    lines += [f"warning: {w}" for w in report.warnings]
+    for column, merged in report.merged_values.items():
+        lines.append(
+            f"{column} values differing only in case or spacing are read as one category: "
+            + "; ".join(f"{', '.join(repr(s) for s in spellings)} as {shown!r}" for shown, spellings in merged.items())
+        )
     if c.respelt_candidates:
         shown = ", ".join(f"{a!r} as {b!r}{_same_letters(a, b)}" for a, b in list(c.respelt_candidates.items())[:SHOWN])
         lines.append(f"candidate names differing only in Unicode form, case or spacing are read as one person: {shown}")
@@ -404,7 +455,7 @@ def _analysis_md(analysis: Analysis, level: str = "##") -> list[str]:
     lines.append(f"{analysis.hits} of {analysis.units} units count.")
     for name, d in analysis.dimensions.items():
         lines += ["", f"{level}# {markdown_text(name)}", ""]
-        lines += markdown_table(HEAD, [category_cells(cat, c) for cat, c in d.categories.items()])
+        lines += markdown_table(HEAD, [category_cells(cat, c, analysis.units) for cat, c in d.categories.items()])
         lines += ["", markdown_text(f"Unknown {name}: {d.unknown}.")]
         if d.excluded:
             lines.append(markdown_text(f"Excluded from the ratios (under 2 % of the units): {', '.join(d.excluded)}."))
@@ -424,8 +475,11 @@ def to_markdown(report: AuditReport) -> str:
         lines += ["", "## Interviewers and the model on the same candidates", ""]
         lines += [f"- {markdown_text(line)}" for line in interviewer_lines(report)]
         for r in report.interviewers:
-            lines += ["", f"### {markdown_text(interviewer_heading(r, report.unit))}", ""]
-            lines += markdown_table(INTERVIEWER_HEAD, interviewer_rows(r))
+            lines += ["", f"### {markdown_text(interviewer_heading(r, report.unit))}"]
+            for title, rows, notes in interviewer_sections(r):
+                lines += ["", f"{markdown_text(title[:1].upper() + title[1:])}:", ""]
+                lines += markdown_table(INTERVIEWER_HEAD, rows)
+                lines += ["", *(f"- {markdown_text(n)}." for n in notes)] if notes else []
     lines += ["", "## Limits", "", *(f"- {line}" for line in report.limits)]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -441,10 +495,27 @@ INTERVIEWER_HEAD = [
 ]
 
 
-def interviewer_rows(r: InterviewerResult) -> list[list[str]]:
+def interviewer_sections(r: InterviewerResult) -> list[tuple[str, list[list[str]], list[str]]]:
+    """Each analysis of one interviewer: its heading, its table rows, and the notes under it."""
+    pairs = [(r.interviewer_scoring, r.model_scoring)]
+    if r.interviewer_selection is not None and r.model_selection is not None:
+        pairs.append((r.interviewer_selection, r.model_selection))
     out = []
-    for dim, d in r.interviewer_scoring.dimensions.items():
-        model = r.model_scoring.dimensions[dim].categories
+    for human, model in pairs:
+        notes = [
+            f"{who} {dim}: {d.note}"
+            for who, analysis in (("interviewer", human), ("model", model))
+            for dim, d in analysis.dimensions.items()
+            if d.note
+        ]
+        out.append((f"{human.kind}: {human.rule}", interviewer_rows(human, model), notes))
+    return out
+
+
+def interviewer_rows(human: Analysis, model_analysis: Analysis) -> list[list[str]]:
+    out = []
+    for dim, d in human.dimensions.items():
+        model = model_analysis.dimensions[dim].categories
         for cat, c in d.categories.items():
             m = model.get(cat)
             out.append(
@@ -452,9 +523,9 @@ def interviewer_rows(r: InterviewerResult) -> list[list[str]]:
                     dim,
                     cat,
                     str(c.n),
-                    f"{c.rate:.1%}",
+                    f"{c.hits / c.n:.1%}",
                     _ratio(c),
-                    f"{m.rate:.1%}" if m else "",
+                    f"{m.hits / m.n:.1%}" if m else "",
                     _ratio(m) if m else "",
                 ]
             )
@@ -492,7 +563,10 @@ def interviewer_lines(report: AuditReport) -> list[str]:
     if c is None:
         return []
     grades = counted(c.grades, "interviewer grade", "interviewer grades")
-    lines = [f"{grades}; medians are each scorer's own on these candidates; * under 0.8"]
+    lines = [
+        f"{grades}; the interviewers and the model are scored against one bar, the audit's median (the model's, "
+        "over every unit), on the same answers; * under 0.8"
+    ]
     if c.unmatched:
         lines.append(
             f"{counted(c.unmatched, 'interviewer grade names', 'interviewer grades name')} an answer id that GRADES "
@@ -533,16 +607,17 @@ def ratios_png(analysis: Analysis) -> bytes | None:
         for y, (_label, c) in enumerate(reversed(rows)):
             ratio = c.impact_ratio or 0.0
             colour = "#b91c1c" if c.below_four_fifths else "#1d4ed8"
-            ax.barh(y, ratio, color=colour, alpha=0.35 if c.trusted is False else 0.85)
+            untrusted = c.trusted is False
+            ax.barh(y, ratio, color=colour, alpha=0.35 if untrusted else 0.85, hatch="//" if untrusted else None)
             if c.ci_95:
                 ax.plot(list(c.ci_95), [y, y], color="black", linewidth=1.2)
         ax.axvline(metrics.FOUR_FIFTHS, color="#b91c1c", linestyle="--", linewidth=1)
         ax.set_yticks(range(len(rows)), [f"{label} (n={c.n})" for label, c in reversed(rows)])
-        ax.set_xlabel("impact ratio (95 % interval); dashed: four-fifths line; faded: not trusted")
+        ax.set_xlabel("impact ratio, with its 95 % interval\ndashed line: four-fifths; faded, hatched: not trusted")
         ax.set_xlim(0, max([1.5, *(c.ci_95[1] for _, c in rows if c.ci_95)]) * 1.02)
         ax.set_title(f"{analysis.kind}: {analysis.rule}", fontsize=10)
 
-    return plots.draw((8.5, 1.3 + 0.34 * len(rows)), paint)
+    return plots.draw((8.5, 1.6 + 0.34 * len(rows)), paint)
 
 
 def _analysis_context(analysis: Analysis) -> dict[str, Any]:
@@ -550,7 +625,7 @@ def _analysis_context(analysis: Analysis) -> dict[str, Any]:
         "analysis": analysis,
         "chart": ratios_png(analysis),
         "tables": [
-            (name, d, [category_cells(cat, c) for cat, c in d.categories.items()])
+            (name, d, [category_cells(cat, c, analysis.units) for cat, c in d.categories.items()])
             for name, d in analysis.dimensions.items()
         ],
     }
@@ -568,7 +643,9 @@ def to_html(report: AuditReport) -> str:
         head=HEAD,
         analyses=analyses,
         interviewer_head=INTERVIEWER_HEAD,
-        interviewers=[(interviewer_heading(r, report.unit), interviewer_rows(r)) for r in report.interviewers or []],
+        interviewers=[
+            (interviewer_heading(r, report.unit), interviewer_sections(r)) for r in report.interviewers or []
+        ],
         interviewer_summary=interviewer_lines(report),
     )
 

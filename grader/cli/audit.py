@@ -61,6 +61,7 @@ def audit(
     from grader.audit.data import Spellings, read_grades, read_interviewers, read_people
     from grader.audit.report import build_report, summary_lines, write_reports
     from grader.errors import UsageError
+    from grader.wording import counted
 
     if category and any(not c.strip() for c in category):
         raise UsageError("--category: an empty column name", hint="name a column of the demographics file")
@@ -71,8 +72,13 @@ def audit(
         load_rubric(rubric)
     spell = Spellings(people)  # "grace kim" in GRADES is the demographics' "Grace Kim": one person, said so
     source = spell.grades(read_grades(grades))
-    human, unmatched = source.interviewers, 0
+    human, unmatched, warnings = source.interviewers, 0, []
     if interviewers is not None:
+        if source.interviewers:  # a database's reviews: replaced, and said so
+            warnings.append(
+                f"the {counted(len(source.interviewers), 'review')} in {source.label} are not audited: "
+                f"--interviewers {interviewers} takes their place"
+            )
         human, unmatched = read_interviewers(interviewers, source, rubric)
         human = spell.interviewers(human)
     report = build_report(
@@ -83,6 +89,7 @@ def audit(
         interviewers=human or None,
         unmatched=unmatched,
         respelt=spell.respelt,
+        warnings=warnings,
     )
     paths = write_reports(report, out)
     if output_format is TableFormat.json:

@@ -269,7 +269,7 @@ class Store:
             if url.startswith("sqlite:///"):
                 path = Path(url[len("sqlite:///") :])
                 if not path.exists() and not create:
-                    raise DatabaseError(f"no database at {path}", hint="give the --db that `grader serve` uses")
+                    raise DatabaseError(f"no database at {path}", hint="give the file `grader serve --db` writes")
                 if path.is_dir():
                     raise DatabaseError(f"{path}: is a folder, not a database file")
                 if not path.exists():
