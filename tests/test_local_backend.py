@@ -182,6 +182,24 @@ def test_sentences_are_exact_slices(answer, expected):
         ),
         pytest.param("We run Node.js v2.3.1 in prod. Fine.", "js v2.", "We run Node.js v2.3.1 in prod.", id="several"),
         pytest.param("Logs first. Then deploys.", "Logs first.", "Logs first.", id="a-real-end"),
+        pytest.param(  # "I would add a cache, e." was quoted
+            "I would add a cache, e.g. Redis, in front of it. Then I measure.",
+            "Redis, in front of it.",
+            "I would add a cache, e.g. Redis, in front of it.",
+            id="e.g.",
+        ),
+        pytest.param(
+            "We got paged at 3 a.m. and the queue was full. I restarted it.",
+            "We got paged at 3 a.",
+            "We got paged at 3 a.m. and the queue was full.",
+            id="a.m.-going-on",
+        ),
+        pytest.param(
+            "I check logs, metrics, etc. Then I fix it.",
+            "metrics, etc.",
+            "I check logs, metrics, etc.",
+            id="etc.-an-end",
+        ),
     ],
 )
 def test_a_quote_is_whole_tokens_where_the_splitter_cut_inside_one(answer, piece, quote):
