@@ -13,7 +13,8 @@ hand-written one, in one run with the local backend.
    phrasings (what the points' texts alone are worth), with the drafted one, (with
    `--llm-rubric`, with that one too) and by the nearest-reference floor: tier accuracy and QWK. Two
    crossed rows say which half of the draft costs the grades: its key points with the hand-written red
-   flags, and the hand-written key points with its red flags.
+   flags, and the hand-written key points with its red flags. One row stands in for review: the draft with
+   each point and flag given the phrasings of the hand-written one its quote maps to (an upper bound).
    Key-point F1 of a drafted rubric is measured against the hand grades by mapping each drafted point to
    the hand-written point of the same question its quote is closest to (MiniLM cosine to the point's text
    and phrasings, at least `MAP_MIN`); a drafted point that maps to none counts against precision.

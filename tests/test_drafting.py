@@ -541,6 +541,25 @@ def test_measure_drafting_crosses_one_rubrics_key_points_with_anothers_red_flags
         assert q.references == h.references
 
 
+def test_measure_drafting_stands_in_for_review_with_the_mapped_points_phrasings(embed):
+    """The README's "a reviewer's stand-in" row: a drafted point whose quote is a hand-written point's gets
+    that point's phrasings; one that maps to no point gets none."""
+    from grader.backends.local.embedder import Embedder
+
+    measure = _measure_drafting()
+    hand = load_rubric().with_questions([load_rubric().find(1)])
+    h = hand.questions[0]
+    target = h.key_points[0]
+    mapped = target.model_copy(update={"id": "q01.drafted", "phrasings": [], "quote": target.text})
+    unrelated = target.model_copy(
+        update={"id": "q01.other", "phrasings": [], "text": "Enjoys jazz.", "quote": "I like jazz on Sundays."}
+    )
+    drafted = hand.with_questions([h.model_copy(update={"key_points": [mapped, unrelated], "red_flags": []})])
+    reviewed = measure.with_borrowed_phrasings(drafted, hand, Embedder.load()).questions[0]
+    assert reviewed.key_points[0].phrasings == target.phrasings and target.phrasings
+    assert reviewed.key_points[1].phrasings == []
+
+
 def test_measure_saf_points_grades_in_uqs_condition_with_the_great_reference_alone(monkeypatch):
     """`scripts/measure_saf_points.py`: the mechanical split and the contrast draft of the saf-ua rubric, as
     saf-ua shows it or from the great reference alone, as saf-uq has it."""
