@@ -39,6 +39,37 @@ def open_text(path: Path, *, encoding: str = "utf-8") -> IO[str]:
         raise _unreadable(path, exc) from None
 
 
+#: A zip file's first bytes: a spreadsheet workbook (.xlsx, .ods) given where CSV text is read.
+_ZIP = b"PK\x03\x04"
+
+
+def open_table(path: Path) -> tuple[IO[str], str]:
+    """A CSV a spreadsheet saved, open for the csv module (a byte-order mark skipped), and its delimiter: a
+    comma, or where the first line holds none, a semicolon (Excel where the decimal mark is a comma) or a
+    tab. A workbook (.xlsx, .ods) is refused as not text, saying how to save it as CSV."""
+    try:
+        with path.open("rb") as raw:
+            head = raw.read(1 << 16)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    if head.startswith(_ZIP):
+        raise EncodingError(
+            f"{path}: a spreadsheet workbook (.xlsx, .ods) or another zip file, not CSV text",
+            hint="save it as 'CSV UTF-8'",
+        )
+    first = head.split(b"\n", 1)[0]
+    delimiter = next((d for d in (",", ";", "\t") if d.encode() in first), ",")
+    return open_text(path, encoding="utf-8-sig"), delimiter
+
+
+def check_cells(cells: list[str], where: str) -> None:
+    """A CSV row's cells must hold no NUL character (binary data: csv reads it as text, and a name holding
+    one would be a person of its own)."""
+    for cell in cells:
+        if "\0" in cell:
+            raise EncodingError(f"{where}: not UTF-8 text (a NUL character in a cell: a binary file?)")
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file (another spelling, a symbolic or hard link); False while either
     does not exist yet."""

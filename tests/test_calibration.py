@@ -583,7 +583,7 @@ def test_markdown_report(calibration_files):
     assert "| bob | 18 | 0.333 [" in md and "| +0.667 [" in md and "| lenient |" in md
     assert "- dave: only 3 grades, fewer than 10: too few to conclude" in md
     assert "| great | 6 | 6 | 0 |" in md  # bob's confusion matrix
-    assert "### 1. a05 (debugging-a-production-issue): carol, candidate cand-a05 gave poor, the model great (-2)" in md
+    assert "### 1. a05 (debugging-a-production-issue, candidate cand-a05): carol gave poor, the model great (-2)" in md
     assert "- missed points: q01.missed-in-a05" in md
     assert "Krippendorff's alpha (ordinal) among interviewers" in md
     assert "## Model grades that failed (1)" in md and "## Rows with no model grade (1)" in md
@@ -909,3 +909,113 @@ def test_a_question_written_as_the_batch_input_wrote_it_joins_and_a_missing_rubr
     assert json.loads(result.stdout)["counts"]["paired"] == 3
     missing = invoke(str(human), "--model-grades", str(grades), "--rubric", str(tmp_path / "no-such.yaml"))
     assert missing.exit_code == 6 and "no-such.yaml" in missing.stderr, missing.output
+
+
+# --- found by a trial of an interview programme's messy sheets -------------------------------------------
+
+
+def test_one_answer_written_as_its_number_on_one_row_and_its_slug_on_another_is_one_question(calibration_files):
+    """`1` and `debugging-a-production-issue` for the same id: each row alone was valid, together refused."""
+    human, grades = calibration_files
+    text = human.read_text(encoding="utf-8").splitlines()
+    fixed = [line.replace(",1,", f",{Q1},", 1) if line.startswith("bob,") else line for line in text]
+    human.write_text("\n".join(fixed) + "\n", encoding="utf-8")
+    pairs = pair_with_model_grades(human, grades)
+    assert sum(p.status == "paired" for p in pairs) == 57
+
+
+def test_the_same_text_from_two_candidates_is_two_answers():
+    """ "idk" from cand-017 and from cand-018 were one answer: Tom grading both was "already graded", and two
+    interviewers who never saw the same candidate were scored as disagreeing."""
+    from grader.calibration.data import HumanGrade, answer_ids
+
+    rows = [
+        HumanGrade(2, "Priya", "1", Tier.poor, answer="idk", candidate="cand-017"),
+        HumanGrade(3, "Tom", "1", Tier.mediocre, answer="idk", candidate="cand-018"),
+        HumanGrade(4, "Tom", "1", Tier.poor, answer="idk ", candidate="CAND-017"),
+        HumanGrade(5, "Ann", "1", Tier.poor, answer="idk"),
+    ]
+    assert answer_ids(rows, [Q1] * 4) == [f"{Q1}#1", f"{Q1}#2", f"{Q1}#1", f"{Q1}#3"]
+
+
+def test_a_spreadsheet_s_semicolons_tabs_and_number_cells_are_read(tmp_path, calibration_files):
+    human, grades = calibration_files
+    rows = list(csv.reader(io.StringIO(human.read_text(encoding="utf-8"))))
+    for delimiter, suffix in ((";", "csv"), ("\t", "tsv")):
+        path = tmp_path / f"sheet.{suffix}"
+        out = io.StringIO()
+        csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows(
+            [row[:1] + ["1.0" if row[1] == "1" else row[1].upper()] + row[2:] for row in rows]
+        )
+        path.write_bytes(out.getvalue().encode("utf-8-sig"))
+        pairs = pair_with_model_grades(path, grades)
+        assert sum(p.status == "paired" for p in pairs) == 57, delimiter
+
+
+def test_a_workbook_or_a_nul_in_a_cell_is_not_text(tmp_path, calibration_files):
+    """A NUL inside a name made a ninth interviewer, 'Ch\\x00en'; a workbook was 'missing columns'."""
+    human, grades = calibration_files
+    nul = tmp_path / "nul.csv"
+    nul.write_text(human.read_text(encoding="utf-8").replace("bob,", "b\0ob,", 1), encoding="utf-8")
+    with pytest.raises(EncodingError, match=r"nul\.csv:\d+: not UTF-8 text \(a NUL character in a cell"):
+        pair_with_model_grades(nul, grades)
+    workbook = tmp_path / "human.xlsx"
+    workbook.write_bytes(b"PK\x03\x04" + b"interviewer,question,tier,id\x00\x00" * 4)
+    result = invoke(str(workbook), "--model-grades", str(grades))
+    assert result.exit_code == 7 and "a spreadsheet workbook (.xlsx, .ods)" in result.stderr
+    assert "save it as 'CSV UTF-8'" in result.stderr
+
+
+def test_grades_of_one_answer_are_resampled_together():
+    """Four interviewers' grades of one answer share its model grade: resampled one by one, the interval
+    was too narrow. With one grade per answer nothing changes."""
+    settings = Settings()
+    # 15 answers, 4 grades each: the interviewers agree with the model on 10 answers, all four, and not on 5
+    human = ["great"] * 40 + ["poor"] * 20
+    model = ["great"] * 60
+    alone = agreement(human, model, settings)
+    assert agreement(human, model, settings, [f"a{i}" for i in range(60)]) == alone
+    together = agreement(human, model, settings, [f"a{i // 4}" for i in range(60)])  # 15 answers, 4 grades each
+    assert together.exact_agreement.value == alone.exact_agreement.value
+    width = lambda m: m.exact_agreement.ci[1] - m.exact_agreement.ci[0]  # noqa: E731
+    assert width(together) > 1.3 * width(alone)
+
+
+def test_a_single_tier_is_said_and_a_few_shared_answers_get_no_interval():
+    settings = Settings()
+    same = agreement(["mediocre"] * 20, ["great", "poor"] * 10, settings)
+    assert same.kappa.value == 0.0 and any("every grade here is mediocre" in w for w in same.warnings)
+    few = human_agreement([("ann", "a1", "great"), ("bob", "a1", "poor")], {"a1": "great"}, settings)
+    assert few.alpha is not None and few.alpha.ci is None and few.alpha_with_model.ci is None
+
+
+def test_figures_are_printed_rounded_once_and_the_markdown_names_its_file(calibration_files, tmp_path):
+    from grader.calibration.report import _num
+
+    assert (
+        _num(agreement(["great"] * 116 + ["poor"] * 106, ["great"] * 222, Settings()).exact_agreement.value) == "0.523"
+    )
+    human, grades = calibration_files
+    renamed = tmp_path / "panel-march.csv"
+    renamed.write_bytes(human.read_bytes())
+    out = tmp_path / "r"
+    assert invoke(str(renamed), "--model-grades", str(grades), "-o", str(out)).exit_code == 0
+    md = (out / "calibration.md").read_text()
+    assert "- panel-march.csv line " in md and "- human.csv line" not in md
+
+
+def test_long_interviewer_names_are_printed_whole_and_questions_get_a_table(tmp_path, calibration_files):
+    human, grades = calibration_files
+    text = human.read_text(encoding="utf-8")
+    text = text.replace("alice,", "Alexandra Konstantinopoulou-Smith,").replace(
+        "bob,", "Alexandra Konstantinopoulou-Smithson,"
+    )
+    human.write_text(text, encoding="utf-8")
+    result = invoke(str(human), "--model-grades", str(grades))
+    assert result.exit_code == 0, result.output
+    assert (
+        "Alexandra Konstantinopoulou-Smithson " in result.stdout
+        and "Alexandra Konstantinopoulou-Smith " in result.stdout
+    )
+    assert "questions: the interviewers against the model" in result.stdout and Q2 in result.stdout
+    assert "ids with no model grade 1 (a20)" in result.stdout

@@ -181,7 +181,9 @@ def test_duplicate_point_ids_across_questions(tmp_path):
         load_rubric(_write(tmp_path, BASE + second))
 
 
-@pytest.mark.parametrize("ref", ["1", "01", "q1", "Q01", "debugging-a-production-issue"])
+@pytest.mark.parametrize(
+    "ref", ["1", "01", "q1", "Q01", "debugging-a-production-issue", "Debugging-A-Production-Issue", "1.0", " 1 "]
+)
 def test_find_by_number_or_id(rubric, ref):
     assert rubric.find(ref).number == 1
 

@@ -39,7 +39,7 @@ from grader.calibration.data import check_question, check_same_answer, check_uni
 from grader.errors import AuditDataError, UsageError
 from grader.grading import rows
 from grader.grading.contract import Grade, Tier
-from grader.textfiles import encoding_error, open_text
+from grader.textfiles import check_cells, encoding_error, open_table
 
 #: Cells that say the category is not known (compared after `_plain`: lower case, letters and digits).
 UNKNOWN_VALUES = frozenset(
@@ -266,14 +266,8 @@ def _from_database(source: str) -> Grades:
 
 def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
     """The demographics file. `columns` None: `sex` and `race_ethnicity`, whichever the file has."""
-    with open_text(path, encoding="utf-8-sig") as stream:
-        try:
-            first = stream.readline(1 << 16)
-        except UnicodeDecodeError:
-            raise encoding_error(path) from None
-        stream.seek(0)
-        # A spreadsheet saved as CSV where the decimal mark is a comma separates cells with ';'.
-        delimiter = next((d for d in (",", ";", "\t") if d in first), ",")
+    stream, delimiter = open_table(path)
+    with stream:
         reader = csv.reader(stream, strict=True, delimiter=delimiter)
         try:
             header = next(reader, None)
@@ -323,6 +317,7 @@ def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
                     continue
                 if len(cells) != len(header):
                     raise AuditDataError(f"{path}:{line}: {len(cells)} cells but the header has {len(header)} columns")
+                check_cells(cells, f"{path}:{line}")
                 candidate = cells[index["candidate"]].strip()
                 if not candidate:
                     raise AuditDataError(f"{path}:{line}: empty candidate")
@@ -396,10 +391,10 @@ def read_interviewers(path: Path, grades: Grades, rubric: Path | None = None) ->
 
     Checked as `grader calibrate` checks it (exit 20, naming the line): one grade per interviewer and
     answer, one question per id, and that question the one GRADES graded under that id."""
-    human = read_human_grades(path, join="id")
-    check_same_answer(path, human)
-    check_unique(path, human, [r.id or "" for r in human])
     resolve = question_resolver(rubric)  # `3` or a slug read through the rubric, as calibrate --rubric reads it
+    human = read_human_grades(path, join="id")
+    check_same_answer(path, human, resolve)
+    check_unique(path, human, [r.id or "" for r in human])
     by_id = {a.id: a for a in grades.answers if a.id is not None}
     out: list[InterviewerGrade] = []
     unmatched = 0

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from grader.errors import CalibrationDataError
 from grader.grading import rows
 from grader.grading.contract import FailureKind, Grade, GradeFailure, HoldsOutcome, Outcome, Tier
-from grader.textfiles import encoding_error, open_text
+from grader.textfiles import check_cells, encoding_error, open_table
 
 #: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.
 TIER_SYNONYMS: dict[str, Tier] = {
@@ -84,8 +84,9 @@ def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
     `join="id"` needs an `id` column (model grades are looked up by it); `join="answer"` needs `answer`.
     """
     path = Path(path)
-    with open_text(path, encoding="utf-8-sig") as stream:
-        reader = csv.reader(stream, strict=True)  # a quote left open is an error, not the rest of the file
+    stream, delimiter = open_table(path)  # commas, or a spreadsheet's semicolons or tabs
+    with stream:
+        reader = csv.reader(stream, strict=True, delimiter=delimiter)  # a quote left open is an error
         line = 1
         try:
             header = next(reader, None)
@@ -133,6 +134,7 @@ def _columns(path: Path, header: list[str], join: Join) -> dict[str, int]:
 
 def _row(path: Path, line: int, cells: list[str], columns: dict[str, int], width: int, join: Join) -> HumanGrade:
     where = f"{path}:{line}"
+    check_cells(cells, where)
     if len(cells) > width:
         raise CalibrationDataError(f"{where}: {len(cells)} cells but the header has {width} columns")
 
@@ -319,16 +321,23 @@ def check_unique(path: str | Path, rows: list[HumanGrade], answer_ids: list[str]
         seen[key] = row.line
 
 
-def check_same_answer(path: str | Path, rows: list[HumanGrade]) -> None:
-    """Rows that share an id must be the same answer to the same question."""
+def check_same_answer(
+    path: str | Path, rows: list[HumanGrade], resolve: Callable[[str], str | None] | None = None
+) -> None:
+    """Rows that share an id must be the same answer to the same question: `1` on one row and its slug on
+    another are one question when `resolve` (the rubric) reads them so."""
     first: dict[str, HumanGrade] = {}
+
+    def question(row: HumanGrade) -> str:
+        return (resolve(row.question) if resolve is not None else None) or row.question
+
     for row in rows:
         if row.id is None:
             continue
         other = first.setdefault(row.id, row)
         if other is row:
             continue
-        if other.question != row.question:
+        if question(other) != question(row):
             raise CalibrationDataError(
                 f"{path}:{row.line}: id {row.id!r} is question {row.question!r} here but "
                 f"{other.question!r} on line {other.line}"
@@ -373,7 +382,7 @@ def join_model_grades(
     `resolve` turns the CSV's question (a slug, `3`, `q03`) into a rubric question id, or None; the
     question must match the model grade's `question_id`, so a wrong join is caught rather than scored.
     """
-    check_same_answer(path, rows)
+    check_same_answer(path, rows, resolve)
     check_unique(path, rows, [r.id or "" for r in rows])
     pairs = []
     for row in rows:
@@ -406,14 +415,16 @@ def join_model_grades(
 def answer_ids(rows: list[HumanGrade], questions: list[str]) -> list[str]:
     """An id for each row's answer: its `id` when the CSV has one, else `<question>#<n>`, numbering the
     distinct answers to each question in order of first appearance."""
-    numbers: dict[tuple[str, str], str] = {}
+    numbers: dict[tuple[str, str, str], str] = {}
     per_question: dict[str, int] = {}
     out = []
     for row, question in zip(rows, questions, strict=True):
         if row.id is not None:
             out.append(row.id)
             continue
-        key = (question, (row.answer or "").strip())
+        # one answer: the same text to the same question, from the same candidate where the file names them
+        # ("idk" from two candidates is two answers, not one graded by both interviewers)
+        key = (question, (row.answer or "").strip(), person_key(row.candidate) if row.candidate else "")
         if key not in numbers:
             per_question[question] = per_question.get(question, 0) + 1
             numbers[key] = f"{question}#{per_question[question]}"

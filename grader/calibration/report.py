@@ -20,7 +20,7 @@ from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
 from grader.reports import files, pages, plots
 from grader.reports.files import ReportModel, markdown_table
-from grader.wording import counted
+from grader.wording import counted, named
 
 #: Disagreements listed in the Markdown and HTML pages (the JSON holds them all).
 SHOWN_DISAGREEMENTS = 200
@@ -109,7 +109,8 @@ def build_report(
     models = sorted({f"{p.model.backend} · {p.model.model}" for p in paired if p.model is not None})
 
     def metrics(group: list[Pair]) -> Agreement:
-        return agreement([p.human.tier for p in group], [_model_tier(p) for p in group], settings)
+        tiers = [p.human.tier for p in group]
+        return agreement(tiers, [_model_tier(p) for p in group], settings, [p.answer_id for p in group])
 
     overall = metrics(paired)
     if note := respelt(p.human for p in pairs):
@@ -226,8 +227,13 @@ def summary_lines(report: CalibrationReport) -> list[str]:
     return [
         f"interviewer grades: {inputs.human} ({counted(c.rows, 'row')}, {counted(c.interviewers, 'interviewer')}, "
         f"{counted(c.questions, 'question')}, {counted(c.answers, 'answer')}); {source} (graded by {by})",
-        f"paired {c.paired}; failed model grades {c.failed}; ids with no model grade {c.unmatched} "
-        "(neither enters the metrics)",
+        f"paired {c.paired}; failed model grades {c.failed}; ids with no model grade {c.unmatched}"
+        + (
+            f" ({named(sorted({r.id for r in report.unmatched}), len({r.id for r in report.unmatched}))})"
+            if report.unmatched
+            else ""
+        )
+        + " (neither enters the metrics)",
         f"{s.level:.0%} bootstrap intervals from {s.resamples} resamples (seed {s.seed}); "
         f"a group under {s.min_n} grades is flagged as too few to conclude; leniency is the mean tier "
         "difference, human minus model (positive: the interviewer grades higher)",
@@ -305,10 +311,10 @@ def to_markdown(report: CalibrationReport) -> str:
             lines.append("")
     lines += ["", f"## Disagreements, largest first ({len(report.disagreements)})", ""]
     for i, d in enumerate(report.disagreements[:SHOWN_DISAGREEMENTS], start=1):
-        who = d.interviewer + (f", candidate {d.candidate}" if d.candidate else "")
+        whose = f", candidate {d.candidate}" if d.candidate else ""
         lines += [
-            f"### {i}. {d.id} ({d.question}): {who} gave {d.human.value}, the model {d.model.value} "
-            f"({d.difference:+d})",
+            f"### {i}. {d.id} ({d.question}{whose}): {d.interviewer} gave {d.human.value}, the model "
+            f"{d.model.value} ({d.difference:+d})",
             "",
         ]
         if d.answer:
@@ -318,7 +324,7 @@ def to_markdown(report: CalibrationReport) -> str:
         lines.append(f"- missed points: {', '.join(d.missed_points) or 'none'}")
         if d.red_flags:
             lines.append(f"- red flags: {', '.join(d.red_flags)}")
-        lines.append(f"- human.csv line {d.line}")
+        lines.append(f"- {Path(report.inputs.human).name} line {d.line}")
         lines.append("")
     if len(report.disagreements) > SHOWN_DISAGREEMENTS:
         lines.append(f"{len(report.disagreements) - SHOWN_DISAGREEMENTS} more in {STEM}.json.")

@@ -57,7 +57,7 @@ def plan(path: str | Path, rows: list[HumanGrade], rubric: Rubric) -> Plan:
     """Check the rows (known questions, one grade per interviewer and answer) before any model is loaded,
     and list each distinct (question, answer) once, in order of first appearance."""
     questions = resolve_questions(path, rows, rubric)
-    check_same_answer(path, rows)
+    check_same_answer(path, rows, {row.question: q.id for row, q in zip(rows, questions, strict=True)}.get)
     ids = answer_ids(rows, [q.id for q in questions])
     check_unique(path, rows, ids)
     answers: dict[tuple[str, str], AnswerResult] = {}

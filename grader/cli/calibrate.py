@@ -178,14 +178,27 @@ def _print(report: CalibrationReport) -> None:
 
     for line in summary_lines(report):
         console.print(line, markup=False)
-    table = Table(title="interviewers against the model (95 % intervals)", title_justify="left")
-    for name in ("interviewer", "n", "exact agreement", "kappa", "QWK", "leniency", "bias"):
-        table.add_column(name, justify="left" if name in ("interviewer", "bias") else "right")
-    for name, m in report.interviewers.items():
-        table.add_row(name, *metric_cells(m))
-    table.add_section()
-    table.add_row("all", *metric_cells(report.overall))
-    console.print(table)
+    for title, first, groups, overall in (
+        ("interviewers against the model (95 % intervals)", "interviewer", report.interviewers, report.overall),
+        ("questions: the interviewers against the model", "question", report.questions, None),
+    ):
+        table = Table(title=title, title_justify="left")
+        # a name is never cut: two long names that begin alike were cut to the same text
+        width = min(40, max([len(first), *(len(name) for name in groups)]))
+        for name in (first, "n", "exact agreement", "kappa", "QWK", "leniency", "bias"):
+            left = name in (first, "bias")
+            table.add_column(
+                name,
+                justify="left" if left else "right",
+                no_wrap=name == first,
+                min_width=width if name == first else None,
+            )
+        for name, m in groups.items():
+            table.add_row(name, *metric_cells(m))
+        if overall is not None:
+            table.add_section()
+            table.add_row("all", *metric_cells(overall))
+        console.print(table)
     h = report.human_agreement
     if h.answers:
         alpha = h.alpha.value if h.alpha else None

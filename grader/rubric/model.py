@@ -152,12 +152,17 @@ class Rubric(_Strict):
         return Rubric.model_validate(self.model_copy(update={"questions": list(questions)}).model_dump())
 
     def find(self, ref: str | int) -> Question:
-        """A question by slug id or number (`3`, `03`, `q3`, `q03`)."""
+        """A question by slug id, in any case, or number (`3`, `03`, `q3`, `q03`, and `3.0` as a spreadsheet
+        writes a number column with blanks in it)."""
         key = str(ref).strip()
         for q in self.questions:
             if q.id == key:
                 return q
-        match = re.fullmatch(r"[qQ]?0*(\d+)", key)
+        folded = key.casefold()
+        for q in self.questions:
+            if q.id.casefold() == folded:
+                return q
+        match = re.fullmatch(r"[qQ]?0*(\d+)(?:\.0+)?", key)
         if match:
             for q in self.questions:
                 if q.number == int(match.group(1)):
