@@ -1019,3 +1019,33 @@ def test_long_interviewer_names_are_printed_whole_and_questions_get_a_table(tmp_
     )
     assert "questions: the interviewers against the model" in result.stdout and Q2 in result.stdout
     assert "ids with no model grade 1 (a20)" in result.stdout
+
+
+def test_interviewers_are_listed_in_alphabetical_order_whatever_their_case_and_unicode_forms_are_said():
+    import unicodedata
+
+    from grader.calibration.data import HumanGrade, Pair, one_spelling, respelt
+
+    def model_grade(question: str, tier: str) -> Grade:
+        return Grade(question_id=question, tier=Tier(tier), justification="j", backend="fake", model="m")
+
+    rows = one_spelling(
+        [
+            HumanGrade(2, "Zo\u00eb", "1", Tier.poor, id="a"),
+            HumanGrade(3, unicodedata.normalize("NFD", "Zo\u00eb"), "1", Tier.poor, id="b"),
+            HumanGrade(4, "zo\u00eb ", "1", Tier.poor, id="c"),
+        ]
+    )
+    said = respelt(rows) or ""
+    assert "(line 3) as 'Zoë' (the same letters in another Unicode form)" in said
+    assert "'zoë ' (line 4) as 'Zoë'," not in said and said.endswith("'zoë ' (line 4) as 'Zoë'")
+    pairs = [
+        Pair(HumanGrade(i, name, "1", Tier.great, id=f"a{i}"), Q1, f"a{i}", "paired", model=model_grade(Q1, "great"))
+        for i, name in enumerate(["tom", "Sofia", "ann", "Marek"])
+    ]
+    assert list(build_report(pairs, settings=Settings(), human_path="h.csv").interviewers) == [
+        "ann",
+        "Marek",
+        "Sofia",
+        "tom",
+    ]

@@ -336,7 +336,7 @@ def _interviewers(
     for g in usable:
         by_interviewer[g.interviewer].append(g)
     results = []
-    for name, own in sorted(by_interviewer.items()):
+    for name, own in sorted(by_interviewer.items(), key=lambda item: (item[0].casefold(), item[0])):
 
         def unit(g: InterviewerGrade) -> str:
             return g.id if per_answer else g.candidate or ""

@@ -213,10 +213,18 @@ def respelt(rows: Iterable[HumanGrade]) -> str | None:
             first.setdefault((row.written, row.interviewer), row.line)
     if not first:
         return None
-    named = [f"{written!r} (line {line}) as {name!r}" for (written, name), line in first.items()]
+    named = [
+        f"{written!r} (line {line}) as {name!r}"
+        + (" (the same letters in another Unicode form)" if _nfc(written) == _nfc(name) else "")
+        for (written, name), line in first.items()
+    ]
     return "interviewer names that differ only in Unicode form, case or spacing are read as one person: " + ", ".join(
         named
     )
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 # --- model grades ----------------------------------------------------------------------------------

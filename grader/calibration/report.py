@@ -129,7 +129,10 @@ def build_report(
             answers=len({p.answer_id for p in pairs}),
         ),
         overall=overall,
-        interviewers={name: metrics(group) for name, group in sorted(by_interviewer.items())},
+        interviewers={
+            name: metrics(group)
+            for name, group in sorted(by_interviewer.items(), key=lambda item: (item[0].casefold(), item[0]))
+        },
         questions={name: metrics(group) for name, group in sorted(by_question.items())},
         human_agreement=human_agreement(
             [(p.human.interviewer, p.answer_id, p.human.tier) for p in pairs],
