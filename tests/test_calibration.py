@@ -1049,3 +1049,23 @@ def test_interviewers_are_listed_in_alphabetical_order_whatever_their_case_and_u
         "Sofia",
         "tom",
     ]
+
+
+def test_every_row_that_cannot_be_read_is_listed_at_once(tmp_path, calibration_files):
+    """A messy sheet took one run per bad row: 'meh' on line 7, fixed, then an empty tier on line 11..."""
+    _, grades = calibration_files
+    human = write_csv(
+        tmp_path / "h.csv",
+        ["interviewer", "question", "tier", "id"],
+        [
+            ["ann", "1", "meh", "a01"],
+            ["bob", "1", "", "a02"],
+            ["cat", "1", "great", "a03"],
+            ["dan", "1", "so-so", "a04"],
+        ],
+    )
+    result = invoke(str(human), "--model-grades", str(grades))
+    assert result.exit_code == 20
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"grader: error: {human}: 3 rows cannot be read, nothing was scored:"
+    assert [line.split(": ", 1)[0].strip() for line in lines[1:]] == [f"{human}:2", f"{human}:3", f"{human}:5"]

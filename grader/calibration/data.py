@@ -78,10 +78,14 @@ class ModelGrade(HoldsOutcome):
     asked: str | None = None  # a `grader batch` row's own `question` column: the question as its input wrote it
 
 
-def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
+def iter_human_grades(
+    path: str | Path, *, join: Join, problems: list[CalibrationDataError] | None = None
+) -> Iterator[HumanGrade]:
     """Stream human.csv row by row, checking each row on its own (columns, blanks, tiers).
 
     `join="id"` needs an `id` column (model grades are looked up by it); `join="answer"` needs `answer`.
+    With `problems`, a row that cannot be read is added to it and the rest are read on (a hand-kept sheet
+    is fixed in one pass, not one run per row); without, it is raised.
     """
     path = Path(path)
     stream, delimiter = open_table(path)  # commas, or a spreadsheet's semicolons or tabs
@@ -101,7 +105,14 @@ def iter_human_grades(path: str | Path, *, join: Join) -> Iterator[HumanGrade]:
                 start, line = line, reader.line_num + 1
                 if not cells or not any(c.strip() for c in cells):
                     continue
-                yield _row(path, start, cells, columns, width, join)
+                try:
+                    row = _row(path, start, cells, columns, width, join)
+                except CalibrationDataError as exc:
+                    if problems is None:
+                        raise
+                    problems.append(exc)
+                    continue
+                yield row
         except UnicodeDecodeError:
             raise encoding_error(path) from None
         except csv.Error as exc:
@@ -179,9 +190,25 @@ def _row(path: Path, line: int, cells: list[str], columns: dict[str, int], width
     )
 
 
+#: Rows that cannot be read, listed in one error before "and N more".
+SHOWN_PROBLEMS = 20
+
+
 def read_human_grades(path: str | Path, *, join: Join) -> list[HumanGrade]:
-    """All rows of human.csv; an error when it holds no grade at all."""
-    rows = list(iter_human_grades(path, join=join))
+    """All rows of human.csv; an error when it holds no grade at all, or listing every row that cannot be
+    read (an unknown tier, an empty cell), each with its line."""
+    problems: list[CalibrationDataError] = []
+    rows = list(iter_human_grades(path, join=join, problems=problems))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        listed = "\n".join(f"  {p.message}" for p in problems[:SHOWN_PROBLEMS])
+        more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+        hints = list(dict.fromkeys(p.hint for p in problems if p.hint))
+        raise CalibrationDataError(
+            f"{path}: {len(problems)} rows cannot be read, nothing was scored:\n{listed}{more}",
+            hint="; ".join(hints) or None,
+        )
     if not rows:
         raise CalibrationDataError(f"{path}: no grades (only a header)")
     return one_spelling(rows)
