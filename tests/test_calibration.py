@@ -1069,3 +1069,34 @@ def test_every_row_that_cannot_be_read_is_listed_at_once(tmp_path, calibration_f
     lines = result.stderr.strip().splitlines()
     assert lines[0] == f"grader: error: {human}: 3 rows cannot be read, nothing was scored:"
     assert [line.split(": ", 1)[0].strip() for line in lines[1:]] == [f"{human}:2", f"{human}:3", f"{human}:5"]
+
+
+def test_the_report_says_whether_the_model_s_confidence_means_anything():
+    """Calibrate compared tiers only: whether a confident grade agrees with people more often, and what
+    needs_review buys, could not be read from it."""
+    from grader.calibration.data import HumanGrade, Pair
+
+    def pair(i: int, human: str, model: str, confidence: float, review: bool = False) -> Pair:
+        grade = Grade(
+            question_id=Q1,
+            tier=Tier(model),
+            justification="j",
+            backend="fake",
+            model="m",
+            confidence=confidence,
+            needs_review=review,
+        )
+        return Pair(HumanGrade(i, "ann", "1", Tier(human), id=f"a{i}"), Q1, f"a{i}", "paired", model=grade)
+
+    pairs = [pair(i, "great", "great", 0.95) for i in range(6)]  # sure and right
+    pairs += [pair(10 + i, "poor", "great", 0.92) for i in range(2)]  # sure and wrong
+    pairs += [pair(20 + i, "poor", "great", 0.45, review=True) for i in range(2)]  # unsure, sent for review
+    report = build_report(pairs, settings=Settings(), human_path="h.csv")
+    m = report.model_confidence
+    assert m.calibration.n == 10 and m.calibration.accuracy == 0.6
+    assert [(b.start, b.n, b.accuracy) for b in m.calibration.bins if b.n] == [(0.4, 2, 0.0), (0.9, 8, 0.75)]
+    assert m.review_flagged == 2 and m.agreement_flagged == 0.0 and m.agreement_unflagged == 0.75
+    md = to_markdown(report)
+    assert "## The model's confidence against the interviewers" in md
+    assert "| 0.9-1.0 | 8 | 75.0% |" in md and "sent for review (needs_review): 2 grades" in md
+    assert "The model's confidence against the interviewers" in to_html(report)

@@ -19,6 +19,7 @@ from grader.calibration.metrics import Agreement, HumanAgreement, Interval, agre
 from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
 from grader.reports import files, pages, plots
+from grader.reports.confidence import ConfidenceMetrics, confidence_metrics
 from grader.reports.files import ReportModel, markdown_table
 from grader.wording import counted, named
 
@@ -75,6 +76,19 @@ class Disagreement(Row):
     red_flags: list[str]
 
 
+class ModelConfidence(ReportModel):
+    """Whether the model's confidence means anything on these answers: how often the interviewers agree with
+    its tier, by how sure it said it was, and with and without the grades it sent for review."""
+
+    calibration: ConfidenceMetrics = Field(
+        description="Over the paired grades with a confidence: `accuracy` is the share whose interviewer "
+        "gave the model's tier; `ece` how far the stated confidence is from that share."
+    )
+    review_flagged: int = Field(description="Paired grades the model sent for review (needs_review).")
+    agreement_flagged: float | None = None
+    agreement_unflagged: float | None = None
+
+
 class CalibrationReport(ReportModel):
     """Every metric of a calibration run: what `grader calibrate` prints and writes."""
 
@@ -86,6 +100,7 @@ class CalibrationReport(ReportModel):
     interviewers: dict[str, Agreement]
     questions: dict[str, Agreement]
     human_agreement: HumanAgreement
+    model_confidence: ModelConfidence
     disagreements: list[Disagreement] = Field(description="The largest tier gap first.")
     failed: list[FailedRow]
     unmatched: list[Row]
@@ -139,6 +154,7 @@ def build_report(
             {p.answer_id: _model_tier(p) for p in paired},
             settings,
         ),
+        model_confidence=model_confidence(paired),
         disagreements=disagreements(paired),
         failed=[
             FailedRow(**_row(p), error=p.failure.message if p.failure else None) for p in pairs if p.status == "failed"
@@ -149,6 +165,54 @@ def build_report(
             for p in pairs
         ],
     )
+
+
+def model_confidence(paired: list[Pair]) -> ModelConfidence:
+    """The model's confidence read against the interviewers: a grade is "right" where its interviewer gave
+    the same tier (one pair per interviewer grade, so an answer three people graded counts three times)."""
+    agrees = [(p, p.model is not None and p.human.tier is p.model.tier) for p in paired]
+    flagged = [ok for p, ok in agrees if p.model is not None and p.model.needs_review]
+    kept = [ok for p, ok in agrees if p.model is not None and not p.model.needs_review]
+    return ModelConfidence(
+        calibration=confidence_metrics(
+            [(p.model.confidence, ok) for p, ok in agrees if p.model is not None and p.model.confidence is not None]
+        ),
+        review_flagged=len(flagged),
+        agreement_flagged=round(sum(flagged) / len(flagged), 4) if flagged else None,
+        agreement_unflagged=round(sum(kept) / len(kept), 4) if kept else None,
+    )
+
+
+def confidence_lines(m: ModelConfidence) -> list[str]:
+    """The model's confidence against the interviewers, one sentence a line."""
+    c = m.calibration
+    if not c.n:
+        lines = ["the model's grades carry no confidence: nothing to check it against"]
+    else:
+        lines = [
+            f"over {counted(c.n, 'grade')} with a confidence: mean confidence {_num(c.mean_confidence)}; the "
+            f"interviewers gave the model's tier on {_share(c.accuracy)} of them (ECE {_num(c.ece)}), on "
+            f"{_share(c.accuracy_top_80)} of its most confident 80 %"
+        ]
+    if m.review_flagged:
+        lines.append(
+            f"sent for review (needs_review): {counted(m.review_flagged, 'grade')}, the interviewers gave its "
+            f"tier on {_share(m.agreement_flagged)} of them; on {_share(m.agreement_unflagged)} of the others"
+        )
+    return lines
+
+
+def confidence_rows(m: ModelConfidence) -> list[list[str]]:
+    """The bins with grades in them: confidence range, grades, share the interviewers agreed with."""
+    bins = [b for b in m.calibration.bins or [] if b.n]
+    return [[f"{b.start:.1f}-{b.to:.1f}", str(b.n), _share(b.accuracy)] for b in bins]
+
+
+CONFIDENCE_COLUMNS = ("model confidence", "grades", "the interviewer gave its tier")
+
+
+def _share(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
 
 
 def _model_tier(pair: Pair) -> Tier:
@@ -305,6 +369,10 @@ def to_markdown(report: CalibrationReport) -> str:
             lines += ["", "Warnings:", "", *(f"- {w}" for w in warnings)]
     lines += ["", "## Between interviewers", ""]
     lines += [f"- {line}" for line in human_lines(report.human_agreement)]
+    lines += ["", "## The model's confidence against the interviewers", ""]
+    lines += [f"- {line}" for line in confidence_lines(report.model_confidence)]
+    if rows := confidence_rows(report.model_confidence):
+        lines += ["", *markdown_table(CONFIDENCE_COLUMNS, rows)]
     if report.interviewers:
         lines += ["", "## Confusion matrices per interviewer", ""]
         for name, m in report.interviewers.items():
@@ -395,6 +463,9 @@ def to_html(report: CalibrationReport) -> str:
         interviewer_warnings=warning_rows(report.interviewers),
         question_warnings=warning_rows(report.questions),
         between=human_lines(report.human_agreement),
+        confidence=confidence_lines(report.model_confidence),
+        confidence_columns=list(CONFIDENCE_COLUMNS),
+        confidence_rows=confidence_rows(report.model_confidence),
         figures=figures,
         leniency=leniency_png(report.interviewers),
         shown=report.disagreements[:SHOWN_DISAGREEMENTS],

@@ -174,7 +174,7 @@ async def _grade(
 
 
 def _print(report: CalibrationReport) -> None:
-    from grader.calibration.report import metric_cells, summary_lines, warning_rows
+    from grader.calibration.report import confidence_lines, metric_cells, summary_lines, warning_rows
 
     for line in summary_lines(report):
         console.print(line, markup=False)
@@ -209,6 +209,8 @@ def _print(report: CalibrationReport) -> None:
             f"{'n/a' if with_model is None else f'{with_model:.3f}'}",
             markup=False,
         )
+    for line in confidence_lines(report.model_confidence):
+        console.print(f"model confidence: {line}", markup=False)
     warnings = warning_rows(report.interviewers) + [f"overall: {w}" for w in report.overall.warnings]
     for w in warnings:
         err_console.print(f"grader: warning: {w}", markup=False, highlight=False)

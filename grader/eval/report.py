@@ -13,21 +13,18 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, recall_score
 
 from grader.eval.runner import CaseResult
 from grader.grading.contract import TIERS, Tier
 from grader.grading.review import DRAFT_REASON
 from grader.reports import files, pages, plots
+from grader.reports.confidence import ConfidenceMetrics, confidence_metrics
 from grader.reports.files import ReportModel
 from grader.reports.pricing import estimate_cost
 from grader.rubric import Rubric
 from grader.wording import counted
-
-#: Share of the most confident grades whose accuracy is reported (`accuracy_top_80`).
-TOP = 0.8
 
 # --- the report --------------------------------------------------------------------------------------
 
@@ -59,24 +56,6 @@ class PointMetrics(ReportModel):
     precision: float | None = None
     recall: float | None = None
     f1: float | None = None
-
-
-class ConfidenceBin(ReportModel):
-    start: float = Field(validation_alias=AliasChoices("from", "start"), serialization_alias="from")
-    to: float
-    n: int
-    accuracy: float | None
-
-
-class ConfidenceMetrics(ReportModel):
-    """How far `confidence` is from accuracy; only `n` when no grade has a confidence."""
-
-    n: int
-    ece: float | None = Field(default=None, description="Expected calibration error over equal-width bins.")
-    mean_confidence: float | None = None
-    accuracy: float | None = None
-    accuracy_top_80: float | None = Field(default=None, description="Accuracy of the most confident 80 %.")
-    bins: list[ConfidenceBin] | None = None
 
 
 class ReviewMetrics(ReportModel):
@@ -319,35 +298,7 @@ def calibration(results: list[CaseResult], bins: int = 10) -> ConfidenceMetrics:
         for r in results
         if r.grade is not None and r.grade.confidence is not None
     ]
-    if not pairs:
-        return ConfidenceMetrics(n=0)
-    conf = np.array([c for c, _ in pairs])
-    right = np.array([ok for _, ok in pairs], dtype=float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = sum(
-        abs(right[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
-        for b in range(bins)
-        if (which == b).any()
-    )
-    keep = max(1, int(round(TOP * len(pairs))))
-    order = np.argsort(-conf, kind="stable")[:keep]
-    return ConfidenceMetrics(
-        n=len(pairs),
-        ece=round(float(ece), 4),
-        mean_confidence=round(float(conf.mean()), 4),
-        accuracy=round(float(right.mean()), 4),
-        accuracy_top_80=round(float(right[order].mean()), 4),
-        bins=[
-            ConfidenceBin(
-                start=round(float(edges[b]), 2),
-                to=round(float(edges[b + 1]), 2),
-                n=int((which == b).sum()),
-                accuracy=round(float(right[which == b].mean()), 4) if (which == b).any() else None,
-            )
-            for b in range(bins)
-        ],
-    )
+    return confidence_metrics(pairs, bins)
 
 
 def review_metrics(results: list[CaseResult]) -> ReviewMetrics:
