@@ -1100,3 +1100,19 @@ def test_the_report_says_whether_the_model_s_confidence_means_anything():
     assert "## The model's confidence against the interviewers" in md
     assert "| 0.9-1.0 | 8 | 75.0% |" in md and "sent for review (needs_review): 2 grades" in md
     assert "The model's confidence against the interviewers" in to_html(report)
+
+
+def test_each_pair_of_interviewers_is_compared_on_the_answers_both_graded():
+    """Only the pooled figure was given: which interviewers grade alike could not be read."""
+    grades = [("ann", f"a{i}", "great") for i in range(12)] + [("bob", f"a{i}", "great") for i in range(12)]
+    grades += [("Cy", f"a{i}", "poor" if i < 6 else "great") for i in range(12)] + [("dee", "a0", "great")]
+    h = human_agreement(grades, {}, Settings())
+    assert [(p.first, p.second, p.answers, p.exact_agreement, p.too_few) for p in h.pairs] == [
+        ("ann", "bob", 12, 1.0, False),
+        ("ann", "Cy", 12, 0.5, False),
+        ("bob", "Cy", 12, 0.5, False),
+        ("ann", "dee", 1, 1.0, True),
+        ("bob", "dee", 1, 1.0, True),
+        ("Cy", "dee", 1, 0.0, True),
+    ]
+    assert h.pairs[1].qwk == round(cohen_kappa_score([2] * 12, [0] * 6 + [2] * 6, weights="quadratic"), 6)

@@ -63,6 +63,17 @@ class Agreement(ReportModel):
     bias: Bias
 
 
+class InterviewerPair(ReportModel):
+    """Two interviewers on the answers both graded: which of them grade alike."""
+
+    first: str
+    second: str
+    answers: int
+    exact_agreement: float
+    qwk: float | None = Field(description="Quadratic-weighted kappa; null when both gave one and the same tier.")
+    too_few: bool = Field(description="Fewer shared answers than --min-n: too few to conclude.")
+
+
 class HumanAgreement(ReportModel):
     """Interviewers among themselves on the answers several graded, next to the model on the same;
     only `answers` and `warnings` when no answer was graded twice."""
@@ -76,6 +87,9 @@ class HumanAgreement(ReportModel):
     human_pairwise_agreement: float | None = None
     model_pairs: int | None = None
     model_pairwise_agreement: float | None = None
+    pairs: list[InterviewerPair] = Field(
+        default_factory=list, description="Each pair of interviewers who share answers."
+    )
     warnings: list[str]
 
 
@@ -328,6 +342,7 @@ def human_agreement(
     if humans_alpha.value is None:
         warnings.append("alpha undefined: every interviewer gave these answers the same tier")
     return HumanAgreement(
+        pairs=interviewer_pairs(by_answer, settings),
         answers=len(shared),
         interviewers=len(raters),
         grades=int(humans.sum()),
@@ -338,6 +353,31 @@ def human_agreement(
         model_pairs=len(model_pairs),
         model_pairwise_agreement=_round(float(np.mean(model_pairs))) if model_pairs else None,
         warnings=warnings,
+    )
+
+
+def interviewer_pairs(by_answer: dict[str, dict[str, int]], settings: Settings) -> list[InterviewerPair]:
+    """Every pair of interviewers on the answers both graded, the most alike first."""
+    together: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for grades in by_answer.values():
+        for a, b in combinations(sorted(grades, key=lambda name: (name.casefold(), name)), 2):
+            together.setdefault((a, b), []).append((grades[a], grades[b]))
+    out = []
+    for (a, b), ranks_ in together.items():
+        x, y = np.array([r for r, _ in ranks_]), np.array([r for _, r in ranks_])
+        qwk = kappa(x, y, weights="quadratic")
+        out.append(
+            InterviewerPair(
+                first=a,
+                second=b,
+                answers=len(ranks_),
+                exact_agreement=_round(exact_agreement(x, y)),
+                qwk=None if qwk is None else _round(qwk),
+                too_few=len(ranks_) < settings.min_n,
+            )
+        )
+    return sorted(
+        out, key=lambda p: (p.too_few, -p.exact_agreement, -p.answers, p.first.casefold(), p.second.casefold())
     )
 
 

@@ -183,6 +183,23 @@ def model_confidence(paired: list[Pair]) -> ModelConfidence:
     )
 
 
+PAIR_COLUMNS = ("interviewers", "answers both graded", "exact agreement", "QWK", "note")
+
+
+def pair_rows(h: HumanAgreement) -> list[list[str]]:
+    """Each pair of interviewers who share answers, the most alike first (pairs with too few answers last)."""
+    return [
+        [
+            f"{p.first} · {p.second}",
+            str(p.answers),
+            _share(p.exact_agreement),
+            _num(p.qwk),
+            "too few to conclude" if p.too_few else "",
+        ]
+        for p in h.pairs
+    ]
+
+
 def confidence_lines(m: ModelConfidence) -> list[str]:
     """The model's confidence against the interviewers, one sentence a line."""
     c = m.calibration
@@ -369,6 +386,8 @@ def to_markdown(report: CalibrationReport) -> str:
             lines += ["", "Warnings:", "", *(f"- {w}" for w in warnings)]
     lines += ["", "## Between interviewers", ""]
     lines += [f"- {line}" for line in human_lines(report.human_agreement)]
+    if rows := pair_rows(report.human_agreement):
+        lines += ["", "Pairs of interviewers, on the answers both graded:", "", *markdown_table(PAIR_COLUMNS, rows)]
     lines += ["", "## The model's confidence against the interviewers", ""]
     lines += [f"- {line}" for line in confidence_lines(report.model_confidence)]
     if rows := confidence_rows(report.model_confidence):
@@ -463,6 +482,8 @@ def to_html(report: CalibrationReport) -> str:
         interviewer_warnings=warning_rows(report.interviewers),
         question_warnings=warning_rows(report.questions),
         between=human_lines(report.human_agreement),
+        pair_columns=list(PAIR_COLUMNS),
+        pair_rows=pair_rows(report.human_agreement),
         confidence=confidence_lines(report.model_confidence),
         confidence_columns=list(CONFIDENCE_COLUMNS),
         confidence_rows=confidence_rows(report.model_confidence),
