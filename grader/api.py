@@ -28,6 +28,7 @@ from grader.errors import error_for
 from grader.grading.cache import GradeCache
 from grader.grading.contract import Grade, Outcome
 from grader.grading.engine import Engine, Graded, Job, ReviewSource
+from grader.grading.review import check_answer
 from grader.rubric import Question, Rubric, load_rubric
 
 QuestionRef = str | int | Question
@@ -142,6 +143,9 @@ async def agrade(question: QuestionRef, answer: str, **kwargs: Any) -> Grade:
     too long raises its own, EncodingError, EmptyAnswerError, AnswerTooLongError, before any model call)."""
     if not isinstance(answer, str):
         raise TypeError(f"the answer must be a str, not {type(answer).__name__}")
+    limit = kwargs.get("max_answer_chars", DEFAULT_MAX_ANSWER_CHARS)
+    if isinstance(limit, int) and limit >= 1:  # before a backend is built (else agrade_many says what is wrong)
+        check_answer(answer, max_chars=limit)  # an empty answer is EmptyAnswerError, not "no OPENAI_API_KEY"
     (outcome,) = await agrade_many([(question, answer)], **kwargs)
     if not isinstance(outcome, Grade):
         raise error_for(outcome)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
+import itertools
 import re
 import shutil
 from collections.abc import Iterator
@@ -39,27 +41,28 @@ def open_text(path: Path, *, encoding: str = "utf-8") -> IO[str]:
         raise _unreadable(path, exc) from None
 
 
-#: A zip file's first bytes: a spreadsheet workbook (.xlsx, .ods) given where CSV text is read.
-_ZIP = b"PK\x03\x04"
+#: A zip file's first characters: a spreadsheet workbook (.xlsx, .ods) given where CSV text is read.
+_ZIP = "PK\x03\x04"
 
 
-def open_table(path: Path) -> tuple[IO[str], str]:
-    """A CSV a spreadsheet saved, open for the csv module (a byte-order mark skipped), and its delimiter: a
-    comma, or where the first line holds none, a semicolon (Excel where the decimal mark is a comma) or a
-    tab. A workbook (.xlsx, .ods) is refused as not text, saying how to save it as CSV."""
-    try:
-        with path.open("rb") as raw:
-            head = raw.read(1 << 16)
-    except OSError as exc:
-        raise _unreadable(path, exc) from None
-    if head.startswith(_ZIP):
-        raise EncodingError(
-            f"{path}: a spreadsheet workbook (.xlsx, .ods) or another zip file, not CSV text",
-            hint="save it as 'CSV UTF-8'",
-        )
-    first = head.split(b"\n", 1)[0]
-    delimiter = next((d for d in (",", ";", "\t") if d.encode() in first), ",")
-    return open_text(path, encoding="utf-8-sig"), delimiter
+@contextlib.contextmanager
+def open_table(path: Path) -> Iterator[tuple[Iterator[str], str]]:
+    """A CSV a spreadsheet saved, read once (a pipe works), as lines for the csv module (a byte-order mark
+    skipped) and its delimiter: the one of comma, semicolon (Excel where the decimal mark is a comma) and
+    tab that cuts the header into the most cells, a comma on a tie (`candidate;Race, Ethnicity;sex` is
+    semicolons). A workbook (.xlsx, .ods) is refused as not text, saying how to save it as CSV."""
+    with open_text(path, encoding="utf-8-sig") as stream:
+        try:
+            first = stream.readline()
+        except UnicodeDecodeError:
+            raise encoding_error(path) from None
+        if first.startswith(_ZIP):
+            raise EncodingError(
+                f"{path}: a spreadsheet workbook (.xlsx, .ods) or another zip file, not CSV text",
+                hint="save it as 'CSV UTF-8'",
+            )
+        delimiter = max((",", ";", "\t"), key=lambda d: len(next(csv.reader([first], delimiter=d), [])))
+        yield (itertools.chain([first], stream) if first else iter(())), delimiter  # an empty file has no lines
 
 
 def check_cells(cells: list[str], where: str) -> None:

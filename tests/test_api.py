@@ -244,3 +244,13 @@ def test_settings_for_a_backend_you_built_are_refused_not_ignored():
     built = FakeBackend(responder=lambda conversation, request: reply_for(request.question))
     with pytest.raises(TypeError, match="^deadline, model: settings of a backend grader builds, not of the fake"):
         grade_many([(1, "I check the logs.")], backend=built, deadline=5, model="m")
+
+
+def test_an_empty_answer_is_its_own_error_before_any_backend_is_built(monkeypatch):
+    """With the check left to the engine, an empty answer with no OPENAI_API_KEY set said the key was missing."""
+    from grader.errors import EmptyAnswerError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(EmptyAnswerError):
+        grade(1, "   ", backend="openai")

@@ -543,10 +543,30 @@ def test_non_answers_as_hr_systems_word_them_are_unknown_not_categories(tmp_path
         "N/A",
         "n.a.",
         "",
+        "Unknown or Not Reported",  # the NIH and OMB wording
+        "Unknown/Not Reported",
+        "Did not disclose",
+        "Did not self-identify",
+        "I'd prefer not to say",
+        "I would prefer not to say",
+        "Undeclared",
     ):
         assert is_unknown(cell), cell
-    for cell in ("Prefer to self-describe", "None", "Not Hispanic or Latino", "Two or more races", "Female"):
+    for cell in (
+        "Prefer to self-describe",
+        "None",
+        "Not Hispanic or Latino",
+        "Two or more races",
+        "Female",
+        "Nonbinary",
+        "Native Hawaiian or Other Pacific Islander",
+        "Not a protected veteran",
+        "Unspecified",  # a legal sex marker (X): compared, with a warning
+    ):
         assert not is_unknown(cell), cell
+    marker = tmp_path / "x.csv"
+    marker.write_text("candidate,sex\na,Female\nb,Unspecified\n")
+    assert any("'Unspecified' is compared as a category" in n for n in read_people(marker, None).notes)
     people = tmp_path / "p.csv"
     people.write_text("candidate,race_ethnicity\na,White\nb,Decline to state\nc,I don't wish to answer\n")
     assert read_people(people, None).categories == {
@@ -604,6 +624,11 @@ def test_headers_match_whatever_their_punctuation_and_a_missing_default_column_i
             "candidate;sex;race_ethnicity\r\na;Female;White\r\nb;Male;Black\r\n", "utf-8-sig", id="semicolons"
         ),
         pytest.param("candidate\tsex\trace_ethnicity\na\tFemale\tWhite\nb\tMale\tBlack\n", "utf-8", id="tabs"),
+        pytest.param(  # a comma inside a header did not make it a comma file
+            "candidate;sex;race_ethnicity;Race, Ethnicity (free text)\na;Female;White;x\nb;Male;Black;y\n",
+            "utf-8",
+            id="semicolons-with-a-comma-in-a-header",
+        ),
     ],
 )
 def test_spreadsheet_exports_are_read(tmp_path, text, encoding):
@@ -703,3 +728,42 @@ def test_per_answer_units_say_so_in_the_limits(tmp_path):
     limits = json.loads((out / "audit.json").read_text())["limits"]
     assert not any("averaged per candidate" in line for line in limits)
     assert any("one per answer" in line and "not independent" in line for line in limits)
+
+
+def test_impact_ratios_print_three_places_from_an_unrounded_value():
+    """43/54 against a rate of 1 is 0.796: printed "0.80 | below 0.8" from a value rounded twice."""
+    from grader.audit.metrics import Dimension, Rate
+    from grader.audit.report import CategoryResult, _dimension, category_cells
+
+    rates = [
+        Rate("A", 54, 0.5, 43, 43 / 54, impact_ratio=43 / 54, below_four_fifths=True, trusted=True),
+        Rate("B", 54, 0.5, 54, 1.0, highest=True, impact_ratio=1.0, below_four_fifths=False, trusted=True),
+    ]
+    result = _dimension(Dimension("sex", ("sex",), rates, 0, "B"))
+    a = result.categories["A"]
+    assert isinstance(a, CategoryResult) and a.impact_ratio == round(43 / 54, 6)
+    assert category_cells("A", a, 108)[4:8] == ["0.796", "", "", "below 0.8"]
+
+
+def test_demographics_from_a_pipe_are_read_once(tmp_path):
+    """`-d <(cut ... people.csv)`: the file was read twice (once for its delimiter), which a pipe cannot:
+    the second open waited for a writer that never came."""
+    import os
+    import threading
+
+    fifo = tmp_path / "people.fifo"
+    os.mkfifo(fifo)
+    read: list[object] = []
+
+    def feed() -> None:
+        with fifo.open("w") as f:
+            f.write("candidate;sex\na;Female\nb;Male\n")
+
+    def audit() -> None:
+        read.append(read_people(fifo, None).categories)
+
+    threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=audit, daemon=True)]
+    for t in threads:
+        t.start()
+    threads[1].join(timeout=20)  # daemons: a reader stuck on the pipe cannot hold the test run open
+    assert read == [{"a": {"sex": "Female"}, "b": {"sex": "Male"}}]

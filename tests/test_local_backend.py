@@ -200,6 +200,20 @@ def test_sentences_are_exact_slices(answer, expected):
             "I check logs, metrics, etc.",
             id="etc.-an-end",
         ),
+        pytest.param("The p99 fell to 800 ms. So we shipped.", "So we shipped.", "So we shipped.", id="ms-an-end"),
+        pytest.param("We had no DR. So we wrote a runbook.", "We had no DR.", "We had no DR.", id="DR-an-end"),
+        pytest.param(
+            "I would add a cache, e.g., Redis, in front of it. Then I measure.",
+            "Redis, in front of it.",
+            "I would add a cache, e.g., Redis, in front of it.",
+            id="e.g.,",
+        ),
+        pytest.param(
+            "Tools I would use, e.g.\n- Redis for caching.",
+            "- Redis for caching.",
+            "- Redis for caching.",
+            id="line-break",
+        ),
     ],
 )
 def test_a_quote_is_whole_tokens_where_the_splitter_cut_inside_one(answer, piece, quote):

@@ -207,6 +207,12 @@ def test_parser_cases(text, turns):
             "who.json: turn 2: speaker: contains a lone UTF-16 surrogate (not text) at character 1",
             id="json-lone-surrogate-speaker",
         ),
+        pytest.param(  # an answer holding one failed as not_text, and the interviewer's turn went through
+            "nul.json",
+            '[{"speaker": "A", "text": "How\\u0000?"}, {"speaker": "B", "text": "Logs first."}]',
+            "nul.json: turn 1: text: contains a NUL character (not text) at character 3",
+            id="json-nul",
+        ),
     ],
 )
 def test_junk_is_a_clear_error_naming_the_file(tmp_path, name, content, message):

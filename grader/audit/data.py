@@ -54,8 +54,9 @@ UNKNOWN_VALUES = frozenset(
         "no answer",
         "no response",
         "undisclosed",
-        "unspecified",
+        "undeclared",
         "unanswered",
+        "not reported",
         "withheld",
         "not applicable",
     }
@@ -64,10 +65,12 @@ UNKNOWN_VALUES = frozenset(
 #: answer" (Greenhouse), "Prefer not to say", "Choose not to disclose", "Not declared". Not "Prefer to
 #: self-describe": that is an answer.
 _NON_ANSWER = re.compile(
-    r"(?:i )?(?:decline[sd]?|refuse[sd]?|choose not|chose not|prefer not|preferred not|(?:do not|don t|dont) "
-    r"(?:wish|want)|would rather not|rather not|not willing)(?: to)?(?: (?:say|state|answer|disclose|self identify|"
-    r"identify|specify|provide|respond|reply|report))?(?: (?:this|it|that|my \w+))?"
-    r"|not (?:disclosed|declared|specified|provided|stated|answered|reported|given|identified|self identified|recorded)"
+    r"(?:i )?(?:decline[sd]?|refuse[sd]?|choose not|chose not|(?:i d |i would |would )?prefer not|preferred not"
+    r"|(?:do not|don t|dont|did not|didn t) (?:wish|want)|did not|didn t|would rather not|rather not|not willing)"
+    r"(?: to)?(?: (?:say|state|answer|disclose|self identify|identify|specify|provide|respond|reply|report))?"
+    r"(?: (?:this|it|that|my \w+))?"
+    r"|not (?:disclosed|declared|specified|provided|stated|answered|reported|given|identified|self identified"
+    r"|recorded)"
 )
 
 
@@ -78,9 +81,20 @@ def _plain(cell: str) -> str:
 
 
 def is_unknown(cell: str) -> bool:
-    """Whether a demographics cell says the category is not known: blank, or a non-answer."""
-    plain = _plain(cell)
+    """Whether a demographics cell says the category is not known: blank, or a non-answer, or non-answers
+    joined (`Unknown or Not Reported`, `Unknown/Not Reported`, the NIH and OMB wording)."""
+    if _unknown_part(_plain(cell)):
+        return True
+    parts = re.split(r"\s*/\s*|\s+or\s+|\s+-\s+", unicodedata.normalize("NFKC", cell).strip())
+    return len(parts) > 1 and all(_unknown_part(_plain(part)) for part in parts)
+
+
+def _unknown_part(plain: str) -> bool:
     return plain in UNKNOWN_VALUES or _NON_ANSWER.fullmatch(plain) is not None
+
+
+#: Values that are a category in some columns and a non-answer in others: compared, with a warning.
+_AMBIGUOUS = frozenset({"unspecified", "x"})
 
 
 def column_key(name: str) -> str:
@@ -266,9 +280,8 @@ def _from_database(source: str) -> Grades:
 
 def read_people(path: Path, columns: tuple[str, ...] | None) -> People:
     """The demographics file. `columns` None: `sex` and `race_ethnicity`, whichever the file has."""
-    stream, delimiter = open_table(path)
-    with stream:
-        reader = csv.reader(stream, strict=True, delimiter=delimiter)
+    with open_table(path) as (lines, delimiter):
+        reader = csv.reader(lines, strict=True, delimiter=delimiter)
         try:
             header = next(reader, None)
             if not header:
@@ -367,6 +380,12 @@ def _name_values(people: People, spellings: dict[tuple[str, str], Counter[str]])
     for (column, value), counts in spellings.items():
         if len(counts) > 1:
             people.merged.setdefault(column, {})[label[(column, value)]] = list(counts)
+    for column, value in spellings:
+        if _plain(value) in _AMBIGUOUS:
+            people.notes.append(
+                f"{column}: {label[(column, value)]!r} is compared as a category (an 'X' or 'Unspecified' sex "
+                "marker is one); if it means not known, leave the cells blank"
+            )
     for column in people.columns:
         keys = [value for c, value in spellings if c == column]
         for short in keys:

@@ -232,7 +232,9 @@ def _dimension(d: Dimension) -> DimensionResult:
 
 
 def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
+    """Six places in the JSON; the tables print three, from this (four, printed to two, showed 43/54 against
+    the highest, 0.796, as "0.80 below 0.8", and printed 0.425 as 0.42)."""
+    return None if value is None else round(value, 6)
 
 
 #: The Limits line on scores when each answer is a unit (`--per-answer`), in place of LIMITS[1].
@@ -378,7 +380,7 @@ def category_cells(name: str, c: CategoryResult, units: int) -> list[str]:
     elif c.impact_ratio is None:
         ratio, flag = "n/a", ""
     else:
-        ratio = f"{c.impact_ratio:.2f}" + (" (highest)" if c.highest else "")
+        ratio = f"{c.impact_ratio:.3f}" + (" (highest)" if c.highest else "")
         flag = "below 0.8" if c.below_four_fifths else "ok"
     interval = f"{c.ci_95[0]:.2f}-{c.ci_95[1]:.2f}" if c.ci_95 else ""
     p = f"{c.fisher_p:.3g}" if c.fisher_p is not None else ""
@@ -538,7 +540,7 @@ def _ratio(c: CategoryResult) -> str:
     if c.impact_ratio is None:
         return "n/a"
     flag = " *" if c.below_four_fifths else ""
-    return f"{c.impact_ratio:.2f}{flag}" + (" (not trusted)" if c.trusted is False else "")
+    return f"{c.impact_ratio:.3f}{flag}" + (" (not trusted)" if c.trusted is False else "")
 
 
 def interviewer_heading(r: InterviewerResult, unit: str) -> str:

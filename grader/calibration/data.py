@@ -88,9 +88,8 @@ def iter_human_grades(
     is fixed in one pass, not one run per row); without, it is raised.
     """
     path = Path(path)
-    stream, delimiter = open_table(path)  # commas, or a spreadsheet's semicolons or tabs
-    with stream:
-        reader = csv.reader(stream, strict=True, delimiter=delimiter)  # a quote left open is an error
+    with open_table(path) as (lines, delimiter):  # commas, or a spreadsheet's semicolons or tabs
+        reader = csv.reader(lines, strict=True, delimiter=delimiter)  # a quote left open is an error
         line = 1
         try:
             header = next(reader, None)

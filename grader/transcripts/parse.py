@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from grader.errors import TranscriptError
-from grader.textfiles import LONE_SURROGATE, read_text
+from grader.textfiles import NOT_TEXT, read_text
 
 #: What `grader transcript FOLDER` picks up.
 TRANSCRIPT_SUFFIXES = (".txt", ".vtt", ".srt", ".json")
@@ -437,9 +437,11 @@ class _JsonTurn(BaseModel):
     @classmethod
     def _text(cls, value: Any) -> Any:
         # JSON can carry what no UTF-8 file can: a lone UTF-16 surrogate ("\ud83d", half of a cut emoji),
-        # which nothing downstream could encode (the grade cache's key, the scorecard file).
-        if isinstance(value, str) and (bad := LONE_SURROGATE.search(value)):
-            raise ValueError(f"contains a lone UTF-16 surrogate (not text) at character {bad.start()}")
+        # which nothing downstream could encode (the grade cache's key, the scorecard file); and a NUL
+        # ("\u0000"), binary data, refused in a file as it is here.
+        if isinstance(value, str) and (bad := NOT_TEXT.search(value)):
+            what = "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate"
+            raise ValueError(f"contains {what} (not text) at character {bad.start()}")
         return value
 
     @field_validator("start", "end", mode="before")

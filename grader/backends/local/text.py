@@ -23,8 +23,8 @@ _FUNCTION_WORDS = frozenset(
     "if not but can do have has they them their you your me us how what which who".split()
 )
 MIN_CLAUSE_WORDS = 3
-#: How `whole_tokens` widens an evidence quote (part of the local backend's cache key): 2 also after "e.g.".
-QUOTES_VERSION = 2
+#: How `whole_tokens` widens an evidence quote (part of the local backend's cache key): 3 also after "e.g.".
+QUOTES_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def whole_tokens(answer: str, span: Span) -> Span:
         end = after
     while _cut_after(answer, start):
         # the piece before the one `start` opens (the pieces run on, each from the end of the one before)
-        before = next((a for a, b in pieces if b <= start and not answer[b:start].strip()), None)
+        before = next((a for a, b in pieces if b <= start and not answer[b:start].strip(" \t,;:")), None)
         if before is None or before >= start:
             break
         start = before
@@ -90,8 +90,9 @@ def whole_tokens(answer: str, span: Span) -> Span:
 
 
 #: Abbreviations that end no sentence; and those that may, unless what follows goes on in lower case.
-_NEVER_AN_END = re.compile(r"(?:\b(?:e\.g|i\.e|cf|vs|viz|approx|Mr|Mrs|Ms|Dr|St)\.)$", re.IGNORECASE)
-_MAYBE_AN_END = re.compile(r"(?:\b(?:a\.m|p\.m|etc|incl|esp|min|sec)\.)$", re.IGNORECASE)
+#: Titles in their case only: "800 ms." and "no DR." end sentences.
+_NEVER_AN_END = re.compile(r"(?:\b(?:(?i:e\.g|i\.e|cf|vs|viz|approx)|Mr|Mrs|Ms|Dr|St)\.)\Z")
+_MAYBE_AN_END = re.compile(r"(?:\b(?:a\.m|p\.m|etc|incl|esp|min|sec)\.)\Z", re.IGNORECASE)
 
 
 def _cut_after(text: str, i: int) -> bool:
@@ -99,7 +100,11 @@ def _cut_after(text: str, i: int) -> bool:
     right after a dot between two letters or digits, or after an abbreviation that ends no sentence there."""
     if _inside(text, i - 1):
         return True
-    head = text[max(0, i - 12) : i].rstrip()
+    head = text[max(0, i - 12) : i]
+    trimmed = head.rstrip(" \t\r\n,;:")  # "e.g., Redis": the comma is the splitter's, not a sentence's
+    if "\n" in head[len(trimmed) :]:
+        return False  # a line break between: a list item, a new line, is its own span either way
+    head = trimmed
     if _NEVER_AN_END.search(head):
         return True
     if _MAYBE_AN_END.search(head):
