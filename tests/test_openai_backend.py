@@ -449,13 +449,13 @@ def test_a_request_still_waiting_at_the_deadline_is_cut(q1):
         base_url="http://llm.test/v1",
         api_key="k",
         model="m",
-        policy=RetryPolicy(deadline=0.05),
+        policy=RetryPolicy(deadline=0.5),  # long enough to be sent on a busy machine (0.05 s was not, under -n 8)
         http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(never)),
     )
     with pytest.raises(GradingFailedError) as info:
         run(backend, q1)
     assert str(info.value).startswith(
-        "no grade from http://llm.test/v1 within the deadline of 0.05 s; a request was still waiting for its answer ("
+        "no grade from http://llm.test/v1 within the deadline of 0.5 s; a request was still waiting for its answer ("
     )
 
 
