@@ -75,9 +75,10 @@ def audit(
     human, unmatched, warnings = source.interviewers, 0, []
     if interviewers is not None:
         if source.interviewers:  # a database's reviews: replaced, and said so
+            n = len(source.interviewers)
             warnings.append(
-                f"the {counted(len(source.interviewers), 'review')} in {source.label} are not audited: "
-                f"--interviewers {interviewers} takes their place"
+                f"the {counted(n, 'review')} in {source.label} {'is' if n == 1 else 'are'} not audited: "
+                f"--interviewers {interviewers} takes {'its' if n == 1 else 'their'} place"
             )
         human, unmatched = read_interviewers(interviewers, source, rubric)
         human = spell.interviewers(human)
