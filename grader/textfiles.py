@@ -26,6 +26,16 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 #: What JSON can carry that no text file holds: a lone surrogate, or a NUL character (binary data).
 NOT_TEXT = re.compile("[\ud800-\udfff\x00]")
 
+
+def not_text(text: str) -> tuple[str, int] | None:
+    """The first thing in `text` that no text file holds, named, and where: `("a NUL character", 7)` or
+    `("a lone UTF-16 surrogate", 3)`; None for text. Every place JSON or Python hands text in asks this."""
+    bad = NOT_TEXT.search(text)
+    if bad is None:
+        return None
+    return ("a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate"), bad.start()
+
+
 #: Bytes read at a time when there is no limit to stop at.
 _CHUNK = 1 << 16
 

@@ -99,7 +99,7 @@ _AMBIGUOUS = frozenset({"unspecified", "x"})
 
 def column_key(name: str) -> str:
     """A header as matched: `Race/Ethnicity`, ` race-ethnicity ` and `RACE ETHNICITY` are `race_ethnicity`."""
-    return "_".join(re.sub(r"[^\w]+", " ", unicodedata.normalize("NFKC", name).casefold()).split())
+    return _plain(name).replace(" ", "_")
 
 
 DEFAULT_CATEGORIES = ("sex", "race_ethnicity")

@@ -5,7 +5,6 @@ categories left out under the 2 % rule, and the number of unknown category."""
 
 from __future__ import annotations
 
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from grader.errors import AuditDataError
 from grader.grading.contract import Tier
 from grader.reports import files, pages, plots
 from grader.reports.files import ReportModel, markdown_table, markdown_text
-from grader.wording import counted, named
+from grader.wording import counted, named, same_letters
 
 STEM = "audit"
 #: Candidates named in a message or the report before "and N more".
@@ -404,7 +403,7 @@ def summary_lines(report: AuditReport) -> list[str]:
             + "; ".join(f"{', '.join(repr(s) for s in spellings)} as {shown!r}" for shown, spellings in merged.items())
         )
     if c.respelt_candidates:
-        shown = ", ".join(f"{a!r} as {b!r}{_same_letters(a, b)}" for a, b in list(c.respelt_candidates.items())[:SHOWN])
+        shown = ", ".join(f"{a!r} as {b!r}{same_letters(a, b)}" for a, b in list(c.respelt_candidates.items())[:SHOWN])
         lines.append(f"candidate names differing only in Unicode form, case or spacing are read as one person: {shown}")
     if c.unknown_candidates:
         lines.append(
@@ -548,15 +547,6 @@ def interviewer_heading(r: InterviewerResult, unit: str) -> str:
     answers = counted(r.answers, "answer")
     return (
         f"{r.interviewer} ({answers})" if unit == "answer" else f"{r.interviewer} ({answers}, {counted(r.units, unit)})"
-    )
-
-
-def _same_letters(a: str, b: str) -> str:
-    """Said where two spellings print alike: the same letters in another Unicode form."""
-    return (
-        " (the same letters in another Unicode form)"
-        if unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b)
-        else ""
     )
 
 

@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import stat
 import tempfile
 from collections import Counter
@@ -30,7 +29,7 @@ from typing import IO, Any, BinaryIO
 
 from grader.errors import GraderError, OutputError, OutputLockedError, UsageError
 from grader.grading.rows import FAILURE_COLUMNS, PREFIX, decode_cells, encode_cell
-from grader.textfiles import NOT_TEXT, encoding_error, open_text
+from grader.textfiles import encoding_error, not_text, open_text
 
 try:
     import fcntl
@@ -181,24 +180,20 @@ def _not_text(record: dict[str, Any]) -> str | None:
     could hold the row; or a NUL character (`"\\u0000"`), binary data, refused in a file as it is here. In
     any column, nested values and column names too (every column is written out)."""
     for key, value in record.items():
-        if bad := NOT_TEXT.search(key):
-            return f"a column name ({ascii(key)}) contains {_named(bad)} (not text)"
+        if found := not_text(key):
+            return f"a column name ({ascii(key)}) contains {found[0]} (not text)"
         stack = [value]
         while stack:  # a loop, not recursion: the JSON may nest as deep as the parser allowed
             item = stack.pop()
             if isinstance(item, str):
-                if bad := NOT_TEXT.search(item):
-                    at = f" at character {bad.start()}" if item is value else ""
-                    return f"{key} contains {_named(bad)} (not text){at}"
+                if found := not_text(item):
+                    at = f" at character {found[1]}" if item is value else ""
+                    return f"{key} contains {found[0]} (not text){at}"
             elif isinstance(item, dict):
                 stack += [*item.keys(), *item.values()]
             elif isinstance(item, list):
                 stack += item
     return None
-
-
-def _named(bad: re.Match[str]) -> str:
-    return "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate"
 
 
 def _row(line: int, record: dict[str, Any], columns: Columns) -> Row | Problem:

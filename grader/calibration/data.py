@@ -32,6 +32,7 @@ from grader.errors import CalibrationDataError
 from grader.grading import rows
 from grader.grading.contract import FailureKind, Grade, GradeFailure, HoldsOutcome, Outcome, Tier
 from grader.textfiles import check_cells, encoding_error, open_table
+from grader.wording import same_letters
 
 #: Accepted spellings of each tier (compared after trimming and lower-casing). Anything else is an error.
 TIER_SYNONYMS: dict[str, Tier] = {
@@ -240,17 +241,12 @@ def respelt(rows: Iterable[HumanGrade]) -> str | None:
     if not first:
         return None
     named = [
-        f"{written!r} (line {line}) as {name!r}"
-        + (" (the same letters in another Unicode form)" if _nfc(written) == _nfc(name) else "")
+        f"{written!r} (line {line}) as {name!r}" + same_letters(written, name)
         for (written, name), line in first.items()
     ]
     return "interviewer names that differ only in Unicode form, case or spacing are read as one person: " + ", ".join(
         named
     )
-
-
-def _nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
 
 
 # --- model grades ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.errors import AnswerTooLongError, EmptyAnswerError, EncodingError, GraderError, GradingFailedError
 from grader.grading.contract import Grade, Tier, Usage
 from grader.rubric import Question
-from grader.textfiles import LONE_SURROGATE
+from grader.textfiles import not_text
 
 SAMPLE_TEMPERATURE = 0.7
 #: The most a grade of a question without key points may claim: a coin toss between two tiers.
@@ -28,10 +28,9 @@ def check_answer(answer: str, *, max_chars: int = DEFAULT_MAX_ANSWER_CHARS, wher
     are not UTF-8 on the command line): UTF-8 cannot encode it, so no cache key, prompt or output could
     hold it. A NUL character is binary data (a file holding one is refused as not text); from JSON or Python
     it was graded. Both are refused as not UTF-8 text (exit 7, failure kind `not_text`)."""
-    if bad := LONE_SURROGATE.search(answer):
-        raise EncodingError(f"{where}: not UTF-8 text (a lone UTF-16 surrogate at character {bad.start()})")
-    if "\0" in answer:
-        raise EncodingError(f"{where}: not UTF-8 text (a NUL character at character {answer.index(chr(0))})")
+    if found := not_text(answer):
+        what, at = found
+        raise EncodingError(f"{where}: not UTF-8 text ({what} at character {at})")
     if not answer.strip():
         raise EmptyAnswerError(f"{where} is empty")
     if not visible(answer).strip():  # zero-width spaces and soft hyphens alone: the model would see nothing

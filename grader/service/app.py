@@ -53,6 +53,7 @@ from grader.service.store import (
     differences,
     joined,
 )
+from grader.textfiles import not_text
 
 log = logging.getLogger("grader.service")
 
@@ -87,11 +88,6 @@ class Settings:
 # --- the API's bodies: the grade contract plus what the service adds ---------------------------------
 
 
-#: What JSON can carry but no text file can: a lone UTF-16 surrogate (`"\ud800"`), which nothing can
-#: store or encode, and NUL, which the CLI refuses in an answer too.
-_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
-
-
 class Body(BaseModel):
     """A request body: no field it does not know, and every string in it text that can be stored."""
 
@@ -101,9 +97,9 @@ class Body(BaseModel):
     @classmethod
     def _text(cls, value: Any) -> Any:
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and (bad := _NOT_TEXT.search(item)):
-                what = "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate (not text)"
-                raise ValueError(f"contains {what} at character {bad.start()}")
+            # JSON can carry what no text file can: a lone surrogate (`"\ud800"`), a NUL (`textfiles.not_text`)
+            if isinstance(item, str) and (found := not_text(item)):
+                raise ValueError(f"contains {found[0]} (not text) at character {found[1]}")
         return value
 
 

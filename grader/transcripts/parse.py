@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from grader.errors import TranscriptError
-from grader.textfiles import NOT_TEXT, read_text
+from grader.textfiles import not_text, read_text
 
 #: What `grader transcript FOLDER` picks up.
 TRANSCRIPT_SUFFIXES = (".txt", ".vtt", ".srt", ".json")
@@ -439,9 +439,8 @@ class _JsonTurn(BaseModel):
         # JSON can carry what no UTF-8 file can: a lone UTF-16 surrogate ("\ud83d", half of a cut emoji),
         # which nothing downstream could encode (the grade cache's key, the scorecard file); and a NUL
         # ("\u0000"), binary data, refused in a file as it is here.
-        if isinstance(value, str) and (bad := NOT_TEXT.search(value)):
-            what = "a NUL character" if bad.group() == "\x00" else "a lone UTF-16 surrogate"
-            raise ValueError(f"contains {what} (not text) at character {bad.start()}")
+        if isinstance(value, str) and (found := not_text(value)):
+            raise ValueError(f"contains {found[0]} (not text) at character {found[1]}")
         return value
 
     @field_validator("start", "end", mode="before")
