@@ -15,8 +15,10 @@ import asyncio
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import krippendorff
@@ -645,6 +647,28 @@ def test_an_output_folder_that_is_a_file(calibration_files, tmp_path):
     result = invoke(str(human), "-g", str(grades), "-o", str(tmp_path / "taken"), "--resamples", "100")
     assert result.exit_code == 15
     assert f"cannot write {tmp_path / 'taken'}: a file is there, where a folder is expected" in result.stderr
+
+
+def test_a_report_run_again_into_its_folder_says_it_replaced_the_earlier_one(calibration_files, tmp_path):
+    human, grades = calibration_files
+    out = tmp_path / "report"
+    first = invoke(str(human), "-g", str(grades), "-o", str(out), "--resamples", "100")
+    assert first.exit_code == 0, first.output
+    assert "replacing" not in first.output
+    earlier = datetime(2026, 11, 2, 10, 14).timestamp()
+    os.utime(out / "calibration.json", (earlier, earlier))
+    os.utime(out / "calibration.html", (earlier - 60, earlier - 60))
+    again = invoke(str(human), "-g", str(grades), "-o", str(out), "--resamples", "100")
+    assert again.exit_code == 0, again.output
+    assert f"wrote {out / 'calibration.json'}" in again.stdout
+    # the newest of the files replaced: calibration.md was written by the first run, just now
+    assert "(replacing the report written " in again.stdout
+    assert "2026-11-02" not in again.stdout
+    os.utime(out / "calibration.md", (earlier, earlier))
+    os.utime(out / "calibration.json", (earlier, earlier))
+    os.utime(out / "calibration.html", (earlier, earlier))
+    third = invoke(str(human), "-g", str(grades), "-o", str(out), "--resamples", "100")
+    assert "(replacing the report written 2026-11-02 10:14)" in third.stdout
 
 
 def test_installed_entry_point_reports_a_bad_row(tmp_path):

@@ -642,6 +642,6 @@ def to_html(report: AuditReport) -> str:
     )
 
 
-def write_reports(report: AuditReport, out: Path) -> list[Path]:
+def write_reports(report: AuditReport, out: Path) -> files.Written:
     """audit.json, audit.md and audit.html under `out`."""
     return files.write_reports(report, out, STEM, to_markdown, to_html)

@@ -496,6 +496,6 @@ def to_html(report: CalibrationReport) -> str:
     )
 
 
-def write_reports(report: CalibrationReport, out: Path) -> list[Path]:
+def write_reports(report: CalibrationReport, out: Path) -> files.Written:
     """calibration.json, calibration.md and calibration.html under `out`."""
     return files.write_reports(report, out, STEM, to_markdown, to_html)

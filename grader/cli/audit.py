@@ -100,4 +100,4 @@ def audit(
         for line in summary_lines(report):
             console.print(f"- {line}", markup=False, highlight=False)
         notes = console
-    notes.print("wrote " + ", ".join(str(p) for p in paths), markup=False, highlight=False)
+    notes.print(paths.line(), markup=False, highlight=False)

@@ -127,7 +127,7 @@ def calibrate(
     if out is not None:
         paths = write_reports(report, out)
         notes = err_console if output_format is TableFormat.json else console
-        notes.print("wrote " + ", ".join(str(p) for p in paths))
+        notes.print(paths.line(), markup=False, highlight=False)
 
 
 async def _grade(

@@ -136,7 +136,7 @@ def eval_(
             _print(report)
         if out is not None:
             paths = write_reports(report, out)
-            notes.print("wrote " + ", ".join(str(p) for p in paths))
+            notes.print(paths.line(), markup=False, highlight=False)
         if check:
             broken.extend(check_thresholds(report, limits[report.suite]))
 

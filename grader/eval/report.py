@@ -801,6 +801,6 @@ def to_html(report: EvalReport) -> str:
     )
 
 
-def write_reports(report: EvalReport, out: Path) -> list[Path]:
+def write_reports(report: EvalReport, out: Path) -> files.Written:
     """<suite>.json, <suite>.md and <suite>.html under `out`."""
     return files.write_reports(report, out, report.suite, to_markdown, to_html)

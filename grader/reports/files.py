@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,14 +41,32 @@ def report_folder(out: Path) -> Path:
     return out
 
 
+class Written(list[Path]):
+    """The paths of the report files written, and when the report they replaced had been written (None
+    where there was none): a report run again into the same folder says so, not replacing last month's
+    report without a word."""
+
+    replaced: datetime | None = None
+
+    def line(self) -> str:
+        """'wrote a.json, a.md, a.html', with '(replacing the report written 2026-11-02 10:14)'."""
+        text = "wrote " + ", ".join(str(p) for p in self)
+        if self.replaced is not None:
+            text += f" (replacing the report written {self.replaced:%Y-%m-%d %H:%M})"
+        return text
+
+
 def write_reports(
     report: R, out: Path, stem: str, to_markdown: Callable[[R], str], to_html: Callable[[R], str]
-) -> list[Path]:
-    """`stem`.json, `stem`.md and `stem`.html under `out` (created if need be); their paths."""
-    paths = [out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.html"]
+) -> Written:
+    """`stem`.json, `stem`.md and `stem`.html under `out` (created if need be); their paths, with the
+    time the newest of the files they replace was written."""
+    paths = Written([out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.html"])
     texts = [report.to_json(), to_markdown(report), to_html(report)]
     try:
         out.mkdir(parents=True, exist_ok=True)
+        times = [p.stat().st_mtime for p in paths if p.is_file()]
+        paths.replaced = datetime.fromtimestamp(max(times)) if times else None
         for path, text in zip(paths, texts, strict=True):
             write_whole(path, text)
     except OSError as exc:
