@@ -41,11 +41,21 @@ from grader.calibration.metrics import (
     ranks,
     resample_tables,
 )
-from grader.calibration.report import CalibrationReport, build_report, to_html, to_markdown, write_reports
+from grader.calibration.report import (
+    CalibrationReport,
+    build_report,
+    disagreement_answers,
+    in_short,
+    kappa_reading,
+    to_html,
+    to_markdown,
+    write_reports,
+)
 from grader.calibration.settings import Settings
 from grader.cli import app
 from grader.errors import CalibrationDataError, EncodingError, InputFileError
 from grader.grading.contract import Grade, Tier
+from grader.reports import plots
 from tests.conftest import reply_for
 
 Q1 = "debugging-a-production-issue"
@@ -585,10 +595,115 @@ def test_markdown_report(calibration_files):
     assert "| bob | 18 | 0.333 [" in md and "| +0.667 [" in md and "| lenient |" in md
     assert "- dave: only 3 grades, fewer than 10: too few to conclude" in md
     assert "| great | 6 | 6 | 0 |" in md  # bob's confusion matrix
-    assert "### 1. a05 (debugging-a-production-issue, candidate cand-a05): carol gave poor, the model great (-2)" in md
+    # one answer once, with every interviewer who differs on it, the largest gap first
+    assert (
+        "### 1. a13 (api-design; candidate cand-a13): the model gave poor; carol gave great (+2); bob gave mediocre (+1)"
+        in md
+    )
+    assert md.count("### ") - len(report.interviewers) == 16 == len({d.id for d in report.disagreements})
+    assert "- human.csv lines 32, 50" in md and "- human.csv line 42" in md
+    assert (
+        "### 3. a05 (debugging-a-production-issue; candidate cand-a05): the model gave great; carol gave poor (-2)"
+        in md
+    )
     assert "- missed points: q01.missed-in-a05" in md
     assert "Krippendorff's alpha (ordinal) among interviewers" in md
     assert "## Model grades that failed (1)" in md and "## Rows with no model grade (1)" in md
+
+
+def test_the_report_says_in_short_what_it_found(calibration_files):
+    human, grades = calibration_files
+    report = build_report(pair_with_model_grades(human, grades), settings=Settings(), human_path="human.csv")
+    lines = in_short(report)
+    qwk = report.overall.qwk.value
+    assert 0.4 < qwk <= 0.6  # so the reading is "moderate"
+    assert (
+        lines[0]
+        == f"the interviewers gave the model's tier on 32 of 57 grades (56.1%); QWK {qwk:.3f}: moderate agreement beyond chance"
+    )
+    assert "bob (+0.667) grades higher than the model (lenient)" in lines
+    overall = report.overall.leniency
+    said = f"taken together, the interviewers grade higher than the model ({overall.value:+.3f})"
+    assert (said in lines) is (overall.ci[0] > 0)  # said only where the interval leaves out zero
+    assert "alice (0.000), carol (0.000) grade neither clearly higher nor lower than the model" in lines
+    assert "dave has too few grades to tell" in lines
+    worst, best = sorted(report.questions, key=lambda q: report.questions[q].exact_agreement.value)
+    assert any(
+        line.startswith(f"they differ from the model most on {worst} (") and f"least on {best} (" in line
+        for line in lines
+    )
+    assert lines[-1].startswith("next: read the disagreements (25 grades on 16 answers, 4 of them two tiers apart)")
+    assert sum(1 for d in disagreement_answers(report.disagreements) if d.largest == 2) == 4
+
+
+@pytest.mark.parametrize(
+    ("kappa", "reading"),
+    [
+        (None, None),
+        (-0.1, "no better than chance"),
+        (0.0, "no better than chance"),
+        (0.2, "slight"),
+        (0.21, "fair"),
+        (0.4, "fair"),
+        (0.41, "moderate"),
+        (0.6, "moderate"),
+        (0.61, "substantial"),
+        (0.8, "substantial"),
+        (0.81, "almost perfect"),
+        (1.0, "almost perfect"),
+    ],
+)
+def test_kappa_in_words_on_landis_and_koch_s_scale(kappa, reading):
+    assert kappa_reading(kappa) == reading
+
+
+def test_pairs_of_interviewers_are_named_when_they_differ(tmp_path):
+    # ann and ben agree on all 10 answers, ann and cy on 2 of 10 (ben and cy as well): min-n 10 makes them conclusive
+    rows, lines = [], []
+    for i in range(10):
+        answer_id = f"a{i:02d}"
+        tier = ("great", "mediocre", "poor")[i % 3]
+        other = tier if i < 2 else ("poor" if tier != "poor" else "great")
+        rows += [["ann", "1", tier, answer_id], ["ben", "1", tier, answer_id], ["cy", "1", other, answer_id]]
+        lines.append(json.dumps({"id": answer_id, **grade(Q1, tier, answer_id).model_dump(mode="json")}))
+    human = write_csv(tmp_path / "h.csv", GOOD, rows)
+    grades = tmp_path / "g.jsonl"
+    grades.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = build_report(pair_with_model_grades(human, grades), settings=Settings(resamples=100), human_path="h.csv")
+    said = in_short(report)
+    assert "most alike: ann and ben (the same tier on 10 of 10 answers); least alike: ann and cy (2 of 10)" in said
+    assert "ann (0.000), ben (0.000), cy (-0.200) grade neither clearly higher nor lower than the model" in said
+    # the model gave ann's and ben's tiers, so it agrees with the interviewers more than they with each other
+    assert any(
+        "the model agrees with them more often than they agree with each other (73.3% against" in x for x in said
+    )
+
+
+def test_heatmaps_are_shaded_by_each_row_s_share_on_one_scale_for_every_chart(monkeypatch):
+    """Shaded by count against each chart's own largest cell, one interviewer's single cell of 4 was as dark as
+    the overall chart's 46: each cell is its share of its row now, 0 to 1 in every chart."""
+    drawn = []
+
+    def draw(size, paint):  # the real axes, kept to be read back
+        fig, ax = plots.pyplot().subplots(figsize=size)
+        paint(ax)
+        image = ax.images[0]
+        drawn.append((np.asarray(image.get_array()).tolist(), image.get_clim(), [t.get_text() for t in ax.texts]))
+        plots.pyplot().close(fig)
+        return b""
+
+    monkeypatch.setattr(plots, "draw", draw)
+    for matrix in (
+        [[4, 0, 0], [0, 0, 0], [0, 0, 0]],
+        [[46, 0, 0], [0, 46, 0], [0, 0, 46]],
+        [[4, 4, 0], [2, 0, 6], [0, 0, 0]],
+    ):
+        plots.heatmap_png(matrix, "t", rows="interviewer", columns="model")
+    (alone, alone_scale, alone_texts), (many, many_scale, _), (split, _, split_texts) = drawn
+    assert alone_scale == many_scale == (0, 1)  # one scale for every chart
+    assert alone[0][0] == many[0][0] == many[1][1] == 1  # a whole row is the darkest shade, whatever its count
+    assert split[0][:2] == [0.5, 0.5] and split[1] == [0.25, 0, 0.75] and split[2] == [0, 0, 0]
+    assert alone_texts[0] == "4" and split_texts[5] == "6"  # the counts are still what is written
 
 
 def invoke(*args: str):
@@ -804,7 +919,9 @@ def test_the_html_report_in_a_headless_browser(calibration_files):
     assert page.errors == []
     # the overall heatmap, one per interviewer, and the leniency chart, all decoded
     assert page.images_total == 6 and page.images_loaded == 6
-    assert "Disagreements, largest first (25)" in page.text
+    assert "Disagreements, largest first (25 grades on 16 answers)" in page.text
+    assert "In short" in page.text and "bob (+0.667) grades higher than the model (lenient)" in page.text
+    assert "carol gave great (+2); bob gave mediocre (+1)" in page.text
     assert "lenient" in page.text and "too few grades" in page.text
     assert page.screenshot is not None and page.screenshot.stat().st_size > 0
 
@@ -1124,6 +1241,16 @@ def test_the_report_says_whether_the_model_s_confidence_means_anything():
     assert "## The model's confidence against the interviewers" in md
     assert "| 0.9-1.0 | 8 | 75.0% |" in md and "sent for review (needs_review): 2 grades" in md
     assert "The model's confidence against the interviewers" in to_html(report)
+
+
+def test_the_confidence_share_is_printed_from_the_count_as_the_agreement_is():
+    """116 of 222 is 52.25 %: stored to four places first, the confidence section printed 52.2 % where the
+    agreement, from the same grades, printed 52.3 %."""
+    from grader.reports.confidence import confidence_metrics
+
+    metrics = confidence_metrics([(0.9, i < 116) for i in range(222)])
+    assert f"{metrics.accuracy:.1%}" == f"{116 / 222:.1%}" == "52.3%"
+    assert [f"{b.accuracy:.1%}" for b in metrics.bins if b.n] == ["52.3%"]
 
 
 def test_each_pair_of_interviewers_is_compared_on_the_answers_both_graded():

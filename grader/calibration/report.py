@@ -15,11 +15,18 @@ from typing import Any, Literal
 from pydantic import Field
 
 from grader.calibration.data import Pair, respelt
-from grader.calibration.metrics import Agreement, HumanAgreement, Interval, agreement, human_agreement
+from grader.calibration.metrics import (
+    Agreement,
+    HumanAgreement,
+    Interval,
+    InterviewerPair,
+    agreement,
+    human_agreement,
+)
 from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
 from grader.reports import files, pages, plots
-from grader.reports.confidence import ConfidenceMetrics, confidence_metrics
+from grader.reports.confidence import PLACES, ConfidenceMetrics, confidence_metrics
 from grader.reports.files import ReportModel, markdown_table
 from grader.wording import counted, named
 
@@ -178,8 +185,8 @@ def model_confidence(paired: list[Pair]) -> ModelConfidence:
             [(p.model.confidence, ok) for p, ok in agrees if p.model is not None and p.model.confidence is not None]
         ),
         review_flagged=len(flagged),
-        agreement_flagged=round(sum(flagged) / len(flagged), 4) if flagged else None,
-        agreement_unflagged=round(sum(kept) / len(kept), 4) if kept else None,
+        agreement_flagged=round(sum(flagged) / len(flagged), PLACES) if flagged else None,
+        agreement_unflagged=round(sum(kept) / len(kept), PLACES) if kept else None,
     )
 
 
@@ -268,6 +275,166 @@ def disagreements(paired: list[Pair]) -> list[Disagreement]:
                 )
             )
     return sorted(rows, key=lambda r: (-abs(r.difference), r.interviewer, r.line))
+
+
+# --- in plain words ------------------------------------------------------------------------------
+
+#: Landis and Koch's (1977) reading of a kappa, the scale most papers quote: above each bound, the word.
+KAPPA_READING = ((0.8, "almost perfect"), (0.6, "substantial"), (0.4, "moderate"), (0.2, "fair"), (0.0, "slight"))
+
+#: What the figures mean, for a reader who has not met kappa: printed under the tables and in the pages.
+HOW_TO_READ = (
+    "exact agreement: the share of grades where the interviewer gave the model's tier",
+    "kappa: agreement beyond what chance would give (0: no better than chance, 1: always the same tier); read on "
+    "Landis and Koch's scale as slight up to 0.2, fair to 0.4, moderate to 0.6, substantial to 0.8, then almost "
+    "perfect",
+    "QWK (quadratic-weighted kappa): the same, but great against poor counts four times a one-tier difference, "
+    "so it is the one to read for ordered tiers",
+    "leniency: the mean tier difference, interviewer minus model; lenient or harsh means the 95 % interval "
+    "leaves out zero. The model is the yardstick, not the truth: 'lenient' says only that the interviewer grades "
+    "higher than the model",
+    "[a, b]: the 95 % bootstrap interval; a group with fewer grades than --min-n gets no verdict",
+)
+
+
+def kappa_reading(kappa: float | None) -> str | None:
+    """A kappa in words on Landis and Koch's scale ("moderate"); None where it is undefined."""
+    if kappa is None:
+        return None
+    if kappa <= 0:
+        return "no better than chance"
+    return next(word for bound, word in KAPPA_READING if kappa > bound)
+
+
+def in_short(report: CalibrationReport) -> list[str]:
+    """What the report says, in a few sentences a busy reader can act on: how far the interviewers agree with
+    the model and with each other, who grades higher or lower than the model, and where they differ most."""
+    o, lines = report.overall, []
+    if not o.n or o.exact_agreement is None or o.exact_agreement.value is None:
+        return ["no interviewer grade has a model grade to compare it with"]
+    agreed = round(o.exact_agreement.value * o.n)
+    first = (
+        f"the interviewers gave the model's tier on {agreed} of {counted(o.n, 'grade')} ({o.exact_agreement.value:.1%})"
+    )
+    qwk = o.qwk.value if o.qwk else None
+    if (reading := kappa_reading(qwk)) is not None:
+        first += f"; QWK {_num(qwk)}: {reading} agreement beyond chance"
+    lines.append(first)
+    if o.bias in ("lenient", "harsh") and o.leniency is not None:
+        higher = "higher" if o.bias == "lenient" else "lower"
+        lines.append(f"taken together, the interviewers grade {higher} than the model ({_signed(o.leniency.value)})")
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, m in report.interviewers.items():
+        lenient = m.leniency.value if m.leniency else None
+        groups[m.bias].append(name if lenient is None or m.bias == "too few grades" else f"{name} ({_signed(lenient)})")
+    for bias, one, many in (
+        ("lenient", "grades higher than the model (lenient)", "grade higher than the model (lenient)"),
+        ("harsh", "grades lower than the model (harsh)", "grade lower than the model (harsh)"),
+        (
+            "no clear bias",
+            "grades neither clearly higher nor lower than the model",
+            "grade neither clearly higher nor lower than the model",
+        ),
+        ("too few grades", "has too few grades to tell", "have too few grades to tell"),
+    ):
+        if names := groups.get(bias):
+            lines.append(f"{', '.join(names)} {one if len(names) == 1 else many}")
+    asked = {q: m for q, m in report.questions.items() if m.bias != "too few grades" and m.exact_agreement}
+    if len(asked) >= 2:
+        ranked = sorted(asked.items(), key=lambda item: (_value(item[1].exact_agreement) or 0.0, item[0]))
+        (low, worst), (high, best) = ranked[0], ranked[-1]
+        lines.append(
+            f"they differ from the model most on {low} ({_share(_value(worst.exact_agreement))} the same tier"
+            f"{_direction(worst)}) and least on {high} ({_share(_value(best.exact_agreement))})"
+        )
+    h = report.human_agreement
+    if h.human_pairwise_agreement is not None and h.model_pairwise_agreement is not None:
+        human, model = h.human_pairwise_agreement, h.model_pairwise_agreement
+        than = (
+            "about as often as"
+            if abs(human - model) < 0.05
+            else "less often than"
+            if model < human
+            else "more often than"
+        )
+        lines.append(
+            f"on the answers several interviewers graded, the model agrees with them {than} they agree with each "
+            f"other ({model:.1%} against {human:.1%})"
+        )
+    conclusive = [p for p in h.pairs if not p.too_few]  # the most alike first by QWK: ties keep that order
+    most = max(conclusive, key=lambda p: p.exact_agreement, default=None)
+    least = min(conclusive, key=lambda p: p.exact_agreement, default=None)
+    if most is not None and least is not None and most.exact_agreement > least.exact_agreement:
+        lines.append(
+            f"most alike: {most.first} and {most.second} (the same tier on {_of(most)} answers); least alike: "
+            f"{least.first} and {least.second} ({_of(least)})"
+        )
+    if report.disagreements:
+        answers = disagreement_answers(report.disagreements)
+        apart = sum(1 for a in answers if a.largest == 2)
+        lines.append(
+            f"next: read the disagreements ({counted(len(report.disagreements), 'grade')} on "
+            f"{counted(len(answers), 'answer')}"
+            + (f", {apart} of them two tiers apart" if apart else "")
+            + "), largest first, with the interviewers who differ most"
+        )
+    return lines
+
+
+def _of(pair: InterviewerPair) -> str:
+    return f"{round(pair.exact_agreement * pair.answers)} of {pair.answers}"
+
+
+def _value(interval: Interval | None) -> float | None:
+    return interval.value if interval else None
+
+
+def _direction(m: Agreement) -> str:
+    return {"lenient": ", the interviewers higher", "harsh": ", the interviewers lower"}.get(m.bias, "")
+
+
+class DisagreedAnswer(ReportModel):
+    """One answer and every interviewer grade of it that differs from the model's: the pages list an answer
+    once, with all who differ on it, not once per grade."""
+
+    id: str
+    question: str
+    candidate: str | None
+    model: Tier
+    grades: list[Disagreement]
+    largest: int = Field(description="The largest tier gap of its grades.")
+
+
+def disagreement_answers(rows: list[Disagreement]) -> list[DisagreedAnswer]:
+    """The disagreements by answer: the largest gap first, then the most interviewers differing."""
+    by_answer: dict[str, list[Disagreement]] = defaultdict(list)
+    for d in rows:
+        by_answer[d.id].append(d)
+    answers = [
+        DisagreedAnswer(
+            id=answer_id,
+            question=grades[0].question,
+            candidate=next((g.candidate for g in grades if g.candidate), None),
+            model=grades[0].model,
+            grades=sorted(grades, key=lambda g: (-abs(g.difference), g.interviewer.casefold(), g.line)),
+            largest=max(abs(g.difference) for g in grades),
+        )
+        for answer_id, grades in by_answer.items()
+    ]
+    return sorted(answers, key=lambda a: (-a.largest, -len(a.grades), a.id))
+
+
+def disagreement_count(report: CalibrationReport) -> str:
+    """'25 grades on 14 answers' (or 'none')."""
+    if not report.disagreements:
+        return "none"
+    answers = len({d.id for d in report.disagreements})
+    return f"{counted(len(report.disagreements), 'grade')} on {counted(answers, 'answer')}"
+
+
+def who_differs(answer: DisagreedAnswer) -> str:
+    """'carol gave poor (-2); bob gave mediocre (-1)'."""
+    return "; ".join(f"{g.interviewer} gave {g.human.value} ({g.difference:+d})" for g in answer.grades)
 
 
 # --- formatting ----------------------------------------------------------------------------------
@@ -369,9 +536,12 @@ def to_markdown(report: CalibrationReport) -> str:
     o = report.overall
     lines = ["# Calibration: interviewers against the model", ""]
     lines += [f"- {line}" for line in summary_lines(report)]
+    lines += ["", "## In short", ""]
+    lines += [f"- {line}" for line in in_short(report)]
     lines += ["", "## Overall", ""]
     lines += markdown_table(METRIC_COLUMNS, [metric_cells(o)])
     lines += [f"- warning: {w}" for w in o.warnings]
+    lines += ["", "How to read the figures:", "", *(f"- {line}" for line in HOW_TO_READ)]
     if o.confusion:
         lines += ["", "Confusion matrix (rows: interviewer, columns: model):", ""]
         lines += _confusion_md(o.confusion.matrix)
@@ -399,25 +569,28 @@ def to_markdown(report: CalibrationReport) -> str:
             if m.confusion:
                 lines += _confusion_md(m.confusion.matrix)
             lines.append("")
-    lines += ["", f"## Disagreements, largest first ({len(report.disagreements)})", ""]
-    for i, d in enumerate(report.disagreements[:SHOWN_DISAGREEMENTS], start=1):
-        whose = f", candidate {d.candidate}" if d.candidate else ""
-        lines += [
-            f"### {i}. {d.id} ({d.question}{whose}): {d.interviewer} gave {d.human.value}, the model "
-            f"{d.model.value} ({d.difference:+d})",
-            "",
-        ]
-        if d.answer:
-            lines += ["> " + line for line in d.answer.strip().splitlines()]
+    answers = disagreement_answers(report.disagreements)
+    lines += ["", f"## Disagreements, largest first ({disagreement_count(report)})", ""]
+    source = Path(report.inputs.human).name
+    for i, a in enumerate(answers[:SHOWN_DISAGREEMENTS], start=1):
+        whose = f"; candidate {a.candidate}" if a.candidate else ""
+        lines += [f"### {i}. {a.id} ({a.question}{whose}): the model gave {a.model.value}; {who_differs(a)}", ""]
+        first = a.grades[0]
+        if first.answer:
+            lines += ["> " + line for line in first.answer.strip().splitlines()]
             lines.append("")
-        lines.append(f"- model's justification: {d.justification.strip()}")
-        lines.append(f"- missed points: {', '.join(d.missed_points) or 'none'}")
-        if d.red_flags:
-            lines.append(f"- red flags: {', '.join(d.red_flags)}")
-        lines.append(f"- {Path(report.inputs.human).name} line {d.line}")
+        lines.append(f"- model's justification: {first.justification.strip()}")
+        lines.append(f"- missed points: {', '.join(first.missed_points) or 'none'}")
+        if first.red_flags:
+            lines.append(f"- red flags: {', '.join(first.red_flags)}")
+        lines.append(
+            f"- {source} "
+            + ("line " if len(a.grades) == 1 else "lines ")
+            + ", ".join(str(n) for n in sorted(g.line for g in a.grades))
+        )
         lines.append("")
-    if len(report.disagreements) > SHOWN_DISAGREEMENTS:
-        lines.append(f"{len(report.disagreements) - SHOWN_DISAGREEMENTS} more in {STEM}.json.")
+    if len(answers) > SHOWN_DISAGREEMENTS:
+        lines.append(f"{len(answers) - SHOWN_DISAGREEMENTS} more answers in {STEM}.json.")
     for title, head, rows in row_tables(report):
         lines += ["", f"## {title} ({len(rows)})", ""]
         lines += markdown_table(head, rows)
@@ -466,6 +639,7 @@ def leniency_png(interviewers: dict[str, Agreement]) -> bytes | None:
 def to_html(report: CalibrationReport) -> str:
     """A self-contained page: tables, heatmaps and the leniency chart, no script, no outside resource."""
     figures: list[tuple[bytes, str]] = []
+    answers = disagreement_answers(report.disagreements)
     if report.overall.confusion:
         figures.append((heatmap_png(report.overall.confusion.matrix, "all interviewers"), "confusion matrix: overall"))
     for name, m in report.interviewers.items():
@@ -489,8 +663,11 @@ def to_html(report: CalibrationReport) -> str:
         confidence_rows=confidence_rows(report.model_confidence),
         figures=figures,
         leniency=leniency_png(report.interviewers),
-        shown=report.disagreements[:SHOWN_DISAGREEMENTS],
-        more=max(0, len(report.disagreements) - SHOWN_DISAGREEMENTS),
+        in_short=in_short(report),
+        how_to_read=HOW_TO_READ,
+        disagreement_count=disagreement_count(report),
+        shown=[(a, who_differs(a)) for a in answers[:SHOWN_DISAGREEMENTS]],
+        more=max(0, len(answers) - SHOWN_DISAGREEMENTS),
         row_tables=row_tables(report),
         stem=STEM,
     )

@@ -174,7 +174,7 @@ async def _grade(
 
 
 def _print(report: CalibrationReport) -> None:
-    from grader.calibration.report import confidence_lines, metric_cells, summary_lines, warning_rows
+    from grader.calibration.report import confidence_lines, in_short, metric_cells, summary_lines, warning_rows
 
     for line in summary_lines(report):
         console.print(line, markup=False)
@@ -215,3 +215,5 @@ def _print(report: CalibrationReport) -> None:
     for w in warnings:
         err_console.print(f"grader: warning: {w}", markup=False, highlight=False)
     console.print(f"disagreements: {len(report.disagreements)}", markup=False)
+    for line in in_short(report):
+        console.print(f"in short: {line}", markup=False, highlight=False)
