@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,8 +64,8 @@ class HumanGrade:
     id: str | None = None
     answer: str | None = None
     candidate: str | None = None
-    #: The interviewer as this row spells it, where another row spelt the same name first (`alice` after
-    #: `Alice`, `Alice  Smith` after `Alice Smith`): `interviewer` is then that first spelling.
+    #: The interviewer as this row spells it, where the same name is more often spelt another way (`alice`
+    #: among more `Alice`, `Alice  Smith` among more `Alice Smith`): `interviewer` is then that spelling.
     written: str | None = None
 
 
@@ -221,13 +222,17 @@ def person_key(name: str) -> str:
 
 
 def one_spelling(rows: list[HumanGrade]) -> list[HumanGrade]:
-    """Interviewer names that differ only in Unicode form, case or spacing read as one person, spelt as first written
-    (each other spelling is kept in `written`, and reports say so): a spreadsheet's `alice` is the
-    `Alice` of the rows above, not a second interviewer with half her grades."""
-    first: dict[str, str] = {}
+    """Interviewer names that differ only in Unicode form, case or spacing read as one person, spelt as most
+    often written (the first written of equals), as `grader audit` shows a category's values; each other
+    spelling is kept in `written`, and reports say so: a spreadsheet's `alice` is the `Alice` of the other
+    rows, not a second interviewer with half her grades."""
+    spellings: dict[str, Counter[str]] = {}
+    for row in rows:
+        spellings.setdefault(person_key(row.interviewer), Counter())[row.interviewer] += 1
+    shown = {key: counts.most_common(1)[0][0] for key, counts in spellings.items()}
     out = []
     for row in rows:
-        name = first.setdefault(person_key(row.interviewer), row.interviewer)
+        name = shown[person_key(row.interviewer)]
         out.append(row if name == row.interviewer else replace(row, interviewer=name, written=row.interviewer))
     return out
 
