@@ -1042,10 +1042,105 @@ def test_the_self_test_names_its_perturbations_as_generated_only():
     rubric = load_rubric().with_questions(load_rubric().questions[:2])
     backend = get_backend("nearest")
     try:
-        figures = asyncio.run(self_test(rubric, backend))
+        figures = asyncio.run(self_test(rubric, backend)).figures
     finally:
         asyncio.run(backend.aclose())
     assert list(figures) == ["references", "perturbations (generated only)"]
     generated = perturbations_suite(rubric, hand_written=False)
     assert figures["perturbations (generated only)"]["cases"] == len(generated.cases)
     assert len(perturbations_suite(rubric).cases) > len(generated.cases)
+
+
+# A team's question from a trial: the offline drafter made a red flag of the poor reference's "Rate limiting
+# usually annoys customers", and the grader found it in the great reference's "while enforcing an average rate".
+RATE_LIMITING = (
+    "1. How would you design rate limiting for a public API?\n"
+    'Great Response: "I start by deciding what to limit on: per API key, per user and per IP, with separate limits '
+    "for expensive endpoints. I usually pick a token bucket algorithm because it allows short bursts while "
+    "enforcing an average rate, and I keep the counters in Redis with atomic Lua scripts so that every gateway "
+    "instance shares the same state. When a client is over the limit I return HTTP 429 with a Retry-After header "
+    "and expose the remaining quota in X-RateLimit headers so clients can back off gracefully. I decide up front "
+    "whether to fail open or fail closed if Redis is unavailable, and I monitor rejection rates per client to tune "
+    'the limits and spot abuse."\n'
+    'Mediocre Response: "I would limit how many requests each user can make per minute, for example 100 requests. '
+    "I'd store a counter somewhere like Redis and reset it every minute. If the user goes over the limit, the API "
+    "returns an error so they stop sending requests. Most frameworks and API gateways have a plugin for this, so I "
+    'would use that."\n'
+    'Poor Response: "I would just add more servers behind the load balancer so we can handle all the traffic. If '
+    "someone sends too many requests, we can block their IP address manually in the firewall. Rate limiting usually "
+    "annoys customers, so I'd rather not limit them at all unless we are being attacked.\"\n"
+)
+
+
+def test_a_red_flag_the_grader_shows_on_the_great_reference_is_the_first_thing_to_review(tmp_path):
+    """`rubric new` printed the self-test's accuracy and 'Nothing flagged for review' while a drafted red flag
+    marked the bank's own great reference, and strong answers like it, poor."""
+    import asyncio
+
+    from grader.backends.local.backend import LocalBackend
+    from grader.rubric.draft import draft_rubric
+    from grader.rubric.selftest import flags_on_references, self_test
+
+    bank = tmp_path / "bank.txt"
+    bank.write_text(RATE_LIMITING, encoding="utf-8")
+    drafted, _ = asyncio.run(draft_rubric(import_bank(bank).rubric, None))
+    (q,) = drafted.questions
+    assert "q01.limiting-annoys-customers" in q.flag_ids
+    tested = asyncio.run(self_test(drafted, LocalBackend()))
+    great = [m for m in tested.misgraded if m.tier == "great"]
+    assert [(m.case, m.graded, m.red_flags) for m in great] == [
+        ("ref-01-great", "poor", ("q01.limiting-annoys-customers",))
+    ]
+    assert great[0].line() == (
+        f"{q.id}: the great reference (ref-01-great) graded poor, red flag q01.limiting-annoys-customers"
+    )
+    (note,) = flags_on_references(tested.misgraded)
+    assert note.kind == "flag_on_reference" and note.question == q.id
+    assert note.message.startswith("red flag q01.limiting-annoys-customers is shown on the great reference itself")
+
+
+def test_flags_on_references_name_each_flag_once_with_every_reference_it_is_shown_on():
+    from grader.rubric.selftest import Misgraded, Note, flags_on_references
+
+    misgraded = [
+        Misgraded("ref-01-great", "q", "great", "poor", ("q01.a", "q01.b")),
+        Misgraded("ref-01-mediocre", "q", "mediocre", "poor", ("q01.a",)),
+        Misgraded("ref-01-poor", "q", "poor", "mediocre", ()),  # a poor reference not graded poor: no flag to blame
+        Misgraded("ref-02-poor", "r", "poor", "poor", ("q02.c",)),  # a flag on the poor reference is its job
+    ]
+    notes = flags_on_references(misgraded)
+    assert [(n.question, n.message.split(" itself")[0]) for n in notes] == [
+        ("q", "red flag q01.a is shown on the great and mediocre reference"),
+        ("q", "red flag q01.b is shown on the great reference"),
+    ]
+    assert Note.ORDER[0] == "flag_on_reference"  # listed before every other note
+
+
+def test_rubric_new_s_self_test_gives_shares_of_its_own_size_and_names_the_references_it_misgraded(
+    tmp_path, monkeypatch
+):
+    """'needs_review 12 | 12' read as the same, for 12 of 12 references against 12 of 60; and which references
+    failed could only be dug out of an eval report."""
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(first_questions(2), encoding="utf-8")
+    result = runner.invoke(app, ["rubric", "new", str(bank), "-o", str(out), "-b", "nearest"])
+    assert result.exit_code == 0, result.output
+    rows = {tuple(cell.strip() for cell in line.split("│")[1:-1]) for line in result.output.splitlines() if "│" in line}
+    assert ("references", "cases", "6", "60") in rows
+    review = next(r for r in rows if r[:2] == ("references", "needs_review"))
+    assert re.fullmatch(r"\d+ of 6", review[2]) and re.fullmatch(r"\d+ of 60", review[3])
+    listed = re.search(r"References graded to another tier \((\d+) of 6\):\n((?:- .*\n)+)", result.output)
+    assert listed is not None
+    lines = listed.group(2).splitlines()
+    assert len(lines) == int(listed.group(1)) > 0
+    assert all(
+        re.match(r"- [a-z-]+: the (great|mediocre|poor) reference \(ref-0[12]-\w+\) graded \w+", line) for line in lines
+    )
+    assert f"Mark a point or flag reviewed by deleting its `draft: true` in {out}" in result.output
+    # notes of one kind in the bank's order (question 1 before 2), not the slugs' alphabetical order
+    unreviewed = [
+        line.split(":")[0] for line in result.output.splitlines() if line.endswith("key points not reviewed yet")
+    ]
+    assert unreviewed == ["- debugging-a-production-issue", "- api-design"]

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -34,6 +34,9 @@ from grader.rubric.importer import import_bank
 from grader.rubric.model import rubric_target
 from grader.textfiles import same_file
 from grader.wording import counted
+
+if TYPE_CHECKING:
+    from grader.rubric.selftest import SelfTest
 
 app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help=True)
 
@@ -213,7 +216,7 @@ def new(
 
     Run it again after editing the bank: questions keep their ids, and a question whose references did
     not change keeps its (reviewed) points."""
-    from grader.rubric.selftest import review_notes
+    from grader.rubric.selftest import Note, flags_on_references, review_notes
 
     _not_the_bank(source, out)
     rubric_target(out)
@@ -263,11 +266,24 @@ def new(
     from grader.backends.local.embedder import Embedder
 
     notes = review_notes(drafted, Embedder.load().embed)
+    tested = _self_test(drafted, backend, options) if self_test else None
+    if tested is not None:  # a red flag shown on the bank's own great reference comes first
+        notes = sorted(
+            [*flags_on_references(tested[0].misgraded), *notes],
+            key=lambda n: (Note.ORDER.index(n.kind), drafted.find(n.question).number),
+        )
     console.print(f"\nReview first ({len(notes)}):" if notes else "\nNothing flagged for review.")
     for n in notes:
         console.print(f"- {n.question}: {n.message}", markup=False, highlight=False)
-    if self_test:
-        _print_self_test(drafted, backend, options)
+    if notes:
+        console.print(
+            f"Mark a point or flag reviewed by deleting its `draft: true` in {out}; run this again after editing "
+            "the bank or the rubric.",
+            markup=False,
+            highlight=False,
+        )
+    if tested is not None:
+        _print_self_test(*tested)
 
 
 def _readable(path: Path) -> Rubric | None:
@@ -316,24 +332,38 @@ def _keep_points(rubric: Rubric, previous: Rubric | None) -> tuple[Rubric, int, 
     return rubric.model_copy(update={"questions": questions}), kept, redrafted
 
 
-def _print_self_test(rubric: Rubric, backend_name: str, options: BackendOptions) -> None:
+def _self_test(rubric: Rubric, backend_name: str, options: BackendOptions) -> tuple[SelfTest, SelfTest]:
+    """The self-test of `rubric` and of the packaged bank, by one backend."""
     from grader.rubric.selftest import self_test
 
-    async def both() -> tuple[dict, dict]:
+    async def both() -> tuple[SelfTest, SelfTest]:
         graded_by = get_backend(backend_name, options)
         try:
             return await self_test(rubric, graded_by), await self_test(load_rubric(), graded_by)
         finally:
             await graded_by.aclose()
 
-    mine, packaged = asyncio.run(both())
+    return asyncio.run(both())
+
+
+def _print_self_test(mine: SelfTest, packaged: SelfTest) -> None:
     table = Table(title="Self-test (references leave-one-out, generated perturbations)", title_justify="left")
     for col in ("suite", "metric", "this bank", "packaged bank"):
-        table.add_column(col)
-    for suite, figures in mine.items():
-        for metric in ("accuracy", "qwk", "pass_rate", "fairness_flips", "needs_review"):
-            table.add_row(suite, metric, _fmt(figures.get(metric)), _fmt(packaged[suite].get(metric)))
+        table.add_column(col, overflow="fold")
+    for suite, figures in mine.figures.items():
+        theirs = packaged.figures[suite]
+        for metric in ("cases", "accuracy", "qwk", "pass_rate", "fairness_flips", "needs_review"):
+            if metric == "needs_review":  # of suites of different sizes: "12 of 12" beside "12 of 60", not 12 and 12
+                cells = [f"{f['needs_review']} of {f['cases']}" for f in (figures, theirs)]
+            else:
+                cells = [_fmt(figures.get(metric)), _fmt(theirs.get(metric))]
+            table.add_row(suite, metric, *cells)
     console.print(table)
+    if mine.misgraded:
+        total = mine.figures["references"]["cases"]
+        console.print(f"References graded to another tier ({len(mine.misgraded)} of {total}):", markup=False)
+        for m in mine.misgraded:
+            console.print(f"- {m.line()}", markup=False, highlight=False)
 
 
 def _fmt(value: object) -> str:

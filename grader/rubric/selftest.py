@@ -1,6 +1,8 @@
 """What a person should look at first in a new rubric, and how well the grader does on it.
 
 `review_notes` flags, most useful first:
+- red flags the grader shows on the question's own great or mediocre reference (`flags_on_references`,
+  from the self-test's grades of the references): answers like that reference are graded poor;
 - questions whose references are too alike to tell the tiers apart (MiniLM cosine of two references at
   `TOO_ALIKE` or more): no rubric drafted from them can separate those tiers;
 - drafted key points that no reference separates: the point is about as close to the mediocre or poor
@@ -51,6 +53,7 @@ class Note:
 
     #: The order a reviewer should read them in.
     ORDER = (
+        "flag_on_reference",
         "too_alike",
         "no_points",
         "few_points",
@@ -121,7 +124,8 @@ def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
         for qb, pb, vb in point_vecs[i + 1 :]:
             if qa != qb and float(va @ vb) >= SAME_ELSEWHERE:
                 notes.append(Note(qa, "same_elsewhere", f"{pa} matches {pb} of {qb} (cosine {float(va @ vb):.2f})"))
-    return sorted(notes, key=lambda n: (Note.ORDER.index(n.kind), n.question))
+    number = {q.id: q.number for q in rubric.questions}  # the bank's order, not the slugs' alphabet
+    return sorted(notes, key=lambda n: (Note.ORDER.index(n.kind), number.get(n.question, 0)))
 
 
 def _separation(q: Question, embed: Embed) -> list[Note]:
@@ -148,13 +152,57 @@ def _separation(q: Question, embed: Embed) -> list[Note]:
     return out
 
 
-async def self_test(rubric: Rubric, backend: Any) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class Misgraded:
+    """A reference the self-test graded to another tier than its own."""
+
+    case: str  # ref-01-great
+    question: str
+    tier: str  # the reference's own tier
+    graded: str  # the tier it got, or "failed"
+    red_flags: tuple[str, ...]
+
+    def line(self) -> str:
+        flags = f", red flag {', '.join(self.red_flags)}" if self.red_flags else ""
+        return f"{self.question}: the {self.tier} reference ({self.case}) graded {self.graded}{flags}"
+
+
+@dataclass
+class SelfTest:
+    """What `self_test` measured: per suite, its figures; and the references graded to another tier."""
+
+    figures: dict[str, dict[str, Any]]
+    misgraded: list[Misgraded]
+
+
+def flags_on_references(misgraded: Sequence[Misgraded]) -> list[Note]:
+    """A red flag the grader shows on a question's own great or mediocre reference (graded as a candidate)
+    marks answers like it poor: first on the list to review (a trial's drafted flag fired on the great
+    reference, and so on strong answers, and the list said nothing)."""
+    shown: dict[tuple[str, str], list[str]] = {}
+    for m in misgraded:
+        if m.tier in ("great", "mediocre"):
+            for flag in m.red_flags:
+                shown.setdefault((m.question, flag), []).append(m.tier)
+    return [
+        Note(
+            question,
+            "flag_on_reference",
+            f"red flag {flag} is shown on the {' and '.join(tiers)} reference itself: answers like it are graded "
+            "poor; reword the flag to what only a poor answer does, or delete it",
+        )
+        for (question, flag), tiers in shown.items()
+    ]
+
+
+async def self_test(rubric: Rubric, backend: Any) -> SelfTest:
     """The references suite (leave-one-out) and the generated perturbations, graded on `rubric`."""
     from grader.eval.report import summarize
     from grader.eval.runner import run_suite
     from grader.eval.suites import perturbations_suite, references_suite
 
     out: dict[str, dict[str, Any]] = {}
+    misgraded: list[Misgraded] = []
     for suite in (references_suite(rubric), perturbations_suite(rubric, hand_written=False)):
         results = await run_suite(suite, backend)
         report = summarize(suite.name, results, backend=backend.name, model=getattr(backend, "model", ""))
@@ -167,4 +215,16 @@ async def self_test(rubric: Rubric, backend: Any) -> dict[str, dict[str, Any]]:
             "fairness_flips": report.counts.fairness_flips,
             "needs_review": report.needs_review,
         }
-    return out
+        if suite.name == "references":
+            misgraded = [
+                Misgraded(
+                    r.case.id,
+                    r.case.question,
+                    r.case.label.value,
+                    r.verdict,
+                    tuple(r.grade.red_flags) if r.grade is not None else (),
+                )
+                for r in results
+                if r.verdict != r.case.label.value
+            ]
+    return SelfTest(out, misgraded)
