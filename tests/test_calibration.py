@@ -47,6 +47,7 @@ from grader.calibration.report import (
     disagreement_answers,
     in_short,
     kappa_reading,
+    metric_cells,
     to_html,
     to_markdown,
     write_reports,
@@ -805,6 +806,28 @@ def test_installed_entry_point_reports_a_bad_row(tmp_path):
         "grader: error: human.csv:3: unknown tier '??' (use great/mediocre/poor, strong/average/weak or 3/2/1; "
         "see the README's synonym table)"
     )
+
+
+def test_tables_written_to_a_file_or_a_pipe_are_never_cut(calibration_files, tmp_path):
+    """Not on a terminal, rich drew tables 80 columns wide: a log read QWK -0.333 as "-0.3…"."""
+    human, grades = calibration_files
+    exe = Path(sys.executable).with_name("grader")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # as a shell piping to a file has it
+    proc = subprocess.run(
+        [str(exe), "calibrate", str(human), "--model-grades", str(grades), "--resamples", "100"],
+        capture_output=True,
+        text=True,
+        env=env | {"GRADER_CACHE_DIR": str(tmp_path / "cache")},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "…" not in proc.stdout
+    report = build_report(
+        pair_with_model_grades(human, grades), settings=Settings(resamples=100), human_path=str(human)
+    )
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│ bob ")]
+    assert len(rows) == 1  # one line: no cell wrapped onto another
+    assert all(cell in rows[0] for cell in metric_cells(report.interviewers["bob"]))
 
 
 # --- grading the answers first -------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -20,6 +21,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from grader.backends import REGISTRY, BackendOptions
 from grader.backends.retry import RetryPolicy
@@ -30,6 +32,20 @@ from grader.textfiles import read_stream, read_text
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """A table on standard output: fitted to a terminal's width, and at its own full width where the output
+    is a file or a pipe (80 columns, as rich assumes there, cut a log's QWK of -0.333 to "-0.3…")."""
+    if console.is_terminal or "COLUMNS" in os.environ:
+        console.print(table)
+        return
+    fixed = console._width  # None: detected each time; kept so the console is left as it was
+    console.width = max(console.width, console.measure(table, options=console.options.update(width=10_000)).maximum)
+    try:
+        console.print(table)
+    finally:
+        console._width = fixed
 
 
 def progress_bar(*columns: ProgressColumn) -> Progress:

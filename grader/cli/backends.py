@@ -8,7 +8,7 @@ import json
 from rich.table import Table
 
 from grader.backends import REGISTRY, BackendOptions, get_backend, resolve_name
-from grader.cli._common import DEFAULT_OPTIONS, FormatOpt, TableFormat, console, with_backend_options
+from grader.cli._common import DEFAULT_OPTIONS, FormatOpt, TableFormat, console, print_table, with_backend_options
 from grader.errors import GraderError
 
 
@@ -39,4 +39,4 @@ def backends(
     for row in rows:
         name = f"{row['name']} (auto)" if row["auto"] else str(row["name"])
         table.add_row(name, "yes" if row["configured"] else "no", str(row["model"] or ""), str(row["note"] or ""))
-    console.print(table)
+    print_table(table)

@@ -23,6 +23,7 @@ from grader.cli._common import (
     TableFormat,
     console,
     err_console,
+    print_table,
     progress_bar,
     with_backend_options,
 )
@@ -198,7 +199,7 @@ def _print(report: CalibrationReport) -> None:
         if overall is not None:
             table.add_section()
             table.add_row("all", *metric_cells(overall))
-        console.print(table)
+        print_table(table)
     h = report.human_agreement
     if h.answers:
         alpha = h.alpha.value if h.alpha else None

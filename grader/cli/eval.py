@@ -21,6 +21,7 @@ from grader.cli._common import (
     TableFormat,
     console,
     err_console,
+    print_table,
     progress_bar,
     with_backend_options,
 )
@@ -335,7 +336,7 @@ def _print(report: EvalReport) -> None:
     ]
     for name, value in rows:
         table.add_row(name, value)
-    console.print(table)
+    print_table(table)
     for note in report.notes:
         console.print(f"note: {note}", markup=False, highlight=False)
     if o.confusion:
@@ -345,11 +346,11 @@ def _print(report: EvalReport) -> None:
             cm.add_column(t, justify="right")
         for t, row in zip(o.confusion.labels, o.confusion.matrix, strict=True):
             cm.add_row(t, *map(str, row))
-        console.print(cm)
+        print_table(cm)
     if cf is not None:
         probes = Table(title="counterfactual probes: tier flips against the unchanged answer", title_justify="left")
         for name in ("probe", "kind", "compared", "flips", "up", "down", "not sent for review"):
             probes.add_column(name, justify="left" if name in ("probe", "kind") else "right")
         for name, p in cf.per_probe.items():
             probes.add_row(name, p.kind, *map(str, (p.compared, p.flips, p.up, p.down, p.unreviewed)))
-        console.print(probes)
+        print_table(probes)

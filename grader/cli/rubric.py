@@ -26,6 +26,7 @@ from grader.cli._common import (
     backend_options,
     console,
     err_console,
+    print_table,
 )
 from grader.errors import RubricError, UsageError
 from grader.rubric import Rubric, default_rubric_path, load_rubric, save_rubric
@@ -76,7 +77,7 @@ def list_questions(
         table.add_column(col, no_wrap=col != "question")
     for number, qid, points, flags, text in rows:
         table.add_row(number, qid, text, points, flags)
-    console.print(table)
+    print_table(table)
 
 
 @app.command("check")
@@ -358,7 +359,7 @@ def _print_self_test(mine: SelfTest, packaged: SelfTest) -> None:
             else:
                 cells = [_fmt(figures.get(metric)), _fmt(theirs.get(metric))]
             table.add_row(suite, metric, *cells)
-    console.print(table)
+    print_table(table)
     if mine.misgraded:
         total = mine.figures["references"]["cases"]
         console.print(f"References graded to another tier ({len(mine.misgraded)} of {total}):", markup=False)

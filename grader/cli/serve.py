@@ -21,6 +21,7 @@ from grader.cli._common import (
     TableFormat,
     console,
     err_console,
+    print_table,
     with_backend_options,
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
@@ -192,7 +193,7 @@ def list_(db: DbOpt = "grader.sqlite", output_format: FormatOpt = TableFormat.te
             f"{r.created_at:%Y-%m-%d %H:%M}",
             f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "",
         )
-    console.print(table)
+    print_table(table)
 
 
 @tokens_app.command("revoke")
