@@ -185,6 +185,14 @@ def test_rerun_makes_no_model_calls_and_duplicates_are_graded_once(tmp_path, ser
     assert first.exit_code == 0 and second.exit_code == 0
     assert "1 duplicate answer(s) graded once" in first.stdout
     assert "6 from cache; 0 duplicate answer(s) graded once; 0 request(s) to the model" in second.stdout
+    # which rubric graded: a team's numbers 1-20 are the packaged questions too, and nothing said so
+    assert f"; by the packaged rubric {rubric.name} (20 questions; --rubric or GRADER_RUBRIC" in first.stdout
+    own = tmp_path / "mine.yaml"
+    save_rubric(rubric.with_questions(rubric.questions[:3]), own)
+    with LoopbackLLM() as server:
+        server_env(server)
+        third = batch(str(source), "-o", str(tmp_path / "c.jsonl"), "--rubric", str(own))
+    assert f"; by rubric {rubric.name} ({own}, 3 questions)" in third.stdout
     with (tmp_path / "b.csv").open() as handle:
         records = list(csv.DictReader(handle))
     assert len(records) == 6 and records[0]["candidate"] in {"c0", "c1", "c2"}

@@ -155,6 +155,31 @@ def test_healthz_needs_no_token(api):
     response = httpx.get(api.url("/healthz"))
     assert response.status_code == 200
     assert response.json()["status"] == "ok" and response.json()["backend"] == "openai"
+    packaged = load_rubric()  # which rubric grades: a team's question 1 is not the packaged question 1
+    assert response.json()["rubric"] == {"name": packaged.name, "questions": 20, "fingerprint": packaged.fingerprint()}
+
+
+def test_serve_names_its_rubric_and_warns_of_stored_grades_of_questions_it_lacks(tmp_path, llm):
+    """Restarted without --rubric on a team's database, the server graded a rate-limiting answer as the packaged
+    question 1 and hid the team's 20 grades from the queue, and its start-up line said nothing of either."""
+    from grader.service.store import Store
+
+    db = tmp_path / "team.sqlite"
+    store = Store(db)
+    theirs = Grade(question_id="rate-limiting-for-a-public", tier="great", justification="j", backend="f", model="m")
+    for i in range(3):
+        store.add_grade(f"g{i}", "rate-limiting-for-a-public", f"answer {i}", f"c{i}", theirs, by="dana")
+    store.close()
+    with Server(db, backend="openai", env=llm_env(llm), cache_dir=tmp_path / "cache") as server:
+        log = server.log()
+    assert (
+        "(backend openai, the packaged rubric " in log
+        and "(20 questions; --rubric or GRADER_RUBRIC for your own)" in log
+    )
+    assert (
+        f"{db} holds 3 grades of 1 question this rubric lacks (rate-limiting-for-a-public): they are kept, but "
+        "not listed for review; started with another --rubric?" in log
+    )
 
 
 BAD_AUTH = [

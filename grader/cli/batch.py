@@ -158,6 +158,7 @@ def batch(
             columns=columns,
             found=found,
             rubric=rubric_,
+            rubric_path=rubric,
             backend=backend_,
             options=options,
             skip=resumed.done,
@@ -228,6 +229,7 @@ class _Job:
     concurrency: int = 1
     workers: int = 1
     reviews: ReviewSource | None = None  # --learn-from: reviewed answers shown with each grade
+    rubric_path: Path | None = None  # None: the packaged rubric
 
     def rows(self) -> Iterator[Row]:
         """The input's valid rows, streamed again (the scan kept only the bad line numbers)."""
@@ -413,7 +415,7 @@ def _summary(
     ranked = sorted(stats.failures.items(), key=lambda kv: (-kv[1], kv[0]))  # most frequent first, then by name
     failures = f" ({', '.join(f'{k} {v}' for k, v in ranked)})" if stats.failures else ""
     lines = [
-        f"graded {stats.graded} ({tiers}); failed {stats.failed}{failures}",
+        f"graded {stats.graded} ({tiers}); failed {stats.failed}{failures}; by {job.rubric.label(job.rubric_path)}",
         f"skipped {stats.skipped} already in {job.output}"
         + (f" ({job.regrade} failed row(s) graded again)" if job.regrade else "")
         + f"; {stats.cached} from cache; {stats.duplicates} duplicate "

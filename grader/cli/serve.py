@@ -26,6 +26,7 @@ from grader.cli._common import (
 )
 from grader.config import DEFAULT_MAX_ANSWER_CHARS, DEFAULT_REVIEW_THRESHOLD
 from grader.errors import ServiceError, UsageError
+from grader.wording import counted, named
 
 DbOpt = Annotated[
     str,
@@ -80,9 +81,18 @@ def serve(
             markup=False,
             highlight=False,
         )
+    if others := service.store.grades_outside(service.rubric):
+        err_console.print(
+            f"grader: warning: {service.store.label} holds {counted(sum(others.values()), 'grade')} of "
+            f"{counted(len(others), 'question')} this rubric lacks ({named(sorted(others)[:5], len(others))}): "
+            "they are kept, but not listed for review; started with another --rubric?",
+            markup=False,
+            highlight=False,
+        )
     bound = listener.getsockname()[1]
     err_console.print(
-        f"grader: serving on http://{host}:{bound} (backend {service.backend.name}, database {service.store.label})",
+        f"grader: serving on http://{host}:{bound} (backend {service.backend.name}, "
+        f"{service.rubric.label(settings.rubric)}, database {service.store.label})",
         markup=False,
         highlight=False,
     )

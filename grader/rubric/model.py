@@ -189,6 +189,15 @@ class Rubric(_Strict):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def label(self, path: str | Path | None = None) -> str:
+        """How a command names the rubric it grades by: 'rubric team-bank (team.yaml, 4 questions)', or
+        'the packaged rubric (20 questions; --rubric for your own)': a team whose question numbers overlap the
+        packaged 1-20 saw its answers graded against the packaged questions, and nothing said which."""
+        n = len(self.questions)
+        if path is None:
+            return f"the packaged rubric {self.name} ({n} questions; --rubric or GRADER_RUBRIC for your own)"
+        return f"rubric {self.name} ({path}, {n} question{'' if n == 1 else 's'})"
+
 
 def _no_duplicates(what: str, values: Sequence[str]) -> None:
     seen: set[str] = set()

@@ -524,7 +524,13 @@ def _install_api(app: FastAPI) -> None:
     async def healthz(request: Request) -> dict[str, Any]:
         """200 once the service is ready (no token needed; says nothing about the data)."""
         service = service_of(request)
-        return {"status": "ok", "backend": service.backend.name, "model": service.backend.model}
+        rubric = service.rubric
+        return {
+            "status": "ok",
+            "backend": service.backend.name,
+            "model": service.backend.model,
+            "rubric": {"name": rubric.name, "questions": len(rubric.questions), "fingerprint": rubric.fingerprint()},
+        }
 
     @app.head("/healthz", include_in_schema=False)  # one operation in the schema: no duplicate id
     async def healthz_head(request: Request) -> dict[str, Any]:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from grader.calibration.data import Pair
     from grader.calibration.report import CalibrationReport
     from grader.grading.reviews import ReviewBank
+    from grader.rubric import Rubric
 
 TOKEN_PREFIX = "grd_"
 SESSION_DAYS = 7
@@ -320,6 +321,17 @@ class Store:
         with self.session() as s, s.begin():
             s.add(TokenRow(name=name, digest=_digest(token)))
         return token
+
+    def grades_outside(self, rubric: Rubric) -> dict[str, int]:
+        """The stored grades of questions `rubric` does not have, counted by question id: a server started
+        with another rubric than the one its grades were made by."""
+        with self.session() as s:
+            counts = s.execute(
+                select(GradeRow.question_id, func.count())
+                .where(GradeRow.question_id.not_in([q.id for q in rubric.questions]))
+                .group_by(GradeRow.question_id)
+            ).all()
+        return {q: int(n) for q, n in counts if q is not None}
 
     def tokens(self) -> list[TokenRow]:
         with self.session() as s:
