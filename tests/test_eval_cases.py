@@ -145,11 +145,14 @@ def test_check_without_thresholds_for_own_cases_fails_before_grading(tmp_path, t
     missing = runner.invoke(app, [*args, "--check"])
     assert missing.exit_code == 1
     assert "no thresholds for the nearest backend for team-answers in " in missing.stderr
+    # the packaged file is in site-packages, gone at the next install: a file of your own is the way
+    assert "write your own (backend -> suite -> metric) and pass it as --thresholds FILE" in missing.stderr
     assert not out.exists() or not any(out.iterdir())  # nothing was graded
     mine = tmp_path / "gate.yaml"
     mine.write_text("nearest:\n  references:\n    max_failed: 0\n")
     other = runner.invoke(app, [*args, "--check", "--thresholds", str(mine)])
     assert other.exit_code == 1 and "no thresholds under nearest for team-answers" in other.stderr
+    assert "add them to that file (backend -> suite -> metric)" in other.stderr
     mine.write_text("nearest:\n  team-answers:\n    max_failed: 0\n    min_accuracy: 0.3\n")
     held = runner.invoke(app, [*args, "--check", "--thresholds", str(mine)])
     assert held.exit_code == 0 and "thresholds hold" in held.stdout, held.output

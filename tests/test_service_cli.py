@@ -188,3 +188,10 @@ def test_a_token_named_like_another_but_for_case_says_they_are_one_reviewer(tmp_
     assert "note: 'alice' differs from 'Alice' only in case, spacing or Unicode form" in other.stderr
     assert "one reviewer" in other.stderr
     assert "differs" not in invoke("tokens", "create", "bob", "--db", db).stderr
+
+
+def test_a_conflict_names_what_differs_in_good_grammar():
+    from grader.service.store import conflict
+
+    assert str(conflict("c01-q1", ["candidate"])).endswith("(its candidate differs)")
+    assert str(conflict("c01-q1", ["question", "answer"])).endswith("(its question and answer differ)")

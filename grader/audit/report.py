@@ -393,7 +393,7 @@ def summary_lines(report: AuditReport) -> list[str]:
         f"grades: {report.source} ({counted(c.rows, 'answer', 'answers')}: {c.graded} graded, {c.failed} failed "
         "and left out" + (f", {c.no_candidate} with no candidate and left out" if c.no_candidate else "") + ")",
         f"demographics: {report.demographics} (columns {', '.join(report.categories)}); "
-        f"{c.units} {report.unit}s audited",
+        f"{counted(c.units, report.unit)} audited",
         "unknown category: " + ", ".join(f"{col} {n}" for col, n in report.unknown.items()),
     ]
     lines += [f"warning: {w}" for w in report.warnings]

@@ -31,6 +31,7 @@ from grader.config import DEFAULT_MAX_ANSWER_CHARS
 from grader.errors import CalibrationDataError, UsageError
 from grader.grading.cache import GradeCache
 from grader.rubric import load_rubric
+from grader.wording import counted
 
 if TYPE_CHECKING:
     from grader.calibration.report import CalibrationReport
@@ -205,7 +206,7 @@ def _print(report: CalibrationReport) -> None:
         alpha = h.alpha.value if h.alpha else None
         with_model = h.alpha_with_model.value if h.alpha_with_model else None
         console.print(
-            f"between interviewers: {h.answers} shared answers, Krippendorff's alpha "
+            f"between interviewers: {counted(h.answers, 'shared answer')}, Krippendorff's alpha "
             f"{'n/a' if alpha is None else f'{alpha:.3f}'}, with the model "
             f"{'n/a' if with_model is None else f'{with_model:.3f}'}",
             markup=False,

@@ -123,7 +123,12 @@ def eval_(
         asyncio.run(the_backend.aclose())
         raise GraderError(  # exit 1, as a broken threshold: the gate does not hold
             f"--check: no thresholds {where} for {named(ungated, len(ungated))} in {_source(thresholds)}",
-            hint="add them to the file (backend -> suite -> metric), or run without --check",
+            hint=(
+                "add them to that file (backend -> suite -> metric)"
+                if thresholds is not None
+                else "write your own (backend -> suite -> metric) and pass it as --thresholds FILE"
+            )
+            + ", or run without --check",
         )
     broken: list[str] = []
     as_json = output_format is TableFormat.json

@@ -746,7 +746,8 @@ def differences(row: GradeRow, question_id: str, answer: str, candidate: str | N
 
 
 def conflict(grade_id: str, differs: list[str]) -> Conflict:
-    return Conflict(f"grade id {grade_id!r} is already stored for another answer (its {' and '.join(differs)} differs)")
+    verb = "differs" if len(differs) == 1 else "differ"
+    return Conflict(f"grade id {grade_id!r} is already stored for another answer (its {' and '.join(differs)} {verb})")
 
 
 def joined(review: ReviewRow, grade: GradeRow, model: Outcome | None) -> ReviewedGrade:
