@@ -767,3 +767,16 @@ def test_demographics_from_a_pipe_are_read_once(tmp_path):
         t.start()
     threads[1].join(timeout=20)  # daemons: a reader stuck on the pipe cannot hold the test run open
     assert read == [{"a": {"sex": "Female"}, "b": {"sex": "Male"}}]
+
+
+def test_the_median_is_printed_to_three_places_at_most():
+    """A candidate-averaged median printed as 0.333333 beside another report's 0.875."""
+    from grader.audit.data import People
+    from grader.audit.report import analyse
+
+    people = People(
+        path="p.csv", columns=("sex",), categories={str(i): {"sex": "F" if i % 2 else "M"} for i in range(9)}
+    )
+    units = [Unit(str(i), [0.0, 1 / 3, 2 / 3][i % 3], {"sex": "F" if i % 2 else "M"}) for i in range(9)]
+    assert analyse(units, people, "scoring").rule == "score above the sample's median (0.333)"
+    assert analyse(units, people, "scoring", bar=1.0).rule == "score above the audit's median (1)"

@@ -187,7 +187,7 @@ def analyse(
     if kind == "scoring":
         hit: Callable[[Unit], bool] = metrics.above(median if median is not None else 0.0)
         whose = "the sample's" if bar is None else "the audit's"
-        rule = f"score above {whose} median ({median:g})" if median is not None else "score above the median"
+        rule = f"score above {whose} median ({round(median, 3):g})" if median is not None else "score above the median"
     else:
         assert selected is not None
         level = metrics.TIER_SCORE[selected]
