@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -326,8 +327,13 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
         assert "Traceback" not in stderr
         resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=120)
         assert resumed.returncode == 0, resumed.stderr
-    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in records]
     assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids))
+    # the summary of the resumed run counts the whole file too, not only what it graded itself
+    tiers = Counter(r["tier"] for r in records)
+    whole = ", ".join(f"{t} {tiers[t]}" for t in ("great", "mediocre", "poor"))
+    assert f"with the {len(written)} grades kept from before, {out} holds 300 ({whole})" in resumed.stdout
 
 
 # --- worker processes -----------------------------------------------------------------------------------

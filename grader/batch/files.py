@@ -445,6 +445,8 @@ class Resumed:
     failed: int = 0  # failed rows taken out of the file, to be graded again
     #: The kept grades by (question id, rubric version): what they were graded against
     versions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: The kept grades by tier: with this run's, what the whole file holds when it is done
+    tiers: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -454,6 +456,7 @@ class _Span:
     id: str
     failed: bool
     version: tuple[str, str] | None = None  # a grade's (question id, rubric version)
+    tier: str | None = None  # a grade's tier
 
 
 def resume_output(path: Path, id_column: str, header: list[str] | None = None, origin: Origin | None = None) -> Resumed:
@@ -484,6 +487,7 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None, o
     again = {id_ for id_, failed in last.items() if failed}
     result.done = set(last) - again
     result.versions = Counter(s.version for s in spans if s.version and not (s.failed or s.id in again))
+    result.tiers = Counter(s.tier for s in spans if s.tier and not (s.failed or s.id in again))
     drop = [span for span in spans if span.failed or span.id in again]
     if drop:
         result.failed = sum(span.failed for span in drop)
@@ -596,8 +600,8 @@ _KIND = FAILURE_COLUMNS["kind"]
 
 def _outcome_of(
     record: dict[str, Any], id_column: str, path: Path, line: int, origin: Origin | None = None
-) -> tuple[str, bool, tuple[str, str] | None]:
-    """A row's id, whether its outcome is a failure, and a grade's question and rubric version; a row with
+) -> tuple[str, bool, tuple[str, str] | None, str | None]:
+    """A row's id, whether its outcome is a failure, a grade's question and rubric version, and its tier; a row with
     neither a grade nor a failure is not one of ours, nor one whose id, question and answer are no row of
     `origin`."""
     kind = record[PREFIX + _KIND] if PREFIX + _KIND in record else record.get(_KIND)
@@ -613,7 +617,13 @@ def _outcome_of(
         )
     question, version = (record.get(PREFIX + c, record.get(c)) for c in ("question_id", "rubric_version"))
     graded = kind in (None, "") and question not in (None, "") and version not in (None, "")
-    return str(record[id_column]), kind not in (None, ""), (str(question), str(version)) if graded else None
+    failed = kind not in (None, "")
+    return (
+        str(record[id_column]),
+        failed,
+        (str(question), str(version)) if graded else None,
+        None if failed or tier in (None, "") else str(tier),
+    )
 
 
 def _rewrite(path: Path, spans: list[tuple[int, int]]) -> None:

@@ -7,7 +7,7 @@ import gc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -162,6 +162,7 @@ def batch(
             backend=backend_,
             options=options,
             skip=resumed.done,
+            kept=resumed.tiers,
             regrade=resumed.failed,
             resume=resume,
             max_chars=max_answer_chars,
@@ -230,6 +231,7 @@ class _Job:
     workers: int = 1
     reviews: ReviewSource | None = None  # --learn-from: reviewed answers shown with each grade
     rubric_path: Path | None = None  # None: the packaged rubric
+    kept: Counter[str] = field(default_factory=Counter)  # --resume: the tiers of the grades kept from before
 
     def rows(self) -> Iterator[Row]:
         """The input's valid rows, streamed again (the scan kept only the bad line numbers)."""
@@ -427,5 +429,12 @@ def _summary(
         f"concurrency {concurrency or job.concurrency} (lowest {lowest or job.concurrency} after rate limits)"
         + (f" over {job.workers} worker processes" if job.workers > 1 else ""),
     ]
+    if job.kept:  # after a Ctrl-C and --resume, this run's counts alone never showed the whole file's
+        whole = {t: job.kept[t] + stats.tiers[t] for t in ("great", "mediocre", "poor")}
+        lines.insert(
+            1,
+            f"with the {sum(job.kept.values())} grades kept from before, {job.output} holds "
+            f"{sum(whole.values())} ({', '.join(f'{t} {n}' for t, n in whole.items())})",
+        )
     for line in lines:
         console.print(line, markup=False, highlight=False)
