@@ -224,3 +224,44 @@ def test_review_policy_flags_a_tier_its_points_contradict(q1, tier, n_covered, f
         assert not reviewed.needs_review, reviewed.review_reasons
     else:
         assert reviewed.needs_review and any(reason in r for r in reviewed.review_reasons), reviewed.review_reasons
+
+
+def test_an_answer_that_copies_a_reference_it_was_graded_with_is_sent_for_review(q1):
+    """A word-for-word copy of the great reference (a leaked bank, a pasted answer) was graded great at 0.95
+    with no note."""
+    from grader.grading.review import copied_reference
+
+    great = q1.references.great
+    covered = [CoveredPoint(id=p, evidence="x") for p in q1.point_ids]
+    grade = make_grade(tier="great", covered_points=covered, confidence=0.95)
+    copied = apply_review_policy(grade, q1, 0.6, answer=great)
+    assert copied.needs_review
+    assert copied.review_reasons == ["100% of the answer is the rubric's great reference word for word"]
+    # graded with the great reference hidden (the references suite, leave-one-out): nothing it was shown
+    shown = [(t, x) for t, x in q1.references.items() if t != "great"]
+    assert not apply_review_policy(grade, q1, 0.6, answer=great, references=shown).needs_review
+    # half of its runs of eight words at least: a candidate who quotes one phrase is no copy
+    words = great.split()
+    assert copied_reference(
+        " ".join(words[: len(words) // 3]) + " and then I would ask a colleague", q1.references.items()
+    )
+    assert (
+        copied_reference(
+            "I check the logs and recent deploys, then reproduce it on staging first.", q1.references.items()
+        )
+        is None
+    )
+    assert copied_reference(" ".join(words[:5]), q1.references.items()) is None  # under eight words: no run
+
+
+def test_the_engine_checks_copies_against_the_references_shown(rubric):
+    from grader.eval.runner import run_suite
+    from grader.eval.suites import references_suite
+
+    one = rubric.with_questions(rubric.questions[:1])
+    backend = FakeBackend(responder=lambda _c, request: reply_for(request.question, tier="great"))
+    held_out = asyncio.run(run_suite(references_suite(one), backend))
+    shown = asyncio.run(run_suite(references_suite(one, holdout=False), backend))
+    said = "reference word for word"
+    assert not any(said in r for result in held_out for r in result.grade.review_reasons)
+    assert all(any(said in r for r in result.grade.review_reasons) for result in shown)

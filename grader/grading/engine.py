@@ -249,7 +249,9 @@ class Engine:
         else:
             outcome = await self._fresh(key, requests)
         if isinstance(outcome, Grade):
-            outcome = apply_review_policy(outcome, requests[0].question, self.review_threshold, answer=job.answer)
+            outcome = apply_review_policy(
+                outcome, requests[0].question, self.review_threshold, answer=job.answer, references=job.exemplars
+            )
         return Graded(job, outcome, source)
 
     def _requests(self, job: Job[Any]) -> tuple[list[GradeRequest], str]:

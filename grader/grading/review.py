@@ -4,7 +4,9 @@ review policy every backend shares."""
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
+from collections.abc import Iterable
 
 from grader.backends.prompts import addressed_to_grader, visible
 from grader.config import DEFAULT_MAX_ANSWER_CHARS
@@ -91,14 +93,50 @@ def combine_samples(results: list[Grade | BaseException]) -> Grade:
     )
 
 
-def apply_review_policy(grade: Grade, question: Question, threshold: float, *, answer: str | None = None) -> Grade:
+#: An answer copies a reference when at least this share of its runs of `COPY_RUN` words are the reference's.
+COPIED_SHARE = 0.5
+COPY_RUN = 8
+
+
+def copied_reference(answer: str, references: Iterable[tuple[str, str]]) -> tuple[str, float] | None:
+    """The reference (its tier) the answer copies most, and the share of the answer's runs of eight words
+    found in it, where that share is `COPIED_SHARE` or more: a leaked or pasted reference is graded as what
+    it is, a reference, and a person should know (a word-for-word copy of the great one was graded great
+    at 0.95 with no note). None for an answer under eight words or a share under the line."""
+    runs = _runs(answer)
+    if not runs:
+        return None
+    best = max(
+        ((tier, len(runs & _runs(text)) / len(runs)) for tier, text in references), key=lambda b: b[1], default=None
+    )
+    return best if best is not None and best[1] >= COPIED_SHARE else None
+
+
+def _runs(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.casefold())
+    return {tuple(words[i : i + COPY_RUN]) for i in range(len(words) - COPY_RUN + 1)}
+
+
+def apply_review_policy(
+    grade: Grade,
+    question: Question,
+    threshold: float,
+    *,
+    answer: str | None = None,
+    references: Iterable[tuple[str, str]] | None = None,
+) -> Grade:
     """Flag grades a human should read: low confidence, a tier the points contradict, an answer that
-    speaks to the grader, unreviewed drafts."""
+    speaks to the grader or copies a reference (`references`, the (tier, text) pairs the grader was shown;
+    the question's own by default), unreviewed drafts."""
     reasons = list(grade.review_reasons)
     notes = list(grade.notes)
     if answer is not None and (addressed := addressed_to_grader(answer)):
         shown = "; ".join(dict.fromkeys(" ".join(a.split())[:40] for a in addressed))
         reasons.append(f"the answer contains text addressed to the grader ({shown})")
+    shown_refs = list(question.references.items()) if references is None else list(references)
+    if answer is not None and (copy := copied_reference(answer, shown_refs)) is not None:
+        tier, share = copy
+        reasons.append(f"{share:.0%} of the answer is the rubric's {tier} reference word for word")
     if grade.confidence is not None and grade.confidence < threshold:
         shown, limit = distinct(grade.confidence, threshold)
         reasons.append(f"confidence {shown} is below the review threshold {limit}")
