@@ -14,6 +14,7 @@ from grader.errors import OutputError, RubricError, UnknownQuestionError
 from grader.resources import data_dir
 from grader.rubric import dump_rubric, load_rubric, parse_rubric, save_rubric
 from grader.rubric.importer import import_bank, parse_bank, slugify
+from grader.rubric.model import KeyPoint
 
 SEED = data_dir("rubric") / "recruiters-questions.txt"
 
@@ -245,12 +246,40 @@ def test_rubric_new_says_which_reviewed_points_an_edited_reference_drops_and_kee
     assert rubric_new(bank, out).exit_code == 0
     out.write_text(out.read_text(encoding="utf-8").replace("draft: true", "draft: false"), encoding="utf-8")
     reviewed = load_rubric(out)
+    (q,) = reviewed.questions
+    # a reviewer's own point (no quote: written by hand), and a drafted flag reworded
+    mine = KeyPoint(id="q01.dry-run", text="Rehearses the migration on a copy of production data")
+    flag = q.red_flags[0].model_copy(update={"text": "Runs it straight in production and patches what breaks"})
+    save_rubric(
+        reviewed.with_questions(
+            [q.model_copy(update={"key_points": [*q.key_points, mine], "red_flags": [flag, *q.red_flags[1:]]})]
+        ),
+        out,
+    )
+    reviewed = load_rubric(out)
+
+    # The mediocre reference edited: every reviewed point and flag still stands on words the bank holds.
     bank.write_text(ONE.replace("at night", "at night, with a backup"), encoding="utf-8")
     result = rubric_new(bank, out)
     assert result.exit_code == 0, result.output
     backup = tmp_path / "mine.yaml.bak"
-    assert "its references changed, so its reviewed points are drafted again" in result.output
-    assert str(backup) in result.output and load_rubric(backup) == reviewed
+    assert "its references changed, so it was drafted again; kept its reviewed " in result.output
+    assert "drafted again in place of" not in result.output
+    (again,) = load_rubric(out).questions
+    assert [p for p in again.key_points if not p.draft] == reviewed.questions[0].key_points
+    assert again.red_flags[0] == flag  # the reviewed text, not the draft's own under the same id
+    assert str(backup) not in result.output and load_rubric(backup) == reviewed
+
+    # The great reference rewritten: the points drafted from its old words go, the hand-written one stays.
+    bank.write_text(
+        ONE.replace("run it in batches behind a flag", "ship it dark behind a feature toggle"), encoding="utf-8"
+    )
+    result = rubric_new(bank, out)
+    assert result.exit_code == 0, result.output
+    (third,) = load_rubric(out).questions
+    assert mine in third.key_points
+    gone = [p.id for p in again.key_points if p.quote and p.quote not in third.references.great]
+    assert gone and f"drafted again in place of {', '.join(gone)} (kept in {backup})" in result.output
 
 
 def test_a_rubric_is_written_through_a_link_and_never_over_a_device(tmp_path):

@@ -174,12 +174,13 @@ def draft(
     console.print(f"wrote {target}: review the drafted points, then remove their `draft: true`")
 
 
-def _saving_to(path: Path) -> Callable[[Rubric, str], None]:
+def _saving_to(path: Path, carry: Callable[[Rubric], Rubric] = lambda r: r) -> Callable[[Rubric, str], None]:
     """What to do as each question is drafted: say so, and save the rubric as it stands (a chat model
-    takes minutes a question; a killed run keeps what it drafted)."""
+    takes minutes a question; a killed run keeps what it drafted), with `carry` applied: the reviewed
+    points a question drafted again keeps are saved with it, not only at the end."""
 
     def save(rubric: Rubric, line: str) -> None:
-        save_rubric(rubric, path)
+        save_rubric(carry(rubric), path)
         console.print(line, markup=False)
 
     return save
@@ -237,14 +238,6 @@ def new(
             markup=False,
             highlight=False,
         )
-    if redrafted:
-        for qid, ids in redrafted.items():
-            err_console.print(
-                f"{out}: question {qid}: its references changed, so its reviewed points are drafted again "
-                f"({', '.join(ids)}; kept in {backup})",
-                markup=False,
-                highlight=False,
-            )
     options = backend_options(
         model=model,
         base_url=base_url,
@@ -256,9 +249,14 @@ def new(
         reasks=2,
         prompts=prompts,
     )
+
     # Saved after each drafted question: a killed run keeps them, and the next run (same bank) keeps
     # those questions' points, as it keeps any unchanged question's.
-    drafted, report = asyncio.run(_draft(rubric, backend, options, _saving_to(out)))
+    def carry(drafted: Rubric, say: bool = False) -> Rubric:
+        return _carry_reviewed(drafted, previous, redrafted, out, backup, say) if previous and redrafted else drafted
+
+    drafted, report = asyncio.run(_draft(rubric, backend, options, _saving_to(out, carry)))
+    drafted = carry(drafted, say=True)
     if kept:
         console.print(f"kept the points of {counted(kept, 'unchanged question')} from {out}")
     save_rubric(drafted, out)
@@ -345,6 +343,52 @@ def _self_test(rubric: Rubric, backend_name: str, options: BackendOptions) -> tu
             await graded_by.aclose()
 
     return asyncio.run(both())
+
+
+def _carry_reviewed(
+    drafted: Rubric, previous: Rubric, redrafted: dict[str, list[str]], out: Path, backup: Path, say: bool
+) -> Rubric:
+    """A question drafted again because its references changed keeps the reviewed points and flags whose
+    ground is still there: written by hand (no `quote`), or drafted from words the new references still
+    hold. A drafted one that repeats a kept one (its id or quote) is left out. What could not be kept is
+    named, as is a kept id drafted again with another text (reviews naming it meant the reviewed text):
+    one edited sentence of a mediocre reference lost a team's hand-written point and rewording."""
+    before = {q.id: q for q in previous.questions}
+    questions = []
+    for q in drafted.questions:
+        old = before.get(q.id)
+        if q.id not in redrafted or old is None or not (q.key_points or q.red_flags):  # not drafted yet
+            questions.append(q)
+            continue
+        texts = " ".join(t for _, t in q.references.items())
+        fields: dict[str, list] = {}
+        carried, lost, retexted = [], [], []
+        for name, new_items, old_items in (
+            ("key_points", q.key_points, old.key_points),
+            ("red_flags", q.red_flags, old.red_flags),
+        ):
+            kept = [p for p in old_items if not p.draft and (p.quote is None or p.quote in texts)]
+            lost += [p.id for p in old_items if not p.draft and p not in kept]
+            kept_ids, kept_quotes = {p.id for p in kept}, {p.quote for p in kept if p.quote}
+            retexted += [
+                n.id for n in new_items if n.id in kept_ids and n.text != next(p.text for p in kept if p.id == n.id)
+            ]
+            fresh = [n for n in new_items if n.id not in kept_ids and n.quote not in kept_quotes]
+            fields[name] = [*kept, *fresh]
+            carried += [p.id for p in kept]
+        questions.append(q.model_copy(update=fields))
+        said = [f"{out}: question {q.id}: its references changed, so it was drafted again"]
+        if carried:
+            said.append(
+                f"kept its reviewed {', '.join(carried)} (written by hand, or drafted from words it still holds)"
+            )
+        if lost:
+            said.append(f"drafted again in place of {', '.join(lost)} (kept in {backup})")
+        if retexted:
+            said.append(f"the draft's own text for {', '.join(retexted)} was left out for the reviewed one")
+        if say:
+            err_console.print("; ".join(said), markup=False, highlight=False)
+    return drafted.with_questions(questions)
 
 
 def _print_self_test(mine: SelfTest, packaged: SelfTest) -> None:
