@@ -14,7 +14,7 @@ from grader.errors import OutputError, RubricError, UnknownQuestionError
 from grader.resources import data_dir
 from grader.rubric import dump_rubric, load_rubric, parse_rubric, save_rubric
 from grader.rubric.importer import import_bank, parse_bank, slugify
-from grader.rubric.model import KeyPoint
+from grader.rubric.model import KeyPoint, RedFlag
 
 SEED = data_dir("rubric") / "recruiters-questions.txt"
 
@@ -417,3 +417,67 @@ def test_rubric_new_over_another_banks_rubric_names_the_questions_it_leaves_out(
     assert result.exit_code == 0, result.output
     assert f"{out}: 20 questions of it not in {bank} and left out: debugging-a-production-issue" in result.output
     assert load_rubric(tmp_path / "theirs.yaml.bak") == load_rubric()
+
+
+def test_a_question_drafted_again_stays_within_its_limits_and_reads_quotes_as_the_drafter_does(tmp_path, monkeypatch):
+    """12 reviewed points and 6 flags plus a fresh draft went over the limits: an internal error (exit 70).
+    A reviewed quote with '...' or another case, accepted by the drafter, was taken for gone."""
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(ONE, encoding="utf-8")
+    assert rubric_new(bank, out).exit_code == 0
+    (q,) = load_rubric(out).questions
+    points = [KeyPoint(id=f"q01.hand-{i}", text=f"Hand written point number {i}") for i in range(11)]
+    points.append(
+        KeyPoint(id="q01.compat", text="Backward compatible", quote="I make it Backward Compatible ... a rollback")
+    )
+    flags = [RedFlag(id=f"q01.flag-{i}", text=f"Hand written flag number {i}") for i in range(6)]
+    save_rubric(load_rubric(out).with_questions([q.model_copy(update={"key_points": points, "red_flags": flags})]), out)
+    bank.write_text(ONE.replace("at night", "at night, with a backup"), encoding="utf-8")
+    result = rubric_new(bank, out)
+    assert result.exit_code == 0, result.output
+    (again,) = load_rubric(out).questions
+    assert again.key_points == points and again.red_flags == flags  # every reviewed one kept, within the limits
+    assert (
+        "left out the drafted " in result.output
+        and "no room beside the kept ones (12 points, 6 flags)" in result.output
+    )
+
+
+def test_a_killed_rubric_new_keeps_the_reviewed_points_of_the_questions_it_had_not_drafted_again(tmp_path, monkeypatch):
+    import grader.cli.rubric as command
+
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    two = ONE + (
+        "2. How do you review a pull request?\n"
+        'Great Response: "I read the description, run the tests locally, check the design and leave kind comments."\n'
+        'Mediocre Response: "I look over the diff and approve it if it looks fine."\n'
+        'Poor Response: "I approve it without reading so the author is not blocked."\n'
+    )
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(two, encoding="utf-8")
+    assert rubric_new(bank, out).exit_code == 0
+    out.write_text(out.read_text(encoding="utf-8").replace("draft: true", "draft: false"), encoding="utf-8")
+    reviewed = load_rubric(out)
+    bank.write_text(two.replace("at night", "at night, with a backup").replace("looks fine", "looks fine to me"))
+    saving = command._saving_to
+
+    def killed_after_one(path, carry=lambda r: r):
+        save = saving(path, carry)
+
+        def once(rubric, line):
+            save(rubric, line)
+            raise KeyboardInterrupt
+
+        return once
+
+    monkeypatch.setattr(command, "_saving_to", killed_after_one)
+    assert rubric_new(bank, out).exit_code == 130
+    # the question not reached yet is saved as it was: its reviewed points, and the references they came from
+    assert load_rubric(out).questions[1] == reviewed.questions[1]
+    monkeypatch.setattr(command, "_saving_to", saving)
+    rerun = rubric_new(bank, out)
+    assert rerun.exit_code == 0, rerun.output
+    second = load_rubric(out).questions[1]
+    assert [p for p in second.key_points if not p.draft] == reviewed.questions[1].key_points
+    assert f"question {second.id}: its references changed, so it was drafted again; kept its reviewed" in rerun.output

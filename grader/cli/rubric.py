@@ -252,11 +252,13 @@ def new(
 
     # Saved after each drafted question: a killed run keeps them, and the next run (same bank) keeps
     # those questions' points, as it keeps any unchanged question's.
-    def carry(drafted: Rubric, say: bool = False) -> Rubric:
-        return _carry_reviewed(drafted, previous, redrafted, out, backup, say) if previous and redrafted else drafted
+    def carry(drafted: Rubric, final: bool = False) -> Rubric:
+        if previous is None or not redrafted:
+            return drafted
+        return _carry_reviewed(drafted, previous, redrafted, out, backup, final=final)
 
     drafted, report = asyncio.run(_draft(rubric, backend, options, _saving_to(out, carry)))
-    drafted = carry(drafted, say=True)
+    drafted = carry(drafted, final=True)
     if kept:
         console.print(f"kept the points of {counted(kept, 'unchanged question')} from {out}")
     save_rubric(drafted, out)
@@ -346,37 +348,61 @@ def _self_test(rubric: Rubric, backend_name: str, options: BackendOptions) -> tu
 
 
 def _carry_reviewed(
-    drafted: Rubric, previous: Rubric, redrafted: dict[str, list[str]], out: Path, backup: Path, say: bool
+    drafted: Rubric,
+    previous: Rubric,
+    redrafted: dict[str, list[str]],
+    out: Path,
+    backup: Path,
+    *,
+    final: bool,
 ) -> Rubric:
     """A question drafted again because its references changed keeps the reviewed points and flags whose
     ground is still there: written by hand (no `quote`), or drafted from words the new references still
-    hold. A drafted one that repeats a kept one (its id or quote) is left out. What could not be kept is
-    named, as is a kept id drafted again with another text (reviews naming it meant the reviewed text):
-    one edited sentence of a mediocre reference lost a team's hand-written point and rewording."""
+    hold (a point's in the great reference, a flag's in the poor or mediocre one, read as the drafter reads
+    a quote). A drafted one that repeats a kept one (its id or quote) is left out, as are drafted ones past
+    the question's limits. What could not be kept is named (when `final`), as is a kept id drafted again
+    with another text: one edited sentence of a mediocre reference lost a team's hand-written point and
+    rewording. Before the end (`final` false: a save after each drafted question), a question not drafted
+    yet is saved as it was, old references and reviewed points, so a killed run loses none of them and the
+    next run drafts it again."""
+    from grader.backends.replies import quote_in_answer
+
     before = {q.id: q for q in previous.questions}
+    limits = {"key_points": 12, "red_flags": 6}  # Question's max_length
     questions = []
     for q in drafted.questions:
         old = before.get(q.id)
-        if q.id not in redrafted or old is None or not (q.key_points or q.red_flags):  # not drafted yet
+        if q.id not in redrafted or old is None:
             questions.append(q)
             continue
-        texts = " ".join(t for _, t in q.references.items())
+        if not final and not (q.key_points or q.red_flags):  # not drafted yet
+            questions.append(old)
+            continue
+        refs = q.references
+        ground = {"key_points": [refs.great], "red_flags": [t for t in (refs.poor, refs.mediocre) if t]}
         fields: dict[str, list] = {}
-        carried, lost, retexted = [], [], []
+        carried, lost, retexted, crowded = [], [], [], []
         for name, new_items, old_items in (
             ("key_points", q.key_points, old.key_points),
             ("red_flags", q.red_flags, old.red_flags),
         ):
-            kept = [p for p in old_items if not p.draft and (p.quote is None or p.quote in texts)]
-            lost += [p.id for p in old_items if not p.draft and p not in kept]
-            kept_ids, kept_quotes = {p.id for p in kept}, {p.quote for p in kept if p.quote}
-            retexted += [
-                n.id for n in new_items if n.id in kept_ids and n.text != next(p.text for p in kept if p.id == n.id)
+            kept = [
+                p
+                for p in old_items
+                if not p.draft and (p.quote is None or any(quote_in_answer(p.quote, t) for t in ground[name]))
             ]
-            fresh = [n for n in new_items if n.id not in kept_ids and n.quote not in kept_quotes]
-            fields[name] = [*kept, *fresh]
+            lost += [p.id for p in old_items if not p.draft and p not in kept]
+            by_id = {p.id: p for p in kept}
+            kept_quotes = {p.quote for p in kept if p.quote}
+            retexted += [n.id for n in new_items if n.id in by_id and n.text != by_id[n.id].text]
+            fresh = [n for n in new_items if n.id not in by_id and n.quote not in kept_quotes]
+            room = max(0, limits[name] - len(kept))
+            crowded += [n.id for n in fresh[room:]]
+            fields[name] = [*kept, *fresh[:room]]
             carried += [p.id for p in kept]
         questions.append(q.model_copy(update=fields))
+        if not final:
+            continue
         said = [f"{out}: question {q.id}: its references changed, so it was drafted again"]
         if carried:
             said.append(
@@ -386,8 +412,9 @@ def _carry_reviewed(
             said.append(f"drafted again in place of {', '.join(lost)} (kept in {backup})")
         if retexted:
             said.append(f"the draft's own text for {', '.join(retexted)} was left out for the reviewed one")
-        if say:
-            err_console.print("; ".join(said), markup=False, highlight=False)
+        if crowded:
+            said.append(f"left out the drafted {', '.join(crowded)}: no room beside the kept ones (12 points, 6 flags)")
+        err_console.print("; ".join(said), markup=False, highlight=False)
     return drafted.with_questions(questions)
 
 
