@@ -1094,26 +1094,37 @@ def test_a_red_flag_the_grader_shows_on_the_great_reference_is_the_first_thing_t
     assert great[0].line() == (
         f"{q.id}: the great reference (ref-01-great) graded poor, red flag q01.limiting-annoys-customers"
     )
-    (note,) = flags_on_references(tested.misgraded)
+    (note,) = flags_on_references(tested.references)
     assert note.kind == "flag_on_reference" and note.question == q.id
-    assert note.message.startswith("red flag q01.limiting-annoys-customers is shown on the great reference itself")
+    assert note.message.startswith(
+        "red flag q01.limiting-annoys-customers is shown on the great reference (graded poor)"
+    )
 
 
 def test_flags_on_references_name_each_flag_once_with_every_reference_it_is_shown_on():
-    from grader.rubric.selftest import Misgraded, Note, flags_on_references
+    from grader.rubric.selftest import Note, ReferenceGrade, flags_on_references
 
-    misgraded = [
-        Misgraded("ref-01-great", "q", "great", "poor", ("q01.a", "q01.b")),
-        Misgraded("ref-01-mediocre", "q", "mediocre", "poor", ("q01.a",)),
-        Misgraded("ref-01-poor", "q", "poor", "mediocre", ()),  # a poor reference not graded poor: no flag to blame
-        Misgraded("ref-02-poor", "r", "poor", "poor", ("q02.c",)),  # a flag on the poor reference is its job
+    graded = [
+        ReferenceGrade("ref-01-great", "q", "great", "poor", ("q01.a", "q01.b")),
+        ReferenceGrade("ref-01-mediocre", "q", "mediocre", "poor", ("q01.a",)),
+        ReferenceGrade(
+            "ref-01-poor", "q", "poor", "mediocre", ()
+        ),  # a poor reference not graded poor: no flag to blame
+        ReferenceGrade("ref-02-poor", "r", "poor", "poor", ("q02.c",)),  # a flag on the poor reference is its job
+        # graded great all the same (a chat model may show a flag and keep the tier): the flag is still named
+        ReferenceGrade("ref-03-great", "s", "great", "great", ("q03.d",)),
     ]
-    notes = flags_on_references(misgraded)
-    assert [(n.question, n.message.split(" itself")[0]) for n in notes] == [
-        ("q", "red flag q01.a is shown on the great and mediocre reference"),
-        ("q", "red flag q01.b is shown on the great reference"),
+    notes = flags_on_references(graded)
+    assert [(n.question, n.message.split(":")[0]) for n in notes] == [
+        ("q", "red flag q01.a is shown on the great and mediocre references (graded poor)"),
+        ("q", "red flag q01.b is shown on the great reference (graded poor)"),
+        ("s", "red flag q03.d is shown on the great reference (graded great)"),
     ]
     assert Note.ORDER[0] == "flag_on_reference"  # listed before every other note
+    assert graded[0].line() == "q: the great reference (ref-01-great) graded poor, red flags q01.a, q01.b"
+    assert graded[1].line() == "q: the mediocre reference (ref-01-mediocre) graded poor, red flag q01.a"
+    failed = ReferenceGrade("ref-04-great", "t", "great", "failed", ())
+    assert failed.misgraded and failed.line() == "t: the great reference (ref-04-great) could not be graded (failed)"
 
 
 def test_rubric_new_s_self_test_gives_shares_of_its_own_size_and_names_the_references_it_misgraded(

@@ -107,7 +107,8 @@ def check(
         drafts = sum(len(q.draft_ids) for q in rubric)
         if drafts:
             console.print(
-                f"  warning: {drafts} drafted points are not reviewed yet (remove `draft: true` once checked)"
+                f"  warning: {counted(drafts, 'drafted point')} {'is' if drafts == 1 else 'are'} not reviewed yet "
+                "(remove `draft: true` once checked)"
             )
     if failed:
         raise typer.Exit(RubricError.exit_code)
@@ -270,7 +271,7 @@ def new(
     tested = _self_test(drafted, backend, options) if self_test else None
     if tested is not None:  # a red flag shown on the bank's own great reference comes first
         notes = sorted(
-            [*flags_on_references(tested[0].misgraded), *notes],
+            [*flags_on_references(tested[0].references), *notes],
             key=lambda n: (Note.ORDER.index(n.kind), drafted.find(n.question).number),
         )
     console.print(f"\nReview first ({len(notes)}):" if notes else "\nNothing flagged for review.")

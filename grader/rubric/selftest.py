@@ -119,7 +119,7 @@ def review_notes(rubric: Rubric, embed: Embed) -> list[Note]:
                 )
             )
         if points:
-            notes.append(Note(q.id, "unreviewed", f"{len(points)} drafted key points not reviewed yet"))
+            notes.append(Note(q.id, "unreviewed", f"{counted(len(points), 'drafted key point')} not reviewed yet"))
     for i, (qa, pa, va) in enumerate(point_vecs):
         for qb, pb, vb in point_vecs[i + 1 :]:
             if qa != qb and float(va @ vb) >= SAME_ELSEWHERE:
@@ -153,46 +153,63 @@ def _separation(q: Question, embed: Embed) -> list[Note]:
 
 
 @dataclass(frozen=True)
-class Misgraded:
-    """A reference the self-test graded to another tier than its own."""
+class ReferenceGrade:
+    """How the self-test graded one reference, as a candidate with itself hidden from the exemplars."""
 
     case: str  # ref-01-great
     question: str
     tier: str  # the reference's own tier
-    graded: str  # the tier it got, or "failed"
+    graded: str  # the tier it got, or "failed" / "rejected"
     red_flags: tuple[str, ...]
 
+    @property
+    def misgraded(self) -> bool:
+        return self.graded != self.tier
+
     def line(self) -> str:
-        flags = f", red flag {', '.join(self.red_flags)}" if self.red_flags else ""
-        return f"{self.question}: the {self.tier} reference ({self.case}) graded {self.graded}{flags}"
+        flags = f", {'red flag' if len(self.red_flags) == 1 else 'red flags'} {', '.join(self.red_flags)}"
+        got = f"graded {self.graded}" if self.graded in TIER_NAMES else f"could not be graded ({self.graded})"
+        return f"{self.question}: the {self.tier} reference ({self.case}) {got}" + (flags if self.red_flags else "")
+
+
+TIER_NAMES = ("great", "mediocre", "poor")
 
 
 @dataclass
 class SelfTest:
-    """What `self_test` measured: per suite, its figures; and the references graded to another tier."""
+    """What `self_test` measured: per suite, its figures; and how each reference was graded."""
 
     figures: dict[str, dict[str, Any]]
-    misgraded: list[Misgraded]
+    references: list[ReferenceGrade]
+
+    @property
+    def misgraded(self) -> list[ReferenceGrade]:
+        """The references graded to another tier than their own (or not graded)."""
+        return [r for r in self.references if r.misgraded]
 
 
-def flags_on_references(misgraded: Sequence[Misgraded]) -> list[Note]:
-    """A red flag the grader shows on a question's own great or mediocre reference (graded as a candidate)
-    marks answers like it poor: first on the list to review (a trial's drafted flag fired on the great
-    reference, and so on strong answers, and the list said nothing)."""
-    shown: dict[tuple[str, str], list[str]] = {}
-    for m in misgraded:
-        if m.tier in ("great", "mediocre"):
-            for flag in m.red_flags:
-                shown.setdefault((m.question, flag), []).append(m.tier)
-    return [
-        Note(
-            question,
-            "flag_on_reference",
-            f"red flag {flag} is shown on the {' and '.join(tiers)} reference itself: answers like it are graded "
-            "poor; reword the flag to what only a poor answer does, or delete it",
+def flags_on_references(references: Sequence[ReferenceGrade]) -> list[Note]:
+    """A red flag the grader shows on a question's own great or mediocre reference (graded as a candidate,
+    whatever tier it then got) marks answers like it: first on the list to review (a trial's drafted flag
+    fired on the great reference, and so on strong answers, and the list said nothing)."""
+    shown: dict[tuple[str, str], list[ReferenceGrade]] = {}
+    for r in references:
+        if r.tier in ("great", "mediocre"):
+            for flag in r.red_flags:
+                shown.setdefault((r.question, flag), []).append(r)
+    notes = []
+    for (question, flag), on in shown.items():
+        which = " and ".join(r.tier for r in on) + (" reference" if len(on) == 1 else " references")
+        got = " and ".join(dict.fromkeys(r.graded for r in on))
+        notes.append(
+            Note(
+                question,
+                "flag_on_reference",
+                f"red flag {flag} is shown on the {which} (graded {got}): a red flag makes a grade poor, so "
+                "answers like them can be; reword the flag to what only a poor answer does, or delete it",
+            )
         )
-        for (question, flag), tiers in shown.items()
-    ]
+    return notes
 
 
 async def self_test(rubric: Rubric, backend: Any) -> SelfTest:
@@ -202,7 +219,7 @@ async def self_test(rubric: Rubric, backend: Any) -> SelfTest:
     from grader.eval.suites import perturbations_suite, references_suite
 
     out: dict[str, dict[str, Any]] = {}
-    misgraded: list[Misgraded] = []
+    graded: list[ReferenceGrade] = []
     for suite in (references_suite(rubric), perturbations_suite(rubric, hand_written=False)):
         results = await run_suite(suite, backend)
         report = summarize(suite.name, results, backend=backend.name, model=getattr(backend, "model", ""))
@@ -216,8 +233,8 @@ async def self_test(rubric: Rubric, backend: Any) -> SelfTest:
             "needs_review": report.needs_review,
         }
         if suite.name == "references":
-            misgraded = [
-                Misgraded(
+            graded = [
+                ReferenceGrade(
                     r.case.id,
                     r.case.question,
                     r.case.label.value,
@@ -225,6 +242,5 @@ async def self_test(rubric: Rubric, backend: Any) -> SelfTest:
                     tuple(r.grade.red_flags) if r.grade is not None else (),
                 )
                 for r in results
-                if r.verdict != r.case.label.value
             ]
-    return SelfTest(out, misgraded)
+    return SelfTest(out, graded)
