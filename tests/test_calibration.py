@@ -641,17 +641,17 @@ def test_the_report_says_in_short_what_it_found(calibration_files):
     ("kappa", "reading"),
     [
         (None, None),
-        (-0.1, "no better than chance"),
-        (0.0, "no better than chance"),
-        (0.2, "slight"),
-        (0.21, "fair"),
-        (0.4, "fair"),
-        (0.41, "moderate"),
-        (0.6, "moderate"),
-        (0.61, "substantial"),
-        (0.8, "substantial"),
-        (0.81, "almost perfect"),
-        (1.0, "almost perfect"),
+        (-0.1, "worse than chance: they disagree more than at random"),
+        (0.0, "no agreement beyond chance"),
+        (0.2, "slight agreement beyond chance"),
+        (0.21, "fair agreement beyond chance"),
+        (0.4, "fair agreement beyond chance"),
+        (0.41, "moderate agreement beyond chance"),
+        (0.6, "moderate agreement beyond chance"),
+        (0.61, "substantial agreement beyond chance"),
+        (0.8, "substantial agreement beyond chance"),
+        (0.81, "almost perfect agreement beyond chance"),
+        (1.0, "almost perfect agreement beyond chance"),
     ],
 )
 def test_kappa_in_words_on_landis_and_koch_s_scale(kappa, reading):
@@ -678,6 +678,52 @@ def test_pairs_of_interviewers_are_named_when_they_differ(tmp_path):
     assert any(
         "the model agrees with them more often than they agree with each other (73.3% against" in x for x in said
     )
+
+
+def _pairs(rows: list[tuple[str, str, str, str, str]]):
+    """Paired grades from (interviewer, answer id, question, human tier, model tier)."""
+    from grader.calibration.data import HumanGrade, Pair
+
+    out = []
+    for i, (who, answer_id, question, human, model) in enumerate(rows):
+        graded = Grade(question_id=question, tier=Tier(model), justification="j", backend="fake", model="m")
+        out.append(
+            Pair(
+                HumanGrade(i + 2, who, question, Tier(human), id=answer_id), question, answer_id, "paired", model=graded
+            )
+        )
+    return out
+
+
+def test_in_short_reads_a_reversal_a_tie_and_a_lone_interviewer_in_plain_words():
+    """'QWK -1.000: no better than chance agreement beyond chance'; a 'most' and a 'least' of a tie; 'the
+    interviewers' for one person, and the overall leniency said twice."""
+    flip = {"great": "poor", "poor": "great", "mediocre": "mediocre"}
+    rows = [("ann, smith", f"a{i}", Q1 if i % 2 else Q2, t, flip[t]) for i, t in enumerate(["great", "poor"] * 6)]
+    said = in_short(build_report(_pairs(rows), settings=Settings(resamples=100), human_path="h.csv"))
+    assert (
+        said[0]
+        == "ann, smith gave the model's tier on 0 of 12 grades (0.0%); QWK -1.000: worse than chance: they disagree more than at random"
+    )
+    assert not any(line.startswith("taken together") for line in said)  # one interviewer: said once, by name
+    assert not any("differ from the model most" in line for line in said)  # both questions at 0 %: a tie
+    assert said[-1].startswith(
+        "next: read the disagreements (12 grades on 12 answers, all two tiers apart), largest first below"
+    )
+    two = _pairs([("Smith, John", "b1", Q1, "great", "great"), ("Doe", "b1", Q1, "great", "great")])
+    lines = in_short(build_report(two, settings=Settings(resamples=100), human_path="h.csv"))
+    assert "Doe; Smith, John have too few grades to tell" in lines  # a comma inside a name is not a second name
+    assert kappa_reading(0.0) == "no agreement beyond chance"
+
+
+def test_past_the_answers_listed_the_pages_say_how_many_more_in_good_grammar(monkeypatch):
+    import grader.calibration.report as report_module
+
+    monkeypatch.setattr(report_module, "SHOWN_DISAGREEMENTS", 2)
+    rows = [("ann", f"a{i}", Q1, "great", "poor") for i in range(3)]
+    report = build_report(_pairs(rows), settings=Settings(resamples=100), human_path="h.csv")
+    assert "1 more answer in calibration.json (its `disagreements`, one per grade)." in to_markdown(report)
+    assert "<p>1 more answer in calibration.json (its `disagreements`, one per grade).</p>" in to_html(report)
 
 
 def test_heatmaps_are_shaded_by_each_row_s_share_on_one_scale_for_every_chart(monkeypatch):

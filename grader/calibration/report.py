@@ -298,29 +298,34 @@ HOW_TO_READ = (
 
 
 def kappa_reading(kappa: float | None) -> str | None:
-    """A kappa in words on Landis and Koch's scale ("moderate"); None where it is undefined."""
+    """A kappa in words on Landis and Koch's scale ("moderate agreement beyond chance"); None where it is
+    undefined. At zero, no agreement beyond chance; below it, less than chance gives: the two disagree
+    more than they would at random (an interviewer who reverses the model's tiers)."""
     if kappa is None:
         return None
-    if kappa <= 0:
-        return "no better than chance"
-    return next(word for bound, word in KAPPA_READING if kappa > bound)
+    if kappa < 0:
+        return "worse than chance: they disagree more than at random"
+    if kappa == 0:
+        return "no agreement beyond chance"
+    return next(word for bound, word in KAPPA_READING if kappa > bound) + " agreement beyond chance"
 
 
-def in_short(report: CalibrationReport) -> list[str]:
+def in_short(report: CalibrationReport, where: str = " below") -> list[str]:
     """What the report says, in a few sentences a busy reader can act on: how far the interviewers agree with
-    the model and with each other, who grades higher or lower than the model, and where they differ most."""
+    the model and with each other, who grades higher or lower than the model, and where they differ most.
+    `where` says where the disagreements are listed (" below" in the pages; the printed report names the
+    file, or says to write one)."""
     o, lines = report.overall, []
     if not o.n or o.exact_agreement is None or o.exact_agreement.value is None:
         return ["no interviewer grade has a model grade to compare it with"]
     agreed = round(o.exact_agreement.value * o.n)
-    first = (
-        f"the interviewers gave the model's tier on {agreed} of {counted(o.n, 'grade')} ({o.exact_agreement.value:.1%})"
-    )
+    who = "the interviewers" if len(report.interviewers) != 1 else next(iter(report.interviewers))
+    first = f"{who} gave the model's tier on {agreed} of {counted(o.n, 'grade')} ({o.exact_agreement.value:.1%})"
     qwk = o.qwk.value if o.qwk else None
     if (reading := kappa_reading(qwk)) is not None:
-        first += f"; QWK {_num(qwk)}: {reading} agreement beyond chance"
+        first += f"; QWK {_num(qwk)}: {reading}"
     lines.append(first)
-    if o.bias in ("lenient", "harsh") and o.leniency is not None:
+    if o.bias in ("lenient", "harsh") and o.leniency is not None and len(report.interviewers) > 1:
         higher = "higher" if o.bias == "lenient" else "lower"
         lines.append(f"taken together, the interviewers grade {higher} than the model ({_signed(o.leniency.value)})")
     groups: dict[str, list[str]] = defaultdict(list)
@@ -338,11 +343,12 @@ def in_short(report: CalibrationReport) -> list[str]:
         ("too few grades", "has too few grades to tell", "have too few grades to tell"),
     ):
         if names := groups.get(bias):
-            lines.append(f"{', '.join(names)} {one if len(names) == 1 else many}")
+            joined = ("; " if any("," in n for n in names) else ", ").join(names)  # "Smith, John" is one person
+            lines.append(f"{joined} {one if len(names) == 1 else many}")
     asked = {q: m for q, m in report.questions.items() if m.bias != "too few grades" and m.exact_agreement}
-    if len(asked) >= 2:
-        ranked = sorted(asked.items(), key=lambda item: (_value(item[1].exact_agreement) or 0.0, item[0]))
-        (low, worst), (high, best) = ranked[0], ranked[-1]
+    ranked = sorted(asked.items(), key=lambda item: (_value(item[1].exact_agreement) or 0.0, item[0]))
+    if len(ranked) >= 2 and _value(ranked[0][1].exact_agreement) != _value(ranked[-1][1].exact_agreement):
+        (low, worst), (high, best) = ranked[0], ranked[-1]  # no "most" and "least" of a tie
         lines.append(
             f"they differ from the model most on {low} ({_share(_value(worst.exact_agreement))} the same tier"
             f"{_direction(worst)}) and least on {high} ({_share(_value(best.exact_agreement))})"
@@ -372,11 +378,10 @@ def in_short(report: CalibrationReport) -> list[str]:
     if report.disagreements:
         answers = disagreement_answers(report.disagreements)
         apart = sum(1 for a in answers if a.largest == 2)
+        two = "all two tiers apart" if apart == len(answers) else f"{apart} of them two tiers apart"
         lines.append(
-            f"next: read the disagreements ({counted(len(report.disagreements), 'grade')} on "
-            f"{counted(len(answers), 'answer')}"
-            + (f", {apart} of them two tiers apart" if apart else "")
-            + "), largest first, with the interviewers who differ most"
+            f"next: read the disagreements ({disagreement_count(report)}" + (f", {two}" if apart else "") + "), "
+            f"largest first{where}"
         )
     return lines
 
@@ -422,6 +427,12 @@ def disagreement_answers(rows: list[Disagreement]) -> list[DisagreedAnswer]:
         for answer_id, grades in by_answer.items()
     ]
     return sorted(answers, key=lambda a: (-a.largest, -len(a.grades), a.id))
+
+
+def more_answers(total: int) -> str:
+    """'1 more answer in calibration.json (its disagreements, per grade)', past those the pages list."""
+    more = total - SHOWN_DISAGREEMENTS
+    return f"{counted(more, 'more answer')} in {STEM}.json (its `disagreements`, one per grade)" if more > 0 else ""
 
 
 def disagreement_count(report: CalibrationReport) -> str:
@@ -590,7 +601,7 @@ def to_markdown(report: CalibrationReport) -> str:
         )
         lines.append("")
     if len(answers) > SHOWN_DISAGREEMENTS:
-        lines.append(f"{len(answers) - SHOWN_DISAGREEMENTS} more answers in {STEM}.json.")
+        lines.append(f"{more_answers(len(answers))}.")
     for title, head, rows in row_tables(report):
         lines += ["", f"## {title} ({len(rows)})", ""]
         lines += markdown_table(head, rows)
@@ -667,7 +678,7 @@ def to_html(report: CalibrationReport) -> str:
         how_to_read=HOW_TO_READ,
         disagreement_count=disagreement_count(report),
         shown=[(a, who_differs(a)) for a in answers[:SHOWN_DISAGREEMENTS]],
-        more=max(0, len(answers) - SHOWN_DISAGREEMENTS),
+        more=more_answers(len(answers)),
         row_tables=row_tables(report),
         stem=STEM,
     )

@@ -125,7 +125,7 @@ def calibrate(
     if output_format is TableFormat.json:  # standard output is the JSON alone
         console.out(report.to_json(), end="", highlight=False)
     else:
-        _print(report)
+        _print(report, out)
     if out is not None:
         paths = write_reports(report, out)
         notes = err_console if output_format is TableFormat.json else console
@@ -175,8 +175,15 @@ async def _grade(
     return pairs
 
 
-def _print(report: CalibrationReport) -> None:
-    from grader.calibration.report import confidence_lines, in_short, metric_cells, summary_lines, warning_rows
+def _print(report: CalibrationReport, out: Path | None) -> None:
+    from grader.calibration.report import (
+        confidence_lines,
+        disagreement_count,
+        in_short,
+        metric_cells,
+        summary_lines,
+        warning_rows,
+    )
 
     for line in summary_lines(report):
         console.print(line, markup=False)
@@ -216,6 +223,7 @@ def _print(report: CalibrationReport) -> None:
     warnings = warning_rows(report.interviewers) + [f"overall: {w}" for w in report.overall.warnings]
     for w in warnings:
         err_console.print(f"grader: warning: {w}", markup=False, highlight=False)
-    console.print(f"disagreements: {len(report.disagreements)}", markup=False)
-    for line in in_short(report):
+    console.print(f"disagreements: {disagreement_count(report)}", markup=False)
+    where = f" in {out / 'calibration.md'}" if out is not None else " (-o DIR writes them to calibration.md)"
+    for line in in_short(report, where):
         console.print(f"in short: {line}", markup=False, highlight=False)
