@@ -333,7 +333,8 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
     # the summary of the resumed run counts the whole file too, not only what it graded itself
     tiers = Counter(r["tier"] for r in records)
     whole = ", ".join(f"{t} {tiers[t]}" for t in ("great", "mediocre", "poor"))
-    assert f"with the {len(written)} grades kept from before, {out} holds 300 ({whole})" in resumed.stdout
+    said = f"with the {len(written)} rows kept from before, {out} holds 300 rows: 300 grades ({whole}) and 0 failed"
+    assert said in resumed.stdout
 
 
 # --- worker processes -----------------------------------------------------------------------------------
@@ -1225,3 +1226,21 @@ def test_resume_says_when_kept_rows_were_graded_against_another_version_of_the_r
         again = batch(str(source), "-o", str(out), "--resume", "--rubric", str(changed))
     assert again.exit_code == 0, again.output
     assert f"{first} no longer in the rubric (renamed or removed: their rows keep the old id)" in again.stderr
+
+
+def test_a_resumed_summary_counts_every_row_of_the_file_failed_ones_too(tmp_path, monkeypatch):
+    """'with the 1 grades kept from before, out.jsonl holds 2' of a file of 3 rows, one failed."""
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    first = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "question": 1, "answer": "I read the logs first."}])
+    out = tmp_path / "out.jsonl"
+    assert batch(str(first), "-o", str(out), "-b", "nearest").exit_code == 0
+    more = [
+        {"id": "b", "question": 2, "answer": "I version the API in the path."},
+        {"id": "c", "question": 99, "answer": "x y"},
+    ]
+    write_jsonl(first, [{"id": "a", "question": 1, "answer": "I read the logs first."}, *more])
+    resumed = batch(str(first), "-o", str(out), "-b", "nearest", "--resume")
+    assert resumed.exit_code == 1  # the unknown question is a failed row
+    assert len(out.read_text().splitlines()) == 3
+    assert f"with the 1 row kept from before, {out} holds 3 rows: 2 grades (" in resumed.stdout
+    assert ") and 1 failed" in resumed.stdout

@@ -429,12 +429,14 @@ def _summary(
         f"concurrency {concurrency or job.concurrency} (lowest {lowest or job.concurrency} after rate limits)"
         + (f" over {job.workers} worker processes" if job.workers > 1 else ""),
     ]
-    if job.kept:  # after a Ctrl-C and --resume, this run's counts alone never showed the whole file's
+    if job.skip:  # after a Ctrl-C and --resume, this run's counts alone never showed the whole file's
         whole = {t: job.kept[t] + stats.tiers[t] for t in ("great", "mediocre", "poor")}
+        failed = len(job.skip) - sum(job.kept.values()) + stats.failed  # rows failed on their input are kept
         lines.insert(
             1,
-            f"with the {sum(job.kept.values())} grades kept from before, {job.output} holds "
-            f"{sum(whole.values())} ({', '.join(f'{t} {n}' for t, n in whole.items())})",
+            f"with the {counted(len(job.skip), 'row')} kept from before, {job.output} holds "
+            f"{counted(sum(whole.values()) + failed, 'row')}: {counted(sum(whole.values()), 'grade')} "
+            f"({', '.join(f'{t} {n}' for t, n in whole.items())}) and {failed} failed",
         )
     for line in lines:
         console.print(line, markup=False, highlight=False)
