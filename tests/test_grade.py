@@ -236,15 +236,24 @@ def test_an_answer_that_copies_a_reference_it_was_graded_with_is_sent_for_review
     grade = make_grade(tier="great", covered_points=covered, confidence=0.95)
     copied = apply_review_policy(grade, q1, 0.6, answer=great)
     assert copied.needs_review
-    assert copied.review_reasons == ["100% of the answer is the rubric's great reference word for word"]
+    assert copied.review_reasons == ["100% of the answer is the great reference it was graded with, word for word"]
     # graded with the great reference hidden (the references suite, leave-one-out): nothing it was shown
     shown = [(t, x) for t, x in q1.references.items() if t != "great"]
     assert not apply_review_policy(grade, q1, 0.6, answer=great, references=shown).needs_review
-    # half of its runs of eight words at least: a candidate who quotes one phrase is no copy
+    # half of its runs of eight words at least: a third of the reference and a phrase is a copy; a long answer of
+    # its own quoting one sentence of it is not
     words = great.split()
     assert copied_reference(
         " ".join(words[: len(words) // 3]) + " and then I would ask a colleague", q1.references.items()
     )
+    own = " ".join(f"In my own words, step {i} is to look at something else entirely and think." for i in range(6))
+    assert copied_reference(own + " " + " ".join(words[:12]), q1.references.items()) is None
+    # a script written without spaces is read a character at a time: a copied Chinese reference is found
+    zh = "我们先查看日志和最近的部署，然后在测试环境中复现问题，再回滚或者修复，最后写事故报告并跟进。"
+    assert copied_reference(zh, [("great", zh)]) == ("great", 1.0)
+    nearly = apply_review_policy(grade, q1, 0.6, answer=great + " Thanks, that is all!")
+    assert nearly.review_reasons[0].startswith("9")  # not all of it: never rounded up to 100 %
+    assert not nearly.review_reasons[0].startswith("100%")
     assert (
         copied_reference(
             "I check the logs and recent deploys, then reproduce it on staging first.", q1.references.items()
@@ -262,6 +271,6 @@ def test_the_engine_checks_copies_against_the_references_shown(rubric):
     backend = FakeBackend(responder=lambda _c, request: reply_for(request.question, tier="great"))
     held_out = asyncio.run(run_suite(references_suite(one), backend))
     shown = asyncio.run(run_suite(references_suite(one, holdout=False), backend))
-    said = "reference word for word"
+    said = "reference it was graded with, word for word"
     assert not any(said in r for result in held_out for r in result.grade.review_reasons)
     assert all(any(said in r for r in result.grade.review_reasons) for result in shown)

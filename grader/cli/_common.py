@@ -37,15 +37,11 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 def print_table(table: Table) -> None:
     """A table on standard output: fitted to a terminal's width, and at its own full width where the output
     is a file or a pipe (80 columns, as rich assumes there, cut a log's QWK of -0.333 to "-0.3…")."""
-    if console.is_terminal or "COLUMNS" in os.environ:
+    if console.is_terminal or "COLUMNS" in os.environ:  # a width someone chose is kept
         console.print(table)
         return
-    fixed = console._width  # None: detected each time; kept so the console is left as it was
-    console.width = max(console.width, console.measure(table, options=console.options.update(width=10_000)).maximum)
-    try:
-        console.print(table)
-    finally:
-        console._width = fixed
+    width = max(console.width, console.measure(table, options=console.options.update(width=10_000)).maximum)
+    Console(file=console.file, width=width, highlight=False, soft_wrap=True).print(table)
 
 
 def progress_bar(*columns: ProgressColumn) -> Progress:

@@ -112,8 +112,15 @@ def copied_reference(answer: str, references: Iterable[tuple[str, str]]) -> tupl
     return best if best is not None and best[1] >= COPIED_SHARE else None
 
 
+#: A word, or one character of a script written without spaces (Chinese, Japanese, Korean): a copied
+#: Chinese reference is one long "word" to `\w+`, and was never found.
+_TOKEN = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+"
+)
+
+
 def _runs(text: str) -> set[tuple[str, ...]]:
-    words = re.findall(r"\w+", text.casefold())
+    words = _TOKEN.findall(text.casefold())
     return {tuple(words[i : i + COPY_RUN]) for i in range(len(words) - COPY_RUN + 1)}
 
 
@@ -136,7 +143,8 @@ def apply_review_policy(
     shown_refs = list(question.references.items()) if references is None else list(references)
     if answer is not None and (copy := copied_reference(answer, shown_refs)) is not None:
         tier, share = copy
-        reasons.append(f"{share:.0%} of the answer is the rubric's {tier} reference word for word")
+        percent = math.floor(share * 100)  # 99.6 % is not all of it
+        reasons.append(f"{percent}% of the answer is the {tier} reference it was graded with, word for word")
     if grade.confidence is not None and grade.confidence < threshold:
         shown, limit = distinct(grade.confidence, threshold)
         reasons.append(f"confidence {shown} is below the review threshold {limit}")

@@ -236,6 +236,11 @@ class Service:
         self.settings = settings
         self.store = Store(settings.db)
         self.rubric: Rubric = load_rubric(settings.rubric)
+        self.health = {
+            "name": self.rubric.name,
+            "questions": len(self.rubric.questions),
+            "fingerprint": self.rubric.fingerprint(),
+        }
         self.backend = settings.backend_instance or get_backend(settings.backend, settings.options)
         self.cache = GradeCache() if settings.cache else None
         self.reviews = ReviewBank(
@@ -522,14 +527,14 @@ def _new_id(prefix: str) -> str:
 def _install_api(app: FastAPI) -> None:
     @app.get("/healthz", tags=["service"])
     async def healthz(request: Request) -> dict[str, Any]:
-        """200 once the service is ready (no token needed; says nothing about the data)."""
+        """200 once the service is ready (no token needed). Says which backend, model and rubric grade (a
+        server restarted without its --rubric grades against the packaged one), nothing of the grades."""
         service = service_of(request)
-        rubric = service.rubric
         return {
             "status": "ok",
             "backend": service.backend.name,
             "model": service.backend.model,
-            "rubric": {"name": rubric.name, "questions": len(rubric.questions), "fingerprint": rubric.fingerprint()},
+            "rubric": service.health,
         }
 
     @app.head("/healthz", include_in_schema=False)  # one operation in the schema: no duplicate id
