@@ -28,6 +28,7 @@ from pydantic import Field
 
 from grader.calibration.settings import Settings
 from grader.grading.contract import TIERS, Tier
+from grader.reports.confidence import PLACES
 from grader.reports.files import ReportModel
 
 RANKS = (0, 1, 2)
@@ -194,7 +195,7 @@ def interval(value: float | None, replicates: np.ndarray, settings: Settings) ->
 def _round(x: float) -> float:
     """Six places in the JSON: the tables print three, and three from four rounded twice (116 of 222 is
     0.52252, stored 0.5225, printed 0.522)."""
-    return round(float(x), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return round(float(x), PLACES) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def agreement(

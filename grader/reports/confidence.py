@@ -13,8 +13,8 @@ from grader.reports.files import ReportModel
 
 #: Share of the most confident grades whose accuracy is reported (`accuracy_top_80`).
 TOP = 0.8
-#: Places a figure is stored to: the pages print a share to one decimal of a per cent, and a share rounded to
-#: four places first printed 116 of 222 (52.25 %) as 52.2 % beside 52.3 % from the same count.
+#: Places a figure is stored to, here and in calibrate's metrics: the pages print a share to one decimal of a
+#: per cent, and a share rounded to four places first printed 116 of 222 (52.25 %) as 52.2 % beside 52.3 %.
 PLACES = 6
 
 
