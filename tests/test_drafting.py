@@ -1155,3 +1155,22 @@ def test_rubric_new_s_self_test_gives_shares_of_its_own_size_and_names_the_refer
         line.split(":")[0] for line in result.output.splitlines() if line.endswith("key points not reviewed yet")
     ]
     assert unreviewed == ["- debugging-a-production-issue", "- api-design"]
+
+
+def test_a_second_act_after_and_afterwards_i_is_a_claim_of_its_own():
+    """'..., and afterwards I write a blameless postmortem with action items' stayed inside the claim before it,
+    cut off by the point's length: a team's core point was never drafted (neither dev set has the form: both
+    draft as before)."""
+    text = (
+        "Once the service is stable I dig into the root cause, and afterwards I write a blameless postmortem "
+        "with action items that have owners and due dates."
+    )
+    parts = split_claims(text)
+    assert [c.text for c in parts] == [
+        "Once the service is stable I dig into the root cause",
+        "afterwards I write a blameless postmortem with action items that have owners and due dates.",
+    ]
+    assert (
+        statement(parts[1].text, parts[1].goes_on)
+        == "Writes a blameless postmortem with action items that have owners and due dates"
+    )

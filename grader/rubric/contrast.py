@@ -92,7 +92,7 @@ _MARK = re.compile(
 #: stop and the next goes on in lower case ("...act according to their flow\ntables and do not...").
 _WRAPPED = re.compile(r"(?<![.!?:;\s])[ \t]*\n[ \t]*(?=[a-z])")
 _CLAUSES = re.compile(
-    r"\s*;\s+|\s+[—–]\s+|,\s+(?:and\s+)?then\s+|,\s+while\s+|,\s+but\s+|,\s+and\s+(?=I\s|we\s|We\s)"
+    r"\s*;\s+|\s+[—–]\s+|,\s+(?:and\s+)?then\s+|,\s+while\s+|,\s+but\s+|,\s+and\s+(?=(?:afterwards\s+|later\s+|finally\s+)?(?:I|we|We)\s)"
     # "Testing is crucial—I write...": the framing before an unspaced dash is no claim, the speaker's act is
     r"|[—–](?=(?:I|[Ww]e)[\s'’])"
 )
@@ -107,7 +107,7 @@ _VERBS = frozenset(
 )  # not "design", "build", "run", "set", "start", "track", "share", "push": "and design documents" is a noun
 _LEAD = re.compile(
     r"^(?:first(?:ly)?|second(?:ly)?|then|next|finally|also|additionally|in addition|moreover|and|so|"
-    r"for example|for instance|once resolved|after that|beyond that|overall)\b[,:]?\s*",
+    r"for example|for instance|once resolved|after that|afterwards|later|beyond that|overall)\b[,:]?\s*",
     re.IGNORECASE,
 )
 _ASIDES = re.compile(
