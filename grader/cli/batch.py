@@ -431,7 +431,9 @@ def _summary(
     ]
     if job.skip:  # after a Ctrl-C and --resume, this run's counts alone never showed the whole file's
         whole = {t: job.kept[t] + stats.tiers[t] for t in ("great", "mediocre", "poor")}
-        failed = len(job.skip) - sum(job.kept.values()) + stats.failed  # rows failed on their input are kept
+        # kept rows are grades (--resume grades failed rows again), so the failed are this run's, and any kept
+        # row that carries no tier
+        failed = len(job.skip) - sum(job.kept.values()) + stats.failed
         lines.insert(
             1,
             f"with the {counted(len(job.skip), 'row')} kept from before, {job.output} holds "

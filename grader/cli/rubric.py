@@ -383,17 +383,21 @@ def _carry_reviewed(
         ground = {"key_points": [refs.great], "red_flags": [t for t in (refs.poor, refs.mediocre) if t]}
         fields: dict[str, list] = {}
         carried, lost, retexted, crowded = [], [], [], []
+        keep = {
+            name: [
+                p
+                for p in items
+                if not p.draft and (p.quote is None or any(quote_in_answer(p.quote, t) for t in ground[name]))
+            ]
+            for name, items in (("key_points", old.key_points), ("red_flags", old.red_flags))
+        }
+        by_id = {p.id: p for kept in keep.values() for p in kept}  # an id is one question's, point or flag
         for name, new_items, old_items in (
             ("key_points", q.key_points, old.key_points),
             ("red_flags", q.red_flags, old.red_flags),
         ):
-            kept = [
-                p
-                for p in old_items
-                if not p.draft and (p.quote is None or any(quote_in_answer(p.quote, t) for t in ground[name]))
-            ]
+            kept = keep[name]
             lost += [p.id for p in old_items if not p.draft and p not in kept]
-            by_id = {p.id: p for p in kept}
             kept_quotes = {p.quote for p in kept if p.quote}
             retexted += [n.id for n in new_items if n.id in by_id and n.text != by_id[n.id].text]
             fresh = [n for n in new_items if n.id not in by_id and n.quote not in kept_quotes]
