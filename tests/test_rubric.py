@@ -481,3 +481,19 @@ def test_a_killed_rubric_new_keeps_the_reviewed_points_of_the_questions_it_had_n
     second = load_rubric(out).questions[1]
     assert [p for p in second.key_points if not p.draft] == reviewed.questions[1].key_points
     assert f"question {second.id}: its references changed, so it was drafted again; kept its reviewed" in rerun.output
+
+
+def test_a_kept_point_and_a_fresh_flag_never_share_an_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(ONE, encoding="utf-8")
+    assert rubric_new(bank, out).exit_code == 0
+    (q,) = load_rubric(out).questions
+    flag_id = q.red_flags[0].id  # the id the drafter gives the poor reference's claim, again next time
+    mine = KeyPoint(id=flag_id, text="A point of my own that happens to carry that id")
+    save_rubric(load_rubric(out).with_questions([q.model_copy(update={"key_points": [mine], "red_flags": []})]), out)
+    bank.write_text(ONE.replace("at night", "at night, with a backup"), encoding="utf-8")
+    result = rubric_new(bank, out)
+    assert result.exit_code == 0, result.output  # was an internal error: a duplicate point id
+    (again,) = load_rubric(out).questions
+    assert mine in again.key_points and flag_id not in again.flag_ids
