@@ -263,12 +263,15 @@ def test_rubric_new_says_which_reviewed_points_an_edited_reference_drops_and_kee
     result = rubric_new(bank, out)
     assert result.exit_code == 0, result.output
     backup = tmp_path / "mine.yaml.bak"
-    assert "its references changed, so it was drafted again; kept its reviewed " in result.output
+    assert (
+        f"its references changed, so it was drafted again (the rubric before: {backup}); kept its reviewed "
+        in result.output
+    )
     assert "drafted again in place of" not in result.output
     (again,) = load_rubric(out).questions
     assert [p for p in again.key_points if not p.draft] == reviewed.questions[0].key_points
     assert again.red_flags[0] == flag  # the reviewed text, not the draft's own under the same id
-    assert str(backup) not in result.output and load_rubric(backup) == reviewed
+    assert load_rubric(backup) == reviewed
 
     # The great reference rewritten: the points drafted from its old words go, the hand-written one stays.
     bank.write_text(
@@ -279,7 +282,13 @@ def test_rubric_new_says_which_reviewed_points_an_edited_reference_drops_and_kee
     (third,) = load_rubric(out).questions
     assert mine in third.key_points
     gone = [p.id for p in again.key_points if p.quote and p.quote not in third.references.great]
-    assert gone and f"drafted again in place of {', '.join(gone)} (kept in {backup})" in result.output
+    assert gone and f"; drafted again in place of {', '.join(gone)}" in result.output
+    # the backup the first run named is not overwritten: this run's is the next free name
+    second = tmp_path / "mine.yaml.bak.1"
+    assert f"(the rubric before: {second})" in result.output
+    assert load_rubric(backup) == reviewed and all(
+        p in load_rubric(second).questions[0].key_points for p in again.key_points
+    )
 
 
 def test_a_rubric_is_written_through_a_link_and_never_over_a_device(tmp_path):
@@ -473,14 +482,14 @@ def test_a_killed_rubric_new_keeps_the_reviewed_points_of_the_questions_it_had_n
 
     monkeypatch.setattr(command, "_saving_to", killed_after_one)
     assert rubric_new(bank, out).exit_code == 130
-    # the question not reached yet is saved as it was: its reviewed points, and the references they came from
-    assert load_rubric(out).questions[1] == reviewed.questions[1]
+    # a question drafted again is saved as it was until the end: its reviewed points and their references
+    assert load_rubric(out).questions == reviewed.questions
     monkeypatch.setattr(command, "_saving_to", saving)
     rerun = rubric_new(bank, out)
     assert rerun.exit_code == 0, rerun.output
     second = load_rubric(out).questions[1]
     assert [p for p in second.key_points if not p.draft] == reviewed.questions[1].key_points
-    assert f"question {second.id}: its references changed, so it was drafted again; kept its reviewed" in rerun.output
+    assert f"question {second.id}: its references changed, so it was drafted again (the rubric before: " in rerun.output
 
 
 def test_a_kept_point_and_a_fresh_flag_never_share_an_id(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from grader.cli._common import (
     print_table,
 )
 from grader.errors import RubricError, UsageError
-from grader.rubric import Rubric, default_rubric_path, load_rubric, save_rubric
+from grader.rubric import Rubric, default_rubric_path, dump_rubric, load_rubric, save_rubric
 from grader.rubric.draft import draft_rubric
 from grader.rubric.importer import import_bank
 from grader.rubric.model import rubric_target
@@ -229,7 +230,7 @@ def new(
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
     rubric, kept, redrafted = _keep_points(result.rubric, previous)
     dropped = [q.id for q in previous.questions if q.id not in {n.id for n in rubric}] if previous else []
-    backup = out.with_name(out.name + ".bak")
+    backup = _backup_for(out, previous) if previous is not None else out.with_name(out.name + ".bak")
     if (redrafted or dropped) and previous is not None:
         save_rubric(previous, backup)
     if dropped:
@@ -348,6 +349,21 @@ def _self_test(rubric: Rubric, backend_name: str, options: BackendOptions) -> tu
     return asyncio.run(both())
 
 
+def _backup_for(out: Path, previous: Rubric) -> Path:
+    """Where the rubric being replaced is kept: `out.bak`, or `out.bak.1`, `out.bak.2`, ... where that file
+    holds another rubric: a backup an earlier run named (the only copy of a lost reviewed point) is never
+    overwritten."""
+    text = dump_rubric(previous)
+    for n in itertools.count():
+        path = out.with_name(out.name + (".bak" if n == 0 else f".bak.{n}"))
+        try:
+            if not path.exists() or path.read_text(encoding="utf-8") == text:
+                return path
+        except (OSError, UnicodeDecodeError):
+            continue
+    raise AssertionError("unreachable")
+
+
 def _carry_reviewed(
     drafted: Rubric,
     previous: Rubric,
@@ -363,9 +379,9 @@ def _carry_reviewed(
     a quote). A drafted one that repeats a kept one (its id or quote) is left out, as are drafted ones past
     the question's limits. What could not be kept is named (when `final`), as is a kept id drafted again
     with another text: one edited sentence of a mediocre reference lost a team's hand-written point and
-    rewording. Before the end (`final` false: a save after each drafted question), a question not drafted
-    yet is saved as it was, old references and reviewed points, so a killed run loses none of them and the
-    next run drafts it again."""
+    rewording. Before the end (`final` false: a save after each drafted question), a question drafted
+    again is saved as it was, old references and reviewed points, so a killed run loses none of them and the
+    next run drafts it again and names what it could not keep."""
     from grader.backends.replies import quote_in_answer
 
     before = {q.id: q for q in previous.questions}
@@ -376,7 +392,7 @@ def _carry_reviewed(
         if q.id not in redrafted or old is None:
             questions.append(q)
             continue
-        if not final and not (q.key_points or q.red_flags):  # not drafted yet
+        if not final:  # saved as it was until the end: a killed run loses no reviewed point, said or unsaid
             questions.append(old)
             continue
         refs = q.references
@@ -408,13 +424,15 @@ def _carry_reviewed(
         questions.append(q.model_copy(update=fields))
         if not final:
             continue
-        said = [f"{out}: question {q.id}: its references changed, so it was drafted again"]
+        said = [
+            f"{out}: question {q.id}: its references changed, so it was drafted again (the rubric before: {backup})"
+        ]
         if carried:
             said.append(
                 f"kept its reviewed {', '.join(carried)} (written by hand, or drafted from words it still holds)"
             )
         if lost:
-            said.append(f"drafted again in place of {', '.join(lost)} (kept in {backup})")
+            said.append(f"drafted again in place of {', '.join(lost)}")
         if retexted:
             said.append(f"the draft's own text for {', '.join(retexted)} was left out for the reviewed one")
         if crowded:

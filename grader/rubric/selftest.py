@@ -206,7 +206,8 @@ def flags_on_references(references: Sequence[ReferenceGrade]) -> list[Note]:
                 question,
                 "flag_on_reference",
                 f"red flag {flag} is shown on the {which} (graded {got}): a red flag makes a grade poor, so "
-                "answers like them can be; reword the flag to what only a poor answer does, or delete it",
+                f"answers like {'it' if len(on) == 1 else 'them'} can be; delete the flag, or reword it to what only "
+                "a poor answer does and run this again to see whether it still fires",
             )
         )
     return notes
