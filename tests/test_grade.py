@@ -250,7 +250,17 @@ def test_an_answer_that_copies_a_reference_it_was_graded_with_is_sent_for_review
     assert copied_reference(own + " " + " ".join(words[:12]), q1.references.items()) is None
     # a script written without spaces is read a character at a time: a copied Chinese reference is found
     zh = "我们先查看日志和最近的部署，然后在测试环境中复现问题，再回滚或者修复，最后写事故报告并跟进。"
-    assert copied_reference(zh, [("great", zh)]) == ("great", 1.0)
+    assert copied_reference(zh, [("great", zh)]) == ("great", 1.0, True)
+    # pasted from two references: all of it reference text, though neither holds half
+    refs = q1.references
+    mixed = " ".join(refs.great.split()[:20]) + " " + refs.mediocre + " " + refs.poor
+    tier, share, alone = copied_reference(mixed, refs.items())
+    assert share > 0.85 and not alone  # the runs across the joins are in no reference
+    mixed_grade = apply_review_policy(grade, q1, 0.6, answer=mixed)
+    assert any(
+        "of the answer is the references (the " in r and "it was graded with, word for word" in r
+        for r in mixed_grade.review_reasons
+    )
     nearly = apply_review_policy(grade, q1, 0.6, answer=great + " Thanks, that is all!")
     assert nearly.review_reasons[0].startswith("9")  # not all of it: never rounded up to 100 %
     assert not nearly.review_reasons[0].startswith("100%")

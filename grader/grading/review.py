@@ -98,18 +98,22 @@ COPIED_SHARE = 0.5
 COPY_RUN = 8
 
 
-def copied_reference(answer: str, references: Iterable[tuple[str, str]]) -> tuple[str, float] | None:
-    """The reference (its tier) the answer copies most, and the share of the answer's runs of eight words
-    found in it, where that share is `COPIED_SHARE` or more: a leaked or pasted reference is graded as what
-    it is, a reference, and a person should know (a word-for-word copy of the great one was graded great
-    at 0.95 with no note). None for an answer under eight words or a share under the line."""
+def copied_reference(answer: str, references: Iterable[tuple[str, str]]) -> tuple[str, float, bool] | None:
+    """The reference (its tier) the answer copies most; the share of the answer's runs of eight words found
+    in the references, all of them together (an answer pasted from two references is a copy too); and
+    whether that one reference holds them all. None under `COPIED_SHARE`, or for an answer under eight
+    words. A leaked or pasted reference is graded as what it is, a reference, and a person should know (a
+    word-for-word copy of the great one was graded great at 0.95 with no note)."""
     runs = _runs(answer)
     if not runs:
         return None
-    best = max(
-        ((tier, len(runs & _runs(text)) / len(runs)) for tier, text in references), key=lambda b: b[1], default=None
-    )
-    return best if best is not None and best[1] >= COPIED_SHARE else None
+    found = [(tier, runs & _runs(text)) for tier, text in references]
+    if not found:
+        return None
+    together = set().union(*(hits for _, hits in found))
+    tier, most = max(found, key=lambda f: len(f[1]))
+    share = len(together) / len(runs)
+    return (tier, share, most == together) if share >= COPIED_SHARE else None
 
 
 #: A word, or one character of a script written without spaces (Chinese, Japanese, Korean): a copied
@@ -142,9 +146,10 @@ def apply_review_policy(
         reasons.append(f"the answer contains text addressed to the grader ({shown})")
     shown_refs = list(question.references.items()) if references is None else list(references)
     if answer is not None and (copy := copied_reference(answer, shown_refs)) is not None:
-        tier, share = copy
+        tier, share, alone = copy
         percent = math.floor(share * 100)  # 99.6 % is not all of it
-        reasons.append(f"{percent}% of the answer is the {tier} reference it was graded with, word for word")
+        what = f"the {tier} reference" if alone else f"the references (the {tier} one most)"
+        reasons.append(f"{percent}% of the answer is {what} it was graded with, word for word")
     if grade.confidence is not None and grade.confidence < threshold:
         shown, limit = distinct(grade.confidence, threshold)
         reasons.append(f"confidence {shown} is below the review threshold {limit}")
