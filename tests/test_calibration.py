@@ -45,6 +45,7 @@ from grader.calibration.report import (
     CalibrationReport,
     build_report,
     disagreement_answers,
+    human_lines,
     in_short,
     kappa_reading,
     metric_cells,
@@ -672,7 +673,11 @@ def test_pairs_of_interviewers_are_named_when_they_differ(tmp_path):
     grades.write_text("\n".join(lines) + "\n", encoding="utf-8")
     report = build_report(pair_with_model_grades(human, grades), settings=Settings(resamples=100), human_path="h.csv")
     said = in_short(report)
-    assert "most alike: ann and ben (the same tier on 10 of 10 answers); least alike: ann and cy (2 of 10)" in said
+    # ann and cy, and ben and cy, tie at the least alike: both named, not the first by name
+    assert (
+        "most alike: ann and ben (the same tier on 10 of 10 answers); least alike: ann and cy; ben and cy (20.0% of their)"
+        in said
+    )
     assert "ann (0.000), ben (0.000), cy (-0.200) grade neither clearly higher nor lower than the model" in said
     # the model gave ann's and ben's tiers, so it agrees with the interviewers more than they with each other
     assert any(
@@ -713,6 +718,16 @@ def test_in_short_reads_a_reversal_a_tie_and_a_lone_interviewer_in_plain_words()
     two = _pairs([("Smith, John", "b1", Q1, "great", "great"), ("Doe", "b1", Q1, "great", "great")])
     lines = in_short(build_report(two, settings=Settings(resamples=100), human_path="h.csv"))
     assert "Doe; Smith, John have too few grades to tell" in lines  # a comma inside a name is not a second name
+    # one answer graded by both: too few shared answers to compare the model with the interviewers' agreement
+    assert not any("agree with each other" in line for line in lines)
+    # two questions tied at the bottom, one at the top: both named
+    rows = [("ann", f"c{i}", q, "great", model) for i, (q, model) in enumerate([(Q1, "poor")] * 3 + [(Q2, "poor")] * 3)]
+    rows += [("ann", f"d{i}", "code-quality", "great", "great") for i in range(3)]
+    lines = in_short(build_report(_pairs(rows), settings=Settings(resamples=100, min_n=2), human_path="h.csv"))
+    assert (
+        f"they differ from the model most on {Q2} and {Q1} (0.0% the same tier) and least on code-quality (100.0%)"
+        in lines
+    )
     assert kappa_reading(0.0) == "no agreement beyond chance"
 
 
@@ -1352,3 +1367,14 @@ def test_each_pair_of_interviewers_is_compared_on_the_answers_both_graded():
         ("Cy", "dee", 1, 0.0, True),
     ]
     assert h.pairs[1].qwk == round(cohen_kappa_score([2] * 12, [0] * 6 + [2] * 6, weights="quadratic"), 6)
+
+
+def test_counts_of_one_are_singular_between_interviewers():
+    h = human_agreement([("ann", "a1", "great"), ("bob", "a1", "great")], {"a1": "great"}, Settings(resamples=100))
+    assert "only 1 answer graded by several interviewers: too few to conclude" in h.warnings
+    report = build_report(
+        _pairs([("ann", "a1", Q1, "great", "great"), ("bob", "a1", Q1, "great", "great")]),
+        settings=Settings(resamples=100),
+        human_path="h.csv",
+    )
+    assert any(line.endswith("of 1 pair of grades") for line in human_lines(report.human_agreement))

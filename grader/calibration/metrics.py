@@ -336,7 +336,8 @@ def human_agreement(
     models_alpha = interval(alpha(with_model), alpha_m, settings)
     warnings = []
     if len(shared) < settings.min_n:
-        warnings.append(f"only {len(shared)} answers graded by several interviewers: too few to conclude")
+        many = "answer" if len(shared) == 1 else "answers"
+        warnings.append(f"only {len(shared)} {many} graded by several interviewers: too few to conclude")
         # no interval under min_n, as for the interviewers: one answer resampled is itself every time
         humans_alpha = humans_alpha.model_copy(update={"ci": None})
         models_alpha = models_alpha.model_copy(update={"ci": None})

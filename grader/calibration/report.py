@@ -346,15 +346,18 @@ def in_short(report: CalibrationReport, where: str = " below") -> list[str]:
             joined = ("; " if any("," in n for n in names) else ", ").join(names)  # "Smith, John" is one person
             lines.append(f"{joined} {one if len(names) == 1 else many}")
     asked = {q: m for q, m in report.questions.items() if m.bias != "too few grades" and m.exact_agreement}
-    ranked = sorted(asked.items(), key=lambda item: (_value(item[1].exact_agreement) or 0.0, item[0]))
-    if len(ranked) >= 2 and _value(ranked[0][1].exact_agreement) != _value(ranked[-1][1].exact_agreement):
-        (low, worst), (high, best) = ranked[0], ranked[-1]  # no "most" and "least" of a tie
+    shares = {q: _value(m.exact_agreement) or 0.0 for q, m in asked.items()}
+    if len(shares) >= 2 and min(shares.values()) != max(shares.values()):  # no "most" and "least" of all alike
+        low = [q for q, v in shares.items() if v == min(shares.values())]  # every question tied at each end
+        high = [q for q, v in shares.items() if v == max(shares.values())]
+        direction = _direction(asked[low[0]]) if len(low) == 1 else ""
         lines.append(
-            f"they differ from the model most on {low} ({_share(_value(worst.exact_agreement))} the same tier"
-            f"{_direction(worst)}) and least on {high} ({_share(_value(best.exact_agreement))})"
+            f"they differ from the model most on {' and '.join(low)} ({_share(min(shares.values()))} the same tier"
+            f"{direction}) and least on {' and '.join(high)} ({_share(max(shares.values()))})"
         )
     h = report.human_agreement
-    if h.human_pairwise_agreement is not None and h.model_pairwise_agreement is not None:
+    enough = h.answers >= report.settings.min_n  # fewer shared answers are too few to compare with
+    if enough and h.human_pairwise_agreement is not None and h.model_pairwise_agreement is not None:
         human, model = h.human_pairwise_agreement, h.model_pairwise_agreement
         than = (
             "about as often as"
@@ -367,13 +370,15 @@ def in_short(report: CalibrationReport, where: str = " below") -> list[str]:
             f"on the answers several interviewers graded, the model agrees with them {than} they agree with each "
             f"other ({model:.1%} against {human:.1%})"
         )
-    conclusive = [p for p in h.pairs if not p.too_few]  # the most alike first by QWK: ties keep that order
-    most = max(conclusive, key=lambda p: p.exact_agreement, default=None)
-    least = min(conclusive, key=lambda p: p.exact_agreement, default=None)
-    if most is not None and least is not None and most.exact_agreement > least.exact_agreement:
+    conclusive = [p for p in h.pairs if not p.too_few]
+    if conclusive and (top := max(p.exact_agreement for p in conclusive)) > (
+        bottom := min(p.exact_agreement for p in conclusive)
+    ):
+        most = [p for p in conclusive if p.exact_agreement == top]  # every pair tied at each end
+        least = [p for p in conclusive if p.exact_agreement == bottom]
         lines.append(
-            f"most alike: {most.first} and {most.second} (the same tier on {_of(most)} answers); least alike: "
-            f"{least.first} and {least.second} ({_of(least)})"
+            f"most alike: {_pairs_named(most)} (the same tier on {_of(most)} answers); least alike: "
+            f"{_pairs_named(least)} ({_of(least)})"
         )
     if report.disagreements:
         answers = disagreement_answers(report.disagreements)
@@ -386,8 +391,16 @@ def in_short(report: CalibrationReport, where: str = " below") -> list[str]:
     return lines
 
 
-def _of(pair: InterviewerPair) -> str:
-    return f"{round(pair.exact_agreement * pair.answers)} of {pair.answers}"
+def _pairs_named(pairs: list[InterviewerPair]) -> str:
+    """'Ann and Ben', or 'Ann and Ben; Cy and Dee' (a name may hold a comma)."""
+    return "; ".join(f"{p.first} and {p.second}" for p in pairs)
+
+
+def _of(pairs: list[InterviewerPair]) -> str:
+    """'8 of 10' for one pair; for pairs tied on their share, that share ('50.0% of their')."""
+    if len(pairs) > 1:
+        return f"{pairs[0].exact_agreement:.1%} of their"
+    return f"{round(pairs[0].exact_agreement * pairs[0].answers)} of {pairs[0].answers}"
 
 
 def _value(interval: Interval | None) -> float | None:
@@ -510,7 +523,8 @@ def human_lines(h: HumanAgreement) -> list[str]:
         f"answers graded by several interviewers: {h.answers} ({h.grades} grades from {h.interviewers} interviewers)",
         f"Krippendorff's alpha (ordinal) among interviewers: {_with_ci(h.alpha)}; with the model as one more "
         f"rater: {_with_ci(h.alpha_with_model)}",
-        f"interviewers agree exactly on {h.human_pairwise_agreement:.1%} of {h.human_pairs} pairs of grades",
+        f"interviewers agree exactly on {h.human_pairwise_agreement:.1%} of "
+        f"{counted(h.human_pairs or 0, 'pair')} of grades",
     ]
     if h.model_pairwise_agreement is not None:
         lines.append(

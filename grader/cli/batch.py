@@ -425,8 +425,9 @@ def _summary(
         f"tokens {stats.prompt_tokens} in ({stats.cached_tokens} from the server's prefix cache) / "
         f"{stats.completion_tokens} out; estimated cost "
         + ("unknown (pass --price-in/--price-out)" if cost is None else f"{cost} USD"),
-        f"wall {stats.elapsed:.1f} s; {stats.done / max(stats.elapsed, 1e-9):.1f} grades/s; "
-        f"concurrency {concurrency or job.concurrency} (lowest {lowest or job.concurrency} after rate limits)"
+        f"wall {stats.elapsed:.1f} s; "
+        + (f"{stats.done / max(stats.elapsed, 1e-9):.1f} grades/s; " if stats.done else "")  # no rate of nothing
+        + f"concurrency {concurrency or job.concurrency} (lowest {lowest or job.concurrency} after rate limits)"
         + (f" over {job.workers} worker processes" if job.workers > 1 else ""),
     ]
     if job.skip:  # after a Ctrl-C and --resume, this run's counts alone never showed the whole file's

@@ -85,7 +85,8 @@ def serve(
         err_console.print(
             f"grader: warning: {service.store.label} holds {counted(sum(others.values()), 'grade')} of "
             f"{counted(len(others), 'question')} this rubric lacks ({named(sorted(others)[:5], len(others))}): "
-            "they are kept, but not listed for review; started with another --rubric?",
+            f"{'it is' if sum(others.values()) == 1 else 'they are'} kept, but not listed for review; started with "
+            "another --rubric?",
             markup=False,
             highlight=False,
         )
