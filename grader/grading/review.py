@@ -3,6 +3,7 @@ review policy every backend shares."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -107,7 +108,7 @@ def copied_reference(answer: str, references: Iterable[tuple[str, str]]) -> tupl
     runs = _runs(answer)
     if not runs:
         return None
-    found = [(tier, runs & _runs(text)) for tier, text in references]
+    found = [(tier, runs & _reference_runs(text)) for tier, text in references]
     if not found:
         return None
     together = set().union(*(hits for _, hits in found))
@@ -116,11 +117,16 @@ def copied_reference(answer: str, references: Iterable[tuple[str, str]]) -> tupl
     return (tier, share, most == together) if share >= COPIED_SHARE else None
 
 
-#: A word, or one character of a script written without spaces (Chinese, Japanese, Korean): a copied
-#: Chinese reference is one long "word" to `\w+`, and was never found.
-_TOKEN = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+"
-)
+#: Scripts written without spaces (Japanese kana, Chinese, Korean): a copied Chinese reference is one long
+#: "word" to `\w+`, and was never found, so each of their characters is a word here.
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+_TOKEN = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
+
+
+@functools.lru_cache(maxsize=1024)
+def _reference_runs(text: str) -> frozenset[tuple[str, ...]]:
+    """A reference's runs, read once: every grade of a question compares its answer with the same texts."""
+    return frozenset(_runs(text))
 
 
 def _runs(text: str) -> set[tuple[str, ...]]:
