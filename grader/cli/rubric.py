@@ -33,7 +33,7 @@ from grader.errors import RubricError, UsageError
 from grader.rubric import Rubric, default_rubric_path, dump_rubric, load_rubric, save_rubric
 from grader.rubric.draft import draft_rubric
 from grader.rubric.importer import import_bank
-from grader.rubric.model import rubric_target
+from grader.rubric.model import MAX_KEY_POINTS, MAX_RED_FLAGS, rubric_target
 from grader.textfiles import same_file
 from grader.wording import counted
 
@@ -230,8 +230,9 @@ def new(
         err_console.print(f"{source}:{lineno}: ignored: {text[:70]}", markup=False, highlight=False)
     rubric, kept, redrafted = _keep_points(result.rubric, previous)
     dropped = [q.id for q in previous.questions if q.id not in {n.id for n in rubric}] if previous else []
-    backup = _backup_for(out, previous) if previous is not None else out.with_name(out.name + ".bak")
+    backup = out.with_name(out.name + ".bak")
     if (redrafted or dropped) and previous is not None:
+        backup = _backup_for(out, previous)  # read and written only when a question is drafted again or dropped
         save_rubric(previous, backup)
     if dropped:
         err_console.print(
@@ -385,7 +386,7 @@ def _carry_reviewed(
     from grader.backends.replies import quote_in_answer
 
     before = {q.id: q for q in previous.questions}
-    limits = {"key_points": 12, "red_flags": 6}  # Question's max_length
+    limits = {"key_points": MAX_KEY_POINTS, "red_flags": MAX_RED_FLAGS}
     questions = []
     for q in drafted.questions:
         old = before.get(q.id)
@@ -436,7 +437,10 @@ def _carry_reviewed(
         if retexted:
             said.append(f"the draft's own text for {', '.join(retexted)} was left out for the reviewed one")
         if crowded:
-            said.append(f"left out the drafted {', '.join(crowded)}: no room beside the kept ones (12 points, 6 flags)")
+            said.append(
+                f"left out the drafted {', '.join(crowded)}: no room beside the kept ones ({MAX_KEY_POINTS} points, "
+                f"{MAX_RED_FLAGS} flags)"
+            )
         err_console.print("; ".join(said), markup=False, highlight=False)
     return drafted.with_questions(questions)
 

@@ -94,13 +94,17 @@ class References(_Strict):
         return [(t, x) for t, x in (("great", self.great), ("mediocre", self.mediocre), ("poor", self.poor)) if x]
 
 
+#: The most key points and red flags a question holds.
+MAX_KEY_POINTS, MAX_RED_FLAGS = 12, 6
+
+
 class Question(_Strict):
     id: Slug
     number: int = Field(ge=1)
     text: Text
     references: References
-    key_points: list[KeyPoint] = Field(default_factory=list, max_length=12)
-    red_flags: list[RedFlag] = Field(default_factory=list, max_length=6)
+    key_points: list[KeyPoint] = Field(default_factory=list, max_length=MAX_KEY_POINTS)
+    red_flags: list[RedFlag] = Field(default_factory=list, max_length=MAX_RED_FLAGS)
 
     @property
     def point_ids(self) -> list[str]:
