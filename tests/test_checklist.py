@@ -281,6 +281,22 @@ def test_checklist_grade_through_the_openai_api_shape(api, make_backend, q1):
     assert not grade.needs_review
 
 
+def test_a_red_flag_shown_through_the_api_carries_its_quote(api, make_backend, q1):
+    """The flag's quote reaches the grade (the review page shows it); a flag whose quote is not in the
+    answer still counts, quoted by nothing."""
+    answer = "I restart the server. Once it is up again we are done, there is no follow-up."
+    reply = json.dumps(checklist_reply(q1, {"f1": "we fixed the root cause", "f2": "Once it is up again we are done"}))
+    p_yes = {f"p{i}": 0.1 for i in range(1, 9)} | {"f1": 0.9, "f2": 0.95}
+    body = chat_body(reply, prompt_tokens=1412, completion_tokens=71, logprobs=llama_tokens(reply, p_yes))
+    api.post("/chat/completions").mock(return_value=httpx.Response(200, json=body))
+
+    grade = run(make_backend(mode="checklist"), q1, answer)
+
+    assert grade.tier is Tier.poor
+    assert grade.red_flags == ["q01.no-root-cause", "q01.uptime-only"]
+    assert grade.red_flag_evidence == {"q01.uptime-only": "Once it is up again we are done"}
+
+
 def test_a_self_hosted_server_gets_repeat_penalty_off_and_a_refusal_is_remembered(tmp_path, q1):
     import httpx2
     import respx

@@ -62,6 +62,18 @@ def test_grade_text_from_stdin(scripted, q1):
     assert '"reproduce the issue"' in result.stdout
 
 
+def test_grade_prints_the_quote_each_red_flag_fired_on():
+    answer = (
+        "When the database is slow I usually upgrade to more powerful hardware. Most performance issues are "
+        "solved by adding more CPU and memory, so I avoid changing the code or the database design."
+    )
+    result = invoke("grade", "-q", "4", "-a", answer, "-b", "local", "--no-cache")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip(" │") for line in result.stdout.splitlines()]
+    flag = next(i for i, line in enumerate(lines) if "red flag q04.no-design-changes" in line)
+    assert lines[flag + 1] == '"so I avoid changing the code or the database design."'
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

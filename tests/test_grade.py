@@ -29,6 +29,14 @@ def test_covered_and_missed_must_not_overlap():
         make_grade(covered_points=[CoveredPoint(id="a", evidence="x")], missed_points=["a"])
 
 
+def test_a_red_flags_quote_is_only_for_a_flag_shown():
+    assert make_grade(red_flags=["f"], red_flag_evidence={"f": "we just restart it"}).red_flag_evidence == {
+        "f": "we just restart it"
+    }
+    with pytest.raises(ValidationError, match=r"red_flag_evidence quotes flags that are not in red_flags: \['g'\]"):
+        make_grade(red_flags=["f"], red_flag_evidence={"g": "x"})
+
+
 def test_blank_justification_is_invalid():
     with pytest.raises(ValidationError):
         make_grade(justification="   ")

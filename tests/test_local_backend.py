@@ -76,6 +76,13 @@ def test_red_flags_are_detected(local, rubric):
     assert set(result.red_flags) == {"q04.vertical-scaling", "q04.no-design-changes"}
     assert result.tier.value == "poor"
     assert "Red flags: q04.vertical-scaling" in result.justification
+    # each flag's quote is the span it fired on, verbatim, so a reviewer can check it
+    assert result.red_flag_evidence == {
+        "q04.vertical-scaling": "Most performance issues are solved by adding more CPU",
+        "q04.no-design-changes": "so I avoid changing the code or the database design.",
+    }
+    assert all(quote in answer for quote in result.red_flag_evidence.values())
+    assert grade(local, q4, q4.references.great).red_flag_evidence == {}
 
 
 @pytest.mark.parametrize(

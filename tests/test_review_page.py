@@ -35,7 +35,8 @@ Q3 = "backend-security"
 Q4 = "database-performance"
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"> I check the logs first.'
 #: (question, candidate, answer). The local backend flags the API-design answer (low confidence) and the
-#: one addressed to the grader (an instruction to ignore the rubric) for review.
+#: one addressed to the grader (an instruction to ignore the rubric) for review; ben's first answer shows a red
+#: flag (the job done once the service runs).
 ANSWERS = [
     (
         1,
@@ -45,7 +46,7 @@ ANSWERS = [
         "temporary fix or a rollback, then keep working on the root cause. Afterwards I document the incident "
         "and run a blameless post-mortem.",
     ),
-    (1, "ben", "I just restart the server and hope it works. If not I blame the other team."),
+    (1, "ben", "I just restart the server and hope it works. Once it is up again we are done, there is no follow-up."),
     (1, "mallory", HOSTILE),
     (
         2,
@@ -237,24 +238,33 @@ def test_the_queue_lists_flagged_grades_first_and_shows_the_answers_as_text(tab,
     assert tab.external == []
 
 
-def test_covered_points_evidence_is_highlighted_in_the_answer(tab, service):
+def test_covered_points_and_red_flags_evidence_is_highlighted_in_the_answer(tab, service):
     page = tab.page
     log_in(page, service)
     page.goto(service.url + "/review?show=all")
     marks = page.eval_on_selector_all(
         "article.item",
         """items => items.flatMap(i => Array.from(i.querySelectorAll('.answer mark[data-point]'))
-            .map(m => [i.dataset.gradeId, m.dataset.point, m.textContent]))""",
+            .map(m => [i.dataset.gradeId, m.dataset.point, m.textContent, m.classList.contains('flag')]))""",
     )
     assert marks, "no evidence is highlighted"
-    for grade_id, point, text in marks:
+    for grade_id, item_id, text, flag in marks:
         grade = service.grades[grade_id]
         assert text and text.lower() in grade["answer"].lower()
-        evidence = {p["id"]: p["evidence"] for p in grade["covered_points"]}
-        assert point in evidence and text.strip().lower() == evidence[point].strip().lower()
+        evidence = grade["red_flag_evidence"] if flag else {p["id"]: p["evidence"] for p in grade["covered_points"]}
+        assert item_id in evidence and text.strip().lower() == evidence[item_id].strip().lower()
     # every grade with a quote in its answer shows at least one highlight
-    quoted = {i for i, g in service.grades.items() if g["covered_points"]}
-    assert quoted <= {grade_id for grade_id, _, _ in marks}
+    quoted = {i for i, g in service.grades.items() if g["covered_points"] or g["red_flag_evidence"]}
+    assert quoted <= {grade_id for grade_id, _, _, _ in marks}
+    # a red flag's quote is marked as a flag, and written under the flag in the list (ben stops once the server is up)
+    flagged = {i: g["red_flag_evidence"] for i, g in service.grades.items() if g["red_flag_evidence"]}
+    assert flagged, "no grade shows a red flag with its quote"
+    assert {(i, f) for i, quotes in flagged.items() for f in quotes} <= {(i, p) for i, p, _, flag in marks if flag}
+    listed = page.eval_on_selector_all(
+        "article.item",
+        "items => items.map(i => [i.dataset.gradeId, Array.from(i.querySelectorAll('.flags q')).map(q => q.textContent)])",
+    )
+    assert {i: sorted(quotes) for i, quotes in listed if quotes} == {i: sorted(q.values()) for i, q in flagged.items()}
 
 
 # --- reviewing with the keyboard ---------------------------------------------------------------------

@@ -468,6 +468,45 @@ def test_redacted_originals_never_reach_the_backend_and_the_report_restores_them
     assert card.redacted and "[EMAIL_" not in card.model_dump_json()
 
 
+def test_a_red_flags_quote_is_restored_and_timed_in_the_scorecard(matcher, rubric):
+    """A flag's quote, like a point's, is stamped with the turn it came from and has its redacted originals put
+    back; the Markdown and the terminal show it under the flag."""
+    from grader.backends.checklist import checklist_items
+
+    def respond(conversation, request):
+        said = _answer_in(conversation)
+        quotes = {}
+        if request.question.id == "api-design":
+            flag = next(i for i in checklist_items(request.question) if i.id == "q02.docs-after")
+            quotes[flag.key] = re.search(r"\[NAME_\d+\], email me at \[EMAIL_1\]", said).group(0)
+        return {
+            i.key: {"verdict": "yes", "quote": quotes[i.key]} if i.key in quotes else {"verdict": "no"}
+            for i in checklist_items(request.question)
+        }
+
+    transcript = read_transcript(CALL)
+    card = asyncio.run(
+        score_transcript(
+            transcript,
+            detect_roles(transcript),
+            rubric=rubric,
+            backend=FakeBackend(mode="checklist", responder=respond),
+            matcher=matcher,
+            settings=Settings(redact=True),
+        )
+    )
+    api = next(q for q in card.questions if q.question_id == "api-design")
+    assert [(f.id, f.quote, f.timestamp) for f in api.red_flags] == [
+        ("q02.docs-after", "Dana, email me at sam.carter@example.com", "01:31")
+    ]
+    assert api.grade.red_flag_evidence == {"q02.docs-after": "Dana, email me at sam.carter@example.com"}
+    assert (
+        "red flag: Documents the API only after it is built and stable: “Dana, email me at sam.carter@example.com” (01:31)"
+        in to_markdown(card)
+    )
+    assert "[EMAIL_" not in card.model_dump_json()
+
+
 def test_evidence_keeps_the_timestamp_of_the_turn_it_came_from(matcher, rubric):
     transcript = read_transcript(CALL)
     backend = FakeBackend(

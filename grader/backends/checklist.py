@@ -338,6 +338,7 @@ def checklist_grade(
     covered_ids = {c.id for c in covered}
     missed = [v.item.id for v in verdicts if not v.item.flag and v.item.id not in covered_ids]
     flags = [v.item.id for v in verdicts if v.item.flag and rule.covers(v)]
+    flag_quotes = {v.item.id: v.quote for v in verdicts if v.item.id in flags and v.quote and v.quote_found}
     confidence = round(rule.tier_probabilities(verdicts)[tier], 4) if confidence_source else None
     notes = [
         f"quote for {v.item.id} not found in the answer: {_clip(v.quote or '')!r}"
@@ -363,6 +364,7 @@ def checklist_grade(
         covered_points=covered,
         missed_points=missed,
         red_flags=flags,
+        red_flag_evidence=flag_quotes,
         confidence=confidence,
         confidence_source=confidence_source if confidence is not None else None,  # type: ignore[arg-type]
         point_scores={v.item.id: round(v.p_yes, 4) for v in verdicts},

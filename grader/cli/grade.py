@@ -142,6 +142,8 @@ def print_grade(grade: Grade, question: Question) -> None:
         lines.append(f"[red]✗[/] {escape(pid)}: {escape(texts.get(pid, ''))}")
     for fid in grade.red_flags:
         lines.append(f"[bold red]! red flag[/] {escape(fid)}: {escape(texts.get(fid, ''))}")
+        if fid in grade.red_flag_evidence:
+            lines.append(f'    "{escape(grade.red_flag_evidence[fid])}"')
     if grade.needs_review:
         lines += ["", "[bold magenta]needs review:[/] " + escape("; ".join(grade.review_reasons))]
     for note in grade.notes:

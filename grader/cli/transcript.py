@@ -402,7 +402,10 @@ def print_scorecard(card: Scorecard) -> None:
             stamp = f" [dim]@ {e.timestamp}[/]" if e.timestamp else ""
             lines.append(f"[green]✓[/] {escape(e.point)}\n    {quote}{stamp}")
         lines += [f"[red]✗[/] {escape(m.text)}" for m in q.missed]
-        lines += [f"[bold red]! red flag[/] {escape(f.text)}" for f in q.red_flags]
+        for f in q.red_flags:
+            stamp = f" [dim]@ {f.timestamp}[/]" if f.timestamp else ""
+            quote = f'\n    "{escape(f.quote)}"{stamp}' if f.quote else ""
+            lines.append(f"[bold red]! red flag[/] {escape(f.text)}{quote}")
         lines += [f"[dim]follow-up: “{escape(f)}”[/]" for f in q.followups]
         if q.grade.needs_review:
             lines += ["", "[bold magenta]needs review:[/] " + escape("; ".join(q.grade.review_reasons))]

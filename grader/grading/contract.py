@@ -84,6 +84,11 @@ class Grade(BaseModel):
     )
     missed_points: list[str] = Field(default_factory=list, description="Ids of key points the answer misses.")
     red_flags: list[str] = Field(default_factory=list, description="Ids of the rubric's red flags the answer shows.")
+    red_flag_evidence: dict[str, str] = Field(
+        default_factory=dict,
+        description="For a red flag shown (by id), the verbatim quote from the candidate's answer that shows it, "
+        "where the backend gives one.",
+    )
     confidence: float | None = Field(
         default=None,
         ge=0.0,
@@ -128,6 +133,9 @@ class Grade(BaseModel):
         overlap = set(covered) & set(self.missed_points)
         if overlap:
             raise ValueError(f"points both covered and missed: {sorted(overlap)}")
+        unshown = [f for f in self.red_flag_evidence if f not in self.red_flags]
+        if unshown:
+            raise ValueError(f"red_flag_evidence quotes flags that are not in red_flags: {unshown}")
         return self
 
 

@@ -95,19 +95,26 @@ def login_page(_request: Request, *, error: str | None = None, status_code: int 
 
 @dataclass(frozen=True)
 class Segment:
-    """A piece of the answer: plain text, or the evidence of a covered point (`point` its id)."""
+    """A piece of the answer: plain text, or the evidence of a covered point or a red flag shown (`point` its
+    id, `flag` whether it is a red flag)."""
 
     text: str
     point: str | None = None
+    flag: bool = False
 
 
 def highlight(answer: str, grade: Grade) -> list[Segment]:
-    """The answer cut into segments, each covered point's evidence marked where it occurs (the first
-    occurrence; an evidence overlapping one already marked is left unmarked)."""
-    spans: list[tuple[int, int, str]] = []
+    """The answer cut into segments, each red flag's and covered point's evidence marked where it occurs (the
+    first occurrence). The flags' go first, as what decides a poor grade; an evidence overlapping one already
+    marked is left unmarked."""
+    spans: list[tuple[int, int, str, bool]] = []
     lowered = answer.lower()
-    for point in grade.covered_points:
-        quote = (point.evidence or "").strip()
+    quotes = [
+        *((fid, quote, True) for fid, quote in grade.red_flag_evidence.items()),
+        *((p.id, p.evidence, False) for p in grade.covered_points),
+    ]
+    for item_id, evidence, flag in quotes:
+        quote = (evidence or "").strip()
         if not quote:
             continue
         start = answer.find(quote)
@@ -116,13 +123,13 @@ def highlight(answer: str, grade: Grade) -> list[Segment]:
         if start < 0:
             continue
         end = start + len(quote)
-        if all(end <= s or start >= e for s, e, _ in spans):
-            spans.append((start, end, point.id))
+        if all(end <= s or start >= e for s, e, _, _ in spans):
+            spans.append((start, end, item_id, flag))
     out, cursor = [], 0
-    for start, end, point_id in sorted(spans):
+    for start, end, item_id, flag in sorted(spans):
         if start > cursor:
             out.append(Segment(answer[cursor:start]))
-        out.append(Segment(answer[start:end], point_id))
+        out.append(Segment(answer[start:end], item_id, flag))
         cursor = end
     if cursor < len(answer):
         out.append(Segment(answer[cursor:]))

@@ -9,7 +9,7 @@ of the summary; a problem that would fail every grade (a refused key, a broken t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +25,7 @@ from grader.transcripts.parse import Transcript, Turn, format_time
 from grader.transcripts.redact import Redactor
 from grader.transcripts.scorecard import (
     Evidence,
+    FlagRef,
     PointRef,
     Scorecard,
     ScoredQuestion,
@@ -194,7 +195,12 @@ async def score_transcript(
                 failure=failure.model_copy(update={"message": restore(failure.message)}) if failure else None,
                 evidence=evidence,
                 missed=[PointRef(id=p, text=texts.get(p, p)) for p in (grade.missed_points if grade else [])],
-                red_flags=[PointRef(id=f, text=texts.get(f, f)) for f in (grade.red_flags if grade else [])],
+                red_flags=[
+                    _flag(f, texts.get(f, f), result.red_flag_evidence.get(f), answer, pieces, turns, restore)
+                    for f in result.red_flags
+                ]
+                if isinstance(result, Grade)
+                else [],
             )
         )
     questions.sort(key=lambda q: q.number)
@@ -233,6 +239,25 @@ async def score_transcript(
     )
 
 
+def _flag(  # noqa: PLR0913
+    flag_id: str,
+    text: str,
+    quote: str | None,
+    answer: str,
+    pieces: list[Piece],
+    turns: Sequence[Turn],
+    restore: Callable[[str], str],
+) -> FlagRef:
+    """A red flag shown, with its quote (placeholders put back) and the time it was said."""
+    turn = _turn_of(quote, answer, pieces, turns) if quote else None
+    return FlagRef(
+        id=flag_id,
+        text=text,
+        quote=restore(quote) if quote else None,
+        timestamp=format_time(turn.start) if turn else None,
+    )
+
+
 def _restored(grade: Grade, restore) -> Grade:  # noqa: ANN001
     """The grade with placeholders put back: the report is local."""
     return grade.model_copy(
@@ -242,6 +267,7 @@ def _restored(grade: Grade, restore) -> Grade:  # noqa: ANN001
                 CoveredPoint(id=p.id, evidence=restore(p.evidence) if p.evidence else p.evidence)
                 for p in grade.covered_points
             ],
+            "red_flag_evidence": {f: restore(q) for f, q in grade.red_flag_evidence.items()},
             "notes": [restore(n) for n in grade.notes],
             "review_reasons": [restore(r) for r in grade.review_reasons],
         }

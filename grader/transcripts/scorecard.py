@@ -36,6 +36,13 @@ class PointRef(_Model):
     text: str
 
 
+class FlagRef(PointRef):
+    """A red flag the answer shows, with the quote that shows it and when it was said, where the grade has one."""
+
+    quote: str | None = Field(default=None, description="Verbatim from the candidate's answer; null if none given.")
+    timestamp: str | None = Field(default=None, description="When it was said, as MM:SS or H:MM:SS.")
+
+
 class ScoredQuestion(_Model):
     """One rubric question the interviewer asked, the candidate's answer and its grade."""
 
@@ -55,7 +62,7 @@ class ScoredQuestion(_Model):
     )
     evidence: list[Evidence] = Field(default_factory=list)
     missed: list[PointRef] = Field(default_factory=list)
-    red_flags: list[PointRef] = Field(default_factory=list)
+    red_flags: list[FlagRef] = Field(default_factory=list)
 
 
 class UnmatchedQuestion(_Model):
@@ -220,7 +227,8 @@ def to_markdown(card: Scorecard) -> str:
         for m in q.missed:
             lines.append(f"- ✗ missed: {_md(m.text)}")
         for f in q.red_flags:
-            lines.append(f"- ⚠ red flag: {_md(f.text)}")
+            quote = f": “{_md(f.quote)}”{_at(f.timestamp)}" if f.quote else ""
+            lines.append(f"- ⚠ red flag: {_md(f.text)}{quote}")
         for followup in q.followups:
             lines.append(f"- follow-up: “{_md(followup)}”")
         if q.grade.needs_review:

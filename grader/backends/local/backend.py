@@ -484,6 +484,9 @@ class LocalBackend(Backend):
         covered_ids = {c.id for c in covered}
         missed = [p.id for p in q.key_points if p.id not in covered_ids]
         flags = [f.id for k, f in enumerate(q.red_flags) if p_flags[k] >= rule.flag_threshold]
+        flag_quotes = {
+            f.id: answer_spans[int(a.flags.best[k])].text for k, f in enumerate(q.red_flags) if f.id in flags
+        }
 
         guard = guard_rail(a, rule)
         if guard is not None:
@@ -523,6 +526,7 @@ class LocalBackend(Backend):
             covered_points=covered,
             missed_points=missed,
             red_flags=flags,
+            red_flag_evidence=flag_quotes,
             confidence=round(confidence, 4),
             confidence_source="margin",
             review_reasons=review,
