@@ -234,6 +234,31 @@ def test_review_policy_flags_a_tier_its_points_contradict(q1, tier, n_covered, f
         assert reviewed.needs_review and any(reason in r for r in reviewed.review_reasons), reviewed.review_reasons
 
 
+def test_a_grade_above_poor_on_a_few_words_is_sent_for_review(q1):
+    """Trial M: "Use a migration tool, run it at night." was graded mediocre at 0.99 with no review."""
+    from grader.grading.review import words
+
+    covered = [CoveredPoint(id=p, evidence="x") for p in q1.point_ids[:2]]
+    missed = q1.point_ids[2:]
+    shortest = min(words(text) for _, text in q1.references.items())
+    few = " ".join(["logs"] * (shortest // 4 - 1))
+    enough = " ".join(["logs"] * -(-shortest // 4))
+
+    def reviewed(answer, tier="mediocre", references=None):
+        grade = make_grade(tier=tier, covered_points=covered, missed_points=missed, confidence=0.99)
+        return apply_review_policy(grade, q1, 0.6, answer=answer, references=references)
+
+    assert reviewed(few).review_reasons == [
+        f"graded mediocre on {words(few)} words, under a quarter of the shortest reference it was graded with "
+        f"({shortest}): little to go on"
+    ]
+    assert not reviewed(enough).needs_review
+    assert not reviewed(few, tier="poor").needs_review  # poor on little is what little earns
+    # the references it was shown decide, and Chinese is counted a character a word, as the copy check counts it
+    assert not reviewed(few, references=[("poor", "word " * (len(few.split()) * 3))]).needs_review
+    assert words("我先查看日志") == 6 and reviewed("查看日志", references=[("great", "我" * 40)]).needs_review
+
+
 def test_an_answer_that_copies_a_reference_it_was_graded_with_is_sent_for_review(q1):
     """A word-for-word copy of the great reference (a leaked bank, a pasted answer) was graded great at 0.95
     with no note."""

@@ -123,6 +123,17 @@ _UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
 _TOKEN = re.compile(f"[{_UNSPACED}]|[^\\W{_UNSPACED}]+")
 
 
+#: An answer this much shorter than the shortest reference it was graded with is too little to grade above
+#: poor with any certainty (trial M: an 8-word answer graded mediocre at 0.99). On answers-dev it sends one
+#: grade of 120 to review (11 words against 55); no stories-dev answer is under half its shortest reference.
+SHORT_SHARE = 0.25
+
+
+def words(text: str) -> int:
+    """The words of a text, as the copy check counts them (a character each in Chinese, Japanese, Korean)."""
+    return len(_TOKEN.findall(text))
+
+
 @functools.lru_cache(maxsize=1024)
 def _reference_runs(text: str) -> frozenset[tuple[str, ...]]:
     """A reference's runs, read once: every grade of a question compares its answer with the same texts."""
@@ -156,6 +167,13 @@ def apply_review_policy(
         percent = math.floor(share * 100)  # 99.6 % is not all of it
         what = f"the {tier} reference" if alone else f"the references (the {tier} one most)"
         reasons.append(f"{percent}% of the answer is {what} it was graded with, word for word")
+    if answer is not None and grade.tier is not Tier.poor and shown_refs:
+        shortest = min(words(text) for _, text in shown_refs)
+        if (length := words(answer)) < SHORT_SHARE * shortest:
+            reasons.append(
+                f"graded {grade.tier.value} on {length} word{'' if length == 1 else 's'}, under a quarter of the "
+                f"shortest reference it was graded with ({shortest}): little to go on"
+            )
     if grade.confidence is not None and grade.confidence < threshold:
         shown, limit = distinct(grade.confidence, threshold)
         reasons.append(f"confidence {shown} is below the review threshold {limit}")
