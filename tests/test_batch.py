@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import json
 import os
 import re
@@ -665,6 +666,43 @@ def test_resume_after_a_csv_cut_inside_a_quoted_answer_through_the_cli(tmp_path,
             assert sorted(r["id"] for r in again) == sorted(r["id"] for r in rows), cut
             assert all(r["tier"] == "mediocre" and r["answer"].startswith("First line") for r in again)
             assert sorted(again, key=lambda r: r["id"]) == sorted(graded, key=lambda r: r["id"])
+
+
+def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env, rubric):
+    """A run killed, grader upgraded (a field added to Grade since), the run resumed: the rows already graded
+    are kept under this version's columns, and only the rest are graded."""
+    source = write_jsonl(tmp_path / "in.jsonl", answers(5, rubric))
+    out = tmp_path / "out.csv"
+    with LoopbackLLM() as server:
+        server_env(server)
+        assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
+        with out.open(encoding="utf-8", newline="") as handle:
+            graded = list(csv.DictReader(handle, strict=True))
+        header = list(graded[0])
+        # what the version before `red_flag_evidence` wrote, killed after three rows and a torn fourth
+        older = [c for c in header if c != "red_flag_evidence"] + ["retired_field"]
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(older)
+        writer.writerows([[r.get(c, "x") for c in older] for r in graded[:3]])
+        torn = buffer.getvalue() + "r3,1,Answer 3"
+        out.write_text(torn, encoding="utf-8")
+        calls = server.calls
+
+        resumed = batch(str(source), "-o", str(out), "--resume", "--workers", "1", "--no-cache")
+
+        assert resumed.exit_code == 0, resumed.output
+        assert server.calls - calls == 2  # r3 and r4 only
+    assert (
+        f"--resume: {out} was written by another version of grader; its rows are kept, rewritten with this "
+        "version's columns (added red_flag_evidence (empty in its rows); dropped retired_field)"
+    ) in " ".join(resumed.stderr.split())
+    with out.open(encoding="utf-8", newline="") as handle:
+        again = list(csv.DictReader(handle, strict=True))
+    assert list(again[0]) == header
+    assert [r["id"] for r in again] == [f"r{i}" for i in range(5)]
+    assert again[:3] == [{**r, "red_flag_evidence": ""} for r in graded[:3]]
+    assert again[3:] == graded[3:]
 
 
 def test_resume_refuses_a_csv_with_another_header(tmp_path, server_env, rubric):

@@ -265,7 +265,9 @@ def test_concurrent_posts_on_postgresql_store_each_grade_once(pg_api):
 
     stored = Counter(i for (i,) in api.query("select id from grades where id like %s", f"pgc-{prefix}-%"))
     assert stored == Counter([*ids, same, contested])
-    assert api.llm.calls == calls + len(ids) + 1 + 8
+    # each distinct answer graded once, the repeated one once; a contested post that comes after the first
+    # was stored is refused before grading, so those cost one call to eight, as the posts interleave
+    assert calls + len(ids) + 1 + 1 <= api.llm.calls <= calls + len(ids) + 1 + 8
 
 
 def test_a_batch_survives_a_kill_and_restart_on_postgresql(cluster, tmp_path):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from grader.errors import GraderError, OutputError, OutputLockedError, UsageError
-from grader.grading.rows import FAILURE_COLUMNS, PREFIX, decode_cells, encode_cell
+from grader.grading.rows import FAILURE_COLUMNS, PREFIX, column_names, decode_cells, encode_cell
 from grader.textfiles import encoding_error, not_text, open_text
 
 try:
@@ -447,6 +447,8 @@ class Resumed:
     versions: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: The kept grades by tier: with this run's, what the whole file holds when it is done
     tiers: Counter[str] = field(default_factory=Counter)
+    #: A CSV written by another version of grader, rewritten under this one's columns: (added, dropped)
+    upgraded: tuple[list[str], list[str]] | None = None
 
 
 @dataclass
@@ -467,6 +469,7 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None, o
     if not path.exists() or not stat.S_ISREG(path.stat().st_mode):
         return Resumed()  # nothing yet, or a device (/dev/null): nothing to read back
     fmt = output_format(path)
+    upgraded = _upgrade_csv(path, header, id_column) if fmt == "csv" and header is not None else None
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -477,7 +480,7 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None, o
                 spans, end = _jsonl_spans(handle, path, id_column, origin)
     except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc.strerror}") from None
-    result = Resumed()
+    result = Resumed(upgraded=upgraded)
     if end < size:  # a torn last record
         try:
             os.truncate(path, end)
@@ -513,6 +516,42 @@ def _lines(handle: BinaryIO, state: dict[str, int]) -> Iterator[str]:
         state["ended"] = raw.endswith(b"\n")
         state["line"] += 1
         yield raw.decode("utf-8")
+
+
+def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[str], list[str]] | None:
+    """An output of this input written by another version of grader (the input's columns the same, the grade's
+    columns not: a field added to `Grade` since) is rewritten under this version's header, atomically, so
+    `--resume` goes on instead of grading every row again: a column added is left empty, a column this
+    version no longer writes is dropped (and named). Returns (added, dropped), or None when there is nothing
+    to rewrite (the same header, or not such a file: `_csv_spans` then says what it is)."""
+    outcome = column_names([])
+    inputs = header[: len(header) - len(outcome)]
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            _, _, end = _csv_spans(handle, path, size, id_column, None, None)
+            handle.seek(0)
+            text = handle.read(end).decode("utf-8")
+    except (OSError, UnicodeDecodeError, GraderError):
+        return None
+    records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    if not records:
+        return None
+    columns = records[0]
+    if columns[:1] and columns[0].startswith("\ufeff"):
+        columns[0] = columns[0][1:]
+    grade_columns = columns[len(inputs) :]
+    ours = "tier" in {c.removeprefix(PREFIX) for c in grade_columns}
+    if columns == header or columns[: len(inputs)] != inputs or not ours:
+        return None
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for fields in filter(None, records[1:]):  # blank lines left out
+        cells = dict(zip(columns, fields, strict=True))
+        writer.writerow([cells.get(name, "") for name in header])
+    _replace(path, buffer.getvalue().encode("utf-8"))
+    return [c for c in header if c not in columns], [c for c in columns if c not in header]
 
 
 def _csv_spans(
@@ -644,6 +683,26 @@ def _rewrite(path: Path, spans: list[tuple[int, int]]) -> None:
                     chunk = source.read(min(left, 1 << 20))
                     out.write(chunk)
                     left -= len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(name, path)
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise OutputError.of(path, exc) from None
+    _sync_folder(path.parent)
+
+
+def _replace(path: Path, content: bytes) -> None:
+    """Replace the file's content atomically, as `_rewrite` does."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError.of(path.parent, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(content)
             out.flush()
             os.fsync(out.fileno())
         os.replace(name, path)

@@ -134,6 +134,15 @@ def batch(
         backend_ = get_backend(backend, options)
         origin = Origin(source, columns, found.fingerprints)
         resumed = resume_output(output, id_column, column_names(found.header), origin) if resume else Resumed()
+        if resumed.upgraded:
+            added, dropped = resumed.upgraded
+            changes = [f"added {', '.join(added)} (empty in its rows)"] if added else []
+            changes += [f"dropped {', '.join(dropped)}"] if dropped else []
+            err_console.print(
+                f"--resume: {output} was written by another version of grader; its rows are kept, rewritten "
+                f"with this version's columns ({'; '.join(changes)})",
+                markup=False,
+            )
         if resumed.failed:
             err_console.print(
                 f"--resume: {resumed.failed} failed row(s) taken out of {output}, to be graded again", markup=False
