@@ -291,6 +291,36 @@ def test_rubric_new_says_which_reviewed_points_an_edited_reference_drops_and_kee
     )
 
 
+def test_a_redrafted_question_keeps_the_order_its_reviewed_file_had(tmp_path, monkeypatch):
+    """Trial N: after a redraft the kept points came first and the fresh ones after, so a reviewed file under
+    version control moved (a hand-written point from last to third)."""
+    monkeypatch.setenv("GRADER_CACHE_DIR", str(tmp_path / "cache"))
+    bank, out = tmp_path / "bank.txt", tmp_path / "mine.yaml"
+    bank.write_text(ONE, encoding="utf-8")
+    assert rubric_new(bank, out).exit_code == 0
+    (q,) = load_rubric(out).questions
+    assert len(q.key_points) >= 2 and q.red_flags
+    # the second point left to review (still a draft), the others reviewed; a point of the reviewer's own last;
+    # the flags reordered by the reviewer
+    points = [p if i == 1 else p.model_copy(update={"draft": False}) for i, p in enumerate(q.key_points)]
+    mine = KeyPoint(id="q01.dry-run", text="Rehearses the migration on a copy of production data")
+    flags = [f.model_copy(update={"draft": False}) for f in reversed(q.red_flags)]
+    save_rubric(
+        load_rubric(out).with_questions([q.model_copy(update={"key_points": [*points, mine], "red_flags": flags})]),
+        out,
+    )
+    before = load_rubric(out).questions[0]
+
+    bank.write_text(ONE.replace("at night", "at night, with a backup"), encoding="utf-8")
+    result = rubric_new(bank, out)
+
+    assert result.exit_code == 0, result.output
+    (again,) = load_rubric(out).questions
+    assert [p.id for p in again.key_points] == [p.id for p in before.key_points]
+    assert [f.id for f in again.red_flags] == [f.id for f in before.red_flags]
+    assert again.key_points[1].draft and again.key_points[-1] == mine
+
+
 def test_a_rubric_is_written_through_a_link_and_never_over_a_device(tmp_path):
     rubric = parse_rubric(dump_rubric(load_rubric()), "packaged")
     shared = tmp_path / "shared.yaml"

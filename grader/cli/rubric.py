@@ -7,7 +7,7 @@ import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
@@ -33,12 +33,16 @@ from grader.errors import RubricError, UsageError
 from grader.rubric import Rubric, default_rubric_path, dump_rubric, load_rubric, save_rubric
 from grader.rubric.draft import draft_rubric
 from grader.rubric.importer import import_bank
-from grader.rubric.model import MAX_KEY_POINTS, MAX_RED_FLAGS, rubric_target
+from grader.rubric.model import MAX_KEY_POINTS, MAX_RED_FLAGS, KeyPoint, rubric_target
 from grader.textfiles import same_file
 from grader.wording import counted
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from grader.rubric.selftest import SelfTest
+
+_Item = TypeVar("_Item", bound=KeyPoint)  # a key point or a red flag
 
 app = typer.Typer(help="List, check, import and draft rubrics.", no_args_is_help=True)
 
@@ -365,6 +369,21 @@ def _backup_for(out: Path, previous: Rubric) -> Path:
     raise AssertionError("unreachable")
 
 
+def _in_old_order(items: Sequence[_Item], old_items: Sequence[KeyPoint]) -> list[_Item]:
+    """A redrafted question's points (or flags) in the order the file had them, so a reviewed file under
+    version control does not move: each where the old item of its id (or quote) was, the new ones after, in
+    the draft's order."""
+    by_id = {p.id: i for i, p in enumerate(old_items)}
+    by_quote = {p.quote: i for i, p in enumerate(old_items) if p.quote}
+
+    def place(k: int) -> tuple[int, int]:
+        item = items[k]
+        at = by_id.get(item.id, by_quote.get(item.quote) if item.quote else None)
+        return (0, at) if at is not None else (1, k)
+
+    return [items[k] for k in sorted(range(len(items)), key=place)]
+
+
 def _carry_reviewed(
     drafted: Rubric,
     previous: Rubric,
@@ -420,7 +439,7 @@ def _carry_reviewed(
             fresh = [n for n in new_items if n.id not in by_id and n.quote not in kept_quotes]
             room = max(0, limits[name] - len(kept))
             crowded += [n.id for n in fresh[room:]]
-            fields[name] = [*kept, *fresh[:room]]
+            fields[name] = _in_old_order([*kept, *fresh[:room]], old_items)
             carried += [p.id for p in kept]
         questions.append(q.model_copy(update=fields))
         if not final:
