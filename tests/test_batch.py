@@ -685,7 +685,7 @@ def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(older)
         writer.writerows([[r.get(c, "x") for c in older] for r in graded[:3]])
-        torn = buffer.getvalue() + "r3,1,Answer 3"
+        torn = buffer.getvalue() + 'r3,1,"Answer 3\nwith a second line'  # cut inside its quotes
         out.write_text(torn, encoding="utf-8")
         calls = server.calls
 

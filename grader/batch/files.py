@@ -522,35 +522,56 @@ def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[st
     """An output of this input written by another version of grader (the input's columns the same, the grade's
     columns not: a field added to `Grade` since) is rewritten under this version's header, atomically, so
     `--resume` goes on instead of grading every row again: a column added is left empty, a column this
-    version no longer writes is dropped (and named). Returns (added, dropped), or None when there is nothing
-    to rewrite (the same header, or not such a file: `_csv_spans` then says what it is)."""
-    outcome = column_names([])
-    inputs = header[: len(header) - len(outcome)]
+    version no longer writes is dropped (and named); a torn last record is left out, as `--resume` leaves it.
+    Returns (added, dropped), or None when there is nothing to rewrite (the same header, or not such a file:
+    `_csv_spans` then says what it is). Only the header is read when it is this version's."""
     try:
-        with path.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            _, _, end = _csv_spans(handle, path, size, id_column, None, None)
-            handle.seek(0)
-            text = handle.read(end).decode("utf-8")
-    except (OSError, UnicodeDecodeError, GraderError):
+        with path.open(encoding="utf-8", newline="") as text:
+            columns = next(csv.reader(text), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
         return None
-    records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-    if not records:
+    if not columns or columns == header:
         return None
-    columns = records[0]
-    if columns[:1] and columns[0].startswith("\ufeff"):
-        columns[0] = columns[0][1:]
-    grade_columns = columns[len(inputs) :]
-    ours = "tier" in {c.removeprefix(PREFIX) for c in grade_columns}
+    columns[0] = columns[0].removeprefix("\ufeff")
+    inputs = header[: len(header) - len(column_names([]))]
+    ours = "tier" in {c.removeprefix(PREFIX) for c in columns[len(inputs) :]}
     if columns == header or columns[: len(inputs)] != inputs or not ours:
         return None
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for fields in filter(None, records[1:]):  # blank lines left out
-        cells = dict(zip(columns, fields, strict=True))
-        writer.writerow([cells.get(name, "") for name in header])
-    _replace(path, buffer.getvalue().encode("utf-8"))
+    try:
+        with path.open("rb") as handle:
+            _, _, end = _csv_spans(handle, path, os.fstat(handle.fileno()).st_size, id_column, None, None)
+    except (OSError, GraderError):
+        return None  # `_csv_spans` says what is wrong when resume reads it
+    mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError.of(path.parent, exc) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out, path.open("rb") as source:
+            os.fchmod(out.fileno(), mode)
+            writer = csv.writer(out, lineterminator="\n")
+            state = {"pos": 0, "ended": 1, "line": 0}
+            records = csv.reader(_lines(source, state), strict=True)
+            next(records)  # the old header
+            writer.writerow(header)
+            while True:
+                try:
+                    fields = next(records)
+                except (StopIteration, csv.Error):  # the end, or a record torn inside its quotes
+                    break
+                if state["pos"] > end:
+                    break  # the torn last record
+                if fields:  # a blank line is left out
+                    cells = dict(zip(columns, fields, strict=True))
+                    writer.writerow([cells.get(column, "") for column in header])
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(name, path)
+    except OSError as exc:
+        Path(name).unlink(missing_ok=True)
+        raise OutputError.of(path, exc) from None
+    _sync_folder(path.parent)
     return [c for c in header if c not in columns], [c for c in columns if c not in header]
 
 
@@ -683,26 +704,6 @@ def _rewrite(path: Path, spans: list[tuple[int, int]]) -> None:
                     chunk = source.read(min(left, 1 << 20))
                     out.write(chunk)
                     left -= len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, path)
-    except OSError as exc:
-        Path(name).unlink(missing_ok=True)
-        raise OutputError.of(path, exc) from None
-    _sync_folder(path.parent)
-
-
-def _replace(path: Path, content: bytes) -> None:
-    """Replace the file's content atomically, as `_rewrite` does."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError.of(path.parent, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(content)
             out.flush()
             os.fsync(out.fileno())
         os.replace(name, path)
