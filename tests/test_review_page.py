@@ -265,6 +265,8 @@ def test_covered_points_and_red_flags_evidence_is_highlighted_in_the_answer(tab,
         "items => items.map(i => [i.dataset.gradeId, Array.from(i.querySelectorAll('.flags q')).map(q => q.textContent)])",
     )
     assert {i: sorted(quotes) for i, quotes in listed if quotes} == {i: sorted(q.values()) for i, q in flagged.items()}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(f"article[data-grade-id='{next(iter(flagged))}']").screenshot(path=str(SHOTS / "red-flag.png"))
 
 
 # --- reviewing with the keyboard ---------------------------------------------------------------------
