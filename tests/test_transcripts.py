@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 import grader.backends
 from grader.backends.fake import FakeBackend
+from grader.backends.local.backend import LocalBackend
 from grader.backends.local.embedder import Embedder
+from grader.backends.local.text import Span
 from grader.cli import app
 from grader.errors import EncodingError, InputFileError, TranscriptError, UsageError
 from grader.grading.contract import Grade
@@ -394,8 +396,8 @@ def test_match_reports_the_closest_question_when_unmatched(matcher):
         pytest.param("see https://github.com/sam/x. and samcarter.dev/notes", "see [URL_1]. and [URL_2]", id="urls"),
         pytest.param("Dana Lee said Dana and Lee", "[NAME_1] said [NAME_2] and [NAME_3]", id="name-and-parts"),
         pytest.param(
-            "in 2019-2020, on 2024-05-12 at 10.0.0.12, 10 000 rps",
-            "in 2019-2020, on 2024-05-12 at 10.0.0.12, 10 000 rps",
+            "in 2019-2020, on 2024-05-12 (or 2024.05.12) at 10.0.0.12, 10 000 rps",
+            "in 2019-2020, on 2024-05-12 (or 2024.05.12) at 10.0.0.12, 10 000 rps",
             id="numbers-that-are-not-phones",
         ),
         pytest.param("ticket INC-2024-5531, call 555-0134 567", "ticket INC-2024-5531, call [PHONE_1]", id="ticket-id"),
@@ -439,6 +441,47 @@ def _quoting_responder(quotes: dict[str, tuple[str, str]], tier: str = "mediocre
         return reply_for(q, covered=covered, tier=tier, justification=f"Graded {q.id}: " + ", ".join(covered.values()))
 
     return respond
+
+
+@pytest.mark.parametrize("name", ["debugging_call.txt", "call.srt", "panel.vtt", "interview.json"])
+def test_redaction_does_not_change_a_local_grade(name, matcher, rubric):
+    """Trial O: `--redact` turned the sample call's first answer from great to poor, a red flag firing on the
+    span holding `[PHONE_1]`. The local backend reads contact details and placeholders as nothing, so each
+    answer is graded the same with and without redaction (names aside, which the answers here do not hold
+    where it matters)."""
+    transcript = read_transcript(DATA / name)
+
+    def grades(redact: bool):
+        card = asyncio.run(
+            score_transcript(
+                transcript,
+                detect_roles(transcript),
+                rubric=rubric,
+                backend=LocalBackend(),
+                matcher=matcher,
+                settings=Settings(redact=redact),
+            )
+        )
+        return [
+            (q.question_id, q.grade.tier, q.grade.red_flags, [p.id for p in q.grade.covered_points])
+            for q in card.questions
+        ]
+
+    assert grades(redact=True) == grades(redact=False)
+
+
+def test_contact_details_and_placeholders_read_as_nothing():
+    from grader.backends.local.reading import read
+
+    said = (
+        "If it is bad I page on-call, the number is 415-555-0134, or mail oncall@example.com (see example.com/runbook)."
+    )
+    redacted = Redactor().redact(said)
+    assert "[PHONE_1]" in redacted and "[EMAIL_1]" in redacted and "[URL_1]" in redacted
+    assert read(redacted).text == read(said).text == "If it is bad I page on-call, the number is , or mail  (see )."
+    # evidence is still quoted as written
+    reading = read(said)
+    assert reading.source(Span(reading.text, 0, len(reading.text))).text == said
 
 
 def test_redacted_originals_never_reach_the_backend_and_the_report_restores_them(matcher, rubric):

@@ -12,31 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-_EMAIL = re.compile(r"\b[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
-_URL = re.compile(
-    r"\b(?:https?://|www\.)[^\s<>\"']+[^\s<>\"'.,;:!?)\]]"
-    r"|\b(?:[a-z0-9-]+\.)+(?:com|org|dev|ai|co|me|info|edu|gov|uk)(?:/[^\s<>\"']*[^\s<>\"'.,;:!?)\]])?(?![\w@])",
-    re.IGNORECASE,
-)
-# International or national numbers: optional +country code, then groups split by spaces, dots, dashes
-# or a parenthesised area code; at least 7 digits in all, so years and version numbers are left alone. Not
-# after a word and a dash: a ticket id (INC-2024-5531) is no phone number.
-_PHONE = re.compile(
-    r"(?<![\w+])(?<![A-Za-z]-)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])"
-)
-# Number runs that are not phone numbers: ISO dates, year ranges, IPv4 addresses.
-_NOT_PHONE = re.compile(r"\d{4}-\d{2}-\d{2}|(?:19|20)\d\d\s*[-–]\s*(?:19|20)\d\d|\d{1,3}(?:\.\d{1,3}){3}")
-_PLACEHOLDER = re.compile(r"\[(?:EMAIL|PHONE|URL|NAME)_\d+\]")
+from grader.personal import EMAIL, PHONE, PLACEHOLDER, URL, is_phone
+
 # Labels that are roles, not names: never redacted.
 _ROLE_LABEL = re.compile(
     r"^(?:interviewer|candidate|interviewee|recruiter|hiring manager|host|applicant|speaker|unknown|q|a|"
     r"question|answer)(?:\s*\d+)?$",
     re.IGNORECASE,
 )
-
-
-def _is_phone(text: str) -> bool:
-    return 7 <= sum(c.isdigit() for c in text) <= 15 and not _NOT_PHONE.fullmatch(text.strip())
 
 
 class Redactor:
@@ -78,17 +61,15 @@ class Redactor:
         return found
 
     def redact(self, text: str) -> str:
-        text = _EMAIL.sub(lambda m: self._placeholder("EMAIL", m.group(0)), text)
-        text = _URL.sub(lambda m: self._placeholder("URL", m.group(0)), text)
-        text = _PHONE.sub(
-            lambda m: self._placeholder("PHONE", m.group(0)) if _is_phone(m.group(0)) else m.group(0), text
-        )
+        text = EMAIL.sub(lambda m: self._placeholder("EMAIL", m.group(0)), text)
+        text = URL.sub(lambda m: self._placeholder("URL", m.group(0)), text)
+        text = PHONE.sub(lambda m: self._placeholder("PHONE", m.group(0)) if is_phone(m.group(0)) else m.group(0), text)
         if self._name_re is not None:
             text = self._name_re.sub(lambda m: self._placeholder("NAME", m.group(0)), text)
         return text
 
     def restore(self, text: str) -> str:
-        return _PLACEHOLDER.sub(lambda m: self.mapping.get(m.group(0), m.group(0)), text)
+        return PLACEHOLDER.sub(lambda m: self.mapping.get(m.group(0), m.group(0)), text)
 
     def restore_list(self, texts: Iterable[str]) -> list[str]:
         return [self.restore(t) for t in texts]

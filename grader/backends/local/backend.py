@@ -212,11 +212,12 @@ class LocalBackend(Backend):
         order = hashlib.sha256(self.order_model.to_json().encode()).hexdigest()[:16]
         # How reviewed answers are weighed (none shown: no effect).
         learn = f"{NEIGHBOUR_TAU}/{NEIGHBOUR_PRIOR}/{NEIGHBOUR_POINTS}"
+        from grader.backends.local.reading import PERSONAL_VERSION  # personal data read as nothing
         from grader.backends.local.text import QUOTES_VERSION  # how evidence quotes are cut, shown in every grade
 
         return (
             f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}:learn={learn}"
-            f":reading={READING_VERSION}:negations={NEGATED_MIN_SENTENCES}:quotes={QUOTES_VERSION}"
+            f":reading={READING_VERSION}.{PERSONAL_VERSION}:negations={NEGATED_MIN_SENTENCES}:quotes={QUOTES_VERSION}"
         )
 
     @property
