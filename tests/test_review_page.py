@@ -244,22 +244,21 @@ def test_covered_points_and_red_flags_evidence_is_highlighted_in_the_answer(tab,
     page.goto(service.url + "/review?show=all")
     marks = page.eval_on_selector_all(
         "article.item",
-        """items => items.flatMap(i => Array.from(i.querySelectorAll('.answer mark[data-point]'))
-            .map(m => [i.dataset.gradeId, m.dataset.point, m.textContent, m.classList.contains('flag')]))""",
+        """items => items.flatMap(i => Array.from(i.querySelectorAll('.answer mark[data-items]'))
+            .map(m => [i.dataset.gradeId, m.dataset.items.split(' '), m.textContent, m.classList.contains('flag')]))""",
     )
     assert marks, "no evidence is highlighted"
-    for grade_id, item_id, text, flag in marks:
-        grade = service.grades[grade_id]
-        assert text and text.lower() in grade["answer"].lower()
-        evidence = grade["red_flag_evidence"] if flag else {p["id"]: p["evidence"] for p in grade["covered_points"]}
-        assert item_id in evidence and text.strip().lower() == evidence[item_id].strip().lower()
-    # every grade with a quote in its answer shows at least one highlight
-    quoted = {i for i, g in service.grades.items() if g["covered_points"] or g["red_flag_evidence"]}
-    assert quoted <= {grade_id for grade_id, _, _, _ in marks}
-    # a red flag's quote is marked as a flag, and written under the flag in the list (ben stops once the server is up)
+    for grade_id, grade in service.grades.items():
+        quotes = {**{p["id"]: p["evidence"] for p in grade["covered_points"]}, **grade["red_flag_evidence"]}
+        for item_id, quote in quotes.items():
+            if quote and quote.lower() in grade["answer"].lower():
+                # each quote marked whole (its pieces, where it overlaps another), a flag's in red
+                pieces = [(text, flag) for g, ids, text, flag in marks if g == grade_id and item_id in ids]
+                assert "".join(t for t, _ in pieces).strip().lower() == quote.strip().lower(), (grade_id, item_id)
+                assert item_id not in grade["red_flag_evidence"] or all(flag for _, flag in pieces)
+    # a red flag's quote is written under the flag in the list too (ben stops once the server is up)
     flagged = {i: g["red_flag_evidence"] for i, g in service.grades.items() if g["red_flag_evidence"]}
     assert flagged, "no grade shows a red flag with its quote"
-    assert {(i, f) for i, quotes in flagged.items() for f in quotes} <= {(i, p) for i, p, _, flag in marks if flag}
     listed = page.eval_on_selector_all(
         "article.item",
         "items => items.map(i => [i.dataset.gradeId, Array.from(i.querySelectorAll('.flags q')).map(q => q.textContent)])",
@@ -267,6 +266,34 @@ def test_covered_points_and_red_flags_evidence_is_highlighted_in_the_answer(tab,
     assert {i: sorted(quotes) for i, quotes in listed if quotes} == {i: sorted(q.values()) for i, q in flagged.items()}
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.locator(f"article[data-grade-id='{next(iter(flagged))}']").screenshot(path=str(SHOTS / "red-flag.png"))
+
+
+def test_overlapping_quotes_are_each_marked_whole():
+    """Trial O: a flag quoting two sentences around another flag's one was not marked at all, and of two
+    points quoting one sentence only the first was."""
+    from grader.grading.contract import CoveredPoint, Grade
+    from grader.service.pages import highlight
+
+    answer = "When it is slow I buy bigger servers and never change the schema. More CPU fixes everything. I log it."
+    grade = Grade(
+        question_id="q",
+        tier="poor",
+        justification="j",
+        backend="b",
+        model="m",
+        covered_points=[CoveredPoint(id="p1", evidence="I log it."), CoveredPoint(id="p2", evidence="i LOG it.")],
+        red_flags=["f1", "f2"],
+        red_flag_evidence={"f1": "More CPU fixes everything.", "f2": answer.removesuffix(" I log it.")},
+    )
+    segments = highlight(answer, grade)
+    assert "".join(s.text for s in segments) == answer
+    marked = {i: "".join(s.text for s in segments if i in s.items) for i in ("p1", "p2", "f1", "f2")}
+    assert marked == {"p1": "I log it.", "p2": "I log it.", "f1": "More CPU fixes everything.", "f2": answer[:-10]}
+    assert [(s.items, s.flag, s.ends) for s in segments if s.items] == [
+        (("f2",), True, ()),
+        (("f1", "f2"), True, ("f1", "f2")),
+        (("p1", "p2"), False, ("p1", "p2")),
+    ]
 
 
 # --- reviewing with the keyboard ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ Each page takes the session cookie the login page sets, or the API's `Authorizat
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -95,44 +96,37 @@ def login_page(_request: Request, *, error: str | None = None, status_code: int 
 
 @dataclass(frozen=True)
 class Segment:
-    """A piece of the answer: plain text, or the evidence of a covered point or a red flag shown (`point` its
-    id, `flag` whether it is a red flag)."""
+    """A piece of the answer: plain text, or evidence. `items` are the ids of the covered points and red flags
+    whose quotes hold it, `flag` whether one of them is a red flag, and `ends` the ids whose quotes end here
+    (the page labels a quote at its end)."""
 
     text: str
-    point: str | None = None
+    items: tuple[str, ...] = ()
     flag: bool = False
+    ends: tuple[str, ...] = ()
 
 
 def highlight(answer: str, grade: Grade) -> list[Segment]:
-    """The answer cut into segments, each red flag's and covered point's evidence marked where it occurs (the
-    first occurrence). The flags' go first, as what decides a poor grade; an evidence overlapping one already
-    marked is left unmarked."""
-    spans: list[tuple[int, int, str, bool]] = []
+    """The answer cut into segments, each red flag's and covered point's evidence marked where it first
+    occurs. Quotes may overlap (two points quoting one sentence, a flag's two sentences around another's one):
+    each is marked whole, the overlap as both."""
+    flags = set(grade.red_flag_evidence)
+    quotes = [*grade.red_flag_evidence.items(), *((p.id, p.evidence) for p in grade.covered_points)]
+    spans: list[tuple[int, int, str]] = []
     lowered = answer.lower()
-    quotes = [
-        *((fid, quote, True) for fid, quote in grade.red_flag_evidence.items()),
-        *((p.id, p.evidence, False) for p in grade.covered_points),
-    ]
-    for item_id, evidence, flag in quotes:
+    for item_id, evidence in quotes:
         quote = (evidence or "").strip()
-        if not quote:
-            continue
-        start = answer.find(quote)
-        if start < 0:
+        start = answer.find(quote) if quote else -1
+        if quote and start < 0:
             start = lowered.find(quote.lower())
-        if start < 0:
-            continue
-        end = start + len(quote)
-        if all(end <= s or start >= e for s, e, _, _ in spans):
-            spans.append((start, end, item_id, flag))
-    out, cursor = [], 0
-    for start, end, item_id, flag in sorted(spans):
-        if start > cursor:
-            out.append(Segment(answer[cursor:start]))
-        out.append(Segment(answer[start:end], item_id, flag))
-        cursor = end
-    if cursor < len(answer):
-        out.append(Segment(answer[cursor:]))
+        if start >= 0:
+            spans.append((start, start + len(quote), item_id))
+    cuts = sorted({0, len(answer), *(s for s, _, _ in spans), *(e for _, e, _ in spans)})
+    out: list[Segment] = []
+    for a, b in itertools.pairwise(cuts):
+        items = tuple(i for s, e, i in spans if s <= a and b <= e)
+        ends = tuple(i for _, e, i in spans if e == b)
+        out.append(Segment(answer[a:b], items, any(i in flags for i in items), ends))
     return out
 
 
