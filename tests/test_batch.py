@@ -292,8 +292,11 @@ def test_sigkill_mid_run_then_resume_grades_every_id_exactly_once(tmp_path, rubr
     assert all(r["tier"] for r in records)
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path, rubric, workers):
+def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path, rubric, workers, how):
+    """Ctrl-C reaches the whole job; `kill` (SIGTERM: systemd, Kubernetes) reaches only grader itself, which
+    stops the same way (trial O: it died without a word)."""
     # Enough rows that the run is still going when Ctrl-C arrives, even on a loaded machine.
     rows = answers(300, rubric)
     source = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -320,7 +323,10 @@ def test_ctrl_c_stops_cleanly_says_what_was_written_and_resume_finishes(tmp_path
         ]
         proc = foreground_job(cmd, env)
         wait_until(lambda: out.exists() and out.read_text().count("\n") >= 8, seconds=60)
-        os.killpg(proc.pid, signal.SIGINT)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130, stderr
         written = out.read_text().splitlines()
@@ -697,6 +703,9 @@ def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env
         f"--resume: {out} was written by another version of grader; its rows are kept, rewritten with this "
         "version's columns (added red_flag_evidence (empty in its rows); dropped retired_field)"
     ) in " ".join(resumed.stderr.split())
+    assert f"--resume: cut the last 33 bytes off {out}: a record torn by a run stopped mid-write" in " ".join(
+        resumed.stderr.split()
+    )
     with out.open(encoding="utf-8", newline="") as handle:
         again = list(csv.DictReader(handle, strict=True))
     assert list(again[0]) == header
@@ -715,6 +724,7 @@ def test_resume_refuses_a_csv_with_another_header(tmp_path, server_env, rubric):
         assert server.calls == 0
     assert result.exit_code == 13, result.output
     assert "is not an output of this input" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "pass --force (which replaces it); or write to another -o" in result.stderr
     assert out.read_text() == "name,score\nalice,3\n"
 
 

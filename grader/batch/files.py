@@ -449,6 +449,8 @@ class Resumed:
     tiers: Counter[str] = field(default_factory=Counter)
     #: A CSV written by another version of grader, rewritten under this one's columns: (added, dropped)
     upgraded: tuple[list[str], list[str]] | None = None
+    #: Bytes cut off the end: a last record torn by a run stopped mid-write, or one with no newline after it
+    torn: int = 0
 
 
 @dataclass
@@ -470,6 +472,7 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None, o
         return Resumed()  # nothing yet, or a device (/dev/null): nothing to read back
     fmt = output_format(path)
     upgraded = _upgrade_csv(path, header, id_column) if fmt == "csv" and header is not None else None
+    torn = upgraded[2] if upgraded else 0
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -480,7 +483,7 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None, o
                 spans, end = _jsonl_spans(handle, path, id_column, origin)
     except OSError as exc:
         raise OutputError(f"cannot read {path}: {exc.strerror}") from None
-    result = Resumed(upgraded=upgraded)
+    result = Resumed(upgraded=upgraded[:2] if upgraded else None, torn=torn + size - end)
     if end < size:  # a torn last record
         try:
             os.truncate(path, end)
@@ -505,7 +508,11 @@ def done_ids(path: Path, id_column: str, header: list[str] | None = None) -> set
 
 
 def _not_ours(path: Path, where: str, what: str) -> BatchInputError:
-    return BatchInputError(f"{path}{where}: {what}", hint="is this the right output file?")
+    return BatchInputError(
+        f"{path}{where}: {what}",
+        hint="is this the right output file? To grade this input into it afresh, pass --force (which replaces it); "
+        "or write to another -o",
+    )
 
 
 def _lines(handle: BinaryIO, state: dict[str, int]) -> Iterator[str]:
@@ -518,13 +525,14 @@ def _lines(handle: BinaryIO, state: dict[str, int]) -> Iterator[str]:
         yield raw.decode("utf-8")
 
 
-def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[str], list[str]] | None:
+def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[str], list[str], int] | None:
     """An output of this input written by another version of grader (the input's columns the same, the grade's
     columns not: a field added to `Grade` since) is rewritten under this version's header, atomically, so
     `--resume` goes on instead of grading every row again: a column added is left empty, a column this
     version no longer writes is dropped (and named); a torn last record is left out, as `--resume` leaves it.
-    Returns (added, dropped), or None when there is nothing to rewrite (the same header, or not such a file:
-    `_csv_spans` then says what it is). Only the header is read when it is this version's."""
+    Returns (added, dropped, the bytes of a torn record left out), or None when there is nothing to rewrite
+    (the same header, or not such a file: `_csv_spans` then says what it is). Only the header is read when
+    it is this version's."""
     try:
         with path.open(encoding="utf-8", newline="") as text:
             columns = next(csv.reader(text), None)
@@ -539,7 +547,8 @@ def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[st
         return None
     try:
         with path.open("rb") as handle:
-            _, _, end = _csv_spans(handle, path, os.fstat(handle.fileno()).st_size, id_column, None, None)
+            size = os.fstat(handle.fileno()).st_size
+            _, _, end = _csv_spans(handle, path, size, id_column, None, None)
     except (OSError, GraderError):
         return None  # `_csv_spans` says what is wrong when resume reads it
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -572,7 +581,7 @@ def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[st
         Path(name).unlink(missing_ok=True)
         raise OutputError.of(path, exc) from None
     _sync_folder(path.parent)
-    return [c for c in header if c not in columns], [c for c in columns if c not in header]
+    return [c for c in header if c not in columns], [c for c in columns if c not in header], size - end
 
 
 def _csv_spans(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +25,19 @@ class _Notes(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         err_console.print(f"grader: note: {redact(record.getMessage())}", markup=False, highlight=False)
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    """`kill`, systemd or Kubernetes stopping a run (SIGTERM) stops it as Ctrl-C does: what is finished is
+    kept and the command says so (batch: how many rows, and `--resume`). Only this process gets the signal,
+    so its worker processes are sent the Ctrl-C a terminal would have sent them."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(child.pid, signal.SIGINT)
+    raise KeyboardInterrupt
 
 
 class _Group(TyperGroup):
@@ -43,6 +59,8 @@ class _Group(TyperGroup):
             retry_log.propagate = False
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminated)
         try:
             code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except UsageError as exc:

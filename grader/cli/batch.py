@@ -143,6 +143,12 @@ def batch(
                 f"with this version's columns ({'; '.join(changes)})",
                 markup=False,
             )
+        if resumed.torn:
+            err_console.print(
+                f"--resume: cut the last {counted(resumed.torn, 'byte')} off {output}: a record torn by a run stopped "
+                "mid-write (or one with no newline after it, which cannot be told from one); its row is graded again",
+                markup=False,
+            )
         if resumed.failed:
             err_console.print(
                 f"--resume: {resumed.failed} failed row(s) taken out of {output}, to be graded again", markup=False
