@@ -333,6 +333,11 @@ def test_a_keyboard_pass_stores_an_agreement_and_a_correction(tab, service):
     target.locator(f"input[name=covered][value='{tick}']").check()
     page.keyboard.press("Enter")
     expect(target.locator(".status")).to_have_text("saved: corrected to poor")
+    # the page has moved on to the next grade; the save is still said where the reviewer looks (trial O)
+    candidate = service.grades[ids[2]].get("candidate")
+    label = f"Q1 · {candidate}" if candidate else "Q1"
+    expect(page.locator("#last-save")).to_have_text(f"{label}: saved: corrected to poor")
+    expect(page.locator("#last-save")).to_be_in_viewport()
 
     stored = service.reviews()[before:]
     assert stored == [

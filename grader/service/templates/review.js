@@ -55,6 +55,16 @@
     if (event.persisted) location.reload();
   });
 
+  // The last save's status, also in a corner that stays in view: a save moves the page on to the next grade,
+  // and the item's own status (an error too) had scrolled away.
+  const lastSave = document.getElementById("last-save");
+  function announce(item, status) {
+    if (!lastSave) return;
+    lastSave.className = status.className;
+    lastSave.textContent = `${item.dataset.label}: ${status.textContent}`;
+    lastSave.hidden = false;
+  }
+
   async function send(item, agree) {
     if (item.dataset.saving) return; // a second key press while the first is on its way
     const form = item.querySelector("form.review");
@@ -98,6 +108,7 @@
       status.className = "status error";
       status.textContent = `not saved: ${error.message}`;
     } finally {
+      announce(item, status);
       delete item.dataset.saving;
     }
   }
