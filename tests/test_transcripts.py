@@ -725,6 +725,10 @@ def test_every_format_shows_what_the_json_has(matcher, rubric):
 
     page = to_html(card)
     assert "Small talk, not graded (1)" in page and "“Can you hear me okay?”" in page
+    # the turns not graded are both sides of the small talk (trial O: "4 turn(s) of small talk" beside 2 listed)
+    assert (
+        f"{card.skipped_turns} turns not graded (small talk, both sides of it, and talk outside any question)" in page
+    )
     assert "follow-up: “And why is that?”" in page
 
     from grader.cli.transcript import console, print_scorecard
