@@ -1198,7 +1198,8 @@ def test_resume_refuses_an_output_made_from_another_input_with_the_same_header(
     (line,) = result.stderr.strip().splitlines()
     assert re.fullmatch(
         rf"grader: error: {re.escape(str(out))}:\d+: is not an output of this input \(no row of "
-        rf"{re.escape(str(second))} has its id 'r2' with its question and answer\) \(is this the right output file\?\)",
+        rf"{re.escape(str(second))} has its id 'r2' with its question and answer\) \(is this the right output file\? "
+        r"To grade this input into it afresh, pass --force \(which replaces it\); or write to another -o\)",
         line,
     ), line
     assert out.read_bytes() == written

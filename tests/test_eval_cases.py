@@ -174,9 +174,10 @@ def test_reviews_asked_only_by_a_draft_are_noted_with_what_would_be_gamed(rubric
     drafted = rubric.with_questions(
         [q.model_copy(update={"key_points": [p.model_copy(update={"draft": True}) for p in q.key_points]})]
     )
+    filler = " ".join(f"word{i}" for i in range(30))  # not so short that its length asks for review too
     cases = [
-        EvalCase(id="p1", question=q.id, answer="alpha poor answer", label="poor"),
-        EvalCase(id="m1", question=q.id, answer="beta so-so answer", label="mediocre"),
+        EvalCase(id="p1", question=q.id, answer=f"alpha poor answer {filler}", label="poor"),
+        EvalCase(id="m1", question=q.id, answer=f"beta so-so answer {filler}", label="mediocre"),
     ]
 
     def respond(conversation: Conversation, request: GradeRequest) -> dict:
