@@ -1,10 +1,10 @@
 """Personal data in a text: e-mail addresses, URLs, phone numbers, and the placeholders `--redact` puts in
 their place ([EMAIL_1], [URL_1], [PHONE_1], [NAME_1]).
 
-One set of patterns for the two readers of it: the transcript redactor (`grader.transcripts.redact`), which
-replaces them before anything is sent, and the local backend's reading of an answer, which reads them as
-nothing, so that a redacted answer reads as the answer did (a placeholder is not content, and a contact
-detail says who wrote an answer, not what it knows).
+The transcript redactor (`grader.transcripts.redact`) replaces them before anything is sent; the local
+backend's reading of an answer reads the placeholders as nothing (`placeholder_spans`): a placeholder is not
+content, and "[PHONE_1]" had moved a grade. The contact details themselves are read as written: the patterns
+are loose enough to take "100 200 400 800" for a phone number, which in an answer is content.
 """
 
 from __future__ import annotations
@@ -35,15 +35,6 @@ def is_phone(text: str) -> bool:
     return 7 <= sum(c.isdigit() for c in text) <= 15 and not _NOT_PHONE.fullmatch(text.strip())
 
 
-def personal_spans(text: str) -> list[tuple[int, int]]:
-    """Where `text` holds an e-mail address, a URL, a phone number or a redaction placeholder: (start, end)
-    pairs, sorted, overlapping ones merged."""
-    found = [m.span() for pattern in (PLACEHOLDER, EMAIL, URL) for m in pattern.finditer(text)]
-    found += [m.span() for m in PHONE.finditer(text) if is_phone(m.group(0))]
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(found):
-        if merged and start < merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
+def placeholder_spans(text: str) -> list[tuple[int, int]]:
+    """Where `text` holds a redaction placeholder ([PHONE_1]...): (start, end) pairs, in order."""
+    return [m.span() for m in PLACEHOLDER.finditer(text)]

@@ -470,7 +470,7 @@ def test_redaction_does_not_change_a_local_grade(name, matcher, rubric):
     assert grades(redact=True) == grades(redact=False)
 
 
-def test_contact_details_and_placeholders_read_as_nothing():
+def test_redaction_placeholders_read_as_nothing_and_contact_details_as_written():
     from grader.backends.local.reading import read
 
     said = (
@@ -478,10 +478,12 @@ def test_contact_details_and_placeholders_read_as_nothing():
     )
     redacted = Redactor().redact(said)
     assert "[PHONE_1]" in redacted and "[EMAIL_1]" in redacted and "[URL_1]" in redacted
-    assert read(redacted).text == read(said).text == "If it is bad I page on-call, the number is , or mail  (see )."
+    assert read(redacted).text == "If it is bad I page on-call, the number is , or mail  (see )."
+    # an answer with no placeholder reads as before: "100 200 400 800" is a backoff, whatever a phone pattern says
+    assert read(said).text == said and read("Back off 100 200 400 800 ms.").text == "Back off 100 200 400 800 ms."
     # evidence is still quoted as written
-    reading = read(said)
-    assert reading.source(Span(reading.text, 0, len(reading.text))).text == said
+    reading = read(redacted)
+    assert reading.source(Span(reading.text, 0, len(reading.text))).text == redacted
 
 
 def test_redacted_originals_never_reach_the_backend_and_the_report_restores_them(matcher, rubric):

@@ -62,17 +62,16 @@ _IDENTITY = re.compile(
 )
 
 
-#: Part of the local backend's cache key beside READING_VERSION: 1 reads personal data as nothing.
+#: Part of the local backend's cache key beside READING_VERSION: 1 reads redaction placeholders as nothing.
 PERSONAL_VERSION = 1
 
 
 def identity_lines(answer: str) -> list[tuple[int, int]]:
     """The stretches of `answer` that only say who is answering or are courtesy: whole sentences (or
     lines), each with the space after it (or, at the very end, the space before it); and, inside the other
-    sentences, e-mail addresses, URLs, phone numbers and `--redact`'s placeholders (`grader.personal`): a
-    redacted answer ("call me on [PHONE_1]") reads as the answer did ("call me on 415-555-0134"), where a
-    placeholder had turned a great transcript answer poor on a red flag. Sorted, not overlapping."""
-    from grader.personal import personal_spans
+    sentences, `--redact`'s placeholders (`grader.personal`): "call me on [PHONE_1]" reads "call me on ", where
+    a placeholder had turned a great transcript answer poor on a red flag. Sorted, not overlapping."""
+    from grader.personal import placeholder_spans
 
     out = []
     for s in sentences(answer):
@@ -85,7 +84,7 @@ def identity_lines(answer: str) -> list[tuple[int, int]]:
             while start > 0 and answer[start - 1].isspace():
                 start -= 1
         out.append((start, end))
-    if not (inline := personal_spans(answer)):
+    if not (inline := placeholder_spans(answer)):
         return out
     merged: list[tuple[int, int]] = []
     for start, end in sorted([*out, *inline]):
