@@ -164,8 +164,10 @@ class _GaveUp(Exception):
 
 def cache_key(backend_key: str, request: GradeRequest) -> str:
     """The one grade-cache key: the backend's configuration (model, prompts or rule parameters), the
-    question's fingerprint, the exemplars shown, the Grade's fields, the sample and its sampling settings, the
-    answer, and the reviewed answers shown with it."""
+    question's fingerprint, the exemplars shown, the sample and its sampling settings, the answer, and the
+    reviewed answers shown with it. Not the Grade's fields: the key is also a Batch API request's custom_id,
+    and a field added with a default must neither orphan a submitted batch nor pay for every cached grade
+    again (a grade cached before `red_flag_evidence` has none)."""
     digest = _question_digest(backend_key, request.question.fingerprint(), request.reference_answers).copy()
     tail = [request.sample, request.sampling.key(), request.answer]
     if request.reviewed:
@@ -174,15 +176,10 @@ def cache_key(backend_key: str, request: GradeRequest) -> str:
     return digest.hexdigest()
 
 
-#: The Grade's fields, part of every key: a grade cached before a field was added is graded afresh, not
-#: served without it.
-_CONTRACT = list(Grade.model_fields)
-
-
 @functools.lru_cache(maxsize=1024)
 def _question_digest(backend_key: str, fingerprint: str, exemplars: tuple[tuple[str, str], ...]) -> Any:
     """The key's hash state over what every answer to one question shares, computed once per question."""
-    blob = json.dumps([backend_key, fingerprint, [list(e) for e in exemplars], _CONTRACT], ensure_ascii=False)
+    blob = json.dumps([backend_key, fingerprint, [list(e) for e in exemplars]], ensure_ascii=False)
     return hashlib.sha256(blob.encode() + b"\0")
 
 
