@@ -714,6 +714,39 @@ def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env
     assert again[3:] == graded[3:]
 
 
+def test_an_earlier_versions_csv_of_another_input_is_refused_untouched_and_a_torn_character_is_cut(
+    tmp_path, server_env, rubric
+):
+    """Review: the upgrade rewrote (and dropped columns of) a file before checking its rows were this input's,
+    and a record torn inside a character stopped it with an internal error and a temporary file left."""
+    source = write_jsonl(tmp_path / "in.jsonl", answers(3, rubric))
+    other = write_jsonl(tmp_path / "other.jsonl", answers(3, rubric, prefix="x"))
+    out = tmp_path / "out.csv"
+    with LoopbackLLM() as server:
+        server_env(server)
+        assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
+        with out.open(encoding="utf-8", newline="") as handle:
+            graded = list(csv.DictReader(handle, strict=True))
+        older = [c for c in graded[0] if c != "red_flag_evidence"]
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(older)
+        writer.writerows([[r[c] for c in older] for r in graded[:2]])
+        old = buffer.getvalue().encode("utf-8")
+
+        out.write_bytes(old)
+        refused = batch(str(other), "-o", str(out), "--resume", "--workers", "1", "--no-cache")
+        assert refused.exit_code == 13 and "is not an output of this input" in refused.stderr
+        assert out.read_bytes() == old  # nothing rewritten
+
+        out.write_bytes(old + "r2,1,Répon".encode()[:-2] + "é".encode()[:1])  # torn inside the é
+        resumed = batch(str(source), "-o", str(out), "--resume", "--workers", "1", "--no-cache")
+        assert resumed.exit_code == 0, resumed.output
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    with out.open(encoding="utf-8", newline="") as handle:
+        assert [r["id"] for r in csv.DictReader(handle, strict=True)] == ["r0", "r1", "r2"]
+
+
 def test_resume_refuses_a_csv_with_another_header(tmp_path, server_env, rubric):
     source = write_jsonl(tmp_path / "in.jsonl", answers(3, rubric))
     out = tmp_path / "out.csv"

@@ -471,7 +471,7 @@ def resume_output(path: Path, id_column: str, header: list[str] | None = None, o
     if not path.exists() or not stat.S_ISREG(path.stat().st_mode):
         return Resumed()  # nothing yet, or a device (/dev/null): nothing to read back
     fmt = output_format(path)
-    upgraded = _upgrade_csv(path, header, id_column) if fmt == "csv" and header is not None else None
+    upgraded = _upgrade_csv(path, header, id_column, origin) if fmt == "csv" and header is not None else None
     torn = upgraded[2] if upgraded else 0
     try:
         with path.open("rb") as handle:
@@ -525,7 +525,9 @@ def _lines(handle: BinaryIO, state: dict[str, int]) -> Iterator[str]:
         yield raw.decode("utf-8")
 
 
-def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[str], list[str], int] | None:
+def _upgrade_csv(
+    path: Path, header: list[str], id_column: str, origin: Origin | None
+) -> tuple[list[str], list[str], int] | None:
     """An output of this input written by another version of grader (the input's columns the same, the grade's
     columns not: a field added to `Grade` since) is rewritten under this version's header, atomically, so
     `--resume` goes on instead of grading every row again: a column added is left empty, a column this
@@ -534,12 +536,13 @@ def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[st
     (the same header, or not such a file: `_csv_spans` then says what it is). Only the header is read when
     it is this version's."""
     try:
-        with path.open(encoding="utf-8", newline="") as text:
-            columns = next(csv.reader(text), None)
+        with path.open("rb") as handle:  # line by line: a torn character further on is no concern here
+            columns = next(csv.reader(_lines(handle, {"pos": 0, "ended": 1, "line": 0}), strict=True), None)
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
     if not columns or columns == header:
         return None
+    bom = "\ufeff" if columns[0].startswith("\ufeff") else ""
     columns[0] = columns[0].removeprefix("\ufeff")
     inputs = header[: len(header) - len(column_names([]))]
     ours = "tier" in {c.removeprefix(PREFIX) for c in columns[len(inputs) :]}
@@ -548,7 +551,8 @@ def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[st
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            _, _, end = _csv_spans(handle, path, size, id_column, None, None)
+            # every row this input's, before anything is rewritten: another input's output is refused as it is
+            _, _, end = _csv_spans(handle, path, size, id_column, None, origin)
     except (OSError, GraderError):
         return None  # `_csv_spans` says what is wrong when resume reads it
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -563,11 +567,12 @@ def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[st
             state = {"pos": 0, "ended": 1, "line": 0}
             records = csv.reader(_lines(source, state), strict=True)
             next(records)  # the old header
+            out.write(bom)
             writer.writerow(header)
             while True:
                 try:
                     fields = next(records)
-                except (StopIteration, csv.Error):  # the end, or a record torn inside its quotes
+                except (StopIteration, csv.Error, UnicodeDecodeError):  # the end, or torn inside quotes or a character
                     break
                 if state["pos"] > end:
                     break  # the torn last record
@@ -577,9 +582,11 @@ def _upgrade_csv(path: Path, header: list[str], id_column: str) -> tuple[list[st
             out.flush()
             os.fsync(out.fileno())
         os.replace(name, path)
-    except OSError as exc:
-        Path(name).unlink(missing_ok=True)
-        raise OutputError.of(path, exc) from None
+    except BaseException as exc:
+        Path(name).unlink(missing_ok=True)  # whatever stopped it (Ctrl-C too): no temporary file left behind
+        if isinstance(exc, OSError):
+            raise OutputError.of(path, exc) from None
+        raise
     _sync_folder(path.parent)
     return [c for c in header if c not in columns], [c for c in columns if c not in header], size - end
 
