@@ -15,6 +15,7 @@ from grader.cli import app
 from grader.grading.contract import CoveredPoint, Grade, Tier
 from grader.rubric import load_rubric
 from grader.service.store import TOKEN_PREFIX, Store
+from tests.support.service import Server
 
 runner = CliRunner()
 Q1 = load_rubric().questions[0]
@@ -104,6 +105,18 @@ def _reviewed_db(tmp_path):
     store.add_review("g3", "bob", Tier.mediocre, None, None, None)
     store.close()
     return db, answers
+
+
+def test_serve_stopped_by_sigterm_ends_by_that_signal_as_servers_do(tmp_path):
+    """The one-shot commands treat SIGTERM as Ctrl-C (exit 130); a server stopped by `systemctl stop` shuts
+    down and ends by the signal, as systemd expects of a service (review)."""
+    import signal
+
+    server = Server(tmp_path / "s.sqlite", backend="nearest").start()
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == -signal.SIGTERM
+    assert "interrupted" not in server.log()
 
 
 def test_calibrate_reads_the_reviews_from_the_database_as_interviewer_grades(tmp_path):

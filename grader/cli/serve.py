@@ -57,7 +57,13 @@ def serve(
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Serve the HTTP API (/v1, /docs) and the review pages (/review, /) until interrupted."""
+    import signal
+
     import uvicorn
+
+    # A server stopped by SIGTERM (systemctl stop) ends as servers do, by that signal (status 143), after
+    # uvicorn's graceful shutdown: not as the one-shot commands' Ctrl-C (`grader.cli._terminated`).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     from grader.service.app import Service, Settings, create_app
 
