@@ -296,6 +296,19 @@ def test_overlapping_quotes_are_each_marked_whole():
     ]
 
 
+def test_the_pages_fit_a_phone_without_scrolling_sideways(tab, service):
+    """Trial O: at 420 px the header's Log out was cut off and the page scrolled sideways."""
+    page = tab.page
+    log_in(page, service)
+    page.set_viewport_size({"width": 420, "height": 900})
+    for path in ("/review", "/"):
+        page.goto(service.url + path)
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 420, (path, wide)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "narrow.png"))
+
+
 # --- reviewing with the keyboard ---------------------------------------------------------------------
 
 
