@@ -565,6 +565,22 @@ def test_checklist_batch_through_a_real_server_groups_requests_by_question(tmp_p
     assert "from the server's prefix cache" in result.stdout
 
 
+def test_exporting_the_rest_of_an_output_waits_for_no_run_writing_it(tmp_path, server_env, rubric):
+    """Review: `--export-requests --resume` repairs the output it reads (a torn record cut) without the lock
+    a run appending to it holds, so that run's rows could go to a replaced file."""
+    import fcntl
+
+    source = write_jsonl(tmp_path / "in.jsonl", answers(3, rubric))
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "r0", "torn', encoding="utf-8")
+    with (tmp_path / "out.jsonl.lock").open("w") as held, LoopbackLLM() as server:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        server_env(server)
+        result = batch(str(source), "-o", str(out), "--resume", "--export-requests", str(tmp_path / "requests.jsonl"))
+    assert result.exit_code == 16, result.output
+    assert out.read_text(encoding="utf-8") == '{"id": "r0", "torn'  # left as the other run has it
+
+
 def test_a_per_item_checklist_cannot_go_through_the_batch_api(tmp_path, server_env, rubric):
     source = write_jsonl(tmp_path / "in.jsonl", answers(2, rubric))
     with LoopbackLLM() as server:

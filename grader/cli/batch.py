@@ -113,8 +113,11 @@ def batch(
     if resume and force:
         raise UsageError("--resume and --force contradict each other")
 
-    # One run per output, from before it is read (--resume) to the last worker's last line.
-    lock: AbstractContextManager[object] = OutputLock(output) if export_requests_to is None else nullcontext()
+    # One run per output, from before it is read (--resume) to the last worker's last line. Exporting requests
+    # writes no grade, but with --resume it reads the output and may repair it (a torn record, failed rows,
+    # an earlier version's columns): not under a run that is appending to it.
+    locked = export_requests_to is None or resume
+    lock: AbstractContextManager[object] = OutputLock(output) if locked else nullcontext()
     with lock:
         found = scan(source, columns, fingerprints=resume)
         if found.problems:
