@@ -23,6 +23,7 @@ import stat
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -555,39 +556,23 @@ def _upgrade_csv(
             _, _, end = _csv_spans(handle, path, size, id_column, None, origin)
     except (OSError, GraderError):
         return None  # `_csv_spans` says what is wrong when resume reads it
-    mode = stat.S_IMODE(path.stat().st_mode)
-    try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError.of(path.parent, exc) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out, path.open("rb") as source:
-            os.fchmod(out.fileno(), mode)
-            writer = csv.writer(out, lineterminator="\n")
-            state = {"pos": 0, "ended": 1, "line": 0}
-            records = csv.reader(_lines(source, state), strict=True)
-            next(records)  # the old header
-            out.write(bom)
-            writer.writerow(header)
-            while True:
-                try:
-                    fields = next(records)
-                except (StopIteration, csv.Error, UnicodeDecodeError):  # the end, or torn inside quotes or a character
-                    break
-                if state["pos"] > end:
-                    break  # the torn last record
-                if fields:  # a blank line is left out
-                    cells = dict(zip(columns, fields, strict=True))
-                    writer.writerow([cells.get(column, "") for column in header])
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, path)
-    except BaseException as exc:
-        Path(name).unlink(missing_ok=True)  # whatever stopped it (Ctrl-C too): no temporary file left behind
-        if isinstance(exc, OSError):
-            raise OutputError.of(path, exc) from None
-        raise
-    _sync_folder(path.parent)
+    with _replacing(path, text=True) as out, path.open("rb") as source:
+        writer = csv.writer(out, lineterminator="\n")
+        state = {"pos": 0, "ended": 1, "line": 0}
+        records = csv.reader(_lines(source, state), strict=True)
+        next(records)  # the old header
+        out.write(bom)
+        writer.writerow(header)
+        while True:
+            try:
+                fields = next(records)
+            except (StopIteration, csv.Error, UnicodeDecodeError):  # the end, or torn inside quotes or a character
+                break
+            if state["pos"] > end:
+                break  # the torn last record
+            if fields:  # a blank line is left out
+                cells = dict(zip(columns, fields, strict=True))
+                writer.writerow([cells.get(column, "") for column in header])
     return [c for c in header if c not in columns], [c for c in columns if c not in header], size - end
 
 
@@ -703,29 +688,40 @@ def _outcome_of(
 
 
 def _rewrite(path: Path, spans: list[tuple[int, int]]) -> None:
-    """Replace the file by the given byte ranges of itself, atomically: a temporary file in the same
-    folder, flushed to disk, then renamed over it (a crash leaves the old file or the new, never half)."""
+    """Replace the file by the given byte ranges of itself, atomically (`_replacing`)."""
+    with _replacing(path) as out, path.open("rb") as source:
+        for start, end in spans:
+            source.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = source.read(min(left, 1 << 20))
+                out.write(chunk)
+                left -= len(chunk)
+
+
+@contextmanager
+def _replacing(path: Path, *, text: bool = False) -> Iterator[IO[Any]]:
+    """A new content for `path`, written to a temporary file in the same folder (its mode `path`'s), flushed
+    to disk and renamed over it when the block ends: a crash leaves the old file or the new, never half.
+    Whatever stops the block (an error, Ctrl-C) removes the temporary file; the system's errors are
+    `OutputError` naming the file."""
     mode = stat.S_IMODE(path.stat().st_mode)
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise OutputError.of(path.parent, exc) from None
     try:
-        with os.fdopen(fd, "wb") as out, path.open("rb") as source:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), mode)
-            for start, end in spans:
-                source.seek(start)
-                left = end - start
-                while left > 0:
-                    chunk = source.read(min(left, 1 << 20))
-                    out.write(chunk)
-                    left -= len(chunk)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(name, path)
-    except OSError as exc:
+    except BaseException as exc:
         Path(name).unlink(missing_ok=True)
-        raise OutputError.of(path, exc) from None
+        if isinstance(exc, OSError):
+            raise OutputError.of(path, exc) from None
+        raise
     _sync_folder(path.parent)
 
 
