@@ -690,6 +690,17 @@ def test_resume_after_a_csv_cut_inside_a_quoted_answer_through_the_cli(tmp_path,
             assert sorted(again, key=lambda r: r["id"]) == sorted(graded, key=lambda r: r["id"])
 
 
+def _as_an_earlier_version_wrote(rows: list[dict[str, str]], also: str | None = None) -> str:
+    """`rows` of a CSV output as the version before `red_flag_evidence` wrote them: without that column, and
+    with a column of its own (`also`, cells "x") that this version no longer writes."""
+    older = [c for c in rows[0] if c != "red_flag_evidence"] + ([also] if also else [])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(older)
+    writer.writerows([[r.get(c, "x") for c in older] for r in rows])
+    return buffer.getvalue()
+
+
 def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env, rubric):
     """A run killed, grader upgraded (a field added to Grade since), the run resumed: the rows already graded
     are kept under this version's columns, and only the rest are graded."""
@@ -702,12 +713,7 @@ def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env
             graded = list(csv.DictReader(handle, strict=True))
         header = list(graded[0])
         # what the version before `red_flag_evidence` wrote, killed after three rows and a torn fourth
-        older = [c for c in header if c != "red_flag_evidence"] + ["retired_field"]
-        buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(older)
-        writer.writerows([[r.get(c, "x") for c in older] for r in graded[:3]])
-        torn = buffer.getvalue() + 'r3,1,"Answer 3\nwith a second line'  # cut inside its quotes
+        torn = _as_an_earlier_version_wrote(graded[:3], also="retired_field") + 'r3,1,"Answer 3\nwith a second line'
         out.write_text(torn, encoding="utf-8")
         calls = server.calls
 
@@ -743,12 +749,7 @@ def test_an_earlier_versions_csv_of_another_input_is_refused_untouched_and_a_tor
         assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
         with out.open(encoding="utf-8", newline="") as handle:
             graded = list(csv.DictReader(handle, strict=True))
-        older = [c for c in graded[0] if c != "red_flag_evidence"]
-        buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(older)
-        writer.writerows([[r[c] for c in older] for r in graded[:2]])
-        old = buffer.getvalue().encode("utf-8")
+        old = _as_an_earlier_version_wrote(graded[:2]).encode("utf-8")
 
         out.write_bytes(old)
         refused = batch(str(other), "-o", str(out), "--resume", "--workers", "1", "--no-cache")
