@@ -135,6 +135,12 @@ def words(text: str) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
+def _reference_words(text: str) -> int:
+    """A reference's words, counted once: every grade of a question compares its answer with the same texts."""
+    return words(text)
+
+
+@functools.lru_cache(maxsize=1024)
 def _reference_runs(text: str) -> frozenset[tuple[str, ...]]:
     """A reference's runs, read once: every grade of a question compares its answer with the same texts."""
     return frozenset(_runs(text))
@@ -168,7 +174,7 @@ def apply_review_policy(
         what = f"the {tier} reference" if alone else f"the references (the {tier} one most)"
         reasons.append(f"{percent}% of the answer is {what} it was graded with, word for word")
     if answer is not None and grade.tier is not Tier.poor and shown_refs:
-        shortest = min(words(text) for _, text in shown_refs)
+        shortest = min(_reference_words(text) for _, text in shown_refs)
         if (length := words(answer)) < SHORT_SHARE * shortest:
             reasons.append(
                 f"graded {grade.tier.value} on {length} word{'' if length == 1 else 's'}, under a quarter of the "
