@@ -278,6 +278,9 @@ def test_checklist_grade_through_the_openai_api_shape(api, make_backend, q1):
     assert grade.usage.prompt_tokens == 1412 and grade.usage.cached_tokens == 1280
     assert grade.usage.completion_tokens == 71
     assert "Mediocre by the checklist rule" in grade.justification
+    missed = [p.id for p in q1.key_points if p.id not in {"q01.gather-evidence", "q01.reproduce"}]
+    assert grade.missed_points == missed and f"Misses 6: {', '.join(missed)}." in grade.justification
+    assert not any(p.text.rstrip(".") in grade.justification for p in q1.key_points)  # named, not restated
     assert not grade.needs_review
 
 

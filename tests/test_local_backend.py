@@ -64,6 +64,9 @@ def test_great_reference_of_another_phrasing_covers_points_with_verbatim_evidenc
     assert result.tier.value == "great"
     assert set(result.missed_points).isdisjoint(covered)
     assert set(result.missed_points) | covered == set(q1.point_ids)
+    # The missed points are named by id, not restated: every view lists their texts (trial O #17).
+    assert f"Misses {len(result.missed_points)}: {', '.join(result.missed_points)}." in result.justification
+    assert not any(p.text.rstrip(".") in result.justification for p in q1.key_points)
 
 
 def test_red_flags_are_detected(local, rubric):

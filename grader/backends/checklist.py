@@ -391,8 +391,8 @@ def _justify(tier: Tier, verdicts: Sequence[Verdict], rule: ChecklistRule) -> st
     elif n:
         parts.append(f"Covers none of the {n} key points.")
     missed = [v for v in points if v not in covered]
-    if missed:
-        parts.append("Misses: " + "; ".join(f"{v.item.id} ({v.item.text.rstrip('.')})" for v in missed) + ".")
+    if missed and covered:  # by id: every view lists the points' texts (and "covers none" names them all)
+        parts.append(f"Misses {len(missed)}: {', '.join(v.item.id for v in missed)}.")
     if flags:
         parts.append("Shows red flag(s): " + "; ".join(f"{v.item.id} ({v.item.text.rstrip('.')})" for v in flags) + ".")
     why = {

@@ -67,8 +67,11 @@ FIRST_BATCH_ANSWERS = 16
 #: great reference made to say the opposite has 5 to 10, while on the dev half the 6 answers the share
 #: alone flagged said what they seemed to in 1 to 3 ("I don't touch anything yet", "never raw string SQL").
 NEGATED_MIN_SENTENCES = 4
+
 #: Shuffled words are only looked for from 40 words on: a shorter salad has too few words to match much.
 ORDER_MIN_WORDS = 40
+#: Part of the cache key: how the justification is worded (2: missed points named by id, not restated).
+JUSTIFICATION_VERSION = 2
 #: Learning from reviews (`learn_from_reviews`): a reviewed answer at cosine s to the answer votes for its
 #: human tier with weight exp((s - 1) / NEIGHBOUR_TAU), and the rule's tier probabilities count as
 #: NEIGHBOUR_PRIOR votes, so a neighbour at cosine 0.77 weighs as much as the rule and one at 0.9 about
@@ -218,6 +221,7 @@ class LocalBackend(Backend):
         return (
             f"{super().cache_key()}:rule={self.rule.fingerprint}:contrast={contrast}:order={order}:learn={learn}"
             f":reading={READING_VERSION}.{PERSONAL_VERSION}:negations={NEGATED_MIN_SENTENCES}:quotes={QUOTES_VERSION}"
+            f":justification={JUSTIFICATION_VERSION}"
         )
 
     @property
@@ -615,7 +619,6 @@ def _justify(
     guard_reason: str | None,
     reviewed: tuple[Reviewed, ...] = (),
 ) -> str:
-    texts = {p.id: p.text for p in [*q.key_points, *q.red_flags]}
     n = len(q.key_points)
     parts = []
     if guard_reason:
@@ -627,8 +630,8 @@ def _justify(
         parts.append(f"Covers {len(covered)} of {n} key points: {listed}.")
     else:
         parts.append(f"Covers none of the {n} key points.")
-    if missed:
-        parts.append("Misses: " + "; ".join(f"{pid} ({texts[pid].rstrip('.')})" for pid in missed) + ".")
+    if missed and covered:  # by id: every view lists the points' texts (and "covers none" names them all)
+        parts.append(f"Misses {len(missed)}: {', '.join(missed)}.")
     if flags:
         shown = [
             f'{fid} ("{_clip(answer_spans[int(a.flags.best[k])].text)}")'
