@@ -690,15 +690,24 @@ def test_resume_after_a_csv_cut_inside_a_quoted_answer_through_the_cli(tmp_path,
             assert sorted(again, key=lambda r: r["id"]) == sorted(graded, key=lambda r: r["id"])
 
 
-def _as_an_earlier_version_wrote(rows: list[dict[str, str]], also: str | None = None) -> str:
-    """`rows` of a CSV output as the version before `red_flag_evidence` wrote them: without that column, and
-    with a column of its own (`also`, cells "x") that this version no longer writes."""
-    older = [c for c in rows[0] if c != "red_flag_evidence"] + ([also] if also else [])
+def _as_an_earlier_version_wrote(
+    rows: list[dict[str, str]], also: str | None = None, new: str = "red_flag_evidence"
+) -> str:
+    """`rows` of a CSV output as the version before `red_flag_evidence` wrote them: without that column (`new`:
+    `grade_red_flag_evidence` where an input column has its name), and with a column of its own (`also`,
+    cells "x") that this version no longer writes."""
+    older = [c for c in rows[0] if c != new] + ([also] if also else [])
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(older)
     writer.writerows([[r.get(c, "x") for c in older] for r in rows])
     return buffer.getvalue()
+
+
+def _regraded(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Rows graded again, comparable with their first grading: by id (they come in the order they finish),
+    without `usage` (the loopback server's prompt cache may be warm the second time: `cached_tokens`)."""
+    return [{k: v for k, v in r.items() if k != "usage"} for r in sorted(rows, key=lambda r: r["id"])]
 
 
 def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env, rubric):
@@ -710,7 +719,7 @@ def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env
         server_env(server)
         assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
         with out.open(encoding="utf-8", newline="") as handle:
-            graded = list(csv.DictReader(handle, strict=True))
+            graded = sorted(csv.DictReader(handle, strict=True), key=lambda r: int(r["id"][1:]))
         header = list(graded[0])
         # what the version before `red_flag_evidence` wrote, killed after three rows and a torn fourth
         torn = _as_an_earlier_version_wrote(graded[:3], also="retired_field") + 'r3,1,"Answer 3\nwith a second line'
@@ -731,9 +740,36 @@ def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env
     with out.open(encoding="utf-8", newline="") as handle:
         again = list(csv.DictReader(handle, strict=True))
     assert list(again[0]) == header
-    assert [r["id"] for r in again] == [f"r{i}" for i in range(5)]
+    assert [r["id"] for r in again[:3]] == ["r0", "r1", "r2"]
     assert again[:3] == [{**r, "red_flag_evidence": ""} for r in graded[:3]]
-    assert again[3:] == graded[3:]
+    assert _regraded(again[3:]) == _regraded(graded[3:])
+
+
+def test_an_earlier_versions_csv_is_upgraded_when_an_input_column_has_the_new_fields_name(tmp_path, server_env, rubric):
+    """Review B3: an input column named like the field added since (`red_flag_evidence`, not JSON) was read
+    as that field's column in the earlier version's file, which then was refused instead of upgraded."""
+    rows = [{**row, "red_flag_evidence": f"notes {i}, not JSON"} for i, row in enumerate(answers(4, rubric))]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.csv"
+    with LoopbackLLM() as server:
+        server_env(server)
+        assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
+        with out.open(encoding="utf-8", newline="") as handle:
+            graded = sorted(csv.DictReader(handle, strict=True), key=lambda r: int(r["id"][1:]))
+        assert "grade_red_flag_evidence" in graded[0]
+        out.write_text(_as_an_earlier_version_wrote(graded[:2], new="grade_red_flag_evidence"), encoding="utf-8")
+        calls = server.calls
+
+        resumed = batch(str(source), "-o", str(out), "--resume", "--workers", "1", "--no-cache")
+
+        assert resumed.exit_code == 0, resumed.output
+        assert server.calls - calls == 2  # r2 and r3 only
+    assert "(added grade_red_flag_evidence (empty in its rows))" in " ".join(resumed.stderr.split())
+    with out.open(encoding="utf-8", newline="") as handle:
+        again = list(csv.DictReader(handle, strict=True))
+    assert again[:2] == [{**r, "grade_red_flag_evidence": ""} for r in graded[:2]]
+    assert [r["red_flag_evidence"] for r in again] == [f"notes {i}, not JSON" for i in range(4)]
+    assert _regraded(again[2:]) == _regraded(graded[2:])
 
 
 def test_an_earlier_versions_csv_of_another_input_is_refused_untouched_and_a_torn_character_is_cut(
@@ -748,7 +784,7 @@ def test_an_earlier_versions_csv_of_another_input_is_refused_untouched_and_a_tor
         server_env(server)
         assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
         with out.open(encoding="utf-8", newline="") as handle:
-            graded = list(csv.DictReader(handle, strict=True))
+            graded = sorted(csv.DictReader(handle, strict=True), key=lambda r: int(r["id"][1:]))
         old = _as_an_earlier_version_wrote(graded[:2]).encode("utf-8")
 
         out.write_bytes(old)

@@ -22,7 +22,7 @@ import os
 import stat
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -553,7 +553,7 @@ def _upgrade_csv(
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             # every row this input's, before anything is rewritten: another input's output is refused as it is
-            _, _, end = _csv_spans(handle, path, size, id_column, None, origin)
+            _, _, end = _csv_spans(handle, path, size, id_column, None, origin, inputs=inputs)
     except (OSError, GraderError):
         return None  # `_csv_spans` says what is wrong when resume reads it
     with _replacing(path, text=True) as out, path.open("rb") as source:
@@ -577,12 +577,19 @@ def _upgrade_csv(
 
 
 def _csv_spans(
-    handle: BinaryIO, path: Path, size: int, id_column: str, header: list[str] | None, origin: Origin | None
+    handle: BinaryIO,
+    path: Path,
+    size: int,
+    id_column: str,
+    header: list[str] | None,
+    origin: Origin | None,
+    inputs: Collection[str] = (),
 ) -> tuple[int, list[_Span], int]:
     """The header's end, each whole record's byte span, and where the whole records end. The records are
     parsed by the csv module (strict), not split at newlines: a quoted answer holds newlines of its own.
     A record is whole when it parses and its newline follows it; anything else at the end of the file is
-    a torn write and is left out; anything else before the end means another program's file."""
+    a torn write and is left out; anything else before the end means another program's file. `inputs`
+    names the input's columns where the header cannot tell them (`decode_cells`)."""
     state = {"pos": 0, "ended": 1, "line": 0}
     reader = csv.reader(_lines(handle, state), strict=True)
     spans: list[_Span] = []
@@ -615,7 +622,7 @@ def _csv_spans(
             raise _not_ours(path, f":{line}", f"expected {len(columns)} fields, found {len(fields)}")
         else:
             try:
-                record = decode_cells(dict(zip(columns, fields, strict=True)))
+                record = decode_cells(dict(zip(columns, fields, strict=True)), inputs)
             except ValueError as exc:
                 raise _not_ours(path, f":{line}", str(exc)) from None
             spans.append(_Span(start, state["pos"], *_outcome_of(record, id_column, path, line, origin)))

@@ -21,7 +21,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -115,13 +115,16 @@ def _restored(cell: str) -> str:
     return cell
 
 
-def decode_cells(row: Mapping[str, str]) -> dict[str, Any]:
+def decode_cells(row: Mapping[str, str], inputs: Collection[str] = ()) -> dict[str, Any]:
     """A CSV row read back: every text cell with its formula quote taken off, and the outcome columns
     decoded to values (by each field's type); other columns stay text. An empty cell is None. A cell
-    that should hold JSON and does not raises ValueError naming the column."""
+    that should hold JSON and does not raises ValueError naming the column. An outcome's name among
+    `inputs`, the input's columns where the caller knows them, is an input column, whether or not the row
+    has the outcome's `grade_` column (a file an earlier version wrote lacks a field added since)."""
     out: dict[str, Any] = {k: _restored(v) if isinstance(v, str) else v for k, v in row.items()}
     for column, text_typed in _TEXT_COLUMNS.items():
-        name = PREFIX + column if PREFIX + column in row else column  # an unprefixed twin is an input column
+        # an unprefixed twin is an input column
+        name = PREFIX + column if PREFIX + column in row or column in inputs else column
         if name not in row:
             continue
         cell = out[name]
