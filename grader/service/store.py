@@ -45,6 +45,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.selectable import Subquery
 
 from grader.errors import DatabaseError, GraderError, UsageError
 from grader.grading.contract import Grade, GradeFailure, Outcome, Reviewed, Tier
@@ -326,12 +327,7 @@ class Store:
         """The stored grades of questions `rubric` does not have, counted by question id: a server started
         with another rubric than the one its grades were made by."""
         with self.session() as s:
-            counts = s.execute(
-                select(GradeRow.question_id, func.count())
-                .where(GradeRow.question_id.not_in([q.id for q in rubric.questions]))
-                .group_by(GradeRow.question_id)
-            ).all()
-        return {q: int(n) for q, n in counts if q is not None}
+            return _outside(s, [q.id for q in rubric.questions])
 
     def tokens(self) -> list[TokenRow]:
         with self.session() as s:
@@ -581,14 +577,8 @@ class Store:
                     rows = s.execute(first).all()
             total = count(s)
             start = count(s, _beside(_key(rows[0][0]), later=False)) if rows else total
-            retired = s.execute(
-                select(GradeRow.question_id, func.count())
-                .outerjoin(counts, counts.c.grade_id == GradeRow.id)
-                .where(*where, ~known)
-                .group_by(GradeRow.question_id)
-                .order_by(GradeRow.question_id)
-            ).all()
-        return QueuePage([(r, int(k)) for r, k in rows], total, start, {q: int(k) for q, k in retired})
+            retired = _outside(s, questions, *where, counts=counts)
+        return QueuePage([(r, int(k)) for r, k in rows], total, start, retired)
 
     def latest_reviews(self, grade_ids: Sequence[str]) -> dict[str, list[ReviewRow]]:
         """Each reviewer's latest review of each of these grades, the newest first: what the review page shows of
@@ -846,6 +836,22 @@ _QUEUE_ORDER_REVERSED = (
     GradeRow.created_at.desc(),
     GradeRow.id.desc(),
 )
+
+
+def _outside(
+    s: Session, questions: Sequence[str], *where: ColumnElement[bool], counts: Subquery | None = None
+) -> dict[str, int]:
+    """The grades (matching `where`, which may read the review `counts`) of questions not among `questions`,
+    counted by question id: a rubric's retired questions, whose grades no review can be saved for."""
+    query = select(GradeRow.question_id, func.count())
+    if counts is not None:
+        query = query.outerjoin(counts, counts.c.grade_id == GradeRow.id)
+    found = s.execute(
+        query.where(*where, GradeRow.question_id.not_in(list(questions)))
+        .group_by(GradeRow.question_id)
+        .order_by(GradeRow.question_id)
+    ).all()
+    return {q: int(n) for q, n in found if q is not None}
 
 
 @dataclass(frozen=True)
