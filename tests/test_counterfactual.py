@@ -15,7 +15,7 @@ from grader.eval.cases import EvalCase
 from grader.eval.counterfactual import NAME_FRAMES, NAME_SETS, PROBES, counterfactual_suite
 from grader.eval.report import check_thresholds, counterfactual_flips, summarize, to_html, to_markdown
 from grader.eval.runner import CaseResult
-from grader.eval.suites import answers_suite
+from grader.eval.suites import answers_suite, load, stories_suite
 from grader.grading.contract import FailureKind, Grade, GradeFailure, Tier
 
 #: What the dialect rules may insert, drop or swap: articles, copulas and auxiliaries, the particles of
@@ -107,6 +107,18 @@ def test_suite_is_deterministic_and_linked_to_its_answers():
     # rounds: the first answer of every question comes before any question's second answer
     first_questions = [c.question for c in bases[:10]]
     assert len(set(first_questions)) == 10
+
+
+def test_the_stories_answers_are_probed_against_their_own_rubric():
+    """`counterfactual-stories`: a second dev set for the probes, which no fit of the local rule reads."""
+    stories = stories_suite()
+    suite = load("counterfactual-stories")
+    assert suite.name == "counterfactual-stories" and suite.rubric == stories.rubric
+    bases = [c for c in suite.cases if c.kind == "base_answer"]
+    assert sorted(c.id for c in bases) == sorted(c.id for c in stories.cases)
+    probes = [c for c in suite.cases if c.kind == "counterfactual"]
+    assert len(probes) > 15 * len(bases) and {c.base for c in probes} == {c.id for c in bases}
+    assert {c.question for c in suite.cases} <= {q.id for q in stories.rubric}
 
 
 def _result(case_id: str, tier: str | None, *, probe: str | None = None, base: str | None = None, review=False):

@@ -46,7 +46,7 @@ def eval_(
             "--suite",
             "-s",
             help="answers, answers-dev, references, perturbations, adversarial, injections, counterfactual, "
-            "counterfactual-dev, stories-dev, saf-ua or saf-uq (repeat or comma-separate).",
+            "counterfactual-dev, counterfactual-stories, stories-dev, saf-ua or saf-uq (repeat or comma-separate).",
         ),
     ] = None,
     cases: Annotated[

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from grader.eval.cases import EvalCase, Suite
-from grader.eval.suites import answers_suite
+from grader.eval.suites import answers_suite, stories_suite
 
 ProbeKind = Literal["name", "pronoun", "dialect"]
 Sex = Literal["female", "male"]
@@ -315,13 +315,15 @@ PROBES: tuple[Probe, ...] = (
 
 
 def counterfactual_suite(split: str = "test") -> Suite:
-    """Every answer of one half of the `answers` suite (the test half by default; `dev` for tuning) as
+    """Every answer of one half of the `answers` suite (the test half by default; `dev` for tuning; or
+    `stories`, the stories-dev answers to their own rubric, which no fit reads) as
     written (kind `base_answer`) and once per probe that changes it (kind `counterfactual`, `base` and
     `group` the original's id, `meta.probe` and `meta.probe_kind`), with the original's label and hand
     annotations. Ordered in rounds (the first answer of every question, then the second...), each answer
     followed by its probes, so `--limit 210` is every question with every probe and an answer's probes
     are graded in the same batch as the answer."""
-    base = answers_suite(split)
+    base = stories_suite() if split == "stories" else answers_suite(split)
+    source = "The stories-dev answers" if split == "stories" else f"The answers suite's {split} half"
     by_question: dict[str, list[EvalCase]] = {}
     for case in base.cases:
         by_question.setdefault(case.question, []).append(case)
@@ -352,7 +354,7 @@ def counterfactual_suite(split: str = "test") -> Suite:
                 )
     return Suite(
         name="counterfactual" if split == "test" else f"counterfactual-{split}",
-        description=f"The answers suite's {split} half, each answer as written and rewritten with other names, "
+        description=f"{source}, each answer as written and rewritten with other names, "
         "pronouns and dialect markers that keep its content; a probe graded to another tier than its answer "
         "is a tier flip.",
         rubric=base.rubric,

@@ -10,7 +10,7 @@ hand-written cases in `evals/perturbations.yaml`. `saf-ua` and `saf-uq` are the 
 `evals/saf/`. `counterfactual` (and `counterfactual-dev`) rewrites the answers with other names, pronouns
 and dialect markers that keep their content (`grader.eval.counterfactual`). `stories-dev` is fresh answers
 to story questions of its own (`evals/stories/`: their references, hand-written rubric and answers), dev
-data for what is done with story questions.
+data for what is done with story questions; `counterfactual-stories` rewrites those the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ SUITES = (
     "injections",
     "counterfactual",
     "counterfactual-dev",
+    "counterfactual-stories",
     "stories-dev",
     "saf-ua",
     "saf-uq",
@@ -50,8 +51,9 @@ DEFAULT_SUITES = ("answers", "references", "perturbations", "adversarial", "inje
 RUBRIC_SUITES = ("references", "perturbations", "adversarial")
 #: What each split of the `answers` suite is for: fit and tune on dev; report test.
 ANSWER_SUITES = {"answers": "test", "answers-dev": "dev"}
-#: The same halves rewritten by the counterfactual probes.
-COUNTERFACTUAL_SUITES = {"counterfactual": "test", "counterfactual-dev": "dev"}
+#: The same halves rewritten by the counterfactual probes, and the stories-dev answers (a second dev set: no
+#: fit reads it).
+COUNTERFACTUAL_SUITES = {"counterfactual": "test", "counterfactual-dev": "dev", "counterfactual-stories": "stories"}
 
 FLUFF = (
     "I believe that communication is really important in any team and I always try my best. "
