@@ -67,7 +67,6 @@ FIRST_BATCH_ANSWERS = 16
 #: great reference made to say the opposite has 5 to 10, while on the dev half the 6 answers the share
 #: alone flagged said what they seemed to in 1 to 3 ("I don't touch anything yet", "never raw string SQL").
 NEGATED_MIN_SENTENCES = 4
-
 #: Shuffled words are only looked for from 40 words on: a shorter salad has too few words to match much.
 ORDER_MIN_WORDS = 40
 #: Part of the cache key: how the justification is worded (2: missed points named by id, not restated).
