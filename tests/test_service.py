@@ -309,6 +309,60 @@ def test_the_reviewer_is_the_tokens_name_whatever_the_body_says(api):
     assert stored == [("alice", "great"), ("bob", graded["tier"])]
 
 
+def test_a_hiring_system_reads_corrections_from_the_review_feed_and_each_grades_reviews(api):
+    """Trial P #1: a correction was invisible through the API (stored grades never change, and nothing listed
+    reviews), so the hiring system kept the model's tier while later grades learnt the person's."""
+    start = api.get("/v1/reviews", params={"after": 0, "limit": 1000})
+    assert start.status_code == 200, start.text
+    after = start.json()["next"]
+    while (more := api.get("/v1/reviews", params={"after": after, "limit": 1000}).json())["reviews"]:
+        after = more["next"]  # other tests' reviews: read to the end
+    graded = a_grade(api, uid("fed"), candidate="cand-feed")
+    other = "great" if graded["tier"] != "great" else "poor"
+    first = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": other, "note": "missed the rollback"}, api.bob)
+    agree = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": graded["tier"], "seen": first.json()["id"]})
+    assert first.status_code == agree.status_code == 201, (first.text, agree.text)
+
+    feed = api.get("/v1/reviews", params={"after": after}).json()
+    mine = [r for r in feed["reviews"] if r["grade_id"] == graded["id"]]
+    assert [(r["reviewer"], r["tier"], r["agrees"]) for r in mine] == [
+        ("bob", other, False),
+        ("alice", graded["tier"], True),
+    ]
+    assert mine[0]["model_tier"] == graded["tier"] and mine[0]["candidate"] == "cand-feed"
+    assert mine[0]["question_id"] == graded["question_id"] and mine[0]["note"] == "missed the rollback"
+    assert mine[0]["created_at"] == first.json()["created_at"] and mine[0]["created_at"].endswith(("Z", "+00:00"))
+    assert feed["next"] == feed["reviews"][-1]["id"] >= agree.json()["id"]
+    assert [r["id"] for r in feed["reviews"]] == sorted(r["id"] for r in feed["reviews"])
+    later = api.get("/v1/reviews", params={"after": feed["next"]}).json()
+    assert later == {"reviews": [], "next": feed["next"]}  # nothing new: the cursor stays
+    paged = api.get("/v1/reviews", params={"after": after, "limit": 1}).json()
+    assert len(paged["reviews"]) == 1 and paged["next"] == paged["reviews"][0]["id"]
+
+    listed = api.get(f"/v1/grades/{graded['id']}/reviews")
+    assert listed.status_code == 200 and listed.json() == mine
+    assert api.get(f"/v1/grades/{uid('none')}/reviews").status_code == 404
+    assert api.get(f"/v1/grades/{graded['id']}").json() == graded  # the grade itself is as the model gave it
+
+
+def test_seen_must_be_a_review_of_the_grade_reviewed(api):
+    """Trial P #2: another grade's review id, or none at all, was taken as `seen`, and `newer` then hid a
+    conflicting review."""
+    graded, elsewhere = a_grade(api, uid("seen")), a_grade(api, uid("seen-other"))
+    theirs = api.post("/v1/reviews", {"grade_id": elsewhere["id"], "tier": "poor"}, api.bob).json()["id"]
+    bobs = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": "poor"}, api.bob).json()["id"]
+    for seen in (theirs, bobs + 10_000):
+        refused = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": "great", "seen": seen})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"] == ["body", "seen"]
+        assert f"{seen} is no review of grade {graded['id']!r}" in refused.json()["detail"]
+    assert api.get(f"/v1/grades/{graded['id']}/reviews").json()[-1]["id"] == bobs  # nothing saved
+    fresh = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": "great", "seen": 0})
+    assert fresh.status_code == 201 and [n["id"] for n in fresh.json()["newer"]] == [bobs]
+    after = api.post("/v1/reviews", {"grade_id": graded["id"], "tier": "great", "seen": bobs})
+    assert after.status_code == 201 and after.json()["newer"] == []
+
+
 # --- grades --------------------------------------------------------------------------------------------
 
 

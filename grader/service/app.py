@@ -18,10 +18,11 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Form, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Query, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
@@ -48,7 +49,9 @@ from grader.service.store import (
     NewGrade,
     NewKey,
     Principal,
+    ReviewRow,
     Store,
+    aware,
     conflict,
     differences,
     joined,
@@ -195,10 +198,33 @@ class ReviewOut(BaseModel):
     red_flags: list[str] | None
     note: str | None
     agrees: bool = Field(description="Whether the reviewer's tier is the model's.")
+    created_at: datetime
     newer: list[NewerReview] = Field(
         default_factory=list,
         description="Other reviewers' reviews made after the one given as `seen` (empty without `seen`).",
     )
+
+
+class ReviewRecord(BaseModel):
+    """A stored review, with the grade it reviews: what a hiring system reads to learn of corrections."""
+
+    id: int = Field(description="Reviews are numbered in the order they were saved.")
+    grade_id: str
+    candidate: str | None
+    question_id: str
+    reviewer: str
+    tier: Tier = Field(description="The reviewer's tier.")
+    model_tier: Tier | None = Field(description="The grade's tier, as the model gave it (stored grades never change).")
+    agrees: bool = Field(description="Whether the reviewer's tier is the model's.")
+    covered: list[str] | None = Field(description="Key-point ids the reviewer ticked (null: kept the model's).")
+    red_flags: list[str] | None = Field(description="Red-flag ids the reviewer saw (null: kept the model's).")
+    note: str | None
+    created_at: datetime
+
+
+class ReviewFeed(BaseModel):
+    reviews: list[ReviewRecord] = Field(description="Reviews with ids above `after`, oldest first.")
+    next: int = Field(description="`after` for the next call: the last review's id here (or `after` when none).")
 
 
 class ErrorOut(BaseModel):
@@ -763,6 +789,14 @@ def _install_api(app: FastAPI) -> None:
                         for i, x in unknown
                     ]
                 )
+        if body.seen and body.seen not in {r.id for r in service.store.reviews_of(row.id)}:
+            # Another grade's review, or none: `newer` would be wrong, and a conflict go unsaid.
+            raise invalid(
+                ("body", "seen"),
+                f"{body.seen} is no review of grade {row.id!r} (GET /v1/grades/{row.id}/reviews lists them; "
+                "0 when you were shown none)",
+                "unknown_review",
+            )
         covered, flags = (
             list(dict.fromkeys(ids)) if ids is not None else None for ids in (body.covered, body.red_flags)
         )
@@ -784,8 +818,33 @@ def _install_api(app: FastAPI) -> None:
             red_flags=flags,
             note=body.note,
             agrees=isinstance(model, Grade) and model.tier is body.tier,
+            created_at=aware(review.created_at),
             newer=newer,
         )
+
+    @app.get("/v1/reviews", tags=["reviews"], responses=ERRORS)
+    async def review_feed(
+        request: Request,
+        _who: Caller,
+        after: Annotated[int, Query(ge=0, description="The `next` of your last call (0: from the first).")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> ReviewFeed:
+        """Every review saved after the one numbered `after`, oldest first: poll it (keeping `next`) to learn
+        which grades people have corrected. Stored grades never change; a correction is a review."""
+        found = service_of(request).store.reviews_after(after, limit)
+        return ReviewFeed(reviews=[_record(r, g) for r, g in found], next=found[-1][0].id if found else after)
+
+    @app.get(
+        "/v1/grades/{grade_id}/reviews",
+        tags=["reviews"],
+        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such grade."}},
+    )
+    async def grade_reviews(grade_id: str, request: Request, _who: Caller) -> list[ReviewRecord]:
+        """A grade's reviews, oldest first (the last one's id is the `seen` of a review made after reading them)."""
+        store = service_of(request).store
+        if store.grade(grade_id) is None:
+            raise HTTPException(404, f"no grade {grade_id!r}")
+        return [_record(r, g) for r, g in store.reviews_after(0, 10_000, grade_id)]
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request, token: Annotated[str, Form()]) -> Response:
@@ -830,6 +889,25 @@ def _stored_json(row: GradeRow, *, status_code: int) -> Response:
     if outcome is None:
         raise HTTPException(404, f"no grade {row.id!r} yet (its batch is still grading)")
     return _outcome_json(outcome, row.id, row.candidate, status_code=status_code)
+
+
+def _record(review: ReviewRow, grade: GradeRow) -> ReviewRecord:
+    model = grade.result()
+    model_tier = model.tier if isinstance(model, Grade) else None
+    return ReviewRecord(
+        id=review.id,
+        grade_id=grade.id,
+        candidate=grade.candidate,
+        question_id=grade.question_id,
+        reviewer=review.reviewer,
+        tier=Tier(review.tier),
+        model_tier=model_tier,
+        agrees=model_tier is not None and model_tier.value == review.tier,
+        covered=review.covered,
+        red_flags=review.red_flags,
+        note=review.note,
+        created_at=aware(review.created_at),
+    )
 
 
 def _typed(item: StoredGrade | StoredFailure | dict[str, Any]) -> StoredGrade | StoredFailure:

@@ -366,7 +366,7 @@ class Store:
                 .join(SessionRow, SessionRow.token_id == TokenRow.id)
                 .where(SessionRow.digest == _digest(cookie), TokenRow.revoked_at.is_(None))
             ).first()
-        if row is None or _aware(row.expires_at) < _now():
+        if row is None or aware(row.expires_at) < _now():
             return None
         return Principal(row.id, row.name)
 
@@ -648,6 +648,16 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(ReviewRow).where(ReviewRow.grade_id == grade_id).order_by(ReviewRow.id)))
 
+    def reviews_after(self, after: int, limit: int, grade_id: str | None = None) -> list[tuple[ReviewRow, GradeRow]]:
+        """Reviews with ids above `after` (of one grade, or of every grade), oldest first, each with its grade:
+        the feed a hiring system polls to learn of corrections."""
+        query = select(ReviewRow, GradeRow).join(GradeRow, GradeRow.id == ReviewRow.grade_id)
+        if grade_id is not None:
+            query = query.where(ReviewRow.grade_id == grade_id)
+        with self.session() as s:
+            found = s.execute(query.where(ReviewRow.id > after).order_by(ReviewRow.id).limit(limit)).all()
+        return [(review, grade) for review, grade in found]
+
     def reviewed_grades(self) -> Iterator[ReviewedGrade]:
         """Every reviewer's latest review of each grade, joined with the grade: calibration's interviewer
         grades, and the reviewed answers later grades learn from. A review that keeps the model's points
@@ -793,7 +803,7 @@ def _set_outcome(row: GradeRow, outcome: Outcome) -> None:
         setattr(row, name, value)
 
 
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
