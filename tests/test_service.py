@@ -739,9 +739,11 @@ def test_batch_progress_is_committed_while_the_model_stalls(tmp_path):
                 assert rows_of(tmp_path / "db.sqlite", "select count(*) from grades where status = 'graded'") == [
                     (answered,)
                 ]
-                # A row still waiting for the model is no grade yet, and its id is taken.
+                # A row still waiting for the model is no grade yet (202, as its batch's results say: trial P
+                # #10, where a 404 read as "no such grade"), and its id is taken.
                 pending = api.get("/v1/grades/stall-9")
-                assert pending.status_code == 404 and "still grading" in pending.json()["detail"]
+                assert pending.status_code == 202, pending.text
+                assert pending.json() == {"id": "stall-9", "status": "pending", "candidate": None, "question_id": Q1.id}
                 taken = api.post("/v1/grades", rows[9])
                 assert taken.status_code == 409 and "still grading" in taken.json()["detail"]
                 lines = api.results(batch_id)

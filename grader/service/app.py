@@ -150,6 +150,15 @@ class StoredFailure(GradeFailure):
     candidate: str | None = None
 
 
+class Pending(BaseModel):
+    """A batch row not graded yet (`GET /v1/grades/{id}` answers it with 202, and a batch's results list it)."""
+
+    id: str
+    status: Literal["pending"] = "pending"
+    candidate: str | None = None
+    question_id: str
+
+
 class BatchIn(Body):
     rows: list[GradeIn] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
@@ -631,13 +640,21 @@ def _install_api(app: FastAPI) -> None:
     @app.get(
         "/v1/grades/{grade_id}",
         tags=["grades"],
-        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such grade, or its batch is still grading."}},
+        response_model=StoredGrade | StoredFailure,
+        responses={
+            **ERRORS,
+            202: {"model": Pending, "description": "A row of a batch still grading: ask again later."},
+            404: {"model": ErrorOut, "description": "No such grade."},
+        },
     )
-    async def get_grade(grade_id: str, request: Request, _who: Caller) -> StoredGrade | StoredFailure:
+    async def get_grade(grade_id: str, request: Request, _who: Caller) -> StoredGrade | StoredFailure | Response:
         row = service_of(request).store.grade(grade_id)
-        if row is None or row.status == "pending":
-            raise HTTPException(404, f"no grade {grade_id!r}" + (" yet (its batch is still grading)" if row else ""))
-        return _typed(stored(row))
+        if row is None:
+            raise HTTPException(404, f"no grade {grade_id!r}")
+        item = stored(row)
+        if isinstance(item, dict):  # pending: what the batch's results say of it, and "not yet"
+            return JSONResponse(Pending(**item).model_dump(mode="json"), 202)
+        return item
 
     @app.post(
         "/v1/batches",
@@ -908,12 +925,6 @@ def _record(review: ReviewRow, grade: GradeRow) -> ReviewRecord:
         note=review.note,
         created_at=aware(review.created_at),
     )
-
-
-def _typed(item: StoredGrade | StoredFailure | dict[str, Any]) -> StoredGrade | StoredFailure:
-    if isinstance(item, dict):
-        raise HTTPException(404, f"no grade {item['id']!r} yet (its batch is still grading)")
-    return item
 
 
 def _posted_before(store: Store, rows: list[dict[str, Any]], taken: dict[str, GradeRow]) -> str | None:
