@@ -405,20 +405,31 @@ def test_a_grade_without_an_id_gets_one(api):
     assert missing.status_code == 404 and "no-such-grade" in missing.json()["detail"]
 
 
-def test_an_unknown_question_is_404_with_the_closest_ids(api):
+def test_an_unknown_question_is_422_with_the_closest_ids(api):
+    """A 422 naming the field, as in a batch (trial P #5: it was a 404 here, which reads as no such endpoint)."""
     calls = api.llm.calls
     grade_id = uid("unknown-q")
     response = api.post(
         "/v1/grades", {"question": "debuging-a-production-isue", "answer": "I check logs.", "id": grade_id}
     )
-    assert response.status_code == 404, response.text
+    assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert "debuging-a-production-isue" in detail and Q1.id in detail
     unknown = api.post("/v1/grades", {"question": 999, "answer": "I check logs."})
-    assert unknown.status_code == 404
-    assert unknown.json()["detail"] == "question: unknown question '999' (GET /v1/questions lists them)"
+    assert unknown.status_code == 422
+    assert unknown.json() == {
+        "detail": "question: unknown question '999' (GET /v1/questions lists them)",
+        "errors": [
+            {
+                "loc": ["body", "question"],
+                "msg": "unknown question '999' (GET /v1/questions lists them)",
+                "type": "unknown_question",
+            }
+        ],
+    }
     batch = api.post("/v1/batches", {"rows": [{"question": 1, "answer": "fine"}, {"question": 999, "answer": "x"}]})
     assert batch.status_code == 422 and batch.json()["detail"].startswith("rows.1.question: unknown question")
+    assert [e["loc"] for e in batch.json()["errors"]] == [["body", "rows", 1, "question"]]
     assert api.llm.calls == calls
     assert rows_of(api.db, "select count(*) from grades where id = ?", grade_id) == [(0,)]
 
@@ -441,8 +452,12 @@ def test_an_empty_or_too_long_answer_is_422_with_a_clear_message(api, answer, me
     response = api.post("/v1/grades", {"question": 1, "answer": answer, "id": grade_id})
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
+    assert "--max-answer-chars" not in response.json()["detail"]  # the operator's setting: no help to a client
+    (error,) = response.json()["errors"]
+    assert error["loc"] == ["body", "answer"] and message.removeprefix("answer ") == error["msg"]
     batch = api.post("/v1/batches", {"rows": [{"question": 1, "answer": "fine"}, {"question": 1, "answer": answer}]})
     assert batch.status_code == 422 and f"rows.1.{message}" in batch.json()["detail"]  # the row, then the problem
+    assert [e["loc"] for e in batch.json()["errors"]] == [["body", "rows", 1, "answer"]]
     assert api.llm.calls == calls
     assert rows_of(api.db, "select count(*) from grades where id = ?", grade_id) == [(0,)]
 
@@ -956,6 +971,40 @@ def test_a_batch_names_every_problem_in_one_answer(api):
     assert detail.startswith("rows.0.question: unknown question")
     assert "rows.2.answer" in detail and "rows.4: id 'twice' is used twice in this batch (rows.3)" in detail
     assert f"rows.1.id: {stored!r} is already stored" in detail  # in the same answer, not a second round trip
+    # each problem for a program too (trial P #3), in the rows' order
+    assert [(e["loc"], e["type"]) for e in response.json()["errors"]] == [
+        (["body", "rows", 0, "question"], "unknown_question"),
+        (["body", "rows", 1, "id"], "id_taken"),
+        (["body", "rows", 2, "answer"], "empty_answer"),
+        (["body", "rows", 4, "id"], "duplicate_id"),
+    ]
+
+
+def test_a_batch_with_rows_of_the_wrong_type_names_the_other_rows_problems_too(api):
+    """Trial P #4: a row whose answer was no string hid every other row's problem until it was fixed."""
+    stored = a_grade(api, uid("taken"))["id"]
+    rows = [
+        {"question": "nope", "answer": "x"},
+        {"question": 1, "answer": 5},
+        {"question": 1, "answer": ""},
+        {"question": 1, "answer": "fine", "id": stored},
+        {"question": 1, "answer": "fine"},
+        {"question": 1},
+    ]
+    response = api.post("/v1/batches", {"rows": rows})
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["errors"]] == [
+        ["body", "rows", 0, "question"],
+        ["body", "rows", 1, "answer"],
+        ["body", "rows", 2, "answer"],
+        ["body", "rows", 3, "id"],
+        ["body", "rows", 5, "answer"],
+    ]
+    detail = response.json()["detail"]
+    assert detail.startswith("rows.0.question: unknown question 'nope'") and "rows.1.answer: Input should be" in detail
+    assert "rows.2.answer is empty" in detail and f"rows.3.id: {stored!r} is already stored" in detail
+    broken = api.post("/v1/batches", {"rows": "not a list"})  # nothing of the rows to go on: the type error alone
+    assert broken.status_code == 422 and [e["loc"] for e in broken.json()["errors"]] == [["body", "rows"]]
 
 
 def test_the_same_batch_posted_again_is_the_stored_batch(api):
@@ -1006,7 +1055,7 @@ def test_the_docs_work_offline_and_the_schema_says_what_errors_look_like(api):
     post = schema["paths"]["/v1/grades"]["post"]
     error = post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error.endswith("/ErrorOut") and "HTTPValidationError" not in json.dumps(schema)
-    assert {"401", "404", "409", "413", "422"} <= set(post["responses"])
+    assert {"401", "409", "413", "422"} <= set(post["responses"])
     assert list(schema["paths"]["/healthz"]) == ["get"]  # HEAD answers, but is no second operation
     question = schema["components"]["schemas"]["GradeIn"]["properties"]["question"]
     assert question["anyOf"] == [{"type": "string"}, {"type": "integer"}]
@@ -1035,6 +1084,9 @@ def test_a_grade_sent_again_with_its_idempotency_key_is_the_stored_grade(api):
     assert other.status_code == 422, other.text
     assert other.json()["detail"].startswith(f"Idempotency-Key {key!r} was sent before with another request")
     assert first.json()["id"] in other.json()["detail"]
+    assert [(e["loc"], e["type"]) for e in other.json()["errors"]] == [
+        (["header", "Idempotency-Key"], "idempotency_key_reused")
+    ]
 
     # Keys are each caller's own: bob's request with alice's key is his own.
     bobs = keyed(api, "/v1/grades", body, key, api.bob)

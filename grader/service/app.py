@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -253,6 +253,55 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request, found after its types were checked (an unknown question, an empty
+    answer, an id already stored): `loc`, `msg` and `type` as a 422's `errors` give pydantic's problems,
+    and the `line` its `detail` shows."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str
+    line: str
+
+    @classmethod
+    def of(cls, loc: tuple[str | int, ...], msg: str, kind: str) -> Problem:
+        return cls(loc, msg, kind, ".".join(str(p) for p in loc if p not in ("body", "header")) + f": {msg}")
+
+    @classmethod
+    def answer(cls, exc: GraderError, loc: tuple[str | int, ...], where: str) -> Problem:
+        """`check_answer`'s error, which names `where` itself: its message without the operator's hint (an API
+        client cannot raise the server's limit; the message says what it is)."""
+        msg = exc.message.removeprefix(where).removeprefix(":").strip()
+        return cls(loc, msg, exc.failure_kind.value, exc.message)
+
+    @classmethod
+    def unknown(cls, exc: UnknownQuestionError, loc: tuple[str | int, ...]) -> Problem:
+        return cls.of(loc, _unknown(exc), exc.failure_kind.value)
+
+    @property
+    def error(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class Rejected(Exception):
+    """A 422 of `Problem`s: every one in one answer."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__("; ".join(p.line for p in problems))
+        self.problems = list(problems)
+
+
+#: The most problems a 422's `detail` spells out (its `errors` has every one).
+DETAIL_LINES = 20
+
+
+def _unprocessable(lines: Sequence[str], errors: Sequence[dict[str, Any]]) -> JSONResponse:
+    more = f" (and {len(lines) - DETAIL_LINES} more)" if len(lines) > DETAIL_LINES else ""
+    detail = "; ".join(lines[:DETAIL_LINES]) + more
+    return JSONResponse({"detail": detail or "invalid request", "errors": list(errors)}, 422)
+
+
 class QuestionOut(BaseModel):
     id: str
     number: int
@@ -426,14 +475,22 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         return JSONResponse({"detail": detail}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # One readable line per problem, naming the field: `rows.3.answer: Field required`. The input is
         # not echoed: it can be megabytes, or a NaN that JSON cannot carry back.
-        problems = [_problem(e) for e in exc.errors()]
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
-        return JSONResponse({"detail": "; ".join(problems) or "invalid request", "errors": errors}, 422)
+        lines = [_problem(e) for e in exc.errors()]
+        if request.method == "POST" and request.url.path == "/v1/batches":
+            # The rows whose types were right are checked too, so one answer names every row to fix.
+            more = await _batch_problems(request, errors)
+            errors, lines = _by_row([*zip(errors, lines, strict=True), *((p.error, p.line) for p in more)])
+        return _unprocessable(lines, errors)
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_request: Request, exc: Rejected) -> JSONResponse:
+        return _unprocessable([p.line for p in exc.problems], [p.error for p in exc.problems])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -539,11 +596,11 @@ def _same_request(stored: KeyRow, key: NewKey, kind: str) -> None:
     """A key sent again must come with the request it was first sent with (the IETF draft's 422)."""
     if stored.kind != kind or stored.request != key.request:
         first = f"{stored.kind} {stored.target}"
-        raise HTTPException(
-            422,
+        msg = (
             f"Idempotency-Key {key.key!r} was sent before with another request, which made {first}; "
-            "a new request needs a new key",
+            "a new request needs a new key"
         )
+        raise Rejected([Problem(("header", "Idempotency-Key"), msg, "idempotency_key_reused", msg)])
 
 
 def stored(row: GradeRow) -> StoredGrade | StoredFailure | dict[str, Any]:
@@ -598,7 +655,6 @@ def _install_api(app: FastAPI) -> None:
         responses={
             **ERRORS,
             200: {"model": StoredGrade | StoredFailure, "description": "This id and answer were graded before."},
-            404: {"model": ErrorOut, "description": "No such question (the closest ids are named)."},
             409: {"model": ErrorOut, "description": "The id is stored for another answer, or is still grading."},
         },
     )
@@ -607,8 +663,14 @@ def _install_api(app: FastAPI) -> None:
         again returns the stored grade; if that was a failure (the model's server was down), it is graded
         again and the new outcome replaces it. An `Idempotency-Key` does the same for a request without an id."""
         service = service_of(request)
-        question = service.question(str(body.question))
-        check_answer(body.answer, max_chars=service.settings.max_answer_chars, where="answer")
+        try:
+            question = service.question(str(body.question))
+        except UnknownQuestionError as exc:
+            raise Rejected([Problem.unknown(exc, ("body", "question"))]) from None
+        try:
+            check_answer(body.answer, max_chars=service.settings.max_answer_chars, where="answer")
+        except GraderError as exc:
+            raise Rejected([Problem.answer(exc, ("body", "answer"), "answer")]) from None
         grade_id = body.id or _new_id("g_")
         known = body.id  # an id that may be stored already
         if key is not None:
@@ -627,7 +689,8 @@ def _install_api(app: FastAPI) -> None:
             retry = True  # a failure is no answer: grade it again
         graded = await service.engine.grade(Job(question, body.answer, tag=grade_id, where="answer"))
         if graded.source == "input" and isinstance(graded.outcome, GradeFailure):
-            raise HTTPException(422, graded.outcome.message)
+            failure = graded.outcome
+            raise Rejected([Problem.of(("body", "answer"), failure.message, failure.kind.value)])
         if retry:
             service.store.set_outcome(grade_id, graded.outcome)
             return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=200)
@@ -672,27 +735,7 @@ def _install_api(app: FastAPI) -> None:
         again (every row with its id, as before: say its 202 was lost) returns the stored batch, with 200; so
         does the same body sent again with the same `Idempotency-Key`, ids or not."""
         service = service_of(request)
-        rows: list[dict[str, Any]] = []
-        sent: list[list[str | None]] = []  # the rows as sent, for the idempotency key
-        problems: list[str] = []
-        seen: dict[str, int] = {}  # each id's first row
-        for i, item in enumerate(body.rows):
-            try:
-                question = service.question(str(item.question))
-            except UnknownQuestionError as exc:
-                problems.append(f"rows.{i}.question: {_unknown(exc)}")
-                continue
-            try:
-                check_answer(item.answer, max_chars=service.settings.max_answer_chars, where=f"rows.{i}.answer")
-            except GraderError as exc:
-                problems.append(str(exc))  # names rows.{i}.answer itself
-                continue
-            row_id = item.id or _new_id("g_")
-            if row_id in seen:
-                problems.append(f"rows.{i}: id {row_id!r} is used twice in this batch (rows.{seen[row_id]})")
-            seen.setdefault(row_id, i)
-            rows.append({"id": row_id, "question_id": question.id, "answer": item.answer, "candidate": item.candidate})
-            sent.append([question.id, item.answer, item.candidate, item.id])
+        rows, sent, problems, seen = _checked_rows(service, list(enumerate(body.rows)))
         new_key = NewKey.of(key, {"batch": sent}) if key is not None else None
         if new_key is not None and not problems and (known := service.store.idempotency_key(who.name, new_key.key)):
             _same_request(known, new_key, "batch")
@@ -703,12 +746,8 @@ def _install_api(app: FastAPI) -> None:
         if taken and not problems and (before := _posted_before(service.store, rows, taken)) is not None:
             response.status_code = 200
             return _batch_out(service, before)
-        if taken:
-            problems += [f"rows.{seen[i]}.id: {i!r} is already stored" for i in sorted(taken, key=seen.__getitem__)]
-        if problems:
-            raise HTTPException(
-                422, "; ".join(problems[:20]) + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else "")
-            )
+        if problems or taken:
+            raise Rejected(_by_row_problems([*problems, *_taken(taken, seen)]))
         batch_id = _new_id("b_")
         try:
             service.store.add_batch(batch_id, rows, who.name, key=new_key)
@@ -721,8 +760,7 @@ def _install_api(app: FastAPI) -> None:
             if (before := _posted_before(service.store, rows, taken)) is not None:
                 response.status_code = 200
                 return _batch_out(service, before)
-            ids = sorted(taken, key=seen.__getitem__)
-            raise HTTPException(422, "; ".join(f"rows.{seen[i]}.id: {i!r} is already stored" for i in ids)) from None
+            raise Rejected(_taken(taken, seen)) from None
         service.wake.set()
         return _batch_out(service, batch_id)
 
@@ -925,6 +963,78 @@ def _record(review: ReviewRow, grade: GradeRow) -> ReviewRecord:
         note=review.note,
         created_at=aware(review.created_at),
     )
+
+
+def _checked_rows(
+    service: Service, items: Sequence[tuple[int, GradeIn]]
+) -> tuple[list[dict[str, Any]], list[list[str | None]], list[Problem], dict[str, int]]:
+    """A batch's rows (each with its place in the body) checked: the rows to store, the rows as sent (for the
+    idempotency key), the problems of the rows, and each id's first place."""
+    rows: list[dict[str, Any]] = []
+    sent: list[list[str | None]] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, item in items:
+        try:
+            question = service.question(str(item.question))
+        except UnknownQuestionError as exc:
+            problems.append(Problem.unknown(exc, ("body", "rows", i, "question")))
+            continue
+        try:
+            check_answer(item.answer, max_chars=service.settings.max_answer_chars, where=f"rows.{i}.answer")
+        except GraderError as exc:
+            problems.append(Problem.answer(exc, ("body", "rows", i, "answer"), f"rows.{i}.answer"))
+            continue
+        row_id = item.id or _new_id("g_")
+        if row_id in seen:
+            msg = f"{row_id!r} is used twice in this batch (rows.{seen[row_id]})"
+            problems.append(Problem(("body", "rows", i, "id"), msg, "duplicate_id", f"rows.{i}: id {msg}"))
+        seen.setdefault(row_id, i)
+        rows.append({"id": row_id, "question_id": question.id, "answer": item.answer, "candidate": item.candidate})
+        sent.append([question.id, item.answer, item.candidate, item.id])
+    return rows, sent, problems, seen
+
+
+def _taken(taken: Collection[str], seen: dict[str, int]) -> list[Problem]:
+    """The rows whose ids are stored already, in the batch's order."""
+    ids = sorted(taken, key=seen.__getitem__)
+    return [Problem.of(("body", "rows", seen[i], "id"), f"{i!r} is already stored", "id_taken") for i in ids]
+
+
+def _row_of(loc: Sequence[Any]) -> int:
+    return loc[2] if len(loc) > 2 and loc[:2] == ["body", "rows"] and isinstance(loc[2], int) else -1
+
+
+def _by_row_problems(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: _row_of(list(p.loc)))  # stable: a row's problems in the order found
+
+
+def _by_row(found: list[tuple[dict[str, Any], str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    ordered = sorted(found, key=lambda pair: _row_of(pair[0]["loc"]))
+    return [e for e, _ in ordered], [line for _, line in ordered]
+
+
+async def _batch_problems(request: Request, errors: list[dict[str, Any]]) -> list[Problem]:
+    """The problems of a batch's rows whose types were right, when other rows' were not (the body parsed):
+    what the batch would have said of them, ids already stored included."""
+    bad = {_row_of(e["loc"]) for e in errors}
+    if -1 in bad:
+        return []  # the body itself is wrong (not JSON, no rows...): nothing to go on
+    try:
+        body = json.loads(await request.body())
+        given = body["rows"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return []
+    items = []
+    for i, raw in enumerate(given if isinstance(given, list) else []):
+        if i not in bad:
+            try:
+                items.append((i, GradeIn.model_validate(raw)))
+            except ValueError:
+                pass
+    service = service_of(request)
+    _, _, problems, seen = _checked_rows(service, items)
+    return [*problems, *_taken(service.store.existing(seen), seen)]
 
 
 def _posted_before(store: Store, rows: list[dict[str, Any]], taken: dict[str, GradeRow]) -> str | None:
