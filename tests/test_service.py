@@ -587,6 +587,27 @@ def test_bodies_json_allows_but_text_does_not_are_422_never_500(api, path, raw, 
     assert all("input" not in e for e in response.json()["errors"])  # the body is not echoed back
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"question": 1, "answer": }', id="broken"),
+        pytest.param(b'{"rows": [{"question": 1, "answer": "caf\xe9"}]}', id="latin-1"),
+        pytest.param(b'{"question": true, "answer": "x"}', id="wrong-type"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+def test_a_body_without_a_valid_token_is_401_whatever_it_holds(api, raw, token):
+    """Trial P #7: a body that was no JSON, or no UTF-8, got its 422 (saying where it broke) before the token
+    was asked for."""
+    headers = {"Content-Type": "application/json", **(Server.auth(token) if token else {})}
+    for path in ("/v1/grades", "/v1/batches"):
+        response = httpx.post(api.url(path), content=raw, headers=headers)
+        assert response.status_code == 401, (path, response.text)
+        assert response.json() == {"detail": "a valid token is required"}
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
 def test_a_review_of_an_unknown_grade_or_point_is_refused(api):
     graded = a_grade(api, uid("review-checks"))
     missing = api.post("/v1/reviews", {"grade_id": "no-such-grade", "tier": "great"})

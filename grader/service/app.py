@@ -478,6 +478,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # One readable line per problem, naming the field: `rows.3.answer: Field required`. The input is
         # not echoed: it can be megabytes, or a NaN that JSON cannot carry back.
+        if any(e.get("type") == "json_invalid" for e in exc.errors()) and (refused := _anonymous(request)):
+            return refused
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
@@ -497,6 +499,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         # FastAPI answers a body it cannot decode with a bare 400 ("There was an error parsing the body"):
         # a body that is not UTF-8 is invalid JSON like any other, a 422 naming where.
         if exc.status_code == 400 and request.headers.get("content-type", "").startswith("application/json"):
+            if refused := _anonymous(request):
+                return refused
             try:
                 (await request.body()).decode("utf-8")
             except UnicodeDecodeError as bad:
@@ -549,15 +553,33 @@ async def caller(
 
     Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, and under load those
     threads fought the event loop for the GIL and for the database's connection pool (issue 15)."""
-    service = service_of(request)
-    principal = None
-    if credentials is not None and credentials.credentials.strip():
-        principal = service.store.authenticate(credentials.credentials.strip())
-    elif cookie := request.cookies.get(SESSION_COOKIE):
-        principal = service.store.session_principal(cookie)
+    principal = _principal(request, credentials.credentials if credentials is not None else None)
     if principal is None:
-        raise HTTPException(401, "a valid token is required", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+UNAUTHORIZED = "a valid token is required"
+
+
+def _principal(request: Request, token: str | None) -> Principal | None:
+    store = service_of(request).store
+    if token is not None and token.strip():
+        return store.authenticate(token.strip())
+    if cookie := request.cookies.get(SESSION_COOKIE):
+        return store.session_principal(cookie)
+    return None
+
+
+def _anonymous(request: Request) -> JSONResponse | None:
+    """The 401 of an API call with no valid token whose body could not be read (not JSON, not UTF-8):
+    FastAPI decodes a body before it asks for the token, and nothing about a body is told to a stranger."""
+    if not request.url.path.startswith("/v1/"):
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if _principal(request, token if scheme.lower() == "bearer" else None) is not None:
+        return None
+    return JSONResponse({"detail": UNAUTHORIZED}, 401, headers={"WWW-Authenticate": "Bearer"})
 
 
 Caller = Annotated[Principal, Depends(caller)]
