@@ -1077,7 +1077,19 @@ def test_the_docs_work_offline_and_the_schema_says_what_errors_look_like(api):
     error = post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error.endswith("/ErrorOut") and "HTTPValidationError" not in json.dumps(schema)
     assert {"401", "409", "413", "422"} <= set(post["responses"])
-    assert list(schema["paths"]["/healthz"]) == ["get"]  # HEAD answers, but is no second operation
+    assert list(schema["paths"]["/healthz"]) == ["get", "head"]
+    # Trial P #8: what a client generator reads. Operation ids are the routes' names; a GET has no body to be
+    # too large; a batch's results say what each line is; the health check has a schema.
+    ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)) and {"post_grade", "get_grade", "batch_results", "review_feed"} <= set(ids)
+    gets = [op for path in schema["paths"].values() for method, op in path.items() if method == "get"]
+    assert all("413" not in op["responses"] for op in gets)
+    results = schema["paths"]["/v1/batches/{batch_id}/results"]["get"]["responses"]["200"]["content"]
+    lines = [ref["$ref"].rsplit("/", 1)[1] for ref in results["application/x-ndjson"]["schema"]["oneOf"]]
+    assert lines == ["StoredGrade", "StoredFailure", "Pending"]
+    assert all(name in schema["components"]["schemas"] for name in lines)
+    health = schema["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert health["$ref"].endswith("/Health") and httpx.get(api.url("/healthz")).json()["rubric"]["questions"] == 20
     question = schema["components"]["schemas"]["GradeIn"]["properties"]["question"]
     assert question["anyOf"] == [{"type": "string"}, {"type": "integer"}]
 

@@ -245,9 +245,14 @@ class ErrorOut(BaseModel):
     )
 
 
-#: Documented on every API call (FastAPI's own 422 schema is not the body this service sends).
-ERRORS: dict[int | str, dict[str, Any]] = {
+#: Documented on every API call that reads (FastAPI's own 422 schema is not the body this service sends).
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "No valid token."},
+    422: {"model": ErrorOut, "description": "A parameter is invalid: `detail` names it."},
+}
+#: ...and on every call that sends a body.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
     413: {"model": ErrorOut, "description": "The body is over `--max-body-bytes`."},
     422: {"model": ErrorOut, "description": "The body is invalid: `detail` names each bad field."},
 }
@@ -302,6 +307,23 @@ def _unprocessable(lines: Sequence[str], errors: Sequence[dict[str, Any]]) -> JS
     return JSONResponse({"detail": detail or "invalid request", "errors": list(errors)}, 422)
 
 
+class RubricInfo(BaseModel):
+    name: str
+    questions: int
+    fingerprint: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    backend: str
+    model: str
+    rubric: RubricInfo
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
 class QuestionOut(BaseModel):
     id: str
     number: int
@@ -320,11 +342,9 @@ class Service:
         self.settings = settings
         self.store = Store(settings.db)
         self.rubric: Rubric = load_rubric(settings.rubric)
-        self.health = {
-            "name": self.rubric.name,
-            "questions": len(self.rubric.questions),
-            "fingerprint": self.rubric.fingerprint(),
-        }
+        self.health = RubricInfo(
+            name=self.rubric.name, questions=len(self.rubric.questions), fingerprint=self.rubric.fingerprint()
+        )
         self.backend = settings.backend_instance or get_backend(settings.backend, settings.options)
         self.cache = GradeCache() if settings.cache else None
         self.reviews = ReviewBank(
@@ -462,6 +482,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         version="1",
         summary="Grade written interview answers against a rubric; review and correct the grades.",
         lifespan=lifespan,
+        # A generated client's method names: `post_grade`, `batch_results`, not `get_grade_v1_grades__grade_id__get`.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(NoStore)
@@ -640,22 +662,18 @@ def _new_id(prefix: str) -> str:
 
 def _install_api(app: FastAPI) -> None:
     @app.get("/healthz", tags=["service"])
-    async def healthz(request: Request) -> dict[str, Any]:
+    async def healthz(request: Request) -> Health:
         """200 once the service is ready (no token needed). Says which backend, model and rubric grade (a
         server restarted without its --rubric grades against the packaged one), nothing of the grades."""
         service = service_of(request)
-        return {
-            "status": "ok",
-            "backend": service.backend.name,
-            "model": service.backend.model,
-            "rubric": service.health,
-        }
+        return Health(backend=service.backend.name, model=service.backend.model, rubric=service.health)
 
-    @app.head("/healthz", include_in_schema=False)  # one operation in the schema: no duplicate id
-    async def healthz_head(request: Request) -> dict[str, Any]:
+    @app.head("/healthz", tags=["service"])  # its own operation id (the route's name): `healthz_head`
+    async def healthz_head(request: Request) -> Health:
+        """`GET /healthz` without its body."""
         return await healthz(request)
 
-    @app.get("/v1/questions", tags=["grades"], responses=ERRORS)
+    @app.get("/v1/questions", tags=["grades"], responses=READ_ERRORS)
     async def questions(request: Request, _who: Caller) -> list[QuestionOut]:
         """The rubric's questions, with their key points and red flags."""
         return [
@@ -727,7 +745,7 @@ def _install_api(app: FastAPI) -> None:
         tags=["grades"],
         response_model=StoredGrade | StoredFailure,
         responses={
-            **ERRORS,
+            **READ_ERRORS,
             202: {"model": Pending, "description": "A row of a batch still grading: ask again later."},
             404: {"model": ErrorOut, "description": "No such grade."},
         },
@@ -789,7 +807,7 @@ def _install_api(app: FastAPI) -> None:
     @app.get(
         "/v1/batches/{batch_id}",
         tags=["batches"],
-        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such batch."}},
+        responses={**READ_ERRORS, 404: {"model": ErrorOut, "description": "No such batch."}},
     )
     async def get_batch(batch_id: str, request: Request, _who: Caller) -> BatchOut:
         service = service_of(request)
@@ -802,8 +820,16 @@ def _install_api(app: FastAPI) -> None:
         tags=["batches"],
         response_class=StreamingResponse,
         responses={
-            **ERRORS,
-            200: {"content": {"application/x-ndjson": {}}, "description": "One stored grade per line."},
+            **READ_ERRORS,
+            200: {
+                "content": {
+                    "application/x-ndjson": {
+                        "schema": {"oneOf": [_ref(StoredGrade), _ref(StoredFailure), _ref(Pending)]}
+                    }
+                },
+                "description": "One JSON object per line, in the batch's order: a stored grade, a failure, or a "
+                "row still pending.",
+            },
             404: {"model": ErrorOut, "description": "No such batch."},
         },
     )
@@ -899,7 +925,7 @@ def _install_api(app: FastAPI) -> None:
             newer=newer,
         )
 
-    @app.get("/v1/reviews", tags=["reviews"], responses=ERRORS)
+    @app.get("/v1/reviews", tags=["reviews"], responses=READ_ERRORS)
     async def review_feed(
         request: Request,
         _who: Caller,
@@ -914,7 +940,7 @@ def _install_api(app: FastAPI) -> None:
     @app.get(
         "/v1/grades/{grade_id}/reviews",
         tags=["reviews"],
-        responses={**ERRORS, 404: {"model": ErrorOut, "description": "No such grade."}},
+        responses={**READ_ERRORS, 404: {"model": ErrorOut, "description": "No such grade."}},
     )
     async def grade_reviews(grade_id: str, request: Request, _who: Caller) -> list[ReviewRecord]:
         """A grade's reviews, oldest first (the last one's id is the `seen` of a review made after reading them)."""
