@@ -382,6 +382,7 @@ def test_a_grade_is_the_grade_contract_plus_its_id_and_is_stored_once(api):
 
     fetched = api.get(f"/v1/grades/{grade_id}")
     assert fetched.status_code == 200 and fetched.json() == data
+    assert first.headers["location"] == f"/v1/grades/{grade_id}"  # trial P #13: where to read it again
 
     again = api.post("/v1/grades", body)  # the same request again: the stored grade, no model call
     assert again.status_code == 200 and again.json() == data
@@ -1032,6 +1033,7 @@ def test_the_same_batch_posted_again_is_the_stored_batch(api):
     rows = [{"question": 1, "answer": answer_text(uid(f"again-{i}")), "id": uid(f"again-{i}")} for i in range(3)]
     first = api.post("/v1/batches", {"rows": rows})
     assert first.status_code == 202, first.text
+    assert first.headers["location"] == f"/v1/batches/{first.json()['id']}"
     calls, batches = api.llm.calls, rows_of(api.db, "select count(*) from batches")
     again = api.post("/v1/batches", {"rows": rows})  # say the 202 was lost on the way back
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text

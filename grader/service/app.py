@@ -802,6 +802,7 @@ def _install_api(app: FastAPI) -> None:
                 return _batch_out(service, before)
             raise Rejected(_taken(taken, seen)) from None
         service.wake.set()
+        response.headers["Location"] = f"/v1/batches/{batch_id}"  # its progress
         return _batch_out(service, batch_id)
 
     @app.get(
@@ -984,7 +985,8 @@ def _outcome_json(outcome: Outcome, grade_id: str, candidate: str | None, *, sta
     status = "graded" if isinstance(outcome, Grade) else "failed"
     head = outcome.model_dump_json().encode()
     tail = to_json({"id": grade_id, "status": status, "candidate": candidate})
-    return Response(head[:-1] + b"," + tail[1:], status_code, media_type="application/json")
+    headers = {"Location": f"/v1/grades/{grade_id}"}  # where it is read again
+    return Response(head[:-1] + b"," + tail[1:], status_code, headers, media_type="application/json")
 
 
 def _stored_json(row: GradeRow, *, status_code: int) -> Response:
