@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,26 @@ def test_duplicates_are_graded_once_and_the_cache_serves_a_rerun(tmp_path, rubri
     done = _run(rerun, jobs)
     assert len(backend.sent) == 4  # nothing new sent
     assert {g.source for g in done} == {"cache"} and rerun.stats.model_calls == 0 and rerun.stats.cached == 6
+
+
+def test_an_answer_s_cached_grades_are_forgotten_with_it_in_a_cache_an_earlier_version_made(tmp_path, rubric, q1):
+    """Erasure (`DELETE /v1/grades`): a cached grade quotes its answer, so it is found by the answer and
+    erased. A cache file made before the answer's digest was kept gets the column, and its old rows stay."""
+    path = tmp_path / "grades.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE grades (key TEXT PRIMARY KEY, grade TEXT NOT NULL, created REAL NOT NULL)")
+    grade = Grade(question_id=q1.id, tier="poor", justification="j", backend="fake", model="m")
+    old.execute("INSERT INTO grades VALUES ('older', ?, 0)", (grade.model_dump_json(),))
+    old.commit()
+    old.close()
+    backend = FakeBackend(responder=lambda _c, request: reply_for(request.question))
+    cache = GradeCache(path)
+    _run(_engine(backend, rubric, cache=cache), [Job(q1, "I check the logs.", tag=0), Job(q1, "Other words.", tag=1)])
+    assert cache.forget(["I check the logs.", "never graded"]) == 1
+    _run(_engine(backend, rubric, cache=cache), [Job(q1, "I check the logs.", tag=0), Job(q1, "Other words.", tag=1)])
+    assert len(backend.sent) == 3  # the forgotten answer was graded again, the other came from the cache
+    assert cache.get("older") is not None  # an earlier version's row: not known by its answer, kept
+    cache.close()
 
 
 def test_a_failure_is_not_kept_for_a_later_job_of_the_same_answer(tmp_path, rubric, q1):

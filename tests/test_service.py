@@ -363,6 +363,52 @@ def test_seen_must_be_a_review_of_the_grade_reviewed(api):
     assert after.status_code == 201 and after.json()["newer"] == []
 
 
+def test_a_candidate_is_erased_everywhere_the_service_keeps_them(llm, tmp_path):
+    """Trial P #9: nothing could delete a candidate's answers (a hiring system must honour erasure): their
+    grades, reviews, the reviewed answers later grades are shown, and the grade cache, which quotes them."""
+    with running_api(tmp_path / "db.sqlite", llm, tmp_path / "cache") as api:
+        mine = [a_grade(api, uid("erase"), candidate="cand-erase", question=q) for q in (1, 2)]
+        other = a_grade(api, uid("keep"), candidate="cand-keep")
+        assert api.post("/v1/reviews", {"grade_id": mine[0]["id"], "tier": "great"}, api.bob).status_code == 201
+        answer = rows_of(tmp_path / "db.sqlite", "select answer from grades where id = ?", mine[0]["id"])[0][0]
+        batch = api.post(
+            "/v1/batches", {"rows": [{"question": 3, "answer": answer_text(uid(f"b{i}"))} for i in range(2)]}
+        )
+        done = api.wait_batch(batch.json()["id"])
+        assert done["graded"] == 2
+        auth = Server.auth(api.alice)
+
+        erased = httpx.delete(api.url("/v1/grades"), params={"candidate": "cand-erase"}, headers=auth)
+        assert erased.status_code == 200, erased.text
+        assert erased.json() == {"grades": 2, "reviews": 1, "cached": 2}
+        for grade in mine:
+            assert api.get(f"/v1/grades/{grade['id']}").status_code == 404
+        assert api.get(f"/v1/grades/{other['id']}").status_code == 200  # another candidate's is kept
+        assert rows_of(tmp_path / "db.sqlite", "select count(*) from grades where answer = ?", answer) == [(0,)]
+        assert rows_of(tmp_path / "db.sqlite", "select count(*) from reviews where grade_id = ?", mine[0]["id"]) == [
+            (0,)
+        ]
+        assert all(r["grade_id"] != mine[0]["id"] for r in api.get("/v1/reviews").json()["reviews"])
+        again = httpx.delete(api.url("/v1/grades"), params={"candidate": "cand-erase"}, headers=auth)
+        assert again.status_code == 404
+
+        # Graded afresh: its cached grade went with it, and no erased review is shown to the model.
+        calls = api.llm.calls
+        regraded = api.post("/v1/grades", {"question": 1, "answer": answer, "id": mine[0]["id"]})
+        assert regraded.status_code == 201 and api.llm.calls == calls + 1
+        assert not any("shown reviewed answers" in n for n in regraded.json()["notes"])
+
+        # A batch keeps its other rows; erased of every row, it goes.
+        first, second = (line["id"] for line in api.results(batch.json()["id"]))
+        one = httpx.delete(api.url(f"/v1/grades/{first}"), headers=auth)
+        assert one.status_code == 200 and one.json()["grades"] == 1
+        assert api.get(f"/v1/batches/{batch.json()['id']}").json()["total"] == 1
+        assert httpx.delete(api.url(f"/v1/grades/{second}"), headers=auth).status_code == 200
+        assert api.get(f"/v1/batches/{batch.json()['id']}").status_code == 404
+        assert httpx.delete(api.url(f"/v1/grades/{second}"), headers=auth).status_code == 404
+        assert httpx.delete(api.url(f"/v1/grades/{other['id']}")).status_code == 401  # a token, as every call
+
+
 # --- grades --------------------------------------------------------------------------------------------
 
 
@@ -783,6 +829,8 @@ def test_batch_progress_is_committed_while_the_model_stalls(tmp_path):
                 assert pending.json() == {"id": "stall-9", "status": "pending", "candidate": None, "question_id": Q1.id}
                 taken = api.post("/v1/grades", rows[9])
                 assert taken.status_code == 409 and "still grading" in taken.json()["detail"]
+                erased = httpx.delete(api.url("/v1/grades/stall-9"), headers=Server.auth(api.alice))
+                assert erased.status_code == 409 and "still grading" in erased.json()["detail"]  # it would be cached
                 lines = api.results(batch_id)
                 assert [r["status"] for r in lines] == ["graded"] * answered + ["pending"] * (10 - answered)
             finally:

@@ -319,7 +319,7 @@ class Engine:
             # would answer every later request for that answer in a long-running `grader serve`.
             del self._inflight[key]
         elif self.cache is not None:
-            self.cache.put(key, outcome)
+            self.cache.put(key, outcome, requests[0].answer)
             del self._inflight[key]  # later duplicates find it in the cache: memory stays flat
         return outcome
 

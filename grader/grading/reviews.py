@@ -75,6 +75,17 @@ class ReviewBank:
         with self._lock:
             self._put(question_id, reviewed)
 
+    def remove(self, ids: Collection[str]) -> int:
+        """Forget the reviewed answers with these ids (their grades were erased); how many there were."""
+        removed = 0
+        with self._lock:
+            for question_id, index in list(self._questions.items()):
+                kept = [r for r in index.answers if r.id not in ids]
+                if len(kept) != len(index.answers):
+                    removed += len(index.answers) - len(kept)
+                    self._questions[question_id] = _Index(kept)
+        return removed
+
     def _put(self, question_id: str, reviewed: Reviewed) -> None:
         index = self._questions.setdefault(question_id, _Index([]))
         kept = [r for r in index.answers if r.id != reviewed.id]

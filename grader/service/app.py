@@ -324,6 +324,12 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+class ErasedOut(BaseModel):
+    grades: int = Field(description="Grades erased, each with its answer.")
+    reviews: int = Field(description="Reviews of them erased.")
+    cached: int = Field(description="Cached grades of their answers erased.")
+
+
 class QuestionOut(BaseModel):
     id: str
     number: int
@@ -380,6 +386,22 @@ class Service:
 
     def question(self, ref: str) -> Question:
         return self.rubric.find(ref)
+
+    def erase(self, rows: Sequence[GradeRow], who: str) -> ErasedOut:
+        """Erase these grades everywhere the service keeps them: the database (answers, reviews, keys), the
+        reviewed answers later grades are shown, and the grade cache. A row still grading is refused: its
+        grade would be cached after the erasure."""
+        if pending := [r for r in rows if r.status == "pending"]:
+            raise Conflict(
+                f"grade {pending[0].id!r} is a row of batch {pending[0].batch_id}, still grading: erase it when the "
+                "batch is done"
+            )
+        ids = [r.id for r in rows]
+        erased = self.store.erase(ids)
+        self.reviews.remove(ids)
+        cached = self.cache.forget(erased.answers) if self.cache is not None else 0
+        log.warning("erased %d grade(s) and %d review(s) at the request of %s", erased.grades, erased.reviews, who)
+        return ErasedOut(grades=erased.grades, reviews=erased.reviews, cached=cached)
 
     async def _grade_batches(self) -> None:
         """Grade pending batch rows until there are none, then wait for the next batch."""
@@ -758,6 +780,45 @@ def _install_api(app: FastAPI) -> None:
         if isinstance(item, dict):  # pending: what the batch's results say of it, and "not yet"
             return JSONResponse(Pending(**item).model_dump(mode="json"), 202)
         return item
+
+    @app.delete(
+        "/v1/grades/{grade_id}",
+        tags=["grades"],
+        responses={
+            **READ_ERRORS,
+            404: {"model": ErrorOut, "description": "No such grade."},
+            409: {"model": ErrorOut, "description": "The grade's batch is still grading it."},
+        },
+    )
+    async def erase_grade(grade_id: str, request: Request, who: Caller) -> ErasedOut:
+        """Erase a grade: its answer, its reviews, and its cached grade (a candidate's request to be forgotten).
+        The same id can be graded again afterwards."""
+        service = service_of(request)
+        row = service.store.grade(grade_id)
+        if row is None:
+            raise HTTPException(404, f"no grade {grade_id!r}")
+        return service.erase([row], who.name)
+
+    @app.delete(
+        "/v1/grades",
+        tags=["grades"],
+        responses={
+            **READ_ERRORS,
+            404: {"model": ErrorOut, "description": "No grade of that candidate."},
+            409: {"model": ErrorOut, "description": "A batch is still grading one of them: nothing was erased."},
+        },
+    )
+    async def erase_candidate(
+        request: Request,
+        who: Caller,
+        candidate: Annotated[str, Query(min_length=1, max_length=200, description="Whose grades to erase.")],
+    ) -> ErasedOut:
+        """Erase every grade of a candidate, as `DELETE /v1/grades/{id}` erases one."""
+        service = service_of(request)
+        rows = list(service.store.existing(service.store.grade_ids_of(candidate.strip())).values())
+        if not rows:
+            raise HTTPException(404, f"no grade of candidate {candidate!r}")
+        return service.erase(rows, who.name)
 
     @app.post(
         "/v1/batches",

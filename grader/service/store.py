@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     false,
     func,
@@ -246,6 +247,19 @@ class ReviewedGrade:
 
     def as_reviewed(self) -> Reviewed:
         return Reviewed(self.grade_id, self.answer, self.tier, self.covered, self.red_flags)
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What `Store.erase` deleted: grades (each with its answer) and reviews."""
+
+    grades: int
+    reviews: int
+    answers: list[str]
+
+
+def _count(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def database_url(db: str | Path) -> str:
@@ -643,6 +657,41 @@ class Store:
         with self.session() as s, s.begin():
             s.add(row)
         return row
+
+    def grade_ids_of(self, candidate: str) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(GradeRow.id).where(GradeRow.candidate == candidate).order_by(GradeRow.id)))
+
+    def erase(self, grade_ids: Collection[str]) -> Erased:
+        """Delete these grades, their answers and reviews, and the idempotency keys that name them, in one
+        transaction. A batch keeps its other rows (its total counts them); a batch left with none goes, and
+        its key with it."""
+        ids = sorted(set(grade_ids))
+        answers: list[str] = []
+        reviews = 0
+        with self.session() as s, s.begin():
+            batches: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for answer, batch_id in s.execute(
+                    select(GradeRow.answer, GradeRow.batch_id).where(GradeRow.id.in_(chunk))
+                ):
+                    answers.append(answer)
+                    if batch_id is not None:
+                        batches.add(batch_id)
+                reviews += _count(s.execute(delete(ReviewRow).where(ReviewRow.grade_id.in_(chunk))))
+                s.execute(delete(KeyRow).where(KeyRow.kind == "grade", KeyRow.target.in_(chunk)))
+                s.execute(delete(GradeRow).where(GradeRow.id.in_(chunk)))
+            for batch_id in sorted(batches):
+                left = int(
+                    s.scalar(select(func.count()).select_from(GradeRow).where(GradeRow.batch_id == batch_id)) or 0
+                )
+                if left:
+                    s.execute(update(BatchRow).where(BatchRow.id == batch_id).values(total=left))
+                else:
+                    s.execute(delete(KeyRow).where(KeyRow.kind == "batch", KeyRow.target == batch_id))
+                    s.execute(delete(BatchRow).where(BatchRow.id == batch_id))
+        return Erased(grades=len(answers), reviews=reviews, answers=answers)
 
     def reviews_of(self, grade_id: str) -> list[ReviewRow]:
         with self.session() as s:
