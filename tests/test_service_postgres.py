@@ -171,6 +171,16 @@ def test_the_service_stores_everything_in_postgresql(pg_api):
         (20,)
     ]
 
+    # Erasure in one transaction: a review, a batch row, a grade posted alone, on PostgreSQL's constraints.
+    assert api.post("/v1/reviews", {"grade_id": "pg-1", "tier": "great"}).status_code == 201
+    auth = Server.auth(api.alice)
+    erased = httpx.delete(api.url("/v1/grades"), params={"candidate": "cand-pg"}, headers=auth)
+    assert erased.status_code == 200 and erased.json()["grades"] == 1 and erased.json()["reviews"] == 1, erased.text
+    row = httpx.delete(api.url("/v1/grades/pg-row-0"), headers=auth)
+    assert row.status_code == 200 and api.get(f"/v1/batches/{posted.json()['id']}").json()["total"] == 19
+    assert api.query("select count(*) from grades where id in ('pg-1', 'pg-row-0')") == [(0,)]
+    assert api.query("select count(*) from reviews where grade_id = 'pg-1'") == [(0,)]
+
 
 def test_reviews_a_revoked_token_and_calibration_on_postgresql(pg_api):
     api = pg_api
