@@ -345,6 +345,31 @@ def test_a_hiring_system_reads_corrections_from_the_review_feed_and_each_grades_
     assert api.get(f"/v1/grades/{graded['id']}").json() == graded  # the grade itself is as the model gave it
 
 
+def test_a_programs_token_grades_and_reads_but_never_reviews(api):
+    """Trial P #6: the hiring system's token could post reviews, which calibration then counted as a
+    reviewer's grades. A token made with --service grades, reads and erases; people review."""
+    ats = api.server.token(uid("ats"), "--service")
+    graded = api.post("/v1/grades", {"question": 1, "answer": answer_text(uid("ats-answer"))}, ats)
+    assert graded.status_code == 201, graded.text
+    assert api.get(f"/v1/grades/{graded.json()['id']}", ats).status_code == 200
+    assert api.get("/v1/reviews", ats).status_code == 200
+    review = api.post("/v1/reviews", {"grade_id": graded.json()["id"], "tier": "great"}, ats)
+    assert review.status_code == 403 and "a review is a person's grade" in review.json()["detail"]
+    assert api.get(f"/v1/grades/{graded.json()['id']}/reviews").json() == []  # nothing saved
+    login = httpx.post(api.url("/login"), data={"token": ats}, follow_redirects=False)
+    assert login.status_code == 403 and SESSION_COOKIE not in login.headers.get("set-cookie", "")
+    assert api.post("/v1/reviews", {"grade_id": graded.json()["id"], "tier": "great"}).status_code == 201  # alice
+    listed = subprocess.run(
+        [sys.executable, "-m", "grader", "tokens", "list", "--db", api.db, "--format", "json"],
+        env=api.server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    roles = {t["name"]: t["role"] for t in json.loads(listed.stdout)}
+    assert roles["alice"] == "reviewer" and [r for n, r in roles.items() if n.startswith("ats-")] == ["service"]
+
+
 def test_seen_must_be_a_review_of_the_grade_reviewed(api):
     """Trial P #2: another grade's review id, or none at all, was taken as `seen`, and `newer` then hid a
     conflicting review."""

@@ -143,6 +143,14 @@ def _bind(host: str, port: int) -> socket.socket:
 def create(
     name: Annotated[str, typer.Argument(help="The reviewer this token speaks for (reviews are signed with it).")],
     db: DbOpt = "grader.sqlite",
+    service: Annotated[
+        bool,
+        typer.Option(
+            "--service",
+            help="A program's token (a hiring system's): it grades, reads and erases, but cannot review or log "
+            "in to the review pages, so its name is never counted as a reviewer.",
+        ),
+    ] = False,
 ) -> None:
     """Create a token; it is printed once, alone on the last line (only its hash is stored)."""
     from grader.calibration.data import person_key
@@ -154,10 +162,11 @@ def create(
         others = sorted(
             {t.name for t in store.tokens() if t.name != name.strip() and person_key(t.name) == person_key(name)}
         )
-        token = store.create_token(name)
+        token = store.create_token(name, "service" if service else "reviewer")
     finally:
         store.close()
-    err_console.print(f"created a token for {name.strip()} in {store.label}; keep it secret", markup=False)
+    kind = "a service token" if service else "a token"
+    err_console.print(f"created {kind} for {name.strip()} in {store.label}; keep it secret", markup=False)
     if live:
         # One name, one reviewer: a second person given the same name would have their reviews counted as one.
         err_console.print(
@@ -178,14 +187,14 @@ def create(
 
 @tokens_app.command("list")
 def list_(db: DbOpt = "grader.sqlite", output_format: FormatOpt = TableFormat.text) -> None:
-    """The tokens: number, name, created, revoked (never the tokens themselves)."""
+    """The tokens: number, name, role, created, revoked (never the tokens themselves)."""
     import json
 
     from grader.service.store import Store
 
     store = Store(db, create=False)
     try:
-        rows = store.tokens()
+        rows, roles = store.tokens(), store.roles()
     finally:
         store.close()
     if output_format is TableFormat.json:
@@ -193,6 +202,7 @@ def list_(db: DbOpt = "grader.sqlite", output_format: FormatOpt = TableFormat.te
             {
                 "id": r.id,
                 "name": r.name,
+                "role": roles.get(r.id, "reviewer"),
                 "created_at": r.created_at.isoformat(),
                 "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
             }
@@ -201,12 +211,13 @@ def list_(db: DbOpt = "grader.sqlite", output_format: FormatOpt = TableFormat.te
         console.out(json.dumps(data, indent=2))
         return
     table = Table(title=f"tokens in {store.label}", title_justify="left")
-    for column in ("id", "name", "created", "revoked"):
+    for column in ("id", "name", "role", "created", "revoked"):
         table.add_column(column)
     for r in rows:
         table.add_row(
             str(r.id),
             r.name,
+            roles.get(r.id, "reviewer"),
             f"{r.created_at:%Y-%m-%d %H:%M}",
             f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "",
         )

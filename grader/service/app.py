@@ -921,12 +921,19 @@ def _install_api(app: FastAPI) -> None:
         tags=["reviews"],
         responses={
             **ERRORS,
+            403: {"model": ErrorOut, "description": "A program's token (`--service`): only people review."},
             404: {"model": ErrorOut, "description": "No graded answer with that id."},
             409: {"model": ErrorOut, "description": "The grade's question is not in the rubric the server runs with."},
         },
     )
     async def post_review(body: ReviewIn, request: Request, who: Caller) -> ReviewOut:
         """Agree with a grade or correct it. The reviewer is the token's name."""
+        if not who.reviews:
+            raise HTTPException(
+                403,
+                f"the token of {who.name!r} is a program's (made with --service): a review is a person's grade, "
+                "made with a reviewer's token",
+            )
         service = service_of(request)
         row = service.store.grade(body.grade_id)
         if row is None or row.status != "graded":
@@ -1015,10 +1022,15 @@ def _install_api(app: FastAPI) -> None:
     async def login(request: Request, token: Annotated[str, Form()]) -> Response:
         service = service_of(request)
         principal = service.store.authenticate(token.strip())
-        if principal is None:
+        if principal is None or not principal.reviews:
             from grader.service.pages import login_page
 
-            return login_page(request, error="That token is not valid (or was revoked).", status_code=401)
+            error = (
+                "That token is not valid (or was revoked)."
+                if principal is None
+                else "That token is a program's (made with --service): the review pages are for people's tokens."
+            )
+            return login_page(request, error=error, status_code=401 if principal is None else 403)
         response = RedirectResponse("/review", status_code=303)
         response.set_cookie(
             SESSION_COOKIE,

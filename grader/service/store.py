@@ -79,6 +79,20 @@ class TokenRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
+class TokenRoleRow(Base):
+    """A token that is not a reviewer's: `service`, a program's (a hiring system's), which grades, reads and
+    erases but never reviews. A token without a row here is a reviewer's (every token made before roles)."""
+
+    __tablename__ = "token_roles"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+
+#: The roles a token can have: a person who reviews, or a program that only grades and reads.
+ROLES = ("reviewer", "service")
+
+
 class SessionRow(Base):
     __tablename__ = "sessions"
 
@@ -161,8 +175,10 @@ def _digest(secret: str) -> str:
 
 # What every API call runs, built once: building a statement costs more than SQLite takes to run it, and the
 # same object (values bound, not baked in) also hits SQLAlchemy's compiled-SQL cache (issue 15).
-_LIVE_TOKEN = select(TokenRow.id, TokenRow.name).where(
-    TokenRow.digest == bindparam("digest"), TokenRow.revoked_at.is_(None)
+_LIVE_TOKEN = (
+    select(TokenRow.id, TokenRow.name, TokenRoleRow.role)
+    .outerjoin(TokenRoleRow, TokenRoleRow.token_id == TokenRow.id)
+    .where(TokenRow.digest == bindparam("digest"), TokenRow.revoked_at.is_(None))
 )
 _GRADE_STORED = select(GradeRow.id).where(GradeRow.id == bindparam("grade_id"))
 _INSERT_GRADE = insert(GradeRow)
@@ -228,6 +244,12 @@ class Principal:
 
     token_id: int
     name: str
+    role: str = "reviewer"
+
+    @property
+    def reviews(self) -> bool:
+        """Whether it may review (a person's token), not only grade and read (a program's)."""
+        return self.role == "reviewer"
 
 
 @dataclass(frozen=True)
@@ -327,15 +349,26 @@ class Store:
 
     # --- tokens and sessions -------------------------------------------------------------------------
 
-    def create_token(self, name: str) -> str:
+    def create_token(self, name: str, role: str = "reviewer") -> str:
         """A new token for `name`; only its hash is stored, so this is the one time it can be read."""
         name = name.strip()
         if not name:
             raise UsageError("a token needs a non-empty NAME (the reviewer it speaks for)")
+        if role not in ROLES:
+            raise UsageError(f"no token role {role!r}", hint=f"one of {', '.join(ROLES)}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.session() as s, s.begin():
-            s.add(TokenRow(name=name, digest=_digest(token)))
+            row = TokenRow(name=name, digest=_digest(token))
+            s.add(row)
+            if role != "reviewer":
+                s.flush()
+                s.add(TokenRoleRow(token_id=row.id, role=role))
         return token
+
+    def roles(self) -> dict[int, str]:
+        """Each token's role that is not `reviewer`, by token id."""
+        with self.session() as s:
+            return {int(i): str(r) for i, r in s.execute(select(TokenRoleRow.token_id, TokenRoleRow.role))}
 
     def grades_outside(self, rubric: Rubric) -> dict[str, int]:
         """The stored grades of questions `rubric` does not have, counted by question id: a server started
@@ -358,7 +391,7 @@ class Store:
         # Every API call asks this: two columns through the driver, not an entity through an ORM session
         # (0.6 ms on SQLite) nor SQLAlchemy's execution (0.04 ms). Never cached: a revoked token fails at once.
         row = self._first(self._live_token, digest=_digest(token))
-        return Principal(row[0], row[1]) if row is not None else None
+        return Principal(row[0], row[1], row[2] or "reviewer") if row is not None else None
 
     def open_session(self, principal: Principal) -> str:
         cookie = secrets.token_urlsafe(32)
@@ -376,13 +409,14 @@ class Store:
         """The caller a session cookie stands for; None when it is unknown, expired or its token revoked."""
         with self.session() as s:
             row = s.execute(
-                select(TokenRow.id, TokenRow.name, SessionRow.expires_at)
+                select(TokenRow.id, TokenRow.name, SessionRow.expires_at, TokenRoleRow.role)
                 .join(SessionRow, SessionRow.token_id == TokenRow.id)
+                .outerjoin(TokenRoleRow, TokenRoleRow.token_id == TokenRow.id)
                 .where(SessionRow.digest == _digest(cookie), TokenRow.revoked_at.is_(None))
             ).first()
         if row is None or aware(row.expires_at) < _now():
             return None
-        return Principal(row.id, row.name)
+        return Principal(row.id, row.name, row.role or "reviewer")
 
     def close_session(self, cookie: str) -> None:
         with self.session() as s, s.begin():

@@ -68,10 +68,10 @@ class Server:
     def auth(token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
-    def token(self, name: str) -> str:
+    def token(self, name: str, *options: str) -> str:
         """A new token for `name`, from `grader tokens create` (its last line of stdout)."""
         done = subprocess.run(
-            [sys.executable, "-m", "grader", "tokens", "create", name, "--db", self.db],
+            [sys.executable, "-m", "grader", "tokens", "create", name, "--db", self.db, *options],
             env=self.env,
             capture_output=True,
             text=True,
