@@ -578,6 +578,8 @@ def _problem(error: Any) -> str:
         return "body: no JSON object (send one, with Content-Type: application/json)"
     if kind == "model_attributes_type" and not loc:
         return "body: expected a JSON object (and Content-Type: application/json)"
+    if kind == "string_pattern_mismatch" and loc[-1:] == ["id"]:  # said in words, not as the pattern
+        return ".".join(loc) + ": an id holds only letters, digits and . _ : @ - (no spaces or slashes)"
     return ".".join(loc) + f": {error.get('msg', '')}"
 
 
