@@ -603,7 +603,6 @@ def test_a_body_over_max_body_bytes_is_413(api, chunked):
             id="batch-row",
         ),
         pytest.param("/v1/reviews", {"grade_id": "x", "tier": "superb"}, "tier: Input should be", id="review-tier"),
-
         pytest.param("/v1/reviews", {"tier": "great"}, "grade_id: Field required", id="review-no-grade"),
     ],
 )
