@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import typer
@@ -27,7 +28,7 @@ class _Notes(logging.Handler):
         err_console.print(f"grader: note: {redact(record.getMessage())}", markup=False, highlight=False)
 
 
-def _terminated(_signum: int, _frame: object) -> None:
+def _terminated(_signum: int, frame: FrameType | None) -> None:
     """`kill`, systemd or Kubernetes stopping a run (SIGTERM) stops it as Ctrl-C does: what is finished is
     kept and the command says so (batch: how many rows, and `--resume`). Only this process gets the signal,
     so its worker processes are sent the Ctrl-C a terminal would have sent them."""
@@ -37,6 +38,13 @@ def _terminated(_signum: int, _frame: object) -> None:
         if child.pid is not None:
             with contextlib.suppress(OSError):
                 os.kill(child.pid, signal.SIGINT)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        # asyncio's, while a command's event loop runs: it cancels the command's task as Ctrl-C does. A
+        # KeyboardInterrupt raised here instead lands in whichever task is running, and asyncio then logs
+        # it as a task exception never retrieved, with its traceback.
+        handler(signal.SIGINT, frame)
+        return
     raise KeyboardInterrupt
 
 
