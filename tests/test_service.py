@@ -28,8 +28,9 @@ import httpx
 import pytest
 from markupsafe import escape
 
-from grader.grading.contract import Grade
+from grader.grading.contract import Grade, Tier
 from grader.rubric import load_rubric
+from grader.service.store import NewGrade, Store
 from tests.support.loopback import ANSWER, LoopbackLLM
 from tests.support.service import Server
 
@@ -370,6 +371,58 @@ def test_a_programs_token_grades_and_reads_but_never_reviews(api):
     assert roles["alice"] == "reviewer" and [r for n, r in roles.items() if n.startswith("ats-")] == ["service"]
 
 
+def test_a_database_made_before_review_ids_were_never_reused_is_rebuilt_with_its_reviews(tmp_path):
+    """SQLite reuses the id of the newest row deleted unless the table says AUTOINCREMENT, which it cannot
+    be altered to: an older database's reviews table is rebuilt with it, its rows and ids kept."""
+    path = tmp_path / "old.sqlite"
+    store = Store(path)
+    store.add_grades(
+        [
+            NewGrade(
+                "g-old",
+                Q1.id,
+                "I check the logs.",
+                None,
+                Grade(question_id=Q1.id, tier="poor", justification="j", backend="fake", model="m"),
+                "alice",
+            )
+        ]
+    )
+    store.add_review("g-old", "alice", Tier.great, None, None, "a note")
+    store.close()
+    with sqlite3.connect(path) as db:  # as an earlier version made it: no AUTOINCREMENT
+        made = db.execute("SELECT sql FROM sqlite_master WHERE name = 'reviews'").fetchone()[0]
+        db.executescript(
+            "ALTER TABLE reviews RENAME TO r0; DROP INDEX ix_reviews_grade_id;"
+            + made.replace(" AUTOINCREMENT", "")
+            + "; CREATE INDEX ix_reviews_grade_id ON reviews (grade_id); INSERT INTO reviews SELECT * FROM r0;"
+            " DROP TABLE r0;"
+        )
+    store = Store(path)
+    try:
+        with sqlite3.connect(path) as db:
+            assert "AUTOINCREMENT" in db.execute("SELECT sql FROM sqlite_master WHERE name = 'reviews'").fetchone()[0]
+        (kept,) = store.reviews_of("g-old")
+        assert (kept.id, kept.reviewer, kept.note) == (1, "alice", "a note")
+        store.add_review("g-old", "bob", Tier.poor, None, None, None)
+        store.erase(["g-old"])
+        store.add_grades(
+            [
+                NewGrade(
+                    "g-new",
+                    Q1.id,
+                    "Other words.",
+                    None,
+                    Grade(question_id=Q1.id, tier="poor", justification="j", backend="fake", model="m"),
+                    "alice",
+                )
+            ]
+        )
+        assert store.add_review("g-new", "alice", Tier.great, None, None, None).id == 3  # not 1 again
+    finally:
+        store.close()
+
+
 def test_seen_must_be_a_review_of_the_grade_reviewed(api):
     """Trial P #2: another grade's review id, or none at all, was taken as `seen`, and `newer` then hid a
     conflicting review."""
@@ -394,7 +447,10 @@ def test_a_candidate_is_erased_everywhere_the_service_keeps_them(llm, tmp_path):
     with running_api(tmp_path / "db.sqlite", llm, tmp_path / "cache") as api:
         mine = [a_grade(api, uid("erase"), candidate="cand-erase", question=q) for q in (1, 2)]
         other = a_grade(api, uid("keep"), candidate="cand-keep")
-        assert api.post("/v1/reviews", {"grade_id": mine[0]["id"], "tier": "great"}, api.bob).status_code == 201
+        newest = api.post("/v1/reviews", {"grade_id": mine[0]["id"], "tier": "great"}, api.bob)
+        assert newest.status_code == 201
+        cursor = api.get("/v1/reviews").json()["next"]
+        assert cursor == newest.json()["id"]
         answer = rows_of(tmp_path / "db.sqlite", "select answer from grades where id = ?", mine[0]["id"])[0][0]
         batch = api.post(
             "/v1/batches", {"rows": [{"question": 3, "answer": answer_text(uid(f"b{i}"))} for i in range(2)]}
@@ -422,6 +478,13 @@ def test_a_candidate_is_erased_everywhere_the_service_keeps_them(llm, tmp_path):
         regraded = api.post("/v1/grades", {"question": 1, "answer": answer, "id": mine[0]["id"]})
         assert regraded.status_code == 201 and api.llm.calls == calls + 1
         assert not any("shown reviewed answers" in n for n in regraded.json()["notes"])
+        # Review ids are never reused (review: the newest was erased, and the next review took its id, which
+        # a client reading the feed from its cursor never saw).
+        later = api.post("/v1/reviews", {"grade_id": other["id"], "tier": "poor"}, api.bob)
+        assert later.json()["id"] > cursor
+        assert [r["id"] for r in api.get("/v1/reviews", params={"after": cursor}).json()["reviews"]] == [
+            later.json()["id"]
+        ]
 
         # A batch keeps its other rows; erased of every row, it goes.
         first, second = (line["id"] for line in api.results(batch.json()["id"]))

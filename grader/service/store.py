@@ -144,6 +144,8 @@ class ReviewRow(Base):
     """A person's grade of a stored grade: their tier, the points they ticked, the flags they saw."""
 
     __tablename__ = "reviews"
+    # Ids never reused, even after an erasure deleted the newest: they are the review feed's cursor.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     grade_id: Mapped[str] = mapped_column(ForeignKey("grades.id"), index=True)
@@ -318,6 +320,8 @@ class Store:
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
             Base.metadata.create_all(self.engine)
+            if self.engine.dialect.name == "sqlite":
+                _never_reuse_review_ids(self.engine)
         except (ArgumentError, OperationalError, OSError) as exc:
             raise DatabaseError(f"cannot open the database {self.label}: {_reason(exc)}") from None
         except Exception as exc:  # a driver's own error (psycopg), a file that is not a database
@@ -888,6 +892,21 @@ def _set_outcome(row: GradeRow, outcome: Outcome) -> None:
 
 def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+def _never_reuse_review_ids(engine: SQLEngine) -> None:
+    """A SQLite database made before review ids were AUTOINCREMENT gets the table rebuilt with it (SQLite
+    cannot alter a column): without it, a new review takes the id of the newest one erased, and a client
+    reading the feed from that id on never sees it."""
+    with engine.begin() as connection:
+        made = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'reviews'")
+        if "AUTOINCREMENT" in (made.scalar() or "").upper():
+            return
+        connection.exec_driver_sql("ALTER TABLE reviews RENAME TO reviews_before")
+        connection.exec_driver_sql("DROP INDEX IF EXISTS ix_reviews_grade_id")
+        Base.metadata.tables["reviews"].create(connection)
+        connection.exec_driver_sql("INSERT INTO reviews SELECT * FROM reviews_before")
+        connection.exec_driver_sql("DROP TABLE reviews_before")
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
