@@ -57,7 +57,9 @@ def serve(
     options: BackendOptions = DEFAULT_OPTIONS,
 ) -> None:
     """Serve the HTTP API (/v1, /docs) and the review pages (/review, /) until interrupted."""
+    import logging
     import signal
+    import sys
 
     import uvicorn
 
@@ -103,6 +105,10 @@ def serve(
         markup=False,
         highlight=False,
     )
+    # The service's own lines (an erasure and who asked for it, batch grading stopped) on stderr, as uvicorn's.
+    said = logging.StreamHandler(sys.stderr)
+    said.setFormatter(logging.Formatter("grader: %(message)s"))
+    logging.getLogger("grader.service").addHandler(said)
     config = uvicorn.Config(create_app(settings, service), log_level="warning", lifespan="on", access_log=False)
     # The cyclic GC, tuned for one long-lived process (issue 15): what start-up loaded (200k objects: the
     # modules, the rubric, the backend) is frozen out of every collection, where it made each full one a

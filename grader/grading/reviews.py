@@ -77,7 +77,7 @@ class ReviewBank:
 
     def remove(self, ids: Collection[str]) -> int:
         """Forget the reviewed answers with these ids (their grades were erased); how many there were."""
-        removed = 0
+        removed, ids = 0, set(ids)
         with self._lock:
             for question_id, index in list(self._questions.items()):
                 kept = [r for r in index.answers if r.id not in ids]

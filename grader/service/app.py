@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,7 +103,9 @@ class Body(BaseModel):
         for item in value if isinstance(value, list) else [value]:
             # JSON can carry what no text file can: a lone surrogate (`"\ud800"`), a NUL (`textfiles.not_text`)
             if isinstance(item, str) and (found := not_text(item)):
-                raise ValueError(f"contains {found[0]} (not text) at character {found[1]}")
+                raise PydanticCustomError(
+                    "not_text", "contains {what} (not text) at character {at}", {"what": found[0], "at": found[1]}
+                )
         return value
 
 
@@ -157,6 +160,7 @@ class Pending(BaseModel):
     status: Literal["pending"] = "pending"
     candidate: str | None = None
     question_id: str
+    batch_id: str | None = Field(default=None, description="The batch grading it: its progress says when it is done.")
 
 
 class BatchIn(Body):
@@ -368,6 +372,9 @@ class Service:
         self.writer = GradeWriter(self.store)
         self.wake = asyncio.Event()
         self.worker: asyncio.Task[None] | None = None
+        #: The ids `POST /v1/grades` is grading now (a failed grade graded again): not to be erased meanwhile,
+        #: or its grade would be stored and cached after the erasure.
+        self.grading: Counter[str] = Counter()  # requests sent at the same time grade one id twice
 
     async def start(self) -> None:
         self.worker = asyncio.create_task(self._grade_batches())
@@ -396,10 +403,13 @@ class Service:
                 f"grade {pending[0].id!r} is a row of batch {pending[0].batch_id}, still grading: erase it when the "
                 "batch is done"
             )
-        ids = [r.id for r in rows]
+        if busy := [r for r in rows if self.grading[r.id]]:
+            raise Conflict(f"grade {busy[0].id!r} is being graded again right now: erase it when that is answered")
+        ids = {r.id for r in rows}
+        # The cache first: should it fail, nothing is erased yet, and the same request can be sent again.
+        cached = self.cache.forget(r.answer for r in rows) if self.cache is not None else 0
         erased = self.store.erase(ids)
         self.reviews.remove(ids)
-        cached = self.cache.forget(erased.answers) if self.cache is not None else 0
         log.warning("erased %d grade(s) and %d review(s) at the request of %s", erased.grades, erased.reviews, who)
         return ErasedOut(grades=erased.grades, reviews=erased.reviews, cached=cached)
 
@@ -524,14 +534,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         # not echoed: it can be megabytes, or a NaN that JSON cannot carry back.
         if any(e.get("type") == "json_invalid" for e in exc.errors()) and (refused := _anonymous(request)):
             return refused
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-        ]
+        errors = [{"loc": list(e.get("loc", ())), "msg": _msg(e), "type": e.get("type", "")} for e in exc.errors()]
         lines = [_problem(e) for e in exc.errors()]
         if request.method == "POST" and request.url.path == "/v1/batches":
             # The rows whose types were right are checked too, so one answer names every row to fix.
             more = await _batch_problems(request, errors)
-            errors, lines = _by_row([*zip(errors, lines, strict=True), *((p.error, p.line) for p in more)])
+            ordered = _by_row([*zip(errors, lines, strict=True), *((p.error, p.line) for p in more)])
+            errors, lines = [e for e, _ in ordered], [line for _, line in ordered]
         return _unprocessable(lines, errors)
 
     @app.exception_handler(Rejected)
@@ -578,9 +587,14 @@ def _problem(error: Any) -> str:
         return "body: no JSON object (send one, with Content-Type: application/json)"
     if kind == "model_attributes_type" and not loc:
         return "body: expected a JSON object (and Content-Type: application/json)"
-    if kind == "string_pattern_mismatch" and loc[-1:] == ["id"]:  # said in words, not as the pattern
-        return ".".join(loc) + ": an id holds only letters, digits and . _ : @ - (no spaces or slashes)"
-    return ".".join(loc) + f": {error.get('msg', '')}"
+    return ".".join(loc) + f": {_msg(error)}"
+
+
+def _msg(error: Any) -> str:
+    """A problem's message; an id's pattern said in words."""
+    if error.get("type") == "string_pattern_mismatch" and list(error.get("loc", ()))[-1:] == ["id"]:
+        return "an id holds only letters, digits and . _ : @ - (no spaces or slashes)"
+    return str(error.get("msg", ""))
 
 
 def service_of(request: Request) -> Service:
@@ -630,6 +644,21 @@ def _anonymous(request: Request) -> JSONResponse | None:
 
 Caller = Annotated[Principal, Depends(caller)]
 
+
+async def reviewer(who: Caller) -> Principal:
+    """A caller who may review: a person's token, not a program's (`--service`). A dependency, so a program's
+    review is a 403 whatever its body holds."""
+    if not who.may_review:
+        raise HTTPException(
+            403,
+            f"the token of {who.name!r} is a program's (made with --service): a review is a person's grade, "
+            "made with a reviewer's token",
+        )
+    return who
+
+
+Reviewer = Annotated[Principal, Depends(reviewer)]
+
 #: Printable ASCII, no spaces: what the IETF draft's sf-string allows, at the length Stripe allows.
 _KEY = re.compile(r"[!-~]{1,255}")
 
@@ -677,7 +706,13 @@ def stored(row: GradeRow) -> StoredGrade | StoredFailure | dict[str, Any]:
         return StoredGrade(id=row.id, candidate=row.candidate, **outcome.model_dump())
     if isinstance(outcome, GradeFailure):
         return StoredFailure(id=row.id, candidate=row.candidate, **outcome.model_dump())
-    return {"id": row.id, "status": "pending", "candidate": row.candidate, "question_id": row.question_id}
+    return {
+        "id": row.id,
+        "status": "pending",
+        "candidate": row.candidate,
+        "question_id": row.question_id,
+        "batch_id": row.batch_id,
+    }
 
 
 def _new_id(prefix: str) -> str:
@@ -751,18 +786,24 @@ def _install_api(app: FastAPI) -> None:
             if old.status != "failed":
                 return _stored_json(old, status_code=200)  # the same request again: the stored grade
             retry = True  # a failure is no answer: grade it again
-        graded = await service.engine.grade(Job(question, body.answer, tag=grade_id, where="answer"))
-        if graded.source == "input" and isinstance(graded.outcome, GradeFailure):
-            failure = graded.outcome
-            raise Rejected([Problem.of(("body", "answer"), failure.message, failure.kind.value)])
-        if retry:
-            service.store.set_outcome(grade_id, graded.outcome)
-            return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=200)
-        new = NewGrade(grade_id, question.id, body.answer, body.candidate, graded.outcome, who.name)
-        if (stored_before := await service.writer.add(new)) is not None:
-            # The same request, stored meanwhile by another (one sent at the same time): that one created it.
-            return _stored_json(stored_before, status_code=200)
-        return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=201)
+        service.grading[grade_id] += 1
+        try:
+            graded = await service.engine.grade(Job(question, body.answer, tag=grade_id, where="answer"))
+            if graded.source == "input" and isinstance(graded.outcome, GradeFailure):
+                failure = graded.outcome
+                raise Rejected([Problem.of(("body", "answer"), failure.message, failure.kind.value)])
+            if retry:
+                service.store.set_outcome(grade_id, graded.outcome)
+                return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=200)
+            new = NewGrade(grade_id, question.id, body.answer, body.candidate, graded.outcome, who.name)
+            if (stored_before := await service.writer.add(new)) is not None:
+                # The same request, stored meanwhile by another (one sent at the same time): that one created it.
+                return _stored_json(stored_before, status_code=200)
+            return _outcome_json(graded.outcome, grade_id, body.candidate, status_code=201)
+        finally:
+            service.grading[grade_id] -= 1
+            if not service.grading[grade_id]:
+                del service.grading[grade_id]
 
     @app.get(
         "/v1/grades/{grade_id}",
@@ -928,14 +969,8 @@ def _install_api(app: FastAPI) -> None:
             409: {"model": ErrorOut, "description": "The grade's question is not in the rubric the server runs with."},
         },
     )
-    async def post_review(body: ReviewIn, request: Request, who: Caller) -> ReviewOut:
+    async def post_review(body: ReviewIn, request: Request, who: Reviewer) -> ReviewOut:
         """Agree with a grade or correct it. The reviewer is the token's name."""
-        if not who.reviews:
-            raise HTTPException(
-                403,
-                f"the token of {who.name!r} is a program's (made with --service): a review is a person's grade, "
-                "made with a reviewer's token",
-            )
         service = service_of(request)
         row = service.store.grade(body.grade_id)
         if row is None or row.status != "graded":
@@ -1000,7 +1035,9 @@ def _install_api(app: FastAPI) -> None:
     async def review_feed(
         request: Request,
         _who: Caller,
-        after: Annotated[int, Query(ge=0, description="The `next` of your last call (0: from the first).")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=2**63 - 1, description="The `next` of your last call (0: from the first).")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> ReviewFeed:
         """Every review saved after the one numbered `after`, oldest first: poll it (keeping `next`) to learn
@@ -1018,13 +1055,13 @@ def _install_api(app: FastAPI) -> None:
         store = service_of(request).store
         if store.grade(grade_id) is None:
             raise HTTPException(404, f"no grade {grade_id!r}")
-        return [_record(r, g) for r, g in store.reviews_after(0, 10_000, grade_id)]
+        return [_record(r, g) for r, g in store.reviews_after(0, None, grade_id)]
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request, token: Annotated[str, Form()]) -> Response:
         service = service_of(request)
         principal = service.store.authenticate(token.strip())
-        if principal is None or not principal.reviews:
+        if principal is None or not principal.may_review:
             from grader.service.pages import login_page
 
             error = (
@@ -1131,12 +1168,12 @@ def _row_of(loc: Sequence[Any]) -> int:
 
 
 def _by_row_problems(problems: list[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda p: _row_of(list(p.loc)))  # stable: a row's problems in the order found
+    return [p for _, p in _by_row([(p.error, p) for p in problems])]
 
 
-def _by_row(found: list[tuple[dict[str, Any], str]]) -> tuple[list[dict[str, Any]], list[str]]:
-    ordered = sorted(found, key=lambda pair: _row_of(pair[0]["loc"]))
-    return [e for e, _ in ordered], [line for _, line in ordered]
+def _by_row(found: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """Problems in the order of the rows they are of (stable: a row's own in the order found)."""
+    return sorted(found, key=lambda pair: _row_of(pair[0]["loc"]))
 
 
 async def _batch_problems(request: Request, errors: list[dict[str, Any]]) -> list[Problem]:

@@ -192,7 +192,8 @@ def install(app: FastAPI) -> None:
         service = service_of(request)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return service.store.authenticate(token.strip())
+            principal = service.store.authenticate(token.strip())
+            return principal if principal is not None and principal.may_review else None  # pages are people's
         cookie = request.cookies.get(SESSION_COOKIE)
         return service.store.session_principal(cookie) if cookie else None
 

@@ -249,7 +249,7 @@ class Principal:
     role: str = "reviewer"
 
     @property
-    def reviews(self) -> bool:
+    def may_review(self) -> bool:
         """Whether it may review (a person's token), not only grade and read (a program's)."""
         return self.role == "reviewer"
 
@@ -735,7 +735,9 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(ReviewRow).where(ReviewRow.grade_id == grade_id).order_by(ReviewRow.id)))
 
-    def reviews_after(self, after: int, limit: int, grade_id: str | None = None) -> list[tuple[ReviewRow, GradeRow]]:
+    def reviews_after(
+        self, after: int, limit: int | None, grade_id: str | None = None
+    ) -> list[tuple[ReviewRow, GradeRow]]:
         """Reviews with ids above `after` (of one grade, or of every grade), oldest first, each with its grade:
         the feed a hiring system polls to learn of corrections."""
         query = select(ReviewRow, GradeRow).join(GradeRow, GradeRow.id == ReviewRow.grade_id)
