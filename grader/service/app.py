@@ -732,7 +732,7 @@ def _install_api(app: FastAPI) -> None:
         """`GET /healthz` without its body."""
         return await healthz(request)
 
-    @app.get("/v1/questions", tags=["grades"], responses=READ_ERRORS)
+    @app.get("/v1/questions", tags=["grades"], responses={401: READ_ERRORS[401]})  # no parameter to be invalid
     async def questions(request: Request, _who: Caller) -> list[QuestionOut]:
         """The rubric's questions, with their key points and red flags."""
         return [
