@@ -106,9 +106,11 @@ def serve(
         highlight=False,
     )
     # The service's own lines (an erasure and who asked for it, batch grading stopped) on stderr, as uvicorn's.
-    said = logging.StreamHandler(sys.stderr)
-    said.setFormatter(logging.Formatter("grader: %(message)s"))
-    logging.getLogger("grader.service").addHandler(said)
+    service_log = logging.getLogger("grader.service")
+    if not service_log.handlers:  # once, should `serve` run twice in one process
+        said = logging.StreamHandler(sys.stderr)
+        said.setFormatter(logging.Formatter("grader: %(message)s"))
+        service_log.addHandler(said)
     config = uvicorn.Config(create_app(settings, service), log_level="warning", lifespan="on", access_log=False)
     # The cyclic GC, tuned for one long-lived process (issue 15): what start-up loaded (200k objects: the
     # modules, the rubric, the backend) is frozen out of every collection, where it made each full one a
