@@ -9,6 +9,7 @@ no salt or slow hash is needed against guessing), session cookies likewise.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -899,8 +900,9 @@ def aware(moment: datetime) -> datetime:
 def _never_reuse_review_ids(engine: SQLEngine) -> None:
     """A SQLite database made before review ids were AUTOINCREMENT gets the table rebuilt with it (SQLite
     cannot alter a column): without it, a new review takes the id of the newest one erased, and a client
-    reading the feed from that id on never sees it."""
-    with engine.begin() as connection:
+    reading the feed from that id on never sees it. A database this process may not write (a read-only file,
+    another process rebuilding it at the same moment) is left to the next one that can."""
+    with contextlib.suppress(OperationalError), engine.begin() as connection:
         made = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'reviews'")
         if "AUTOINCREMENT" in (made.scalar() or "").upper():
             return
