@@ -623,6 +623,7 @@ UNAUTHORIZED = "a valid token is required"
 
 
 def _principal(request: Request, token: str | None) -> Principal | None:
+    """Who a bearer token (when one is given) or else the session cookie speaks for; None: nobody valid."""
     store = service_of(request).store
     if token is not None and token.strip():
         return store.authenticate(token.strip())
@@ -631,13 +632,16 @@ def _principal(request: Request, token: str | None) -> Principal | None:
     return None
 
 
+def principal_of(request: Request) -> Principal | None:
+    """`_principal` of a request read by hand, where no `caller` dependency ran (the pages, an error handler)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return _principal(request, token if scheme.lower() == "bearer" else None)
+
+
 def _anonymous(request: Request) -> JSONResponse | None:
     """The 401 of an API call with no valid token whose body could not be read (not JSON, not UTF-8):
     FastAPI decodes a body before it asks for the token, and nothing about a body is told to a stranger."""
-    if not request.url.path.startswith("/v1/"):
-        return None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if _principal(request, token if scheme.lower() == "bearer" else None) is not None:
+    if not request.url.path.startswith("/v1/") or principal_of(request) is not None:
         return None
     return JSONResponse({"detail": UNAUTHORIZED}, 401, headers={"WWW-Authenticate": "Bearer"})
 

@@ -186,16 +186,11 @@ def page_link(filters: dict[str, str], **cursor: str) -> str:
 
 
 def install(app: FastAPI) -> None:
-    from grader.service.app import SESSION_COOKIE, service_of
+    from grader.service.app import principal_of, service_of
 
     def who(request: Request) -> Principal | None:
-        service = service_of(request)
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            principal = service.store.authenticate(token.strip())
-            return principal if principal is not None and principal.may_review else None  # pages are people's
-        cookie = request.cookies.get(SESSION_COOKIE)
-        return service.store.session_principal(cookie) if cookie else None
+        principal = principal_of(request)
+        return principal if principal is not None and principal.may_review else None  # the pages are people's
 
     @app.get("/login", include_in_schema=False)
     async def login(request: Request) -> HTMLResponse:
