@@ -504,6 +504,15 @@ def test_a_candidate_is_erased_everywhere_the_service_keeps_them(llm, tmp_path):
         assert httpx.delete(api.url(f"/v1/grades/{other['id']}")).status_code == 401  # a token, as every call
         assert "grader: erased 2 grade(s) and 1 review(s) at the request of alice" in api.server.log()
 
+        # Its idempotency key goes with it: the same key and body again make a new grade, not the erased one.
+        body, key = {"question": 1, "answer": answer_text(uid("keyed"))}, {"Idempotency-Key": uid("key")}
+        keyed = httpx.post(api.url("/v1/grades"), json=body, headers={**auth, **key})
+        assert keyed.status_code == 201
+        assert httpx.delete(api.url(f"/v1/grades/{keyed.json()['id']}"), headers=auth).status_code == 200
+        assert rows_of(tmp_path / "db.sqlite", "select count(*) from idempotency_keys") == [(0,)]
+        again = httpx.post(api.url("/v1/grades"), json=body, headers={**auth, **key})
+        assert again.status_code == 201 and again.json()["id"] != keyed.json()["id"]
+
 
 # --- grades --------------------------------------------------------------------------------------------
 
