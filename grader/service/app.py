@@ -704,19 +704,13 @@ def _same_request(stored: KeyRow, key: NewKey, kind: str) -> None:
         raise Rejected([Problem(("header", "Idempotency-Key"), msg, "idempotency_key_reused", msg)])
 
 
-def stored(row: GradeRow) -> StoredGrade | StoredFailure | dict[str, Any]:
+def stored(row: GradeRow) -> StoredGrade | StoredFailure | Pending:
     outcome = row.result()
     if isinstance(outcome, Grade):
         return StoredGrade(id=row.id, candidate=row.candidate, **outcome.model_dump())
     if isinstance(outcome, GradeFailure):
         return StoredFailure(id=row.id, candidate=row.candidate, **outcome.model_dump())
-    return {
-        "id": row.id,
-        "status": "pending",
-        "candidate": row.candidate,
-        "question_id": row.question_id,
-        "batch_id": row.batch_id,
-    }
+    return Pending(id=row.id, candidate=row.candidate, question_id=row.question_id, batch_id=row.batch_id)
 
 
 def _new_id(prefix: str) -> str:
@@ -824,8 +818,8 @@ def _install_api(app: FastAPI) -> None:
         if row is None:
             raise HTTPException(404, f"no grade {grade_id!r}")
         item = stored(row)
-        if isinstance(item, dict):  # pending: what the batch's results say of it, and "not yet"
-            return JSONResponse(Pending(**item).model_dump(mode="json"), 202)
+        if isinstance(item, Pending):  # what the batch's results say of it, and "not yet"
+            return JSONResponse(item.model_dump(mode="json"), 202)
         return item
 
     @app.delete(
@@ -953,8 +947,7 @@ def _install_api(app: FastAPI) -> None:
             after = -1
             while page := store.batch_rows(batch_id, after=after):
                 for row in page:
-                    item = stored(row)
-                    data = item if isinstance(item, dict) else item.model_dump(mode="json")
+                    data = stored(row).model_dump(mode="json")
                     yield (json.dumps(data, ensure_ascii=False) + "\n").encode()
                 after = page[-1].seq if page[-1].seq is not None else after
                 if len(page) < 1000:
