@@ -704,6 +704,14 @@ def _as_an_earlier_version_wrote(
     return buffer.getvalue()
 
 
+def _graded_in_input_order(source: Path, out: Path) -> list[dict[str, str]]:
+    """A CSV batch of `source` into `out` (this version's), its rows read back in the input's order (they are
+    written in the order they finish), so a slice of them is the first rows of the input."""
+    assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
+    with out.open(encoding="utf-8", newline="") as handle:
+        return sorted(csv.DictReader(handle, strict=True), key=lambda r: int(r["id"][1:]))
+
+
 def _regraded(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """Rows graded again, comparable with their first grading: by id (they come in the order they finish),
     without `usage` (the loopback server's prompt cache may be warm the second time: `cached_tokens`)."""
@@ -717,9 +725,7 @@ def test_resume_goes_on_with_a_csv_an_earlier_version_wrote(tmp_path, server_env
     out = tmp_path / "out.csv"
     with LoopbackLLM() as server:
         server_env(server)
-        assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
-        with out.open(encoding="utf-8", newline="") as handle:
-            graded = sorted(csv.DictReader(handle, strict=True), key=lambda r: int(r["id"][1:]))
+        graded = _graded_in_input_order(source, out)
         header = list(graded[0])
         # what the version before `red_flag_evidence` wrote, killed after three rows and a torn fourth
         torn = _as_an_earlier_version_wrote(graded[:3], also="retired_field") + 'r3,1,"Answer 3\nwith a second line'
@@ -753,9 +759,7 @@ def test_an_earlier_versions_csv_is_upgraded_when_an_input_column_has_the_new_fi
     out = tmp_path / "out.csv"
     with LoopbackLLM() as server:
         server_env(server)
-        assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
-        with out.open(encoding="utf-8", newline="") as handle:
-            graded = sorted(csv.DictReader(handle, strict=True), key=lambda r: int(r["id"][1:]))
+        graded = _graded_in_input_order(source, out)
         assert "grade_red_flag_evidence" in graded[0]
         out.write_text(_as_an_earlier_version_wrote(graded[:2], new="grade_red_flag_evidence"), encoding="utf-8")
         calls = server.calls
@@ -782,9 +786,7 @@ def test_an_earlier_versions_csv_of_another_input_is_refused_untouched_and_a_tor
     out = tmp_path / "out.csv"
     with LoopbackLLM() as server:
         server_env(server)
-        assert batch(str(source), "-o", str(out), "--workers", "1", "--no-cache").exit_code == 0
-        with out.open(encoding="utf-8", newline="") as handle:
-            graded = sorted(csv.DictReader(handle, strict=True), key=lambda r: int(r["id"][1:]))
+        graded = _graded_in_input_order(source, out)
         old = _as_an_earlier_version_wrote(graded[:2]).encode("utf-8")
 
         out.write_bytes(old)
